@@ -1,0 +1,484 @@
+//! Configuration: `config.toml` plus `SIO_RELAY_*` environment overrides, checked once at start.
+//!
+//! Every key has a default (the values in the repository's `config.toml`), so the relay runs without a
+//! file. Unknown keys, values of the wrong type and values out of range are refused before anything
+//! connects, with the key named, because a typo in a daemon's config should stop it at deploy time,
+//! not change its behaviour silently at 3 a.m.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::packet::Target;
+
+/// Prefix of the environment variables that override config keys: `SIO_RELAY_REDIS__URL`.
+pub const ENV_PREFIX: &str = "SIO_RELAY";
+
+/// The most entries one batch may hold: the delivery script passes a batch's IDs to a single XACK,
+/// and Lua refuses to unpack much more than a few thousand values at once.
+pub const MAX_BATCH_SIZE: usize = 4096;
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub redis: RedisConfig,
+    pub source: SourceConfig,
+    pub delivery: DeliveryConfig,
+    pub target: TargetConfig,
+    pub dead_letter: DeadLetterConfig,
+    pub shutdown: ShutdownConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    pub url: String,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Response timeout of every command except the blocking read, whose timeout derives from
+    /// `source.block`.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            connect_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    pub stream: String,
+    pub group: String,
+    /// Empty means `$HOSTNAME`, else the host name; resolved by [`Config::load`].
+    pub consumer: String,
+    pub start_id: String,
+    pub batch_size: usize,
+    #[serde(with = "humantime_serde")]
+    pub block: Duration,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            stream: "sio-relay".into(),
+            group: "sio-relay".into(),
+            consumer: String::new(),
+            start_id: "$".into(),
+            batch_size: 256,
+            block: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    pub min_receivers: u32,
+    pub max_deliveries: u32,
+    #[serde(with = "humantime_serde")]
+    pub claim_idle: Duration,
+    #[serde(with = "humantime_serde")]
+    pub claim_interval: Duration,
+    /// Zero disables expiry.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    pub max_held: usize,
+    #[serde(with = "humantime_serde")]
+    pub retry_interval: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            min_receivers: 1,
+            max_deliveries: 5,
+            claim_idle: Duration::from_secs(30),
+            claim_interval: Duration::from_secs(5),
+            max_age: Duration::ZERO,
+            max_held: 10_000,
+            retry_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TargetConfig {
+    pub key: String,
+    pub uid: String,
+}
+
+impl Default for TargetConfig {
+    fn default() -> Self {
+        TargetConfig {
+            key: "socket.io".into(),
+            uid: "emitter".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadLetterConfig {
+    pub stream: String,
+    /// Approximate cap on the dead-letter stream's length; zero keeps everything.
+    pub max_len: u64,
+}
+
+impl Default for DeadLetterConfig {
+    fn default() -> Self {
+        DeadLetterConfig {
+            stream: "sio-relay:dead".into(),
+            max_len: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `sio_relay=debug`; `RUST_LOG` wins when set.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A config that cannot be used, with the key at fault when there is one.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub key: Option<String>,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "invalid configuration: `{key}`: {}", self.problem),
+            None => write!(f, "invalid configuration: {}", self.problem),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: Some(key.to_owned()),
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Reads `path` (when given) and the process environment, then validates the result.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load_with_env(path, None)
+    }
+
+    /// As [`Config::load`], with `env` standing in for the process environment when it is `Some`.
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: Option<HashMap<String, String>>,
+    ) -> Result<Config, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = path {
+            if let Err(e) = std::fs::metadata(path) {
+                return Err(ConfigError {
+                    key: None,
+                    problem: format!("cannot read config file {}: {e}", path.display()),
+                });
+            }
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(env),
+        );
+        let mut cfg: Config = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError {
+                key: None,
+                problem: describe_source_error(e, path),
+            })?;
+        if cfg.source.consumer.is_empty() {
+            cfg.source.consumer = default_consumer_name();
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Range and consistency checks that types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        redis::Client::open(self.redis.url.as_str())
+            .map_err(|e| invalid("redis.url", format!("not a usable Redis URL: {e}")))?;
+        positive("redis.connect_timeout", self.redis.connect_timeout)?;
+        positive("redis.command_timeout", self.redis.command_timeout)?;
+        positive("redis.backoff_min", self.redis.backoff_min)?;
+        if self.redis.backoff_max < self.redis.backoff_min {
+            return Err(invalid(
+                "redis.backoff_max",
+                "must not be shorter than redis.backoff_min",
+            ));
+        }
+        for (key, value) in [
+            ("source.stream", &self.source.stream),
+            ("source.group", &self.source.group),
+            ("source.consumer", &self.source.consumer),
+            ("target.key", &self.target.key),
+            ("target.uid", &self.target.uid),
+            ("dead_letter.stream", &self.dead_letter.stream),
+        ] {
+            if value.is_empty() {
+                return Err(invalid(key, "must not be empty"));
+            }
+        }
+        if !matches!(self.source.start_id.as_str(), "$" | "0") {
+            return Err(invalid(
+                "source.start_id",
+                format!(
+                    "must be \"$\" (only entries added after the group is created) or \"0\" (the whole stream), not {:?}",
+                    self.source.start_id
+                ),
+            ));
+        }
+        if !(1..=MAX_BATCH_SIZE).contains(&self.source.batch_size) {
+            return Err(invalid(
+                "source.batch_size",
+                format!("must be between 1 and {MAX_BATCH_SIZE}, not {}", self.source.batch_size),
+            ));
+        }
+        if self.source.block < Duration::from_millis(10) {
+            return Err(invalid("source.block", "must be at least 10ms"));
+        }
+        if self.delivery.max_deliveries == 0 {
+            return Err(invalid("delivery.max_deliveries", "must be at least 1"));
+        }
+        if self.delivery.claim_idle < Duration::from_secs(1) {
+            return Err(invalid(
+                "delivery.claim_idle",
+                "must be at least 1s: shorter lets relays steal each other's in-flight entries",
+            ));
+        }
+        positive("delivery.claim_interval", self.delivery.claim_interval)?;
+        positive("delivery.retry_interval", self.delivery.retry_interval)?;
+        if self.delivery.max_held < self.source.batch_size {
+            return Err(invalid(
+                "delivery.max_held",
+                format!(
+                    "must be at least source.batch_size ({}), not {}",
+                    self.source.batch_size, self.delivery.max_held
+                ),
+            ));
+        }
+        if self.dead_letter.stream == self.source.stream {
+            return Err(invalid(
+                "dead_letter.stream",
+                "must differ from source.stream, or dead letters would be read again",
+            ));
+        }
+        positive("shutdown.timeout", self.shutdown.timeout)?;
+        tracing_subscriber::EnvFilter::builder()
+            .parse(&self.log.level)
+            .map_err(|e| invalid("log.level", format!("not a valid log filter: {e}")))?;
+        Ok(())
+    }
+
+    pub fn target(&self) -> Target {
+        Target {
+            key: self.target.key.clone(),
+            uid: self.target.uid.clone(),
+        }
+    }
+}
+
+fn positive(key: &str, value: Duration) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        return Err(invalid(key, "must be longer than 0s"));
+    }
+    Ok(())
+}
+
+/// The config crate names the key for type errors but not always the file; add what it leaves out.
+fn describe_source_error(e: config::ConfigError, path: Option<&Path>) -> String {
+    let text = e.to_string();
+    match (path, &e) {
+        (Some(path), config::ConfigError::FileParse { .. }) => {
+            format!("cannot parse {}: {text}", path.display())
+        }
+        _ => text,
+    }
+}
+
+/// The pod name in Kubernetes (`HOSTNAME`), else the machine's host name: stable across restarts of
+/// the same pod or host, so a restarted relay finds and finishes its own pending entries.
+fn default_consumer_name() -> String {
+    match std::env::var("HOSTNAME") {
+        Ok(name) if !name.is_empty() => name,
+        _ => gethostname::gethostname().to_string_lossy().into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    fn load(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let f = file(text);
+        Config::load_with_env(Some(f.path()), env(vars))
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let cfg = Config::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(cfg.redis.url, "redis://127.0.0.1:6379");
+        assert_eq!(cfg.source.stream, "sio-relay");
+        assert_eq!(cfg.source.group, "sio-relay");
+        assert_eq!(cfg.dead_letter.stream, "sio-relay:dead");
+        assert_eq!(cfg.delivery.min_receivers, 1);
+        assert!(!cfg.source.consumer.is_empty());
+    }
+
+    #[test]
+    fn the_shipped_config_file_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let mut shipped = Config::load_with_env(Some(&path), env(&[])).unwrap();
+        let mut defaults = Config::load_with_env(None, env(&[])).unwrap();
+        shipped.source.consumer.clear();
+        defaults.source.consumer.clear();
+        assert_eq!(shipped, defaults);
+    }
+
+    #[test]
+    fn file_values_and_env_overrides() {
+        let cfg = load(
+            "[source]\nstream = \"orders\"\nblock = \"250ms\"\n[delivery]\nmax_age = \"1h\"\n",
+            &[
+                ("SIO_RELAY_REDIS__URL", "redis://10.0.0.1:6380"),
+                ("SIO_RELAY_DELIVERY__MIN_RECEIVERS", "2"),
+                ("SIO_RELAY_SOURCE__START_ID", "0"),
+                ("SIO_RELAY_SOURCE__CONSUMER", "pod-7"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.source.stream, "orders");
+        assert_eq!(cfg.source.block, Duration::from_millis(250));
+        assert_eq!(cfg.delivery.max_age, Duration::from_secs(3600));
+        assert_eq!(cfg.redis.url, "redis://10.0.0.1:6380");
+        assert_eq!(cfg.delivery.min_receivers, 2);
+        assert_eq!(cfg.source.start_id, "0");
+        assert_eq!(cfg.source.consumer, "pod-7");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let err = load("[delivery]\nmin_reciever = 1\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("min_reciever"), "{err}");
+        let err = load("[sourec]\nstream = \"x\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("sourec"), "{err}");
+        let err = load("", &[("SIO_RELAY_REDIS__ULR", "redis://x")]).unwrap_err();
+        assert!(err.to_string().contains("ulr"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let cases = [
+            ("[source]\nblock = \"soon\"\n", "source.block"),
+            ("[source]\nblock = 30\n", "source.block"),
+            ("[source]\nbatch_size = 0\n", "source.batch_size"),
+            ("[source]\nbatch_size = \"many\"\n", "source.batch_size"),
+            ("[source]\nstart_id = \"1-0\"\n", "source.start_id"),
+            ("[delivery]\nmax_deliveries = 0\n", "delivery.max_deliveries"),
+            ("[delivery]\nclaim_idle = \"10ms\"\n", "delivery.claim_idle"),
+            ("[delivery]\nmax_held = 10\n", "delivery.max_held"),
+            ("[redis]\nurl = \"http://example\"\n", "redis.url"),
+            ("[dead_letter]\nstream = \"sio-relay\"\n", "dead_letter.stream"),
+            ("[log]\nformat = \"xml\"\n", "log.format"),
+            ("[log]\nlevel = \"info,[\"\n", "log.level"),
+            ("[target]\nuid = \"\"\n", "target.uid"),
+        ];
+        for (text, key) in cases {
+            let err = load(text, &[]).unwrap_err();
+            assert!(err.to_string().contains(key), "{text:?} gave: {err}");
+        }
+    }
+
+    #[test]
+    fn missing_and_unparsable_files_are_named() {
+        let err = Config::load_with_env(Some(Path::new("/nonexistent/relay.toml")), env(&[]))
+            .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/relay.toml"), "{err}");
+        let f = file("[source\n");
+        let err = Config::load_with_env(Some(f.path()), env(&[])).unwrap_err();
+        assert!(err.to_string().contains(&*f.path().to_string_lossy()), "{err}");
+    }
+}

@@ -1,0 +1,113 @@
+//! Redis connections and the backoff between attempts to (re)open them.
+//!
+//! The relay keeps two connections. The blocking XREADGROUP gets its own, with a response timeout
+//! well above the BLOCK time: Redis reads nothing else from a blocked client, and redis-rs's default
+//! 500 ms timeout would cut every read short (rust-crates.md §1.4). Everything else (the delivery
+//! script, claims, group setup) shares the writer. Neither reconnects by itself: on any error the relay
+//! drops both and opens new ones after a [`Backoff`] delay, which also aborts a read left blocked.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::io::tcp::TcpSettings;
+use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, RedisResult};
+
+use crate::config::Config;
+
+/// The reader's and the writer's connection.
+pub struct Connections {
+    pub reader: MultiplexedConnection,
+    pub writer: MultiplexedConnection,
+}
+
+/// Builds the client for `redis.url`, with Nagle off: the relay sends small batches and waits for them.
+pub fn client(cfg: &Config) -> RedisResult<Client> {
+    let info = cfg
+        .redis
+        .url
+        .as_str()
+        .into_connection_info()?
+        .set_tcp_settings(TcpSettings::default().set_nodelay(true));
+    Client::open(info)
+}
+
+/// How long the reader waits for a reply: the BLOCK time plus a real margin, because Redis can
+/// block past BLOCK when a woken read loses its entry to another consumer (redis/redis#12998).
+pub fn read_timeout(block: Duration) -> Duration {
+    block + block.max(Duration::from_secs(5))
+}
+
+/// Opens both connections.
+pub async fn connect(client: &Client, cfg: &Config) -> RedisResult<Connections> {
+    let base =
+        AsyncConnectionConfig::new().set_connection_timeout(Some(cfg.redis.connect_timeout));
+    let reader = client
+        .get_multiplexed_async_connection_with_config(
+            &base
+                .clone()
+                .set_response_timeout(Some(read_timeout(cfg.source.block))),
+        )
+        .await?;
+    let writer = client
+        .get_multiplexed_async_connection_with_config(
+            &base.set_response_timeout(Some(cfg.redis.command_timeout)),
+        )
+        .await?;
+    Ok(Connections { reader, writer })
+}
+
+/// Capped exponential backoff with jitter, so that relays restarted together do not reconnect in
+/// lockstep.
+#[derive(Debug)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff {
+            min,
+            max,
+            next: min,
+        }
+    }
+
+    /// The delay before the next attempt: a random point in the upper half of the current step.
+    pub fn next_delay(&mut self) -> Duration {
+        let step = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let half = step / 2;
+        half + half.mul_f64(fastrand::f64())
+    }
+
+    /// Called after a success: the next failure starts again from the minimum.
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter() {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
+        let delays: Vec<Duration> = (0..5).map(|_| backoff.next_delay()).collect();
+        let steps = [100, 200, 400, 400, 400];
+        for (delay, step) in delays.iter().zip(steps) {
+            let step = Duration::from_millis(step);
+            assert!(*delay >= step / 2 && *delay <= step, "{delay:?} for step {step:?}");
+        }
+        backoff.reset();
+        assert!(backoff.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn reads_wait_well_past_block() {
+        assert_eq!(read_timeout(Duration::from_secs(2)), Duration::from_secs(7));
+        assert_eq!(read_timeout(Duration::from_secs(30)), Duration::from_secs(60));
+    }
+}

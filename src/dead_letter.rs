@@ -1,0 +1,134 @@
+//! Dead letters: entries the relay will not deliver, and why.
+//!
+//! A dead letter keeps every original field, byte for byte, and adds `x-dead-*` fields with the reason,
+//! the source entry and its delivery count. Producers' `x-` fields are ignored by validation, so an
+//! operator can replay a dead letter by XADDing its fields back to the source stream unchanged. The
+//! move itself (XADD to the dead-letter stream + XACK) happens atomically in the delivery script.
+
+use std::time::Duration;
+
+use crate::entry::{Malformed, RawEntry};
+
+/// Prefix of the fields the relay adds; fields with it are replaced when an entry dies again.
+pub const FIELD_PREFIX: &str = "x-dead-";
+
+/// Why an entry was dead-lettered.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reason {
+    /// The entry breaks the producers' contract.
+    Malformed(Malformed),
+    /// Delivered more often than `delivery.max_deliveries` (relays crashed or stalled on it).
+    MaxDeliveries { deliveries: u64, limit: u32 },
+    /// Older than `delivery.max_age` by its ID's timestamp.
+    Expired { age: Duration, limit: Duration },
+}
+
+impl Reason {
+    /// The stable, machine-readable reason: `malformed`, `max_deliveries` or `expired`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reason::Malformed(_) => "malformed",
+            Reason::MaxDeliveries { .. } => "max_deliveries",
+            Reason::Expired { .. } => "expired",
+        }
+    }
+
+    /// What an operator reads to understand the reason.
+    pub fn detail(&self) -> String {
+        match self {
+            Reason::Malformed(problem) => problem.to_string(),
+            Reason::MaxDeliveries { deliveries, limit } => format!(
+                "delivered {deliveries} times, more than delivery.max_deliveries = {limit}"
+            ),
+            Reason::Expired { age, limit } => format!(
+                "{} old, older than delivery.max_age = {}",
+                humantime::format_duration(Duration::from_millis(age.as_millis() as u64)),
+                humantime::format_duration(*limit)
+            ),
+        }
+    }
+}
+
+/// The fields of the dead letter for `entry`, which came from `stream`.
+pub fn fields(
+    entry: &RawEntry,
+    stream: &str,
+    deliveries: u64,
+    reason: &Reason,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = entry
+        .fields
+        .iter()
+        .filter(|(name, _)| !name.starts_with(FIELD_PREFIX.as_bytes()))
+        .cloned()
+        .collect();
+    let mut add = |name: &str, value: String| {
+        out.push((format!("{FIELD_PREFIX}{name}").into_bytes(), value.into_bytes()));
+    };
+    add("reason", reason.code().to_owned());
+    add("error", reason.detail());
+    add("stream", stream.to_owned());
+    add("id", entry.id.to_string());
+    add("deliveries", deliveries.to_string());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::{Entry, EntryId};
+
+    #[test]
+    fn dead_letters_keep_the_original_and_can_be_replayed() {
+        let entry = RawEntry {
+            id: EntryId { ms: 7, seq: 1 },
+            fields: vec![
+                (b"event".to_vec(), b"chat".to_vec()),
+                (b"x-dead-reason".to_vec(), b"expired".to_vec()),
+                (b"data".to_vec(), b"\xff".to_vec()),
+            ],
+        };
+        let reason = Reason::Malformed(Malformed::ValueNotUtf8("data".into()));
+        let dead = fields(&entry, "orders", 2, &reason);
+        let text: Vec<(String, String)> = dead
+            .iter()
+            .map(|(f, v)| (String::from_utf8_lossy(f).into(), String::from_utf8_lossy(v).into()))
+            .collect();
+        assert_eq!(dead[0], (b"event".to_vec(), b"chat".to_vec()));
+        assert_eq!(dead[1], (b"data".to_vec(), b"\xff".to_vec()), "values kept byte for byte");
+        assert_eq!(
+            &text[2..],
+            &[
+                ("x-dead-reason".into(), "malformed".into()),
+                ("x-dead-error".into(), "the value of `data` is not valid UTF-8".into()),
+                ("x-dead-stream".into(), "orders".into()),
+                ("x-dead-id".into(), "7-1".into()),
+                ("x-dead-deliveries".into(), "2".into()),
+            ]
+        );
+
+        let replayable = fields(
+            &RawEntry {
+                id: entry.id,
+                fields: vec![(b"event".to_vec(), b"chat".to_vec())],
+            },
+            "orders",
+            6,
+            &Reason::MaxDeliveries {
+                deliveries: 6,
+                limit: 5,
+            },
+        );
+        assert!(Entry::parse(&replayable).is_ok(), "x-dead-* fields are ignored on replay");
+    }
+
+    #[test]
+    fn details_name_the_limit() {
+        let expired = Reason::Expired {
+            age: Duration::from_millis(3_600_500),
+            limit: Duration::from_secs(60),
+        };
+        assert_eq!(expired.code(), "expired");
+        assert_eq!(expired.detail(), "1h 500ms old, older than delivery.max_age = 1m");
+    }
+}

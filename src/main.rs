@@ -1,0 +1,64 @@
+//! The `sio-relay` command: parses arguments and hands over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sio_relay::config::Config;
+
+/// Durable relay from a Redis Stream to Socket.IO servers (@socket.io/redis-adapter).
+#[derive(Parser)]
+#[command(name = "sio-relay", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay daemon until SIGTERM or SIGINT.
+    Run {
+        /// Configuration file (TOML). Without it, built-in defaults and SIO_RELAY_* variables apply.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Exit status for a configuration the relay refuses to start with (EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => {
+            let cfg = match Config::load(config.as_deref()) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("sio-relay: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            if let Err(e) = sio_relay::logging::init(&cfg.log) {
+                eprintln!("sio-relay: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("sio-relay: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(sio_relay::run(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sio-relay: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

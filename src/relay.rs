@@ -1,0 +1,599 @@
+//! The consumer loop: the state machine that moves entries from the stream to the Socket.IO servers.
+//!
+//! One task, one step at a time, so entries of a consumer keep stream order and there is never more
+//! than one batch in flight. Each step: (re)connect and set up the group if needed; recover this
+//! consumer's own pending entries after a (re)connect; keep held entries alive and retry them; reclaim
+//! idle entries of dead consumers; then read new entries with a bounded BLOCK. Every Redis error ends
+//! the step; the loop drops its connections, waits a [`Backoff`] delay and starts over, logging only
+//! when the link changes state. Nothing is acknowledged outside the delivery script.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redis::streams::{StreamPendingCountReply, StreamReadOptions};
+use redis::{AsyncCommands, Client, RedisError, RedisResult};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::connection::{self, Backoff, Connections};
+use crate::dead_letter::{self, Reason};
+use crate::delivery::{Deliverable, Op, Outcome, Scripts};
+use crate::entry::{Entry, EntryId, RawEntry};
+use crate::held::Held;
+use crate::packet::Target;
+use crate::reply::{AutoClaimed, Claimed, Delivered, Read};
+
+/// XAUTOCLAIM pages per reclaim round, so that a huge pending list cannot starve new entries.
+const CLAIM_PAGES_PER_ROUND: usize = 10;
+
+/// What the relay decided to do with one entry.
+enum Plan {
+    Publish(Deliverable),
+    DeadLetter {
+        raw: RawEntry,
+        deliveries: u64,
+        reason: Reason,
+    },
+}
+
+impl Plan {
+    fn id(&self) -> EntryId {
+        match self {
+            Plan::Publish(d) => d.id(),
+            Plan::DeadLetter { raw, .. } => raw.id,
+        }
+    }
+}
+
+/// The state of the link to Redis, tracked so that each change is logged once.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Link {
+    Starting,
+    Up,
+    Down { since: Instant, attempts: u32 },
+}
+
+pub struct Relay {
+    cfg: Config,
+    target: Target,
+    client: Client,
+    scripts: Scripts,
+    held: Held,
+    conns: Option<Connections>,
+    group_ready: bool,
+    own_pending_recovered: bool,
+    link: Link,
+    backoff: Backoff,
+    claim_cursor: String,
+    next_claim: Instant,
+    next_retry: Instant,
+    next_keep: Instant,
+    reading_paused: bool,
+    shutdown: CancellationToken,
+}
+
+impl Relay {
+    pub fn new(cfg: Config, shutdown: CancellationToken) -> RedisResult<Relay> {
+        let now = Instant::now();
+        Ok(Relay {
+            target: cfg.target(),
+            client: connection::client(&cfg)?,
+            scripts: Scripts::new(&cfg),
+            held: Held::new(cfg.delivery.max_held),
+            conns: None,
+            group_ready: false,
+            own_pending_recovered: false,
+            link: Link::Starting,
+            backoff: Backoff::new(cfg.redis.backoff_min, cfg.redis.backoff_max),
+            claim_cursor: "0-0".into(),
+            next_claim: now,
+            next_retry: now,
+            next_keep: now,
+            reading_paused: false,
+            shutdown,
+            cfg,
+        })
+    }
+
+    /// Relays until the shutdown token is cancelled, then returns once the batch in flight is
+    /// delivered and acknowledged. Held entries stay pending in Redis for the next relay.
+    pub async fn run(mut self) {
+        while !self.shutdown.is_cancelled() {
+            if let Err(err) = self.step().await {
+                self.recover(err).await;
+            }
+        }
+        if !self.held.is_empty() {
+            info!(
+                held = self.held.len(),
+                "entries waiting for Socket.IO servers stay pending for the next relay"
+            );
+        }
+    }
+
+    async fn step(&mut self) -> RedisResult<()> {
+        if self.conns.is_none() {
+            self.conns = Some(connection::connect(&self.client, &self.cfg).await?);
+            self.own_pending_recovered = false;
+        }
+        if !self.group_ready {
+            self.create_group().await?;
+            self.group_ready = true;
+            self.own_pending_recovered = false;
+        }
+        if !self.own_pending_recovered {
+            self.recover_own_pending().await?;
+            self.own_pending_recovered = true;
+            self.link_up();
+        }
+
+        let now = Instant::now();
+        if !self.held.is_empty() && now >= self.next_keep {
+            self.keep_held().await?;
+            self.next_keep = now + self.cfg.delivery.claim_idle / 3;
+        }
+        if !self.held.is_empty() && now >= self.next_retry {
+            self.retry_held().await?;
+            self.next_retry = now + self.cfg.delivery.retry_interval;
+        }
+        if !self.held.is_full() && now >= self.next_claim {
+            self.reclaim().await?;
+            self.next_claim = now + self.cfg.delivery.claim_interval;
+        }
+
+        if self.held.is_full() {
+            if !self.reading_paused {
+                warn!(
+                    held = self.held.len(),
+                    "delivery.max_held entries are waiting for Socket.IO servers; reading paused until they drain"
+                );
+                self.reading_paused = true;
+            }
+            let pause = self.cfg.delivery.retry_interval;
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+            return Ok(());
+        }
+        if self.reading_paused {
+            info!(held = self.held.len(), "reading resumed");
+            self.reading_paused = false;
+        }
+        self.read_new().await
+    }
+
+    /// Handles the error that ended a step, then waits before the next attempt.
+    async fn recover(&mut self, err: RedisError) {
+        if err.code() == Some("NOGROUP") {
+            warn!(
+                stream = %self.cfg.source.stream,
+                group = %self.cfg.source.group,
+                "the consumer group is gone (stream deleted, or Redis restarted without persistence); creating it again"
+            );
+            self.group_ready = false;
+        } else {
+            self.conns = None;
+            self.link = match self.link {
+                Link::Starting | Link::Up => {
+                    warn!(redis = %self.client.get_connection_info().addr(), error = %err,
+                        "Redis is unavailable; reconnecting with backoff");
+                    Link::Down {
+                        since: Instant::now(),
+                        attempts: 1,
+                    }
+                }
+                Link::Down { since, attempts } => {
+                    debug!(error = %err, attempts, "Redis still unavailable");
+                    Link::Down {
+                        since,
+                        attempts: attempts + 1,
+                    }
+                }
+            };
+        }
+        let delay = self.backoff.next_delay();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = self.shutdown.cancelled() => {}
+        }
+    }
+
+    fn link_up(&mut self) {
+        match self.link {
+            Link::Starting => info!(
+                redis = %self.client.get_connection_info().addr(),
+                stream = %self.cfg.source.stream,
+                group = %self.cfg.source.group,
+                consumer = %self.cfg.source.consumer,
+                "relaying"
+            ),
+            Link::Down { since, attempts } => info!(
+                down_for = %humantime::format_duration(Duration::from_millis(since.elapsed().as_millis() as u64)),
+                attempts,
+                "Redis is back; relaying again"
+            ),
+            Link::Up => {}
+        }
+        self.link = Link::Up;
+        self.backoff.reset();
+    }
+
+    fn writer(&mut self) -> &mut redis::aio::MultiplexedConnection {
+        &mut self
+            .conns
+            .as_mut()
+            .expect("steps run only while connected")
+            .writer
+    }
+
+    /// Creates the group (and the stream) unless it exists; an existing group is used as it is.
+    async fn create_group(&mut self) -> RedisResult<()> {
+        let (stream, group, start) = (
+            self.cfg.source.stream.clone(),
+            self.cfg.source.group.clone(),
+            self.cfg.source.start_id.clone(),
+        );
+        match self
+            .writer()
+            .xgroup_create_mkstream::<_, _, _, ()>(&stream, &group, &start)
+            .await
+        {
+            Ok(()) => {
+                info!(%stream, %group, start_id = %start, "created the consumer group");
+                Ok(())
+            }
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Delivers the entries this consumer read earlier but never acknowledged (a crash, a lost
+    /// reply, a restart), before anything new. Entries it still holds in memory are left alone so
+    /// waiting does not count as another delivery.
+    async fn recover_own_pending(&mut self) -> RedisResult<()> {
+        let (stream, group, consumer) = (
+            self.cfg.source.stream.clone(),
+            self.cfg.source.group.clone(),
+            self.cfg.source.consumer.clone(),
+        );
+        let page = self.cfg.source.batch_size;
+        let mut start = "-".to_owned();
+        let mut recovered = 0usize;
+        loop {
+            let pending: StreamPendingCountReply = self
+                .writer()
+                .xpending_consumer_count(&stream, &group, &start, "+", page, &consumer)
+                .await?;
+            let Some(last) = pending.ids.last() else {
+                break;
+            };
+            start = format!("({}", last.id);
+            let mut counts = Vec::new();
+            for p in &pending.ids {
+                let id: EntryId = p.id.parse().map_err(parse_error)?;
+                if !self.held.contains(id) {
+                    counts.push((id, p.times_delivered as u64));
+                }
+            }
+            if !counts.is_empty() {
+                let ids: Vec<String> = counts.iter().map(|(id, _)| id.to_string()).collect();
+                // Claiming them again counts one more delivery, as a re-read would.
+                let Claimed(entries) = self
+                    .writer()
+                    .xclaim(&stream, &group, &consumer, 0, &ids)
+                    .await?;
+                let mut batch = Vec::with_capacity(entries.len());
+                for delivered in entries {
+                    if let Delivered::Present(raw) = delivered {
+                        let before = counts.iter().find(|(id, _)| *id == raw.id).map_or(0, |c| c.1);
+                        batch.push((raw, before + 1));
+                    }
+                }
+                recovered += batch.len();
+                self.deliver(batch).await?;
+            }
+            if pending.ids.len() < page {
+                break;
+            }
+        }
+        if recovered > 0 {
+            info!(entries = recovered, "recovered this consumer's pending entries");
+        }
+        Ok(())
+    }
+
+    /// Reclaims entries that other consumers left pending for longer than `delivery.claim_idle`
+    /// (relays that crashed or were scaled away), following the XAUTOCLAIM cursor.
+    async fn reclaim(&mut self) -> RedisResult<()> {
+        let (stream, group, consumer) = (
+            self.cfg.source.stream.clone(),
+            self.cfg.source.group.clone(),
+            self.cfg.source.consumer.clone(),
+        );
+        let min_idle = self.cfg.delivery.claim_idle.as_millis() as u64;
+        for _ in 0..CLAIM_PAGES_PER_ROUND {
+            let claimed: AutoClaimed = redis::cmd("XAUTOCLAIM")
+                .arg(&stream)
+                .arg(&group)
+                .arg(&consumer)
+                .arg(min_idle)
+                .arg(&self.claim_cursor)
+                .arg("COUNT")
+                .arg(self.cfg.source.batch_size)
+                .query_async(self.writer())
+                .await?;
+            self.claim_cursor = claimed.cursor;
+            if !claimed.deleted.is_empty() {
+                warn!(
+                    count = claimed.deleted.len(),
+                    first = %claimed.deleted[0],
+                    "pending entries were deleted from the stream (trimmed or XDEL) before delivery; nothing left to deliver"
+                );
+            }
+            let raws: Vec<RawEntry> = claimed
+                .entries
+                .into_iter()
+                .filter_map(|d| match d {
+                    Delivered::Present(raw) if !self.held.contains(raw.id) => Some(raw),
+                    _ => None,
+                })
+                .collect();
+            if !raws.is_empty() {
+                let counts = self.delivery_counts(&raws).await?;
+                info!(entries = raws.len(), "reclaimed idle entries of other consumers");
+                let batch = raws
+                    .into_iter()
+                    .zip(counts)
+                    .filter_map(|(raw, count)| count.map(|c| (raw, c)))
+                    .collect();
+                self.deliver(batch).await?;
+            }
+            if self.claim_cursor == "0-0" || self.held.is_full() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The delivery counter of each entry, `None` if it is no longer pending for this consumer.
+    async fn delivery_counts(&mut self, raws: &[RawEntry]) -> RedisResult<Vec<Option<u64>>> {
+        let (stream, group) = (
+            self.cfg.source.stream.clone(),
+            self.cfg.source.group.clone(),
+        );
+        let consumer = self.cfg.source.consumer.clone();
+        let mut pipe = redis::pipe();
+        for raw in raws {
+            let id = raw.id.to_string();
+            pipe.xpending_count(&stream, &group, &id, &id, 1);
+        }
+        let replies: Vec<StreamPendingCountReply> = pipe.query_async(self.writer()).await?;
+        Ok(replies
+            .into_iter()
+            .map(|reply| {
+                reply
+                    .ids
+                    .first()
+                    .filter(|p| p.consumer == consumer)
+                    .map(|p| p.times_delivered as u64)
+            })
+            .collect())
+    }
+
+    /// Reads and delivers one batch of new entries, waiting up to `source.block` for them.
+    async fn read_new(&mut self) -> RedisResult<()> {
+        let mut block = self.cfg.source.block;
+        if !self.held.is_empty() {
+            block = block.min(self.next_retry.saturating_duration_since(Instant::now()));
+        }
+        let block = block.max(Duration::from_millis(1));
+        let options = StreamReadOptions::default()
+            .group(&self.cfg.source.group, &self.cfg.source.consumer)
+            .count(self.cfg.source.batch_size)
+            .block(block.as_millis() as usize);
+        let stream = [self.cfg.source.stream.as_str()];
+        let reader = &mut self
+            .conns
+            .as_mut()
+            .expect("steps run only while connected")
+            .reader;
+        let read = reader.xread_options::<_, _, Read>(&stream, &[">"], &options);
+        let Read(entries) = tokio::select! {
+            read = read => read?,
+            // The entries of a cancelled read stay pending and are recovered at the next start.
+            _ = self.shutdown.cancelled() => return Ok(()),
+        };
+        let batch = entries
+            .into_iter()
+            .filter_map(|d| match d {
+                Delivered::Present(raw) => Some((raw, 1)),
+                Delivered::Deleted(_) => None,
+            })
+            .collect();
+        self.deliver(batch).await
+    }
+
+    /// Decides what to do with each entry, runs the delivery script, and holds what found no
+    /// listener. Entries of a namespace that already holds entries queue behind them unpublished.
+    async fn deliver(&mut self, batch: Vec<(RawEntry, u64)>) -> RedisResult<()> {
+        let mut plans = Vec::with_capacity(batch.len());
+        for (raw, deliveries) in batch {
+            if self.held.contains(raw.id) {
+                continue;
+            }
+            match self.plan(raw, deliveries) {
+                Plan::Publish(entry) if self.held.is_holding(&entry.nsp) => self.held.push(entry),
+                plan => plans.push(plan),
+            }
+        }
+        let outcomes = self.execute(&plans).await?;
+        for (plan, outcome) in plans.into_iter().zip(outcomes) {
+            if let (Plan::Publish(entry), Outcome::TooFewReceivers { .. } | Outcome::HeldBehind) =
+                (plan, outcome)
+            {
+                self.held.push(entry);
+            }
+        }
+        Ok(())
+    }
+
+    fn plan(&self, raw: RawEntry, deliveries: u64) -> Plan {
+        let limit = self.cfg.delivery.max_deliveries;
+        if deliveries > u64::from(limit) {
+            let reason = Reason::MaxDeliveries { deliveries, limit };
+            return Plan::DeadLetter {
+                raw,
+                deliveries,
+                reason,
+            };
+        }
+        let entry = match Entry::parse(&raw.fields) {
+            Ok(entry) => entry,
+            Err(problem) => {
+                return Plan::DeadLetter {
+                    raw,
+                    deliveries,
+                    reason: Reason::Malformed(problem),
+                }
+            }
+        };
+        if let Some(reason) = self.expiry(raw.id) {
+            return Plan::DeadLetter {
+                raw,
+                deliveries,
+                reason,
+            };
+        }
+        Plan::Publish(Deliverable {
+            packet: self.target.encode(&entry),
+            nsp: entry.nsp().to_owned(),
+            raw,
+            deliveries,
+        })
+    }
+
+    /// `Some` when `delivery.max_age` is set and the entry's ID says it is older.
+    fn expiry(&self, id: EntryId) -> Option<Reason> {
+        let limit = self.cfg.delivery.max_age;
+        if limit.is_zero() {
+            return None;
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        let age = Duration::from_millis(now.saturating_sub(id.ms));
+        (age > limit).then_some(Reason::Expired { age, limit })
+    }
+
+    /// Runs the delivery script for `plans` and logs what happened to each entry.
+    async fn execute(&mut self, plans: &[Plan]) -> RedisResult<Vec<Outcome>> {
+        if plans.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stream = &self.cfg.source.stream;
+        let ops: Vec<Op> = plans
+            .iter()
+            .map(|plan| match plan {
+                Plan::Publish(entry) => Op::Publish(entry),
+                Plan::DeadLetter {
+                    raw,
+                    deliveries,
+                    reason,
+                } => Op::DeadLetter {
+                    id: raw.id,
+                    fields: dead_letter::fields(raw, stream, *deliveries, reason),
+                },
+            })
+            .collect();
+        let conns = self.conns.as_mut().expect("steps run only while connected");
+        let outcomes = self.scripts.deliver(&mut conns.writer, &ops).await?;
+        let mut delivered = 0usize;
+        for (plan, outcome) in plans.iter().zip(&outcomes) {
+            match (plan, outcome) {
+                (_, Outcome::Delivered { .. }) => delivered += 1,
+                (Plan::DeadLetter { reason, .. }, Outcome::DeadLettered) => warn!(
+                    id = %plan.id(),
+                    reason = reason.code(),
+                    error = %reason.detail(),
+                    dead_letter_stream = %self.cfg.dead_letter.stream,
+                    "dead-lettered an entry"
+                ),
+                (Plan::Publish(entry), Outcome::TooFewReceivers { receivers })
+                    if !self.held.is_holding(&entry.nsp) =>
+                {
+                    warn!(
+                        nsp = %entry.nsp,
+                        receivers,
+                        min_receivers = self.cfg.delivery.min_receivers,
+                        "too few Socket.IO servers listen on this namespace; holding its entries until enough do"
+                    )
+                }
+                (_, Outcome::NotOwned) => debug!(
+                    id = %plan.id(),
+                    "entry is no longer pending for this consumer (reclaimed by another relay); skipped"
+                ),
+                _ => {}
+            }
+        }
+        debug!(entries = plans.len(), delivered, "batch done");
+        Ok(outcomes)
+    }
+
+    /// Publishes held entries again, oldest first per namespace, dead-lettering those that expired.
+    async fn retry_held(&mut self) -> RedisResult<()> {
+        for nsp in self.held.namespaces() {
+            let plans: Vec<Plan> = self
+                .held
+                .front(&nsp, self.cfg.source.batch_size)
+                .map(|entry| match self.expiry(entry.id()) {
+                    Some(reason) => Plan::DeadLetter {
+                        raw: entry.raw.clone(),
+                        deliveries: entry.deliveries,
+                        reason,
+                    },
+                    None => Plan::Publish(entry.clone()),
+                })
+                .collect();
+            let outcomes = self.execute(&plans).await?;
+            let resolved = outcomes
+                .iter()
+                .take_while(|o| !matches!(o, Outcome::TooFewReceivers { .. } | Outcome::HeldBehind))
+                .count();
+            for _ in 0..resolved {
+                self.held.pop_front(&nsp);
+            }
+            if resolved > 0 && !self.held.is_holding(&nsp) {
+                info!(%nsp, "Socket.IO servers listen on this namespace again; its held entries are delivered");
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps held entries from looking abandoned to other relays, and forgets those already taken.
+    async fn keep_held(&mut self) -> RedisResult<()> {
+        let ids = self.held.ids();
+        let mut lost = Vec::new();
+        for chunk in ids.chunks(self.cfg.source.batch_size) {
+            let conns = self.conns.as_mut().expect("steps run only while connected");
+            lost.extend(self.scripts.keep(&mut conns.writer, chunk).await?);
+        }
+        if !lost.is_empty() {
+            info!(
+                count = lost.len(),
+                "held entries are no longer pending for this consumer (reclaimed or acknowledged elsewhere); forgetting them"
+            );
+            self.held.remove(&lost);
+        }
+        Ok(())
+    }
+}
+
+fn parse_error(problem: String) -> RedisError {
+    RedisError::from((
+        redis::ErrorKind::Parse,
+        "unexpected entry ID from Redis",
+        problem,
+    ))
+}

@@ -1,0 +1,570 @@
+//! Test harness: real `redis-server` processes on free ports, the real `sio-relay` binary, and a
+//! pattern subscriber that stands in for a Socket.IO server's adapter subscription.
+//!
+//! Every test gets its own Redis in its own temp dir, so tests can kill and restart it, and never touch
+//! the shared server on port 6379.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use redis::{Commands, Value};
+
+pub const STREAM: &str = "sio-relay";
+pub const GROUP: &str = "sio-relay";
+pub const DEAD: &str = "sio-relay:dead";
+
+/// Polls `check` every 20 ms until it returns true; panics with `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn require(binary: &str, install: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(binary))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| panic!("`{binary}` is not on PATH; the tests need it: {install}"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free TCP port on 127.0.0.1")
+}
+
+/// A `redis-server` owned by one test.
+pub struct RedisServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    appendonly: bool,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// A server without persistence.
+    pub fn start() -> RedisServer {
+        RedisServer::launch(false)
+    }
+
+    /// A server with `appendonly yes` and `appendfsync always`, so a kill -9 loses no write it
+    /// acknowledged: what a deployment that must not lose messages runs.
+    pub fn start_persistent() -> RedisServer {
+        RedisServer::launch(true)
+    }
+
+    fn launch(appendonly: bool) -> RedisServer {
+        let mut server = RedisServer {
+            port: 0,
+            dir: tempfile::tempdir().expect("temp dir"),
+            appendonly,
+            child: None,
+        };
+        for _ in 0..5 {
+            server.port = free_port();
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("redis-server did not start; see {}", server.log_path().display());
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    /// Starts the process on `self.port`; false if it exited (port taken) instead of answering.
+    fn spawn(&mut self) -> bool {
+        let binary = require(
+            "redis-server",
+            "install Redis 7 (Debian/Ubuntu: apt-get install redis-server)",
+        );
+        let port = self.port.to_string();
+        let dir = self.dir.path().to_str().unwrap().to_owned();
+        let log = self.log_path().to_str().unwrap().to_owned();
+        let aof = if self.appendonly { "yes" } else { "no" };
+        let child = Command::new(binary)
+            .args(["--port", &port, "--bind", "127.0.0.1", "--dir", &dir])
+            .args(["--save", "", "--appendonly", aof, "--appendfsync", "always"])
+            .args(["--logfile", &log, "--daemonize", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.as_mut().unwrap().try_wait() {
+                self.child = None;
+                return false;
+            }
+            if let Ok(mut con) = self.try_connection() {
+                if redis::cmd("PING").query::<String>(&mut con).is_ok() {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {} did not answer PING", self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn try_connection(&self) -> redis::RedisResult<redis::Connection> {
+        let client = redis::Client::open(self.url())?;
+        client.get_connection_with_timeout(Duration::from_secs(2))
+    }
+
+    /// A fresh connection to this server.
+    pub fn connection(&self) -> redis::Connection {
+        self.try_connection().expect("connect to the test Redis")
+    }
+
+    /// SIGKILL: Redis gets no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        assert!(self.spawn(), "redis-server did not restart on port {}", self.port);
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running `sio-relay run`, configured through `SIO_RELAY_*` variables.
+pub struct Relay {
+    child: Option<Child>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+impl Relay {
+    /// Starts a relay on `redis` as consumer `consumer`; `settings` are `("SECTION__KEY", value)`.
+    pub fn start(redis: &RedisServer, consumer: &str, settings: &[(&str, &str)]) -> Relay {
+        let mut env = vec![
+            ("REDIS__URL".to_owned(), redis.url()),
+            ("SOURCE__CONSUMER".to_owned(), consumer.to_owned()),
+            ("SOURCE__START_ID".to_owned(), "0".to_owned()),
+            ("LOG__LEVEL".to_owned(), "sio_relay=debug,info".to_owned()),
+        ];
+        for (key, value) in settings {
+            env.retain(|(k, _)| k != key);
+            env.push((key.to_string(), value.to_string()));
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut relay = Relay {
+            child: None,
+            log: dir.path().join("relay.log"),
+            _dir: dir,
+            env,
+        };
+        relay.spawn();
+        relay
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("relay log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sio-relay"));
+        cmd.arg("run")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        for (key, value) in &self.env {
+            cmd.env(format!("SIO_RELAY_{key}"), value);
+        }
+        self.child = Some(cmd.spawn().expect("spawn sio-relay"));
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        wait_until(timeout, &format!("the relay logs {needle:?}"), || {
+            self.log().contains(needle)
+        });
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("relay running").id()
+    }
+
+    /// Sends `signal` (e.g. "TERM") and waits up to `timeout` for the exit status.
+    pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> ExitStatus {
+        let pid = self.pid().to_string();
+        let sent = Command::new("kill").args(["-s", signal, &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -s {signal} {pid} failed");
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for the relay") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "the relay did not exit within {timeout:?} of SIG{signal}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL, as a crash or the OOM killer would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the same relay (same consumer name and settings) again.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- relay log ---\n{}", self.log());
+        }
+    }
+}
+
+/// One packet as a Socket.IO server's adapter would receive it.
+#[derive(Clone, Debug)]
+pub struct Message {
+    pub channel: String,
+    pub payload: Vec<u8>,
+}
+
+impl Message {
+    /// Decodes the payload as the adapter does: `[uid, packet, opts]`.
+    pub fn decode(&self) -> serde_json::Value {
+        let value = rmpv::decode::read_value(&mut self.payload.as_slice()).expect("msgpack");
+        to_json(&value)
+    }
+
+    pub fn event(&self) -> String {
+        self.decode()[1]["data"][0].as_str().unwrap().to_owned()
+    }
+
+    /// The first argument of the event.
+    pub fn arg(&self) -> serde_json::Value {
+        self.decode()[1]["data"][1].clone()
+    }
+}
+
+pub fn to_json(v: &rmpv::Value) -> serde_json::Value {
+    use rmpv::Value as M;
+    use serde_json::Value as J;
+    match v {
+        M::Nil => J::Null,
+        M::Boolean(b) => J::Bool(*b),
+        M::Integer(i) => match i.as_i64() {
+            Some(n) => J::from(n),
+            None => J::from(i.as_u64().unwrap()),
+        },
+        M::F32(f) => J::from(*f as f64),
+        M::F64(f) => J::from(*f),
+        M::String(s) => J::String(s.as_str().expect("utf-8").to_owned()),
+        M::Array(items) => J::Array(items.iter().map(to_json).collect()),
+        M::Map(pairs) => J::Object(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.as_str().expect("string key").to_owned(), to_json(v)))
+                .collect(),
+        ),
+        other => panic!("unexpected msgpack value {other:?}"),
+    }
+}
+
+/// A PSUBSCRIBE on `socket.io#<nsp>#*`, counted by PUBLISH exactly like a Socket.IO server with the
+/// Redis adapter. It reconnects by itself when Redis restarts.
+pub struct Subscriber {
+    messages: Arc<Mutex<Vec<Message>>>,
+    subscribed: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Subscriber {
+    pub fn start(redis: &RedisServer, nsp: &str) -> Subscriber {
+        let url = redis.url();
+        let pattern = format!("socket.io#{nsp}#*");
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let subscribed = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (messages, subscribed, stop) = (messages.clone(), subscribed.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let _ = subscribe_until_error(&url, &pattern, &messages, &subscribed, &stop);
+                    subscribed.store(false, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        };
+        let sub = Subscriber {
+            messages,
+            subscribed,
+            stop,
+            thread: Some(thread),
+        };
+        sub.wait_subscribed();
+        sub
+    }
+
+    pub fn wait_subscribed(&self) {
+        wait_until(Duration::from_secs(10), "the subscriber is subscribed", || {
+            self.subscribed.load(Ordering::SeqCst)
+        });
+    }
+
+    pub fn messages(&self) -> Vec<Message> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    pub fn wait_count(&self, n: usize, timeout: Duration) -> Vec<Message> {
+        wait_until(timeout, &format!("{n} messages arrive"), || {
+            self.messages.lock().unwrap().len() >= n
+        });
+        self.messages()
+    }
+
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn subscribe_until_error(
+    url: &str,
+    pattern: &str,
+    messages: &Mutex<Vec<Message>>,
+    subscribed: &AtomicBool,
+    stop: &AtomicBool,
+) -> redis::RedisResult<()> {
+    let client = redis::Client::open(url)?;
+    let mut con = client.get_connection_with_timeout(Duration::from_secs(1))?;
+    con.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let mut pubsub = con.as_pubsub();
+    pubsub.psubscribe(pattern)?;
+    subscribed.store(true, Ordering::SeqCst);
+    while !stop.load(Ordering::SeqCst) {
+        match pubsub.get_message() {
+            Ok(msg) => messages.lock().unwrap().push(Message {
+                channel: msg.get_channel_name().to_owned(),
+                payload: msg.get_payload_bytes().to_vec(),
+            }),
+            Err(e) if e.is_timeout() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// XADDs one entry and returns its ID.
+pub fn xadd(con: &mut redis::Connection, fields: &[(&str, &str)]) -> String {
+    con.xadd(STREAM, "*", fields).expect("XADD")
+}
+
+/// XADDs with an explicit ID (e.g. an old timestamp).
+pub fn xadd_id(con: &mut redis::Connection, id: &str, fields: &[(&str, &str)]) -> String {
+    con.xadd(STREAM, id, fields).expect("XADD")
+}
+
+/// The group's pending entries: (id, consumer, times delivered).
+pub fn pending(con: &mut redis::Connection) -> Vec<(String, String, u64)> {
+    let reply: Value = redis::cmd("XPENDING")
+        .arg(STREAM)
+        .arg(GROUP)
+        .arg("-")
+        .arg("+")
+        .arg(100_000)
+        .query(con)
+        .expect("XPENDING");
+    let rows: Vec<(String, String, u64, u64)> =
+        redis::FromRedisValue::from_redis_value(reply).expect("XPENDING rows");
+    rows.into_iter().map(|(id, c, _, n)| (id, c, n)).collect()
+}
+
+/// The dead-letter stream: (id, fields as text pairs).
+pub fn dead_letters(con: &mut redis::Connection) -> Vec<(String, Vec<(String, String)>)> {
+    let rows: Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> = redis::cmd("XRANGE")
+        .arg(DEAD)
+        .arg("-")
+        .arg("+")
+        .query(con)
+        .expect("XRANGE dead");
+    rows.into_iter()
+        .map(|(id, fields)| {
+            let fields = fields
+                .into_iter()
+                .map(|(f, v)| {
+                    (
+                        String::from_utf8_lossy(&f).into_owned(),
+                        String::from_utf8_lossy(&v).into_owned(),
+                    )
+                })
+                .collect();
+            (id, fields)
+        })
+        .collect()
+}
+
+pub fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(f, _)| f == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Reads entries as consumer `consumer` without acknowledging them: a relay that then dies.
+pub fn read_as(con: &mut redis::Connection, consumer: &str, count: usize) {
+    let _: Value = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(STREAM)
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(con)
+        .unwrap_or(Value::Nil);
+    let _: Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(GROUP)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(count)
+        .arg("STREAMS")
+        .arg(STREAM)
+        .arg(">")
+        .query(con)
+        .expect("XREADGROUP");
+}
+
+/// The npm project with the real Socket.IO servers and clients, installed from its lockfile once.
+pub fn e2e_dir() -> &'static Path {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e"));
+    INSTALL.call_once(|| {
+        require(
+            "node",
+            "install Node.js 18 or later (Debian/Ubuntu: apt-get install nodejs npm)",
+        );
+        let npm = require(
+            "npm",
+            "install npm (Debian/Ubuntu: apt-get install npm)",
+        );
+        if dir.join("node_modules/socket.io/package.json").is_file()
+            && dir.join("node_modules/.package-lock.json").is_file()
+        {
+            return;
+        }
+        let status = Command::new(npm)
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(dir)
+            .status()
+            .expect("run npm ci");
+        assert!(
+            status.success(),
+            "`npm ci` in {} failed: the end-to-end tests need the npm registry",
+            dir.display()
+        );
+    });
+    dir
+}
+
+/// A Node process from tests/e2e, killed when dropped; its stdout lines are collected.
+pub struct Node {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Node {
+    pub fn start(script: &str, args: &[&str]) -> Node {
+        let dir = e2e_dir();
+        let mut child = Command::new("node")
+            .arg(script)
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn node");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Node { child, lines }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    pub fn wait_line(&self, needle: &str, timeout: Duration) {
+        wait_until(timeout, &format!("node prints {needle:?}"), || {
+            self.lines().iter().any(|l| l.contains(needle))
+        });
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
