@@ -308,7 +308,7 @@ fn a_redis_restart_loses_and_duplicates_nothing() {
     for i in total / 2..total {
         xadd(&mut con, &[("event", "n"), ("data", &i.to_string())]);
     }
-    let seen = seqs(&sub.wait_count(total, 20 * SECOND));
+    let seen = seqs(&sub.collect(total, 20 * SECOND));
     assert_exactly_once(&seen, total);
     wait_until(5 * SECOND, "all acknowledged", || pending(&mut con).is_empty());
     let log = relay.log();
@@ -346,7 +346,7 @@ fn sigterm_finishes_the_batch_in_flight_and_exits_zero() {
     producer.join().unwrap();
     // Whatever was not delivered is still pending or unread; a new start delivers it, once.
     let _next = Relay::start(&redis, "relay-1", &[]);
-    let seen = seqs(&sub.wait_count(total, 20 * SECOND));
+    let seen = seqs(&sub.collect(total, 20 * SECOND));
     assert_exactly_once(&seen, total);
     wait_until(5 * SECOND, "all acknowledged", || pending(&mut con).is_empty());
 }

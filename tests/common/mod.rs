@@ -367,6 +367,16 @@ impl Subscriber {
         self.messages()
     }
 
+    /// Waits until `n` messages arrived or `timeout` passed, and returns what arrived: for
+    /// assertions that should report exactly what is missing.
+    pub fn collect(&self, n: usize, timeout: Duration) -> Vec<Message> {
+        let deadline = Instant::now() + timeout;
+        while self.messages.lock().unwrap().len() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.messages()
+    }
+
     pub fn stop(mut self) {
         self.shutdown();
     }
