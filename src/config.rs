@@ -298,7 +298,10 @@ impl Config {
         if !(1..=MAX_BATCH_SIZE).contains(&self.source.batch_size) {
             return Err(invalid(
                 "source.batch_size",
-                format!("must be between 1 and {MAX_BATCH_SIZE}, not {}", self.source.batch_size),
+                format!(
+                    "must be between 1 and {MAX_BATCH_SIZE}, not {}",
+                    self.source.batch_size
+                ),
             ));
         }
         if self.source.block < Duration::from_millis(10) {
@@ -457,11 +460,17 @@ mod tests {
             ("[source]\nbatch_size = 0\n", "source.batch_size"),
             ("[source]\nbatch_size = \"many\"\n", "source.batch_size"),
             ("[source]\nstart_id = \"1-0\"\n", "source.start_id"),
-            ("[delivery]\nmax_deliveries = 0\n", "delivery.max_deliveries"),
+            (
+                "[delivery]\nmax_deliveries = 0\n",
+                "delivery.max_deliveries",
+            ),
             ("[delivery]\nclaim_idle = \"10ms\"\n", "delivery.claim_idle"),
             ("[delivery]\nmax_held = 10\n", "delivery.max_held"),
             ("[redis]\nurl = \"http://example\"\n", "redis.url"),
-            ("[dead_letter]\nstream = \"sio-relay\"\n", "dead_letter.stream"),
+            (
+                "[dead_letter]\nstream = \"sio-relay\"\n",
+                "dead_letter.stream",
+            ),
             ("[log]\nformat = \"xml\"\n", "log.format"),
             ("[log]\nlevel = \"info,[\"\n", "log.level"),
             ("[target]\nuid = \"\"\n", "target.uid"),
@@ -479,6 +488,9 @@ mod tests {
         assert!(err.to_string().contains("/nonexistent/relay.toml"), "{err}");
         let f = file("[source\n");
         let err = Config::load_with_env(Some(f.path()), env(&[])).unwrap_err();
-        assert!(err.to_string().contains(&*f.path().to_string_lossy()), "{err}");
+        assert!(
+            err.to_string().contains(&*f.path().to_string_lossy()),
+            "{err}"
+        );
     }
 }

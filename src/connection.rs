@@ -18,6 +18,8 @@ use crate::config::Config;
 pub struct Connections {
     pub reader: MultiplexedConnection,
     pub writer: MultiplexedConnection,
+    /// The `run_id` of the Redis process both are connected to: it changes when Redis restarts.
+    pub run_id: String,
 }
 
 /// Builds the client for `redis.url`, with Nagle off: the relay sends small batches and waits for them.
@@ -39,8 +41,7 @@ pub fn read_timeout(block: Duration) -> Duration {
 
 /// Opens both connections.
 pub async fn connect(client: &Client, cfg: &Config) -> RedisResult<Connections> {
-    let base =
-        AsyncConnectionConfig::new().set_connection_timeout(Some(cfg.redis.connect_timeout));
+    let base = AsyncConnectionConfig::new().set_connection_timeout(Some(cfg.redis.connect_timeout));
     let reader = client
         .get_multiplexed_async_connection_with_config(
             &base
@@ -48,12 +49,23 @@ pub async fn connect(client: &Client, cfg: &Config) -> RedisResult<Connections> 
                 .set_response_timeout(Some(read_timeout(cfg.source.block))),
         )
         .await?;
-    let writer = client
+    let mut writer = client
         .get_multiplexed_async_connection_with_config(
             &base.set_response_timeout(Some(cfg.redis.command_timeout)),
         )
         .await?;
-    Ok(Connections { reader, writer })
+    let info: redis::InfoDict = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut writer)
+        .await?;
+    let run_id = info.get::<String>("run_id").ok_or_else(|| {
+        redis::RedisError::from((redis::ErrorKind::Client, "INFO server has no run_id"))
+    })?;
+    Ok(Connections {
+        reader,
+        writer,
+        run_id,
+    })
 }
 
 /// Capped exponential backoff with jitter, so that relays restarted together do not reconnect in
@@ -99,7 +111,10 @@ mod tests {
         let steps = [100, 200, 400, 400, 400];
         for (delay, step) in delays.iter().zip(steps) {
             let step = Duration::from_millis(step);
-            assert!(*delay >= step / 2 && *delay <= step, "{delay:?} for step {step:?}");
+            assert!(
+                *delay >= step / 2 && *delay <= step,
+                "{delay:?} for step {step:?}"
+            );
         }
         backoff.reset();
         assert!(backoff.next_delay() <= Duration::from_millis(100));
@@ -108,6 +123,9 @@ mod tests {
     #[test]
     fn reads_wait_well_past_block() {
         assert_eq!(read_timeout(Duration::from_secs(2)), Duration::from_secs(7));
-        assert_eq!(read_timeout(Duration::from_secs(30)), Duration::from_secs(60));
+        assert_eq!(
+            read_timeout(Duration::from_secs(30)),
+            Duration::from_secs(60)
+        );
     }
 }

@@ -37,9 +37,9 @@ impl Reason {
     pub fn detail(&self) -> String {
         match self {
             Reason::Malformed(problem) => problem.to_string(),
-            Reason::MaxDeliveries { deliveries, limit } => format!(
-                "delivered {deliveries} times, more than delivery.max_deliveries = {limit}"
-            ),
+            Reason::MaxDeliveries { deliveries, limit } => {
+                format!("delivered {deliveries} times, more than delivery.max_deliveries = {limit}")
+            }
             Reason::Expired { age, limit } => format!(
                 "{} old, older than delivery.max_age = {}",
                 humantime::format_duration(Duration::from_millis(age.as_millis() as u64)),
@@ -63,7 +63,10 @@ pub fn fields(
         .cloned()
         .collect();
     let mut add = |name: &str, value: String| {
-        out.push((format!("{FIELD_PREFIX}{name}").into_bytes(), value.into_bytes()));
+        out.push((
+            format!("{FIELD_PREFIX}{name}").into_bytes(),
+            value.into_bytes(),
+        ));
     };
     add("reason", reason.code().to_owned());
     add("error", reason.detail());
@@ -92,15 +95,27 @@ mod tests {
         let dead = fields(&entry, "orders", 2, &reason);
         let text: Vec<(String, String)> = dead
             .iter()
-            .map(|(f, v)| (String::from_utf8_lossy(f).into(), String::from_utf8_lossy(v).into()))
+            .map(|(f, v)| {
+                (
+                    String::from_utf8_lossy(f).into(),
+                    String::from_utf8_lossy(v).into(),
+                )
+            })
             .collect();
         assert_eq!(dead[0], (b"event".to_vec(), b"chat".to_vec()));
-        assert_eq!(dead[1], (b"data".to_vec(), b"\xff".to_vec()), "values kept byte for byte");
+        assert_eq!(
+            dead[1],
+            (b"data".to_vec(), b"\xff".to_vec()),
+            "values kept byte for byte"
+        );
         assert_eq!(
             &text[2..],
             &[
                 ("x-dead-reason".into(), "malformed".into()),
-                ("x-dead-error".into(), "the value of `data` is not valid UTF-8".into()),
+                (
+                    "x-dead-error".into(),
+                    "the value of `data` is not valid UTF-8".into()
+                ),
                 ("x-dead-stream".into(), "orders".into()),
                 ("x-dead-id".into(), "7-1".into()),
                 ("x-dead-deliveries".into(), "2".into()),
@@ -119,7 +134,10 @@ mod tests {
                 limit: 5,
             },
         );
-        assert!(Entry::parse(&replayable).is_ok(), "x-dead-* fields are ignored on replay");
+        assert!(
+            Entry::parse(&replayable).is_ok(),
+            "x-dead-* fields are ignored on replay"
+        );
     }
 
     #[test]
@@ -129,6 +147,9 @@ mod tests {
             limit: Duration::from_secs(60),
         };
         assert_eq!(expired.code(), "expired");
-        assert_eq!(expired.detail(), "1h 500ms old, older than delivery.max_age = 1m");
+        assert_eq!(
+            expired.detail(),
+            "1h 500ms old, older than delivery.max_age = 1m"
+        );
     }
 }

@@ -1,11 +1,15 @@
-//! The atomic delivery step: publish, dead-letter and acknowledge a batch inside Redis.
+//! The atomic delivery step: publish, journal, dead-letter and acknowledge a batch inside Redis.
 //!
-//! Publishing and acknowledging in two round trips leaves a window where a `kill -9` duplicates (acked
-//! after a re-publish) or loses (acked before publishing) an entry. Instead one Lua script per batch
-//! checks that each entry is still pending for this consumer, PUBLISHes it, and XACKs exactly the
-//! entries that reached `delivery.min_receivers` servers (`lua/deliver.lua`). Redis runs a script as a
-//! single step, so a batch is delivered wholly or not at all, and an entry another relay has reclaimed
-//! meanwhile is never published twice.
+//! Publishing and acknowledging in two plain round trips leaves a window where a `kill -9` of the
+//! relay duplicates an entry (published, not yet acknowledged). Acknowledging inside the publishing
+//! script closes it but opens another: Redis persists the acknowledgement before it writes the packets
+//! to the servers' sockets, so a Redis crash in between would lose them. So one Lua script per batch
+//! (`lua/deliver.lua`) checks that each entry is still pending for this consumer, PUBLISHes it, and
+//! records in a journal that this Redis process (by its `run_id`) published it; the next command,
+//! [`Scripts::confirm`], acknowledges the batch once Redis has necessarily flushed it. Whoever finds a
+//! journaled entry still pending acknowledges it without publishing again if Redis is the same process,
+//! and publishes it again if Redis restarted. A relay crash therefore never loses nor duplicates; a
+//! Redis crash never loses, and may repeat only the batch in flight when it crashed.
 
 use redis::aio::MultiplexedConnection;
 use redis::{RedisResult, Script};
@@ -42,8 +46,11 @@ pub enum Op<'a> {
 /// What became of one operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Published to enough servers and acknowledged.
-    Delivered { receivers: u64 },
+    /// Published to enough servers and journaled: to be acknowledged by [`Scripts::confirm`].
+    Published { receivers: u64 },
+    /// Published earlier by this same Redis process (journaled), now acknowledged without
+    /// publishing again.
+    AlreadyPublished,
     /// Published, but fewer servers listened than required: still pending, to be held and retried.
     TooFewReceivers { receivers: u64 },
     /// Not published because an earlier entry of its namespace was held: still pending.
@@ -60,6 +67,7 @@ pub struct Scripts {
     keep: Script,
     stream: String,
     dead_letter_stream: String,
+    journal: String,
     group: String,
     consumer: String,
     min_receivers: u32,
@@ -73,6 +81,7 @@ impl Scripts {
             keep: Script::new(include_str!("lua/keep.lua")),
             stream: cfg.source.stream.clone(),
             dead_letter_stream: cfg.dead_letter.stream.clone(),
+            journal: journal_key(cfg),
             group: cfg.source.group.clone(),
             consumer: cfg.source.consumer.clone(),
             min_receivers: cfg.delivery.min_receivers,
@@ -80,10 +89,12 @@ impl Scripts {
         }
     }
 
-    /// Runs `ops` in one script call and returns their outcomes, in order.
+    /// Runs `ops` in one script call and returns their outcomes, in order. `run_id` identifies the
+    /// Redis process `con` is connected to.
     pub async fn deliver(
         &self,
         con: &mut MultiplexedConnection,
+        run_id: &str,
         ops: &[Op<'_>],
     ) -> RedisResult<Vec<Outcome>> {
         if ops.is_empty() {
@@ -91,10 +102,12 @@ impl Scripts {
         }
         let mut call = self.deliver.key(&self.stream);
         call.key(&self.dead_letter_stream)
+            .key(&self.journal)
             .arg(&self.group)
             .arg(&self.consumer)
             .arg(self.min_receivers)
-            .arg(self.dead_letter_max_len);
+            .arg(self.dead_letter_max_len)
+            .arg(run_id);
         for op in ops {
             match op {
                 Op::Publish(entry) => {
@@ -127,7 +140,8 @@ impl Scripts {
                 -1 => Outcome::NotOwned,
                 -2 => Outcome::HeldBehind,
                 -3 => Outcome::DeadLettered,
-                n if n as u64 >= min => Outcome::Delivered {
+                -4 => Outcome::AlreadyPublished,
+                n if n as u64 >= min => Outcome::Published {
                     receivers: n as u64,
                 },
                 n => Outcome::TooFewReceivers {
@@ -135,6 +149,27 @@ impl Scripts {
                 },
             })
             .collect())
+    }
+
+    /// Acknowledges published entries and clears them from the journal. Sent after the reply to
+    /// the script that published them: Redis reads it only after writing that script's packets out.
+    pub async fn confirm(
+        &self,
+        con: &mut MultiplexedConnection,
+        ids: &[EntryId],
+    ) -> RedisResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = ids.iter().map(EntryId::to_string).collect();
+        redis::pipe()
+            .atomic()
+            .xack(&self.stream, &self.group, &ids)
+            .ignore()
+            .hdel(&self.journal, &ids)
+            .ignore()
+            .exec_async(con)
+            .await
     }
 
     /// Resets the idle time of `ids` that are still this consumer's; returns those that are not.
@@ -154,4 +189,9 @@ impl Scripts {
         let lost: Vec<String> = call.invoke_async(con).await?;
         Ok(lost.iter().filter_map(|id| id.parse().ok()).collect())
     }
+}
+
+/// The journal of published, not yet acknowledged entries: `<stream>:published:<group>`.
+pub fn journal_key(cfg: &Config) -> String {
+    format!("{}:published:{}", cfg.source.stream, cfg.source.group)
 }

@@ -98,9 +98,15 @@ pub enum Malformed {
     #[error("namespace `{0}` must start with `/`")]
     BadNamespace(String),
     #[error("`{field}` holds the integer {literal}, outside ±2^53: JavaScript would round it; send it as a string")]
-    UnsafeInteger { field: &'static str, literal: String },
+    UnsafeInteger {
+        field: &'static str,
+        literal: String,
+    },
     #[error("`{field}` holds the number {literal}, which is not a finite double")]
-    NumberOutOfRange { field: &'static str, literal: String },
+    NumberOutOfRange {
+        field: &'static str,
+        literal: String,
+    },
     #[error("`{field}` must be `true` or `false`, not {value:?}")]
     BadFlag { field: &'static str, value: String },
 }
@@ -133,8 +139,8 @@ impl Entry {
             if slot.is_some() {
                 return Err(Malformed::DuplicateField(name.to_owned()));
             }
-            let text = std::str::from_utf8(value)
-                .map_err(|_| Malformed::ValueNotUtf8(name.to_owned()))?;
+            let text =
+                std::str::from_utf8(value).map_err(|_| Malformed::ValueNotUtf8(name.to_owned()))?;
             *slot = Some(text);
         }
         seen.validate()
@@ -357,7 +363,10 @@ mod tests {
             ("x-trace-id", "abc"),
         ])
         .unwrap();
-        assert_eq!(entry.args(), &[json!(1), json!("two"), json!({"three": 3.5})]);
+        assert_eq!(
+            entry.args(),
+            &[json!(1), json!("two"), json!({"three": 3.5})]
+        );
         assert_eq!(entry.rooms(), &["a", "b"]);
         assert_eq!(entry.except(), &["c"]);
         assert_eq!(entry.nsp(), "/admin");
@@ -377,41 +386,89 @@ mod tests {
         let cases: &[(&[(&str, &str)], Malformed)] = &[
             (&[("data", "1")], Malformed::MissingEvent),
             (&[("event", "")], Malformed::EmptyEvent),
-            (&[("event", "connect")], Malformed::ReservedEvent("connect".into())),
-            (&[("event", "e"), ("rom", "r")], Malformed::UnknownField("rom".into())),
-            (&[("event", "e"), ("event", "f")], Malformed::DuplicateField("event".into())),
-            (&[("event", "e"), ("data", "1"), ("args", "[]")], Malformed::DataAndArgs),
-            (&[("event", "e"), ("room", "a"), ("rooms", "[]")], Malformed::RoomAndRooms),
-            (&[("event", "e"), ("room", "")], Malformed::EmptyRoom("room")),
-            (&[("event", "e"), ("rooms", r#"["a",""]"#)], Malformed::EmptyRoom("rooms")),
-            (&[("event", "e"), ("nsp", "admin")], Malformed::BadNamespace("admin".into())),
+            (
+                &[("event", "connect")],
+                Malformed::ReservedEvent("connect".into()),
+            ),
+            (
+                &[("event", "e"), ("rom", "r")],
+                Malformed::UnknownField("rom".into()),
+            ),
+            (
+                &[("event", "e"), ("event", "f")],
+                Malformed::DuplicateField("event".into()),
+            ),
+            (
+                &[("event", "e"), ("data", "1"), ("args", "[]")],
+                Malformed::DataAndArgs,
+            ),
+            (
+                &[("event", "e"), ("room", "a"), ("rooms", "[]")],
+                Malformed::RoomAndRooms,
+            ),
+            (
+                &[("event", "e"), ("room", "")],
+                Malformed::EmptyRoom("room"),
+            ),
+            (
+                &[("event", "e"), ("rooms", r#"["a",""]"#)],
+                Malformed::EmptyRoom("rooms"),
+            ),
+            (
+                &[("event", "e"), ("nsp", "admin")],
+                Malformed::BadNamespace("admin".into()),
+            ),
             (
                 &[("event", "e"), ("args", "{}")],
-                Malformed::WrongShape { field: "args", expected: "a JSON array of arguments" },
+                Malformed::WrongShape {
+                    field: "args",
+                    expected: "a JSON array of arguments",
+                },
             ),
             (
                 &[("event", "e"), ("rooms", "[1]")],
-                Malformed::WrongShape { field: "rooms", expected: "a JSON array of strings" },
+                Malformed::WrongShape {
+                    field: "rooms",
+                    expected: "a JSON array of strings",
+                },
             ),
             (
                 &[("event", "e"), ("except", r#""a""#)],
-                Malformed::WrongShape { field: "except", expected: "a JSON array of strings" },
+                Malformed::WrongShape {
+                    field: "except",
+                    expected: "a JSON array of strings",
+                },
             ),
             (
                 &[("event", "e"), ("volatile", "yes")],
-                Malformed::BadFlag { field: "volatile", value: "yes".into() },
+                Malformed::BadFlag {
+                    field: "volatile",
+                    value: "yes".into(),
+                },
             ),
             (
                 &[("event", "e"), ("data", "9007199254740993")],
-                Malformed::UnsafeInteger { field: "data", literal: "9007199254740993".into() },
+                Malformed::UnsafeInteger {
+                    field: "data",
+                    literal: "9007199254740993".into(),
+                },
             ),
             (
-                &[("event", "e"), ("args", r#"[{"n": -100000000000000000000}]"#)],
-                Malformed::UnsafeInteger { field: "args", literal: "-100000000000000000000".into() },
+                &[
+                    ("event", "e"),
+                    ("args", r#"[{"n": -100000000000000000000}]"#),
+                ],
+                Malformed::UnsafeInteger {
+                    field: "args",
+                    literal: "-100000000000000000000".into(),
+                },
             ),
             (
                 &[("event", "e"), ("data", "1e400")],
-                Malformed::NumberOutOfRange { field: "data", literal: "1e+400".into() },
+                Malformed::NumberOutOfRange {
+                    field: "data",
+                    literal: "1e+400".into(),
+                },
             ),
         ];
         for (fields, expected) in cases {
@@ -422,28 +479,46 @@ mod tests {
     #[test]
     fn invalid_json_reports_the_parser_position() {
         let err = parse(&[("event", "e"), ("data", "{text: 1}")]).unwrap_err();
-        assert!(matches!(err, Malformed::InvalidJson { field: "data", .. }), "{err:?}");
+        assert!(
+            matches!(err, Malformed::InvalidJson { field: "data", .. }),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("line 1 column 2"), "{err}");
     }
 
     #[test]
     fn integers_up_to_two_to_the_53_are_accepted() {
-        let entry = parse(&[("event", "e"), ("args", "[9007199254740992, -9007199254740992, 1e20]")]);
+        let entry = parse(&[
+            ("event", "e"),
+            ("args", "[9007199254740992, -9007199254740992, 1e20]"),
+        ]);
         assert!(entry.is_ok(), "{entry:?}");
     }
 
     #[test]
     fn non_utf8_is_refused_with_the_field_named() {
         let fields = vec![(b"event".to_vec(), b"\xff".to_vec())];
-        assert_eq!(Entry::parse(&fields), Err(Malformed::ValueNotUtf8("event".into())));
+        assert_eq!(
+            Entry::parse(&fields),
+            Err(Malformed::ValueNotUtf8("event".into()))
+        );
         let fields = vec![(b"ev\xffent".to_vec(), b"x".to_vec())];
-        assert!(matches!(Entry::parse(&fields), Err(Malformed::FieldNameNotUtf8(_))));
+        assert!(matches!(
+            Entry::parse(&fields),
+            Err(Malformed::FieldNameNotUtf8(_))
+        ));
     }
 
     #[test]
     fn entry_ids_round_trip() {
         let id: EntryId = "1700000000000-7".parse().unwrap();
-        assert_eq!(id, EntryId { ms: 1_700_000_000_000, seq: 7 });
+        assert_eq!(
+            id,
+            EntryId {
+                ms: 1_700_000_000_000,
+                seq: 7
+            }
+        );
         assert_eq!(id.to_string(), "1700000000000-7");
         assert!("17".parse::<EntryId>().is_err());
         assert!("a-1".parse::<EntryId>().is_err());

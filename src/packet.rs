@@ -72,7 +72,10 @@ impl Target {
         str_array(out, entry.rooms());
         str(out, "flags");
         let volatile = entry.volatile();
-        map_len(out, usize::from(volatile) + usize::from(entry.compress().is_some()));
+        map_len(
+            out,
+            usize::from(volatile) + usize::from(entry.compress().is_some()),
+        );
         if volatile {
             str(out, "volatile");
             encode::write_bool(out, true).expect("writing to a Vec cannot fail");
@@ -186,7 +189,10 @@ mod tests {
             ("except", r#"["c"]"#),
             ("volatile", "true"),
         ]);
-        assert_eq!(packet.channel, "socket.io#/#", "two rooms go to the namespace channel");
+        assert_eq!(
+            packet.channel, "socket.io#/#",
+            "two rooms go to the namespace channel"
+        );
         assert_eq!(
             hex(&packet.payload),
             "93a7656d697474657283a47479706502a46461746192a56d756c746981a16bc3a36e7370a12f83a5726f6f6d7392a161a162a5666c61677381a8766f6c6174696c65c3a665786365707491a163"
@@ -244,14 +250,19 @@ mod tests {
     #[test]
     fn object_keys_keep_the_producers_order() {
         let mut out = Vec::new();
-        value(&mut out, &serde_json::from_str(r#"{"b":1,"a":null}"#).unwrap());
+        value(
+            &mut out,
+            &serde_json::from_str(r#"{"b":1,"a":null}"#).unwrap(),
+        );
         assert_eq!(hex(&out), "82a16201a161c0");
     }
 
     #[test]
     fn compress_false_is_passed_on() {
         let packet = encode(&[("event", "e"), ("compress", "false")]);
-        assert!(hex(&packet.payload).ends_with("a5666c61677381a8636f6d7072657373c2a665786365707490"));
+        assert!(
+            hex(&packet.payload).ends_with("a5666c61677381a8636f6d7072657373c2a665786365707490")
+        );
     }
 
     #[test]

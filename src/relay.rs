@@ -5,7 +5,8 @@
 //! consumer's own pending entries after a (re)connect; keep held entries alive and retry them; reclaim
 //! idle entries of dead consumers; then read new entries with a bounded BLOCK. Every Redis error ends
 //! the step; the loop drops its connections, waits a [`Backoff`] delay and starts over, logging only
-//! when the link changes state. Nothing is acknowledged outside the delivery script.
+//! when the link changes state. Entries are acknowledged only by the delivery script (dead letters,
+//! entries already published) and by the confirmation that follows it (see [`crate::delivery`]).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -59,6 +60,8 @@ pub struct Relay {
     client: Client,
     scripts: Scripts,
     held: Held,
+    /// Published and journaled by the last script, acknowledged by the next command.
+    unconfirmed: Vec<EntryId>,
     conns: Option<Connections>,
     group_ready: bool,
     own_pending_recovered: bool,
@@ -80,6 +83,7 @@ impl Relay {
             client: connection::client(&cfg)?,
             scripts: Scripts::new(&cfg),
             held: Held::new(cfg.delivery.max_held),
+            unconfirmed: Vec::new(),
             conns: None,
             group_ready: false,
             own_pending_recovered: false,
@@ -101,6 +105,11 @@ impl Relay {
         while !self.shutdown.is_cancelled() {
             if let Err(err) = self.step().await {
                 self.recover(err).await;
+            }
+        }
+        if self.conns.is_some() {
+            if let Err(err) = self.confirm().await {
+                warn!(error = %err, "could not acknowledge the last batch; the next relay will, without publishing it again");
             }
         }
         if !self.held.is_empty() {
@@ -126,6 +135,7 @@ impl Relay {
             self.own_pending_recovered = true;
             self.link_up();
         }
+        self.confirm().await?;
 
         let now = Instant::now();
         if !self.held.is_empty() && now >= self.next_keep {
@@ -174,6 +184,9 @@ impl Relay {
             self.group_ready = false;
         } else {
             self.conns = None;
+            // Only the Redis process that published them may confirm them: after a reconnect the
+            // recovery of own pending entries decides, by the journal's run_id.
+            self.unconfirmed.clear();
             self.link = match self.link {
                 Link::Starting | Link::Up => {
                     warn!(redis = %self.client.get_connection_info().addr(), error = %err,
@@ -225,6 +238,19 @@ impl Relay {
             .as_mut()
             .expect("steps run only while connected")
             .writer
+    }
+
+    /// Acknowledges what the last delivery script published.
+    async fn confirm(&mut self) -> RedisResult<()> {
+        if self.unconfirmed.is_empty() {
+            return Ok(());
+        }
+        let conns = self.conns.as_mut().expect("steps run only while connected");
+        self.scripts
+            .confirm(&mut conns.writer, &self.unconfirmed)
+            .await?;
+        self.unconfirmed.clear();
+        Ok(())
     }
 
     /// Creates the group (and the stream) unless it exists; an existing group is used as it is.
@@ -286,7 +312,10 @@ impl Relay {
                 let mut batch = Vec::with_capacity(entries.len());
                 for delivered in entries {
                     if let Delivered::Present(raw) = delivered {
-                        let before = counts.iter().find(|(id, _)| *id == raw.id).map_or(0, |c| c.1);
+                        let before = counts
+                            .iter()
+                            .find(|(id, _)| *id == raw.id)
+                            .map_or(0, |c| c.1);
                         batch.push((raw, before + 1));
                     }
                 }
@@ -298,7 +327,10 @@ impl Relay {
             }
         }
         if recovered > 0 {
-            info!(entries = recovered, "recovered this consumer's pending entries");
+            info!(
+                entries = recovered,
+                "recovered this consumer's pending entries"
+            );
         }
         Ok(())
     }
@@ -341,7 +373,10 @@ impl Relay {
                 .collect();
             if !raws.is_empty() {
                 let counts = self.delivery_counts(&raws).await?;
-                info!(entries = raws.len(), "reclaimed idle entries of other consumers");
+                info!(
+                    entries = raws.len(),
+                    "reclaimed idle entries of other consumers"
+                );
                 let batch = raws
                     .into_iter()
                     .zip(counts)
@@ -508,11 +543,18 @@ impl Relay {
             })
             .collect();
         let conns = self.conns.as_mut().expect("steps run only while connected");
-        let outcomes = self.scripts.deliver(&mut conns.writer, &ops).await?;
+        let outcomes = self
+            .scripts
+            .deliver(&mut conns.writer, &conns.run_id, &ops)
+            .await?;
         let mut delivered = 0usize;
         for (plan, outcome) in plans.iter().zip(&outcomes) {
             match (plan, outcome) {
-                (_, Outcome::Delivered { .. }) => delivered += 1,
+                (_, Outcome::Published { .. }) => {
+                    self.unconfirmed.push(plan.id());
+                    delivered += 1;
+                }
+                (_, Outcome::AlreadyPublished) => delivered += 1,
                 (Plan::DeadLetter { reason, .. }, Outcome::DeadLettered) => warn!(
                     id = %plan.id(),
                     reason = reason.code(),

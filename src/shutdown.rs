@@ -43,7 +43,11 @@ pub fn listen() -> std::io::Result<CancellationToken> {
 }
 
 /// Runs `work` to completion, or until `timeout` has passed since `token` was cancelled.
-pub async fn drain_within(token: &CancellationToken, timeout: Duration, work: impl Future<Output = ()>) {
+pub async fn drain_within(
+    token: &CancellationToken,
+    timeout: Duration,
+    work: impl Future<Output = ()>,
+) {
     let deadline = async {
         token.cancelled().await;
         tokio::time::sleep(timeout).await;

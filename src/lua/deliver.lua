@@ -1,33 +1,43 @@
 -- Publishes, dead-letters and acknowledges one batch of stream entries, atomically.
 --
--- Redis runs a script as one step: if the relay dies at any moment, either the whole batch was
--- published and acknowledged or none of it was, so a restart neither loses nor repeats a packet.
+-- Redis runs a script as one step, so if the relay dies at any moment either the whole batch was
+-- published or none of it was. A published entry is not acknowledged here but written to the
+-- journal (a hash: entry ID -> run_id of this Redis process); the relay acknowledges it with its next
+-- command, which Redis only reads after it has written this batch's packets to the servers' sockets.
+-- Anyone who later finds the entry still pending:
+--   * journal holds the current run_id: it was published and flushed by this very Redis process,
+--     so it is acknowledged without publishing again (a relay crash never duplicates);
+--   * journal holds another run_id: Redis restarted in between and the packets may never have left
+--     it, so the entry is published again (a Redis crash never loses).
 --
--- KEYS[1]  source stream          ARGV[1]  consumer group       ARGV[3]  min receivers
--- KEYS[2]  dead-letter stream     ARGV[2]  this consumer        ARGV[4]  dead-letter MAXLEN ~ (0: none)
--- ARGV[5..] operations, each opening with its kind:
---   'P', id, namespace, channel, payload      publish; acknowledge if it reached min receivers
+-- KEYS[1] source stream     ARGV[1] consumer group    ARGV[4] dead-letter MAXLEN ~ (0: none)
+-- KEYS[2] dead-letter stream ARGV[2] this consumer    ARGV[5] run_id of this Redis process
+-- KEYS[3] journal            ARGV[3] min receivers
+-- ARGV[6..] operations, each opening with its kind:
+--   'P', id, namespace, channel, payload      publish; journal it if it reached min receivers
 --   'D', id, n, field1, value1, ... (n items)  append to the dead-letter stream and acknowledge
 --
 -- Returns one integer per operation:
---   >= 0  receivers of the PUBLISH; the entry was acknowledged iff this is >= min receivers
+--   >= 0  receivers of the PUBLISH; the entry was journaled iff this is >= min receivers
 --   -1    skipped: the entry is no longer pending for this consumer (another relay reclaimed it,
 --         or it was acknowledged already), so publishing it here would duplicate it
 --   -2    not published: an earlier entry of the same namespace in this batch found too few
 --         receivers, and entries of a namespace are delivered in stream order
---   -3    dead-lettered
-local stream, dead = KEYS[1], KEYS[2]
+--   -3    dead-lettered (and acknowledged)
+--   -4    already published by this Redis process: acknowledged without publishing again
+local stream, dead, journal = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer = ARGV[1], ARGV[2]
 local min_receivers = tonumber(ARGV[3])
 local dead_max_len = tonumber(ARGV[4])
+local run_id = ARGV[5]
 
 local function owned(id)
   local pending = redis.call('XPENDING', stream, group, id, id, 1)
   return pending[1] ~= nil and pending[1][2] == consumer
 end
 
-local results, acked, held = {}, {}, {}
-local i = 5
+local results, acked, published, held = {}, {}, {}, {}
+local i = 6
 while i <= #ARGV do
   local kind, id = ARGV[i], ARGV[i + 1]
   if kind == 'P' then
@@ -37,10 +47,14 @@ while i <= #ARGV do
       results[#results + 1] = -2
     elseif not owned(id) then
       results[#results + 1] = -1
+    elseif redis.call('HGET', journal, id) == run_id then
+      acked[#acked + 1] = id
+      results[#results + 1] = -4
     else
       local receivers = redis.call('PUBLISH', channel, payload)
       if receivers >= min_receivers then
-        acked[#acked + 1] = id
+        published[#published + 1] = id
+        published[#published + 1] = run_id
       else
         held[namespace] = true
       end
@@ -73,5 +87,9 @@ end
 
 if #acked > 0 then
   redis.call('XACK', stream, group, unpack(acked))
+  redis.call('HDEL', journal, unpack(acked))
+end
+if #published > 0 then
+  redis.call('HSET', journal, unpack(published))
 end
 return results

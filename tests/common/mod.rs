@@ -25,7 +25,10 @@ pub const DEAD: &str = "sio-relay:dead";
 pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !check() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting until {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -79,7 +82,10 @@ impl RedisServer {
                 return server;
             }
         }
-        panic!("redis-server did not start; see {}", server.log_path().display());
+        panic!(
+            "redis-server did not start; see {}",
+            server.log_path().display()
+        );
     }
 
     fn log_path(&self) -> PathBuf {
@@ -146,7 +152,11 @@ impl RedisServer {
     /// Starts the server again on the same port and data directory.
     pub fn restart(&mut self) {
         self.kill();
-        assert!(self.spawn(), "redis-server did not restart on port {}", self.port);
+        assert!(
+            self.spawn(),
+            "redis-server did not restart on port {}",
+            self.port
+        );
     }
 }
 
@@ -224,7 +234,10 @@ impl Relay {
     pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> ExitStatus {
         let pid = self.pid().to_string();
         let sent = Command::new("kill").args(["-s", signal, &pid]).status();
-        assert!(sent.is_ok_and(|s| s.success()), "kill -s {signal} {pid} failed");
+        assert!(
+            sent.is_ok_and(|s| s.success()),
+            "kill -s {signal} {pid} failed"
+        );
         let mut child = self.child.take().unwrap();
         let deadline = Instant::now() + timeout;
         loop {
@@ -351,9 +364,11 @@ impl Subscriber {
     }
 
     pub fn wait_subscribed(&self) {
-        wait_until(Duration::from_secs(10), "the subscriber is subscribed", || {
-            self.subscribed.load(Ordering::SeqCst)
-        });
+        wait_until(
+            Duration::from_secs(10),
+            "the subscriber is subscribed",
+            || self.subscribed.load(Ordering::SeqCst),
+        );
     }
 
     pub fn messages(&self) -> Vec<Message> {
@@ -509,10 +524,7 @@ pub fn e2e_dir() -> &'static Path {
             "node",
             "install Node.js 18 or later (Debian/Ubuntu: apt-get install nodejs npm)",
         );
-        let npm = require(
-            "npm",
-            "install npm (Debian/Ubuntu: apt-get install npm)",
-        );
+        let npm = require("npm", "install npm (Debian/Ubuntu: apt-get install npm)");
         if dir.join("node_modules/socket.io/package.json").is_file()
             && dir.join("node_modules/.package-lock.json").is_file()
         {
