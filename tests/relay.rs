@@ -476,7 +476,7 @@ fn all_seqs(sub: &Subscriber, total: usize) -> Vec<u64> {
             .collect()
     };
     let deadline = Instant::now() + 20 * SECOND;
-    while tally(&seqs(), total).0.len() > 0 && Instant::now() < deadline {
+    while !tally(&seqs(), total).0.is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(200));

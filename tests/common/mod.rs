@@ -463,7 +463,8 @@ pub fn pending(con: &mut redis::Connection) -> Vec<(String, String, u64)> {
 
 /// The dead-letter stream: (id, fields as text pairs).
 pub fn dead_letters(con: &mut redis::Connection) -> Vec<(String, Vec<(String, String)>)> {
-    let rows: Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> = redis::cmd("XRANGE")
+    type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+    let rows: Vec<(String, Fields)> = redis::cmd("XRANGE")
         .arg(DEAD)
         .arg("-")
         .arg("+")
