@@ -42,7 +42,7 @@ fn require(binary: &str, install: &str) -> PathBuf {
     found.unwrap_or_else(|| panic!("`{binary}` is not on PATH; the tests need it: {install}"))
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -1,0 +1,316 @@
+//! End to end: two real Node Socket.IO servers (`socket.io` 4 + `@socket.io/redis-adapter` 8,
+//! installed from `tests/e2e/package-lock.json`) with real `socket.io-client` sockets, fed by XADD
+//! through the relay binary.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use redis::Commands;
+use serde_json::{json, Value};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// A Socket.IO server process, started and waited for until its adapter listens.
+struct SocketIoServer {
+    port: u16,
+    _node: Node,
+}
+
+impl SocketIoServer {
+    fn start(redis: &RedisServer) -> SocketIoServer {
+        let port = free_port();
+        let node = Node::start("server.js", &[&port.to_string(), &redis.url()]);
+        node.wait_line("listening", 20 * SECOND);
+        SocketIoServer { port, _node: node }
+    }
+
+    fn url(&self, nsp: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, nsp)
+    }
+}
+
+/// Waits until `n` servers' adapters subscribe to each namespace (as the adapter counts servers).
+fn wait_servers(redis: &RedisServer, n: i64) {
+    let mut con = redis.connection();
+    for nsp in ["/", "/admin"] {
+        wait_until(20 * SECOND, &format!("{n} servers listen on {nsp}"), || {
+            let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(format!("socket.io-request#{nsp}#"))
+                .query(&mut con)
+                .unwrap();
+            counts[0].1 == n
+        });
+    }
+}
+
+/// Socket.IO client sockets; `spec` is (name, url, rooms).
+struct Clients(Node);
+
+impl Clients {
+    fn connect(spec: &[(&str, String, &[&str])]) -> Clients {
+        let spec: Vec<Value> = spec
+            .iter()
+            .map(|(name, url, rooms)| json!({"name": name, "url": url, "rooms": rooms}))
+            .collect();
+        let node = Node::start("clients.js", &[&Value::Array(spec).to_string()]);
+        node.wait_line(r#""ready":true"#, 20 * SECOND);
+        Clients(node)
+    }
+
+    /// Every (event, args) each client received, in order.
+    fn received(&self) -> BTreeMap<String, Vec<(String, Value)>> {
+        let mut by_client: BTreeMap<String, Vec<(String, Value)>> = BTreeMap::new();
+        for line in self.0.lines() {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if let Some(client) = v["client"].as_str() {
+                by_client
+                    .entry(client.to_owned())
+                    .or_default()
+                    .push((v["event"].as_str().unwrap().to_owned(), v["args"].clone()));
+            }
+        }
+        by_client
+    }
+
+    fn events_of(&self, client: &str) -> Vec<(String, Value)> {
+        self.received().remove(client).unwrap_or_default()
+    }
+
+    fn wait_events(&self, client: &str, n: usize, timeout: Duration) {
+        wait_until(timeout, &format!("{client} receives {n} events"), || {
+            self.events_of(client).len() >= n
+        });
+    }
+}
+
+#[test]
+fn rooms_namespaces_and_except_reach_exactly_the_right_clients() {
+    let redis = RedisServer::start();
+    let a = SocketIoServer::start(&redis);
+    let b = SocketIoServer::start(&redis);
+    wait_servers(&redis, 2);
+    let clients = Clients::connect(&[
+        ("a-lobby", a.url("/"), &["lobby"]),
+        ("b-lobby-vip", b.url("/"), &["lobby", "vip"]),
+        ("a-none", a.url("/"), &[]),
+        ("b-admin-lobby", b.url("/admin"), &["lobby"]),
+        ("a-admin", a.url("/admin"), &[]),
+    ]);
+    let _relay = Relay::start(&redis, "relay-1", &[]);
+    let mut con = redis.connection();
+    let entries: &[&[(&str, &str)]] = &[
+        &[
+            ("room", "lobby"),
+            ("event", "chat"),
+            ("data", r#"{"text":"Welcome!"}"#),
+        ],
+        &[
+            ("event", "news"),
+            ("args", r#"[1, "two", null, {"deep": [true]}]"#),
+        ],
+        &[
+            ("rooms", r#"["lobby","vip"]"#),
+            ("except", r#"["vip"]"#),
+            ("event", "promo"),
+        ],
+        &[
+            ("nsp", "/admin"),
+            ("event", "alert"),
+            ("data", "3.5"),
+            ("volatile", "false"),
+        ],
+        &[
+            ("nsp", "/admin"),
+            ("room", "lobby"),
+            ("event", "admin-lobby"),
+            ("compress", "true"),
+        ],
+        // Malformed: would disconnect every client in the room; must be dead-lettered instead.
+        &[("room", "lobby"), ("event", "connect")],
+        &[("room", "lobby"), ("event", "chat"), ("dat", "typo")],
+        &[("event", "done"), ("x-trace", "ignored")],
+    ];
+    for fields in entries {
+        xadd(&mut con, fields);
+    }
+    clients.wait_events("a-none", 2, 20 * SECOND);
+    clients.wait_events("a-admin", 1, 20 * SECOND);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let ev = |name: &str, args: Value| (name.to_owned(), args);
+    let news = ev("news", json!([1, "two", null, {"deep": [true]}]));
+    let chat = ev("chat", json!([{"text": "Welcome!"}]));
+    let done = ev("done", json!([]));
+    let mut expected = BTreeMap::new();
+    expected.insert(
+        "a-lobby".to_owned(),
+        vec![
+            chat.clone(),
+            news.clone(),
+            ev("promo", json!([])),
+            done.clone(),
+        ],
+    );
+    expected.insert(
+        "b-lobby-vip".to_owned(),
+        vec![chat, news.clone(), done.clone()],
+    );
+    expected.insert("a-none".to_owned(), vec![news, done]);
+    expected.insert(
+        "b-admin-lobby".to_owned(),
+        vec![ev("alert", json!([3.5])), ev("admin-lobby", json!([]))],
+    );
+    expected.insert("a-admin".to_owned(), vec![ev("alert", json!([3.5]))]);
+    assert_eq!(clients.received(), expected);
+
+    let dead = dead_letters(&mut con);
+    let reasons: Vec<_> = dead
+        .iter()
+        .map(|(_, f)| field(f, "x-dead-error").unwrap().to_owned())
+        .collect();
+    assert_eq!(dead.len(), 2, "{reasons:?}");
+    assert!(reasons[0].contains("reserved"), "{reasons:?}");
+    assert!(reasons[1].contains("unknown field `dat`"), "{reasons:?}");
+}
+
+/// `kill -9` of the relay, again and again, during a flow of thousands of entries to a room spread
+/// over two servers: every member gets every entry exactly once, a non-member gets nothing.
+#[test]
+fn relay_kill_9_during_a_flow_loses_and_duplicates_nothing() {
+    let redis = RedisServer::start();
+    let a = SocketIoServer::start(&redis);
+    let b = SocketIoServer::start(&redis);
+    wait_servers(&redis, 2);
+    let clients = Clients::connect(&[
+        ("a-member", a.url("/"), &["orders"]),
+        ("b-member", b.url("/"), &["orders"]),
+        ("a-outsider", a.url("/"), &[]),
+    ]);
+    let mut relay = Relay::start(&redis, "relay-1", &[("SOURCE__BATCH_SIZE", "64")]);
+    let total: usize = 3000;
+    let producer = {
+        let url = redis.url();
+        std::thread::spawn(move || {
+            let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+            for chunk in (0..total).collect::<Vec<_>>().chunks(100) {
+                let mut pipe = redis::pipe();
+                for i in chunk {
+                    let data = format!(r#"{{"seq":{i}}}"#);
+                    pipe.xadd(
+                        STREAM,
+                        "*",
+                        &[("room", "orders"), ("event", "shipped"), ("data", &data)],
+                    )
+                    .ignore();
+                }
+                pipe.exec(&mut con).unwrap();
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        })
+    };
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(150 + fastrand::u64(0..300)));
+        relay.restart(); // SIGKILL, then the same consumer starts again
+    }
+    producer.join().unwrap();
+    for client in ["a-member", "b-member"] {
+        clients.wait_events(client, total, 60 * SECOND);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for client in ["a-member", "b-member"] {
+        let mut counts = vec![0u32; total];
+        for (event, args) in clients.events_of(client) {
+            assert_eq!(event, "shipped");
+            counts[args[0]["seq"].as_u64().unwrap() as usize] += 1;
+        }
+        let lost = counts.iter().filter(|&&c| c == 0).count();
+        let duplicated = counts.iter().filter(|&&c| c > 1).count();
+        eprintln!("{client}: produced {total}, lost {lost}, duplicated {duplicated}");
+        assert_eq!((lost, duplicated), (0, 0), "{client}");
+    }
+    assert!(clients.events_of("a-outsider").is_empty());
+    let mut con = redis.connection();
+    assert!(pending(&mut con).is_empty());
+    let dead: usize = con.xlen(DEAD).unwrap();
+    assert_eq!(dead, 0);
+}
+
+/// With every Socket.IO server down, entries wait; they arrive in order when servers are back, and
+/// again after all servers restart.
+#[test]
+fn entries_wait_while_every_server_is_down() {
+    let redis = RedisServer::start();
+    let _relay = Relay::start(&redis, "relay-1", &[("DELIVERY__RETRY_INTERVAL", "200ms")]);
+    let mut con = redis.connection();
+    for i in 0..5 {
+        xadd(&mut con, &[("event", "queued"), ("data", &i.to_string())]);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(pending(&mut con).len(), 5, "held, not lost");
+
+    // The relay counts servers, not clients: hold its writes while the client connects, or the
+    // server could get (and drop) the entries before its first client joins.
+    let (server, clients) = with_writes_paused(&redis, || {
+        let server = SocketIoServer::start(&redis);
+        let clients = Clients::connect(&[("c", server.url("/"), &[])]);
+        (server, clients)
+    });
+    clients.wait_events("c", 5, 20 * SECOND);
+    let args: Vec<Value> = clients
+        .events_of("c")
+        .into_iter()
+        .map(|(_, a)| a[0].clone())
+        .collect();
+    assert_eq!(args, [0, 1, 2, 3, 4]);
+
+    // Every server goes away, entries keep coming, servers and clients come back.
+    drop(clients);
+    drop(server);
+    wait_servers_gone(&redis);
+    for i in 5..8 {
+        xadd(&mut con, &[("event", "queued"), ("data", &i.to_string())]);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (_server, clients) = with_writes_paused(&redis, || {
+        let server = SocketIoServer::start(&redis);
+        let clients = Clients::connect(&[("c", server.url("/"), &[])]);
+        (server, clients)
+    });
+    clients.wait_events("c", 3, 20 * SECOND);
+    let args: Vec<Value> = clients
+        .events_of("c")
+        .into_iter()
+        .map(|(_, a)| a[0].clone())
+        .collect();
+    assert_eq!(args, [5, 6, 7]);
+    wait_until(5 * SECOND, "all acknowledged", || {
+        pending(&mut con).is_empty()
+    });
+}
+
+/// Runs `f` while Redis holds every client's write commands (the relay's reads and scripts), then
+/// lets them through.
+fn with_writes_paused<T>(redis: &RedisServer, f: impl FnOnce() -> T) -> T {
+    let mut con = redis.connection();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(30_000)
+        .arg("WRITE")
+        .query(&mut con)
+        .unwrap();
+    let result = f();
+    let _: () = redis::cmd("CLIENT").arg("UNPAUSE").query(&mut con).unwrap();
+    result
+}
+
+fn wait_servers_gone(redis: &RedisServer) {
+    let mut con = redis.connection();
+    wait_until(10 * SECOND, "no server listens", || {
+        let n: i64 = redis::cmd("PUBSUB").arg("NUMPAT").query(&mut con).unwrap();
+        n == 0
+    });
+}

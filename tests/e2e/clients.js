@@ -1,0 +1,24 @@
+// Real socket.io-client sockets that print every event they receive as one JSON line.
+// Usage: node clients.js '[{"name":"a1","url":"http://127.0.0.1:PORT/nsp","rooms":["lobby"]}, ...]'
+// Prints {"ready":true} once every socket has joined its rooms, then
+// {"client":NAME,"event":EVENT,"args":[...]} per event.
+const { io } = require("socket.io-client");
+
+const specs = JSON.parse(process.argv[2]);
+const joined = new Set();
+for (const spec of specs) {
+  const query = spec.rooms.length ? { rooms: spec.rooms.join(",") } : {};
+  // forceNew: one connection per socket, or sockets to the same server would share the first
+  // one's handshake query (and so its rooms).
+  const socket = io(spec.url, { query, transports: ["websocket"], forceNew: true });
+  socket.on("joined", () => {
+    joined.add(spec.name);
+    if (joined.size === specs.length) console.log(JSON.stringify({ ready: true }));
+  });
+  socket.onAny((event, ...args) => {
+    if (event !== "joined") console.log(JSON.stringify({ client: spec.name, event, args }));
+  });
+}
+
+process.stdin.on("end", () => process.exit(0));
+process.stdin.resume();
