@@ -357,7 +357,10 @@ fn positive(key: &str, value: Duration) -> Result<(), ConfigError> {
 
 /// The config crate names the key for type errors but not always the file; add what it leaves out.
 fn describe_source_error(e: config::ConfigError, path: Option<&Path>) -> String {
-    let text = e.to_string();
+    let mut text = e.to_string();
+    if text.contains("expected a duration") {
+        text.push_str(" (write durations as strings with a unit, such as \"30s\" or \"250ms\")");
+    }
     match (path, &e) {
         (Some(path), config::ConfigError::FileParse { .. }) => {
             format!("cannot parse {}: {text}", path.display())

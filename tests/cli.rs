@@ -1,0 +1,118 @@
+//! The command line as users and init systems see it: help, and configurations refused at start
+//! with exit status 78 (EX_CONFIG) and the key at fault named, before anything connects.
+
+use std::process::{Command, Output};
+
+fn relay(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sio-relay"));
+    cmd.args(args).env_remove("RUST_LOG");
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    cmd.output().expect("run sio-relay")
+}
+
+fn refused(args: &[&str], env: &[(&str, &str)], needles: &[&str]) {
+    let out = relay(args, env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{args:?} {env:?}: {stderr}");
+    for needle in needles {
+        assert!(
+            stderr.contains(needle),
+            "{stderr:?} should mention {needle:?}"
+        );
+    }
+}
+
+fn config_file(text: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    file
+}
+
+#[test]
+fn help_lists_the_run_command() {
+    let out = relay(&["--help"], &[]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("run"), "{help}");
+    let out = relay(&["run", "--help"], &[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--config"));
+}
+
+#[test]
+fn a_missing_config_file_is_refused() {
+    refused(
+        &["run", "--config", "/nonexistent/sio-relay.toml"],
+        &[],
+        &["/nonexistent/sio-relay.toml", "No such file"],
+    );
+}
+
+#[test]
+fn unknown_keys_and_bad_values_are_refused_by_name() {
+    let typo = config_file("[delivery]\nmin_reciever = 2\n");
+    let path = typo.path().to_str().unwrap();
+    refused(
+        &["run", "--config", path],
+        &[],
+        &["min_reciever", "delivery"],
+    );
+
+    let bare_number = config_file("[source]\nblock = 30\n");
+    let path = bare_number.path().to_str().unwrap();
+    refused(
+        &["run", "--config", path],
+        &[],
+        &["source.block", "\"30s\""],
+    );
+
+    let out_of_range = config_file("[source]\nbatch_size = 0\n");
+    let path = out_of_range.path().to_str().unwrap();
+    refused(
+        &["run", "--config", path],
+        &[],
+        &["source.batch_size", "between 1 and 4096"],
+    );
+
+    refused(
+        &["run"],
+        &[("SIO_RELAY_DELIVERY__MIN_RECEIVERS", "lots")],
+        &["delivery.min_receivers", "environment"],
+    );
+    refused(
+        &["run"],
+        &[("SIO_RELAY_SOURCE__BLOK", "1s")],
+        &["blok", "source"],
+    );
+}
+
+#[test]
+fn the_shipped_config_file_starts() {
+    // Valid, so the relay gets as far as connecting; point it at a closed port and stop it.
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sio-relay"))
+        .args(["run", "--config", shipped])
+        .env("SIO_RELAY_REDIS__URL", format!("redis://127.0.0.1:{port}"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still running, retrying Redis"
+    );
+    Command::new("kill")
+        .args(["-s", "TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("Redis is unavailable"), "{stderr}");
+}

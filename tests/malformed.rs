@@ -1,0 +1,78 @@
+//! Each kind of malformed entry, end to end through a real Redis: it is dead-lettered at once with
+//! its reason and its original fields, never published, and the entries behind it keep flowing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// XADDs `fields` then a valid entry, and checks that only the valid one was published and the
+/// first was dead-lettered with an error containing `error`.
+fn assert_dead_lettered(fields: &[(&str, &str)], error: &str) {
+    let redis = RedisServer::start();
+    let sub = Subscriber::start(&redis, "/");
+    let _relay = Relay::start(&redis, "relay-1", &[]);
+    let mut con = redis.connection();
+    let bad = xadd(&mut con, fields);
+    xadd(&mut con, &[("event", "after")]);
+    let messages = sub.wait_count(1, 10 * SECOND);
+    wait_until(5 * SECOND, "the dead letter is written", || {
+        !dead_letters(&mut con).is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(sub.messages().len(), 1, "only the valid entry is published");
+    assert_eq!(messages[0].event(), "after");
+
+    let dead = dead_letters(&mut con);
+    assert_eq!(dead.len(), 1);
+    let dead = &dead[0].1;
+    assert_eq!(field(dead, "x-dead-reason"), Some("malformed"));
+    let text = field(dead, "x-dead-error").unwrap();
+    assert!(text.contains(error), "{text:?} should contain {error:?}");
+    assert_eq!(field(dead, "x-dead-id"), Some(bad.as_str()));
+    assert_eq!(field(dead, "x-dead-deliveries"), Some("1"));
+    let original: Vec<(String, String)> = fields
+        .iter()
+        .map(|(f, v)| (f.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(
+        &dead[..original.len()],
+        &original[..],
+        "original fields kept, in order"
+    );
+    wait_until(5 * SECOND, "nothing left pending", || {
+        pending(&mut con).is_empty()
+    });
+}
+
+macro_rules! malformed {
+    ($($name:ident: $fields:expr => $error:expr;)*) => {$(
+        #[test]
+        fn $name() {
+            assert_dead_lettered($fields, $error);
+        }
+    )*};
+}
+
+malformed! {
+    missing_event: &[("data", "1")] => "the `event` field is missing";
+    empty_event: &[("event", "")] => "the `event` field is empty";
+    reserved_connect: &[("event", "connect")] => "event `connect` is reserved";
+    reserved_disconnect: &[("event", "disconnect")] => "event `disconnect` is reserved";
+    reserved_new_listener: &[("event", "newListener")] => "event `newListener` is reserved";
+    data_not_json: &[("event", "e"), ("data", "hello")] => "`data` is not valid JSON";
+    args_not_json: &[("event", "e"), ("args", "[1,")] => "`args` is not valid JSON";
+    args_not_array: &[("event", "e"), ("args", r#"{"a":1}"#)] => "`args` must be a JSON array";
+    rooms_not_strings: &[("event", "e"), ("rooms", "[1,2]")] => "`rooms` must be a JSON array of strings";
+    except_not_array: &[("event", "e"), ("except", "vip")] => "`except` is not valid JSON";
+    data_and_args: &[("event", "e"), ("data", "1"), ("args", "[2]")] => "`data` and `args` cannot both be present";
+    room_and_rooms: &[("event", "e"), ("room", "a"), ("rooms", r#"["b"]"#)] => "`room` and `rooms` cannot both be present";
+    namespace_without_slash: &[("event", "e"), ("nsp", "admin")] => "namespace `admin` must start with `/`";
+    integer_beyond_2_53: &[("event", "e"), ("data", r#"{"id": 9007199254740993}"#)] => "outside ±2^53";
+    unknown_field_typo: &[("event", "e"), ("rom", "lobby")] => "unknown field `rom`";
+    bad_flag: &[("event", "e"), ("volatile", "yes")] => "`volatile` must be `true` or `false`";
+    duplicate_field: &[("event", "e"), ("event", "f")] => "field `event` appears more than once";
+}
