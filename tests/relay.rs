@@ -553,3 +553,46 @@ fn relay_kill_9_mid_flow_neither_loses_nor_duplicates() {
         pending(&mut con).is_empty()
     });
 }
+
+/// The README's one-line replay moves a dead letter back to the source stream, where it is
+/// delivered like any entry (its `x-dead-*` fields are ignored).
+#[test]
+fn a_dead_letter_replayed_as_the_readme_shows_is_delivered() {
+    let redis = RedisServer::start();
+    let mut con = redis.connection();
+    let old = xadd_id(&mut con, "1000-0", &[("event", "late"), ("data", "1")]);
+    let sub = Subscriber::start(&redis, "/");
+    let mut relay = Relay::start(&redis, "relay-1", &[("DELIVERY__MAX_AGE", "1h")]);
+    wait_until(10 * SECOND, "the old entry is dead-lettered", || {
+        !dead_letters(&mut con).is_empty()
+    });
+    let dead_id = dead_letters(&mut con)[0].0.clone();
+    relay.kill();
+    let readme = include_str!("../README.md");
+    let script = readme
+        .lines()
+        .find(|l| l.starts_with("redis-cli EVAL \"local e = redis.call('XRANGE'"))
+        .expect("the replay one-liner is in the README");
+    let script = script
+        .strip_prefix("redis-cli EVAL \"")
+        .and_then(|s| s.split_once("\" 2 "))
+        .unwrap()
+        .0;
+    let replayed: String = redis::cmd("EVAL")
+        .arg(script)
+        .arg(2)
+        .arg(DEAD)
+        .arg(STREAM)
+        .arg(&dead_id)
+        .query(&mut con)
+        .unwrap();
+    assert!(
+        dead_letters(&mut con).is_empty(),
+        "removed from the dead-letter stream"
+    );
+    assert_ne!(replayed, old);
+    let _relay = Relay::start(&redis, "relay-1", &[]);
+    let messages = sub.wait_count(1, 10 * SECOND);
+    assert_eq!(messages[0].event(), "late");
+    assert_eq!(messages[0].arg(), 1);
+}
