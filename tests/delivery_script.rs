@@ -182,3 +182,31 @@ async fn dead_lettering_appends_and_acknowledges_together() {
     assert!(pending(&mut con).is_empty());
     assert_eq!(dead_letters(&mut con).len(), 1);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_published_entry_is_not_dead_lettered_while_awaiting_confirmation() {
+    let redis = RedisServer::start();
+    let _sub = Subscriber::start(&redis, "/");
+    let mut con = redis.connection();
+    let id = xadd(&mut con, &[("event", "e")]);
+    read_as(&mut con, "relay-a", 1);
+    let entry = deliverable(&id);
+    let scripts = Scripts::new(&config("relay-a"));
+    let mut writer = writer(&redis).await;
+    scripts
+        .deliver(&mut writer, "p", &[Op::Publish(&entry)])
+        .await
+        .unwrap();
+    // The relay died before confirming; on its return the entry has expired.
+    let dead_letter = Op::DeadLetter {
+        id: entry.id(),
+        fields: entry.raw.fields.clone(),
+    };
+    let outcomes = scripts
+        .deliver(&mut writer, "p", &[dead_letter])
+        .await
+        .unwrap();
+    assert_eq!(outcomes, [Outcome::AlreadyPublished]);
+    assert!(dead_letters(&mut con).is_empty());
+    assert!(pending(&mut con).is_empty());
+}

@@ -24,7 +24,8 @@
 --   -2    not published: an earlier entry of the same namespace in this batch found too few
 --         receivers, and entries of a namespace are delivered in stream order
 --   -3    dead-lettered (and acknowledged)
---   -4    already published by this Redis process: acknowledged without publishing again
+--   -4    already published by this Redis process: acknowledged without publishing (or
+--         dead-lettering) it again
 local stream, dead, journal = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer = ARGV[1], ARGV[2]
 local min_receivers = tonumber(ARGV[3])
@@ -62,7 +63,13 @@ while i <= #ARGV do
     end
   elseif kind == 'D' then
     local n = tonumber(ARGV[i + 2])
-    if owned(id) then
+    if not owned(id) then
+      results[#results + 1] = -1
+    elseif redis.call('HGET', journal, id) == run_id then
+      -- Published already (it expired or ran out of attempts only while awaiting confirmation).
+      acked[#acked + 1] = id
+      results[#results + 1] = -4
+    else
       local xadd = { 'XADD', dead }
       if dead_max_len > 0 then
         xadd[#xadd + 1] = 'MAXLEN'
@@ -76,8 +83,6 @@ while i <= #ARGV do
       redis.call(unpack(xadd))
       acked[#acked + 1] = id
       results[#results + 1] = -3
-    else
-      results[#results + 1] = -1
     end
     i = i + 3 + n
   else
