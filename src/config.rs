@@ -31,6 +31,7 @@ pub struct Config {
     pub dead_letter: DeadLetterConfig,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
+    pub http: HttpConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -72,6 +73,9 @@ pub struct SourceConfig {
     pub batch_size: usize,
     #[serde(with = "humantime_serde")]
     pub block: Duration,
+    /// Other consumers idle this long with nothing pending are removed from the group; zero never.
+    #[serde(with = "humantime_serde")]
+    pub stale_consumer_idle: Duration,
 }
 
 impl Default for SourceConfig {
@@ -83,6 +87,7 @@ impl Default for SourceConfig {
             start_id: "$".into(),
             batch_size: 256,
             block: Duration::from_secs(2),
+            stale_consumer_idle: Duration::from_secs(3600),
         }
     }
 }
@@ -180,6 +185,20 @@ impl Default for LogConfig {
             level: "info".into(),
             format: LogFormat::Text,
         }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// `host:port` of the health and metrics listener; empty turns it off.
+    pub listen: String,
+}
+
+impl HttpConfig {
+    /// The address to listen on, `None` when the listener is off.
+    pub fn addr(&self) -> Option<std::net::SocketAddr> {
+        self.listen.parse().ok()
     }
 }
 
@@ -334,6 +353,15 @@ impl Config {
             ));
         }
         positive("shutdown.timeout", self.shutdown.timeout)?;
+        if !self.http.listen.is_empty() && self.http.addr().is_none() {
+            return Err(invalid(
+                "http.listen",
+                format!(
+                    "must be an address such as \"0.0.0.0:9464\" or empty (off), not {:?}",
+                    self.http.listen
+                ),
+            ));
+        }
         tracing_subscriber::EnvFilter::builder()
             .parse(&self.log.level)
             .map_err(|e| invalid("log.level", format!("not a valid log filter: {e}")))?;
@@ -477,6 +505,7 @@ mod tests {
             ("[log]\nformat = \"xml\"\n", "log.format"),
             ("[log]\nlevel = \"info,[\"\n", "log.level"),
             ("[target]\nuid = \"\"\n", "target.uid"),
+            ("[http]\nlisten = \"localhost\"\n", "http.listen"),
         ];
         for (text, key) in cases {
             let err = load(text, &[]).unwrap_err();

@@ -65,6 +65,7 @@ pub enum Outcome {
 pub struct Scripts {
     deliver: Script,
     keep: Script,
+    forget: Script,
     stream: String,
     dead_letter_stream: String,
     journal: String,
@@ -79,6 +80,7 @@ impl Scripts {
         Scripts {
             deliver: Script::new(include_str!("lua/deliver.lua")),
             keep: Script::new(include_str!("lua/keep.lua")),
+            forget: Script::new(include_str!("lua/forget.lua")),
             stream: cfg.source.stream.clone(),
             dead_letter_stream: cfg.dead_letter.stream.clone(),
             journal: journal_key(cfg),
@@ -169,6 +171,21 @@ impl Scripts {
             .hdel(&self.journal, &ids)
             .ignore()
             .exec_async(con)
+            .await
+    }
+
+    /// Removes other consumers idle for longer than `idle` with nothing pending; returns their names.
+    pub async fn forget_stale(
+        &self,
+        con: &mut MultiplexedConnection,
+        idle: std::time::Duration,
+    ) -> RedisResult<Vec<String>> {
+        self.forget
+            .key(&self.stream)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(idle.as_millis() as u64)
+            .invoke_async(con)
             .await
     }
 

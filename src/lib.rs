@@ -17,6 +17,10 @@
 //! - [`held`]: entries waiting, per namespace and in order, for Socket.IO servers to listen.
 //! - [`connection`]: the reader and writer connections, and the reconnection backoff.
 //! - [`relay`]: the consumer loop that ties these together.
+//! - [`health`]: liveness and readiness as the loop reports them.
+//! - [`metrics`]: the Prometheus metrics the loop records.
+//! - [`http`]: the `/livez`, `/readyz` and `/metrics` listener.
+//! - [`systemd`]: READY, WATCHDOG, STOPPING and RELOADING notifications.
 //! - [`shutdown`]: signal handling and the bounded drain on SIGTERM/SIGINT.
 //! - [`logging`]: the `tracing` subscriber (text or JSON).
 
@@ -25,20 +29,41 @@ pub mod connection;
 pub mod dead_letter;
 pub mod delivery;
 pub mod entry;
+pub mod health;
 pub mod held;
+pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod packet;
 pub mod relay;
 pub mod reply;
 pub mod shutdown;
+pub mod systemd;
+
+use std::sync::Arc;
 
 use config::Config;
 
 /// Runs the relay daemon until SIGTERM or SIGINT, then drains within `shutdown.timeout`.
 pub async fn run(cfg: Config) -> Result<(), String> {
     let token = shutdown::listen().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let stalled_after = connection::read_timeout(cfg.source.block)
+        + cfg.redis.command_timeout * 2
+        + cfg.redis.backoff_max
+        + std::time::Duration::from_secs(10);
+    let health = Arc::new(health::Health::new(stalled_after));
+    let metrics = Arc::new(metrics::Metrics::new());
+    if let Some(addr) = cfg.http.addr() {
+        let listener = http::bind(addr).await?;
+        let probes = http::Probes {
+            health: health.clone(),
+            metrics: metrics.clone(),
+        };
+        tokio::spawn(http::serve(listener, probes, token.clone()));
+    }
     let timeout = cfg.shutdown.timeout;
-    let relay = relay::Relay::new(cfg, token.clone()).map_err(|e| format!("redis.url: {e}"))?;
+    let relay = relay::Relay::new(cfg, token.clone(), health, metrics)
+        .map_err(|e| format!("redis.url: {e}"))?;
     shutdown::drain_within(&token, timeout, relay.run()).await;
     tracing::info!("stopped");
     Ok(())

@@ -8,6 +8,7 @@
 //! when the link changes state. Entries are acknowledged only by the delivery script (dead letters,
 //! entries already published) and by the confirmation that follows it (see [`crate::delivery`]).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::streams::{StreamPendingCountReply, StreamReadOptions};
@@ -20,12 +21,18 @@ use crate::connection::{self, Backoff, Connections};
 use crate::dead_letter::{self, Reason};
 use crate::delivery::{Deliverable, Op, Outcome, Scripts};
 use crate::entry::{Entry, EntryId, RawEntry};
+use crate::health::Health;
 use crate::held::Held;
+use crate::metrics::{Metrics, Source};
 use crate::packet::Target;
 use crate::reply::{AutoClaimed, Claimed, Delivered, Read};
+use crate::systemd::Notifier;
 
 /// XAUTOCLAIM pages per reclaim round, so that a huge pending list cannot starve new entries.
 const CLAIM_PAGES_PER_ROUND: usize = 10;
+
+/// How often the group's lag and pending gauges are refreshed, and stale consumers looked for.
+const GROUP_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What the relay decided to do with one entry.
 enum Plan {
@@ -71,12 +78,21 @@ pub struct Relay {
     next_claim: Instant,
     next_retry: Instant,
     next_keep: Instant,
+    next_group_check: Instant,
     reading_paused: bool,
     shutdown: CancellationToken,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    notifier: Notifier,
 }
 
 impl Relay {
-    pub fn new(cfg: Config, shutdown: CancellationToken) -> RedisResult<Relay> {
+    pub fn new(
+        cfg: Config,
+        shutdown: CancellationToken,
+        health: Arc<Health>,
+        metrics: Arc<Metrics>,
+    ) -> RedisResult<Relay> {
         let now = Instant::now();
         Ok(Relay {
             target: cfg.target(),
@@ -93,8 +109,12 @@ impl Relay {
             next_claim: now,
             next_retry: now,
             next_keep: now,
+            next_group_check: now,
             reading_paused: false,
             shutdown,
+            health,
+            metrics,
+            notifier: Notifier::new(),
             cfg,
         })
     }
@@ -103,10 +123,14 @@ impl Relay {
     /// delivered and acknowledged. Held entries stay pending in Redis for the next relay.
     pub async fn run(mut self) {
         while !self.shutdown.is_cancelled() {
+            self.health.beat();
+            self.notifier.alive();
             if let Err(err) = self.step().await {
                 self.recover(err).await;
             }
+            self.metrics.held_now.set(self.held.len() as i64);
         }
+        self.health.set_not_ready("shutting down");
         if self.conns.is_some() {
             if let Err(err) = self.confirm().await {
                 warn!(error = %err, "could not acknowledge the last batch; the next relay will, without publishing it again");
@@ -150,6 +174,10 @@ impl Relay {
             self.reclaim().await?;
             self.next_claim = now + self.cfg.delivery.claim_interval;
         }
+        if now >= self.next_group_check {
+            self.check_group().await?;
+            self.next_group_check = now + GROUP_CHECK_INTERVAL;
+        }
 
         if self.held.is_full() {
             if !self.reading_paused {
@@ -175,6 +203,8 @@ impl Relay {
 
     /// Handles the error that ended a step, then waits before the next attempt.
     async fn recover(&mut self, err: RedisError) {
+        self.health.set_not_ready(format!("Redis: {err}"));
+        self.metrics.connected(false);
         if err.code() == Some("NOGROUP") {
             warn!(
                 stream = %self.cfg.source.stream,
@@ -230,6 +260,12 @@ impl Relay {
         }
         self.link = Link::Up;
         self.backoff.reset();
+        self.health.set_ready();
+        self.metrics.connected(true);
+        self.notifier.ready(&format!(
+            "relaying stream {} as consumer {} of group {}",
+            self.cfg.source.stream, self.cfg.source.consumer, self.cfg.source.group
+        ));
     }
 
     fn writer(&mut self) -> &mut redis::aio::MultiplexedConnection {
@@ -249,7 +285,10 @@ impl Relay {
         self.scripts
             .confirm(&mut conns.writer, &self.unconfirmed)
             .await?;
-        self.unconfirmed.clear();
+        for id in self.unconfirmed.drain(..) {
+            self.metrics.acknowledged.inc();
+            self.metrics.end_to_end.observe(age(id).as_secs_f64());
+        }
         Ok(())
     }
 
@@ -320,6 +359,7 @@ impl Relay {
                     }
                 }
                 recovered += batch.len();
+                self.metrics.read(Source::own_pending, batch.len());
                 self.deliver(batch).await?;
             }
             if pending.ids.len() < page {
@@ -357,6 +397,9 @@ impl Relay {
                 .await?;
             self.claim_cursor = claimed.cursor;
             if !claimed.deleted.is_empty() {
+                self.metrics
+                    .deleted_pending
+                    .inc_by(claimed.deleted.len() as u64);
                 warn!(
                     count = claimed.deleted.len(),
                     first = %claimed.deleted[0],
@@ -439,13 +482,14 @@ impl Relay {
             // The entries of a cancelled read stay pending and are recovered at the next start.
             _ = self.shutdown.cancelled() => return Ok(()),
         };
-        let batch = entries
+        let batch: Vec<(RawEntry, u64)> = entries
             .into_iter()
             .filter_map(|d| match d {
                 Delivered::Present(raw) => Some((raw, 1)),
                 Delivered::Deleted(_) => None,
             })
             .collect();
+        self.metrics.read(Source::new, batch.len());
         self.deliver(batch).await
     }
 
@@ -458,7 +502,7 @@ impl Relay {
                 continue;
             }
             match self.plan(raw, deliveries) {
-                Plan::Publish(entry) if self.held.is_holding(&entry.nsp) => self.held.push(entry),
+                Plan::Publish(entry) if self.held.is_holding(&entry.nsp) => self.hold(entry),
                 plan => plans.push(plan),
             }
         }
@@ -467,10 +511,15 @@ impl Relay {
             if let (Plan::Publish(entry), Outcome::TooFewReceivers { .. } | Outcome::HeldBehind) =
                 (plan, outcome)
             {
-                self.held.push(entry);
+                self.hold(entry);
             }
         }
         Ok(())
+    }
+
+    fn hold(&mut self, entry: Deliverable) {
+        self.metrics.held.inc();
+        self.held.push(entry);
     }
 
     fn plan(&self, raw: RawEntry, deliveries: u64) -> Plan {
@@ -514,12 +563,37 @@ impl Relay {
         if limit.is_zero() {
             return None;
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64;
-        let age = Duration::from_millis(now.saturating_sub(id.ms));
+        let age = age(id);
         (age > limit).then_some(Reason::Expired { age, limit })
+    }
+
+    /// Refreshes the group gauges and removes stale consumers.
+    async fn check_group(&mut self) -> RedisResult<()> {
+        let stream = self.cfg.source.stream.clone();
+        let groups: redis::streams::StreamInfoGroupsReply =
+            self.writer().xinfo_groups(&stream).await?;
+        if let Some(group) = groups
+            .groups
+            .iter()
+            .find(|g| g.name == self.cfg.source.group)
+        {
+            self.metrics
+                .group_lag
+                .set(group.lag.map_or(f64::NAN, |lag| lag as f64));
+            self.metrics.group_pending.set(group.pending as i64);
+        }
+        let stale_after = self.cfg.source.stale_consumer_idle;
+        if !stale_after.is_zero() {
+            let conns = self.conns.as_mut().expect("steps run only while connected");
+            let removed = self
+                .scripts
+                .forget_stale(&mut conns.writer, stale_after)
+                .await?;
+            if !removed.is_empty() {
+                info!(consumers = ?removed, "removed consumers idle for longer than source.stale_consumer_idle with nothing pending");
+            }
+        }
+        Ok(())
     }
 
     /// Runs the delivery script for `plans` and logs what happened to each entry.
@@ -543,25 +617,42 @@ impl Relay {
             })
             .collect();
         let conns = self.conns.as_mut().expect("steps run only while connected");
+        let started = Instant::now();
         let outcomes = self
             .scripts
             .deliver(&mut conns.writer, &conns.run_id, &ops)
             .await?;
+        self.metrics
+            .publish_duration
+            .observe(started.elapsed().as_secs_f64());
         let mut delivered = 0usize;
         for (plan, outcome) in plans.iter().zip(&outcomes) {
+            match outcome {
+                Outcome::Published { receivers } | Outcome::TooFewReceivers { receivers } => {
+                    self.metrics.publish_receivers.observe(*receivers as f64)
+                }
+                Outcome::AlreadyPublished | Outcome::DeadLettered => {
+                    self.metrics.acknowledged.inc();
+                }
+                Outcome::HeldBehind | Outcome::NotOwned => {}
+            }
             match (plan, outcome) {
                 (_, Outcome::Published { .. }) => {
                     self.unconfirmed.push(plan.id());
+                    self.metrics.published.inc();
                     delivered += 1;
                 }
                 (_, Outcome::AlreadyPublished) => delivered += 1,
-                (Plan::DeadLetter { reason, .. }, Outcome::DeadLettered) => warn!(
-                    id = %plan.id(),
-                    reason = reason.code(),
-                    error = %reason.detail(),
-                    dead_letter_stream = %self.cfg.dead_letter.stream,
-                    "dead-lettered an entry"
-                ),
+                (Plan::DeadLetter { reason, .. }, Outcome::DeadLettered) => {
+                    self.metrics.dead_lettered(reason.code());
+                    warn!(
+                        id = %plan.id(),
+                        reason = reason.code(),
+                        error = %reason.detail(),
+                        dead_letter_stream = %self.cfg.dead_letter.stream,
+                        "dead-lettered an entry"
+                    )
+                }
                 (Plan::Publish(entry), Outcome::TooFewReceivers { receivers })
                     if !self.held.is_holding(&entry.nsp) =>
                 {
@@ -630,6 +721,15 @@ impl Relay {
         }
         Ok(())
     }
+}
+
+/// How old an entry is, by the time in its ID.
+fn age(id: EntryId) -> Duration {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    Duration::from_millis(now.saturating_sub(id.ms))
 }
 
 fn parse_error(problem: String) -> RedisError {

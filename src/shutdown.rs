@@ -29,6 +29,7 @@ pub fn listen() -> std::io::Result<CancellationToken> {
                 signal = name(signal),
                 "shutting down: no new reads, finishing the batch in flight"
             );
+            crate::systemd::stopping();
             cancel.cancel();
         }
         if let Some(signal) = signals.next().await {

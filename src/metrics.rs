@@ -1,0 +1,234 @@
+//! Prometheus metrics: what the relay did, how fast, and how far behind the group is.
+//!
+//! One explicit registry, no global state: the relay records into [`Metrics`], and the HTTP listener
+//! renders it in the OpenMetrics text format that Prometheus scrapes. Names follow Prometheus
+//! conventions (`sio_relay_..._total` for counters, base units such as `_seconds`).
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+/// Where entries were read from.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Source {
+    /// New entries (XREADGROUP `>`).
+    new,
+    /// This consumer's own pending entries, after a start or a reconnection.
+    own_pending,
+    /// Idle entries of other consumers (XAUTOCLAIM).
+    reclaimed,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: Source,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    pub connection: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub entries_read: Family<SourceLabels, Counter>,
+    pub published: Counter,
+    pub acknowledged: Counter,
+    pub redelivered: Counter,
+    pub dead_lettered: Family<ReasonLabels, Counter>,
+    pub held: Counter,
+    pub held_now: Gauge,
+    pub deleted_pending: Counter,
+    pub publish_receivers: Histogram,
+    pub publish_duration: Histogram,
+    pub end_to_end: Histogram,
+    pub group_lag: Gauge<f64, AtomicU64>,
+    pub group_pending: Gauge,
+    pub redis_connected: Family<ConnectionLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("sio_relay");
+        let metrics = Metrics {
+            entries_read: Family::default(),
+            published: Counter::default(),
+            acknowledged: Counter::default(),
+            redelivered: Counter::default(),
+            dead_lettered: Family::default(),
+            held: Counter::default(),
+            held_now: Gauge::default(),
+            deleted_pending: Counter::default(),
+            publish_receivers: Histogram::new([0.0, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0]),
+            publish_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            end_to_end: Histogram::new(exponential_buckets(0.001, 2.0, 20)),
+            group_lag: Gauge::default(),
+            group_pending: Gauge::default(),
+            redis_connected: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "entries_read",
+            "Stream entries read, by where they came from",
+            metrics.entries_read.clone(),
+        );
+        registry.register(
+            "published",
+            "Entries published to at least delivery.min_receivers Socket.IO servers",
+            metrics.published.clone(),
+        );
+        registry.register(
+            "acknowledged",
+            "Entries acknowledged in the consumer group (delivered or dead-lettered)",
+            metrics.acknowledged.clone(),
+        );
+        registry.register(
+            "redelivered",
+            "Entries reclaimed from other consumers (XAUTOCLAIM)",
+            metrics.redelivered.clone(),
+        );
+        registry.register(
+            "dead_lettered",
+            "Entries moved to the dead-letter stream, by reason",
+            metrics.dead_lettered.clone(),
+        );
+        registry.register(
+            "held",
+            "Entries held because too few Socket.IO servers listened on their namespace",
+            metrics.held.clone(),
+        );
+        registry.register(
+            "held_entries",
+            "Entries held in memory right now, waiting for Socket.IO servers",
+            metrics.held_now.clone(),
+        );
+        registry.register(
+            "deleted_pending",
+            "Pending entries found deleted from the stream (trimmed or XDEL) before delivery",
+            metrics.deleted_pending.clone(),
+        );
+        registry.register(
+            "publish_receivers",
+            "Socket.IO servers that received each PUBLISH",
+            metrics.publish_receivers.clone(),
+        );
+        registry.register_with_unit(
+            "publish_duration",
+            "Time to publish one batch (the delivery script's round trip)",
+            Unit::Seconds,
+            metrics.publish_duration.clone(),
+        );
+        registry.register_with_unit(
+            "end_to_end_latency",
+            "From the time in an entry's ID to its acknowledgement",
+            Unit::Seconds,
+            metrics.end_to_end.clone(),
+        );
+        registry.register(
+            "group_lag",
+            "Entries of the stream not yet read by the group (NaN when Redis cannot tell)",
+            metrics.group_lag.clone(),
+        );
+        registry.register(
+            "group_pending",
+            "Entries read by the group and not yet acknowledged",
+            metrics.group_pending.clone(),
+        );
+        registry.register(
+            "redis_connected",
+            "1 while the connection to Redis works, by connection (reader, writer)",
+            metrics.redis_connected.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        registry.register("build_info", "sio-relay's version", build_info);
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    pub fn read(&self, source: Source, n: usize) {
+        self.entries_read
+            .get_or_create(&SourceLabels { source })
+            .inc_by(n as u64);
+    }
+
+    pub fn dead_lettered(&self, reason: &str) {
+        self.dead_lettered
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn connected(&self, up: bool) {
+        for connection in ["reader", "writer"] {
+            self.redis_connected
+                .get_or_create(&ConnectionLabels {
+                    connection: connection.into(),
+                })
+                .set(i64::from(up));
+        }
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        let metrics = Metrics::new();
+        metrics.read(Source::new, 3);
+        metrics.dead_lettered("malformed");
+        metrics.connected(true);
+        metrics.end_to_end.observe(0.002);
+        let text = metrics.render();
+        for line in [
+            "sio_relay_entries_read_total{source=\"new\"} 3",
+            "sio_relay_dead_lettered_total{reason=\"malformed\"} 1",
+            "sio_relay_redis_connected{connection=\"reader\"} 1",
+            "sio_relay_build_info{version=\"",
+            "# TYPE sio_relay_end_to_end_latency_seconds histogram",
+            "# TYPE sio_relay_publish_duration_seconds histogram",
+            "sio_relay_acknowledged_total 0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+}
