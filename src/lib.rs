@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //!
+//! - [`commands`]: the operator subcommands (`check-config`, ...), one module each.
 //! - [`config`]: the configuration file and `SIO_RELAY_*` overrides, validated at start.
 //! - [`entry`]: the producers' contract; turns raw stream fields into a validated [`entry::Entry`].
 //! - [`packet`]: encodes an entry as the adapter's MessagePack packet and picks its channel.
@@ -22,8 +23,10 @@
 //! - [`http`]: the `/livez`, `/readyz` and `/metrics` listener.
 //! - [`systemd`]: READY, WATCHDOG, STOPPING and RELOADING notifications.
 //! - [`shutdown`]: signal handling and the bounded drain on SIGTERM/SIGINT.
+//! - [`reload`]: SIGHUP re-reads the configuration and applies what can change live.
 //! - [`logging`]: the `tracing` subscriber (text or JSON).
 
+pub mod commands;
 pub mod config;
 pub mod connection;
 pub mod dead_letter;
@@ -36,6 +39,7 @@ pub mod logging;
 pub mod metrics;
 pub mod packet;
 pub mod relay;
+pub mod reload;
 pub mod reply;
 pub mod shutdown;
 pub mod systemd;
@@ -44,9 +48,16 @@ use std::sync::Arc;
 
 use config::Config;
 
-/// Runs the relay daemon until SIGTERM or SIGINT, then drains within `shutdown.timeout`.
-pub async fn run(cfg: Config) -> Result<(), String> {
+/// Runs the relay daemon until SIGTERM or SIGINT, then drains within `shutdown.timeout`. SIGHUP
+/// reloads `config_path` (see [`reload`]), changing the log level through `level`.
+pub async fn run(
+    cfg: Config,
+    config_path: Option<std::path::PathBuf>,
+    level: logging::LevelHandle,
+) -> Result<(), String> {
     let token = shutdown::listen().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    reload::listen(config_path, cfg.clone(), level)
+        .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
     let stalled_after = connection::read_timeout(cfg.source.block)
         + cfg.redis.command_timeout * 2
         + cfg.redis.backoff_max

@@ -1,35 +1,66 @@
 //! Log output: `tracing` events to stderr, as text or JSON, filtered by `log.level` or `RUST_LOG`.
 //!
 //! stderr reaches journald under systemd and the container log in Kubernetes; text output carries no
-//! colours unless stderr is a terminal, so the journal stays readable.
+//! colours unless stderr is a terminal, so the journal stays readable. The filter sits in a reload
+//! layer at the root (reloading a per-layer filter panics, tokio-rs/tracing#1629), so SIGHUP can
+//! change the level of a running relay.
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, reload, EnvFilter, Layer, Registry};
 
 use crate::config::{LogConfig, LogFormat};
 
+/// Changes the level of the installed logger.
+pub struct LevelHandle(reload::Handle<EnvFilter, Registry>);
+
+impl LevelHandle {
+    /// Applies `level` unless `RUST_LOG` is set (it wins, as at start). Returns what is in force.
+    pub fn set(&self, level: &str) -> Result<String, String> {
+        let directives = effective_directives(level);
+        let filter = parse(&directives)?;
+        self.0
+            .reload(filter)
+            .map_err(|e| format!("cannot change the log level: {e}"))?;
+        Ok(directives)
+    }
+}
+
 /// Installs the global subscriber. `RUST_LOG`, when set, takes precedence over `log.level`.
-pub fn init(cfg: &LogConfig) -> Result<(), String> {
-    let directives = match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.trim().is_empty() => directives,
-        _ => cfg.level.clone(),
-    };
-    let filter = EnvFilter::builder()
-        .parse(&directives)
-        .map_err(|e| format!("invalid log filter {directives:?}: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let installed = match cfg.format {
-        LogFormat::Text => builder
+pub fn init(cfg: &LogConfig) -> Result<LevelHandle, String> {
+    let filter = parse(&effective_directives(&cfg.level))?;
+    let (filter, handle) = reload::Layer::new(filter);
+    let output = match cfg.format {
+        LogFormat::Text => fmt::layer()
+            .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-        LogFormat::Json => builder
+            .boxed(),
+        LogFormat::Json => fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .try_init(),
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
-    installed.map_err(|e| format!("cannot install the logger: {e}"))
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .try_init()
+        .map_err(|e| format!("cannot install the logger: {e}"))?;
+    Ok(LevelHandle(handle))
+}
+
+fn effective_directives(level: &str) -> String {
+    match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => directives,
+        _ => level.to_owned(),
+    }
+}
+
+fn parse(directives: &str) -> Result<EnvFilter, String> {
+    EnvFilter::builder()
+        .parse(directives)
+        .map_err(|e| format!("invalid log filter {directives:?}: {e}"))
 }

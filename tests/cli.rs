@@ -116,3 +116,32 @@ fn the_shipped_config_file_starts() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("Redis is unavailable"), "{stderr}");
 }
+
+#[test]
+fn check_config_prints_the_values_in_force_with_secrets_masked() {
+    let file = config_file("[source]\nbatch_size = 64\n");
+    let out = relay(
+        &["check-config", "--config", file.path().to_str().unwrap()],
+        &[
+            (
+                "SIO_RELAY_REDIS__URL",
+                "redis://relay:s3cret@redis.internal:6379",
+            ),
+            ("SIO_RELAY_SOURCE__CONSUMER", "pod-1"),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("batch_size = 64"), "{stdout}");
+    assert!(stdout.contains("consumer = \"pod-1\""), "{stdout}");
+    assert!(
+        stdout.contains("redis://relay:****@redis.internal:6379"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("s3cret"));
+    refused(
+        &["check-config"],
+        &[("SIO_RELAY_SOURCE__BATCH_SIZE", "0")],
+        &["source.batch_size"],
+    );
+}

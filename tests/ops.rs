@@ -225,3 +225,40 @@ fn stale_consumers_are_removed_but_never_one_with_pending_entries() {
         "the busy consumer keeps its entry"
     );
 }
+
+#[test]
+fn sighup_applies_the_log_level_and_names_what_needs_a_restart() {
+    let redis = RedisServer::start();
+    let _sub = Subscriber::start(&redis, "/");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    std::fs::write(&file, "[log]\nlevel = \"info\"\n").unwrap();
+    let relay = Relay::start_with_file(&redis, "relay-1", Some(&file), &[]);
+    relay.wait_log("relaying", 10 * SECOND);
+    let mut con = redis.connection();
+    xadd(&mut con, &[("event", "quiet")]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !relay.log().contains("batch done"),
+        "no debug lines at info"
+    );
+
+    std::fs::write(
+        &file,
+        "[log]\nlevel = \"sio_relay=debug\"\n[source]\nbatch_size = 10\n",
+    )
+    .unwrap();
+    relay.signal("HUP");
+    relay.wait_log("configuration reloaded", 10 * SECOND);
+    relay.wait_log("take effect only after a restart", SECOND);
+    let log = relay.log();
+    assert!(log.contains("log.level"), "{log}");
+    assert!(log.contains("source.batch_size"), "{log}");
+    xadd(&mut con, &[("event", "loud")]);
+    relay.wait_log("batch done", 10 * SECOND);
+
+    // A broken file is refused and the running configuration stays.
+    std::fs::write(&file, "[log]\nlevel = 5\n[nope]\n").unwrap();
+    relay.signal("HUP");
+    relay.wait_log("configuration reload failed", 10 * SECOND);
+}

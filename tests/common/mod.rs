@@ -172,16 +172,28 @@ pub struct Relay {
     log: PathBuf,
     _dir: tempfile::TempDir,
     env: Vec<(String, String)>,
+    config: Option<PathBuf>,
 }
 
 impl Relay {
     /// Starts a relay on `redis` as consumer `consumer`; `settings` are `("SECTION__KEY", value)`.
     pub fn start(redis: &RedisServer, consumer: &str, settings: &[(&str, &str)]) -> Relay {
+        let mut all = vec![("LOG__LEVEL", "sio_relay=debug,info")];
+        all.extend_from_slice(settings);
+        Relay::start_with_file(redis, consumer, None, &all)
+    }
+
+    /// As [`Relay::start`], with `--config file`, whose values the `settings` override.
+    pub fn start_with_file(
+        redis: &RedisServer,
+        consumer: &str,
+        file: Option<&Path>,
+        settings: &[(&str, &str)],
+    ) -> Relay {
         let mut env = vec![
             ("REDIS__URL".to_owned(), redis.url()),
             ("SOURCE__CONSUMER".to_owned(), consumer.to_owned()),
             ("SOURCE__START_ID".to_owned(), "0".to_owned()),
-            ("LOG__LEVEL".to_owned(), "sio_relay=debug,info".to_owned()),
         ];
         for (key, value) in settings {
             env.retain(|(k, _)| k != key);
@@ -193,6 +205,7 @@ impl Relay {
             log: dir.path().join("relay.log"),
             _dir: dir,
             env,
+            config: file.map(Path::to_path_buf),
         };
         relay.spawn();
         relay
@@ -205,8 +218,11 @@ impl Relay {
             .open(&self.log)
             .expect("relay log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sio-relay"));
-        cmd.arg("run")
-            .env_remove("RUST_LOG")
+        cmd.arg("run");
+        if let Some(config) = &self.config {
+            cmd.arg("--config").arg(config);
+        }
+        cmd.env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -224,6 +240,16 @@ impl Relay {
         wait_until(timeout, &format!("the relay logs {needle:?}"), || {
             self.log().contains(needle)
         });
+    }
+
+    /// Sends `signal` without waiting for anything.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid().to_string();
+        let sent = Command::new("kill").args(["-s", signal, &pid]).status();
+        assert!(
+            sent.is_ok_and(|s| s.success()),
+            "kill -s {signal} {pid} failed"
+        );
     }
 
     pub fn pid(&self) -> u32 {
