@@ -1,10 +1,11 @@
 //! The `sio-relay` command: parses arguments and hands over to the library.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sio_relay::commands;
+use sio_relay::commands::{self, dead, monitor, send, status, Failure};
 use sio_relay::config::Config;
 
 /// Durable relay from a Redis Stream to Socket.IO servers (@socket.io/redis-adapter).
@@ -24,6 +25,80 @@ enum Command {
     Run,
     /// Validate the configuration and print the values in force (secrets masked).
     CheckConfig,
+    /// Append one entry to the relay's stream, validated first; --direct publishes it instead.
+    Send {
+        /// Target room (repeat for several). None: every client of the namespace.
+        #[arg(long = "room", value_name = "ROOM")]
+        rooms: Vec<String>,
+        /// Room to leave out (repeat for several).
+        #[arg(long, value_name = "ROOM")]
+        except: Vec<String>,
+        /// Namespace, default "/".
+        #[arg(long)]
+        nsp: Option<String>,
+        /// Servers may drop the event for clients that are not ready for it.
+        #[arg(long)]
+        volatile: bool,
+        /// Per-message compression flag passed to the servers.
+        #[arg(long)]
+        compress: Option<bool>,
+        /// Publish straight to the Socket.IO servers (no stream, no durability) and print how
+        /// many received it.
+        #[arg(long)]
+        direct: bool,
+        /// The event name.
+        event: String,
+        /// Event arguments, each as JSON text ('"text"', '42', '{"a":1}').
+        #[arg(value_name = "JSON")]
+        args: Vec<String>,
+    },
+    /// Print every packet published to the Socket.IO servers, decoded (or in hex if servers
+    /// could not decode it).
+    Monitor {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many packets.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+    /// Redis, Socket.IO servers, stream, group, consumers and dead letters; exits 1 if unhealthy.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect and repair the dead-letter stream.
+    Dead {
+        #[command(subcommand)]
+        action: DeadAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadAction {
+    /// Show the oldest dead letters with their reasons.
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move dead letters back to the source stream (each atomically).
+    Replay {
+        /// Dead-letter entry IDs.
+        #[arg(required_unless_present = "all")]
+        ids: Vec<String>,
+        /// Every dead letter.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+    /// Delete dead letters.
+    Drop {
+        #[arg(required_unless_present = "all")]
+        ids: Vec<String>,
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
 }
 
 /// Exit status for a configuration the relay refuses to start with (EX_CONFIG).
@@ -38,13 +113,113 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    match cli.command {
-        Command::CheckConfig => {
-            print!("{}", commands::check_config::render(&cfg));
+    let outcome = match cli.command {
+        Command::Run => return run(cfg, cli.config),
+        Command::CheckConfig => Ok(commands::check_config::render(&cfg)),
+        Command::Send {
+            rooms,
+            except,
+            nsp,
+            volatile,
+            compress,
+            direct,
+            event,
+            args,
+        } => {
+            let emit = send::Emit {
+                event,
+                args,
+                rooms,
+                except,
+                nsp,
+                volatile,
+                compress,
+            };
+            if direct {
+                block_on(send::direct(&cfg, &emit))
+                    .map(|n| format!("published to {n} Socket.IO server(s)\n"))
+            } else {
+                block_on(send::to_stream(&cfg, &emit)).map(|id| format!("{id}\n"))
+            }
+        }
+        Command::Monitor { json, count } => {
+            block_on(monitor::run(&cfg, json, count, &mut std::io::stdout()))
+                .map(|()| String::new())
+        }
+        Command::Status { json } => {
+            let report = block_on(async { Ok(status::gather(&cfg).await) });
+            report.and_then(|s| {
+                let text = if json {
+                    serde_json::to_string_pretty(&s).expect("status serializes") + "\n"
+                } else {
+                    status::render(&s, &cfg)
+                };
+                if s.healthy {
+                    Ok(text)
+                } else {
+                    print!("{text}");
+                    Err(Failure {
+                        code: commands::EXIT_FAILURE,
+                        message: "unhealthy".into(),
+                    })
+                }
+            })
+        }
+        Command::Dead { action } => dead_command(&cfg, action),
+    };
+    match outcome {
+        Ok(text) => {
+            print!("{text}");
             ExitCode::SUCCESS
         }
-        Command::Run => run(cfg, cli.config),
+        Err(failure) => {
+            eprintln!("sio-relay: {failure}");
+            ExitCode::from(failure.code)
+        }
     }
+}
+
+fn dead_command(cfg: &Config, action: DeadAction) -> Result<String, Failure> {
+    let selection = |ids: Vec<String>, all: bool| {
+        if all {
+            dead::Selection::All
+        } else {
+            dead::Selection::Ids(ids)
+        }
+    };
+    match action {
+        DeadAction::List { limit, json } => block_on(dead::list(cfg, limit)).map(|letters| {
+            if json {
+                serde_json::to_string_pretty(&letters).expect("dead letters serialize") + "\n"
+            } else {
+                dead::render(&letters)
+            }
+        }),
+        DeadAction::Replay { ids, all } => {
+            block_on(dead::replay(cfg, selection(ids, all))).map(|moved| {
+                let mut text: String = moved
+                    .iter()
+                    .map(|(dead, new)| format!("{dead} -> {} {new}\n", cfg.source.stream))
+                    .collect();
+                text.push_str(&format!("replayed {} dead letter(s)\n", moved.len()));
+                text
+            })
+        }
+        DeadAction::Drop { ids, all } => block_on(dead::drop(cfg, selection(ids, all)))
+            .map(|n| format!("dropped {n} dead letter(s)\n")),
+    }
+}
+
+/// Runs one command's future on a single-threaded runtime.
+fn block_on<T>(work: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure {
+            code: commands::EXIT_FAILURE,
+            message: format!("cannot start the async runtime: {e}"),
+        })?
+        .block_on(work)
 }
 
 fn run(cfg: Config, config_path: Option<PathBuf>) -> ExitCode {
@@ -55,17 +230,15 @@ fn run(cfg: Config, config_path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("sio-relay: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(sio_relay::run(cfg, config_path, level)) {
+    let outcome = block_on(async {
+        sio_relay::run(cfg, config_path, level)
+            .await
+            .map_err(|message| Failure {
+                code: commands::EXIT_FAILURE,
+                message,
+            })
+    });
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sio-relay: {e}");

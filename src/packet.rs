@@ -4,7 +4,8 @@
 //! The payload is MessagePack `[uid, {type: 2, data: [event, ...args], nsp}, {rooms, flags, except}]`
 //! written with the same marker choices as notepack.io 3 (the adapter's codec), key for key in the
 //! emitter's order, so the bytes match the emitter's (wire-format.md §1.3, §1.8, §3, §7). It is written
-//! with `rmp` directly: one pass into one buffer, no intermediate value tree.
+//! with `rmp` directly: one pass into one buffer, no intermediate value tree. [`decode`] reads such
+//! packets back, for `sio-relay monitor`, and says why when a payload is not one a server can read.
 
 use rmp::encode;
 use serde_json::{Number, Value};
@@ -89,6 +90,120 @@ impl Target {
     }
 }
 
+/// A packet as a Socket.IO server's adapter reads it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Decoded {
+    pub uid: String,
+    pub nsp: String,
+    pub event: String,
+    pub args: Vec<Value>,
+    pub rooms: Vec<String>,
+    pub except: Vec<String>,
+    pub flags: serde_json::Map<String, Value>,
+}
+
+/// Reads a payload as `@socket.io/redis-adapter` does; `Err` says why a server could not.
+pub fn decode(payload: &[u8]) -> Result<Decoded, String> {
+    let mut reader = payload;
+    let value =
+        rmpv::decode::read_value(&mut reader).map_err(|e| format!("not MessagePack: {e}"))?;
+    if !reader.is_empty() {
+        return Err(format!(
+            "{} trailing bytes after the packet (notepack throws on them)",
+            reader.len()
+        ));
+    }
+    let rmpv::Value::Array(parts) = value else {
+        return Err("not an array [uid, packet, opts]".into());
+    };
+    let [uid, packet, opts] = parts.as_slice() else {
+        return Err(format!(
+            "an array of {} items, not [uid, packet, opts]",
+            parts.len()
+        ));
+    };
+    let field = |map: &rmpv::Value, key: &str| -> Option<rmpv::Value> {
+        map.as_map()?
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v.clone())
+    };
+    if packet.as_map().is_none() {
+        return Err("the packet is not a map".into());
+    }
+    if opts.as_map().is_none() {
+        return Err("opts is not a map (servers crash on it)".into());
+    }
+    let data = match field(packet, "data") {
+        Some(rmpv::Value::Array(data)) if !data.is_empty() => data,
+        _ => return Err("packet.data is not a non-empty array".into()),
+    };
+    let event = match &data[0] {
+        rmpv::Value::String(s) => s.as_str().unwrap_or_default().to_owned(),
+        rmpv::Value::Integer(i) => i.to_string(),
+        other => return Err(format!("the event name is {other}, not a string")),
+    };
+    let strings = |key: &str| -> Vec<String> {
+        match field(opts, key) {
+            Some(rmpv::Value::Array(items)) => items
+                .iter()
+                .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let flags = match field(opts, "flags").map(|f| to_json(&f)) {
+        Some(Value::Object(flags)) => flags,
+        _ => serde_json::Map::new(),
+    };
+    Ok(Decoded {
+        uid: uid.as_str().map_or_else(|| uid.to_string(), str::to_owned),
+        nsp: field(packet, "nsp")
+            .and_then(|n| n.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "/".into()),
+        event,
+        args: data[1..].iter().map(to_json).collect(),
+        rooms: strings("rooms"),
+        except: strings("except"),
+        flags,
+    })
+}
+
+/// MessagePack to JSON for display; binary becomes `{"$binary": "<hex>"}`.
+fn to_json(v: &rmpv::Value) -> Value {
+    match v {
+        rmpv::Value::Nil => Value::Null,
+        rmpv::Value::Boolean(b) => Value::Bool(*b),
+        rmpv::Value::Integer(i) => i
+            .as_i64()
+            .map(Value::from)
+            .or_else(|| i.as_u64().map(Value::from))
+            .unwrap_or(Value::Null),
+        rmpv::Value::F32(f) => Number::from_f64(f64::from(*f)).map_or(Value::Null, Value::Number),
+        rmpv::Value::F64(f) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        rmpv::Value::String(s) => Value::String(s.as_str().unwrap_or_default().to_owned()),
+        rmpv::Value::Binary(b) => serde_json::json!({ "$binary": hex(b) }),
+        rmpv::Value::Array(items) => Value::Array(items.iter().map(to_json).collect()),
+        rmpv::Value::Map(pairs) => Value::Object(
+            pairs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().map_or_else(|| k.to_string(), str::to_owned),
+                        to_json(v),
+                    )
+                })
+                .collect(),
+        ),
+        rmpv::Value::Ext(kind, data) => serde_json::json!({ "$ext": kind, "data": hex(data) }),
+    }
+}
+
+/// Lowercase hex, for bytes shown to people.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Writes a JSON value as notepack writes the value `JSON.parse` would give for it.
 fn value(out: &mut Vec<u8>, v: &Value) {
     match v {
@@ -162,10 +277,6 @@ mod tests {
             .map(|(f, v)| (f.as_bytes().to_vec(), v.as_bytes().to_vec()))
             .collect();
         target().encode(&Entry::parse(&fields).unwrap())
-    }
-
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// wire-format.md §1.8 A, as captured from `@socket.io/redis-emitter` 5.1.0.
@@ -263,6 +374,48 @@ mod tests {
         assert!(
             hex(&packet.payload).ends_with("a5666c61677381a8636f6d7072657373c2a665786365707490")
         );
+    }
+
+    #[test]
+    fn decode_reads_back_what_encode_wrote() {
+        let packet = encode(&[
+            ("event", "multi"),
+            ("args", r#"[{"k":true}, 2]"#),
+            ("rooms", r#"["a","b"]"#),
+            ("except", r#"["c"]"#),
+            ("nsp", "/admin"),
+            ("volatile", "true"),
+        ]);
+        let decoded = decode(&packet.payload).unwrap();
+        assert_eq!(decoded.uid, "emitter");
+        assert_eq!(decoded.nsp, "/admin");
+        assert_eq!(decoded.event, "multi");
+        assert_eq!(
+            decoded.args,
+            [serde_json::json!({"k": true}), serde_json::json!(2)]
+        );
+        assert_eq!(decoded.rooms, ["a", "b"]);
+        assert_eq!(decoded.except, ["c"]);
+        assert_eq!(decoded.flags["volatile"], true);
+    }
+
+    #[test]
+    fn decode_names_what_would_crash_a_server() {
+        assert!(decode(b"[\"json\"]")
+            .unwrap_err()
+            .contains("trailing bytes"));
+        assert!(decode(&[0xc1]).is_err());
+        assert!(decode(&[0x93, 0xc1])
+            .unwrap_err()
+            .contains("not MessagePack"));
+        let no_opts = [0x92, 0xa1, b'u', 0x80];
+        assert!(decode(&no_opts)
+            .unwrap_err()
+            .contains("[uid, packet, opts]"));
+        let nil_opts = [
+            0x93, 0xa1, b'u', 0x81, 0xa4, b'd', b'a', b't', b'a', 0x91, 0xa1, b'e', 0xc0,
+        ];
+        assert!(decode(&nil_opts).unwrap_err().contains("opts is not a map"));
     }
 
     #[test]

@@ -1,0 +1,243 @@
+//! `sio-relay status`: is the relay's world healthy? Redis reachable (and its version), Socket.IO
+//! servers listening per namespace, the stream, the group's lag and pending entries, its consumers,
+//! and the dead letters. Text or JSON; the exit status is non-zero when something is wrong.
+
+use std::time::Duration;
+
+use redis::streams::{StreamInfoConsumersReply, StreamInfoGroupsReply};
+use redis::AsyncCommands;
+use serde::Serialize;
+
+use super::check_config::mask_password;
+use super::connect;
+use crate::config::Config;
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub redis: RedisStatus,
+    /// Socket.IO servers per namespace, as the adapter counts them (`PUBSUB NUMSUB`).
+    pub namespaces: Vec<Namespace>,
+    pub stream: Option<StreamStatus>,
+    pub dead_letters: Option<u64>,
+    pub healthy: bool,
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RedisStatus {
+    pub url: String,
+    pub reachable: bool,
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Namespace {
+    pub nsp: String,
+    pub servers: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StreamStatus {
+    pub name: String,
+    pub length: u64,
+    pub group: Option<GroupStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GroupStatus {
+    pub name: String,
+    /// Entries not yet read by the group; `None` when Redis cannot tell.
+    pub lag: Option<u64>,
+    pub pending: u64,
+    pub consumers: Vec<Consumer>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Consumer {
+    pub name: String,
+    pub pending: u64,
+    pub idle_ms: u64,
+}
+
+/// Looks at everything; never fails: what cannot be read is reported as a problem.
+pub async fn gather(cfg: &Config) -> Status {
+    let mut status = Status {
+        redis: RedisStatus {
+            url: mask_password(&cfg.redis.url),
+            reachable: false,
+            version: None,
+        },
+        namespaces: Vec::new(),
+        stream: None,
+        dead_letters: None,
+        healthy: false,
+        problems: Vec::new(),
+    };
+    if let Err(problem) = fill(cfg, &mut status).await {
+        status.problems.push(problem);
+    }
+    status.healthy = status.problems.is_empty();
+    status
+}
+
+async fn fill(cfg: &Config, status: &mut Status) -> Result<(), String> {
+    let mut con = connect(cfg).await.map_err(|f| f.message)?;
+    let redis_error = |e: redis::RedisError| format!("Redis: {e}");
+    let info: redis::InfoDict = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut con)
+        .await
+        .map_err(redis_error)?;
+    status.redis.reachable = true;
+    status.redis.version = info.get("redis_version");
+
+    let request_prefix = format!("{}-request#", cfg.target.key);
+    let channels: Vec<String> = redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .arg(format!("{request_prefix}*"))
+        .query_async(&mut con)
+        .await
+        .map_err(redis_error)?;
+    if !channels.is_empty() {
+        let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&channels)
+            .query_async(&mut con)
+            .await
+            .map_err(redis_error)?;
+        for (channel, servers) in counts {
+            let nsp = channel
+                .strip_prefix(&request_prefix)
+                .and_then(|rest| rest.strip_suffix('#'))
+                .unwrap_or(&channel)
+                .to_owned();
+            status.namespaces.push(Namespace { nsp, servers });
+        }
+        status.namespaces.sort_by(|a, b| a.nsp.cmp(&b.nsp));
+    }
+    if status.namespaces.iter().all(|n| n.servers == 0) {
+        status.problems.push(format!(
+            "no Socket.IO server listens (no subscriber on {request_prefix}<nsp>#): entries wait"
+        ));
+    }
+
+    let stream = &cfg.source.stream;
+    let length: u64 = con.xlen(stream).await.map_err(redis_error)?;
+    let groups: Option<StreamInfoGroupsReply> = match con.xinfo_groups(stream).await {
+        Ok(groups) => Some(groups),
+        Err(e) if e.to_string().contains("no such key") => None,
+        Err(e) => return Err(redis_error(e)),
+    };
+    let group = groups
+        .into_iter()
+        .flat_map(|g| g.groups)
+        .find(|g| g.name == cfg.source.group);
+    let group = match group {
+        Some(group) => {
+            let consumers: StreamInfoConsumersReply = con
+                .xinfo_consumers(stream, &cfg.source.group)
+                .await
+                .map_err(redis_error)?;
+            Some(GroupStatus {
+                name: group.name,
+                lag: group.lag.map(|l| l as u64),
+                pending: group.pending as u64,
+                consumers: consumers
+                    .consumers
+                    .into_iter()
+                    .map(|c| Consumer {
+                        name: c.name,
+                        pending: c.pending as u64,
+                        idle_ms: c.idle as u64,
+                    })
+                    .collect(),
+            })
+        }
+        None => {
+            status.problems.push(format!(
+                "consumer group {} does not exist on stream {stream}: no relay has started yet",
+                cfg.source.group
+            ));
+            None
+        }
+    };
+    status.stream = Some(StreamStatus {
+        name: stream.clone(),
+        length,
+        group,
+    });
+    status.dead_letters = Some(
+        con.xlen(&cfg.dead_letter.stream)
+            .await
+            .map_err(redis_error)?,
+    );
+    Ok(())
+}
+
+/// The text report.
+pub fn render(status: &Status, cfg: &Config) -> String {
+    let mut out = String::new();
+    let mut line = |label: &str, text: String| out.push_str(&format!("{label:<14}{text}\n"));
+    line(
+        "Redis",
+        match (&status.redis.reachable, &status.redis.version) {
+            (true, Some(v)) => format!("{} reachable, version {v}", status.redis.url),
+            (true, None) => format!("{} reachable", status.redis.url),
+            (false, _) => format!("{} unreachable", status.redis.url),
+        },
+    );
+    if status.redis.reachable {
+        let servers: Vec<String> = status
+            .namespaces
+            .iter()
+            .map(|n| format!("{}: {} server(s)", n.nsp, n.servers))
+            .collect();
+        line(
+            "Socket.IO",
+            if servers.is_empty() {
+                "no server listens".into()
+            } else {
+                servers.join(", ")
+            },
+        );
+    }
+    if let Some(stream) = &status.stream {
+        line(
+            "Stream",
+            format!("{}: {} entries", stream.name, stream.length),
+        );
+        if let Some(group) = &stream.group {
+            let lag = group.lag.map_or("unknown".to_owned(), |l| l.to_string());
+            line(
+                "Group",
+                format!("{}: lag {lag}, pending {}", group.name, group.pending),
+            );
+            for (i, c) in group.consumers.iter().enumerate() {
+                line(
+                    if i == 0 { "Consumers" } else { "" },
+                    format!(
+                        "{}: {} pending, idle {}",
+                        c.name,
+                        c.pending,
+                        humantime::format_duration(Duration::from_millis(c.idle_ms))
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(dead) = status.dead_letters {
+        line(
+            "Dead letters",
+            format!("{}: {dead} entries", cfg.dead_letter.stream),
+        );
+    }
+    line(
+        "Healthy",
+        if status.healthy {
+            "yes".into()
+        } else {
+            format!("no: {}", status.problems.join("; "))
+        },
+    );
+    out
+}
