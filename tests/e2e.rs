@@ -13,40 +13,6 @@ use serde_json::{json, Value};
 
 const SECOND: Duration = Duration::from_secs(1);
 
-/// A Socket.IO server process, started and waited for until its adapter listens.
-struct SocketIoServer {
-    port: u16,
-    _node: Node,
-}
-
-impl SocketIoServer {
-    fn start(redis: &RedisServer) -> SocketIoServer {
-        let port = free_port();
-        let node = Node::start("server.js", &[&port.to_string(), &redis.url()]);
-        node.wait_line("listening", 20 * SECOND);
-        SocketIoServer { port, _node: node }
-    }
-
-    fn url(&self, nsp: &str) -> String {
-        format!("http://127.0.0.1:{}{}", self.port, nsp)
-    }
-}
-
-/// Waits until `n` servers' adapters subscribe to each namespace (as the adapter counts servers).
-fn wait_servers(redis: &RedisServer, n: i64) {
-    let mut con = redis.connection();
-    for nsp in ["/", "/admin"] {
-        wait_until(20 * SECOND, &format!("{n} servers listen on {nsp}"), || {
-            let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
-                .arg("NUMSUB")
-                .arg(format!("socket.io-request#{nsp}#"))
-                .query(&mut con)
-                .unwrap();
-            counts[0].1 == n
-        });
-    }
-}
-
 /// Socket.IO client sockets; `spec` is (name, url, rooms).
 struct Clients(Node);
 

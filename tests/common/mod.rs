@@ -617,3 +617,41 @@ impl Drop for Node {
         let _ = self.child.wait();
     }
 }
+
+/// A Socket.IO server process, started and waited for until its adapter listens.
+pub struct SocketIoServer {
+    pub port: u16,
+    _node: Node,
+}
+
+impl SocketIoServer {
+    pub fn start(redis: &RedisServer) -> SocketIoServer {
+        let port = free_port();
+        let node = Node::start("server.js", &[&port.to_string(), &redis.url()]);
+        node.wait_line("listening", Duration::from_secs(20));
+        SocketIoServer { port, _node: node }
+    }
+
+    pub fn url(&self, nsp: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, nsp)
+    }
+}
+
+/// Waits until `n` servers' adapters subscribe to each namespace (as the adapter counts servers).
+pub fn wait_servers(redis: &RedisServer, n: i64) {
+    let mut con = redis.connection();
+    for nsp in ["/", "/admin"] {
+        wait_until(
+            Duration::from_secs(20),
+            &format!("{n} servers listen on {nsp}"),
+            || {
+                let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+                    .arg("NUMSUB")
+                    .arg(format!("socket.io-request#{nsp}#"))
+                    .query(&mut con)
+                    .unwrap();
+                counts[0].1 == n
+            },
+        );
+    }
+}

@@ -1,0 +1,279 @@
+//! The operator subcommands against real Redis and real Socket.IO servers: `send` (and `--direct`),
+//! `monitor`, `status` and `dead list | replay | drop`, with their output and exit statuses.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::*;
+use redis::Commands;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn cli(redis: &RedisServer, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sio-relay"))
+        .args(args)
+        .env("SIO_RELAY_REDIS__URL", redis.url())
+        .env("SIO_RELAY_SOURCE__CONSUMER", "cli")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run sio-relay")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn send_appends_a_validated_entry_and_refuses_invalid_ones() {
+    let redis = RedisServer::start();
+    let out = cli(
+        &redis,
+        &[
+            "send",
+            "--room",
+            "lobby",
+            "--room",
+            "vip",
+            "--except",
+            "banned",
+            "--nsp",
+            "/admin",
+            "promo",
+            "1",
+            r#"{"a":true}"#,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_owned();
+    let mut con = redis.connection();
+    let rows: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(STREAM)
+        .arg("-")
+        .arg("+")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(rows[0].0, id);
+    assert_eq!(
+        rows[0].1,
+        [
+            ("event", "promo"),
+            ("args", r#"[1,{"a":true}]"#),
+            ("rooms", r#"["lobby","vip"]"#),
+            ("except", r#"["banned"]"#),
+            ("nsp", "/admin"),
+        ]
+        .map(|(f, v)| (f.to_owned(), v.to_owned()))
+    );
+
+    for (args, problem) in [
+        (&["send", "connect"][..], "reserved"),
+        (&["send", "e", "{not json"][..], "not valid JSON"),
+        (&["send", "--nsp", "admin", "e"][..], "must start with `/`"),
+    ] {
+        let out = cli(&redis, args);
+        assert_eq!(out.status.code(), Some(65), "{args:?}");
+        assert!(stderr(&out).contains(problem), "{args:?}: {}", stderr(&out));
+    }
+    let len: usize = con.xlen(STREAM).unwrap();
+    assert_eq!(len, 1, "nothing invalid reached the stream");
+}
+
+#[test]
+fn send_direct_reports_how_many_servers_got_it() {
+    let redis = RedisServer::start();
+    let out = cli(&redis, &["send", "--direct", "hello"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no Socket.IO server listens"),
+        "{}",
+        stderr(&out)
+    );
+
+    let a = SocketIoServer::start(&redis);
+    let b = SocketIoServer::start(&redis);
+    wait_servers(&redis, 2);
+    let clients = Node::start(
+        "clients.js",
+        &[&serde_json::json!([
+            {"name": "a", "url": a.url("/"), "rooms": ["lobby"]},
+            {"name": "b", "url": b.url("/"), "rooms": []},
+        ])
+        .to_string()],
+    );
+    clients.wait_line(r#""ready":true"#, 20 * SECOND);
+    let out = cli(
+        &redis,
+        &["send", "--direct", "--room", "lobby", "hello", r#""world""#],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "published to 2 Socket.IO server(s)\n");
+    clients.wait_line(r#""event":"hello""#, 10 * SECOND);
+    std::thread::sleep(Duration::from_millis(300));
+    let got: Vec<String> = clients
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("hello"))
+        .collect();
+    assert_eq!(got, [r#"{"client":"a","event":"hello","args":["world"]}"#]);
+}
+
+#[test]
+fn monitor_shows_packets_decoded_and_undecodable_ones_in_hex() {
+    let redis = RedisServer::start();
+    let mut monitor = Command::new(env!("CARGO_BIN_EXE_sio-relay"))
+        .args(["monitor", "--json", "--count", "2"])
+        .env("SIO_RELAY_REDIS__URL", redis.url())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(monitor.stderr.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert!(ready.contains("monitoring socket.io#*"), "{ready}");
+    let out = cli(
+        &redis,
+        &[
+            "send",
+            "--direct",
+            "--room",
+            "r1",
+            "chat",
+            r#"{"text":"hi"}"#,
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the monitor itself counts as a receiver"
+    );
+    let mut con = redis.connection();
+    let _: i64 = con
+        .publish("socket.io#/#", &b"\x93\xa1x\xc0\xc0"[..])
+        .unwrap();
+    let out = monitor.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["channel"], "socket.io#/#r1#");
+    assert_eq!(lines[0]["packet"]["event"], "chat");
+    assert_eq!(lines[0]["packet"]["args"][0]["text"], "hi");
+    assert_eq!(lines[0]["packet"]["rooms"][0], "r1");
+    assert_eq!(lines[1]["hex"], "93a178c0c0");
+    assert!(lines[1]["error"]
+        .as_str()
+        .unwrap()
+        .contains("packet is not a map"));
+}
+
+#[test]
+fn status_reports_the_cluster_and_fails_when_unhealthy() {
+    let redis = RedisServer::start();
+    let out = cli(&redis, &["status"]);
+    assert_eq!(out.status.code(), Some(1), "no group, no server: unhealthy");
+    let text = stdout(&out);
+    assert!(text.contains("reachable, version 7"), "{text}");
+    assert!(text.contains("does not exist"), "{text}");
+
+    let _server_a = SocketIoServer::start(&redis);
+    let _server_b = SocketIoServer::start(&redis);
+    wait_servers(&redis, 2);
+    let relay = Relay::start(&redis, "relay-1", &[]);
+    relay.wait_log("relaying", 10 * SECOND);
+    let mut con = redis.connection();
+    xadd(&mut con, &[("event", "e")]);
+    xadd(&mut con, &[("event", "connect")]);
+    wait_until(10 * SECOND, "one dead letter", || {
+        let n: usize = con.xlen(DEAD).unwrap();
+        n == 1
+    });
+    wait_until(10 * SECOND, "status is healthy", || {
+        cli(&redis, &["status"]).status.success()
+    });
+    let text = stdout(&cli(&redis, &["status"]));
+    assert!(text.contains("/: 2 server(s)"), "{text}");
+    assert!(text.contains("/admin: 2 server(s)"), "{text}");
+    assert!(text.contains("sio-relay: 2 entries"), "{text}");
+    assert!(text.contains("lag 0, pending 0"), "{text}");
+    assert!(text.contains("relay-1: 0 pending"), "{text}");
+    assert!(text.contains("sio-relay:dead: 1 entries"), "{text}");
+    assert!(text.contains("Healthy       yes"), "{text}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&cli(&redis, &["status", "--json"]))).unwrap();
+    assert_eq!(json["healthy"], true);
+    assert_eq!(json["stream"]["group"]["lag"], 0);
+    assert_eq!(json["dead_letters"], 1);
+
+    let mut gone = RedisServer::start();
+    gone.kill();
+    let out = cli(&gone, &["status", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["redis"]["reachable"], false);
+}
+
+#[test]
+fn dead_letters_can_be_listed_replayed_and_dropped() {
+    let redis = RedisServer::start();
+    let mut con = redis.connection();
+    for fields in [
+        &[
+            ("event", "first"),
+            ("x-dead-reason", "expired"),
+            ("x-dead-error", "too old"),
+            ("x-dead-id", "1-0"),
+            ("x-dead-deliveries", "1"),
+        ][..],
+        &[("event", "second"), ("x-dead-reason", "expired")][..],
+        &[("event", "third"), ("x-dead-reason", "malformed")][..],
+    ] {
+        let _: String = con.xadd(DEAD, "*", fields).unwrap();
+    }
+    let out = cli(&redis, &["dead", "list", "--limit", "2"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(
+        text.contains("expired  too old  (source entry 1-0, delivered 1x)"),
+        "{text}"
+    );
+    assert!(text.contains("    event=first\n"), "{text}");
+    assert!(
+        text.contains("event=second") && !text.contains("third"),
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&cli(&redis, &["dead", "list", "--json"]))).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 3);
+
+    let first = json[0]["id"].as_str().unwrap().to_owned();
+    let out = cli(&redis, &["dead", "replay", &first]);
+    assert!(
+        stdout(&out).contains("replayed 1 dead letter(s)"),
+        "{}",
+        stdout(&out)
+    );
+    let len: usize = con.xlen(STREAM).unwrap();
+    assert_eq!(len, 1);
+    let out = cli(&redis, &["dead", "replay", "--all"]);
+    assert!(stdout(&out).contains("replayed 2 dead letter(s)"));
+    let (len, dead): (usize, usize) = (con.xlen(STREAM).unwrap(), con.xlen(DEAD).unwrap());
+    assert_eq!((len, dead), (3, 0));
+
+    let _: String = con.xadd(DEAD, "*", &[("event", "x")]).unwrap();
+    let _: String = con.xadd(DEAD, "*", &[("event", "y")]).unwrap();
+    let out = cli(&redis, &["dead", "drop", "--all"]);
+    assert_eq!(stdout(&out), "dropped 2 dead letter(s)\n");
+    let out = cli(&redis, &["dead", "replay"]);
+    assert_eq!(out.status.code(), Some(2), "IDs or --all are required");
+}
