@@ -38,6 +38,15 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
     pub url: String,
+    /// A file holding the password (a Kubernetes Secret or systemd credential); it overrides any
+    /// password in `url` and is read again at every reconnection, so a rotated password is picked up.
+    pub password_file: String,
+    /// PEM file of the CA that signed the server's certificate (`rediss://` only); empty: the
+    /// system's trust store.
+    pub tls_ca_file: String,
+    /// PEM client certificate and key for servers that require mutual TLS; both or neither.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Response timeout of every command except the blocking read, whose timeout derives from
@@ -54,6 +63,10 @@ impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             url: "redis://127.0.0.1:6379".into(),
+            password_file: String::new(),
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(5),
             backoff_min: Duration::from_millis(100),
@@ -284,6 +297,31 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         redis::Client::open(self.redis.url.as_str())
             .map_err(|e| invalid("redis.url", format!("not a usable Redis URL: {e}")))?;
+        let tls = self.redis.url.starts_with("rediss://");
+        for (key, path) in [
+            ("redis.password_file", &self.redis.password_file),
+            ("redis.tls_ca_file", &self.redis.tls_ca_file),
+            ("redis.tls_cert_file", &self.redis.tls_cert_file),
+            ("redis.tls_key_file", &self.redis.tls_key_file),
+        ] {
+            if path.is_empty() {
+                continue;
+            }
+            if key.starts_with("redis.tls") && !tls {
+                return Err(invalid(
+                    key,
+                    "is set, but redis.url does not start with rediss://",
+                ));
+            }
+            std::fs::metadata(path)
+                .map_err(|e| invalid(key, format!("cannot read {path}: {e}")))?;
+        }
+        if self.redis.tls_cert_file.is_empty() != self.redis.tls_key_file.is_empty() {
+            return Err(invalid(
+                "redis.tls_key_file",
+                "redis.tls_cert_file and redis.tls_key_file go together: set both or neither",
+            ));
+        }
         positive("redis.connect_timeout", self.redis.connect_timeout)?;
         positive("redis.command_timeout", self.redis.command_timeout)?;
         positive("redis.backoff_min", self.redis.backoff_min)?;
@@ -376,6 +414,17 @@ impl Config {
     }
 }
 
+/// `redis://user:secret@host` becomes `redis://user:****@host`.
+pub fn mask_password(redis_url: &str) -> String {
+    match url::Url::parse(redis_url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("****"));
+            parsed.to_string()
+        }
+        _ => redis_url.to_owned(),
+    }
+}
+
 fn positive(key: &str, value: Duration) -> Result<(), ConfigError> {
     if value.is_zero() {
         return Err(invalid(key, "must be longer than 0s"));
@@ -429,6 +478,22 @@ mod tests {
     fn load(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let f = file(text);
         Config::load_with_env(Some(f.path()), env(vars))
+    }
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            mask_password("redis://relay:s3cret@redis:6379/0"),
+            "redis://relay:****@redis:6379/0"
+        );
+        assert_eq!(
+            mask_password("rediss://:s3cret@redis"),
+            "rediss://:****@redis"
+        );
+        assert_eq!(
+            mask_password("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
     }
 
     #[test]
@@ -506,6 +571,14 @@ mod tests {
             ("[log]\nlevel = \"info,[\"\n", "log.level"),
             ("[target]\nuid = \"\"\n", "target.uid"),
             ("[http]\nlisten = \"localhost\"\n", "http.listen"),
+            (
+                "[redis]\npassword_file = \"/nonexistent\"\n",
+                "redis.password_file",
+            ),
+            (
+                "[redis]\ntls_ca_file = \"/etc/hostname\"\n",
+                "redis.tls_ca_file",
+            ),
         ];
         for (text, key) in cases {
             let err = load(text, &[]).unwrap_err();

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::io::tcp::TcpSettings;
-use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, RedisResult};
+use redis::{
+    AsyncConnectionConfig, Client, ClientTlsConfig, IntoConnectionInfo, RedisResult,
+    TlsCertificates,
+};
 
 use crate::config::Config;
 
@@ -22,15 +25,58 @@ pub struct Connections {
     pub run_id: String,
 }
 
-/// Builds the client for `redis.url`, with Nagle off: the relay sends small batches and waits for them.
+/// Builds the client for `redis.url`, with the password from `redis.password_file` and the TLS
+/// files, and Nagle off: the relay sends small batches and waits for them.
 pub fn client(cfg: &Config) -> RedisResult<Client> {
-    let info = cfg
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut info = cfg
         .redis
         .url
         .as_str()
         .into_connection_info()?
         .set_tcp_settings(TcpSettings::default().set_nodelay(true));
-    Client::open(info)
+    if !cfg.redis.password_file.is_empty() {
+        let password = read("redis.password_file", &cfg.redis.password_file)?;
+        let password = String::from_utf8_lossy(&password).trim_end().to_owned();
+        let settings = info.redis_settings().clone().set_password(password);
+        info = info.set_redis_settings(settings);
+    }
+    let (ca, cert, key) = (
+        &cfg.redis.tls_ca_file,
+        &cfg.redis.tls_cert_file,
+        &cfg.redis.tls_key_file,
+    );
+    if ca.is_empty() && cert.is_empty() {
+        return Client::open(info);
+    }
+    let root_cert = match ca.is_empty() {
+        true => None,
+        false => Some(read("redis.tls_ca_file", ca)?),
+    };
+    let client_tls = match cert.is_empty() {
+        true => None,
+        false => Some(ClientTlsConfig {
+            client_cert: read("redis.tls_cert_file", cert)?,
+            client_key: read("redis.tls_key_file", key)?,
+        }),
+    };
+    Client::build_with_tls(
+        info,
+        TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )
+}
+
+fn read(key: &str, path: &str) -> RedisResult<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "cannot read a file named in the configuration",
+            format!("{key} = {path}: {e}"),
+        ))
+    })
 }
 
 /// How long the reader waits for a reply: the BLOCK time plus a real margin, because Redis can
@@ -39,8 +85,10 @@ pub fn read_timeout(block: Duration) -> Duration {
     block + block.max(Duration::from_secs(5))
 }
 
-/// Opens both connections.
-pub async fn connect(client: &Client, cfg: &Config) -> RedisResult<Connections> {
+/// Opens both connections. The client is built anew each time, so files it reads (a rotated
+/// password) are read again.
+pub async fn connect(cfg: &Config) -> RedisResult<Connections> {
+    let client = client(cfg)?;
     let base = AsyncConnectionConfig::new().set_connection_timeout(Some(cfg.redis.connect_timeout));
     let reader = client
         .get_multiplexed_async_connection_with_config(

@@ -73,8 +73,7 @@ pub async fn run(
         tokio::spawn(http::serve(listener, probes, token.clone()));
     }
     let timeout = cfg.shutdown.timeout;
-    let relay = relay::Relay::new(cfg, token.clone(), health, metrics)
-        .map_err(|e| format!("redis.url: {e}"))?;
+    let relay = relay::Relay::new(cfg, token.clone(), health, metrics);
     shutdown::drain_within(&token, timeout, relay.run()).await;
     tracing::info!("stopped");
     Ok(())

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::streams::{StreamPendingCountReply, StreamReadOptions};
-use redis::{AsyncCommands, Client, RedisError, RedisResult};
+use redis::{AsyncCommands, RedisError, RedisResult};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -64,7 +64,8 @@ enum Link {
 pub struct Relay {
     cfg: Config,
     target: Target,
-    client: Client,
+    /// `redis.url` with any password masked, for logs.
+    redis_url: String,
     scripts: Scripts,
     held: Held,
     /// Published and journaled by the last script, acknowledged by the next command.
@@ -92,11 +93,11 @@ impl Relay {
         shutdown: CancellationToken,
         health: Arc<Health>,
         metrics: Arc<Metrics>,
-    ) -> RedisResult<Relay> {
+    ) -> Relay {
         let now = Instant::now();
-        Ok(Relay {
+        Relay {
             target: cfg.target(),
-            client: connection::client(&cfg)?,
+            redis_url: crate::config::mask_password(&cfg.redis.url),
             scripts: Scripts::new(&cfg),
             held: Held::new(cfg.delivery.max_held),
             unconfirmed: Vec::new(),
@@ -116,7 +117,7 @@ impl Relay {
             metrics,
             notifier: Notifier::new(),
             cfg,
-        })
+        }
     }
 
     /// Relays until the shutdown token is cancelled, then returns once the batch in flight is
@@ -146,7 +147,7 @@ impl Relay {
 
     async fn step(&mut self) -> RedisResult<()> {
         if self.conns.is_none() {
-            self.conns = Some(connection::connect(&self.client, &self.cfg).await?);
+            self.conns = Some(connection::connect(&self.cfg).await?);
             self.own_pending_recovered = false;
         }
         if !self.group_ready {
@@ -219,7 +220,7 @@ impl Relay {
             self.unconfirmed.clear();
             self.link = match self.link {
                 Link::Starting | Link::Up => {
-                    warn!(redis = %self.client.get_connection_info().addr(), error = %err,
+                    warn!(redis = %self.redis_url, error = %err,
                         "Redis is unavailable; reconnecting with backoff");
                     Link::Down {
                         since: Instant::now(),
@@ -245,7 +246,7 @@ impl Relay {
     fn link_up(&mut self) {
         match self.link {
             Link::Starting => info!(
-                redis = %self.client.get_connection_info().addr(),
+                redis = %self.redis_url,
                 stream = %self.cfg.source.stream,
                 group = %self.cfg.source.group,
                 consumer = %self.cfg.source.consumer,

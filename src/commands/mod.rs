@@ -59,7 +59,7 @@ pub async fn connect(cfg: &Config) -> Result<MultiplexedConnection, Failure> {
             code: EXIT_FAILURE,
             message: format!(
                 "cannot reach Redis at {}: {e}",
-                check_config::mask_password(&cfg.redis.url)
+                crate::config::mask_password(&cfg.redis.url)
             ),
         })
 }

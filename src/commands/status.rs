@@ -8,8 +8,8 @@ use redis::streams::{StreamInfoConsumersReply, StreamInfoGroupsReply};
 use redis::AsyncCommands;
 use serde::Serialize;
 
-use super::check_config::mask_password;
 use super::connect;
+use crate::config::mask_password;
 use crate::config::Config;
 
 #[derive(Debug, Serialize)]

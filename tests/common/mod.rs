@@ -54,6 +54,7 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     appendonly: bool,
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -69,11 +70,21 @@ impl RedisServer {
         RedisServer::launch(true)
     }
 
+    /// A server started with extra `redis-server` arguments (TLS ports, certificates, ...).
+    pub fn start_with(extra: &[String]) -> RedisServer {
+        RedisServer::launch_with(false, extra.to_vec())
+    }
+
     fn launch(appendonly: bool) -> RedisServer {
+        RedisServer::launch_with(appendonly, Vec::new())
+    }
+
+    fn launch_with(appendonly: bool, extra: Vec<String>) -> RedisServer {
         let mut server = RedisServer {
             port: 0,
             dir: tempfile::tempdir().expect("temp dir"),
             appendonly,
+            extra,
             child: None,
         };
         for _ in 0..5 {
@@ -106,6 +117,7 @@ impl RedisServer {
             .args(["--port", &port, "--bind", "127.0.0.1", "--dir", &dir])
             .args(["--save", "", "--appendonly", aof, "--appendfsync", "always"])
             .args(["--logfile", &log, "--daemonize", "no"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
