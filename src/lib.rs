@@ -72,6 +72,14 @@ pub async fn run(
         };
         tokio::spawn(http::serve(listener, probes, token.clone()));
     }
+    // Not ready from the first signal on, while the batch in flight drains.
+    tokio::spawn({
+        let (token, health) = (token.clone(), health.clone());
+        async move {
+            token.cancelled().await;
+            health.set_not_ready("shutting down");
+        }
+    });
     let timeout = cfg.shutdown.timeout;
     let relay = relay::Relay::new(cfg, token.clone(), health, metrics);
     shutdown::drain_within(&token, timeout, relay.run()).await;

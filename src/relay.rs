@@ -131,7 +131,6 @@ impl Relay {
             }
             self.metrics.held_now.set(self.held.len() as i64);
         }
-        self.health.set_not_ready("shutting down");
         if self.conns.is_some() {
             if let Err(err) = self.confirm().await {
                 warn!(error = %err, "could not acknowledge the last batch; the next relay will, without publishing it again");
