@@ -32,6 +32,26 @@ fn deliverable(id: &str) -> Deliverable {
     }
 }
 
+/// One entry read by relay-a and not yet acknowledged, with what it takes to deliver it.
+struct Setup {
+    con: redis::Connection,
+    entry: Deliverable,
+    scripts: Scripts,
+    writer: redis::aio::MultiplexedConnection,
+}
+
+async fn one_entry_read_by_relay_a(redis: &RedisServer) -> Setup {
+    let mut con = redis.connection();
+    let id = xadd(&mut con, &[("event", "e")]);
+    read_as(&mut con, "relay-a", 1);
+    Setup {
+        con,
+        entry: deliverable(&id),
+        scripts: Scripts::new(&config("relay-a")),
+        writer: writer(redis).await,
+    }
+}
+
 async fn writer(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
     redis::Client::open(redis.url())
         .unwrap()
@@ -71,12 +91,13 @@ async fn an_entry_reclaimed_by_another_relay_is_not_published_again() {
 async fn journaled_entries_are_published_once_per_redis_process() {
     let redis = RedisServer::start();
     let sub = Subscriber::start(&redis, "/");
-    let mut con = redis.connection();
-    let id = xadd(&mut con, &[("event", "e")]);
-    read_as(&mut con, "relay-a", 1);
-    let entry = deliverable(&id);
-    let scripts = Scripts::new(&config("relay-a"));
-    let mut writer = writer(&redis).await;
+    let Setup {
+        mut con,
+        entry,
+        scripts,
+        mut writer,
+    } = one_entry_read_by_relay_a(&redis).await;
+    let id = entry.id().to_string();
 
     // Published, journaled, not yet confirmed: the relay dies here.
     let outcomes = scripts
@@ -120,12 +141,12 @@ async fn journaled_entries_are_published_once_per_redis_process() {
 async fn confirm_acknowledges_and_clears_the_journal() {
     let redis = RedisServer::start();
     let _sub = Subscriber::start(&redis, "/");
-    let mut con = redis.connection();
-    let id = xadd(&mut con, &[("event", "e")]);
-    read_as(&mut con, "relay-a", 1);
-    let entry = deliverable(&id);
-    let scripts = Scripts::new(&config("relay-a"));
-    let mut writer = writer(&redis).await;
+    let Setup {
+        mut con,
+        entry,
+        scripts,
+        mut writer,
+    } = one_entry_read_by_relay_a(&redis).await;
     scripts
         .deliver(&mut writer, "p", &[Op::Publish(&entry)])
         .await
@@ -187,12 +208,12 @@ async fn dead_lettering_appends_and_acknowledges_together() {
 async fn a_published_entry_is_not_dead_lettered_while_awaiting_confirmation() {
     let redis = RedisServer::start();
     let _sub = Subscriber::start(&redis, "/");
-    let mut con = redis.connection();
-    let id = xadd(&mut con, &[("event", "e")]);
-    read_as(&mut con, "relay-a", 1);
-    let entry = deliverable(&id);
-    let scripts = Scripts::new(&config("relay-a"));
-    let mut writer = writer(&redis).await;
+    let Setup {
+        mut con,
+        entry,
+        scripts,
+        mut writer,
+    } = one_entry_read_by_relay_a(&redis).await;
     scripts
         .deliver(&mut writer, "p", &[Op::Publish(&entry)])
         .await

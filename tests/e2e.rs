@@ -158,26 +158,13 @@ fn relay_kill_9_during_a_flow_loses_and_duplicates_nothing() {
     ]);
     let mut relay = Relay::start(&redis, "relay-1", &[("SOURCE__BATCH_SIZE", "64")]);
     let total: usize = 3000;
-    let producer = {
-        let url = redis.url();
-        std::thread::spawn(move || {
-            let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
-            for chunk in (0..total).collect::<Vec<_>>().chunks(100) {
-                let mut pipe = redis::pipe();
-                for i in chunk {
-                    let data = format!(r#"{{"seq":{i}}}"#);
-                    pipe.xadd(
-                        STREAM,
-                        "*",
-                        &[("room", "orders"), ("event", "shipped"), ("data", &data)],
-                    )
-                    .ignore();
-                }
-                pipe.exec(&mut con).unwrap();
-                std::thread::sleep(Duration::from_millis(30));
-            }
-        })
-    };
+    let producer = produce_in_background(&redis, total, Duration::from_millis(30), |i| {
+        vec![
+            ("room", "orders".into()),
+            ("event", "shipped".into()),
+            ("data", format!(r#"{{"seq":{i}}}"#)),
+        ]
+    });
     for _ in 0..4 {
         std::thread::sleep(Duration::from_millis(150 + fastrand::u64(0..300)));
         relay.restart(); // SIGKILL, then the same consumer starts again

@@ -520,21 +520,9 @@ fn relay_kill_9_mid_flow_neither_loses_nor_duplicates() {
     ];
     let mut relay = Relay::start(&redis, "relay-a", &settings);
     let total = 3000;
-    let producer = {
-        let url = redis.url();
-        std::thread::spawn(move || {
-            let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
-            for chunk in (0..total).collect::<Vec<_>>().chunks(100) {
-                let mut pipe = redis::pipe();
-                for i in chunk {
-                    pipe.xadd(STREAM, "*", &[("event", "n"), ("data", &i.to_string())])
-                        .ignore();
-                }
-                pipe.exec(&mut con).unwrap();
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
+    let producer = produce_in_background(&redis, total, Duration::from_millis(20), |i| {
+        vec![("event", "n".into()), ("data", i.to_string())]
+    });
     for round in 0..4 {
         std::thread::sleep(Duration::from_millis(100 + fastrand::u64(0..250)));
         relay.kill();

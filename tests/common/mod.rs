@@ -474,6 +474,28 @@ fn subscribe_until_error(
     Ok(())
 }
 
+/// XADDs `total` entries from another thread, 100 per pipeline with a pause between pipelines, so
+/// that a flow is under way while a test breaks things; `fields(i)` gives entry `i`'s fields.
+pub fn produce_in_background(
+    redis: &RedisServer,
+    total: usize,
+    pause: Duration,
+    fields: fn(usize) -> Vec<(&'static str, String)>,
+) -> JoinHandle<()> {
+    let url = redis.url();
+    std::thread::spawn(move || {
+        let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+        for chunk in (0..total).collect::<Vec<_>>().chunks(100) {
+            let mut pipe = redis::pipe();
+            for &i in chunk {
+                pipe.xadd(STREAM, "*", &fields(i)).ignore();
+            }
+            pipe.exec(&mut con).unwrap();
+            std::thread::sleep(pause);
+        }
+    })
+}
+
 /// XADDs one entry and returns its ID.
 pub fn xadd(con: &mut redis::Connection, fields: &[(&str, &str)]) -> String {
     con.xadd(STREAM, "*", fields).expect("XADD")
