@@ -331,57 +331,6 @@ fn fire_and_forget_acknowledges_without_listeners() {
     });
 }
 
-/// Redis killed with SIGKILL mid-flow: at-least-once holds, and only the batch in flight when it
-/// died may arrive twice (its packets may or may not have left Redis; the journal cannot tell).
-#[test]
-fn a_redis_crash_loses_nothing() {
-    let mut redis = RedisServer::start_persistent();
-    let sub = Subscriber::start(&redis, "/");
-    let relay = Relay::start(
-        &redis,
-        "relay-1",
-        &[
-            ("REDIS__BACKOFF_MAX", "200ms"),
-            ("DELIVERY__RETRY_INTERVAL", "50ms"),
-            ("SOURCE__BATCH_SIZE", "20"),
-        ],
-    );
-    let total = 400;
-    let mut con = redis.connection();
-    for i in 0..total / 2 {
-        xadd(&mut con, &[("event", "n"), ("data", &i.to_string())]);
-    }
-    sub.wait_count(50, 10 * SECOND);
-    redis.kill();
-    std::thread::sleep(Duration::from_millis(500));
-    redis.restart();
-    let mut con = redis.connection();
-    for i in total / 2..total {
-        xadd(&mut con, &[("event", "n"), ("data", &i.to_string())]);
-    }
-    let seen = all_seqs(&sub, total);
-    let (lost, duplicated) = tally(&seen, total);
-    assert!(lost.is_empty(), "lost {lost:?}");
-    assert!(
-        duplicated.len() <= 20,
-        "more than the batch in flight repeated: {duplicated:?}"
-    );
-    wait_until(5 * SECOND, "all acknowledged", || {
-        pending(&mut con).is_empty()
-    });
-    let log = relay.log();
-    assert_eq!(
-        log.matches("Redis is unavailable").count(),
-        1,
-        "logged once:\n{log}"
-    );
-    assert_eq!(
-        log.matches("Redis is back").count(),
-        1,
-        "logged once:\n{log}"
-    );
-}
-
 #[test]
 fn sigterm_finishes_the_batch_in_flight_and_exits_zero() {
     let redis = RedisServer::start();
@@ -412,8 +361,7 @@ fn sigterm_finishes_the_batch_in_flight_and_exits_zero() {
     producer.join().unwrap();
     // Whatever was not delivered is still pending or unread; a new start delivers it, once.
     let _next = Relay::start(&redis, "relay-1", &[]);
-    let seen = all_seqs(&sub, total);
-    assert_exactly_once(&seen, total);
+    Ledger::settle(&sub, &mut con, total).assert_exactly_once();
     wait_until(5 * SECOND, "all acknowledged", || {
         pending(&mut con).is_empty()
     });
@@ -464,82 +412,6 @@ fn a_deleted_group_is_created_again() {
     relay.wait_log("consumer group is gone", 10 * SECOND);
     xadd(&mut con, &[("event", "after")]);
     assert_eq!(sub.wait_count(1, 10 * SECOND)[0].event(), "after");
-}
-
-/// The `data` argument (a sequence number) of every message, once each of `0..total` arrived or
-/// 20 s passed, plus a moment for late duplicates.
-fn all_seqs(sub: &Subscriber, total: usize) -> Vec<u64> {
-    let seqs = || -> Vec<u64> {
-        sub.messages()
-            .iter()
-            .map(|m| m.arg().as_u64().unwrap())
-            .collect()
-    };
-    let deadline = Instant::now() + 20 * SECOND;
-    while !tally(&seqs(), total).0.is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    seqs()
-}
-
-/// The numbers below `total` that never arrived, and those that arrived more than once.
-fn tally(seen: &[u64], total: usize) -> (Vec<usize>, Vec<usize>) {
-    let mut counts = vec![0u32; total];
-    for &n in seen {
-        counts[n as usize] += 1;
-    }
-    let lost = (0..total).filter(|&i| counts[i] == 0).collect();
-    let duplicated = (0..total).filter(|&i| counts[i] > 1).collect();
-    (lost, duplicated)
-}
-
-/// Every number below `total` arrived exactly once.
-fn assert_exactly_once(seen: &[u64], total: usize) {
-    let (lost, duplicated) = tally(seen, total);
-    assert!(
-        lost.is_empty() && duplicated.is_empty(),
-        "lost {} {:?}, duplicated {} {:?}",
-        lost.len(),
-        &lost[..lost.len().min(10)],
-        duplicated.len(),
-        &duplicated[..duplicated.len().min(10)]
-    );
-}
-
-/// `kill -9` of the relay at arbitrary moments of a flow: the restarted relay (same consumer name)
-/// and a second relay in the group finish the work; nothing is lost and nothing repeated.
-#[test]
-fn relay_kill_9_mid_flow_neither_loses_nor_duplicates() {
-    let redis = RedisServer::start();
-    let sub = Subscriber::start(&redis, "/");
-    let settings = [
-        ("SOURCE__BATCH_SIZE", "32"),
-        ("DELIVERY__CLAIM_IDLE", "1s"),
-        ("DELIVERY__CLAIM_INTERVAL", "200ms"),
-    ];
-    let mut relay = Relay::start(&redis, "relay-a", &settings);
-    let total = 3000;
-    let producer = produce_in_background(&redis, total, Duration::from_millis(20), |i| {
-        vec![("event", "n".into()), ("data", i.to_string())]
-    });
-    for round in 0..4 {
-        std::thread::sleep(Duration::from_millis(100 + fastrand::u64(0..250)));
-        relay.kill();
-        if round == 3 {
-            // The last one stays dead: another relay of the group reclaims its entries.
-            break;
-        }
-        relay.restart();
-    }
-    let _other = Relay::start(&redis, "relay-b", &settings);
-    producer.join().unwrap();
-    let seen = all_seqs(&sub, total);
-    assert_exactly_once(&seen, total);
-    let mut con = redis.connection();
-    wait_until(5 * SECOND, "all acknowledged", || {
-        pending(&mut con).is_empty()
-    });
 }
 
 /// The README's one-line replay moves a dead letter back to the source stream, where it is

@@ -430,8 +430,10 @@ impl Subscriber {
         self.messages()
     }
 
-    pub fn stop(mut self) {
+    /// Unsubscribes for good and returns everything received.
+    pub fn stop(mut self) -> Vec<Message> {
         self.shutdown();
+        self.messages()
     }
 
     fn shutdown(&mut self) {
@@ -686,6 +688,106 @@ pub fn wait_servers(redis: &RedisServer, n: i64) {
                     .unwrap();
                 counts[0].1 == n
             },
+        );
+    }
+}
+
+/// Where each of `total` numbered entries ended up: entries carry their number in `x-seq` (kept in
+/// dead letters) and, when valid, as their `data` argument (what subscribers see).
+pub struct Ledger {
+    pub produced: usize,
+    pub delivered: Vec<u32>,
+    pub dead: Vec<u32>,
+    /// Entries the test itself deleted from the stream: neither delivery nor loss is required.
+    pub excused: Vec<bool>,
+}
+
+impl Ledger {
+    /// Waits (up to 30 s) until every entry was delivered or dead-lettered, plus a moment for late
+    /// duplicates, then counts.
+    pub fn settle(sub: &Subscriber, con: &mut redis::Connection, total: usize) -> Ledger {
+        Ledger::settle_excusing(sub, con, total, &[])
+    }
+
+    pub fn settle_excusing(
+        sub: &Subscriber,
+        con: &mut redis::Connection,
+        total: usize,
+        excused: &[usize],
+    ) -> Ledger {
+        let mut excused_flags = vec![false; total];
+        for &i in excused {
+            excused_flags[i] = true;
+        }
+        let count = |con: &mut redis::Connection| {
+            let mut ledger = Ledger {
+                produced: total,
+                delivered: vec![0; total],
+                dead: vec![0; total],
+                excused: excused_flags.clone(),
+            };
+            for message in sub.messages() {
+                if let Some(n) = message.arg().as_u64() {
+                    ledger.delivered[n as usize] += 1;
+                }
+            }
+            for (_, fields) in dead_letters(con) {
+                if let Some(n) = field(&fields, "x-seq").and_then(|n| n.parse::<usize>().ok()) {
+                    ledger.dead[n] += 1;
+                }
+            }
+            ledger
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while count(con).lost() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        count(con)
+    }
+
+    fn reached(&self, i: usize) -> u32 {
+        self.delivered[i] + self.dead[i]
+    }
+
+    pub fn lost(&self) -> usize {
+        (0..self.produced)
+            .filter(|&i| self.reached(i) == 0 && !self.excused[i])
+            .count()
+    }
+
+    pub fn duplicated(&self) -> usize {
+        (0..self.produced).filter(|&i| self.reached(i) > 1).count()
+    }
+
+    /// The one-line summary the chaos suite prints per scenario.
+    pub fn summary(&self, scenario: &str) -> String {
+        let delivered = self.delivered.iter().filter(|&&n| n > 0).count();
+        let dead = self.dead.iter().filter(|&&n| n > 0).count();
+        let excused = self.excused.iter().filter(|&&e| e).count();
+        let mut line = format!(
+            "chaos {scenario}: produced {}, delivered {delivered}, dead-lettered {dead}, lost {}, duplicated {}",
+            self.produced,
+            self.lost(),
+            self.duplicated()
+        );
+        if excused > 0 {
+            line.push_str(&format!(" (trimmed by the test: {excused})"));
+        }
+        line
+    }
+
+    pub fn assert_exactly_once(&self) {
+        let first = |pred: &dyn Fn(usize) -> bool| -> Vec<usize> {
+            (0..self.produced).filter(|&i| pred(i)).take(10).collect()
+        };
+        assert!(
+            self.lost() == 0 && self.duplicated() == 0,
+            "lost {} (first {:?}), duplicated {} (first {:?})",
+            self.lost(),
+            first(&|i| self.reached(i) == 0 && !self.excused[i]),
+            self.duplicated(),
+            first(&|i| self.reached(i) > 1),
         );
     }
 }
