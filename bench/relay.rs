@@ -1,0 +1,597 @@
+//! The benchmark: sio-relay against the Node.js relay users would write instead, and against
+//! Redis's own ceiling, all measured in one run. `cargo bench --bench relay` (README, "Benchmark").
+//!
+//! A real `redis-server` is started on a free port (pinned to CPU 0 when `taskset` exists); each relay
+//! under test runs as its own process (pinned to CPU 1); a pattern subscriber stands in for the
+//! Socket.IO servers (PUBLISH counts it like one), and timestamps what it receives.
+//!
+//! 1. Drain: a backlog of N entries (default 200,000, about 100 bytes, 100 rooms) is in the stream
+//!    before the relay starts; throughput = N / time until the subscriber has them all.
+//! 2. Ceiling: Redis's CPU time during sio-relay's drain, per entry: the rate at which Redis itself
+//!    would be saturated by this workload.
+//! 3. Latency: entries XADDed at a steady rate (default 10,000/s for 5 s), each carrying its send
+//!    time; XADD → received by the subscriber, p50 / p99 / p99.9.
+//! 4. Peak RSS of each relay process (VmHWM).
+//!
+//! Results go to `bench/results.md` (a table) and `bench/results.svg` (a chart), and to stdout.
+//! Environment: `BENCH_ENTRIES`, `BENCH_RATE`, `BENCH_SECONDS`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const ROOMS: usize = 100;
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else to parse.
+    let entries = env_number("BENCH_ENTRIES", 200_000);
+    let rate = env_number("BENCH_RATE", 10_000);
+    let seconds = env_number("BENCH_SECONDS", 5);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    npm_ci(&root.join("bench/node-baseline"));
+
+    let redis = Redis::start();
+    let subscriber = Subscriber::start(&redis.url());
+    let mut results = Vec::new();
+    for relay in [RelayKind::SioRelay, RelayKind::NodeBaseline] {
+        eprintln!("== {}: draining {entries} entries", relay.name());
+        let drain = drain(&redis, &subscriber, relay, entries);
+        eprintln!("== {}: {rate} entries/s for {seconds} s", relay.name());
+        let latency = steady(&redis, &subscriber, relay, rate, seconds);
+        results.push(Result {
+            relay,
+            drain,
+            latency,
+        });
+    }
+    let report = report(&results, entries, rate, seconds);
+    print!("{report}");
+    std::fs::write(root.join("bench/results.md"), &report).expect("write bench/results.md");
+    std::fs::write(root.join("bench/results.svg"), chart(&results))
+        .expect("write bench/results.svg");
+    eprintln!("wrote bench/results.md and bench/results.svg");
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum RelayKind {
+    SioRelay,
+    NodeBaseline,
+}
+
+impl RelayKind {
+    fn name(self) -> &'static str {
+        match self {
+            RelayKind::SioRelay => "sio-relay",
+            RelayKind::NodeBaseline => "Node baseline (redis-emitter)",
+        }
+    }
+
+    /// Starts the relay on `stream`, pinned to CPU 1.
+    fn spawn(self, redis: &Redis, stream: &str) -> Child {
+        let mut cmd = pinned("1");
+        match self {
+            RelayKind::SioRelay => {
+                cmd.arg(env!("CARGO_BIN_EXE_sio-relay"))
+                    .arg("run")
+                    .env("SIO_RELAY_REDIS__URL", redis.url())
+                    .env("SIO_RELAY_SOURCE__STREAM", stream)
+                    .env("SIO_RELAY_SOURCE__START_ID", "0")
+                    .env("SIO_RELAY_SOURCE__CONSUMER", "bench")
+                    .env("SIO_RELAY_DEAD_LETTER__STREAM", format!("{stream}:dead"))
+                    .env("SIO_RELAY_LOG__LEVEL", "warn");
+            }
+            RelayKind::NodeBaseline => {
+                cmd.arg("node")
+                    .arg(
+                        Path::new(env!("CARGO_MANIFEST_DIR"))
+                            .join("bench/node-baseline/baseline.js"),
+                    )
+                    .arg(redis.url())
+                    .arg(stream)
+                    .arg("node-baseline");
+            }
+        }
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the relay under test")
+    }
+}
+
+/// `taskset -c <cpu>` when available, so Redis and the relay do not share a core.
+fn pinned(cpu: &str) -> Command {
+    if Path::new("/usr/bin/taskset").exists()
+        && std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2
+    {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", cpu]);
+        cmd
+    } else {
+        Command::new("env")
+    }
+}
+
+struct Result {
+    relay: RelayKind,
+    drain: Drain,
+    latency: Latency,
+}
+
+struct Drain {
+    entries: usize,
+    seconds: f64,
+    /// Redis CPU seconds spent during the drain.
+    redis_cpu: f64,
+    peak_rss_kib: u64,
+}
+
+struct Latency {
+    p50: Duration,
+    p99: Duration,
+    p999: Duration,
+    received: usize,
+    sent: usize,
+}
+
+fn drain(redis: &Redis, subscriber: &Subscriber, relay: RelayKind, entries: usize) -> Drain {
+    let stream = format!("drain-{}", relay.name().split(' ').next().unwrap());
+    redis.fill(&stream, entries);
+    subscriber.reset();
+    let cpu_before = redis.cpu_seconds();
+    let started = Instant::now();
+    let mut child = relay.spawn(redis, &stream);
+    while subscriber.count() < entries {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the drain took over 10 minutes"
+        );
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{} exited during the drain: {status}", relay.name());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let redis_cpu = redis.cpu_seconds() - cpu_before;
+    let peak_rss_kib = peak_rss_kib(&child);
+    stop(child);
+    redis.del(&stream);
+    Drain {
+        entries,
+        seconds,
+        redis_cpu,
+        peak_rss_kib,
+    }
+}
+
+fn steady(
+    redis: &Redis,
+    subscriber: &Subscriber,
+    relay: RelayKind,
+    rate: usize,
+    seconds: usize,
+) -> Latency {
+    let stream = format!("steady-{}", relay.name().split(' ').next().unwrap());
+    let mut child = relay.spawn(redis, &stream);
+    // Let it connect and create its group before timing anything.
+    let mut con = redis.connection();
+    let started = Instant::now();
+    while redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(&stream)
+        .query::<Vec<redis::Value>>(&mut con)
+        .map_or(true, |g| g.is_empty())
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{} did not start",
+            relay.name()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    subscriber.reset();
+    subscriber.record_latency(true);
+    let total = rate * seconds;
+    let per_tick = (rate / 1000).max(1);
+    let tick = Duration::from_secs_f64(per_tick as f64 / rate as f64);
+    let mut next = Instant::now();
+    let mut sent = 0;
+    while sent < total {
+        let mut pipe = redis::pipe();
+        for i in 0..per_tick {
+            let room = format!("room{}", (sent + i) % ROOMS);
+            let data = format!(r#"{{"t":{},"pad":"{}"}}"#, now_micros(), "x".repeat(40));
+            pipe.cmd("XADD")
+                .arg(&stream)
+                .arg("*")
+                .arg("room")
+                .arg(room)
+                .arg("event")
+                .arg("chat")
+                .arg("data")
+                .arg(data)
+                .ignore();
+        }
+        pipe.exec(&mut con).expect("XADD");
+        sent += per_tick;
+        next += tick;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while subscriber.count() < total && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    subscriber.record_latency(false);
+    if let Ok(Some(status)) = child.try_wait() {
+        panic!("{} exited during the steady run: {status}", relay.name());
+    }
+    stop(child);
+    redis.del(&stream);
+    let mut samples = subscriber.latencies();
+    samples.sort_unstable();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len().max(1)) - 1;
+        Duration::from_micros(samples.get(i).copied().unwrap_or(0))
+    };
+    Latency {
+        p50: at(0.50),
+        p99: at(0.99),
+        p999: at(0.999),
+        received: samples.len(),
+        sent: total,
+    }
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+fn peak_rss_kib(child: &Child) -> u64 {
+    // With taskset the relay is the same process (taskset execs it); with env too.
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-s", "TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn npm_ci(dir: &Path) {
+    if dir.join("node_modules/@socket.io/redis-emitter").is_dir() {
+        return;
+    }
+    let ok = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "npm ci in {} failed (Node.js and npm are needed)",
+        dir.display()
+    );
+}
+
+/// The benchmark's own `redis-server`, without persistence, pinned to CPU 0.
+struct Redis {
+    port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = pinned("0")
+            .arg("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed");
+        let redis = Redis {
+            port,
+            child,
+            _dir: dir,
+        };
+        let started = Instant::now();
+        while redis::Client::open(redis.url())
+            .and_then(|c| c.get_connection())
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    /// XADDs `n` entries of about 100 bytes, spread over the rooms.
+    fn fill(&self, stream: &str, n: usize) {
+        let mut con = self.connection();
+        for start in (0..n).step_by(1000) {
+            let mut pipe = redis::pipe();
+            for i in start..(start + 1000).min(n) {
+                pipe.cmd("XADD")
+                    .arg(stream)
+                    .arg("*")
+                    .arg("room")
+                    .arg(format!("room{}", i % ROOMS))
+                    .arg("event")
+                    .arg("chat")
+                    .arg("data")
+                    .arg(format!(r#"{{"text":"order {i:08} shipped","n":{i}}}"#))
+                    .ignore();
+            }
+            pipe.exec(&mut con).expect("fill the backlog");
+        }
+    }
+
+    fn del(&self, stream: &str) {
+        let _: () = redis::cmd("DEL")
+            .arg(stream)
+            .arg(format!("{stream}:dead"))
+            .arg(format!("{stream}:published:sio-relay"))
+            .query(&mut self.connection())
+            .unwrap();
+    }
+
+    /// `used_cpu_sys + used_cpu_user` of the Redis process.
+    fn cpu_seconds(&self) -> f64 {
+        let info: redis::InfoDict = redis::cmd("INFO")
+            .arg("cpu")
+            .query(&mut self.connection())
+            .unwrap();
+        info.get::<f64>("used_cpu_sys").unwrap_or(0.0)
+            + info.get::<f64>("used_cpu_user").unwrap_or(0.0)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A pattern subscriber on every broadcast channel: counts packets, and when asked, the latency
+/// from the `t` (µs since the epoch) in each packet's first argument.
+struct Subscriber {
+    count: Arc<AtomicUsize>,
+    recording: Arc<AtomicBool>,
+    latencies: Arc<Mutex<Vec<u64>>>,
+}
+
+impl Subscriber {
+    fn start(url: &str) -> Subscriber {
+        let count = Arc::new(AtomicUsize::new(0));
+        let recording = Arc::new(AtomicBool::new(false));
+        let latencies = Arc::new(Mutex::new(Vec::new()));
+        let (c, r, l) = (count.clone(), recording.clone(), latencies.clone());
+        let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut pubsub = con.as_pubsub();
+            pubsub.psubscribe("socket.io#*").unwrap();
+            ready_tx.send(()).unwrap();
+            loop {
+                let Ok(message) = pubsub.get_message() else {
+                    return;
+                };
+                let received = now_micros();
+                if r.load(Ordering::Relaxed) {
+                    if let Ok(packet) = sio_relay::packet::decode(message.get_payload_bytes()) {
+                        if let Some(sent) = packet.args.first().and_then(|a| a["t"].as_u64()) {
+                            l.lock().unwrap().push(received.saturating_sub(sent));
+                        }
+                    }
+                }
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        ready_rx.recv().unwrap();
+        Subscriber {
+            count,
+            recording,
+            latencies,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn reset(&self) {
+        self.count.store(0, Ordering::Relaxed);
+        self.latencies.lock().unwrap().clear();
+    }
+
+    fn record_latency(&self, on: bool) {
+        self.recording.store(on, Ordering::Relaxed);
+    }
+
+    fn latencies(&self) -> Vec<u64> {
+        self.latencies.lock().unwrap().clone()
+    }
+}
+
+fn report(results: &[Result], entries: usize, rate: usize, seconds: usize) -> String {
+    let sio = &results[0];
+    let throughput = Result::drain_throughput;
+    // Redis CPU per entry during sio-relay's drain: Redis saturates at 1 / that.
+    let ceiling = entries as f64 / sio.drain.redis_cpu.max(1e-9);
+    let mut out = String::new();
+    let _ = writeln!(out, "# sio-relay benchmark\n");
+    let _ = writeln!(
+        out,
+        "Backlog of {entries} entries (~100 bytes, {ROOMS} rooms) drained to a pattern subscriber; steady \
+         state at {rate} entries/s for {seconds} s. Redis {} on CPU 0, the relay on CPU 1, on a machine with \
+         {} CPUs. Measured {}.\n",
+        redis_version(),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        humantime::format_rfc3339_seconds(SystemTime::now()),
+    );
+    let _ = writeln!(
+        out,
+        "| relay | drain (entries/s) | vs baseline | of Redis ceiling | p50 | p99 | p99.9 | received | peak RSS |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let baseline = results
+        .iter()
+        .find(|r| r.relay == RelayKind::NodeBaseline)
+        .map(throughput)
+        .unwrap_or(f64::NAN);
+    for r in results {
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.2}× | {:.0}% | {} | {} | {} | {}/{} | {:.1} MiB |",
+            r.relay.name(),
+            throughput(r),
+            throughput(r) / baseline,
+            100.0 * throughput(r) / ceiling,
+            ms(r.latency.p50),
+            ms(r.latency.p99),
+            ms(r.latency.p999),
+            r.latency.received,
+            r.latency.sent,
+            r.drain.peak_rss_kib as f64 / 1024.0,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nRedis ceiling: {:.0} entries/s (Redis CPU per relayed entry during sio-relay's drain: {:.2} µs).",
+        ceiling,
+        1e6 / ceiling
+    );
+    out
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn redis_version() -> String {
+    Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("v=").map(str::to_owned))
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Two bar groups: drain throughput, and p99 latency.
+fn chart(results: &[Result]) -> String {
+    let colors = ["#2b6cb0", "#c05621"];
+    let (width, height) = (640.0, 300.0);
+    let mut svg = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/>"##
+    );
+    fn p99_ms(r: &Result) -> f64 {
+        r.latency.p99.as_secs_f64() * 1000.0
+    }
+    type Panel = (&'static str, fn(&Result) -> f64, &'static str);
+    let panels: [Panel; 2] = [
+        (
+            "drain throughput (entries/s, higher is better)",
+            Result::drain_throughput,
+            "",
+        ),
+        (
+            "p99 latency at steady rate (ms, lower is better)",
+            p99_ms,
+            " ms",
+        ),
+    ];
+    for (p, (title, value, unit)) in panels.iter().enumerate() {
+        let x0 = 20.0 + p as f64 * 320.0;
+        let _ = write!(
+            svg,
+            r#"<text x="{x0}" y="20" font-weight="bold">{title}</text>"#
+        );
+        let max = results.iter().map(value).fold(0.0, f64::max).max(1e-9);
+        for (i, r) in results.iter().enumerate() {
+            let v = value(r);
+            let bar = 200.0 * v / max;
+            let x = x0 + 20.0 + i as f64 * 130.0;
+            let y = 250.0 - bar;
+            let _ = write!(
+                svg,
+                r#"<rect x="{x}" y="{y:.1}" width="90" height="{bar:.1}" fill="{}"/><text x="{x}" y="{:.1}">{v:.2}{unit}</text><text x="{x}" y="270">{}</text>"#,
+                colors[i % colors.len()],
+                y - 4.0,
+                r.relay.name().split(' ').next().unwrap()
+            );
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+impl Result {
+    fn drain_throughput(&self) -> f64 {
+        self.drain.entries as f64 / self.drain.seconds
+    }
+}
