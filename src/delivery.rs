@@ -43,6 +43,15 @@ pub enum Op<'a> {
     },
 }
 
+impl Op<'_> {
+    fn id(&self) -> EntryId {
+        match self {
+            Op::Publish(entry) => entry.id(),
+            Op::DeadLetter { id, .. } => *id,
+        }
+    }
+}
+
 /// What became of one operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -92,16 +101,20 @@ impl Scripts {
     }
 
     /// Runs `ops` in one script call and returns their outcomes, in order. `run_id` identifies the
-    /// Redis process `con` is connected to.
+    /// Redis process `con` is connected to; `also_pending` is how many other entries this consumer
+    /// may have pending in the batch's ID range (held ones), so one scan finds the batch's.
     pub async fn deliver(
         &self,
         con: &mut MultiplexedConnection,
         run_id: &str,
         ops: &[Op<'_>],
+        also_pending: usize,
     ) -> RedisResult<Vec<Outcome>> {
-        if ops.is_empty() {
+        let (Some(first), Some(last)) =
+            (ops.iter().map(Op::id).min(), ops.iter().map(Op::id).max())
+        else {
             return Ok(Vec::new());
-        }
+        };
         let mut call = self.deliver.key(&self.stream);
         call.key(&self.dead_letter_stream)
             .key(&self.journal)
@@ -109,11 +122,16 @@ impl Scripts {
             .arg(&self.consumer)
             .arg(self.min_receivers)
             .arg(self.dead_letter_max_len)
-            .arg(run_id);
+            .arg(run_id)
+            .arg(first.to_string())
+            .arg(last.to_string())
+            .arg(ops.len() + also_pending + 1);
         for op in ops {
             match op {
                 Op::Publish(entry) => {
-                    call.arg("P")
+                    // Only a redelivery can have been published (and journaled) before.
+                    let kind = if entry.deliveries > 1 { "R" } else { "P" };
+                    call.arg(kind)
                         .arg(entry.id().to_string())
                         .arg(&entry.nsp)
                         .arg(&entry.packet.channel)

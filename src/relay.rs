@@ -159,7 +159,6 @@ impl Relay {
             self.own_pending_recovered = true;
             self.link_up();
         }
-        self.confirm().await?;
 
         let now = Instant::now();
         if !self.held.is_empty() && now >= self.next_keep {
@@ -187,6 +186,7 @@ impl Relay {
                 );
                 self.reading_paused = true;
             }
+            self.confirm().await?;
             let pause = self.cfg.delivery.retry_interval;
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
@@ -285,11 +285,16 @@ impl Relay {
         self.scripts
             .confirm(&mut conns.writer, &self.unconfirmed)
             .await?;
+        self.confirmed();
+        Ok(())
+    }
+
+    /// Records that the entries of the last script are acknowledged.
+    fn confirmed(&mut self) {
         for id in self.unconfirmed.drain(..) {
             self.metrics.acknowledged.inc();
             self.metrics.end_to_end.observe(age(id).as_secs_f64());
         }
-        Ok(())
     }
 
     /// Creates the group (and the stream) unless it exists; an existing group is used as it is.
@@ -459,7 +464,9 @@ impl Relay {
             .collect())
     }
 
-    /// Reads and delivers one batch of new entries, waiting up to `source.block` for them.
+    /// Reads and delivers one batch of new entries, waiting up to `source.block` for them. The
+    /// confirmation of the last batch travels on the writer while the read waits on the reader, so
+    /// neither round trip waits for the other.
     async fn read_new(&mut self) -> RedisResult<()> {
         let mut block = self.cfg.source.block;
         if !self.held.is_empty() {
@@ -471,17 +478,24 @@ impl Relay {
             .count(self.cfg.source.batch_size)
             .block(block.as_millis() as usize);
         let stream = [self.cfg.source.stream.as_str()];
-        let reader = &mut self
-            .conns
-            .as_mut()
-            .expect("steps run only while connected")
-            .reader;
+        let Connections { reader, writer, .. } =
+            self.conns.as_mut().expect("steps run only while connected");
+        let confirm = async {
+            if self.unconfirmed.is_empty() {
+                return Ok(());
+            }
+            self.scripts.confirm(writer, &self.unconfirmed).await
+        };
         let read = reader.xread_options::<_, _, Read>(&stream, &[">"], &options);
-        let Read(entries) = tokio::select! {
-            read = read => read?,
-            // The entries of a cancelled read stay pending and are recovered at the next start.
+        let (confirmed, read) = tokio::select! {
+            both = async { tokio::join!(confirm, read) } => both,
+            // A cancelled read's entries stay pending and are recovered at the next start; an
+            // unconfirmed batch is confirmed on the way out.
             _ = self.shutdown.cancelled() => return Ok(()),
         };
+        confirmed?;
+        self.confirmed();
+        let Read(entries) = read?;
         let batch: Vec<(RawEntry, u64)> = entries
             .into_iter()
             .filter_map(|d| match d {
@@ -620,7 +634,7 @@ impl Relay {
         let started = Instant::now();
         let outcomes = self
             .scripts
-            .deliver(&mut conns.writer, &conns.run_id, &ops)
+            .deliver(&mut conns.writer, &conns.run_id, &ops, self.held.len())
             .await?;
         self.metrics
             .publish_duration

@@ -78,7 +78,7 @@ async fn an_entry_reclaimed_by_another_relay_is_not_published_again() {
         .unwrap();
     let entry = deliverable(&id);
     let outcomes = Scripts::new(&config("relay-a"))
-        .deliver(&mut writer(&redis).await, "run", &[Op::Publish(&entry)])
+        .deliver(&mut writer(&redis).await, "run", &[Op::Publish(&entry)], 0)
         .await
         .unwrap();
     assert_eq!(outcomes, [Outcome::NotOwned]);
@@ -101,7 +101,7 @@ async fn journaled_entries_are_published_once_per_redis_process() {
 
     // Published, journaled, not yet confirmed: the relay dies here.
     let outcomes = scripts
-        .deliver(&mut writer, "process-1", &[Op::Publish(&entry)])
+        .deliver(&mut writer, "process-1", &[Op::Publish(&entry)], 0)
         .await
         .unwrap();
     assert_eq!(outcomes, [Outcome::Published { receivers: 1 }]);
@@ -114,8 +114,10 @@ async fn journaled_entries_are_published_once_per_redis_process() {
     );
 
     // Redis restarted (another run_id): the packets may never have left it, so publish again.
+    let mut entry = entry;
+    entry.deliveries = 2;
     let outcomes = scripts
-        .deliver(&mut writer, "process-2", &[Op::Publish(&entry)])
+        .deliver(&mut writer, "process-2", &[Op::Publish(&entry)], 0)
         .await
         .unwrap();
     assert_eq!(outcomes, [Outcome::Published { receivers: 1 }]);
@@ -123,7 +125,7 @@ async fn journaled_entries_are_published_once_per_redis_process() {
 
     // Same process: acknowledged without a second publish.
     let outcomes = scripts
-        .deliver(&mut writer, "process-2", &[Op::Publish(&entry)])
+        .deliver(&mut writer, "process-2", &[Op::Publish(&entry)], 0)
         .await
         .unwrap();
     assert_eq!(outcomes, [Outcome::AlreadyPublished]);
@@ -148,13 +150,15 @@ async fn confirm_acknowledges_and_clears_the_journal() {
         mut writer,
     } = one_entry_read_by_relay_a(&redis).await;
     scripts
-        .deliver(&mut writer, "p", &[Op::Publish(&entry)])
+        .deliver(&mut writer, "p", &[Op::Publish(&entry)], 0)
         .await
         .unwrap();
     scripts.confirm(&mut writer, &[entry.id()]).await.unwrap();
     assert!(pending(&mut con).is_empty());
-    let journal: usize = con.hlen(journal_key(&config("x"))).unwrap();
-    assert_eq!(journal, 0);
+    let journaled: bool = con
+        .hexists(journal_key(&config("x")), entry.id().to_string())
+        .unwrap();
+    assert!(!journaled, "confirmed entries leave the journal");
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -166,7 +170,7 @@ async fn too_few_receivers_hold_the_rest_of_the_namespace() {
     let entries: Vec<Deliverable> = ids.iter().map(|id| deliverable(id)).collect();
     let ops: Vec<Op> = entries.iter().map(Op::Publish).collect();
     let outcomes = Scripts::new(&config("relay-a"))
-        .deliver(&mut writer(&redis).await, "p", &ops)
+        .deliver(&mut writer(&redis).await, "p", &ops, 0)
         .await
         .unwrap();
     assert_eq!(
@@ -196,6 +200,7 @@ async fn dead_lettering_appends_and_acknowledges_together() {
                 id: id.parse().unwrap(),
                 fields: vec![(b"event".to_vec(), b"connect".to_vec())],
             }],
+            0,
         )
         .await
         .unwrap();
@@ -215,7 +220,7 @@ async fn a_published_entry_is_not_dead_lettered_while_awaiting_confirmation() {
         mut writer,
     } = one_entry_read_by_relay_a(&redis).await;
     scripts
-        .deliver(&mut writer, "p", &[Op::Publish(&entry)])
+        .deliver(&mut writer, "p", &[Op::Publish(&entry)], 0)
         .await
         .unwrap();
     // The relay died before confirming; on its return the entry has expired.
@@ -224,7 +229,7 @@ async fn a_published_entry_is_not_dead_lettered_while_awaiting_confirmation() {
         fields: entry.raw.fields.clone(),
     };
     let outcomes = scripts
-        .deliver(&mut writer, "p", &[dead_letter])
+        .deliver(&mut writer, "p", &[dead_letter], 0)
         .await
         .unwrap();
     assert_eq!(outcomes, [Outcome::AlreadyPublished]);

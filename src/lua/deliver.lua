@@ -12,9 +12,12 @@
 --
 -- KEYS[1] source stream     ARGV[1] consumer group    ARGV[4] dead-letter MAXLEN ~ (0: none)
 -- KEYS[2] dead-letter stream ARGV[2] this consumer    ARGV[5] run_id of this Redis process
--- KEYS[3] journal            ARGV[3] min receivers
--- ARGV[6..] operations, each opening with its kind:
---   'P', id, namespace, channel, payload      publish; journal it if it reached min receivers
+-- KEYS[3] journal            ARGV[3] min receivers    ARGV[6], ARGV[7] lowest and highest entry ID
+--                                                     ARGV[8] how many pending entries to scan
+-- ARGV[9..] operations, each opening with its kind:
+--   'P', id, namespace, channel, payload      publish a first delivery; journal it if it reached
+--                                             min receivers
+--   'R', id, namespace, channel, payload      the same for a redelivery, which may be journaled
 --   'D', id, n, field1, value1, ... (n items)  append to the dead-letter stream and acknowledge
 --
 -- Returns one integer per operation:
@@ -32,23 +35,36 @@ local min_receivers = tonumber(ARGV[3])
 local dead_max_len = tonumber(ARGV[4])
 local run_id = ARGV[5]
 
+-- This consumer's pending entries in the batch's range, in one scan. If the scan was cut short by
+-- its count, an entry missing from it is looked up on its own.
+local mine = {}
+local scan = tonumber(ARGV[8])
+local pending = redis.call('XPENDING', stream, group, ARGV[6], ARGV[7], scan, consumer)
+for _, entry in ipairs(pending) do
+  mine[entry[1]] = true
+end
+local complete = #pending < scan
+
 local function owned(id)
-  local pending = redis.call('XPENDING', stream, group, id, id, 1)
-  return pending[1] ~= nil and pending[1][2] == consumer
+  if mine[id] or complete then
+    return mine[id] == true
+  end
+  local one = redis.call('XPENDING', stream, group, id, id, 1)
+  return one[1] ~= nil and one[1][2] == consumer
 end
 
 local results, acked, published, held = {}, {}, {}, {}
-local i = 6
+local i = 9
 while i <= #ARGV do
   local kind, id = ARGV[i], ARGV[i + 1]
-  if kind == 'P' then
+  if kind == 'P' or kind == 'R' then
     local namespace, channel, payload = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
     i = i + 5
     if held[namespace] then
       results[#results + 1] = -2
     elseif not owned(id) then
       results[#results + 1] = -1
-    elseif redis.call('HGET', journal, id) == run_id then
+    elseif kind == 'R' and redis.call('HGET', journal, id) == run_id then
       acked[#acked + 1] = id
       results[#results + 1] = -4
     else
@@ -95,6 +111,10 @@ if #acked > 0 then
   redis.call('HDEL', journal, unpack(acked))
 end
 if #published > 0 then
+  -- The '_' field keeps the hash from ever emptying: Redis then keeps it as a hash table instead
+  -- of rebuilding a listpack on every batch, which costs more than the rest of the script.
+  published[#published + 1] = '_'
+  published[#published + 1] = 'sio-relay journal'
   redis.call('HSET', journal, unpack(published))
 end
 return results
