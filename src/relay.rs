@@ -70,6 +70,8 @@ pub struct Relay {
     held: Held,
     /// Published and journaled by the last script, acknowledged by the next command.
     unconfirmed: Vec<EntryId>,
+    /// The next batch's read, already on its way while this batch is delivered.
+    prefetch: Option<tokio::task::JoinHandle<RedisResult<Read>>>,
     conns: Option<Connections>,
     group_ready: bool,
     own_pending_recovered: bool,
@@ -101,6 +103,7 @@ impl Relay {
             scripts: Scripts::new(&cfg),
             held: Held::new(cfg.delivery.max_held),
             unconfirmed: Vec::new(),
+            prefetch: None,
             conns: None,
             group_ready: false,
             own_pending_recovered: false,
@@ -203,6 +206,9 @@ impl Relay {
 
     /// Handles the error that ended a step, then waits before the next attempt.
     async fn recover(&mut self, err: RedisError) {
+        if let Some(read) = self.prefetch.take() {
+            read.abort();
+        }
         self.health.set_not_ready(format!("Redis: {err}"));
         self.metrics.connected(false);
         if err.code() == Some("NOGROUP") {
@@ -465,37 +471,39 @@ impl Relay {
     }
 
     /// Reads and delivers one batch of new entries, waiting up to `source.block` for them. The
-    /// confirmation of the last batch travels on the writer while the read waits on the reader, so
-    /// neither round trip waits for the other.
+    /// confirmation of the last batch travels on the writer while the read waits on the reader; and
+    /// while entries keep coming, the next read is sent before this batch is delivered, so Redis
+    /// always has work queued instead of waiting for the relay.
     async fn read_new(&mut self) -> RedisResult<()> {
-        let mut block = self.cfg.source.block;
-        if !self.held.is_empty() {
-            block = block.min(self.next_retry.saturating_duration_since(Instant::now()));
-        }
-        let block = block.max(Duration::from_millis(1));
-        let options = StreamReadOptions::default()
-            .group(&self.cfg.source.group, &self.cfg.source.consumer)
-            .count(self.cfg.source.batch_size)
-            .block(block.as_millis() as usize);
-        let stream = [self.cfg.source.stream.as_str()];
-        let Connections { reader, writer, .. } =
-            self.conns.as_mut().expect("steps run only while connected");
+        let read = match self.prefetch.take() {
+            Some(read) => read,
+            None => self.start_read(),
+        };
+        let writer = &mut self
+            .conns
+            .as_mut()
+            .expect("steps run only while connected")
+            .writer;
         let confirm = async {
             if self.unconfirmed.is_empty() {
                 return Ok(());
             }
             self.scripts.confirm(writer, &self.unconfirmed).await
         };
-        let read = reader.xread_options::<_, _, Read>(&stream, &[">"], &options);
         let (confirmed, read) = tokio::select! {
             both = async { tokio::join!(confirm, read) } => both,
-            // A cancelled read's entries stay pending and are recovered at the next start; an
-            // unconfirmed batch is confirmed on the way out.
+            // A read left behind delivers its entries to this consumer's pending list, where the
+            // next start recovers them; an unconfirmed batch is confirmed on the way out.
             _ = self.shutdown.cancelled() => return Ok(()),
         };
         confirmed?;
         self.confirmed();
-        let Read(entries) = read?;
+        let Read(entries) = read.map_err(|e| {
+            RedisError::from((redis::ErrorKind::Client, "the read task failed", e.to_string()))
+        })??;
+        if !entries.is_empty() && self.held.is_empty() && !self.shutdown.is_cancelled() {
+            self.prefetch = Some(self.start_read());
+        }
         let batch: Vec<(RawEntry, u64)> = entries
             .into_iter()
             .filter_map(|d| match d {
@@ -505,6 +513,31 @@ impl Relay {
             .collect();
         self.metrics.read(Source::new, batch.len());
         self.deliver(batch).await
+    }
+
+    /// Sends XREADGROUP `>` on the reader, as a task of its own so that it goes out at once.
+    fn start_read(&self) -> tokio::task::JoinHandle<RedisResult<Read>> {
+        let mut block = self.cfg.source.block;
+        if !self.held.is_empty() {
+            block = block.min(self.next_retry.saturating_duration_since(Instant::now()));
+        }
+        let block = block.max(Duration::from_millis(1));
+        let options = StreamReadOptions::default()
+            .group(&self.cfg.source.group, &self.cfg.source.consumer)
+            .count(self.cfg.source.batch_size)
+            .block(block.as_millis() as usize);
+        let stream = self.cfg.source.stream.clone();
+        let mut reader = self
+            .conns
+            .as_ref()
+            .expect("steps run only while connected")
+            .reader
+            .clone();
+        tokio::spawn(async move {
+            reader
+                .xread_options::<_, _, Read>(&[stream], &[">"], &options)
+                .await
+        })
     }
 
     /// Decides what to do with each entry, runs the delivery script, and holds what found no
