@@ -132,6 +132,8 @@ struct Drain {
     seconds: f64,
     /// Redis CPU seconds spent during the drain.
     redis_cpu: f64,
+    /// The relay process's own CPU seconds.
+    relay_cpu: f64,
     peak_rss_kib: u64,
 }
 
@@ -163,12 +165,14 @@ fn drain(redis: &Redis, subscriber: &Subscriber, relay: RelayKind, entries: usiz
     let seconds = started.elapsed().as_secs_f64();
     let redis_cpu = redis.cpu_seconds() - cpu_before;
     let peak_rss_kib = peak_rss_kib(&child);
+    let relay_cpu = cpu_seconds(&child);
     stop(child);
     redis.del(&stream);
     Drain {
         entries,
         seconds,
         redis_cpu,
+        relay_cpu,
         peak_rss_kib,
     }
 }
@@ -270,6 +274,21 @@ fn peak_rss_kib(child: &Child) -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// utime + stime of a process, from /proc (clock ticks of 10 ms).
+fn cpu_seconds(child: &Child) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn stop(mut child: Child) {
@@ -492,9 +511,12 @@ fn report(results: &[Result], entries: usize, rate: usize, seconds: usize) -> St
     );
     let _ = writeln!(
         out,
-        "| relay | drain (entries/s) | vs baseline | of Redis ceiling | p50 | p99 | p99.9 | received | peak RSS |"
+        "| relay | drain (entries/s) | vs baseline | of Redis ceiling | relay CPU per entry | Redis CPU per entry | p50 | p99 | p99.9 | received | peak RSS |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     let baseline = results
         .iter()
         .find(|r| r.relay == RelayKind::NodeBaseline)
@@ -503,11 +525,13 @@ fn report(results: &[Result], entries: usize, rate: usize, seconds: usize) -> St
     for r in results {
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {:.2}× | {:.0}% | {} | {} | {} | {}/{} | {:.1} MiB |",
+            "| {} | {:.0} | {:.2}× | {:.0}% | {:.1} µs | {:.1} µs | {} | {} | {} | {}/{} | {:.1} MiB |",
             r.relay.name(),
             throughput(r),
             throughput(r) / baseline,
             100.0 * throughput(r) / ceiling,
+            1e6 * r.drain.relay_cpu / r.drain.entries as f64,
+            1e6 * r.drain.redis_cpu / r.drain.entries as f64,
             ms(r.latency.p50),
             ms(r.latency.p99),
             ms(r.latency.p999),
@@ -579,9 +603,10 @@ fn chart(results: &[Result]) -> String {
             let y = 250.0 - bar;
             let _ = write!(
                 svg,
-                r#"<rect x="{x}" y="{y:.1}" width="90" height="{bar:.1}" fill="{}"/><text x="{x}" y="{:.1}">{v:.2}{unit}</text><text x="{x}" y="270">{}</text>"#,
+                r#"<rect x="{x}" y="{y:.1}" width="90" height="{bar:.1}" fill="{}"/><text x="{x}" y="{:.1}">{}{unit}</text><text x="{x}" y="270">{}</text>"#,
                 colors[i % colors.len()],
                 y - 4.0,
+                if unit.is_empty() { format!("{v:.0}") } else { format!("{v:.2}") },
                 r.relay.name().split(' ').next().unwrap()
             );
         }

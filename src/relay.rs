@@ -499,7 +499,11 @@ impl Relay {
         confirmed?;
         self.confirmed();
         let Read(entries) = read.map_err(|e| {
-            RedisError::from((redis::ErrorKind::Client, "the read task failed", e.to_string()))
+            RedisError::from((
+                redis::ErrorKind::Client,
+                "the read task failed",
+                e.to_string(),
+            ))
         })??;
         if !entries.is_empty() && self.held.is_empty() && !self.shutdown.is_cancelled() {
             self.prefetch = Some(self.start_read());
