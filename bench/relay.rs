@@ -606,7 +606,11 @@ fn chart(results: &[Result]) -> String {
                 r#"<rect x="{x}" y="{y:.1}" width="90" height="{bar:.1}" fill="{}"/><text x="{x}" y="{:.1}">{}{unit}</text><text x="{x}" y="270">{}</text>"#,
                 colors[i % colors.len()],
                 y - 4.0,
-                if unit.is_empty() { format!("{v:.0}") } else { format!("{v:.2}") },
+                if unit.is_empty() {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.2}")
+                },
                 r.relay.name().split(' ').next().unwrap()
             );
         }

@@ -171,8 +171,9 @@ impl Scripts {
             .collect())
     }
 
-    /// Acknowledges published entries and clears them from the journal. Sent after the reply to
-    /// the script that published them: Redis reads it only after writing that script's packets out.
+    /// Acknowledges published entries and clears this consumer's journal field. Sent after the
+    /// reply to the scripts that published them: Redis reads it only after writing their packets
+    /// out. `ids` must be everything published since the last confirmation.
     pub async fn confirm(
         &self,
         con: &mut MultiplexedConnection,
@@ -186,7 +187,7 @@ impl Scripts {
             .atomic()
             .xack(&self.stream, &self.group, &ids)
             .ignore()
-            .hdel(&self.journal, &ids)
+            .hdel(&self.journal, &self.consumer)
             .ignore()
             .exec_async(con)
             .await
@@ -200,6 +201,7 @@ impl Scripts {
     ) -> RedisResult<Vec<String>> {
         self.forget
             .key(&self.stream)
+            .key(&self.journal)
             .arg(&self.group)
             .arg(&self.consumer)
             .arg(idle.as_millis() as u64)
@@ -226,7 +228,8 @@ impl Scripts {
     }
 }
 
-/// The journal of published, not yet acknowledged entries: `<stream>:published:<group>`.
+/// The journal of published, not yet acknowledged entries, one field per consumer:
+/// `<stream>:published:<group>`.
 pub fn journal_key(cfg: &Config) -> String {
     format!("{}:published:{}", cfg.source.stream, cfg.source.group)
 }

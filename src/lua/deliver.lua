@@ -2,8 +2,9 @@
 --
 -- Redis runs a script as one step, so if the relay dies at any moment either the whole batch was
 -- published or none of it was. A published entry is not acknowledged here but written to the
--- journal (a hash: entry ID -> run_id of this Redis process); the relay acknowledges it with its next
--- command, which Redis only reads after it has written this batch's packets to the servers' sockets.
+-- journal (a hash: consumer -> "<run_id of this Redis process> <id>,<id>,..."); the relay
+-- acknowledges it and clears its journal field with its next command, which Redis only reads after
+-- it has written this batch's packets to the servers' sockets.
 -- Anyone who later finds the entry still pending:
 --   * journal holds the current run_id: it was published and flushed by this very Redis process,
 --     so it is acknowledged without publishing again (a relay crash never duplicates);
@@ -53,6 +54,26 @@ local function owned(id)
   return one[1] ~= nil and one[1][2] == consumer
 end
 
+-- The entries some consumer published in this Redis process and has not confirmed yet. Only
+-- redeliveries need it (a first delivery cannot have been published), so it is read lazily.
+local journaled = nil
+local function was_published(id)
+  if journaled == nil then
+    journaled = {}
+    local fields = redis.call('HGETALL', journal)
+    for j = 2, #fields, 2 do
+      local value = fields[j]
+      local space = string.find(value, ' ', 1, true)
+      if space and string.sub(value, 1, space - 1) == run_id then
+        for published_id in string.gmatch(string.sub(value, space + 1), '[^,]+') do
+          journaled[published_id] = true
+        end
+      end
+    end
+  end
+  return journaled[id] == true
+end
+
 local results, acked, published, held = {}, {}, {}, {}
 local i = 9
 while i <= #ARGV do
@@ -64,14 +85,13 @@ while i <= #ARGV do
       results[#results + 1] = -2
     elseif not owned(id) then
       results[#results + 1] = -1
-    elseif kind == 'R' and redis.call('HGET', journal, id) == run_id then
+    elseif kind == 'R' and was_published(id) then
       acked[#acked + 1] = id
       results[#results + 1] = -4
     else
       local receivers = redis.call('PUBLISH', channel, payload)
       if receivers >= min_receivers then
         published[#published + 1] = id
-        published[#published + 1] = run_id
       else
         held[namespace] = true
       end
@@ -81,7 +101,7 @@ while i <= #ARGV do
     local n = tonumber(ARGV[i + 2])
     if not owned(id) then
       results[#results + 1] = -1
-    elseif redis.call('HGET', journal, id) == run_id then
+    elseif was_published(id) then
       -- Published already (it expired or ran out of attempts only while awaiting confirmation).
       acked[#acked + 1] = id
       results[#results + 1] = -4
@@ -108,13 +128,15 @@ end
 
 if #acked > 0 then
   redis.call('XACK', stream, group, unpack(acked))
-  redis.call('HDEL', journal, unpack(acked))
 end
 if #published > 0 then
-  -- The '_' field keeps the hash from ever emptying: Redis then keeps it as a hash table instead
-  -- of rebuilding a listpack on every batch, which costs more than the rest of the script.
-  published[#published + 1] = '_'
-  published[#published + 1] = 'sio-relay journal'
-  redis.call('HSET', journal, unpack(published))
+  -- Appended to what this consumer published earlier in this Redis process and has not confirmed.
+  local ids = table.concat(published, ',')
+  local earlier = redis.call('HGET', journal, consumer)
+  if earlier and string.sub(earlier, 1, #run_id + 1) == run_id .. ' ' then
+    redis.call('HSET', journal, consumer, earlier .. ',' .. ids)
+  else
+    redis.call('HSET', journal, consumer, run_id .. ' ' .. ids)
+  end
 end
 return results

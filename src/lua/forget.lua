@@ -2,8 +2,9 @@
 -- nothing pending. XGROUP DELCONSUMER destroys a consumer's pending entries, so the check and the
 -- removal must be one step: a consumer that got an entry in between is kept.
 --
--- KEYS[1] source stream; ARGV[1] consumer group; ARGV[2] this consumer (never removed);
--- ARGV[3] minimum idle time in milliseconds. Returns the names removed.
+-- KEYS[1] source stream; KEYS[2] journal; ARGV[1] consumer group; ARGV[2] this consumer (never
+-- removed); ARGV[3] minimum idle time in milliseconds. Returns the names removed. A removed
+-- consumer's journal field goes too: with nothing pending, nothing in it can matter.
 local removed = {}
 for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
   local name, pending, idle
@@ -19,6 +20,7 @@ for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
   end
   if name ~= ARGV[2] and pending == 0 and idle > tonumber(ARGV[3]) then
     redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
+    redis.call('HDEL', KEYS[2], name)
     removed[#removed + 1] = name
   end
 end
