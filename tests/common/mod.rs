@@ -463,15 +463,23 @@ fn subscribe_until_error(
     let mut pubsub = con.as_pubsub();
     pubsub.psubscribe(pattern)?;
     subscribed.store(true, Ordering::SeqCst);
+    let keep = |msg: redis::Msg| {
+        messages.lock().unwrap().push(Message {
+            channel: msg.get_channel_name().to_owned(),
+            payload: msg.get_payload_bytes().to_vec(),
+        })
+    };
     while !stop.load(Ordering::SeqCst) {
         match pubsub.get_message() {
-            Ok(msg) => messages.lock().unwrap().push(Message {
-                channel: msg.get_channel_name().to_owned(),
-                payload: msg.get_payload_bytes().to_vec(),
-            }),
+            Ok(msg) => keep(msg),
             Err(e) if e.is_timeout() => {}
             Err(e) => return Err(e),
         }
+    }
+    // Leave cleanly: what Redis counted as received before the unsubscribe is read, not dropped.
+    pubsub.punsubscribe(pattern)?;
+    while let Ok(msg) = pubsub.get_message() {
+        keep(msg);
     }
     Ok(())
 }
@@ -706,14 +714,17 @@ impl Ledger {
     /// Waits (up to 30 s) until every entry was delivered or dead-lettered, plus a moment for late
     /// duplicates, then counts.
     pub fn settle(sub: &Subscriber, con: &mut redis::Connection, total: usize) -> Ledger {
-        Ledger::settle_excusing(sub, con, total, &[])
+        Ledger::settle_excusing(sub, con, total, &[], &[])
     }
 
+    /// As [`Ledger::settle`], also counting `earlier` messages (of a subscriber that left) and
+    /// excusing the `excused` entries.
     pub fn settle_excusing(
         sub: &Subscriber,
         con: &mut redis::Connection,
         total: usize,
         excused: &[usize],
+        earlier: &[Message],
     ) -> Ledger {
         let mut excused_flags = vec![false; total];
         for &i in excused {
@@ -726,7 +737,7 @@ impl Ledger {
                 dead: vec![0; total],
                 excused: excused_flags.clone(),
             };
-            for message in sub.messages() {
+            for message in sub.messages().iter().chain(earlier) {
                 if let Some(n) = message.arg().as_u64() {
                     ledger.delivered[n as usize] += 1;
                 }
