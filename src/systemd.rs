@@ -49,10 +49,6 @@ impl Notifier {
             }
         }
     }
-
-    pub fn status(&self, status: &str) {
-        send(&[NotifyState::Status(status)]);
-    }
 }
 
 pub fn stopping() {
