@@ -7,11 +7,17 @@
 //! the step; the loop drops its connections, waits a [`Backoff`] delay and starts over, logging only
 //! when the link changes state. Entries are acknowledged only by the delivery script (dead letters,
 //! entries already published) and by the confirmation that follows it (see [`crate::delivery`]).
+//!
+//! `pending.rs` handles the entries the relay did not just read (its own after a reconnection, other
+//! consumers' idle ones, the held ones); `group.rs` creates and looks after the consumer group.
+
+mod group;
+mod pending;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use redis::streams::{StreamPendingCountReply, StreamReadOptions};
+use redis::streams::StreamReadOptions;
 use redis::{AsyncCommands, RedisError, RedisResult};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -25,7 +31,7 @@ use crate::health::Health;
 use crate::held::Held;
 use crate::metrics::{Metrics, Source};
 use crate::packet::Target;
-use crate::reply::{AutoClaimed, Claimed, Delivered, Read};
+use crate::reply::{Delivered, Read};
 use crate::systemd::Notifier;
 
 /// XAUTOCLAIM pages per reclaim round, so that a huge pending list cannot starve new entries.
@@ -303,173 +309,6 @@ impl Relay {
         }
     }
 
-    /// Creates the group (and the stream) unless it exists; an existing group is used as it is.
-    async fn create_group(&mut self) -> RedisResult<()> {
-        let (stream, group, start) = (
-            self.cfg.source.stream.clone(),
-            self.cfg.source.group.clone(),
-            self.cfg.source.start_id.clone(),
-        );
-        match self
-            .writer()
-            .xgroup_create_mkstream::<_, _, _, ()>(&stream, &group, &start)
-            .await
-        {
-            Ok(()) => {
-                info!(%stream, %group, start_id = %start, "created the consumer group");
-                Ok(())
-            }
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Delivers the entries this consumer read earlier but never acknowledged (a crash, a lost
-    /// reply, a restart), before anything new. Entries it still holds in memory are left alone so
-    /// waiting does not count as another delivery.
-    async fn recover_own_pending(&mut self) -> RedisResult<()> {
-        let (stream, group, consumer) = (
-            self.cfg.source.stream.clone(),
-            self.cfg.source.group.clone(),
-            self.cfg.source.consumer.clone(),
-        );
-        let page = self.cfg.source.batch_size;
-        let mut start = "-".to_owned();
-        let mut recovered = 0usize;
-        loop {
-            let pending: StreamPendingCountReply = self
-                .writer()
-                .xpending_consumer_count(&stream, &group, &start, "+", page, &consumer)
-                .await?;
-            let Some(last) = pending.ids.last() else {
-                break;
-            };
-            start = format!("({}", last.id);
-            let mut counts = Vec::new();
-            for p in &pending.ids {
-                let id: EntryId = p.id.parse().map_err(parse_error)?;
-                if !self.held.contains(id) {
-                    counts.push((id, p.times_delivered as u64));
-                }
-            }
-            if !counts.is_empty() {
-                let ids: Vec<String> = counts.iter().map(|(id, _)| id.to_string()).collect();
-                // Claiming them again counts one more delivery, as a re-read would.
-                let Claimed(entries) = self
-                    .writer()
-                    .xclaim(&stream, &group, &consumer, 0, &ids)
-                    .await?;
-                let mut batch = Vec::with_capacity(entries.len());
-                for delivered in entries {
-                    if let Delivered::Present(raw) = delivered {
-                        let before = counts
-                            .iter()
-                            .find(|(id, _)| *id == raw.id)
-                            .map_or(0, |c| c.1);
-                        batch.push((raw, before + 1));
-                    }
-                }
-                recovered += batch.len();
-                self.metrics.read(Source::own_pending, batch.len());
-                self.deliver(batch).await?;
-            }
-            if pending.ids.len() < page {
-                break;
-            }
-        }
-        if recovered > 0 {
-            info!(
-                entries = recovered,
-                "recovered this consumer's pending entries"
-            );
-        }
-        Ok(())
-    }
-
-    /// Reclaims entries that other consumers left pending for longer than `delivery.claim_idle`
-    /// (relays that crashed or were scaled away), following the XAUTOCLAIM cursor.
-    async fn reclaim(&mut self) -> RedisResult<()> {
-        let (stream, group, consumer) = (
-            self.cfg.source.stream.clone(),
-            self.cfg.source.group.clone(),
-            self.cfg.source.consumer.clone(),
-        );
-        let min_idle = self.cfg.delivery.claim_idle.as_millis() as u64;
-        for _ in 0..CLAIM_PAGES_PER_ROUND {
-            let claimed: AutoClaimed = redis::cmd("XAUTOCLAIM")
-                .arg(&stream)
-                .arg(&group)
-                .arg(&consumer)
-                .arg(min_idle)
-                .arg(&self.claim_cursor)
-                .arg("COUNT")
-                .arg(self.cfg.source.batch_size)
-                .query_async(self.writer())
-                .await?;
-            self.claim_cursor = claimed.cursor;
-            if !claimed.deleted.is_empty() {
-                self.metrics
-                    .deleted_pending
-                    .inc_by(claimed.deleted.len() as u64);
-                warn!(
-                    count = claimed.deleted.len(),
-                    first = %claimed.deleted[0],
-                    "pending entries were deleted from the stream (trimmed or XDEL) before delivery; nothing left to deliver"
-                );
-            }
-            let raws: Vec<RawEntry> = claimed
-                .entries
-                .into_iter()
-                .filter_map(|d| match d {
-                    Delivered::Present(raw) if !self.held.contains(raw.id) => Some(raw),
-                    _ => None,
-                })
-                .collect();
-            if !raws.is_empty() {
-                let counts = self.delivery_counts(&raws).await?;
-                info!(
-                    entries = raws.len(),
-                    "reclaimed idle entries of other consumers"
-                );
-                let batch = raws
-                    .into_iter()
-                    .zip(counts)
-                    .filter_map(|(raw, count)| count.map(|c| (raw, c)))
-                    .collect();
-                self.deliver(batch).await?;
-            }
-            if self.claim_cursor == "0-0" || self.held.is_full() {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    /// The delivery counter of each entry, `None` if it is no longer pending for this consumer.
-    async fn delivery_counts(&mut self, raws: &[RawEntry]) -> RedisResult<Vec<Option<u64>>> {
-        let (stream, group) = (
-            self.cfg.source.stream.clone(),
-            self.cfg.source.group.clone(),
-        );
-        let consumer = self.cfg.source.consumer.clone();
-        let mut pipe = redis::pipe();
-        for raw in raws {
-            let id = raw.id.to_string();
-            pipe.xpending_count(&stream, &group, &id, &id, 1);
-        }
-        let replies: Vec<StreamPendingCountReply> = pipe.query_async(self.writer()).await?;
-        Ok(replies
-            .into_iter()
-            .map(|reply| {
-                reply
-                    .ids
-                    .first()
-                    .filter(|p| p.consumer == consumer)
-                    .map(|p| p.times_delivered as u64)
-            })
-            .collect())
-    }
-
     /// Reads and delivers one batch of new entries, waiting up to `source.block` for them. The
     /// confirmation of the last batch travels on the writer while the read waits on the reader; and
     /// while entries keep coming, the next read is sent before this batch is delivered, so Redis
@@ -618,35 +457,6 @@ impl Relay {
         (age > limit).then_some(Reason::Expired { age, limit })
     }
 
-    /// Refreshes the group gauges and removes stale consumers.
-    async fn check_group(&mut self) -> RedisResult<()> {
-        let stream = self.cfg.source.stream.clone();
-        let groups: redis::streams::StreamInfoGroupsReply =
-            self.writer().xinfo_groups(&stream).await?;
-        if let Some(group) = groups
-            .groups
-            .iter()
-            .find(|g| g.name == self.cfg.source.group)
-        {
-            self.metrics
-                .group_lag
-                .set(group.lag.map_or(f64::NAN, |lag| lag as f64));
-            self.metrics.group_pending.set(group.pending as i64);
-        }
-        let stale_after = self.cfg.source.stale_consumer_idle;
-        if !stale_after.is_zero() {
-            let conns = self.conns.as_mut().expect("steps run only while connected");
-            let removed = self
-                .scripts
-                .forget_stale(&mut conns.writer, stale_after)
-                .await?;
-            if !removed.is_empty() {
-                info!(consumers = ?removed, "removed consumers idle for longer than source.stale_consumer_idle with nothing pending");
-            }
-        }
-        Ok(())
-    }
-
     /// Runs the delivery script for `plans` and logs what happened to each entry.
     async fn execute(&mut self, plans: &[Plan]) -> RedisResult<Vec<Outcome>> {
         if plans.is_empty() {
@@ -723,54 +533,6 @@ impl Relay {
         }
         debug!(entries = plans.len(), delivered, "batch done");
         Ok(outcomes)
-    }
-
-    /// Publishes held entries again, oldest first per namespace, dead-lettering those that expired.
-    async fn retry_held(&mut self) -> RedisResult<()> {
-        for nsp in self.held.namespaces() {
-            let plans: Vec<Plan> = self
-                .held
-                .front(&nsp, self.cfg.source.batch_size)
-                .map(|entry| match self.expiry(entry.id()) {
-                    Some(reason) => Plan::DeadLetter {
-                        raw: entry.raw.clone(),
-                        deliveries: entry.deliveries,
-                        reason,
-                    },
-                    None => Plan::Publish(entry.clone()),
-                })
-                .collect();
-            let outcomes = self.execute(&plans).await?;
-            let resolved = outcomes
-                .iter()
-                .take_while(|o| !matches!(o, Outcome::TooFewReceivers { .. } | Outcome::HeldBehind))
-                .count();
-            for _ in 0..resolved {
-                self.held.pop_front(&nsp);
-            }
-            if resolved > 0 && !self.held.is_holding(&nsp) {
-                info!(%nsp, "Socket.IO servers listen on this namespace again; its held entries are delivered");
-            }
-        }
-        Ok(())
-    }
-
-    /// Keeps held entries from looking abandoned to other relays, and forgets those already taken.
-    async fn keep_held(&mut self) -> RedisResult<()> {
-        let ids = self.held.ids();
-        let mut lost = Vec::new();
-        for chunk in ids.chunks(self.cfg.source.batch_size) {
-            let conns = self.conns.as_mut().expect("steps run only while connected");
-            lost.extend(self.scripts.keep(&mut conns.writer, chunk).await?);
-        }
-        if !lost.is_empty() {
-            info!(
-                count = lost.len(),
-                "held entries are no longer pending for this consumer (reclaimed or acknowledged elsewhere); forgetting them"
-            );
-            self.held.remove(&lost);
-        }
-        Ok(())
     }
 }
 
