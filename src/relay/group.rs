@@ -9,18 +9,13 @@ use super::Relay;
 impl Relay {
     /// Creates the group (and the stream) unless it exists; an existing group is used as it is.
     pub(super) async fn create_group(&mut self) -> RedisResult<()> {
-        let (stream, group, start) = (
-            self.cfg.source.stream.clone(),
-            self.cfg.source.group.clone(),
-            self.cfg.source.start_id.clone(),
-        );
-        match self
-            .writer()
-            .xgroup_create_mkstream::<_, _, _, ()>(&stream, &group, &start)
+        let (src, writer) = self.writer();
+        match writer
+            .xgroup_create_mkstream::<_, _, _, ()>(&src.stream, &src.group, &src.start_id)
             .await
         {
             Ok(()) => {
-                info!(%stream, %group, start_id = %start, "created the consumer group");
+                info!(stream = %src.stream, group = %src.group, start_id = %src.start_id, "created the consumer group");
                 Ok(())
             }
             Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
@@ -30,9 +25,9 @@ impl Relay {
 
     /// Refreshes the group gauges and removes stale consumers.
     pub(super) async fn check_group(&mut self) -> RedisResult<()> {
-        let stream = self.cfg.source.stream.clone();
+        let (src, writer) = self.writer();
         let groups: redis::streams::StreamInfoGroupsReply =
-            self.writer().xinfo_groups(&stream).await?;
+            writer.xinfo_groups(&src.stream).await?;
         if let Some(group) = groups
             .groups
             .iter()

@@ -22,7 +22,7 @@ use redis::{AsyncCommands, RedisError, RedisResult};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, SourceConfig};
 use crate::connection::{self, Backoff, Connections};
 use crate::dead_letter::{self, Reason};
 use crate::delivery::{Deliverable, Op, Outcome, Scripts};
@@ -280,12 +280,10 @@ impl Relay {
         ));
     }
 
-    fn writer(&mut self) -> &mut redis::aio::MultiplexedConnection {
-        &mut self
-            .conns
-            .as_mut()
-            .expect("steps run only while connected")
-            .writer
+    /// The writer connection, with the source settings borrowed alongside it.
+    fn writer(&mut self) -> (&SourceConfig, &mut redis::aio::MultiplexedConnection) {
+        let conns = self.conns.as_mut().expect("steps run only while connected");
+        (&self.cfg.source, &mut conns.writer)
     }
 
     /// Acknowledges what the last delivery script published.

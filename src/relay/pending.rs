@@ -1,6 +1,8 @@
 //! Entries pending in the group that the relay did not just read: its own after a (re)connection,
 //! other consumers' idle ones, and the ones it holds while no Socket.IO server listens.
 
+use std::collections::HashMap;
+
 use redis::streams::StreamPendingCountReply;
 use redis::{AsyncCommands, RedisResult};
 use tracing::{info, warn};
@@ -16,47 +18,41 @@ impl Relay {
     /// reply, a restart), before anything new. Entries it still holds in memory are left alone so
     /// waiting does not count as another delivery.
     pub(super) async fn recover_own_pending(&mut self) -> RedisResult<()> {
-        let (stream, group, consumer) = (
-            self.cfg.source.stream.clone(),
-            self.cfg.source.group.clone(),
-            self.cfg.source.consumer.clone(),
-        );
         let page = self.cfg.source.batch_size;
         let mut start = "-".to_owned();
         let mut recovered = 0usize;
         loop {
-            let pending: StreamPendingCountReply = self
-                .writer()
-                .xpending_consumer_count(&stream, &group, &start, "+", page, &consumer)
+            let (src, writer) = self.writer();
+            let pending: StreamPendingCountReply = writer
+                .xpending_consumer_count(&src.stream, &src.group, &start, "+", page, &src.consumer)
                 .await?;
             let Some(last) = pending.ids.last() else {
                 break;
             };
             start = format!("({}", last.id);
-            let mut counts = Vec::new();
+            let mut counts = HashMap::new();
             for p in &pending.ids {
                 let id: EntryId = p.id.parse().map_err(parse_error)?;
                 if !self.held.contains(id) {
-                    counts.push((id, p.times_delivered as u64));
+                    counts.insert(id, p.times_delivered as u64);
                 }
             }
             if !counts.is_empty() {
-                let ids: Vec<String> = counts.iter().map(|(id, _)| id.to_string()).collect();
+                let ids: Vec<String> = counts.keys().map(EntryId::to_string).collect();
                 // Claiming them again counts one more delivery, as a re-read would.
-                let Claimed(entries) = self
-                    .writer()
-                    .xclaim(&stream, &group, &consumer, 0, &ids)
+                let (src, writer) = self.writer();
+                let Claimed(entries) = writer
+                    .xclaim(&src.stream, &src.group, &src.consumer, 0, &ids)
                     .await?;
                 let mut batch = Vec::with_capacity(entries.len());
                 for delivered in entries {
                     if let Delivered::Present(raw) = delivered {
-                        let before = counts
-                            .iter()
-                            .find(|(id, _)| *id == raw.id)
-                            .map_or(0, |c| c.1);
+                        let before = counts.get(&raw.id).copied().unwrap_or(0);
                         batch.push((raw, before + 1));
                     }
                 }
+                // XCLAIM answers in the order of the IDs asked for; deliver in stream order.
+                batch.sort_by_key(|(raw, _)| raw.id);
                 recovered += batch.len();
                 self.metrics.read(Source::own_pending, batch.len());
                 self.deliver(batch).await?;
@@ -77,22 +73,19 @@ impl Relay {
     /// Reclaims entries that other consumers left pending for longer than `delivery.claim_idle`
     /// (relays that crashed or were scaled away), following the XAUTOCLAIM cursor.
     pub(super) async fn reclaim(&mut self) -> RedisResult<()> {
-        let (stream, group, consumer) = (
-            self.cfg.source.stream.clone(),
-            self.cfg.source.group.clone(),
-            self.cfg.source.consumer.clone(),
-        );
         let min_idle = self.cfg.delivery.claim_idle.as_millis() as u64;
         for _ in 0..CLAIM_PAGES_PER_ROUND {
+            let cursor = self.claim_cursor.clone();
+            let (src, writer) = self.writer();
             let claimed: AutoClaimed = redis::cmd("XAUTOCLAIM")
-                .arg(&stream)
-                .arg(&group)
-                .arg(&consumer)
+                .arg(&src.stream)
+                .arg(&src.group)
+                .arg(&src.consumer)
                 .arg(min_idle)
-                .arg(&self.claim_cursor)
+                .arg(cursor)
                 .arg("COUNT")
-                .arg(self.cfg.source.batch_size)
-                .query_async(self.writer())
+                .arg(src.batch_size)
+                .query_async(writer)
                 .await?;
             self.claim_cursor = claimed.cursor;
             if !claimed.deleted.is_empty() {
@@ -138,24 +131,21 @@ impl Relay {
         &mut self,
         raws: &[RawEntry],
     ) -> RedisResult<Vec<Option<u64>>> {
-        let (stream, group) = (
-            self.cfg.source.stream.clone(),
-            self.cfg.source.group.clone(),
-        );
-        let consumer = self.cfg.source.consumer.clone();
+        let (src, writer) = self.writer();
         let mut pipe = redis::pipe();
         for raw in raws {
             let id = raw.id.to_string();
-            pipe.xpending_count(&stream, &group, &id, &id, 1);
+            pipe.xpending_count(&src.stream, &src.group, &id, &id, 1);
         }
-        let replies: Vec<StreamPendingCountReply> = pipe.query_async(self.writer()).await?;
+        let replies: Vec<StreamPendingCountReply> = pipe.query_async(writer).await?;
+        let consumer = &src.consumer;
         Ok(replies
             .into_iter()
             .map(|reply| {
                 reply
                     .ids
                     .first()
-                    .filter(|p| p.consumer == consumer)
+                    .filter(|p| &p.consumer == consumer)
                     .map(|p| p.times_delivered as u64)
             })
             .collect())
