@@ -52,6 +52,18 @@ async fn one_entry_read_by_relay_a(redis: &RedisServer) -> Setup {
     }
 }
 
+/// As [`one_entry_read_by_relay_a`], then published (in Redis process "p") and not yet confirmed.
+async fn one_entry_published_by_relay_a(redis: &RedisServer) -> Setup {
+    let mut setup = one_entry_read_by_relay_a(redis).await;
+    let outcomes = setup
+        .scripts
+        .deliver(&mut setup.writer, "p", &[Op::Publish(&setup.entry)], 0)
+        .await
+        .unwrap();
+    assert_eq!(outcomes, [Outcome::Published { receivers: 1 }]);
+    setup
+}
+
 async fn writer(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
     redis::Client::open(redis.url())
         .unwrap()
@@ -152,11 +164,7 @@ async fn confirm_acknowledges_and_clears_the_journal() {
         entry,
         scripts,
         mut writer,
-    } = one_entry_read_by_relay_a(&redis).await;
-    scripts
-        .deliver(&mut writer, "p", &[Op::Publish(&entry)], 0)
-        .await
-        .unwrap();
+    } = one_entry_published_by_relay_a(&redis).await;
     scripts.confirm(&mut writer, &[entry.id()]).await.unwrap();
     assert!(pending(&mut con).is_empty());
     let journaled: bool = con.hexists(journal_key(&config("x")), "relay-a").unwrap();
@@ -223,11 +231,7 @@ async fn a_published_entry_is_not_dead_lettered_while_awaiting_confirmation() {
         entry,
         scripts,
         mut writer,
-    } = one_entry_read_by_relay_a(&redis).await;
-    scripts
-        .deliver(&mut writer, "p", &[Op::Publish(&entry)], 0)
-        .await
-        .unwrap();
+    } = one_entry_published_by_relay_a(&redis).await;
     // The relay died before confirming; on its return the entry has expired.
     let dead_letter = Op::DeadLetter {
         id: entry.id(),
