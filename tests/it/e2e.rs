@@ -2,12 +2,10 @@
 //! installed from `tests/e2e/package-lock.json`) with real `socket.io-client` sockets, fed by XADD
 //! through the relay binary.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use redis::Commands;
 use serde_json::{json, Value};
 

@@ -3,8 +3,10 @@
 
 use std::process::{Command, Output};
 
+use crate::common::sio_relay;
+
 fn relay(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sio-relay"));
+    let mut cmd = sio_relay();
     cmd.args(args).env_remove("RUST_LOG");
     for (key, value) in env {
         cmd.env(key, value);
@@ -96,7 +98,7 @@ fn the_shipped_config_file_starts() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sio-relay"))
+    let mut child = sio_relay()
         .args(["run", "--config", shipped])
         .env("SIO_RELAY_REDIS__URL", format!("redis://127.0.0.1:{port}"))
         .stderr(std::process::Stdio::piped())

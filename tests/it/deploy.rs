@@ -5,6 +5,8 @@ use std::path::Path;
 use std::process::Command;
 
 use sio_relay::config::Config;
+
+use crate::common::binary;
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn repo(path: &str) -> String {
@@ -36,7 +38,7 @@ fn the_systemd_unit_is_hardened_and_verifies() {
     // verify checks that ExecStart exists: point it at the binary under test.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sio-relay.service");
-    let unit = unit.replace("/usr/local/bin/sio-relay", env!("CARGO_BIN_EXE_sio-relay"));
+    let unit = unit.replace("/usr/local/bin/sio-relay", &binary().to_string_lossy());
     std::fs::write(&path, unit).unwrap();
     let out = Command::new(analyze)
         .arg("verify")

@@ -2,11 +2,9 @@
 //! another relay owns, no second publish for journaled entries while Redis is the same process, a
 //! new publish once it is not, and dead-lettering together with the acknowledgement.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use redis::Commands;
 use sio_relay::config::Config;
 use sio_relay::delivery::{journal_key, Deliverable, Op, Outcome, Scripts};

@@ -1,11 +1,9 @@
 //! Each kind of malformed entry, end to end through a real Redis: it is dead-lettered at once with
 //! its reason and its original fields, never published, and the entries behind it keep flowing.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const SECOND: Duration = Duration::from_secs(1);
 

@@ -1,19 +1,17 @@
 //! The relay against a Redis that requires credentials: under exactly the ACL rule the README
 //! gives (password from a file), and over TLS with a CA and client certificate made here.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const SECOND: Duration = Duration::from_secs(1);
 
 /// The README's ACL rule, with `password` instead of the placeholder.
 fn readme_acl_rule(password: &str) -> Vec<String> {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     let line = readme
         .lines()
         .find(|l| l.starts_with("ACL SETUSER sio-relay "))

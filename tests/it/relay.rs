@@ -1,11 +1,9 @@
 //! Delivery semantics against real `redis-server` processes: the relay binary is run as users run
 //! it, and a pattern subscriber stands in for a Socket.IO server (PUBLISH counts it the same way).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use redis::Commands;
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -428,7 +426,7 @@ fn a_dead_letter_replayed_as_the_readme_shows_is_delivered() {
     });
     let dead_id = dead_letters(&mut con)[0].0.clone();
     relay.kill();
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     let script = readme
         .lines()
         .find(|l| l.starts_with("redis-cli EVAL \"local e = redis.call('XRANGE'"))

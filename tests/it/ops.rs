@@ -1,14 +1,12 @@
 //! What operators and init systems see: the HTTP probes and metrics, systemd notifications, and the
 //! removal of stale consumers, against real Redis processes.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -116,7 +114,7 @@ fn a_taken_http_port_stops_the_relay_at_start() {
     let redis = RedisServer::start();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let listen = taken.local_addr().unwrap().to_string();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sio-relay"))
+    let out = sio_relay()
         .arg("run")
         .env("SIO_RELAY_REDIS__URL", redis.url())
         .env("SIO_RELAY_HTTP__LISTEN", &listen)
@@ -139,7 +137,7 @@ fn systemd_gets_ready_watchdog_and_stopping() {
     socket
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sio-relay"))
+    let mut child = sio_relay()
         .arg("run")
         .env("SIO_RELAY_REDIS__URL", redis.url())
         .env("SIO_RELAY_SOURCE__CONSUMER", "relay-1")

@@ -1,19 +1,17 @@
 //! The operator subcommands against real Redis and real Socket.IO servers: `send` (and `--direct`),
 //! `monitor`, `status` and `dead list | replay | drop`, with their output and exit statuses.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use redis::Commands;
 
 const SECOND: Duration = Duration::from_secs(1);
 
 fn cli(redis: &RedisServer, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sio-relay"))
+    sio_relay()
         .args(args)
         .env("SIO_RELAY_REDIS__URL", redis.url())
         .env("SIO_RELAY_SOURCE__CONSUMER", "cli")
@@ -127,7 +125,7 @@ fn send_direct_reports_how_many_servers_got_it() {
 #[test]
 fn monitor_shows_packets_decoded_and_undecodable_ones_in_hex() {
     let redis = RedisServer::start();
-    let mut monitor = Command::new(env!("CARGO_BIN_EXE_sio-relay"))
+    let mut monitor = sio_relay()
         .args(["monitor", "--json", "--count", "2"])
         .env("SIO_RELAY_REDIS__URL", redis.url())
         .stdout(Stdio::piped())

@@ -18,6 +18,26 @@ use std::time::{Duration, Instant};
 use redis::{Commands, Value};
 
 pub const STREAM: &str = "sio-relay";
+
+/// The `sio-relay` binary under test: this build's, or `RELAY_TEST_BINARY` when set.
+pub fn binary() -> PathBuf {
+    std::env::var_os("RELAY_TEST_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sio-relay")))
+}
+
+/// A command running [`binary`] with none of the caller's `SIO_RELAY_*` variables, nor `RUST_LOG`:
+/// what a test sets is all the relay sees.
+pub fn sio_relay() -> Command {
+    let mut cmd = Command::new(binary());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SIO_RELAY_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
 pub const GROUP: &str = "sio-relay";
 pub const DEAD: &str = "sio-relay:dead";
 
@@ -229,13 +249,12 @@ impl Relay {
             .append(true)
             .open(&self.log)
             .expect("relay log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sio-relay"));
+        let mut cmd = sio_relay();
         cmd.arg("run");
         if let Some(config) = &self.config {
             cmd.arg("--config").arg(config);
         }
-        cmd.env_remove("RUST_LOG")
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         for (key, value) in &self.env {

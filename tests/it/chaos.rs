@@ -4,12 +4,10 @@
 //!
 //! Bounded in time: every scenario finishes in seconds, and waits at most 30 s for its entries.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const SECOND: Duration = Duration::from_secs(1);
 

@@ -1,0 +1,21 @@
+//! The integration tests, as one test binary: every module shares the harness in `common`, and the
+//! crate is linked once instead of once per file (linking dominates a build on two cores).
+//!
+//! Each test starts its own `redis-server` on a free port in a temporary directory and never touches
+//! a Redis on 6379. Knobs for the harness itself live outside the relay's `SIO_RELAY_` prefix (the
+//! relays the tests start never inherit the caller's `SIO_RELAY_*` variables):
+//! `RELAY_TEST_BINARY` runs another `sio-relay` binary (an older build, to see a regression test fail).
+
+mod common;
+
+mod chaos;
+mod cli;
+mod delivery_script;
+mod deploy;
+mod e2e;
+mod malformed;
+mod operator_cli;
+mod ops;
+mod packet_props;
+mod relay;
+mod secure;
