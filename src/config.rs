@@ -21,6 +21,10 @@ pub const ENV_PREFIX: &str = "SIO_RELAY";
 /// and Lua refuses to unpack much more than a few thousand values at once.
 pub const MAX_BATCH_SIZE: usize = 4096;
 
+/// Bounds of `delivery.max_batch_bytes`: at least one ordinary packet, and well under the 32 MiB
+/// that Redis allows a Pub/Sub client's output buffer by default.
+pub const BATCH_BYTES: std::ops::RangeInclusive<usize> = 4096..=(16 << 20);
+
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -97,7 +101,7 @@ impl Default for SourceConfig {
             stream: "sio-relay".into(),
             group: "sio-relay".into(),
             consumer: String::new(),
-            start_id: "$".into(),
+            start_id: "0".into(),
             batch_size: 256,
             block: Duration::from_secs(2),
             stale_consumer_idle: Duration::from_secs(3600),
@@ -120,6 +124,9 @@ pub struct DeliveryConfig {
     pub max_held: usize,
     #[serde(with = "humantime_serde")]
     pub retry_interval: Duration,
+    /// The most packet bytes one delivery script publishes: each server's Pub/Sub output buffer
+    /// takes a whole batch at once, and Redis disconnects a server whose buffer passes its limit.
+    pub max_batch_bytes: usize,
 }
 
 impl Default for DeliveryConfig {
@@ -132,6 +139,7 @@ impl Default for DeliveryConfig {
             max_age: Duration::ZERO,
             max_held: 10_000,
             retry_interval: Duration::from_secs(1),
+            max_batch_bytes: 1 << 20,
         }
     }
 }
@@ -347,7 +355,7 @@ impl Config {
             return Err(invalid(
                 "source.start_id",
                 format!(
-                    "must be \"$\" (only entries added after the group is created) or \"0\" (the whole stream), not {:?}",
+                    "must be \"0\" (the whole stream, the default) or \"$\" (only entries added after the group is created), not {:?}",
                     self.source.start_id
                 ),
             ));
@@ -381,6 +389,17 @@ impl Config {
                 format!(
                     "must be at least source.batch_size ({}), not {}",
                     self.source.batch_size, self.delivery.max_held
+                ),
+            ));
+        }
+        if !BATCH_BYTES.contains(&self.delivery.max_batch_bytes) {
+            return Err(invalid(
+                "delivery.max_batch_bytes",
+                format!(
+                    "must be between {} and {} bytes, not {}",
+                    BATCH_BYTES.start(),
+                    BATCH_BYTES.end(),
+                    self.delivery.max_batch_bytes
                 ),
             ));
         }

@@ -12,6 +12,40 @@ use crate::entry::{Malformed, RawEntry};
 /// Prefix of the fields the relay adds; fields with it are replaced when an entry dies again.
 pub const FIELD_PREFIX: &str = "x-dead-";
 
+/// Where a dead letter keeps the original fields, packed, when there are more than one Redis call
+/// from a script can carry (about 4,000), or when Redis refused the entry itself: a MessagePack array
+/// of alternating names and values.
+pub const PACKED_FIELDS: &str = "x-dead-fields";
+
+/// A dead letter's fields with packed original fields (see [`PACKED_FIELDS`]) unpacked in front of
+/// the `x-dead-*` ones; a dead letter without them is returned as it is.
+pub fn unpacked(fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let Some((_, packed)) = fields.iter().find(|(f, _)| f == PACKED_FIELDS.as_bytes()) else {
+        return fields.to_vec();
+    };
+    let items = match rmpv::decode::read_value(&mut packed.as_slice()) {
+        Ok(rmpv::Value::Array(items)) => items,
+        _ => return fields.to_vec(),
+    };
+    let bytes = |item: rmpv::Value| match item {
+        rmpv::Value::String(s) => s.into_bytes(),
+        rmpv::Value::Binary(b) => b,
+        other => other.to_string().into_bytes(),
+    };
+    let mut out = Vec::with_capacity(items.len() / 2 + fields.len());
+    let mut items = items.into_iter();
+    while let (Some(name), Some(value)) = (items.next(), items.next()) {
+        out.push((bytes(name), bytes(value)));
+    }
+    out.extend(
+        fields
+            .iter()
+            .filter(|(f, _)| f != PACKED_FIELDS.as_bytes())
+            .cloned(),
+    );
+    out
+}
+
 /// Why an entry was dead-lettered.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Reason {
@@ -137,6 +171,28 @@ mod tests {
         assert!(
             Entry::parse(&replayable).is_ok(),
             "x-dead-* fields are ignored on replay"
+        );
+    }
+
+    #[test]
+    fn packed_fields_unpack_in_front() {
+        let mut packed = Vec::new();
+        rmp::encode::write_array_len(&mut packed, 4).unwrap();
+        for item in ["event", "e", "x-seq", "7"] {
+            rmp::encode::write_str(&mut packed, item).unwrap();
+        }
+        let letter = vec![
+            (PACKED_FIELDS.as_bytes().to_vec(), packed),
+            (b"x-dead-reason".to_vec(), b"refused".to_vec()),
+        ];
+        let names: Vec<Vec<u8>> = unpacked(&letter).into_iter().map(|(f, _)| f).collect();
+        assert_eq!(
+            names,
+            [
+                b"event".to_vec(),
+                b"x-seq".to_vec(),
+                b"x-dead-reason".to_vec()
+            ]
         );
     }
 

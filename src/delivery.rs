@@ -1,123 +1,272 @@
-//! The atomic delivery step: publish, journal, dead-letter and acknowledge a batch inside Redis.
+//! The atomic delivery step: publish, hold, journal, dead-letter and acknowledge a batch inside Redis.
 //!
 //! Publishing and acknowledging in two plain round trips leaves a window where a `kill -9` of the
 //! relay duplicates an entry (published, not yet acknowledged). Acknowledging inside the publishing
 //! script closes it but opens another: Redis persists the acknowledgement before it writes the packets
 //! to the servers' sockets, so a Redis crash in between would lose them. So one Lua script per batch
-//! (`lua/deliver.lua`) checks that each entry is still pending for this consumer, PUBLISHes it, and
-//! records in a journal that this Redis process (by its `run_id`) published it; the next command,
-//! [`Scripts::confirm`], acknowledges the batch once Redis has necessarily flushed it. Whoever finds a
-//! journaled entry still pending acknowledges it without publishing again if Redis is the same process,
-//! and publishes it again if Redis restarted. A relay crash therefore never loses nor duplicates; a
-//! Redis crash never loses, and may repeat only the batch in flight when it crashed.
+//! (`lua/deliver.lua`) counts the servers of each namespace, publishes what enough servers listen to,
+//! and records in a journal that this Redis process (by its `run_id`) published it; the next command,
+//! [`Scripts::confirm`] (`lua/confirm.lua`), acknowledges the batch once Redis has necessarily flushed
+//! it, provided the servers it was published to are still there. Whoever finds a journaled entry still
+//! pending acknowledges it without publishing again if Redis is the same process, and publishes it
+//! again if Redis restarted. A relay crash therefore never loses nor duplicates; a Redis crash never
+//! loses, and may repeat only the batch in flight when it crashed.
+//!
+//! The script is all or nothing (see its header): when Redis refuses it, nothing happened, so the
+//! relay can wait, or split the batch to find an entry at fault (`lua/isolate.lua`), without ever
+//! publishing twice.
 
 use redis::aio::MultiplexedConnection;
-use redis::{RedisResult, Script};
+use redis::{FromRedisValue, RedisResult, Script, Value};
 
 use crate::config::Config;
-use crate::entry::{EntryId, RawEntry};
+use crate::entry::EntryId;
 use crate::packet::Packet;
+
+/// The keys the relay keeps in Redis besides the stream itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keys {
+    pub stream: String,
+    pub dead_letter: String,
+    /// Published, not yet confirmed entries, one field per consumer: `<stream>:published:<group>`.
+    pub journal: String,
+    /// Entries waiting for Socket.IO servers, with their delivery count: `<stream>:held:<group>`.
+    pub held: String,
+    /// Who runs as which consumer: `<stream>:leases:<group>`.
+    pub leases: String,
+}
+
+impl Keys {
+    pub fn new(cfg: &Config) -> Keys {
+        let (stream, group) = (&cfg.source.stream, &cfg.source.group);
+        Keys {
+            stream: stream.clone(),
+            dead_letter: cfg.dead_letter.stream.clone(),
+            journal: format!("{stream}:published:{group}"),
+            held: format!("{stream}:held:{group}"),
+            leases: format!("{stream}:leases:{group}"),
+        }
+    }
+}
+
+/// What the relay knows of an entry it is responsible for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub id: EntryId,
+    /// Delivery attempts so far, this one included; time spent held does not count.
+    pub deliveries: u64,
+    /// Not a first read: it may have been published (and journaled) before.
+    pub redelivery: bool,
+    /// Recorded in the held hash: it waits for servers, and its count is the recorded one.
+    pub recorded: bool,
+}
+
+impl Claim {
+    /// The delivery script's flags for this entry (see `lua/deliver.lua`).
+    fn flags(&self, behind: bool) -> String {
+        let mut flags = String::from("-");
+        for (set, flag) in [(self.redelivery, 'r'), (self.recorded, 'h'), (behind, 'b')] {
+            if set {
+                flags.push(flag);
+            }
+        }
+        flags
+    }
+}
 
 /// A valid entry, encoded and ready to publish.
 #[derive(Clone, Debug)]
 pub struct Deliverable {
-    /// Kept to dead-letter the entry unchanged if it expires while held.
-    pub raw: RawEntry,
-    pub deliveries: u64,
+    pub claim: Claim,
     pub nsp: String,
     pub packet: Packet,
 }
 
 impl Deliverable {
     pub fn id(&self) -> EntryId {
-        self.raw.id
+        self.claim.id
+    }
+
+    /// What publishing it puts in a subscriber's output buffer, roughly.
+    pub fn bytes(&self) -> usize {
+        self.packet.payload.len() + self.packet.channel.len()
     }
 }
 
 /// One thing the delivery script does to one entry.
 pub enum Op<'a> {
-    Publish(&'a Deliverable),
-    DeadLetter {
-        id: EntryId,
-        fields: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Publishes the entry; `behind`: held unpublished, behind an older held entry of its namespace.
+    Publish {
+        entry: &'a Deliverable,
+        behind: bool,
     },
+    /// Moves the entry (its fields copied inside Redis) to the dead-letter stream.
+    DeadLetter {
+        claim: Claim,
+        reason: &'static str,
+        detail: String,
+    },
+    /// The entry was deleted from the stream before it could be delivered: acknowledge it.
+    Gone(Claim),
 }
 
 impl Op<'_> {
-    fn id(&self) -> EntryId {
+    pub fn claim(&self) -> Claim {
         match self {
-            Op::Publish(entry) => entry.id(),
-            Op::DeadLetter { id, .. } => *id,
+            Op::Publish { entry, .. } => entry.claim,
+            Op::DeadLetter { claim, .. } | Op::Gone(claim) => *claim,
         }
     }
 }
 
 /// What became of one operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Published to enough servers and journaled: to be acknowledged by [`Scripts::confirm`].
     Published { receivers: u64 },
-    /// Published earlier by this same Redis process (journaled), now acknowledged without
-    /// publishing again.
-    AlreadyPublished,
-    /// Published, but fewer servers listened than required: still pending, to be held and retried.
-    TooFewReceivers { receivers: u64 },
-    /// Not published because an earlier entry of its namespace was held: still pending.
+    /// Not published: fewer than `delivery.min_receivers` servers listen on its namespace. Held.
+    TooFewServers { servers: u64 },
+    /// Not published because an earlier entry of its namespace is held. Held.
     HeldBehind,
     /// No longer pending for this consumer: another relay owns it now, or it is acknowledged.
     NotOwned,
-    /// Moved to the dead-letter stream and acknowledged.
-    DeadLettered,
+    /// Moved to the dead-letter stream (or found deleted) and acknowledged.
+    Acknowledged,
+    /// Published earlier by this same Redis process (journaled), now acknowledged without
+    /// publishing again.
+    AlreadyPublished,
+    /// Redis refused the PUBLISH (an ACL channel rule): not published. Held.
+    PublishRefused { error: String },
+    /// Published, but PUBLISH reached fewer servers than counted: not journaled. Held.
+    TooFewReceivers { receivers: u64 },
 }
 
-/// The relay's Lua scripts, bound to its stream, group and consumer.
+impl Outcome {
+    /// The entry stays pending for this relay, waiting for servers.
+    pub fn is_held(&self) -> bool {
+        matches!(
+            self,
+            Outcome::TooFewServers { .. }
+                | Outcome::HeldBehind
+                | Outcome::PublishRefused { .. }
+                | Outcome::TooFewReceivers { .. }
+        )
+    }
+}
+
+/// What the delivery script did with a batch.
+#[derive(Debug)]
+pub struct Report {
+    /// One per operation, in order.
+    pub outcomes: Vec<Outcome>,
+    /// The Socket.IO servers counted on each namespace the batch published to.
+    pub servers: Vec<(String, u64)>,
+}
+
+impl FromRedisValue for Report {
+    fn from_redis_value(v: Value) -> Result<Self, redis::ParsingError> {
+        let (results, servers): (Vec<Value>, Vec<(String, u64)>) =
+            FromRedisValue::from_redis_value(v)?;
+        let mut outcomes = Vec::with_capacity(results.len() / 2);
+        let mut items = results.into_iter();
+        while let (Some(code), Some(value)) = (items.next(), items.next()) {
+            let code = i64::from_redis_value(code)?;
+            let number = || u64::from_redis_value(value.clone());
+            outcomes.push(match code {
+                1 => Outcome::Published {
+                    receivers: number()?,
+                },
+                2 => Outcome::TooFewServers { servers: number()? },
+                3 => Outcome::HeldBehind,
+                4 => Outcome::NotOwned,
+                5 => Outcome::Acknowledged,
+                6 => Outcome::AlreadyPublished,
+                7 => Outcome::PublishRefused {
+                    error: String::from_redis_value(value)?,
+                },
+                8 => Outcome::TooFewReceivers {
+                    receivers: number()?,
+                },
+                other => return Err(format!("unknown delivery outcome {other}").into()),
+            });
+        }
+        Ok(Report { outcomes, servers })
+    }
+}
+
+/// Entries published to one namespace by one batch, awaiting confirmation.
+#[derive(Clone, Debug)]
+pub struct Published {
+    pub nsp: String,
+    /// Servers counted on the namespace when the batch was published.
+    pub servers: u64,
+    pub claims: Vec<Claim>,
+}
+
+/// The relay's Lua scripts, bound to its keys, group and consumer.
 pub struct Scripts {
     deliver: Script,
+    confirm: Script,
     keep: Script,
     forget: Script,
-    stream: String,
-    dead_letter_stream: String,
-    journal: String,
+    isolate: Script,
+    lease: Script,
+    preflight: Script,
+    keys: Keys,
     group: String,
     consumer: String,
     min_receivers: u32,
     dead_letter_max_len: u64,
+    request_prefix: String,
+    broadcast_channel: String,
 }
 
 impl Scripts {
     pub fn new(cfg: &Config) -> Scripts {
         Scripts {
             deliver: Script::new(include_str!("lua/deliver.lua")),
+            confirm: Script::new(include_str!("lua/confirm.lua")),
             keep: Script::new(include_str!("lua/keep.lua")),
             forget: Script::new(include_str!("lua/forget.lua")),
-            stream: cfg.source.stream.clone(),
-            dead_letter_stream: cfg.dead_letter.stream.clone(),
-            journal: journal_key(cfg),
+            isolate: Script::new(include_str!("lua/isolate.lua")),
+            lease: Script::new(include_str!("lua/lease.lua")),
+            preflight: Script::new(include_str!("lua/preflight.lua")),
+            broadcast_channel: cfg.target().namespace_channel("/"),
+            keys: Keys::new(cfg),
             group: cfg.source.group.clone(),
             consumer: cfg.source.consumer.clone(),
             min_receivers: cfg.delivery.min_receivers,
             dead_letter_max_len: cfg.dead_letter.max_len,
+            request_prefix: cfg.target().request_prefix(),
         }
     }
 
-    /// Runs `ops` in one script call and returns their outcomes, in order. `run_id` identifies the
-    /// Redis process `con` is connected to; `also_pending` is how many other entries this consumer
-    /// may have pending in the batch's ID range (held ones), so one scan finds the batch's.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Runs `ops` in one script call. `run_id` identifies the Redis process `con` is connected to;
+    /// `also_pending` is how many other entries this consumer may have pending in the batch's ID
+    /// range (held ones), so that one scan finds the batch's.
     pub async fn deliver(
         &self,
         con: &mut MultiplexedConnection,
         run_id: &str,
         ops: &[Op<'_>],
         also_pending: usize,
-    ) -> RedisResult<Vec<Outcome>> {
-        let (Some(first), Some(last)) =
-            (ops.iter().map(Op::id).min(), ops.iter().map(Op::id).max())
-        else {
-            return Ok(Vec::new());
+    ) -> RedisResult<Report> {
+        let ids = ops.iter().map(|op| op.claim().id);
+        let (Some(first), Some(last)) = (ids.clone().min(), ids.max()) else {
+            return Ok(Report {
+                outcomes: Vec::new(),
+                servers: Vec::new(),
+            });
         };
-        let mut call = self.deliver.key(&self.stream);
-        call.key(&self.dead_letter_stream)
-            .key(&self.journal)
+        let keys = &self.keys;
+        let mut call = self.deliver.key(&keys.stream);
+        call.key(&keys.dead_letter)
+            .key(&keys.journal)
+            .key(&keys.held)
             .arg(&self.group)
             .arg(&self.consumer)
             .arg(self.min_receivers)
@@ -125,71 +274,91 @@ impl Scripts {
             .arg(run_id)
             .arg(first.to_string())
             .arg(last.to_string())
-            .arg(ops.len() + also_pending + 1);
+            .arg(ops.len() + also_pending + 1)
+            .arg(&self.request_prefix);
         for op in ops {
+            let claim = op.claim();
+            let (kind, behind) = match op {
+                Op::Publish { behind, .. } => ("P", *behind),
+                Op::DeadLetter { .. } => ("D", false),
+                Op::Gone(_) => ("G", false),
+            };
+            call.arg(kind)
+                .arg(claim.flags(behind))
+                .arg(claim.id.to_string())
+                .arg(claim.deliveries);
             match op {
-                Op::Publish(entry) => {
-                    // Only a redelivery can have been published (and journaled) before.
-                    let kind = if entry.deliveries > 1 { "R" } else { "P" };
-                    call.arg(kind)
-                        .arg(entry.id().to_string())
-                        .arg(&entry.nsp)
+                Op::Publish { entry, .. } => {
+                    call.arg(&entry.nsp)
                         .arg(&entry.packet.channel)
                         .arg(&entry.packet.payload);
                 }
-                Op::DeadLetter { id, fields } => {
-                    call.arg("D").arg(id.to_string()).arg(fields.len() * 2);
-                    for (name, value) in fields {
-                        call.arg(name).arg(value);
-                    }
+                Op::DeadLetter { reason, detail, .. } => {
+                    call.arg(*reason).arg(detail);
                 }
+                Op::Gone(_) => {}
             }
         }
-        let codes: Vec<i64> = call.invoke_async(con).await?;
-        if codes.len() != ops.len() {
+        let report: Report = call.invoke_async(con).await?;
+        if report.outcomes.len() != ops.len() {
             return Err(redis::RedisError::from((
                 redis::ErrorKind::Client,
                 "delivery script returned the wrong number of results",
-                format!("{} for {} operations", codes.len(), ops.len()),
+                format!("{} for {} operations", report.outcomes.len(), ops.len()),
             )));
         }
-        let min = u64::from(self.min_receivers);
-        Ok(codes
-            .into_iter()
-            .map(|code| match code {
-                -1 => Outcome::NotOwned,
-                -2 => Outcome::HeldBehind,
-                -3 => Outcome::DeadLettered,
-                -4 => Outcome::AlreadyPublished,
-                n if n as u64 >= min => Outcome::Published {
-                    receivers: n as u64,
-                },
-                n => Outcome::TooFewReceivers {
-                    receivers: n.max(0) as u64,
-                },
-            })
-            .collect())
+        Ok(report)
     }
 
-    /// Acknowledges published entries and clears this consumer's journal field. Sent after the
-    /// reply to the scripts that published them: Redis reads it only after writing their packets
-    /// out. `ids` must be everything published since the last confirmation.
+    /// Acknowledges what was published since the last confirmation where enough of the servers
+    /// counted at publishing still listen, and clears this consumer's journal field. Sent after the
+    /// replies to the scripts that published: Redis reads it only after writing their packets out.
+    /// Returns the IDs not confirmed, which stay pending.
     pub async fn confirm(
         &self,
         con: &mut MultiplexedConnection,
-        ids: &[EntryId],
-    ) -> RedisResult<()> {
-        if ids.is_empty() {
-            return Ok(());
+        published: &[Published],
+    ) -> RedisResult<Vec<EntryId>> {
+        let mut call = self.confirm.key(&self.keys.stream);
+        call.key(&self.keys.journal)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(self.min_receivers)
+            .arg(&self.request_prefix);
+        for batch in published {
+            call.arg(&batch.nsp)
+                .arg(batch.servers)
+                .arg(batch.claims.len());
+            for claim in &batch.claims {
+                call.arg(claim.id.to_string());
+            }
         }
-        let ids: Vec<String> = ids.iter().map(EntryId::to_string).collect();
-        redis::pipe()
-            .atomic()
-            .xack(&self.stream, &self.group, &ids)
-            .ignore()
-            .hdel(&self.journal, &self.consumer)
-            .ignore()
-            .exec_async(con)
+        let unconfirmed: Vec<String> = call.invoke_async(con).await?;
+        Ok(unconfirmed
+            .iter()
+            .filter_map(|id| id.parse().ok())
+            .collect())
+    }
+
+    /// Dead-letters one entry that Redis refused in every batch, with `error` as the reason.
+    /// Returns false when it is no longer pending for this consumer.
+    pub async fn isolate(
+        &self,
+        con: &mut MultiplexedConnection,
+        claim: Claim,
+        error: &str,
+    ) -> RedisResult<bool> {
+        self.isolate
+            .key(&self.keys.stream)
+            .key(&self.keys.dead_letter)
+            .key(&self.keys.held)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(claim.id.to_string())
+            .arg(claim.deliveries)
+            .arg(error)
+            .arg(self.dead_letter_max_len)
+            .invoke_async(con)
             .await
     }
 
@@ -200,8 +369,9 @@ impl Scripts {
         idle: std::time::Duration,
     ) -> RedisResult<Vec<String>> {
         self.forget
-            .key(&self.stream)
-            .key(&self.journal)
+            .key(&self.keys.stream)
+            .key(&self.keys.journal)
+            .key(&self.keys.leases)
             .arg(&self.group)
             .arg(&self.consumer)
             .arg(idle.as_millis() as u64)
@@ -209,7 +379,8 @@ impl Scripts {
             .await
     }
 
-    /// Resets the idle time of `ids` that are still this consumer's; returns those that are not.
+    /// Resets the idle time of `ids` (ascending, at most a thousand) that are still this
+    /// consumer's; returns those that are not.
     pub async fn keep(
         &self,
         con: &mut MultiplexedConnection,
@@ -218,18 +389,96 @@ impl Scripts {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut call = self.keep.key(&self.stream);
-        call.arg(&self.group).arg(&self.consumer);
+        let mut call = self.keep.key(&self.keys.stream);
+        call.key(&self.keys.held)
+            .arg(&self.group)
+            .arg(&self.consumer);
         for id in ids {
             call.arg(id.to_string());
         }
         let lost: Vec<String> = call.invoke_async(con).await?;
         Ok(lost.iter().filter_map(|id| id.parse().ok()).collect())
     }
+
+    /// What stops the relay from working here (ACL, key types), checked once at start; the first
+    /// list is fatal, the second only degrades it.
+    pub async fn preflight(
+        &self,
+        con: &mut MultiplexedConnection,
+    ) -> RedisResult<(Vec<String>, Vec<String>)> {
+        let keys = &self.keys;
+        self.preflight
+            .key(&keys.stream)
+            .key(&keys.dead_letter)
+            .key(&keys.journal)
+            .key(&keys.held)
+            .key(&keys.leases)
+            .arg(&self.group)
+            .arg(&self.broadcast_channel)
+            .arg(format!("{}/#", self.request_prefix))
+            .invoke_async(con)
+            .await
+    }
+
+    /// Runs the lease script (`lua/lease.lua`) for this consumer.
+    pub async fn lease(
+        &self,
+        con: &mut MultiplexedConnection,
+        holder: &str,
+        ttl: std::time::Duration,
+        action: LeaseAction<'_>,
+    ) -> RedisResult<LeaseReply> {
+        let mut call = self.lease.key(&self.keys.leases);
+        call.arg(&self.consumer)
+            .arg(holder)
+            .arg(ttl.as_millis() as u64);
+        match action {
+            LeaseAction::Take { dead_value } => {
+                call.arg("take").arg(dead_value.unwrap_or(""));
+            }
+            LeaseAction::Renew => {
+                call.arg("renew");
+            }
+            LeaseAction::Release => {
+                call.arg("release");
+            }
+        }
+        let reply: Vec<Value> = call.invoke_async(con).await?;
+        let mut items = reply.into_iter();
+        if items.next().map(i64::from_redis_value).transpose()? == Some(1) {
+            return Ok(LeaseReply::Held);
+        }
+        Ok(LeaseReply::Taken {
+            value: items
+                .next()
+                .map(String::from_redis_value)
+                .transpose()?
+                .unwrap_or_default(),
+            left_ms: items
+                .next()
+                .map(i64::from_redis_value)
+                .transpose()?
+                .unwrap_or(0)
+                .max(0) as u64,
+        })
+    }
 }
 
-/// The journal of published, not yet acknowledged entries, one field per consumer:
-/// `<stream>:published:<group>`.
-pub fn journal_key(cfg: &Config) -> String {
-    format!("{}:published:{}", cfg.source.stream, cfg.source.group)
+/// What to do with the consumer-name lease.
+pub enum LeaseAction<'a> {
+    /// Take it if free or expired, or if it still holds `dead_value` (a holder known to be dead).
+    Take {
+        dead_value: Option<&'a str>,
+    },
+    Renew,
+    Release,
+}
+
+/// The lease script's answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LeaseReply {
+    /// This relay holds the lease.
+    Held,
+    /// Someone else does: the lease's value and the milliseconds it has left.
+    Taken { value: String, left_ms: u64 },
 }

@@ -51,6 +51,13 @@ pub struct RawEntry {
     pub fields: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+impl RawEntry {
+    /// The bytes of its field names and values.
+    pub fn byte_len(&self) -> usize {
+        self.fields.iter().map(|(f, v)| f.len() + v.len()).sum()
+    }
+}
+
 /// Event names that Socket.IO clients treat as protocol events: publishing one makes every
 /// receiving client drop its connection (wire-format.md §0).
 pub const RESERVED_EVENTS: [&str; 6] = [
@@ -97,6 +104,12 @@ pub enum Malformed {
     EmptyRoom(&'static str),
     #[error("namespace `{0}` must start with `/`")]
     BadNamespace(String),
+    #[error("namespace `{nsp}` contains `{character}`, which {why}")]
+    NamespaceCharacter {
+        nsp: String,
+        character: char,
+        why: &'static str,
+    },
     #[error("`{field}` holds the integer {literal}, outside ±2^53: JavaScript would round it; send it as a string")]
     UnsafeInteger {
         field: &'static str,
@@ -242,7 +255,7 @@ impl<'a> Fields<'a> {
         };
         let nsp = match self.nsp {
             None => "/".to_owned(),
-            Some(nsp) if nsp.starts_with('/') => nsp.to_owned(),
+            Some(nsp) if nsp.starts_with('/') => namespace(nsp)?,
             Some(nsp) => return Err(Malformed::BadNamespace(nsp.to_owned())),
         };
         Ok(Entry {
@@ -255,6 +268,39 @@ impl<'a> Fields<'a> {
             compress: flag("compress", self.compress)?,
         })
     }
+}
+
+/// Characters that change what a channel name means to the adapter: `#` ends the namespace part of
+/// `<key>#<nsp>#<room>#`, so the channel of `/a#x` is read by the servers of `/a` as room `x` of
+/// their own namespace (and dropped); `[` and `\` are glob syntax in each server's own
+/// `<key>#<nsp>#*` pattern, so a server of `/a[1]` or `/a\b` never matches its own namespace's
+/// channel. Either way Redis would count servers and the entry would reach no client.
+const CHANNEL_CHARACTERS: [(char, &str); 3] = [
+    (
+        '#',
+        "separates the namespace from the room in the adapter's channel names",
+    ),
+    (
+        '[',
+        "is glob syntax in the servers' channel pattern, so no server would receive it",
+    ),
+    (
+        '\\',
+        "is glob syntax in the servers' channel pattern, so no server would receive it",
+    ),
+];
+
+fn namespace(nsp: &str) -> Result<String, Malformed> {
+    for (character, why) in CHANNEL_CHARACTERS {
+        if nsp.contains(character) {
+            return Err(Malformed::NamespaceCharacter {
+                nsp: nsp.to_owned(),
+                character,
+                why,
+            });
+        }
+    }
+    Ok(nsp.to_owned())
 }
 
 fn json(field: &'static str, text: &str) -> Result<Value, Malformed> {
@@ -417,6 +463,22 @@ mod tests {
             (
                 &[("event", "e"), ("nsp", "admin")],
                 Malformed::BadNamespace("admin".into()),
+            ),
+            (
+                &[("event", "e"), ("nsp", "/a#x")],
+                Malformed::NamespaceCharacter {
+                    nsp: "/a#x".into(),
+                    character: '#',
+                    why: CHANNEL_CHARACTERS[0].1,
+                },
+            ),
+            (
+                &[("event", "e"), ("nsp", "/a[1]")],
+                Malformed::NamespaceCharacter {
+                    nsp: "/a[1]".into(),
+                    character: '[',
+                    why: CHANNEL_CHARACTERS[1].1,
+                },
             ),
             (
                 &[("event", "e"), ("args", "{}")],

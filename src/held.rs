@@ -1,20 +1,23 @@
-//! Entries held because no (or too few) Socket.IO servers listened on their namespace.
+//! Entries held because no (or too few) Socket.IO servers listen on their namespace.
 //!
 //! No listener is not the entry's fault, so a held entry keeps its delivery attempts: it stays pending
-//! in Redis (the durable copy) and waits here, in memory, to be published again. Entries are held per
-//! namespace in stream order, and once a namespace holds anything, its newer entries queue behind,
-//! so clients see a namespace's events in the order they were produced. Namespaces with listeners are
+//! in Redis (the durable copy), its delivery count is recorded in the held hash by the delivery
+//! script (so a restart or another relay restores it instead of counting one more), and this index
+//! remembers it per namespace, in ID order. Only IDs and counts are kept here: the fields are read
+//! again from the stream when servers come back, so holding costs a few dozen bytes per entry
+//! whatever the entries' size. Once a namespace holds anything, its newer entries queue behind, so
+//! clients see a namespace's events in the order they were produced; namespaces with listeners are
 //! not affected. The total is bounded: when full, the relay stops reading until entries drain.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 
-use crate::delivery::Deliverable;
+use crate::delivery::Claim;
 use crate::entry::EntryId;
 
 #[derive(Debug)]
 pub struct Held {
-    by_nsp: HashMap<String, VecDeque<Deliverable>>,
-    ids: HashSet<EntryId>,
+    by_nsp: HashMap<String, BTreeMap<EntryId, Claim>>,
+    nsp_of: HashMap<EntryId, String>,
     limit: usize,
 }
 
@@ -22,40 +25,47 @@ impl Held {
     pub fn new(limit: usize) -> Held {
         Held {
             by_nsp: HashMap::new(),
-            ids: HashSet::new(),
+            nsp_of: HashMap::new(),
             limit,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.nsp_of.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.nsp_of.is_empty()
     }
 
     /// True once `delivery.max_held` entries are held: time to stop reading new ones.
     pub fn is_full(&self) -> bool {
-        self.ids.len() >= self.limit
+        self.len() >= self.limit
     }
 
     pub fn contains(&self, id: EntryId) -> bool {
-        self.ids.contains(&id)
+        self.nsp_of.contains_key(&id)
     }
 
-    /// True when `nsp` has held entries, so a newer entry of it must queue behind them.
+    /// True when `nsp` holds an entry older than `id`, which must then wait behind it.
+    pub fn holds_before(&self, nsp: &str, id: EntryId) -> bool {
+        self.by_nsp
+            .get(nsp)
+            .and_then(|queue| queue.keys().next())
+            .is_some_and(|first| *first < id)
+    }
+
     pub fn is_holding(&self, nsp: &str) -> bool {
         self.by_nsp.contains_key(nsp)
     }
 
-    /// Queues `entry` behind the entries already held for its namespace.
-    pub fn push(&mut self, entry: Deliverable) {
-        if self.ids.insert(entry.id()) {
+    /// Holds `claim` among its namespace's entries, in ID order.
+    pub fn insert(&mut self, nsp: &str, claim: Claim) {
+        if self.nsp_of.insert(claim.id, nsp.to_owned()).is_none() {
             self.by_nsp
-                .entry(entry.nsp.clone())
+                .entry(nsp.to_owned())
                 .or_default()
-                .push_back(entry);
+                .insert(claim.id, claim);
         }
     }
 
@@ -64,76 +74,82 @@ impl Held {
         self.by_nsp.keys().cloned().collect()
     }
 
-    /// The oldest held entries of `nsp`, at most `n`.
-    pub fn front(&self, nsp: &str, n: usize) -> impl Iterator<Item = &Deliverable> {
-        self.by_nsp.get(nsp).into_iter().flatten().take(n)
-    }
-
-    /// Removes and returns the oldest held entry of `nsp`.
-    pub fn pop_front(&mut self, nsp: &str) -> Option<Deliverable> {
-        let queue = self.by_nsp.get_mut(nsp)?;
-        let entry = queue.pop_front();
+    /// Removes and returns the oldest `n` held entries of `nsp`.
+    pub fn take_front(&mut self, nsp: &str, n: usize) -> Vec<Claim> {
+        let Some(queue) = self.by_nsp.get_mut(nsp) else {
+            return Vec::new();
+        };
+        let ids: Vec<EntryId> = queue.keys().take(n).copied().collect();
+        let taken: Vec<Claim> = ids.iter().filter_map(|id| queue.remove(id)).collect();
         if queue.is_empty() {
             self.by_nsp.remove(nsp);
         }
-        if let Some(entry) = &entry {
-            self.ids.remove(&entry.id());
+        for claim in &taken {
+            self.nsp_of.remove(&claim.id);
         }
-        entry
+        taken
     }
 
-    /// Forgets the entries with these IDs (another relay owns them now).
+    /// Forgets the entries with these IDs (delivered, or another relay owns them now).
     pub fn remove(&mut self, ids: &[EntryId]) {
-        let gone: HashSet<EntryId> = ids.iter().copied().collect();
-        self.by_nsp.retain(|_, queue| {
-            queue.retain(|e| !gone.contains(&e.id()));
-            !queue.is_empty()
-        });
-        self.ids.retain(|id| !gone.contains(id));
+        for id in ids {
+            if let Some(nsp) = self.nsp_of.remove(id) {
+                if let Some(queue) = self.by_nsp.get_mut(&nsp) {
+                    queue.remove(id);
+                    if queue.is_empty() {
+                        self.by_nsp.remove(&nsp);
+                    }
+                }
+            }
+        }
     }
 
-    pub fn ids(&self) -> Vec<EntryId> {
-        self.ids.iter().copied().collect()
+    /// Every held entry, oldest first.
+    pub fn claims(&self) -> Vec<Claim> {
+        let mut all: Vec<Claim> = self
+            .by_nsp
+            .values()
+            .flat_map(|queue| queue.values().copied())
+            .collect();
+        all.sort_by_key(|claim| claim.id);
+        all
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::RawEntry;
-    use crate::packet::Packet;
 
-    fn entry(ms: u64, nsp: &str) -> Deliverable {
-        Deliverable {
-            raw: RawEntry {
-                id: EntryId { ms, seq: 0 },
-                fields: Vec::new(),
-            },
+    fn claim(ms: u64) -> Claim {
+        Claim {
+            id: EntryId { ms, seq: 0 },
             deliveries: 1,
-            nsp: nsp.into(),
-            packet: Packet {
-                channel: String::new(),
-                payload: Vec::new(),
-            },
+            redelivery: false,
+            recorded: true,
         }
     }
 
     #[test]
-    fn namespaces_queue_in_order_and_independently() {
+    fn namespaces_hold_in_id_order_and_independently() {
         let mut held = Held::new(3);
-        held.push(entry(1, "/"));
-        held.push(entry(2, "/admin"));
-        held.push(entry(3, "/"));
-        held.push(entry(3, "/"));
+        held.insert("/", claim(3));
+        held.insert("/admin", claim(2));
+        held.insert("/", claim(1));
+        held.insert("/", claim(1));
         assert_eq!(held.len(), 3, "an entry is held once");
         assert!(held.is_full());
-        assert!(held.is_holding("/") && held.is_holding("/admin") && !held.is_holding("/x"));
-        let front: Vec<u64> = held.front("/", 10).map(|e| e.id().ms).collect();
-        assert_eq!(front, [1, 3]);
-        assert_eq!(held.pop_front("/").unwrap().id().ms, 1);
+        assert!(held.holds_before("/", EntryId { ms: 2, seq: 0 }));
+        assert!(!held.holds_before("/", EntryId { ms: 1, seq: 0 }));
+        assert!(!held.holds_before("/x", EntryId { ms: 9, seq: 0 }));
+        let front: Vec<u64> = held.take_front("/", 1).iter().map(|c| c.id.ms).collect();
+        assert_eq!(
+            front,
+            [1],
+            "the oldest first, whatever the order of arrival"
+        );
         assert!(!held.is_full());
         held.remove(&[EntryId { ms: 3, seq: 0 }]);
         assert!(!held.is_holding("/"));
-        assert_eq!(held.ids(), vec![EntryId { ms: 2, seq: 0 }]);
+        assert_eq!(held.claims(), vec![claim(2)]);
     }
 }

@@ -13,9 +13,13 @@
 //! - [`entry`]: the producers' contract; turns raw stream fields into a validated [`entry::Entry`].
 //! - [`packet`]: encodes an entry as the adapter's MessagePack packet and picks its channel.
 //! - [`reply`]: typed replies of the stream commands, keeping fields exactly as produced.
-//! - [`delivery`]: the Lua scripts that publish, dead-letter and acknowledge a batch atomically.
+//! - [`delivery`]: the Lua scripts that publish, hold, dead-letter and acknowledge a batch, all or
+//!   nothing, and confirm it once the servers have it.
 //! - [`dead_letter`]: dead-letter reasons and the fields a dead letter carries.
 //! - [`held`]: entries waiting, per namespace and in order, for Socket.IO servers to listen.
+//! - [`flow`]: flow control towards the servers' Pub/Sub output buffers.
+//! - [`lease`]: one relay per consumer name.
+//! - [`fault`]: what went wrong in a step, sorted by what to do about it.
 //! - [`connection`]: the reader and writer connections, and the reconnection backoff.
 //! - [`relay`]: the consumer loop that ties these together.
 //! - [`health`]: liveness and readiness as the loop reports them.
@@ -32,9 +36,12 @@ pub mod connection;
 pub mod dead_letter;
 pub mod delivery;
 pub mod entry;
+pub mod fault;
+pub mod flow;
 pub mod health;
 pub mod held;
 pub mod http;
+pub mod lease;
 pub mod logging;
 pub mod metrics;
 pub mod packet;
@@ -46,18 +53,25 @@ pub mod systemd;
 
 use std::sync::Arc;
 
+use commands::{Failure, EXIT_FAILURE};
 use config::Config;
 
 /// Runs the relay daemon until SIGTERM or SIGINT, then drains within `shutdown.timeout`. SIGHUP
-/// reloads `config_path` (see [`reload`]), changing the log level through `level`.
+/// reloads `config_path` (see [`reload`]), changing the log level through `level`. An error carries
+/// the exit status that says why it stopped.
 pub async fn run(
     cfg: Config,
     config_path: Option<std::path::PathBuf>,
     level: logging::LevelHandle,
-) -> Result<(), String> {
-    let token = shutdown::listen().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+) -> Result<(), Failure> {
+    let failure = |message: String| Failure {
+        code: EXIT_FAILURE,
+        message,
+    };
+    let token =
+        shutdown::listen().map_err(|e| failure(format!("cannot install signal handlers: {e}")))?;
     reload::listen(config_path, cfg.clone(), level)
-        .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
+        .map_err(|e| failure(format!("cannot install the SIGHUP handler: {e}")))?;
     let stalled_after = connection::read_timeout(cfg.source.block)
         + cfg.redis.command_timeout * 2
         + cfg.redis.backoff_max
@@ -65,7 +79,7 @@ pub async fn run(
     let health = Arc::new(health::Health::new(stalled_after));
     let metrics = Arc::new(metrics::Metrics::new());
     if let Some(addr) = cfg.http.addr() {
-        let listener = http::bind(addr).await?;
+        let listener = http::bind(addr).await.map_err(failure)?;
         let probes = http::Probes {
             health: health.clone(),
             metrics: metrics.clone(),
@@ -82,7 +96,11 @@ pub async fn run(
     });
     let timeout = cfg.shutdown.timeout;
     let relay = relay::Relay::new(cfg, token.clone(), health, metrics);
-    shutdown::drain_within(&token, timeout, relay.run()).await;
-    tracing::info!("stopped");
-    Ok(())
+    let outcome = shutdown::drain_within(&token, timeout, relay.run())
+        .await
+        .unwrap_or(Ok(()));
+    if outcome.is_ok() {
+        tracing::info!("stopped");
+    }
+    outcome
 }

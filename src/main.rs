@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sio_relay::commands::{self, dead, monitor, send, status, Failure};
+use sio_relay::commands::{self, dead, monitor, send, status, Failure, EXIT_CONFIG};
 use sio_relay::config::Config;
 
 /// Durable relay from a Redis Stream to Socket.IO servers (@socket.io/redis-adapter).
@@ -100,9 +100,6 @@ enum DeadAction {
         all: bool,
     },
 }
-
-/// Exit status for a configuration the relay refuses to start with (EX_CONFIG).
-const EXIT_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -230,19 +227,11 @@ fn run(cfg: Config, config_path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let outcome = block_on(async {
-        sio_relay::run(cfg, config_path, level)
-            .await
-            .map_err(|message| Failure {
-                code: commands::EXIT_FAILURE,
-                message,
-            })
-    });
-    match outcome {
+    match block_on(sio_relay::run(cfg, config_path, level)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("sio-relay: {e}");
-            ExitCode::FAILURE
+        Err(failure) => {
+            eprintln!("sio-relay: {failure}");
+            ExitCode::from(failure.code)
         }
     }
 }

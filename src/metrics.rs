@@ -61,6 +61,9 @@ pub struct Metrics {
     pub group_lag: Gauge<f64, AtomicU64>,
     pub group_pending: Gauge,
     pub redis_connected: Family<ConnectionLabels, Gauge>,
+    pub redis_refusing: Gauge,
+    pub group_recreated: Counter,
+    pub unconfirmed: Counter,
 }
 
 impl Default for Metrics {
@@ -87,6 +90,9 @@ impl Metrics {
             group_lag: Gauge::default(),
             group_pending: Gauge::default(),
             redis_connected: Family::default(),
+            redis_refusing: Gauge::default(),
+            group_recreated: Counter::default(),
+            unconfirmed: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -160,6 +166,21 @@ impl Metrics {
             "redis_connected",
             "1 while the connection to Redis works, by connection (reader, writer)",
             metrics.redis_connected.clone(),
+        );
+        registry.register(
+            "redis_refusing",
+            "1 while Redis refuses the relay's work (out of memory, ACL, a key of the wrong type): nothing is delivered",
+            metrics.redis_refusing.clone(),
+        );
+        registry.register(
+            "group_recreated",
+            "Times the consumer group vanished while the relay ran and was created again",
+            metrics.group_recreated.clone(),
+        );
+        registry.register(
+            "unconfirmed",
+            "Entries published but not confirmed because Socket.IO servers disconnected before confirmation; published again",
+            metrics.unconfirmed.clone(),
         );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info

@@ -38,6 +38,19 @@ impl Target {
         format!("{}#{}#", self.key, nsp)
     }
 
+    /// The start of `<key>-request#<nsp>#`, the channel each server's adapter subscribes to for
+    /// its namespace: only Socket.IO servers subscribe to it, so its subscriber count is the number
+    /// of servers (the adapter's own `serverCount()`), unlike PUBLISH's reply, which also counts
+    /// anything pattern-subscribed (`monitor`, `redis-cli PSUBSCRIBE '*'`).
+    pub fn request_prefix(&self) -> String {
+        format!("{}-request#", self.key)
+    }
+
+    /// `<key>-request#<nsp>#`: subscribed to by every server of `nsp`, and by nothing else.
+    pub fn request_channel(&self, nsp: &str) -> String {
+        format!("{}{nsp}#", self.request_prefix())
+    }
+
     /// Encodes `entry` as the emitter would. The room channel is used only when exactly one room is
     /// targeted: it is a pre-filter that lets servers without that room skip decoding, and with several
     /// rooms it would lose the servers that hold only the others (wire-format.md §1.4).

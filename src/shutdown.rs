@@ -43,22 +43,26 @@ pub fn listen() -> std::io::Result<CancellationToken> {
     Ok(token)
 }
 
-/// Runs `work` to completion, or until `timeout` has passed since `token` was cancelled.
-pub async fn drain_within(
+/// Runs `work` to completion (`Some` of its output), or until `timeout` has passed since `token`
+/// was cancelled (`None`).
+pub async fn drain_within<T>(
     token: &CancellationToken,
     timeout: Duration,
-    work: impl Future<Output = ()>,
-) {
+    work: impl Future<Output = T>,
+) -> Option<T> {
     let deadline = async {
         token.cancelled().await;
         tokio::time::sleep(timeout).await;
     };
     tokio::select! {
-        () = work => {}
-        () = deadline => warn!(
-            timeout = %humantime::format_duration(timeout),
-            "shutdown.timeout elapsed before the batch in flight finished; its entries stay pending for the next relay"
-        ),
+        done = work => Some(done),
+        () = deadline => {
+            warn!(
+                timeout = %humantime::format_duration(timeout),
+                "shutdown.timeout elapsed before the batch in flight finished; its entries stay pending for the next relay"
+            );
+            None
+        }
     }
 }
 

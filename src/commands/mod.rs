@@ -33,6 +33,9 @@ impl fmt::Display for Failure {
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit status for input that is not a valid entry (EX_DATAERR).
 pub const EXIT_DATA: u8 = 65;
+/// Exit status for a configuration or setup the relay refuses to run with (EX_CONFIG): a bad
+/// config file, Redis keys or ACL rules it cannot work with, another relay under its consumer name.
+pub const EXIT_CONFIG: u8 = 78;
 
 impl From<redis::RedisError> for Failure {
     fn from(e: redis::RedisError) -> Self {

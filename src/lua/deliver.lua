@@ -1,43 +1,122 @@
--- Publishes, dead-letters and acknowledges one batch of stream entries, atomically.
+#!lua
+-- Publishes, holds, dead-letters and acknowledges one batch of stream entries, all or nothing.
 --
--- Redis runs a script as one step, so if the relay dies at any moment either the whole batch was
--- published or none of it was. A published entry is not acknowledged here but written to the
--- journal (a hash: consumer -> "<run_id of this Redis process> <id>,<id>,..."); the relay
--- acknowledges it and clears its journal field with its next command, which Redis only reads after
--- it has written this batch's packets to the servers' sockets.
--- Anyone who later finds the entry still pending:
---   * journal holds the current run_id: it was published and flushed by this very Redis process,
---     so it is acknowledged without publishing again (a relay crash never duplicates);
---   * journal holds another run_id: Redis restarted in between and the packets may never have left
---     it, so the entry is published again (a Redis crash never loses).
+-- All or nothing: the shebang makes Redis refuse the whole script while it is out of memory, and
+-- every other way a command could fail (a key of the wrong type, a command the ACL user may not
+-- run) is checked first, before any effect. Once the first PUBLISH went out nothing can fail, so a
+-- batch Redis refuses has had no effect at all and can be retried or split without duplicates. The
+-- one exception is PUBLISH itself, run with pcall: a channel the ACL forbids only holds that entry.
 --
--- KEYS[1] source stream     ARGV[1] consumer group    ARGV[4] dead-letter MAXLEN ~ (0: none)
--- KEYS[2] dead-letter stream ARGV[2] this consumer    ARGV[5] run_id of this Redis process
--- KEYS[3] journal            ARGV[3] min receivers    ARGV[6], ARGV[7] lowest and highest entry ID
---                                                     ARGV[8] how many pending entries to scan
--- ARGV[9..] operations, each opening with its kind:
---   'P', id, namespace, channel, payload      publish a first delivery; journal it if it reached
---                                             min receivers
---   'R', id, namespace, channel, payload      the same for a redelivery, which may be journaled
---   'D', id, n, field1, value1, ... (n items)  append to the dead-letter stream and acknowledge
+-- Servers are counted the way the adapter counts them (PUBSUB NUMSUB on `<key>-request#<nsp>#`,
+-- which only a Socket.IO server's adapter subscribes to), before publishing: an entry goes out only
+-- when enough servers listen, so monitors and other pattern subscribers never count, and an entry
+-- is never published to servers that would see it again later. PUBLISH's own count is a second
+-- check.
 --
--- Returns one integer per operation:
---   >= 0  receivers of the PUBLISH; the entry was journaled iff this is >= min receivers
---   -1    skipped: the entry is no longer pending for this consumer (another relay reclaimed it,
---         or it was acknowledged already), so publishing it here would duplicate it
---   -2    not published: an earlier entry of the same namespace in this batch found too few
---         receivers, and entries of a namespace are delivered in stream order
---   -3    dead-lettered (and acknowledged)
---   -4    already published by this Redis process: acknowledged without publishing (or
---         dead-lettering) it again
-local stream, dead, journal = KEYS[1], KEYS[2], KEYS[3]
+-- A published entry is not acknowledged here but written to the journal (a hash: consumer ->
+-- "<run_id of this Redis process> <id>,<id>,..."); the relay's confirmation script acknowledges it
+-- once Redis has written this batch's packets to the servers' sockets. Anyone who later finds a
+-- journaled entry still pending acknowledges it without publishing again if the journal holds the
+-- current run_id, and publishes it again if Redis restarted in between (the packets may never have
+-- left). Entries held because too few servers listen are recorded in the held hash (id -> delivery
+-- count) so that waiting never spends delivery attempts, across restarts and relays.
+--
+-- KEYS[1] source stream      ARGV[1] consumer group       ARGV[6], ARGV[7] lowest and highest ID
+-- KEYS[2] dead-letter stream ARGV[2] this consumer        ARGV[8] how many pending entries to scan
+-- KEYS[3] journal            ARGV[3] min receivers        ARGV[9] request channel prefix
+-- KEYS[4] held record        ARGV[4] dead-letter MAXLEN ~ (0: none)      (`<key>-request#`)
+--                            ARGV[5] run_id of this Redis process
+-- ARGV[10..] operations, each opening with its kind and flags ('r': a redelivery, which may have
+-- been journaled; 'h': recorded in the held hash; 'b': behind an older entry the relay holds for
+-- its namespace, so to be held unpublished), then its entry ID and delivery count:
+--   'P', flags, id, deliveries, namespace, channel, payload   publish
+--   'D', flags, id, deliveries, reason, detail                 dead-letter (fields copied here)
+--   'G', flags, id, deliveries                                 deleted from the stream: acknowledge
+--
+-- Returns { results, servers }: results holds two items per operation, a code and a value; servers
+-- is a flat list of namespace, server count for every namespace counted.
+--   1, receivers   published and journaled
+--   2, servers     not published: too few servers listen on its namespace; held
+--   3, 0           not published: an earlier entry of its namespace is held (stream order); held
+--   4, 0           skipped: no longer pending for this consumer (another relay owns it, or it is
+--                  acknowledged), so publishing it here would duplicate it
+--   5, 0           dead-lettered and acknowledged (or acknowledged, for 'G')
+--   6, 0           already published by this Redis process: acknowledged without publishing again
+--   7, error       PUBLISH was refused (the error text); held
+--   8, receivers   published, but PUBLISH reached fewer than min receivers; not journaled; held
+local stream, dead, journal, held_record = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, consumer = ARGV[1], ARGV[2]
 local min_receivers = tonumber(ARGV[3])
 local dead_max_len = tonumber(ARGV[4])
 local run_id = ARGV[5]
+local request_prefix = ARGV[9]
+local FIRST_OP = 10
+-- Lua cannot pass many more than 8000 values to one redis.call; a dead letter with more fields than
+-- fit keeps them packed (MessagePack) in one field instead.
+local MAX_XADD_VALUES = 7800
 
--- This consumer's pending entries in the batch's range, in one scan. If the scan was cut short by
--- its count, an entry missing from it is looked up on its own.
+local function refuse(problem)
+  return redis.error_reply('SIORELAY ' .. problem)
+end
+
+-- Runs `command` with `head` then `items`, a thousand items per call, within Lua's limit.
+local function call_in_chunks(head, items)
+  for first = 1, #items, 1000 do
+    local call = { unpack(head) }
+    for j = first, math.min(first + 999, #items) do
+      call[#call + 1] = items[j]
+    end
+    redis.call(unpack(call))
+  end
+end
+
+-- 1. Checks: nothing has happened yet, so a failure here leaves no trace.
+local stream_type = redis.call('TYPE', stream)['ok']
+if stream_type == 'none' then
+  return redis.error_reply('NOGROUP the stream ' .. stream .. ' does not exist (deleted, or Redis lost it)')
+elseif stream_type ~= 'stream' then
+  return refuse('WRONGTYPE the source stream key ' .. stream .. ' holds a ' .. stream_type)
+end
+for _, key in ipairs({ { dead, 'stream', 'dead-letter stream' }, { journal, 'hash', 'journal' },
+  { held_record, 'hash', 'held record' } }) do
+  local found = redis.call('TYPE', key[1])['ok']
+  if found ~= 'none' and found ~= key[2] then
+    return refuse('WRONGTYPE the ' .. key[3] .. ' key ' .. key[1] .. ' holds a ' .. found .. ', not a ' .. key[2])
+  end
+end
+local needs = {
+  { 'XPENDING', stream, group, '-', '+', '1' },
+  { 'XACK', stream, group, '0-1' },
+  { 'XRANGE', stream, '-', '+' },
+  { 'XADD', dead, '*', 'f', 'v' },
+  { 'HGET', journal, 'f' },
+  { 'HGETALL', journal },
+  { 'HSET', journal, 'f', 'v' },
+  { 'HSET', held_record, 'f', 'v' },
+  { 'HDEL', held_record, 'f' },
+  { 'PUBSUB', 'NUMSUB', request_prefix },
+}
+for _, command in ipairs(needs) do
+  if not redis.acl_check_cmd(unpack(command)) then
+    return refuse('NOPERM the ACL user may not run ' .. command[1] .. ' on ' .. command[2])
+  end
+end
+local i = FIRST_OP
+while i <= #ARGV do
+  local kind = ARGV[i]
+  if kind == 'P' then
+    i = i + 7
+  elseif kind == 'D' then
+    i = i + 6
+  elseif kind == 'G' then
+    i = i + 4
+  else
+    return refuse('BUG unknown operation ' .. tostring(kind))
+  end
+end
+
+-- 2. Reads: this consumer's pending entries in the batch's range, in one scan (an entry missing
+-- from a scan cut short by its count is looked up on its own), servers per namespace, the journal.
 local mine = {}
 local scan = tonumber(ARGV[8])
 local pending = redis.call('XPENDING', stream, group, ARGV[6], ARGV[7], scan, consumer)
@@ -52,6 +131,17 @@ local function owned(id)
   end
   local one = redis.call('XPENDING', stream, group, id, id, 1)
   return one[1] ~= nil and one[1][2] == consumer
+end
+
+local servers, counted = {}, {}
+local function servers_of(namespace)
+  local n = servers[namespace]
+  if n == nil then
+    n = redis.call('PUBSUB', 'NUMSUB', request_prefix .. namespace .. '#')[2]
+    servers[namespace] = n
+    counted[#counted + 1] = namespace
+  end
+  return n
 end
 
 -- The entries some consumer published in this Redis process and has not confirmed yet. Only
@@ -74,61 +164,122 @@ local function was_published(id)
   return journaled[id] == true
 end
 
-local results, acked, published, held = {}, {}, {}, {}
-local i = 9
-while i <= #ARGV do
-  local kind, id = ARGV[i], ARGV[i + 1]
-  if kind == 'P' or kind == 'R' then
-    local namespace, channel, payload = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-    i = i + 5
-    if held[namespace] then
-      results[#results + 1] = -2
-    elseif not owned(id) then
-      results[#results + 1] = -1
-    elseif kind == 'R' and was_published(id) then
-      acked[#acked + 1] = id
-      results[#results + 1] = -4
-    else
-      local receivers = redis.call('PUBLISH', channel, payload)
-      if receivers >= min_receivers then
-        published[#published + 1] = id
-      else
-        held[namespace] = true
-      end
-      results[#results + 1] = receivers
+-- The dead letter of entry `id`: its fields as produced (minus x-dead-* fields of an earlier death),
+-- then the reason. Copied here, so that an entry of any size never travels through the relay.
+local function dead_letter(id, deliveries, reason, detail)
+  local found = redis.call('XRANGE', stream, id, id)[1]
+  if not found then
+    return false
+  end
+  local fields = {}
+  for j = 1, #found[2], 2 do
+    if string.sub(found[2][j], 1, 7) ~= 'x-dead-' then
+      fields[#fields + 1] = found[2][j]
+      fields[#fields + 1] = found[2][j + 1]
     end
-  elseif kind == 'D' then
-    local n = tonumber(ARGV[i + 2])
-    if not owned(id) then
-      results[#results + 1] = -1
-    elseif was_published(id) then
-      -- Published already (it expired or ran out of attempts only while awaiting confirmation).
-      acked[#acked + 1] = id
-      results[#results + 1] = -4
-    else
-      local xadd = { 'XADD', dead }
-      if dead_max_len > 0 then
-        xadd[#xadd + 1] = 'MAXLEN'
-        xadd[#xadd + 1] = '~'
-        xadd[#xadd + 1] = dead_max_len
-      end
-      xadd[#xadd + 1] = '*'
-      for j = i + 3, i + 2 + n do
-        xadd[#xadd + 1] = ARGV[j]
-      end
-      redis.call(unpack(xadd))
-      acked[#acked + 1] = id
-      results[#results + 1] = -3
-    end
-    i = i + 3 + n
+  end
+  local xadd = { 'XADD', dead }
+  if dead_max_len > 0 then
+    xadd[#xadd + 1] = 'MAXLEN'
+    xadd[#xadd + 1] = '~'
+    xadd[#xadd + 1] = dead_max_len
+  end
+  xadd[#xadd + 1] = '*'
+  if #fields > MAX_XADD_VALUES then
+    xadd[#xadd + 1] = 'x-dead-fields'
+    xadd[#xadd + 1] = cmsgpack.pack(fields)
   else
-    return redis.error_reply('sio-relay deliver script: unknown operation ' .. tostring(kind))
+    for _, item in ipairs(fields) do
+      xadd[#xadd + 1] = item
+    end
+  end
+  for _, pair in ipairs({ { 'x-dead-reason', reason }, { 'x-dead-error', detail },
+    { 'x-dead-stream', stream }, { 'x-dead-id', id }, { 'x-dead-deliveries', deliveries } }) do
+    xadd[#xadd + 1] = pair[1]
+    xadd[#xadd + 1] = pair[2]
+  end
+  redis.call(unpack(xadd))
+  return true
+end
+
+-- 3. Effects.
+local results, acked, published, hold, unhold = {}, {}, {}, {}, {}
+local holding = {}
+local function answer(code, value)
+  results[#results + 1] = code
+  results[#results + 1] = value
+end
+local function resolved(id, flags)
+  if string.find(flags, 'h', 1, true) then
+    unhold[#unhold + 1] = id
+  end
+end
+local function held(id, flags, deliveries, namespace)
+  holding[namespace] = true
+  if not string.find(flags, 'h', 1, true) then
+    hold[#hold + 1] = id
+    hold[#hold + 1] = deliveries
   end
 end
 
-if #acked > 0 then
-  redis.call('XACK', stream, group, unpack(acked))
+i = FIRST_OP
+while i <= #ARGV do
+  local kind, flags, id, deliveries = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local redelivery = string.find(flags, 'r', 1, true) ~= nil
+  if kind == 'P' then
+    local namespace, channel, payload = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+    i = i + 7
+    if not owned(id) then
+      answer(4, 0)
+    elseif redelivery and was_published(id) then
+      acked[#acked + 1] = id
+      resolved(id, flags)
+      answer(6, 0)
+    elseif holding[namespace] or string.find(flags, 'b', 1, true) then
+      held(id, flags, deliveries, namespace)
+      answer(3, 0)
+    else
+      local listening = servers_of(namespace)
+      if listening < min_receivers then
+        held(id, flags, deliveries, namespace)
+        answer(2, listening)
+      else
+        local receivers = redis.pcall('PUBLISH', channel, payload)
+        if type(receivers) == 'table' then
+          held(id, flags, deliveries, namespace)
+          answer(7, tostring(receivers.err))
+        elseif receivers < min_receivers then
+          held(id, flags, deliveries, namespace)
+          answer(8, receivers)
+        else
+          published[#published + 1] = id
+          resolved(id, flags)
+          answer(1, receivers)
+        end
+      end
+    end
+  else
+    local reason, detail = ARGV[i + 4], ARGV[i + 5]
+    i = i + (kind == 'D' and 6 or 4)
+    if not owned(id) then
+      answer(4, 0)
+    elseif redelivery and was_published(id) then
+      -- Published already (it expired or ran out of attempts only while awaiting confirmation).
+      acked[#acked + 1] = id
+      resolved(id, flags)
+      answer(6, 0)
+    else
+      if kind == 'D' then
+        dead_letter(id, deliveries, reason, detail)
+      end
+      acked[#acked + 1] = id
+      resolved(id, flags)
+      answer(5, 0)
+    end
+  end
 end
+
+call_in_chunks({ 'XACK', stream, group }, acked)
 if #published > 0 then
   -- Appended to what this consumer published earlier in this Redis process and has not confirmed.
   local ids = table.concat(published, ',')
@@ -139,4 +290,11 @@ if #published > 0 then
     redis.call('HSET', journal, consumer, run_id .. ' ' .. ids)
   end
 end
-return results
+call_in_chunks({ 'HSET', held_record }, hold)
+call_in_chunks({ 'HDEL', held_record }, unhold)
+local server_list = {}
+for _, namespace in ipairs(counted) do
+  server_list[#server_list + 1] = namespace
+  server_list[#server_list + 1] = servers[namespace]
+end
+return { results, server_list }

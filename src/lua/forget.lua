@@ -2,9 +2,10 @@
 -- nothing pending. XGROUP DELCONSUMER destroys a consumer's pending entries, so the check and the
 -- removal must be one step: a consumer that got an entry in between is kept.
 --
--- KEYS[1] source stream; KEYS[2] journal; ARGV[1] consumer group; ARGV[2] this consumer (never
--- removed); ARGV[3] minimum idle time in milliseconds. Returns the names removed. A removed
--- consumer's journal field goes too: with nothing pending, nothing in it can matter.
+-- KEYS[1] source stream; KEYS[2] journal; KEYS[3] leases; ARGV[1] consumer group; ARGV[2] this
+-- consumer (never removed); ARGV[3] minimum idle time in milliseconds. Returns the names removed. A
+-- removed consumer's journal field and lease go too: with nothing pending, nothing in them matters
+-- (a relay still running under that name renews its lease within a second).
 local removed = {}
 for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
   local name, pending, idle
@@ -21,6 +22,7 @@ for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
   if name ~= ARGV[2] and pending == 0 and idle > tonumber(ARGV[3]) then
     redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
     redis.call('HDEL', KEYS[2], name)
+    redis.call('HDEL', KEYS[3], name)
     removed[#removed + 1] = name
   end
 end

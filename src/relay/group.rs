@@ -1,49 +1,145 @@
-//! The consumer group itself: creating it, and looking after it (lag and pending gauges, stale
-//! consumers).
+//! The consumer group itself: creating it (and saying what a new group will deliver), creating it
+//! again where this relay stood when it vanishes, and looking after it (lag and pending gauges,
+//! stale consumers).
 
 use redis::{AsyncCommands, RedisResult};
-use tracing::info;
+use tracing::{error, info, warn};
 
+use super::session::Session;
 use super::Relay;
+use crate::entry::EntryId;
+use crate::fault::Fault;
+
+/// IDs per XCLAIM when taking back this relay's entries into a new group.
+const REOWN_CHUNK: usize = 1000;
 
 impl Relay {
-    /// Creates the group (and the stream) unless it exists; an existing group is used as it is.
-    pub(super) async fn create_group(&mut self) -> RedisResult<()> {
-        let (src, writer) = self.writer();
-        match writer
-            .xgroup_create_mkstream::<_, _, _, ()>(&src.stream, &src.group, &src.start_id)
+    /// Creates the group (and the stream) unless it exists; an existing group is used as it is. A
+    /// group that existed and vanished (`XGROUP DESTROY`, the stream deleted) is created again at
+    /// the last entry this relay knows the group had read, not at `source.start_id`: from `0` the
+    /// whole history would be delivered again, from `$` the unread backlog skipped.
+    pub(super) async fn create_group(&mut self, s: &mut Session) -> Result<(), Fault> {
+        let recreate_at = self.group_seen.then(|| self.position.known()).flatten();
+        let start =
+            recreate_at.map_or_else(|| self.cfg.source.start_id.clone(), |id| id.to_string());
+        let src = &self.cfg.source;
+        let created = match s
+            .writer
+            .xgroup_create_mkstream::<_, _, _, ()>(&src.stream, &src.group, &start)
             .await
         {
-            Ok(()) => {
-                info!(stream = %src.stream, group = %src.group, start_id = %src.start_id, "created the consumer group");
-                Ok(())
+            Ok(()) => true,
+            Err(e) if e.code() == Some("BUSYGROUP") => false,
+            Err(e) => return Err(e.into()),
+        };
+        match (self.group_seen, created) {
+            (false, true) => self.created(s).await?,
+            (true, true) => {
+                self.metrics.group_recreated.inc();
+                error!(
+                    stream = %src.stream,
+                    group = %src.group,
+                    at = %start,
+                    "the consumer group was deleted while the relay ran (XGROUP DESTROY, or the stream deleted); created it again at the last entry this relay knew read, so that nothing unread is skipped and nothing read is delivered again"
+                );
+                self.reown(s).await?;
             }
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            Err(e) => Err(e),
+            (true, false) => {
+                warn!(group = %src.group, "the consumer group was deleted and another relay created it again; taking back this relay's entries");
+                self.reown(s).await?;
+            }
+            (false, false) => {}
         }
+        self.group_seen = true;
+        Ok(())
     }
 
-    /// Refreshes the group gauges and removes stale consumers.
-    pub(super) async fn check_group(&mut self) -> RedisResult<()> {
-        let (src, writer) = self.writer();
-        let groups: redis::streams::StreamInfoGroupsReply =
-            writer.xinfo_groups(&src.stream).await?;
-        if let Some(group) = groups
-            .groups
+    /// Says what a group created just now will do with the entries already in the stream.
+    async fn created(&mut self, s: &mut Session) -> Result<(), Fault> {
+        let src = &self.cfg.source;
+        let length: u64 = s.writer.xlen(&src.stream).await?;
+        let oldest: Vec<(String, redis::Value)> =
+            s.writer.xrange_count(&src.stream, "-", "+", 1).await?;
+        let since = oldest
+            .first()
+            .and_then(|(id, _)| id.parse::<EntryId>().ok())
+            .map(|id| {
+                humantime::format_rfc3339_millis(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(id.ms),
+                )
+                .to_string()
+            })
+            .unwrap_or_default();
+        match (src.start_id.as_str(), length) {
+            (_, 0) => {
+                info!(stream = %src.stream, group = %src.group, start_id = %src.start_id, "created the consumer group")
+            }
+            ("$", _) => {
+                warn!(stream = %src.stream, group = %src.group, entries = length, "created the consumer group at $: the entries already in the stream are skipped (source.start_id = \"0\" delivers them)")
+            }
+            _ => {
+                info!(stream = %src.stream, group = %src.group, entries = length, oldest = %since, max_age = %humantime::format_duration(self.cfg.delivery.max_age), "created the consumer group at 0: it delivers the entries already in the stream (those older than delivery.max_age, when set, are dead-lettered as expired)")
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the entries this relay holds or published unconfirmed pending for it again in a group
+    /// created anew (a new group's pending list is empty), keeping their delivery counts.
+    async fn reown(&mut self, s: &mut Session) -> Result<(), Fault> {
+        let mut ids: Vec<String> = self
+            .held
+            .claims()
             .iter()
-            .find(|g| g.name == self.cfg.source.group)
-        {
+            .map(|c| c.id.to_string())
+            .collect();
+        ids.extend(
+            s.unconfirmed
+                .iter()
+                .flat_map(|batch| batch.claims.iter().map(|c| c.id.to_string())),
+        );
+        let src = &self.cfg.source;
+        for chunk in ids.chunks(REOWN_CHUNK) {
+            let _: redis::Value = redis::cmd("XCLAIM")
+                .arg(&src.stream)
+                .arg(&src.group)
+                .arg(&src.consumer)
+                .arg(0)
+                .arg(chunk)
+                .arg("FORCE")
+                .arg("JUSTID")
+                .query_async(&mut s.writer)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Refreshes the group gauges and what the relay knows of the group's position, and removes
+    /// stale consumers.
+    pub(super) async fn check_group(&mut self, s: &mut Session) -> Result<(), Fault> {
+        let src = &self.cfg.source;
+        let groups: RedisResult<redis::streams::StreamInfoGroupsReply> =
+            s.writer.xinfo_groups(&src.stream).await;
+        let groups = match groups {
+            Ok(groups) => groups,
+            // The stream itself is gone: the next read says NOGROUP and the group is created again.
+            Err(e) if e.to_string().contains("no such key") => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(group) = groups.groups.iter().find(|g| g.name == src.group) {
             self.metrics
                 .group_lag
                 .set(group.lag.map_or(f64::NAN, |lag| lag as f64));
             self.metrics.group_pending.set(group.pending as i64);
+            if let Ok(id) = group.last_delivered_id.parse::<EntryId>() {
+                self.position.group_last_delivered = Some(id);
+            }
         }
-        let stale_after = self.cfg.source.stale_consumer_idle;
+        let stale_after = src.stale_consumer_idle;
         if !stale_after.is_zero() {
-            let conns = self.conns.as_mut().expect("steps run only while connected");
             let removed = self
                 .scripts
-                .forget_stale(&mut conns.writer, stale_after)
+                .forget_stale(&mut s.writer, stale_after)
                 .await?;
             if !removed.is_empty() {
                 info!(consumers = ?removed, "removed consumers idle for longer than source.stale_consumer_idle with nothing pending");

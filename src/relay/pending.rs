@@ -1,66 +1,122 @@
 //! Entries pending in the group that the relay did not just read: its own after a (re)connection,
 //! other consumers' idle ones, and the ones it holds while no Socket.IO server listens.
+//!
+//! Delivery counts follow one rule: only a real attempt counts. An entry recorded in the held hash
+//! keeps its recorded count wherever it goes (waiting is not an attempt); this consumer's own
+//! entries count one more when a new process takes them over (the last one may have died on them),
+//! and none more when the same process takes them back after a lost link.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
 
 use redis::streams::StreamPendingCountReply;
-use redis::{AsyncCommands, RedisResult};
-use tracing::{info, warn};
+use redis::AsyncCommands;
+use tracing::info;
 
-use super::{parse_error, Plan, Relay, CLAIM_PAGES_PER_ROUND};
-use crate::delivery::Outcome;
+use super::deliver::{Plan, Taken};
+use super::session::Session;
+use super::{parse_error, Relay, CLAIM_PAGES_PER_ROUND};
+use crate::delivery::Claim;
 use crate::entry::{EntryId, RawEntry};
+use crate::fault::Fault;
 use crate::metrics::Source;
 use crate::reply::{AutoClaimed, Claimed, Delivered};
 
+/// IDs per keep-alive script call, within Lua's limits.
+const KEEP_CHUNK: usize = 1000;
+
+/// Request channels per PUBSUB NUMSUB call.
+const NUMSUB_CHUNK: usize = 500;
+
 impl Relay {
     /// Delivers the entries this consumer read earlier but never acknowledged (a crash, a lost
-    /// reply, a restart), before anything new. Entries it still holds in memory are left alone so
-    /// waiting does not count as another delivery.
-    pub(super) async fn recover_own_pending(&mut self) -> RedisResult<()> {
+    /// reply, a restart), before anything new, in stream order. Entries it holds or published
+    /// itself in this session are left alone.
+    pub(super) async fn recover_own_pending(&mut self, s: &mut Session) -> Result<(), Fault> {
+        // A read in flight delivers its entries to this consumer's pending list, where this scan
+        // finds them: wait for it rather than race it.
+        let _ = s.finish_read().await;
+        let counting = !self.recovered_once;
         let page = self.cfg.source.batch_size;
         let mut start = "-".to_owned();
         let mut recovered = 0usize;
+        let in_hand: HashSet<EntryId> = s
+            .unconfirmed
+            .iter()
+            .flat_map(|batch| batch.claims.iter().map(|c| c.id))
+            .collect();
         loop {
-            let (src, writer) = self.writer();
-            let pending: StreamPendingCountReply = writer
+            let src = &self.cfg.source;
+            let pending: StreamPendingCountReply = s
+                .writer
                 .xpending_consumer_count(&src.stream, &src.group, &start, "+", page, &src.consumer)
                 .await?;
             let Some(last) = pending.ids.last() else {
                 break;
             };
             start = format!("({}", last.id);
-            let mut counts = HashMap::new();
+            let mut counts = Vec::new();
             for p in &pending.ids {
                 let id: EntryId = p.id.parse().map_err(parse_error)?;
-                if !self.held.contains(id) {
-                    counts.insert(id, p.times_delivered as u64);
+                if !self.held.contains(id) && !in_hand.contains(&id) {
+                    counts.push((id, p.times_delivered as u64));
                 }
             }
             if !counts.is_empty() {
-                let ids: Vec<String> = counts.keys().map(EntryId::to_string).collect();
-                // Claiming them again counts one more delivery, as a re-read would.
-                let (src, writer) = self.writer();
-                let Claimed(entries) = writer
-                    .xclaim(&src.stream, &src.group, &src.consumer, 0, &ids)
-                    .await?;
-                let mut batch = Vec::with_capacity(entries.len());
-                for delivered in entries {
-                    if let Delivered::Present(raw) = delivered {
-                        let before = counts.get(&raw.id).copied().unwrap_or(0);
-                        batch.push((raw, before + 1));
+                let recorded = self.recorded(s, counts.iter().map(|(id, _)| *id)).await?;
+                // Claimed again with the count this rule gives (RETRYCOUNT), grouped by count.
+                let mut by_count: HashMap<u64, Vec<(EntryId, bool)>> = HashMap::new();
+                for (id, times) in counts {
+                    let (count, was_recorded) = match recorded.get(&id) {
+                        Some(count) => (*count, true),
+                        None if counting => (times + 1, false),
+                        None => (times, false),
+                    };
+                    by_count.entry(count).or_default().push((id, was_recorded));
+                }
+                let mut batch = Vec::new();
+                for (count, ids) in by_count {
+                    let src = &self.cfg.source;
+                    let names: Vec<String> = ids.iter().map(|(id, _)| id.to_string()).collect();
+                    let Claimed(entries) = redis::cmd("XCLAIM")
+                        .arg(&src.stream)
+                        .arg(&src.group)
+                        .arg(&src.consumer)
+                        .arg(0)
+                        .arg(&names)
+                        .arg("RETRYCOUNT")
+                        .arg(count)
+                        .query_async(&mut s.writer)
+                        .await?;
+                    let recorded: HashSet<EntryId> = ids
+                        .iter()
+                        .filter(|(_, was)| *was)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for delivered in entries {
+                        if let Delivered::Present(raw) = delivered {
+                            batch.push(Taken {
+                                claim: Claim {
+                                    id: raw.id,
+                                    deliveries: count,
+                                    redelivery: true,
+                                    recorded: recorded.contains(&raw.id),
+                                },
+                                raw,
+                            });
+                        }
                     }
                 }
-                // XCLAIM answers in the order of the IDs asked for; deliver in stream order.
-                batch.sort_by_key(|(raw, _)| raw.id);
+                batch.sort_by_key(|taken| taken.claim.id);
                 recovered += batch.len();
                 self.metrics.read(Source::own_pending, batch.len());
-                self.deliver(batch).await?;
+                self.deliver(s, batch).await?;
             }
             if pending.ids.len() < page {
                 break;
             }
         }
+        self.recovered_once = true;
         if recovered > 0 {
             info!(
                 entries = recovered,
@@ -70,29 +126,51 @@ impl Relay {
         Ok(())
     }
 
+    /// The counts recorded in the held hash for those of `ids` that wait for servers.
+    async fn recorded(
+        &self,
+        s: &mut Session,
+        ids: impl Iterator<Item = EntryId>,
+    ) -> Result<HashMap<EntryId, u64>, Fault> {
+        let ids: Vec<EntryId> = ids.collect();
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let names: Vec<String> = ids.iter().map(EntryId::to_string).collect();
+        let counts: Vec<Option<u64>> = redis::cmd("HMGET")
+            .arg(&self.scripts.keys().held)
+            .arg(&names)
+            .query_async(&mut s.writer)
+            .await?;
+        Ok(ids
+            .into_iter()
+            .zip(counts)
+            .filter_map(|(id, count)| count.map(|c| (id, c)))
+            .collect())
+    }
+
     /// Reclaims entries that other consumers left pending for longer than `delivery.claim_idle`
     /// (relays that crashed or were scaled away), following the XAUTOCLAIM cursor.
-    pub(super) async fn reclaim(&mut self) -> RedisResult<()> {
+    pub(super) async fn reclaim(&mut self, s: &mut Session) -> Result<(), Fault> {
         let min_idle = self.cfg.delivery.claim_idle.as_millis() as u64;
         for _ in 0..CLAIM_PAGES_PER_ROUND {
-            let cursor = self.claim_cursor.clone();
-            let (src, writer) = self.writer();
+            let src = &self.cfg.source;
             let claimed: AutoClaimed = redis::cmd("XAUTOCLAIM")
                 .arg(&src.stream)
                 .arg(&src.group)
                 .arg(&src.consumer)
                 .arg(min_idle)
-                .arg(cursor)
+                .arg(&self.claim_cursor)
                 .arg("COUNT")
                 .arg(src.batch_size)
-                .query_async(writer)
+                .query_async(&mut s.writer)
                 .await?;
             self.claim_cursor = claimed.cursor;
             if !claimed.deleted.is_empty() {
                 self.metrics
                     .deleted_pending
                     .inc_by(claimed.deleted.len() as u64);
-                warn!(
+                tracing::warn!(
                     count = claimed.deleted.len(),
                     first = %claimed.deleted[0],
                     "pending entries were deleted from the stream (trimmed or XDEL) before delivery; nothing left to deliver"
@@ -107,17 +185,32 @@ impl Relay {
                 })
                 .collect();
             if !raws.is_empty() {
-                let counts = self.delivery_counts(&raws).await?;
+                let counts = self.delivery_counts(s, &raws).await?;
+                let recorded = self.recorded(s, raws.iter().map(|raw| raw.id)).await?;
                 info!(
                     entries = raws.len(),
                     "reclaimed idle entries of other consumers"
                 );
+                self.metrics.read(Source::reclaimed, raws.len());
+                self.metrics.redelivered.inc_by(raws.len() as u64);
                 let batch = raws
                     .into_iter()
                     .zip(counts)
-                    .filter_map(|(raw, count)| count.map(|c| (raw, c)))
+                    .filter_map(|(raw, count)| {
+                        let count = count?;
+                        let recorded_count = recorded.get(&raw.id).copied();
+                        Some(Taken {
+                            claim: Claim {
+                                id: raw.id,
+                                deliveries: recorded_count.unwrap_or(count),
+                                redelivery: true,
+                                recorded: recorded_count.is_some(),
+                            },
+                            raw,
+                        })
+                    })
                     .collect();
-                self.deliver(batch).await?;
+                self.deliver(s, batch).await?;
             }
             if self.claim_cursor == "0-0" || self.held.is_full() {
                 break;
@@ -127,67 +220,114 @@ impl Relay {
     }
 
     /// The delivery counter of each entry, `None` if it is no longer pending for this consumer.
-    pub(super) async fn delivery_counts(
-        &mut self,
+    async fn delivery_counts(
+        &self,
+        s: &mut Session,
         raws: &[RawEntry],
-    ) -> RedisResult<Vec<Option<u64>>> {
-        let (src, writer) = self.writer();
+    ) -> Result<Vec<Option<u64>>, Fault> {
+        let src = &self.cfg.source;
         let mut pipe = redis::pipe();
         for raw in raws {
             let id = raw.id.to_string();
             pipe.xpending_count(&src.stream, &src.group, &id, &id, 1);
         }
-        let replies: Vec<StreamPendingCountReply> = pipe.query_async(writer).await?;
-        let consumer = &src.consumer;
+        let replies: Vec<StreamPendingCountReply> = pipe.query_async(&mut s.writer).await?;
         Ok(replies
             .into_iter()
             .map(|reply| {
                 reply
                     .ids
                     .first()
-                    .filter(|p| &p.consumer == consumer)
+                    .filter(|p| p.consumer == src.consumer)
                     .map(|p| p.times_delivered as u64)
             })
             .collect())
     }
 
-    /// Publishes held entries again, oldest first per namespace, dead-lettering those that expired.
-    pub(super) async fn retry_held(&mut self) -> RedisResult<()> {
-        for nsp in self.held.namespaces() {
-            let plans: Vec<Plan> = self
-                .held
-                .front(&nsp, self.cfg.source.batch_size)
-                .map(|entry| match self.expiry(entry.id()) {
-                    Some(reason) => Plan::DeadLetter {
-                        raw: entry.raw.clone(),
-                        deliveries: entry.deliveries,
-                        reason,
-                    },
-                    None => Plan::Publish(entry.clone()),
-                })
-                .collect();
-            let outcomes = self.execute(&plans).await?;
-            let resolved = outcomes
+    /// Dead-letters held entries that expired, then delivers, at full speed, the held entries of
+    /// every namespace that has enough servers again. Servers are counted for all held namespaces
+    /// in one command, so namespaces without listeners cost next to nothing however many there are.
+    pub(super) async fn retry_held(&mut self, s: &mut Session) -> Result<(), Fault> {
+        self.timers.retry = Instant::now() + self.cfg.delivery.retry_interval;
+        let expired: Vec<Plan> = self
+            .held
+            .claims()
+            .into_iter()
+            .filter_map(|claim| {
+                let reason = self.expiry(claim)?;
+                Some(Plan::DeadLetter { claim, reason })
+            })
+            .collect();
+        if !expired.is_empty() {
+            let ids: Vec<EntryId> = expired.iter().map(|p| p.claim().id).collect();
+            self.held.remove(&ids);
+            self.run_plans(s, expired).await?;
+        }
+        let min = u64::from(self.cfg.delivery.min_receivers);
+        let mut ready = Vec::new();
+        for chunk in self.held.namespaces().chunks(NUMSUB_CHUNK) {
+            let channels: Vec<String> = chunk
                 .iter()
-                .take_while(|o| !matches!(o, Outcome::TooFewReceivers { .. } | Outcome::HeldBehind))
-                .count();
-            for _ in 0..resolved {
-                self.held.pop_front(&nsp);
-            }
-            if resolved > 0 && !self.held.is_holding(&nsp) {
+                .map(|nsp| self.target.request_channel(nsp))
+                .collect();
+            let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channels)
+                .query_async(&mut s.writer)
+                .await?;
+            ready.extend(
+                chunk
+                    .iter()
+                    .zip(counts)
+                    .filter(|(_, (_, servers))| *servers >= min)
+                    .map(|(nsp, _)| nsp.clone()),
+            );
+        }
+        let before = self.held.len();
+        for nsp in ready {
+            let claims = self.held.take_front(&nsp, self.cfg.source.batch_size);
+            let plans = self.fetch(s, claims).await?;
+            self.run_plans(s, plans).await?;
+            if !self.held.is_holding(&nsp) {
                 info!(%nsp, "Socket.IO servers listen on this namespace again; its held entries are delivered");
             }
+        }
+        if self.held.len() < before {
+            // Progress: the rest follows at once, not a retry interval later.
+            self.timers.retry = Instant::now();
         }
         Ok(())
     }
 
+    /// Reads the fields of held entries again, for delivery.
+    async fn fetch(&self, s: &mut Session, claims: Vec<Claim>) -> Result<Vec<Plan>, Fault> {
+        let mut pipe = redis::pipe();
+        for claim in &claims {
+            let id = claim.id.to_string();
+            pipe.cmd("XRANGE")
+                .arg(&self.cfg.source.stream)
+                .arg(&id)
+                .arg(&id);
+        }
+        let found: Vec<Claimed> = pipe.query_async(&mut s.writer).await?;
+        Ok(claims
+            .into_iter()
+            .zip(found)
+            .map(
+                |(claim, Claimed(entries))| match entries.into_iter().next() {
+                    Some(Delivered::Present(raw)) => self.plan(Taken { raw, claim }),
+                    _ => Plan::Gone(claim),
+                },
+            )
+            .collect())
+    }
+
     /// Keeps held entries from looking abandoned to other relays, and forgets those already taken.
-    pub(super) async fn keep_held(&mut self) -> RedisResult<()> {
-        let ids = self.held.ids();
+    pub(super) async fn keep_held(&mut self, s: &mut Session) -> Result<(), Fault> {
+        let ids: Vec<EntryId> = self.held.claims().iter().map(|c| c.id).collect();
         let mut lost = Vec::new();
-        for chunk in ids.chunks(self.cfg.source.batch_size) {
-            let conns = self.conns.as_mut().expect("steps run only while connected");
-            lost.extend(self.scripts.keep(&mut conns.writer, chunk).await?);
+        for chunk in ids.chunks(KEEP_CHUNK) {
+            lost.extend(self.scripts.keep(&mut s.writer, chunk).await?);
         }
         if !lost.is_empty() {
             info!(

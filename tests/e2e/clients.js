@@ -1,7 +1,8 @@
 // Real socket.io-client sockets that print every event they receive as one JSON line.
 // Usage: node clients.js '[{"name":"a1","url":"http://127.0.0.1:PORT/nsp","rooms":["lobby"]}, ...]'
 // Prints {"ready":true} once every socket has joined its rooms, then
-// {"client":NAME,"event":EVENT,"args":[...]} per event.
+// {"client":NAME,"event":EVENT,"args":[...]} per event. A spec with "brief": true prints, instead of
+// the arguments, [n] where n is the first argument's `n` field (for big payloads).
 const { io } = require("socket.io-client");
 
 const specs = JSON.parse(process.argv[2]);
@@ -16,7 +17,9 @@ for (const spec of specs) {
     if (joined.size === specs.length) console.log(JSON.stringify({ ready: true }));
   });
   socket.onAny((event, ...args) => {
-    if (event !== "joined") console.log(JSON.stringify({ client: spec.name, event, args }));
+    if (event === "joined") return;
+    const shown = spec.brief ? [args[0] && args[0].n] : args;
+    console.log(JSON.stringify({ client: spec.name, event, args: shown }));
   });
 }
 

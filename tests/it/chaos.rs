@@ -44,7 +44,7 @@ fn relay_killed_at_random_moments_and_restarted() {
         relay.restart(); // SIGKILL, then the same consumer again
     }
     producer.join().unwrap();
-    let ledger = Ledger::settle(&sub, &mut redis.connection(), total);
+    let ledger = Ledger::settle(&sub, &redis, total);
     report(&ledger, "kill-9 of the relay, restarted each time");
     ledger.assert_exactly_once();
 }
@@ -67,7 +67,7 @@ fn three_relays_one_killed_for_good() {
     b.kill();
     producer.join().unwrap();
     let mut con = redis.connection();
-    let ledger = Ledger::settle(&sub, &mut con, total);
+    let ledger = Ledger::settle(&sub, &redis, total);
     report(&ledger, "three relays, one killed for good");
     ledger.assert_exactly_once();
     wait_until(10 * SECOND, "nothing left pending", || {
@@ -104,8 +104,7 @@ fn redis_crashed_and_restarted_with_aof() {
     redis.restart();
     let producer = produce_in_background(&redis, total / 2, Duration::ZERO, |i| numbered(i + 500));
     producer.join().unwrap();
-    let mut con = redis.connection();
-    let ledger = Ledger::settle(&sub, &mut con, total);
+    let ledger = Ledger::settle(&sub, &redis, total);
     report(&ledger, "Redis killed and restarted (AOF)");
     assert_eq!(ledger.lost(), 0, "{}", ledger.summary("redis crash"));
     assert!(
@@ -151,7 +150,7 @@ fn redis_paused_longer_than_the_timeouts() {
     std::thread::sleep(Duration::from_millis(2500));
     signal(pid, "CONT");
     producer.join().unwrap();
-    let ledger = Ledger::settle(&sub, &mut redis.connection(), total);
+    let ledger = Ledger::settle(&sub, &redis, total);
     report(&ledger, "Redis paused longer than the timeouts");
     ledger.assert_exactly_once();
 }
@@ -164,11 +163,22 @@ fn redis_pid(redis: &RedisServer) -> u32 {
     info.get("process_id").unwrap()
 }
 
+/// The only server leaves mid-flow and comes back. Nothing is lost; an entry published in the very
+/// instant the server left is published again when it is back (the relay cannot tell whether the
+/// server read it before leaving), so at most the batch in flight is repeated.
 #[test]
 fn every_socketio_server_down_for_a_while() {
     let redis = RedisServer::start();
     let sub = Subscriber::start(&redis, "/");
-    let _relay = Relay::start(&redis, "relay-1", &[("DELIVERY__RETRY_INTERVAL", "100ms")]);
+    let batch = 50;
+    let _relay = Relay::start(
+        &redis,
+        "relay-1",
+        &[
+            ("DELIVERY__RETRY_INTERVAL", "100ms"),
+            ("SOURCE__BATCH_SIZE", "50"),
+        ],
+    );
     let total = 2000;
     let producer = produce_in_background(&redis, total, Duration::from_millis(20), numbered);
     sub.wait_count(100, 10 * SECOND);
@@ -177,9 +187,14 @@ fn every_socketio_server_down_for_a_while() {
     let sub = Subscriber::start(&redis, "/");
     producer.join().unwrap();
     // One ledger over both subscribers' receipts.
-    let ledger = Ledger::settle_excusing(&sub, &mut redis.connection(), total, &[], &before);
+    let ledger = Ledger::settle_excusing(&sub, &redis, total, &[], &before);
     report(&ledger, "every Socket.IO server down, then back");
-    ledger.assert_exactly_once();
+    assert_eq!(ledger.lost(), 0, "{}", ledger.summary("servers down"));
+    assert!(
+        ledger.duplicated() <= batch,
+        "{}",
+        ledger.summary("servers down")
+    );
 }
 
 /// Entries deleted from the stream while pending for a dead consumer: the relay reports and skips
@@ -213,7 +228,7 @@ fn stream_trimmed_under_the_relay() {
         ],
     );
     let trimmed: Vec<usize> = (0..100).collect();
-    let ledger = Ledger::settle_excusing(&sub, &mut con, total, &trimmed, &[]);
+    let ledger = Ledger::settle_excusing(&sub, &redis, total, &trimmed, &[]);
     report(&ledger, "stream trimmed under the relay");
     ledger.assert_exactly_once();
     relay.wait_log("deleted from the stream", 5 * SECOND);
@@ -248,8 +263,7 @@ fn malformed_flood_mixed_with_valid_entries() {
         }
     });
     producer.join().unwrap();
-    let mut con = redis.connection();
-    let ledger = Ledger::settle(&sub, &mut con, total);
+    let ledger = Ledger::settle(&sub, &redis, total);
     report(&ledger, "malformed flood mixed with valid entries");
     ledger.assert_exactly_once();
     let valid = (0..total).filter(|i| i % 6 == 0 || i % 6 == 5).count();

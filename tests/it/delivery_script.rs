@@ -1,14 +1,18 @@
-//! The delivery script's guarantees, driven directly against a real Redis: no publish for entries
-//! another relay owns, no second publish for journaled entries while Redis is the same process, a
-//! new publish once it is not, and dead-lettering together with the acknowledgement.
+//! The delivery scripts' guarantees, driven directly against a real Redis: servers counted the way
+//! the adapter counts them before anything is published, no publish for entries another relay
+//! owns, no second publish for journaled entries while Redis is the same process, a new publish once
+//! it is not, dead-lettering together with the acknowledgement, nothing at all done by a batch Redis
+//! refuses, and no confirmation for entries whose servers vanished.
 
 use std::time::Duration;
 
 use crate::common::*;
 use redis::Commands;
 use sio_relay::config::Config;
-use sio_relay::delivery::{journal_key, Deliverable, Op, Outcome, Scripts};
-use sio_relay::entry::{Entry, RawEntry};
+use sio_relay::delivery::{Claim, Deliverable, Keys, Op, Outcome, Published, Scripts};
+use sio_relay::entry::Entry;
+
+const SECOND: Duration = Duration::from_secs(1);
 
 fn config(consumer: &str) -> Config {
     let mut cfg = Config::default();
@@ -16,18 +20,38 @@ fn config(consumer: &str) -> Config {
     cfg
 }
 
+fn claim(id: &str, deliveries: u64) -> Claim {
+    Claim {
+        id: id.parse().unwrap(),
+        deliveries,
+        redelivery: deliveries > 1,
+        recorded: false,
+    }
+}
+
 fn deliverable(id: &str) -> Deliverable {
     let fields = vec![(b"event".to_vec(), b"e".to_vec())];
     let entry = Entry::parse(&fields).unwrap();
     Deliverable {
-        raw: RawEntry {
-            id: id.parse().unwrap(),
-            fields,
-        },
-        deliveries: 1,
+        claim: claim(id, 1),
         nsp: "/".into(),
         packet: Config::default().target().encode(&entry),
     }
+}
+
+fn publish(entry: &Deliverable) -> Op<'_> {
+    Op::Publish {
+        entry,
+        behind: false,
+    }
+}
+
+fn outcomes(report: sio_relay::delivery::Report) -> Vec<Outcome> {
+    report.outcomes
+}
+
+fn keys() -> Keys {
+    Keys::new(&config("x"))
 }
 
 /// One entry read by relay-a and not yet acknowledged, with what it takes to deliver it.
@@ -53,12 +77,13 @@ async fn one_entry_read_by_relay_a(redis: &RedisServer) -> Setup {
 /// As [`one_entry_read_by_relay_a`], then published (in Redis process "p") and not yet confirmed.
 async fn one_entry_published_by_relay_a(redis: &RedisServer) -> Setup {
     let mut setup = one_entry_read_by_relay_a(redis).await;
-    let outcomes = setup
+    let report = setup
         .scripts
-        .deliver(&mut setup.writer, "p", &[Op::Publish(&setup.entry)], 0)
+        .deliver(&mut setup.writer, "p", &[publish(&setup.entry)], 0)
         .await
         .unwrap();
-    assert_eq!(outcomes, [Outcome::Published { receivers: 1 }]);
+    assert_eq!(report.outcomes, [Outcome::Published { receivers: 1 }]);
+    assert_eq!(report.servers, [("/".to_owned(), 1)]);
     setup
 }
 
@@ -87,13 +112,12 @@ async fn an_entry_reclaimed_by_another_relay_is_not_published_again() {
         .query(&mut con)
         .unwrap();
     let entry = deliverable(&id);
-    let outcomes = Scripts::new(&config("relay-a"))
-        .deliver(&mut writer(&redis).await, "run", &[Op::Publish(&entry)], 0)
+    let report = Scripts::new(&config("relay-a"))
+        .deliver(&mut writer(&redis).await, "run", &[publish(&entry)], 0)
         .await
         .unwrap();
-    assert_eq!(outcomes, [Outcome::NotOwned]);
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(sub.messages().is_empty());
+    assert_eq!(report.outcomes, [Outcome::NotOwned]);
+    assert_eq!(sub.flush(&redis), 0, "nothing was published");
     assert_eq!(pending(&mut con), [(id, "relay-b".to_owned(), 2)]);
 }
 
@@ -110,12 +134,12 @@ async fn journaled_entries_are_published_once_per_redis_process() {
     let id = entry.id().to_string();
 
     // Published, journaled, not yet confirmed: the relay dies here.
-    let outcomes = scripts
-        .deliver(&mut writer, "process-1", &[Op::Publish(&entry)], 0)
+    let report = scripts
+        .deliver(&mut writer, "process-1", &[publish(&entry)], 0)
         .await
         .unwrap();
-    assert_eq!(outcomes, [Outcome::Published { receivers: 1 }]);
-    let journal: Option<String> = con.hget(journal_key(&config("x")), "relay-a").unwrap();
+    assert_eq!(report.outcomes, [Outcome::Published { receivers: 1 }]);
+    let journal: Option<String> = con.hget(keys().journal, "relay-a").unwrap();
     assert_eq!(journal, Some(format!("process-1 {id}")));
     assert_eq!(
         pending(&mut con).len(),
@@ -125,14 +149,14 @@ async fn journaled_entries_are_published_once_per_redis_process() {
 
     // Redis restarted (another run_id): the packets may never have left it, so publish again.
     let mut entry = entry;
-    entry.deliveries = 2;
-    let outcomes = scripts
-        .deliver(&mut writer, "process-2", &[Op::Publish(&entry)], 0)
+    entry.claim = claim(&id, 2);
+    let report = scripts
+        .deliver(&mut writer, "process-2", &[publish(&entry)], 0)
         .await
         .unwrap();
-    assert_eq!(outcomes, [Outcome::Published { receivers: 1 }]);
-    assert_eq!(sub.wait_count(2, Duration::from_secs(5)).len(), 2);
-    let journal: Option<String> = con.hget(journal_key(&config("x")), "relay-a").unwrap();
+    assert_eq!(report.outcomes, [Outcome::Published { receivers: 1 }]);
+    assert_eq!(sub.wait_count(2, 5 * SECOND).len(), 2);
+    let journal: Option<String> = con.hget(keys().journal, "relay-a").unwrap();
     assert_eq!(
         journal,
         Some(format!("process-2 {id}")),
@@ -140,13 +164,12 @@ async fn journaled_entries_are_published_once_per_redis_process() {
     );
 
     // Same process: acknowledged without a second publish.
-    let outcomes = scripts
-        .deliver(&mut writer, "process-2", &[Op::Publish(&entry)], 0)
+    let report = scripts
+        .deliver(&mut writer, "process-2", &[publish(&entry)], 0)
         .await
         .unwrap();
-    assert_eq!(outcomes, [Outcome::AlreadyPublished]);
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(sub.messages().len(), 2);
+    assert_eq!(report.outcomes, [Outcome::AlreadyPublished]);
+    assert_eq!(sub.flush(&redis), 2);
     assert!(
         pending(&mut con).is_empty(),
         "acknowledged without a confirmation"
@@ -163,61 +186,309 @@ async fn confirm_acknowledges_and_clears_the_journal() {
         scripts,
         mut writer,
     } = one_entry_published_by_relay_a(&redis).await;
-    scripts.confirm(&mut writer, &[entry.id()]).await.unwrap();
+    let published = Published {
+        nsp: "/".into(),
+        servers: 1,
+        claims: vec![entry.claim],
+    };
+    let unconfirmed = scripts.confirm(&mut writer, &[published]).await.unwrap();
+    assert!(unconfirmed.is_empty());
     assert!(pending(&mut con).is_empty());
-    let journaled: bool = con.hexists(journal_key(&config("x")), "relay-a").unwrap();
+    let journaled: bool = con.hexists(keys().journal, "relay-a").unwrap();
     assert!(
         !journaled,
         "the confirmation clears the consumer's journal field"
     );
 }
 
+/// A server that disconnects between publishing and confirming (Redis drops a subscriber whose
+/// output buffer overflows together with its queued packets) leaves the entry unconfirmed: pending,
+/// out of the journal, to be published again.
 #[tokio::test(flavor = "current_thread")]
-async fn too_few_receivers_hold_the_rest_of_the_namespace() {
+async fn entries_whose_servers_vanished_are_not_confirmed() {
+    let redis = RedisServer::start();
+    let sub = Subscriber::start(&redis, "/");
+    let Setup {
+        mut con,
+        entry,
+        scripts,
+        mut writer,
+    } = one_entry_published_by_relay_a(&redis).await;
+    drop(sub);
+    wait_until(5 * SECOND, "the server is gone", || {
+        numsub(&mut con, "socket.io-request#/#") == 0
+    });
+    let published = Published {
+        nsp: "/".into(),
+        servers: 1,
+        claims: vec![entry.claim],
+    };
+    let unconfirmed = scripts.confirm(&mut writer, &[published]).await.unwrap();
+    assert_eq!(unconfirmed, [entry.id()]);
+    assert_eq!(pending(&mut con).len(), 1, "still pending");
+    let journaled: bool = con.hexists(keys().journal, "relay-a").unwrap();
+    assert!(!journaled, "no longer taken for published");
+}
+
+fn numsub(con: &mut redis::Connection, channel: &str) -> u64 {
+    let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query(con)
+        .unwrap();
+    counts[0].1
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn too_few_servers_hold_the_rest_of_the_namespace_and_record_it() {
     let redis = RedisServer::start();
     let mut con = redis.connection();
     let ids: Vec<String> = (0..3).map(|_| xadd(&mut con, &[("event", "e")])).collect();
     read_as(&mut con, "relay-a", 3);
     let entries: Vec<Deliverable> = ids.iter().map(|id| deliverable(id)).collect();
-    let ops: Vec<Op> = entries.iter().map(Op::Publish).collect();
-    let outcomes = Scripts::new(&config("relay-a"))
+    let ops: Vec<Op> = entries.iter().map(publish).collect();
+    let report = Scripts::new(&config("relay-a"))
         .deliver(&mut writer(&redis).await, "p", &ops, 0)
         .await
         .unwrap();
     assert_eq!(
-        outcomes,
+        report.outcomes,
         [
-            Outcome::TooFewReceivers { receivers: 0 },
+            Outcome::TooFewServers { servers: 0 },
             Outcome::HeldBehind,
             Outcome::HeldBehind
         ]
     );
     assert_eq!(pending(&mut con).len(), 3);
+    let recorded: std::collections::HashMap<String, u64> = con.hgetall(keys().held).unwrap();
+    assert_eq!(recorded.len(), 3, "each held entry's count is recorded");
+    assert!(recorded.values().all(|&n| n == 1));
+}
+
+/// Anything pattern-subscribed (`sio-relay monitor`, `redis-cli PSUBSCRIBE '*'`) is counted by
+/// PUBLISH but is no Socket.IO server: nothing is published to it, and nothing is acknowledged.
+#[tokio::test(flavor = "current_thread")]
+async fn a_pattern_subscriber_is_not_a_server() {
+    let redis = RedisServer::start();
+    let monitor = Subscriber::pattern_only(&redis, "*");
+    let Setup {
+        mut con,
+        entry,
+        scripts,
+        mut writer,
+    } = one_entry_read_by_relay_a(&redis).await;
+    let report = scripts
+        .deliver(&mut writer, "p", &[publish(&entry)], 0)
+        .await
+        .unwrap();
+    assert_eq!(report.outcomes, [Outcome::TooFewServers { servers: 0 }]);
+    assert_eq!(pending(&mut con).len(), 1);
+    assert_eq!(monitor.flush(&redis), 0, "the entry was not published");
+}
+
+/// With `min_receivers = 2` and one server, the entry is not published at all (it would reach that
+/// server again at every retry).
+#[tokio::test(flavor = "current_thread")]
+async fn below_min_receivers_nothing_is_published() {
+    let redis = RedisServer::start();
+    let sub = Subscriber::start(&redis, "/");
+    let mut con = redis.connection();
+    let id = xadd(&mut con, &[("event", "e")]);
+    read_as(&mut con, "relay-a", 1);
+    let mut cfg = config("relay-a");
+    cfg.delivery.min_receivers = 2;
+    let entry = deliverable(&id);
+    let report = Scripts::new(&cfg)
+        .deliver(&mut writer(&redis).await, "p", &[publish(&entry)], 0)
+        .await
+        .unwrap();
+    assert_eq!(report.outcomes, [Outcome::TooFewServers { servers: 1 }]);
+    assert_eq!(sub.flush(&redis), 0);
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn dead_lettering_appends_and_acknowledges_together() {
+async fn dead_letters_are_copied_inside_redis_and_acknowledged_together() {
     let redis = RedisServer::start();
     let mut con = redis.connection();
-    let id = xadd(&mut con, &[("event", "connect")]);
+    let id = xadd(
+        &mut con,
+        &[
+            ("event", "connect"),
+            ("x-dead-reason", "old"),
+            ("x-trace", "t"),
+        ],
+    );
     read_as(&mut con, "relay-a", 1);
     let mut cfg = config("relay-a");
     cfg.dead_letter.max_len = 1000;
-    let outcomes = Scripts::new(&cfg)
+    let report = Scripts::new(&cfg)
         .deliver(
             &mut writer(&redis).await,
             "p",
             &[Op::DeadLetter {
-                id: id.parse().unwrap(),
-                fields: vec![(b"event".to_vec(), b"connect".to_vec())],
+                claim: claim(&id, 1),
+                reason: "malformed",
+                detail: "event `connect` is reserved".into(),
             }],
             0,
         )
         .await
         .unwrap();
-    assert_eq!(outcomes, [Outcome::DeadLettered]);
+    assert_eq!(report.outcomes, [Outcome::Acknowledged]);
     assert!(pending(&mut con).is_empty());
-    assert_eq!(dead_letters(&mut con).len(), 1);
+    let dead = dead_letters(&mut con);
+    assert_eq!(dead.len(), 1);
+    let names: Vec<&str> = dead[0].1.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "event",
+            "x-trace",
+            "x-dead-reason",
+            "x-dead-error",
+            "x-dead-stream",
+            "x-dead-id",
+            "x-dead-deliveries"
+        ],
+        "the original fields, an earlier death's x-dead-* fields replaced"
+    );
+    assert_eq!(field(&dead[0].1, "x-dead-id"), Some(id.as_str()));
+}
+
+/// An entry with more fields than one Redis call can carry from Lua (about 4,000) is dead-lettered
+/// in one piece, its fields packed, instead of failing the script for ever.
+#[tokio::test(flavor = "current_thread")]
+async fn an_entry_with_thousands_of_fields_is_dead_lettered_packed() {
+    let redis = RedisServer::start();
+    let mut con = redis.connection();
+    let names: Vec<String> = (0..5000).map(|i| format!("x-f{i}")).collect();
+    let mut fields: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+    fields.push(("evnt", "typo"));
+    let id = xadd(&mut con, &fields);
+    read_as(&mut con, "relay-a", 1);
+    let report = Scripts::new(&config("relay-a"))
+        .deliver(
+            &mut writer(&redis).await,
+            "p",
+            &[Op::DeadLetter {
+                claim: claim(&id, 1),
+                reason: "malformed",
+                detail: "unknown field `evnt`".into(),
+            }],
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.outcomes, [Outcome::Acknowledged]);
+    let stored = stored_dead_letters(&mut con);
+    assert_eq!(stored.len(), 1);
+    assert!(
+        stored[0].1.iter().any(|(f, _)| f == b"x-dead-fields"),
+        "the fields are packed"
+    );
+    let dead = dead_letters(&mut con);
+    assert_eq!(field(&dead[0].1, "x-f4999"), Some("v"), "and unpack whole");
+    assert_eq!(field(&dead[0].1, "evnt"), Some("typo"));
+    assert!(pending(&mut con).is_empty());
+}
+
+/// A batch Redis refuses has no effect at all: nothing published, nothing acknowledged, nothing
+/// dead-lettered. Here the dead-letter key holds a string.
+#[tokio::test(flavor = "current_thread")]
+async fn a_refused_batch_publishes_nothing() {
+    let redis = RedisServer::start();
+    let sub = Subscriber::start(&redis, "/");
+    let mut con = redis.connection();
+    let valid = xadd(&mut con, &[("event", "e")]);
+    let bad = xadd(&mut con, &[("event", "connect")]);
+    read_as(&mut con, "relay-a", 2);
+    let _: () = con.set(DEAD, "not a stream").unwrap();
+    let entry = deliverable(&valid);
+    let ops = [
+        publish(&entry),
+        Op::DeadLetter {
+            claim: claim(&bad, 1),
+            reason: "malformed",
+            detail: "reserved".into(),
+        },
+    ];
+    let scripts = Scripts::new(&config("relay-a"));
+    let err = scripts
+        .deliver(&mut writer(&redis).await, "p", &ops, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("SIORELAY"), "{err}");
+    assert!(err.to_string().contains("dead-letter stream"), "{err}");
+    assert_eq!(sub.flush(&redis), 0, "nothing published");
+    assert_eq!(pending(&mut con).len(), 2, "nothing acknowledged");
+    let journaled: bool = con.hexists(keys().journal, "relay-a").unwrap();
+    assert!(!journaled);
+}
+
+/// Out of memory (`maxmemory` with `noeviction`), Redis refuses the script before it runs.
+#[tokio::test(flavor = "current_thread")]
+async fn out_of_memory_the_script_does_not_run_at_all() {
+    let redis = RedisServer::start();
+    let sub = Subscriber::start(&redis, "/");
+    let Setup {
+        mut con,
+        entry,
+        scripts,
+        mut writer,
+    } = one_entry_read_by_relay_a(&redis).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(1)
+        .query(&mut con)
+        .unwrap();
+    let err = scripts
+        .deliver(&mut writer, "p", &[publish(&entry)], 0)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("OOM"), "{err}");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(0)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(sub.flush(&redis), 0);
+    assert_eq!(pending(&mut con).len(), 1);
+}
+
+/// A command the ACL user may no longer run is found before the first PUBLISH.
+#[tokio::test(flavor = "current_thread")]
+async fn a_revoked_command_refuses_the_batch_before_publishing() {
+    let redis = RedisServer::start();
+    let sub = Subscriber::start(&redis, "/");
+    let mut con = redis.connection();
+    let id = xadd(&mut con, &[("event", "e")]);
+    read_as(&mut con, "relay-a", 1);
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("relay")
+        .arg("on")
+        .arg(">pw")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-xack")
+        .query(&mut con)
+        .unwrap();
+    let mut relay_con = redis::Client::open(format!("redis://relay:pw@127.0.0.1:{}", redis.port))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let entry = deliverable(&id);
+    let err = Scripts::new(&config("relay-a"))
+        .deliver(&mut relay_con, "p", &[publish(&entry)], 0)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("XACK"), "{err}");
+    assert_eq!(sub.flush(&redis), 0);
+    assert_eq!(pending(&mut con).len(), 1);
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -232,14 +503,64 @@ async fn a_published_entry_is_not_dead_lettered_while_awaiting_confirmation() {
     } = one_entry_published_by_relay_a(&redis).await;
     // The relay died before confirming; on its return the entry has expired.
     let dead_letter = Op::DeadLetter {
-        id: entry.id(),
-        fields: entry.raw.fields.clone(),
+        claim: claim(&entry.id().to_string(), 2),
+        reason: "expired",
+        detail: "too old".into(),
     };
-    let outcomes = scripts
+    let report = scripts
         .deliver(&mut writer, "p", &[dead_letter], 0)
         .await
         .unwrap();
-    assert_eq!(outcomes, [Outcome::AlreadyPublished]);
+    assert_eq!(outcomes(report), [Outcome::AlreadyPublished]);
     assert!(dead_letters(&mut con).is_empty());
     assert!(pending(&mut con).is_empty());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_one_entry_redis_refuses_is_dead_lettered_packed_on_its_own() {
+    let redis = RedisServer::start();
+    let mut con = redis.connection();
+    let id = xadd(&mut con, &[("event", "e"), ("x-bin", "\u{1}")]);
+    read_as(&mut con, "relay-a", 1);
+    let scripts = Scripts::new(&config("relay-a"));
+    let mut writer = writer(&redis).await;
+    let moved = scripts
+        .isolate(&mut writer, claim(&id, 1), "ERR something in this entry")
+        .await
+        .unwrap();
+    assert!(moved);
+    assert!(pending(&mut con).is_empty());
+    let dead = dead_letters(&mut con);
+    assert_eq!(field(&dead[0].1, "x-dead-reason"), Some("refused"));
+    let packed: Vec<Vec<u8>> = {
+        let raw = stored_dead_letters(&mut con);
+        let value = raw[0]
+            .1
+            .iter()
+            .find(|(f, _)| f == b"x-dead-fields")
+            .unwrap()
+            .1
+            .clone();
+        let rmpv::Value::Array(items) = rmpv::decode::read_value(&mut value.as_slice()).unwrap()
+        else {
+            panic!("not an array")
+        };
+        items
+            .into_iter()
+            .map(|i| match i {
+                rmpv::Value::String(s) => s.into_bytes(),
+                rmpv::Value::Binary(b) => b,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    assert_eq!(
+        packed,
+        [
+            b"event".to_vec(),
+            b"e".to_vec(),
+            b"x-bin".to_vec(),
+            b"\x01".to_vec()
+        ]
+    );
 }

@@ -11,46 +11,6 @@ use serde_json::{json, Value};
 
 const SECOND: Duration = Duration::from_secs(1);
 
-/// Socket.IO client sockets; `spec` is (name, url, rooms).
-struct Clients(Node);
-
-impl Clients {
-    fn connect(spec: &[(&str, String, &[&str])]) -> Clients {
-        let spec: Vec<Value> = spec
-            .iter()
-            .map(|(name, url, rooms)| json!({"name": name, "url": url, "rooms": rooms}))
-            .collect();
-        let node = Node::start("clients.js", &[&Value::Array(spec).to_string()]);
-        node.wait_line(r#""ready":true"#, 20 * SECOND);
-        Clients(node)
-    }
-
-    /// Every (event, args) each client received, in order.
-    fn received(&self) -> BTreeMap<String, Vec<(String, Value)>> {
-        let mut by_client: BTreeMap<String, Vec<(String, Value)>> = BTreeMap::new();
-        for line in self.0.lines() {
-            let v: Value = serde_json::from_str(&line).unwrap();
-            if let Some(client) = v["client"].as_str() {
-                by_client
-                    .entry(client.to_owned())
-                    .or_default()
-                    .push((v["event"].as_str().unwrap().to_owned(), v["args"].clone()));
-            }
-        }
-        by_client
-    }
-
-    fn events_of(&self, client: &str) -> Vec<(String, Value)> {
-        self.received().remove(client).unwrap_or_default()
-    }
-
-    fn wait_events(&self, client: &str, n: usize, timeout: Duration) {
-        wait_until(timeout, &format!("{client} receives {n} events"), || {
-            self.events_of(client).len() >= n
-        });
-    }
-}
-
 #[test]
 fn rooms_namespaces_and_except_reach_exactly_the_right_clients() {
     let redis = RedisServer::start();

@@ -13,6 +13,7 @@ mod cli;
 mod delivery_script;
 mod deploy;
 mod e2e;
+mod guarantee;
 mod malformed;
 mod operator_cli;
 mod ops;

@@ -1,37 +1,12 @@
 //! What operators and init systems see: the HTTP probes and metrics, systemd notifications, and the
 //! removal of stale consumers, against real Redis processes.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
 
 const SECOND: Duration = Duration::from_secs(1);
-
-/// `GET path` over plain HTTP/1.0: (status, body); status 0 when nothing listens yet.
-fn get(port: u16, path: &str) -> (u16, String) {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    stream.set_read_timeout(Some(5 * SECOND)).unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().expect("a status code");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn metric(body: &str, name: &str) -> f64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("no {name} in\n{body}"))
-}
 
 #[test]
 fn probes_follow_redis_and_metrics_count_what_happened() {
@@ -45,20 +20,20 @@ fn probes_follow_redis_and_metrics_count_what_happened() {
         &[("HTTP__LISTEN", &listen), ("REDIS__BACKOFF_MAX", "500ms")],
     );
     wait_until(10 * SECOND, "/readyz says ready", || {
-        get(port, "/readyz").0 == 200
+        http_get(port, "/readyz").0 == 200
     });
-    assert_eq!(get(port, "/livez"), (200, "ok\n".into()));
-    assert_eq!(get(port, "/nope").0, 404);
+    assert_eq!(http_get(port, "/livez"), (200, "ok\n".into()));
+    assert_eq!(http_get(port, "/nope").0, 404);
 
     let mut con = redis.connection();
     xadd(&mut con, &[("event", "e"), ("room", "r")]);
     xadd(&mut con, &[("event", "connect")]);
     sub.wait_count(1, 10 * SECOND);
     wait_until(10 * SECOND, "the metrics count both entries", || {
-        let (_, body) = get(port, "/metrics");
+        let (_, body) = http_get(port, "/metrics");
         body.contains("sio_relay_acknowledged_total 2")
     });
-    let (status, body) = get(port, "/metrics");
+    let (status, body) = http_get(port, "/metrics");
     assert_eq!(status, 200);
     assert_eq!(
         metric(&body, "sio_relay_entries_read_total{source=\"new\"}"),
@@ -80,7 +55,7 @@ fn probes_follow_redis_and_metrics_count_what_happened() {
     );
     assert!(body.contains("sio_relay_build_info{version=\""));
     wait_until(10 * SECOND, "the group gauges are refreshed", || {
-        let (_, body) = get(port, "/metrics");
+        let (_, body) = http_get(port, "/metrics");
         body.contains("sio_relay_group_pending 0") && body.contains("sio_relay_group_lag 0")
     });
 
@@ -88,23 +63,23 @@ fn probes_follow_redis_and_metrics_count_what_happened() {
     redis.kill();
     let down = Instant::now();
     wait_until(5 * SECOND, "/readyz says not ready", || {
-        get(port, "/readyz").0 == 503
+        http_get(port, "/readyz").0 == 503
     });
     assert!(down.elapsed() < 5 * SECOND);
-    let (_, reason) = get(port, "/readyz");
+    let (_, reason) = http_get(port, "/readyz");
     assert!(reason.starts_with("Redis"), "{reason:?}");
     assert_eq!(reason.lines().count(), 1);
     assert_eq!(
-        get(port, "/livez").0,
+        http_get(port, "/livez").0,
         200,
         "liveness never depends on Redis"
     );
-    assert!(get(port, "/metrics")
+    assert!(http_get(port, "/metrics")
         .1
         .contains("sio_relay_redis_connected{connection=\"reader\"} 0"));
     redis.restart();
     wait_until(10 * SECOND, "/readyz says ready again", || {
-        get(port, "/readyz").0 == 200
+        http_get(port, "/readyz").0 == 200
     });
     drop(relay);
 }

@@ -359,7 +359,7 @@ fn sigterm_finishes_the_batch_in_flight_and_exits_zero() {
     producer.join().unwrap();
     // Whatever was not delivered is still pending or unread; a new start delivers it, once.
     let _next = Relay::start(&redis, "relay-1", &[]);
-    Ledger::settle(&sub, &mut con, total).assert_exactly_once();
+    Ledger::settle(&sub, &redis, total).assert_exactly_once();
     wait_until(5 * SECOND, "all acknowledged", || {
         pending(&mut con).is_empty()
     });
@@ -407,7 +407,10 @@ fn a_deleted_group_is_created_again() {
         .arg(GROUP)
         .query(&mut con)
         .unwrap();
-    relay.wait_log("consumer group is gone", 10 * SECOND);
+    relay.wait_log(
+        "created it again at the last entry this relay knew read",
+        10 * SECOND,
+    );
     xadd(&mut con, &[("event", "after")]);
     assert_eq!(sub.wait_count(1, 10 * SECOND)[0].event(), "after");
 }
@@ -426,7 +429,7 @@ fn a_dead_letter_replayed_as_the_readme_shows_is_delivered() {
     });
     let dead_id = dead_letters(&mut con)[0].0.clone();
     relay.kill();
-    let readme = include_str!("../../README.md");
+    let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
     let script = readme
         .lines()
         .find(|l| l.starts_with("redis-cli EVAL \"local e = redis.call('XRANGE'"))

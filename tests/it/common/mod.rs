@@ -6,8 +6,10 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use redis::{Commands, Value};
+use serde_json::json;
 
 pub const STREAM: &str = "sio-relay";
 
@@ -225,7 +228,6 @@ impl Relay {
         let mut env = vec![
             ("REDIS__URL".to_owned(), redis.url()),
             ("SOURCE__CONSUMER".to_owned(), consumer.to_owned()),
-            ("SOURCE__START_ID".to_owned(), "0".to_owned()),
         ];
         for (key, value) in settings {
             env.retain(|(k, _)| k != key);
@@ -273,6 +275,15 @@ impl Relay {
         });
     }
 
+    /// Waits until the log holds `needle` at least `n` times (the log spans restarts).
+    pub fn wait_log_count(&self, needle: &str, n: usize, timeout: Duration) {
+        wait_until(
+            timeout,
+            &format!("the relay logs {needle:?} {n} times"),
+            || self.log().matches(needle).count() >= n,
+        );
+    }
+
     /// Sends `signal` without waiting for anything.
     pub fn signal(&self, signal: &str) {
         let pid = self.pid().to_string();
@@ -305,6 +316,25 @@ impl Relay {
                 let _ = child.kill();
                 panic!(
                     "the relay did not exit within {timeout:?} of SIG{signal}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits up to `timeout` for the relay to exit on its own, and returns its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("relay running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for the relay") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "the relay did not exit within {timeout:?}; log:\n{}",
                     self.log()
                 );
             }
@@ -384,10 +414,15 @@ pub fn to_json(v: &rmpv::Value) -> serde_json::Value {
     }
 }
 
-/// A PSUBSCRIBE on `socket.io#<nsp>#*`, counted by PUBLISH exactly like a Socket.IO server with the
-/// Redis adapter. It reconnects by itself when Redis restarts.
+/// A stand-in for a Socket.IO server's adapter on one namespace: it subscribes to
+/// `socket.io-request#<nsp>#` (which is how the relay counts servers, like the adapter's own
+/// `serverCount()`) and pattern-subscribes to `socket.io#<nsp>#*`, where broadcasts arrive. Or, with
+/// [`Subscriber::pattern_only`], a pattern subscriber that is no server (`sio-relay monitor`,
+/// `redis-cli PSUBSCRIBE`). It reconnects by itself when Redis restarts.
 pub struct Subscriber {
     messages: Arc<Mutex<Vec<Message>>>,
+    /// Markers published by [`Subscriber::flush`] and seen, kept apart from the messages.
+    markers: Arc<Mutex<Vec<Vec<u8>>>>,
     subscribed: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -395,16 +430,38 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub fn start(redis: &RedisServer, nsp: &str) -> Subscriber {
+        let channels = vec![format!("socket.io-request#{nsp}#")];
+        Subscriber::launch(redis, format!("socket.io#{nsp}#*"), channels)
+    }
+
+    /// A pattern subscriber that is not a Socket.IO server.
+    pub fn pattern_only(redis: &RedisServer, pattern: &str) -> Subscriber {
+        Subscriber::launch(redis, pattern.to_owned(), Vec::new())
+    }
+
+    fn launch(redis: &RedisServer, pattern: String, channels: Vec<String>) -> Subscriber {
         let url = redis.url();
-        let pattern = format!("socket.io#{nsp}#*");
         let messages = Arc::new(Mutex::new(Vec::new()));
+        let markers = Arc::new(Mutex::new(Vec::new()));
         let subscribed = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (messages, subscribed, stop) = (messages.clone(), subscribed.clone(), stop.clone());
+            let (messages, markers, subscribed, stop) = (
+                messages.clone(),
+                markers.clone(),
+                subscribed.clone(),
+                stop.clone(),
+            );
             std::thread::spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
-                    let _ = subscribe_until_error(&url, &pattern, &messages, &subscribed, &stop);
+                    let _ = subscribe_until_error(
+                        &url,
+                        &pattern,
+                        &channels,
+                        (&messages, &markers),
+                        &subscribed,
+                        &stop,
+                    );
                     subscribed.store(false, Ordering::SeqCst);
                     std::thread::sleep(Duration::from_millis(50));
                 }
@@ -412,6 +469,7 @@ impl Subscriber {
         };
         let sub = Subscriber {
             messages,
+            markers,
             subscribed,
             stop,
             thread: Some(thread),
@@ -430,6 +488,26 @@ impl Subscriber {
 
     pub fn messages(&self) -> Vec<Message> {
         self.messages.lock().unwrap().clone()
+    }
+
+    /// Publishes a marker where this subscriber listens (`socket.io#/#`) and waits until it
+    /// arrives: everything published before it has arrived too. Returns how many messages came.
+    /// The way to assert that something was *not* published, without sleeping.
+    pub fn flush(&self, redis: &RedisServer) -> usize {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let marker = format!(
+            "{MARKER}{}",
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        )
+        .into_bytes();
+        let mut con = redis.connection();
+        let _: u64 = con.publish("socket.io#/#", &marker).unwrap();
+        wait_until(
+            Duration::from_secs(10),
+            "the subscriber receives the marker",
+            || self.markers.lock().unwrap().contains(&marker),
+        );
+        self.messages().len()
     }
 
     pub fn wait_count(&self, n: usize, timeout: Duration) -> Vec<Message> {
@@ -469,10 +547,16 @@ impl Drop for Subscriber {
     }
 }
 
+/// What [`Subscriber::flush`] publishes, followed by a number.
+const MARKER: &str = "sio-relay-test-marker-";
+
+type Inbox<'a> = (&'a Mutex<Vec<Message>>, &'a Mutex<Vec<Vec<u8>>>);
+
 fn subscribe_until_error(
     url: &str,
     pattern: &str,
-    messages: &Mutex<Vec<Message>>,
+    channels: &[String],
+    (messages, markers): Inbox,
     subscribed: &AtomicBool,
     stop: &AtomicBool,
 ) -> redis::RedisResult<()> {
@@ -481,12 +565,22 @@ fn subscribe_until_error(
     con.set_read_timeout(Some(Duration::from_millis(100)))?;
     let mut pubsub = con.as_pubsub();
     pubsub.psubscribe(pattern)?;
+    for channel in channels {
+        pubsub.subscribe(channel)?;
+    }
     subscribed.store(true, Ordering::SeqCst);
     let keep = |msg: redis::Msg| {
-        messages.lock().unwrap().push(Message {
-            channel: msg.get_channel_name().to_owned(),
-            payload: msg.get_payload_bytes().to_vec(),
-        })
+        if msg.get_payload_bytes().starts_with(MARKER.as_bytes()) {
+            markers
+                .lock()
+                .unwrap()
+                .push(msg.get_payload_bytes().to_vec());
+        } else if msg.from_pattern() {
+            messages.lock().unwrap().push(Message {
+                channel: msg.get_channel_name().to_owned(),
+                payload: msg.get_payload_bytes().to_vec(),
+            })
+        }
     };
     while !stop.load(Ordering::SeqCst) {
         match pubsub.get_message() {
@@ -496,6 +590,9 @@ fn subscribe_until_error(
         }
     }
     // Leave cleanly: what Redis counted as received before the unsubscribe is read, not dropped.
+    for channel in channels {
+        pubsub.unsubscribe(channel)?;
+    }
     pubsub.punsubscribe(pattern)?;
     while let Ok(msg) = pubsub.get_message() {
         keep(msg);
@@ -544,24 +641,30 @@ pub fn pending(con: &mut redis::Connection) -> Vec<(String, String, u64)> {
         .arg("+")
         .arg(100_000)
         .query(con)
+        .or_else(|e| match e.code() {
+            Some("NOGROUP") => Ok(Value::Array(Vec::new())),
+            _ => Err(e),
+        })
         .expect("XPENDING");
     let rows: Vec<(String, String, u64, u64)> =
         redis::FromRedisValue::from_redis_value(reply).expect("XPENDING rows");
     rows.into_iter().map(|(id, c, _, n)| (id, c, n)).collect()
 }
 
-/// The dead-letter stream: (id, fields as text pairs).
+/// A stream entry's fields, byte for byte.
+pub type RawFields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The dead-letter stream as stored: (id, fields).
+pub fn stored_dead_letters(con: &mut redis::Connection) -> Vec<(String, RawFields)> {
+    con.xrange(DEAD, "-", "+").expect("XRANGE dead")
+}
+
+/// The dead-letter stream: (id, fields as text pairs), packed fields unpacked.
 pub fn dead_letters(con: &mut redis::Connection) -> Vec<(String, Vec<(String, String)>)> {
-    type Fields = Vec<(Vec<u8>, Vec<u8>)>;
-    let rows: Vec<(String, Fields)> = redis::cmd("XRANGE")
-        .arg(DEAD)
-        .arg("-")
-        .arg("+")
-        .query(con)
-        .expect("XRANGE dead");
-    rows.into_iter()
+    stored_dead_letters(con)
+        .into_iter()
         .map(|(id, fields)| {
-            let fields = fields
+            let fields = sio_relay::dead_letter::unpacked(&fields)
                 .into_iter()
                 .map(|(f, v)| {
                     (
@@ -681,6 +784,57 @@ impl Drop for Node {
     }
 }
 
+/// Socket.IO client sockets; `spec` is (name, url, rooms).
+pub struct Clients(Node);
+
+impl Clients {
+    pub fn connect(spec: &[(&str, String, &[&str])]) -> Clients {
+        Clients::start(spec, false)
+    }
+
+    /// Clients that print, instead of each event's arguments, the `n` field of the first one.
+    pub fn connect_brief(spec: &[(&str, String, &[&str])]) -> Clients {
+        Clients::start(spec, true)
+    }
+
+    fn start(spec: &[(&str, String, &[&str])], brief: bool) -> Clients {
+        let spec: Vec<serde_json::Value> = spec
+            .iter()
+            .map(|(name, url, rooms)| {
+                json!({"name": name, "url": url, "rooms": rooms, "brief": brief})
+            })
+            .collect();
+        let node = Node::start("clients.js", &[&serde_json::Value::Array(spec).to_string()]);
+        node.wait_line(r#""ready":true"#, Duration::from_secs(20));
+        Clients(node)
+    }
+
+    /// Every (event, args) each client received, in order.
+    pub fn received(&self) -> BTreeMap<String, Vec<(String, serde_json::Value)>> {
+        let mut by_client: BTreeMap<String, Vec<(String, serde_json::Value)>> = BTreeMap::new();
+        for line in self.0.lines() {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if let Some(client) = v["client"].as_str() {
+                by_client
+                    .entry(client.to_owned())
+                    .or_default()
+                    .push((v["event"].as_str().unwrap().to_owned(), v["args"].clone()));
+            }
+        }
+        by_client
+    }
+
+    pub fn events_of(&self, client: &str) -> Vec<(String, serde_json::Value)> {
+        self.received().remove(client).unwrap_or_default()
+    }
+
+    pub fn wait_events(&self, client: &str, n: usize, timeout: Duration) {
+        wait_until(timeout, &format!("{client} receives {n} events"), || {
+            self.events_of(client).len() >= n
+        });
+    }
+}
+
 /// A Socket.IO server process, started and waited for until its adapter listens.
 pub struct SocketIoServer {
     pub port: u16,
@@ -730,21 +884,44 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Waits (up to 30 s) until every entry was delivered or dead-lettered, plus a moment for late
-    /// duplicates, then counts.
-    pub fn settle(sub: &Subscriber, con: &mut redis::Connection, total: usize) -> Ledger {
-        Ledger::settle_excusing(sub, con, total, &[], &[])
+    /// Waits (up to 30 s) until every entry was delivered or dead-lettered and nothing is pending,
+    /// then counts.
+    pub fn settle(sub: &Subscriber, redis: &RedisServer, total: usize) -> Ledger {
+        Ledger::settle_excusing(sub, redis, total, &[], &[])
     }
 
     /// As [`Ledger::settle`], also counting `earlier` messages (of a subscriber that left) and
     /// excusing the `excused` entries.
     pub fn settle_excusing(
         sub: &Subscriber,
-        con: &mut redis::Connection,
+        redis: &RedisServer,
         total: usize,
         excused: &[usize],
         earlier: &[Message],
     ) -> Ledger {
+        Ledger::count_once_settled(sub, redis, total, excused, earlier, 0)
+    }
+
+    /// As [`Ledger::settle`], where `left_pending` other entries stay pending (held for a
+    /// namespace without listeners).
+    pub fn settle_waiting(
+        sub: &Subscriber,
+        redis: &RedisServer,
+        total: usize,
+        left_pending: usize,
+    ) -> Ledger {
+        Ledger::count_once_settled(sub, redis, total, &[], &[], left_pending)
+    }
+
+    fn count_once_settled(
+        sub: &Subscriber,
+        redis: &RedisServer,
+        total: usize,
+        excused: &[usize],
+        earlier: &[Message],
+        left_pending: usize,
+    ) -> Ledger {
+        let con = &mut redis.connection();
         let mut excused_flags = vec![false; total];
         for &i in excused {
             excused_flags[i] = true;
@@ -768,11 +945,15 @@ impl Ledger {
             }
             ledger
         };
+        // Settled once nothing is missing and nothing is pending any more (so no late reclaim can
+        // add a duplicate), and everything published has reached the subscriber.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while count(con).lost() > 0 && Instant::now() < deadline {
+        while (count(con).lost() > 0 || pending(con).len() > left_pending)
+            && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(Duration::from_millis(300));
+        sub.flush(redis);
         count(con)
     }
 
@@ -820,4 +1001,42 @@ impl Ledger {
             first(&|i| self.reached(i) > 1),
         );
     }
+}
+
+/// `GET path` over plain HTTP/1.0: (status, body); status 0 when nothing listens yet.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().expect("a status code");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+pub fn metric(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no {name} in\n{body}"))
+}
+
+/// The README's ACL rule, with `password` instead of the placeholder.
+pub fn readme_acl_rule(password: &str) -> Vec<String> {
+    let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("ACL SETUSER sio-relay "))
+        .expect("the ACL rule is in the README");
+    line.replace(">CHANGE-ME", &format!(">{password}"))
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
 }

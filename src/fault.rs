@@ -1,0 +1,166 @@
+//! What went wrong in a step of the relay, sorted by what to do about it.
+//!
+//! A Redis error is not one thing. A lost link calls for a reconnection with backoff; a consumer group
+//! that vanished, for creating it again; Redis refusing work because of its own state (out of memory,
+//! an ACL rule, a key of the wrong type) for waiting without reconnecting, since reconnecting changes
+//! nothing and each new connection would count deliveries again; a batch that Redis refuses because
+//! of what is in it, for splitting it until the entry at fault is found; and a few conditions, for
+//! stopping. Treating them all as "Redis is unavailable" is how a relay republishes a batch 70 times
+//! or wedges on one entry forever.
+
+use std::fmt;
+
+use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+/// Why a step of the relay stopped.
+#[derive(Debug)]
+pub enum Fault {
+    /// The connection is gone or Redis cannot serve yet (I/O error, timeout, loading, failover):
+    /// reconnect after a backoff delay.
+    Link(RedisError),
+    /// The consumer group, or the stream with it, does not exist any more: create it again.
+    NoGroup,
+    /// Redis refuses work for a reason of its own (out of memory, ACL, a key of the wrong type,
+    /// persistence errors). Nothing happened; wait and try again on the same connection.
+    Refused(String),
+    /// The delivery script failed on a batch for a reason that may lie in the batch: split it.
+    Batch(RedisError),
+    /// The relay must stop, with this exit status.
+    Fatal { code: u8, message: String },
+}
+
+impl Fault {
+    /// Sorts an error returned by a command other than the delivery script.
+    pub fn of(err: RedisError) -> Fault {
+        match classify(&err) {
+            Class::Batch => Fault::Refused(describe(&err)),
+            Class::Link => Fault::Link(err),
+            Class::NoGroup => Fault::NoGroup,
+            Class::Refused => Fault::Refused(describe(&err)),
+        }
+    }
+
+    /// Sorts an error returned by the delivery script for a batch.
+    pub fn of_batch(err: RedisError) -> Fault {
+        match classify(&err) {
+            Class::Batch => Fault::Batch(err),
+            _ => Fault::of(err),
+        }
+    }
+}
+
+impl From<RedisError> for Fault {
+    fn from(err: RedisError) -> Fault {
+        Fault::of(err)
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Link(err) => write!(f, "{err}"),
+            Fault::NoGroup => f.write_str("the consumer group does not exist"),
+            Fault::Refused(reason) => f.write_str(reason),
+            Fault::Batch(err) => write!(f, "{err}"),
+            Fault::Fatal { message, .. } => f.write_str(message),
+        }
+    }
+}
+
+enum Class {
+    Link,
+    NoGroup,
+    Refused,
+    Batch,
+}
+
+fn classify(err: &RedisError) -> Class {
+    if err.is_io_error()
+        || err.is_timeout()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+    {
+        return Class::Link;
+    }
+    match err.kind() {
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+            | ServerErrorKind::MasterDown
+            | ServerErrorKind::ReadOnly
+            | ServerErrorKind::TryAgain
+            | ServerErrorKind::ClusterDown
+            | ServerErrorKind::Moved
+            | ServerErrorKind::Ask,
+        ) => return Class::Link,
+        ErrorKind::Server(ServerErrorKind::NoPerm | ServerErrorKind::ExecAbort) => {
+            return Class::Refused
+        }
+        ErrorKind::Io
+        | ErrorKind::AuthenticationFailed
+        | ErrorKind::Parse
+        | ErrorKind::UnexpectedReturnType => return Class::Link,
+        _ => {}
+    }
+    match err.code() {
+        Some("NOGROUP") => Class::NoGroup,
+        Some("BUSY") => Class::Link,
+        Some("OOM" | "WRONGTYPE" | "MISCONF" | "NOPERM" | "SIORELAY" | "NOREPLICAS") => {
+            Class::Refused
+        }
+        // What is left is a script's runtime error or an error no other case explains: when it comes
+        // from a batch, the batch is split; elsewhere it is waited out.
+        _ => Class::Batch,
+    }
+}
+
+/// The error as an operator reads it: the server's message without redis-rs's decoration.
+fn describe(err: &RedisError) -> String {
+    match (err.code(), err.detail()) {
+        (Some("SIORELAY"), Some(detail)) => detail.to_owned(),
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        _ => err.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(code: &str, detail: &str) -> RedisError {
+        redis::make_extension_error(code.into(), Some(detail.into()))
+    }
+
+    #[test]
+    fn each_error_is_handled_by_what_it_means() {
+        let io = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(matches!(Fault::of(io), Fault::Link(_)));
+        assert!(matches!(
+            Fault::of(server("NOGROUP", "No such key")),
+            Fault::NoGroup
+        ));
+        for code in ["OOM", "WRONGTYPE", "NOPERM", "MISCONF"] {
+            let fault = Fault::of_batch(server(code, "refused"));
+            assert!(
+                matches!(&fault, Fault::Refused(r) if r == &format!("{code} refused")),
+                "{code}: {fault:?}"
+            );
+        }
+        assert!(matches!(
+            Fault::of_batch(server("SIORELAY", "WRONGTYPE the dead-letter stream ...")),
+            Fault::Refused(r) if r == "WRONGTYPE the dead-letter stream ..."
+        ));
+        let script_error = server("ERR", "user_script:2: too many results to unpack");
+        assert!(matches!(
+            Fault::of_batch(script_error.clone()),
+            Fault::Batch(_)
+        ));
+        assert!(
+            matches!(Fault::of(script_error), Fault::Refused(_)),
+            "outside a batch, nothing to split"
+        );
+        assert!(matches!(
+            Fault::of(server("BUSY", "script")),
+            Fault::Link(_)
+        ));
+    }
+}

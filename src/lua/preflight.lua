@@ -1,0 +1,54 @@
+#!lua flags=allow-oom,no-writes
+-- What the relay checks once at start, so that a setup it cannot work with stops it with the reason
+-- instead of failing later on every batch: the commands its ACL user must be allowed (on its keys
+-- and its channel), and the types of its keys.
+--
+-- KEYS[1] source stream; KEYS[2] dead-letter stream; KEYS[3] journal; KEYS[4] held record;
+-- KEYS[5] leases. ARGV[1] consumer group; ARGV[2] a broadcast channel; ARGV[3] a request channel.
+-- Returns { problems, optional }: what stops the relay, and what only degrades it.
+local stream, dead, journal, held, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local group, broadcast, request = ARGV[1], ARGV[2], ARGV[3]
+local problems, optional = {}, {}
+
+local required = {
+  { 'XREADGROUP', 'GROUP', group, 'c', 'STREAMS', stream, '>' },
+  { 'XGROUP', 'CREATE', stream, group, '0' },
+  { 'XGROUP', 'DELCONSUMER', stream, group, 'c' },
+  { 'XINFO', 'GROUPS', stream },
+  { 'XINFO', 'CONSUMERS', stream, group },
+  { 'XPENDING', stream, group },
+  { 'XCLAIM', stream, group, 'c', '0', '0-1' },
+  { 'XAUTOCLAIM', stream, group, 'c', '0', '0-0' },
+  { 'XACK', stream, group, '0-1' },
+  { 'XRANGE', stream, '-', '+' },
+  { 'XLEN', stream },
+  { 'XADD', dead, '*', 'f', 'v' },
+  { 'HGET', journal, 'f' }, { 'HGETALL', journal }, { 'HSET', journal, 'f', 'v' }, { 'HDEL', journal, 'f' },
+  { 'HMGET', held, 'f' }, { 'HSET', held, 'f', 'v' }, { 'HDEL', held, 'f' },
+  { 'HGET', leases, 'f' }, { 'HSET', leases, 'f', 'v' }, { 'HDEL', leases, 'f' },
+  { 'PUBLISH', broadcast, 'x' },
+  { 'PUBSUB', 'NUMSUB', request },
+  { 'TYPE', stream },
+  { 'TIME' },
+  { 'INFO', 'server' },
+  { 'EVALSHA', '0', '0' },
+}
+for _, command in ipairs(required) do
+  if not redis.acl_check_cmd(unpack(command)) then
+    problems[#problems + 1] = 'the ACL user may not run ' .. command[1] .. ' ' .. (command[2] or '') ..
+      ' (see the README\'s ACL rule)'
+  end
+end
+for _, command in ipairs({ { 'CLIENT', 'LIST' }, { 'CONFIG', 'GET', 'client-output-buffer-limit' } }) do
+  if not redis.acl_check_cmd(unpack(command)) then
+    optional[#optional + 1] = command[1] .. ' ' .. command[2]
+  end
+end
+for _, key in ipairs({ { stream, 'stream', 'source.stream' }, { dead, 'stream', 'dead_letter.stream' },
+  { journal, 'hash', 'the journal' }, { held, 'hash', 'the held record' }, { leases, 'hash', 'the leases' } }) do
+  local found = redis.call('TYPE', key[1])['ok']
+  if found ~= 'none' and found ~= key[2] then
+    problems[#problems + 1] = key[3] .. ' key ' .. key[1] .. ' holds a ' .. found .. ', not a ' .. key[2]
+  end
+end
+return { problems, optional }

@@ -1,0 +1,301 @@
+//! From entries in hand to the delivery script: what to do with each entry (a [`Plan`]), batches
+//! bounded in bytes with room made in the servers' buffers first, and batches Redis refuses split in
+//! halves until the one entry at fault is found and dead-lettered on its own.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Instant;
+
+use tracing::{debug, error, warn};
+
+use super::session::Session;
+use super::{age, Relay};
+use crate::dead_letter::Reason;
+use crate::delivery::{Claim, Deliverable, Op, Outcome, Published};
+use crate::entry::{Entry, RawEntry};
+use crate::fault::Fault;
+
+/// An entry in hand: its fields as read, and what the relay knows of it.
+pub(super) struct Taken {
+    pub raw: RawEntry,
+    pub claim: Claim,
+}
+
+/// What the relay decided to do with one entry.
+pub(super) enum Plan {
+    Publish(Deliverable),
+    DeadLetter {
+        claim: Claim,
+        reason: Reason,
+    },
+    /// Deleted from the stream before it could be delivered.
+    Gone(Claim),
+}
+
+impl Plan {
+    pub fn claim(&self) -> Claim {
+        match self {
+            Plan::Publish(entry) => entry.claim,
+            Plan::DeadLetter { claim, .. } | Plan::Gone(claim) => *claim,
+        }
+    }
+
+    /// Packet bytes it publishes.
+    fn bytes(&self) -> usize {
+        match self {
+            Plan::Publish(entry) => entry.bytes(),
+            Plan::DeadLetter { .. } | Plan::Gone(_) => 0,
+        }
+    }
+}
+
+type Step<'a> = Pin<Box<dyn Future<Output = Result<(), Fault>> + 'a>>;
+
+impl Relay {
+    /// Delivers `batch`, leaving out entries already held here (they wait their turn).
+    pub(super) async fn deliver(
+        &mut self,
+        s: &mut Session,
+        batch: Vec<Taken>,
+    ) -> Result<(), Fault> {
+        let plans = batch
+            .into_iter()
+            .filter(|taken| !self.held.contains(taken.claim.id))
+            .map(|taken| self.plan(taken))
+            .collect();
+        self.run_plans(s, plans).await
+    }
+
+    pub(super) fn plan(&self, taken: Taken) -> Plan {
+        let Taken { raw, claim } = taken;
+        let limit = self.cfg.delivery.max_deliveries;
+        if claim.deliveries > u64::from(limit) {
+            let reason = Reason::MaxDeliveries {
+                deliveries: claim.deliveries,
+                limit,
+            };
+            return Plan::DeadLetter { claim, reason };
+        }
+        let entry = match Entry::parse(&raw.fields) {
+            Ok(entry) => entry,
+            Err(problem) => {
+                return Plan::DeadLetter {
+                    claim,
+                    reason: Reason::Malformed(problem),
+                }
+            }
+        };
+        if let Some(reason) = self.expiry(claim) {
+            return Plan::DeadLetter { claim, reason };
+        }
+        Plan::Publish(Deliverable {
+            packet: self.target.encode(&entry),
+            nsp: entry.nsp().to_owned(),
+            claim,
+        })
+    }
+
+    /// `Some` when `delivery.max_age` is set and the entry's ID says it is older.
+    pub(super) fn expiry(&self, claim: Claim) -> Option<Reason> {
+        let limit = self.cfg.delivery.max_age;
+        if limit.is_zero() {
+            return None;
+        }
+        let age = age(claim.id);
+        (age > limit).then_some(Reason::Expired { age, limit })
+    }
+
+    /// Runs `plans` in stream order, in batches of at most `delivery.max_batch_bytes` of packets.
+    pub(super) async fn run_plans(
+        &mut self,
+        s: &mut Session,
+        plans: Vec<Plan>,
+    ) -> Result<(), Fault> {
+        let limit = s.flow.batch_bytes(self.cfg.delivery.max_batch_bytes);
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for plan in plans {
+            if !batch.is_empty() && bytes + plan.bytes() > limit {
+                self.run_batch(s, std::mem::take(&mut batch)).await?;
+                bytes = 0;
+            }
+            bytes += plan.bytes();
+            batch.push(plan);
+        }
+        self.run_batch(s, batch).await
+    }
+
+    /// Runs one batch once its packets fit in the servers' buffers. When Redis refuses it for
+    /// what is in it, the halves are run on their own, down to the one entry at fault, which is
+    /// dead-lettered as `refused` (see `lua/isolate.lua`). The delivery script is all or nothing,
+    /// so a refused batch had no effect and splitting it duplicates nothing.
+    fn run_batch<'a>(&'a mut self, s: &'a mut Session, mut plans: Vec<Plan>) -> Step<'a> {
+        Box::pin(async move {
+            if plans.is_empty() {
+                return Ok(());
+            }
+            let bytes = plans.iter().map(Plan::bytes).sum();
+            if bytes > 0 {
+                s.flow
+                    .make_room(&mut s.writer, bytes, &self.shutdown)
+                    .await?;
+            }
+            match self.execute(s, &plans).await {
+                Err(Fault::Batch(err)) if plans.len() > 1 => {
+                    warn!(entries = plans.len(), error = %err, "Redis refused a batch; splitting it to find the entry at fault");
+                    let second = plans.split_off(plans.len() / 2);
+                    self.run_batch(s, plans).await?;
+                    self.run_batch(s, second).await
+                }
+                Err(Fault::Batch(err)) => {
+                    let claim = plans[0].claim();
+                    self.isolate(s, claim, &err.to_string()).await
+                }
+                done => done,
+            }
+        })
+    }
+
+    /// Dead-letters the one entry Redis refused in every batch.
+    async fn isolate(&mut self, s: &mut Session, claim: Claim, error: &str) -> Result<(), Fault> {
+        let moved = self
+            .scripts
+            .isolate(&mut s.writer, claim, error)
+            .await
+            .map_err(Fault::of)?;
+        self.held.remove(&[claim.id]);
+        if moved {
+            self.metrics.acknowledged.inc();
+            self.metrics.dead_lettered("refused");
+            error!(
+                id = %claim.id,
+                error,
+                dead_letter_stream = %self.cfg.dead_letter.stream,
+                "Redis refused every batch holding this entry; dead-lettered it as `refused` with its fields packed in x-dead-fields"
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs the delivery script on `plans` and records what happened to each entry.
+    async fn execute(&mut self, s: &mut Session, plans: &[Plan]) -> Result<(), Fault> {
+        let ops: Vec<Op> = plans
+            .iter()
+            .map(|plan| match plan {
+                Plan::Publish(entry) => Op::Publish {
+                    entry,
+                    behind: self.held.holds_before(&entry.nsp, entry.id()),
+                },
+                Plan::DeadLetter { claim, reason } => Op::DeadLetter {
+                    claim: *claim,
+                    reason: reason.code(),
+                    detail: reason.detail(),
+                },
+                Plan::Gone(claim) => Op::Gone(*claim),
+            })
+            .collect();
+        let started = Instant::now();
+        let report = self
+            .scripts
+            .deliver(&mut s.writer, &s.run_id, &ops, self.held.len())
+            .await
+            .map_err(Fault::of_batch)?;
+        self.metrics
+            .publish_duration
+            .observe(started.elapsed().as_secs_f64());
+        let servers: HashMap<String, u64> = report.servers.into_iter().collect();
+        let mut published: Vec<Published> = Vec::new();
+        for (plan, outcome) in plans.iter().zip(report.outcomes) {
+            let claim = plan.claim();
+            if !claim.redelivery {
+                // Handed over: a group created again after this point need not read it again.
+                self.position.last_read = self.position.last_read.max(Some(claim.id));
+            }
+            if !outcome.is_held() {
+                self.held.remove(&[claim.id]);
+            }
+            match (plan, outcome) {
+                (Plan::Publish(entry), Outcome::Published { receivers }) => {
+                    self.metrics.publish_receivers.observe(receivers as f64);
+                    self.metrics.published.inc();
+                    let servers = servers.get(&entry.nsp).copied().unwrap_or(receivers);
+                    match published.iter_mut().find(|p| p.nsp == entry.nsp) {
+                        Some(batch) => batch.claims.push(claim),
+                        None => published.push(Published {
+                            nsp: entry.nsp.clone(),
+                            servers,
+                            claims: vec![claim],
+                        }),
+                    }
+                }
+                (Plan::Publish(entry), held) if held.is_held() => self.hold(entry, &held),
+                (_, Outcome::AlreadyPublished) => {
+                    self.metrics.acknowledged.inc();
+                }
+                (Plan::DeadLetter { reason, .. }, Outcome::Acknowledged) => {
+                    self.metrics.acknowledged.inc();
+                    self.metrics.dead_lettered(reason.code());
+                    warn!(
+                        id = %claim.id,
+                        reason = reason.code(),
+                        error = %reason.detail(),
+                        dead_letter_stream = %self.cfg.dead_letter.stream,
+                        "dead-lettered an entry"
+                    )
+                }
+                (Plan::Gone(_), Outcome::Acknowledged) => {
+                    self.metrics.acknowledged.inc();
+                    self.metrics.deleted_pending.inc();
+                    warn!(id = %claim.id, "a held entry was deleted from the stream (trimmed or XDEL) before delivery; nothing left to deliver");
+                }
+                (_, Outcome::NotOwned) => debug!(
+                    id = %claim.id,
+                    "entry is no longer pending for this consumer (reclaimed by another relay); skipped"
+                ),
+                (_, outcome) => warn!(id = %claim.id, ?outcome, "unexpected delivery outcome"),
+            }
+        }
+        debug!(entries = plans.len(), "batch done");
+        s.unconfirmed.extend(published);
+        Ok(())
+    }
+
+    /// Holds `entry`, recorded as held by the script, and says why once per namespace.
+    fn hold(&mut self, entry: &Deliverable, outcome: &Outcome) {
+        let started_holding = !self.held.is_holding(&entry.nsp);
+        let claim = Claim {
+            recorded: true,
+            ..entry.claim
+        };
+        if !self.held.contains(claim.id) {
+            self.metrics.held.inc();
+        }
+        self.held.insert(&entry.nsp, claim);
+        if !started_holding {
+            return;
+        }
+        let min_receivers = self.cfg.delivery.min_receivers;
+        match outcome {
+            Outcome::TooFewServers { servers } => warn!(
+                nsp = %entry.nsp,
+                servers,
+                min_receivers,
+                "too few Socket.IO servers listen on this namespace; holding its entries until enough do"
+            ),
+            Outcome::PublishRefused { error } => error!(
+                nsp = %entry.nsp,
+                channel = %entry.packet.channel,
+                %error,
+                "Redis refused to PUBLISH (is the channel allowed to the relay's ACL user?); holding this namespace's entries"
+            ),
+            Outcome::TooFewReceivers { receivers } => warn!(
+                nsp = %entry.nsp,
+                receivers,
+                min_receivers,
+                "PUBLISH reached fewer subscribers than there are Socket.IO servers (servers subscribed to requests but not to broadcasts?); holding this namespace's entries"
+            ),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! What exists only while the relay is connected to Redis: the connections, the Redis process they
+//! reach, the batches published on them and not yet confirmed, the read in flight, and the lease
+//! renewal. Dropping a session (the link is lost) ends all of it at once; nothing outlives it.
+
+use std::sync::Arc;
+
+use redis::aio::MultiplexedConnection;
+use redis::RedisResult;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::Connections;
+use crate::delivery::{Published, Scripts};
+use crate::flow::Flow;
+use crate::lease::{self, Holder};
+use crate::reply::Read;
+
+pub(super) struct Session {
+    /// The blocking XREADGROUP's own connection.
+    pub reader: MultiplexedConnection,
+    /// Everything else.
+    pub writer: MultiplexedConnection,
+    /// The `run_id` of the Redis process both reach: it changes when Redis restarts.
+    pub run_id: String,
+    pub flow: Flow,
+    /// Published by the delivery scripts since the last confirmation.
+    pub unconfirmed: Vec<Published>,
+    /// The next batch's read, already on its way.
+    pub read: Option<JoinHandle<RedisResult<Read>>>,
+    pub group_ready: bool,
+    pub recovered: bool,
+    renewal: Option<JoinHandle<()>>,
+}
+
+impl Session {
+    pub async fn new(conns: Connections) -> Session {
+        let Connections {
+            reader,
+            mut writer,
+            run_id,
+        } = conns;
+        let flow = Flow::setup(&mut writer).await;
+        Session {
+            reader,
+            writer,
+            run_id,
+            flow,
+            unconfirmed: Vec::new(),
+            read: None,
+            group_ready: false,
+            recovered: false,
+            renewal: None,
+        }
+    }
+
+    /// Keeps the consumer-name lease renewed on this connection; `lost` is cancelled if another
+    /// relay takes it.
+    pub fn renew_lease(&mut self, scripts: Arc<Scripts>, holder: Holder, lost: CancellationToken) {
+        let con = self.writer.clone();
+        self.renewal = Some(tokio::spawn(lease::keep_renewed(
+            scripts, con, holder, lost,
+        )));
+    }
+
+    /// Waits for the read in flight, if any, and returns what it read.
+    pub async fn finish_read(&mut self) -> Option<RedisResult<Read>> {
+        let read = self.read.take()?;
+        Some(read.await.unwrap_or_else(|e| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "the read task failed",
+                e.to_string(),
+            )))
+        }))
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(read) = self.read.take() {
+            read.abort();
+        }
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+        }
+    }
+}
