@@ -88,16 +88,26 @@ enum DeadAction {
         /// Dead-letter entry IDs.
         #[arg(required_unless_present = "all")]
         ids: Vec<String>,
-        /// Every dead letter.
+        /// Every dead letter present when the command starts (not those added while it runs).
         #[arg(long, conflicts_with = "ids")]
         all: bool,
+        /// Only dead letters with this reason (malformed, max_deliveries, expired, refused).
+        #[arg(long, value_name = "REASON")]
+        reason: Option<String>,
+        /// List what would be replayed, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Delete dead letters.
     Drop {
         #[arg(required_unless_present = "all")]
         ids: Vec<String>,
+        /// Every dead letter present when the command starts.
         #[arg(long, conflicts_with = "ids")]
         all: bool,
+        /// Only dead letters with this reason.
+        #[arg(long, value_name = "REASON")]
+        reason: Option<String>,
     },
 }
 
@@ -177,12 +187,13 @@ fn main() -> ExitCode {
 }
 
 fn dead_command(cfg: &Config, action: DeadAction) -> Result<String, Failure> {
-    let selection = |ids: Vec<String>, all: bool| {
-        if all {
-            dead::Selection::All
+    let selection = |ids: Vec<String>, all: bool, reason: Option<String>| dead::Selection {
+        which: if all {
+            dead::Which::All
         } else {
-            dead::Selection::Ids(ids)
-        }
+            dead::Which::Ids(ids)
+        },
+        reason,
     };
     match action {
         DeadAction::List { limit, json } => block_on(dead::list(cfg, limit)).map(|letters| {
@@ -192,18 +203,40 @@ fn dead_command(cfg: &Config, action: DeadAction) -> Result<String, Failure> {
                 dead::render(&letters)
             }
         }),
-        DeadAction::Replay { ids, all } => {
-            block_on(dead::replay(cfg, selection(ids, all))).map(|moved| {
-                let mut text: String = moved
-                    .iter()
-                    .map(|(dead, new)| format!("{dead} -> {} {new}\n", cfg.source.stream))
-                    .collect();
-                text.push_str(&format!("replayed {} dead letter(s)\n", moved.len()));
-                text
-            })
+        DeadAction::Replay {
+            ids,
+            all,
+            reason,
+            dry_run: true,
+        } => block_on(dead::preview(cfg, selection(ids, all, reason))).map(|letters| {
+            let mut text = dead::render(&letters);
+            text.push_str(&format!(
+                "would replay {} dead letter(s); nothing changed (--dry-run)\n",
+                letters.len()
+            ));
+            text
+        }),
+        DeadAction::Replay {
+            ids, all, reason, ..
+        } => block_on(dead::replay(cfg, selection(ids, all, reason))).map(|replayed| {
+            let mut text: String = replayed
+                .moved
+                .iter()
+                .map(|(dead, new)| format!("{dead} -> {} {new}\n", cfg.source.stream))
+                .collect();
+            for (dead, why) in &replayed.skipped {
+                text.push_str(&format!("{dead} left in place: {why}\n"));
+            }
+            text.push_str(&format!(
+                "replayed {} dead letter(s)\n",
+                replayed.moved.len()
+            ));
+            text
+        }),
+        DeadAction::Drop { ids, all, reason } => {
+            block_on(dead::drop(cfg, selection(ids, all, reason)))
+                .map(|n| format!("dropped {n} dead letter(s)\n"))
         }
-        DeadAction::Drop { ids, all } => block_on(dead::drop(cfg, selection(ids, all)))
-            .map(|n| format!("dropped {n} dead letter(s)\n")),
     }
 }
 

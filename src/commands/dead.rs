@@ -1,21 +1,31 @@
 //! `sio-relay dead list | replay | drop`: look into the dead-letter stream and repair.
 //!
 //! Replay moves a dead letter back to the source stream atomically with its removal (one Lua script,
-//! `lua/replay.lua`), so a replay interrupted at any point neither loses nor doubles an entry.
+//! `lua/replay.lua`), so a replay interrupted at any point neither loses nor doubles an entry. `--all`
+//! walks a snapshot: the dead letters up to the last one present when the command starts. A running
+//! relay dead-letters malformed entries again as they are replayed; those new dead letters lie past
+//! the snapshot, so the command ends instead of chasing its own tail.
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Script};
 
 use super::{connect, Failure};
 use crate::config::Config;
+use crate::dead_letter::{self, FIELD_PREFIX};
 
 /// Which dead letters a command acts on.
-pub enum Selection {
+pub struct Selection {
+    pub which: Which,
+    /// Only dead letters with this `x-dead-reason`.
+    pub reason: Option<String>,
+}
+
+pub enum Which {
     All,
     Ids(Vec<String>),
 }
 
-/// One dead letter, fields shown as text (invalid UTF-8 replaced).
+/// One dead letter, fields shown as text (invalid UTF-8 replaced), packed fields unpacked.
 #[derive(Debug, serde::Serialize)]
 pub struct DeadLetter {
     pub id: String,
@@ -29,9 +39,27 @@ impl DeadLetter {
             .find(|(f, _)| f == name)
             .map_or("", |(_, v)| v.as_str())
     }
+
+    fn from_raw(id: String, fields: &RawFields) -> DeadLetter {
+        DeadLetter {
+            id,
+            fields: dead_letter::unpacked(fields)
+                .into_iter()
+                .map(|(f, v)| {
+                    (
+                        String::from_utf8_lossy(&f).into_owned(),
+                        String::from_utf8_lossy(&v).into_owned(),
+                    )
+                })
+                .collect(),
+        }
+    }
 }
 
 type RawFields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Dead letters read per round trip while walking the stream.
+const PAGE: usize = 100;
 
 /// The oldest `limit` dead letters.
 pub async fn list(cfg: &Config, limit: usize) -> Result<Vec<DeadLetter>, Failure> {
@@ -41,18 +69,7 @@ pub async fn list(cfg: &Config, limit: usize) -> Result<Vec<DeadLetter>, Failure
         .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, fields)| DeadLetter {
-            id,
-            fields: fields
-                .into_iter()
-                .map(|(f, v)| {
-                    (
-                        String::from_utf8_lossy(&f).into_owned(),
-                        String::from_utf8_lossy(&v).into_owned(),
-                    )
-                })
-                .collect(),
-        })
+        .map(|(id, fields)| DeadLetter::from_raw(id, &fields))
         .collect())
 }
 
@@ -71,7 +88,7 @@ pub fn render(letters: &[DeadLetter]) -> String {
         let fields: Vec<String> = letter
             .fields
             .iter()
-            .filter(|(f, _)| !f.starts_with(crate::dead_letter::FIELD_PREFIX))
+            .filter(|(f, _)| !f.starts_with(FIELD_PREFIX))
             .map(|(f, v)| format!("{f}={v}"))
             .collect();
         out.push_str(&format!("    {}\n", fields.join(" ")));
@@ -79,54 +96,136 @@ pub fn render(letters: &[DeadLetter]) -> String {
     out
 }
 
-/// Moves the selected dead letters back to the source stream; returns (dead ID, new ID) pairs.
-pub async fn replay(cfg: &Config, selection: Selection) -> Result<Vec<(String, String)>, Failure> {
-    let mut con = connect(cfg).await?;
-    let script = Script::new(include_str!("../lua/replay.lua"));
-    let mut moved = Vec::new();
-    match selection {
-        Selection::Ids(ids) => moved.extend(move_back(cfg, &script, &mut con, &ids).await?),
-        Selection::All => loop {
-            let page: Vec<(String, RawFields)> = con
-                .xrange_count(&cfg.dead_letter.stream, "-", "+", 100)
-                .await?;
-            if page.is_empty() {
-                break;
-            }
-            let ids: Vec<String> = page.into_iter().map(|(id, _)| id).collect();
-            moved.extend(move_back(cfg, &script, &mut con, &ids).await?);
-        },
-    }
-    Ok(moved)
+/// A dead letter's ID and what became of it.
+type IdPair = (String, String);
+
+/// What `replay` did: moved (dead ID, new ID), and left in place (dead ID, why).
+#[derive(Debug, Default)]
+pub struct Replayed {
+    pub moved: Vec<IdPair>,
+    pub skipped: Vec<IdPair>,
 }
 
-async fn move_back(
-    cfg: &Config,
-    script: &Script,
-    con: &mut MultiplexedConnection,
-    ids: &[String],
-) -> Result<Vec<(String, String)>, Failure> {
-    let mut call = script.key(&cfg.dead_letter.stream);
-    call.key(&cfg.source.stream);
-    for id in ids {
-        call.arg(id);
+/// Moves the selected dead letters back to the source stream.
+pub async fn replay(cfg: &Config, selection: Selection) -> Result<Replayed, Failure> {
+    let mut con = connect(cfg).await?;
+    let script = Script::new(include_str!("../lua/replay.lua"));
+    let mut replayed = Replayed::default();
+    let mut walk = Walk::new(selection);
+    while let Some(page) = walk.next_page(cfg, &mut con).await? {
+        if page.is_empty() {
+            continue;
+        }
+        let mut call = script.key(&cfg.dead_letter.stream);
+        call.key(&cfg.source.stream);
+        for letter in &page {
+            call.arg(&letter.id);
+        }
+        let (moved, skipped): (Vec<IdPair>, Vec<IdPair>) = call.invoke_async(&mut con).await?;
+        replayed.moved.extend(moved);
+        replayed.skipped.extend(skipped);
     }
-    Ok(call.invoke_async(con).await?)
+    Ok(replayed)
+}
+
+/// The selected dead letters, without touching them (`replay --dry-run`).
+pub async fn preview(cfg: &Config, selection: Selection) -> Result<Vec<DeadLetter>, Failure> {
+    let mut con = connect(cfg).await?;
+    let mut letters = Vec::new();
+    let mut walk = Walk::new(selection);
+    while let Some(page) = walk.next_page(cfg, &mut con).await? {
+        letters.extend(page);
+    }
+    Ok(letters)
 }
 
 /// Deletes the selected dead letters; returns how many were deleted.
 pub async fn drop(cfg: &Config, selection: Selection) -> Result<usize, Failure> {
     let mut con = connect(cfg).await?;
-    let stream = &cfg.dead_letter.stream;
-    Ok(match selection {
-        Selection::Ids(ids) => con.xdel(stream, &ids).await?,
-        Selection::All => {
-            redis::cmd("XTRIM")
-                .arg(stream)
-                .arg("MAXLEN")
-                .arg(0)
-                .query_async(&mut con)
-                .await?
+    let mut dropped = 0;
+    let mut walk = Walk::new(selection);
+    while let Some(page) = walk.next_page(cfg, &mut con).await? {
+        if page.is_empty() {
+            continue;
         }
-    })
+        let ids: Vec<&str> = page.iter().map(|letter| letter.id.as_str()).collect();
+        dropped += con
+            .xdel::<_, _, usize>(&cfg.dead_letter.stream, &ids)
+            .await?;
+    }
+    Ok(dropped)
+}
+
+/// A walk over the selected dead letters, a page at a time: the given IDs, or every dead letter up
+/// to the last one present when the walk starts (the snapshot), keeping those with the selected
+/// reason.
+struct Walk {
+    selection: Selection,
+    /// The next page starts after this ID (`-`: at the beginning); `None` once done.
+    after: Option<String>,
+    /// The snapshot's last ID, read on the first page.
+    last: Option<String>,
+    /// How many of the given IDs were read.
+    given: usize,
+}
+
+impl Walk {
+    fn new(selection: Selection) -> Walk {
+        Walk {
+            selection,
+            after: Some("-".into()),
+            last: None,
+            given: 0,
+        }
+    }
+
+    async fn next_page(
+        &mut self,
+        cfg: &Config,
+        con: &mut MultiplexedConnection,
+    ) -> Result<Option<Vec<DeadLetter>>, Failure> {
+        let stream = &cfg.dead_letter.stream;
+        let rows: Vec<(String, RawFields)> = match &self.selection.which {
+            Which::Ids(ids) => {
+                let chunk = &ids[self.given.min(ids.len())..(self.given + PAGE).min(ids.len())];
+                if chunk.is_empty() {
+                    return Ok(None);
+                }
+                self.given += chunk.len();
+                let mut pipe = redis::pipe();
+                for id in chunk {
+                    pipe.xrange(stream, id, id);
+                }
+                let found: Vec<Vec<(String, RawFields)>> = pipe.query_async(con).await?;
+                found.into_iter().flatten().collect()
+            }
+            Which::All => {
+                let Some(after) = self.after.take() else {
+                    return Ok(None);
+                };
+                if self.last.is_none() {
+                    let last: Vec<(String, redis::Value)> =
+                        con.xrevrange_count(stream, "+", "-", 1).await?;
+                    match last.into_iter().next() {
+                        Some((id, _)) => self.last = Some(id),
+                        None => return Ok(None),
+                    }
+                }
+                let last = self.last.as_deref().unwrap_or("+");
+                let page: Vec<(String, RawFields)> =
+                    con.xrange_count(stream, &after, last, PAGE).await?;
+                if page.len() == PAGE {
+                    self.after = page.last().map(|(id, _)| format!("({id}"));
+                }
+                page
+            }
+        };
+        let reason = self.selection.reason.as_deref();
+        Ok(Some(
+            rows.into_iter()
+                .map(|(id, fields)| DeadLetter::from_raw(id, &fields))
+                .filter(|letter| reason.is_none_or(|r| letter.field("x-dead-reason") == r))
+                .collect(),
+        ))
+    }
 }

@@ -4,7 +4,9 @@
 //! Each test starts its own `redis-server` on a free port in a temporary directory and never touches
 //! a Redis on 6379. Knobs for the harness itself live outside the relay's `SIO_RELAY_` prefix (the
 //! relays the tests start never inherit the caller's `SIO_RELAY_*` variables):
-//! `RELAY_TEST_BINARY` runs another `sio-relay` binary (an older build, to see a regression test fail).
+//! `RELAY_TEST_BINARY` runs another `sio-relay` binary (an older build, to see a regression test fail),
+//! and `RELAY_TEST_SETTINGS="SECTION__KEY=value ..."` adds settings to every relay a test starts
+//! (`SOURCE__START_ID=0` for a build whose default was `$`); a test's own settings win.
 
 mod common;
 

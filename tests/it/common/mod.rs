@@ -229,7 +229,11 @@ impl Relay {
             ("REDIS__URL".to_owned(), redis.url()),
             ("SOURCE__CONSUMER".to_owned(), consumer.to_owned()),
         ];
-        for (key, value) in settings {
+        let extra = std::env::var("RELAY_TEST_SETTINGS").unwrap_or_default();
+        let extra = extra
+            .split_whitespace()
+            .filter_map(|pair| pair.split_once('='));
+        for (key, value) in extra.chain(settings.iter().copied()) {
             env.retain(|(k, _)| k != key);
             env.push((key.to_string(), value.to_string()));
         }
