@@ -2,8 +2,9 @@
 //! Redis's own ceiling, all measured in one run. `cargo bench --bench relay` (README, "Benchmark").
 //!
 //! A real `redis-server` is started on a free port (pinned to CPU 0 when `taskset` exists); each relay
-//! under test runs as its own process (pinned to CPU 1); a pattern subscriber stands in for the
-//! Socket.IO servers (PUBLISH counts it like one), and timestamps what it receives.
+//! under test runs as its own process (pinned to CPU 1); a subscriber stands in for the Socket.IO
+//! servers (subscribed to the request channel and the broadcast pattern, like an adapter), and
+//! timestamps what it receives.
 //!
 //! 1. Drain: a backlog of N entries (default 200,000, about 100 bytes, 100 rooms) is in the stream
 //!    before the relay starts; throughput = N / time until the subscriber has them all.
@@ -451,6 +452,9 @@ impl Subscriber {
         std::thread::spawn(move || {
             let mut pubsub = con.as_pubsub();
             pubsub.psubscribe("socket.io#*").unwrap();
+            // What makes it count as a Socket.IO server (the relay counts servers as the adapter
+            // does, by the subscribers of the request channel).
+            pubsub.subscribe("socket.io-request#/#").unwrap();
             ready_tx.send(()).unwrap();
             loop {
                 let Ok(message) = pubsub.get_message() else {

@@ -165,28 +165,25 @@ pub struct Report {
 
 impl FromRedisValue for Report {
     fn from_redis_value(v: Value) -> Result<Self, redis::ParsingError> {
-        let (results, servers): (Vec<Value>, Vec<(String, u64)>) =
-            FromRedisValue::from_redis_value(v)?;
-        let mut outcomes = Vec::with_capacity(results.len() / 2);
-        let mut items = results.into_iter();
-        while let (Some(code), Some(value)) = (items.next(), items.next()) {
-            let code = i64::from_redis_value(code)?;
-            let number = || u64::from_redis_value(value.clone());
-            outcomes.push(match code {
-                1 => Outcome::Published {
-                    receivers: number()?,
-                },
-                2 => Outcome::TooFewServers { servers: number()? },
+        type Parts = (Vec<u64>, Vec<(String, u64)>, Vec<(usize, String)>);
+        let (results, servers, errors): Parts = FromRedisValue::from_redis_value(v)?;
+        let mut outcomes = Vec::with_capacity(results.len());
+        for (at, result) in results.into_iter().enumerate() {
+            let value = result / 16;
+            outcomes.push(match result % 16 {
+                1 => Outcome::Published { receivers: value },
+                2 => Outcome::TooFewServers { servers: value },
                 3 => Outcome::HeldBehind,
                 4 => Outcome::NotOwned,
                 5 => Outcome::Acknowledged,
                 6 => Outcome::AlreadyPublished,
                 7 => Outcome::PublishRefused {
-                    error: String::from_redis_value(value)?,
+                    error: errors
+                        .iter()
+                        .find(|(op, _)| *op == at + 1)
+                        .map_or_else(String::new, |(_, error)| error.clone()),
                 },
-                8 => Outcome::TooFewReceivers {
-                    receivers: number()?,
-                },
+                8 => Outcome::TooFewReceivers { receivers: value },
                 other => return Err(format!("unknown delivery outcome {other}").into()),
             });
         }
@@ -283,10 +280,21 @@ impl Scripts {
                 Op::DeadLetter { .. } => ("D", false),
                 Op::Gone(_) => ("G", false),
             };
-            call.arg(kind)
-                .arg(claim.flags(behind))
-                .arg(claim.id.to_string())
-                .arg(claim.deliveries);
+            let new = Claim {
+                id: claim.id,
+                deliveries: 1,
+                redelivery: false,
+                recorded: false,
+            };
+            if kind == "P" && claim == new && !behind {
+                // The common case in fewer arguments: what the script would make of its flags.
+                call.arg("N").arg(claim.id.to_string());
+            } else {
+                call.arg(kind)
+                    .arg(claim.flags(behind))
+                    .arg(claim.id.to_string())
+                    .arg(claim.deliveries);
+            }
             match op {
                 Op::Publish { entry, .. } => {
                     call.arg(&entry.nsp)

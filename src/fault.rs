@@ -102,6 +102,8 @@ fn classify(err: &RedisError) -> Class {
         _ => {}
     }
     match err.code() {
+        // Not an answer from Redis (a reply the relay could not read, a failed task): start over.
+        None => Class::Link,
         Some("NOGROUP") => Class::NoGroup,
         Some("BUSY") => Class::Link,
         Some("OOM" | "WRONGTYPE" | "MISCONF" | "NOPERM" | "SIORELAY" | "NOREPLICAS") => {

@@ -46,10 +46,20 @@ pub struct Subscriber {
     pub id: u64,
     pub addr: String,
     pub name: String,
+    /// Channel subscriptions: an adapter subscribes to its request and response channels.
+    pub sub: u64,
     /// Pattern subscriptions: a classic adapter's broadcast subscription is one.
     pub psub: u64,
     /// Bytes queued in its output buffer.
     pub omem: u64,
+}
+
+impl Subscriber {
+    /// Looks like a Socket.IO server's adapter: channels and patterns both. A monitor
+    /// (`sio-relay monitor`, `redis-cli PSUBSCRIBE`) has only patterns, and never slows the relay.
+    fn is_adapter(&self) -> bool {
+        self.sub > 0 && self.psub > 0
+    }
 }
 
 impl Flow {
@@ -113,7 +123,9 @@ impl Flow {
         let bytes = bytes as u64;
         while self.queued_at_most + bytes > high {
             let fullest = self.fullest(&subscribers(con).await?, high);
-            if fullest + bytes <= high || shutdown.is_cancelled() {
+            // A batch bigger than the mark on its own (one huge entry) goes once the buffers are
+            // empty.
+            if fullest + bytes <= high || fullest == 0 || shutdown.is_cancelled() {
                 self.queued_at_most = fullest;
                 break;
             }
@@ -123,13 +135,13 @@ impl Flow {
         Ok(())
     }
 
-    /// The fullest buffer among the subscribers that receive broadcasts, leaving out those that
-    /// have not read for [`STALL_AFTER`].
+    /// The fullest buffer among the servers' subscribers, leaving out those that have not read for
+    /// [`STALL_AFTER`].
     fn fullest(&mut self, subscribers: &[Subscriber], high: u64) -> u64 {
         let now = Instant::now();
         let mut fullest = 0;
         let mut still_full = HashMap::new();
-        for sub in subscribers.iter().filter(|s| s.psub > 0) {
+        for sub in subscribers.iter().filter(|s| s.is_adapter()) {
             if sub.omem > high {
                 let (since, told) = self
                     .full_since
@@ -198,6 +210,7 @@ fn parse_client(line: &str) -> Option<Subscriber> {
         id: 0,
         addr: String::new(),
         name: String::new(),
+        sub: 0,
         psub: 0,
         omem: 0,
     };
@@ -209,6 +222,7 @@ fn parse_client(line: &str) -> Option<Subscriber> {
             "id" => sub.id = value.parse().ok()?,
             "addr" => sub.addr = value.to_owned(),
             "name" => sub.name = value.to_owned(),
+            "sub" => sub.sub = value.parse().ok()?,
             "psub" => sub.psub = value.parse().ok()?,
             "omem" => sub.omem = value.parse().ok()?,
             _ => {}
@@ -241,6 +255,7 @@ mod tests {
                 id: 7,
                 addr: "127.0.0.1:5000".into(),
                 name: String::new(),
+                sub: 3,
                 psub: 1,
                 omem: 40960,
             })
@@ -260,14 +275,16 @@ mod tests {
                     id: 1,
                     addr: String::new(),
                     name: String::new(),
+                    sub: 2,
                     psub: 1,
                     omem,
                 },
                 Subscriber {
                     id: 2,
                     addr: String::new(),
-                    name: "monitor-without-pattern".into(),
-                    psub: 0,
+                    name: "a monitor: patterns only".into(),
+                    sub: 0,
+                    psub: 1,
                     omem: 10_000,
                 },
             ]

@@ -87,23 +87,31 @@ pub async fn to_stream(cfg: &Config, emit: &Emit) -> Result<String, Failure> {
     Ok(con.xadd(&cfg.source.stream, "*", &fields).await?)
 }
 
-/// Publishes the packet directly; returns how many Socket.IO servers received it.
+/// Publishes the packet directly; returns how many Socket.IO servers received it. Servers are
+/// counted first, as the relay counts them (the adapter's request channel): with none, nothing is
+/// published, since PUBLISH's own count would include monitors and other pattern subscribers.
 pub async fn direct(cfg: &Config, emit: &Emit) -> Result<u64, Failure> {
     let (_, entry) = emit.validate()?;
-    let packet = cfg.target().encode(&entry);
+    let target = cfg.target();
+    let packet = target.encode(&entry);
     let mut con = connect(cfg).await?;
-    let receivers: u64 = con.publish(&packet.channel, &packet.payload).await?;
-    if receivers == 0 {
+    let request = target.request_channel(entry.nsp());
+    let servers: Vec<(String, u64)> = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(&request)
+        .query_async(&mut con)
+        .await?;
+    if servers.first().is_none_or(|(_, n)| *n == 0) {
         return Err(Failure {
             code: EXIT_FAILURE,
             message: format!(
-                "no Socket.IO server listens on namespace {} ({}): nothing was delivered",
-                entry.nsp(),
-                packet.channel
+                "no Socket.IO server listens on namespace {} (nobody subscribes to {request}): nothing was published",
+                entry.nsp()
             ),
         });
     }
-    Ok(receivers)
+    let receivers: u64 = con.publish(&packet.channel, &packet.payload).await?;
+    Ok(receivers.min(servers[0].1))
 }
 
 #[cfg(test)]

@@ -26,24 +26,27 @@
 -- KEYS[3] journal            ARGV[3] min receivers        ARGV[9] request channel prefix
 -- KEYS[4] held record        ARGV[4] dead-letter MAXLEN ~ (0: none)      (`<key>-request#`)
 --                            ARGV[5] run_id of this Redis process
--- ARGV[10..] operations, each opening with its kind and flags ('r': a redelivery, which may have
--- been journaled; 'h': recorded in the held hash; 'b': behind an older entry the relay holds for
--- its namespace, so to be held unpublished), then its entry ID and delivery count:
---   'P', flags, id, deliveries, namespace, channel, payload   publish
---   'D', flags, id, deliveries, reason, detail                 dead-letter (fields copied here)
---   'G', flags, id, deliveries                                 deleted from the stream: acknowledge
+-- ARGV[10..] operations, each opening with its kind:
+--   'N', id, namespace, channel, payload        publish a new entry: first read, delivery count 1
+--   'P', flags, id, deliveries, namespace, channel, payload   publish any other entry
+--   'D', flags, id, deliveries, reason, detail   dead-letter (fields copied here)
+--   'G', flags, id, deliveries                   deleted from the stream: acknowledge
+-- flags: 'r' a redelivery, which may have been journaled; 'h' recorded in the held hash; 'b' behind
+-- an older entry the relay holds for its namespace, so to be held unpublished; '-' none.
 --
--- Returns { results, servers }: results holds two items per operation, a code and a value; servers
--- is a flat list of namespace, server count for every namespace counted.
---   1, receivers   published and journaled
---   2, servers     not published: too few servers listen on its namespace; held
---   3, 0           not published: an earlier entry of its namespace is held (stream order); held
---   4, 0           skipped: no longer pending for this consumer (another relay owns it, or it is
---                  acknowledged), so publishing it here would duplicate it
---   5, 0           dead-lettered and acknowledged (or acknowledged, for 'G')
---   6, 0           already published by this Redis process: acknowledged without publishing again
---   7, error       PUBLISH was refused (the error text); held
---   8, receivers   published, but PUBLISH reached fewer than min receivers; not journaled; held
+-- Returns { results, servers, errors }: one integer per operation, 16 * value + code; servers, a
+-- flat list of namespace, server count for every namespace counted; errors, a flat list of
+-- operation number, error text for code 7.
+--   code 1, value receivers   published and journaled
+--   code 2, value servers     not published: too few servers listen on its namespace; held
+--   code 3                    not published: an earlier entry of its namespace is held; held
+--   code 4                    skipped: no longer pending for this consumer (another relay owns it,
+--                             or it is acknowledged), so publishing it here would duplicate it
+--   code 5                    dead-lettered and acknowledged (or acknowledged, for 'G')
+--   code 6                    already published by this Redis process: acknowledged, not published
+--   code 7                    PUBLISH was refused (see errors); held
+--   code 8, value receivers   published, but PUBLISH reached fewer than min receivers; not
+--                             journaled; held
 local stream, dead, journal, held_record = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, consumer = ARGV[1], ARGV[2]
 local min_receivers = tonumber(ARGV[3])
@@ -104,7 +107,9 @@ end
 local i = FIRST_OP
 while i <= #ARGV do
   local kind = ARGV[i]
-  if kind == 'P' then
+  if kind == 'N' then
+    i = i + 5
+  elseif kind == 'P' then
     i = i + 7
   elseif kind == 'D' then
     i = i + 6
@@ -203,84 +208,109 @@ local function dead_letter(id, deliveries, reason, detail)
 end
 
 -- 3. Effects.
-local results, acked, published, hold, unhold = {}, {}, {}, {}, {}
+-- The loop below runs once per entry: globals are looked up once, counters kept by hand.
+local results, errors, acked, published, hold, unhold = {}, {}, {}, {}, {}, {}
+local done, n_acked, n_published = 0, 0, 0
 local holding = {}
+local pcall_redis, find = redis.pcall, string.find
 local function answer(code, value)
-  results[#results + 1] = code
-  results[#results + 1] = value
+  done = done + 1
+  results[done] = value * 16 + code
 end
-local function resolved(id, flags)
-  if string.find(flags, 'h', 1, true) then
+local function resolved(id, recorded)
+  if recorded then
     unhold[#unhold + 1] = id
   end
 end
-local function held(id, flags, deliveries, namespace)
+local function held(id, recorded, deliveries, namespace)
   holding[namespace] = true
-  if not string.find(flags, 'h', 1, true) then
+  if not recorded then
     hold[#hold + 1] = id
     hold[#hold + 1] = deliveries
   end
 end
 
 i = FIRST_OP
-while i <= #ARGV do
-  local kind, flags, id, deliveries = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local redelivery = string.find(flags, 'r', 1, true) ~= nil
-  if kind == 'P' then
-    local namespace, channel, payload = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
-    i = i + 7
-    if not owned(id) then
+local argc = #ARGV
+while i <= argc do
+  local kind = ARGV[i]
+  local id, deliveries, redelivery, recorded, behind
+  if kind == 'N' then
+    id, deliveries, redelivery, recorded, behind = ARGV[i + 1], 1, false, false, false
+    i = i + 1
+  else
+    local flags = ARGV[i + 1]
+    id, deliveries = ARGV[i + 2], ARGV[i + 3]
+    redelivery = find(flags, 'r', 1, true) ~= nil
+    recorded = find(flags, 'h', 1, true) ~= nil
+    behind = find(flags, 'b', 1, true) ~= nil
+    i = i + 3
+  end
+  -- i now points at the last common item; the kind's own items follow.
+  if kind == 'N' or kind == 'P' then
+    local namespace, channel, payload = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+    i = i + 4
+    if not (mine[id] or (not complete and owned(id))) then
       answer(4, 0)
     elseif redelivery and was_published(id) then
-      acked[#acked + 1] = id
-      resolved(id, flags)
+      n_acked = n_acked + 1
+      acked[n_acked] = id
+      resolved(id, recorded)
       answer(6, 0)
-    elseif holding[namespace] or string.find(flags, 'b', 1, true) then
-      held(id, flags, deliveries, namespace)
+    elseif behind or holding[namespace] then
+      held(id, recorded, deliveries, namespace)
       answer(3, 0)
     else
-      local listening = servers_of(namespace)
+      local listening = servers[namespace] or servers_of(namespace)
       if listening < min_receivers then
-        held(id, flags, deliveries, namespace)
+        held(id, recorded, deliveries, namespace)
         answer(2, listening)
       else
-        local receivers = redis.pcall('PUBLISH', channel, payload)
+        local receivers = pcall_redis('PUBLISH', channel, payload)
         if type(receivers) == 'table' then
-          held(id, flags, deliveries, namespace)
-          answer(7, tostring(receivers.err))
+          held(id, recorded, deliveries, namespace)
+          errors[#errors + 1] = done + 1
+          errors[#errors + 1] = tostring(receivers.err)
+          answer(7, 0)
         elseif receivers < min_receivers then
-          held(id, flags, deliveries, namespace)
+          held(id, recorded, deliveries, namespace)
           answer(8, receivers)
         else
-          published[#published + 1] = id
-          resolved(id, flags)
-          answer(1, receivers)
+          n_published = n_published + 1
+          published[n_published] = id
+          if recorded then
+            unhold[#unhold + 1] = id
+          end
+          done = done + 1
+          results[done] = receivers * 16 + 1
         end
       end
     end
   else
-    local reason, detail = ARGV[i + 4], ARGV[i + 5]
-    i = i + (kind == 'D' and 6 or 4)
+    local reason, detail = ARGV[i + 1], ARGV[i + 2]
+    i = i + (kind == 'D' and 3 or 1)
     if not owned(id) then
       answer(4, 0)
     elseif redelivery and was_published(id) then
       -- Published already (it expired or ran out of attempts only while awaiting confirmation).
-      acked[#acked + 1] = id
-      resolved(id, flags)
+      n_acked = n_acked + 1
+      acked[n_acked] = id
+      resolved(id, recorded)
       answer(6, 0)
     else
       if kind == 'D' then
         dead_letter(id, deliveries, reason, detail)
       end
-      acked[#acked + 1] = id
-      resolved(id, flags)
+      n_acked = n_acked + 1
+      acked[n_acked] = id
+      resolved(id, recorded)
       answer(5, 0)
     end
   end
 end
 
 call_in_chunks({ 'XACK', stream, group }, acked)
-if #published > 0 then
+if n_published > 0 then
   -- Appended to what this consumer published earlier in this Redis process and has not confirmed.
   local ids = table.concat(published, ',')
   local earlier = redis.call('HGET', journal, consumer)
@@ -297,4 +327,4 @@ for _, namespace in ipairs(counted) do
   server_list[#server_list + 1] = namespace
   server_list[#server_list + 1] = servers[namespace]
 end
-return { results, server_list }
+return { results, server_list, errors }

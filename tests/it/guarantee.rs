@@ -153,7 +153,7 @@ fn out_of_memory_nothing_is_published_twice() {
     let sub = Subscriber::start(&redis, "/");
     let mut con = redis.connection();
     let relay = Relay::start(&redis, "relay-1", &[("REDIS__BACKOFF_MAX", "200ms")]);
-    relay.wait_log("relaying", 10 * SECOND);
+    relay.wait_ready(10 * SECOND);
     // Frozen while Redis hands it the entries (its read is blocked in Redis), thawed out of memory.
     relay.signal("STOP");
     add_numbered(&mut con, 0..100);
@@ -219,7 +219,7 @@ fn xack_revoked_for_a_while_nothing_is_published_twice() {
     let redis = RedisServer::start();
     let sub = Subscriber::start(&redis, "/");
     let relay = relay_as_acl_user(&redis, &[]);
-    relay.wait_log("relaying", 10 * SECOND);
+    relay.wait_ready(10 * SECOND);
     acl(&redis, "-xack");
     let mut con = redis.connection();
     add_numbered(&mut con, 0..50);
@@ -247,7 +247,7 @@ fn publish_revoked_for_a_while_spends_no_attempts() {
             ("DELIVERY__RETRY_INTERVAL", "100ms"),
         ],
     );
-    relay.wait_log("relaying", 10 * SECOND);
+    relay.wait_ready(10 * SECOND);
     acl(&redis, "-publish");
     let mut con = redis.connection();
     add_numbered(&mut con, 0..50);
@@ -268,7 +268,7 @@ fn a_dead_letter_key_of_the_wrong_type_publishes_nothing_twice() {
     let sub = Subscriber::start(&redis, "/");
     let mut con = redis.connection();
     let relay = Relay::start(&redis, "relay-1", &[("REDIS__BACKOFF_MAX", "200ms")]);
-    relay.wait_log("relaying", 10 * SECOND);
+    relay.wait_ready(10 * SECOND);
     let _: () = con.set(DEAD, "oops").unwrap();
     let mut pipe = redis::pipe();
     for i in 0..50 {
@@ -331,7 +331,7 @@ fn a_live_twin_is_refused_and_a_restart_is_not() {
         "twin",
         &[("DELIVERY__CLAIM_IDLE", "1h"), ("SOURCE__BATCH_SIZE", "10")],
     );
-    first.wait_log("relaying", 10 * SECOND);
+    first.wait_ready(10 * SECOND);
     let mut second = Relay::start(&redis, "twin", &[]);
     let status = second.wait_exit(10 * SECOND);
     assert_eq!(status.code(), Some(78), "{}", second.log());
@@ -391,7 +391,7 @@ fn held_entries_keep_their_attempts_across_restarts() {
     wait_held(&mut con, 5);
     for starts in 2..=5 {
         relay.restart();
-        relay.wait_log_count("relaying", starts, 10 * SECOND);
+        relay.wait_ready(10 * SECOND);
     }
     let sub = Subscriber::start(&redis, "/");
     let ledger = Ledger::settle(&sub, &redis, 5);

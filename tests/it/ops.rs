@@ -207,7 +207,7 @@ fn sighup_applies_the_log_level_and_names_what_needs_a_restart() {
     let file = dir.path().join("config.toml");
     std::fs::write(&file, "[log]\nlevel = \"info\"\n").unwrap();
     let relay = Relay::start_with_file(&redis, "relay-1", Some(&file), &[]);
-    relay.wait_log("relaying", 10 * SECOND);
+    relay.wait_ready(10 * SECOND);
     let mut con = redis.connection();
     xadd(&mut con, &[("event", "quiet")]);
     std::thread::sleep(Duration::from_millis(300));

@@ -66,7 +66,7 @@ fn start_id_decides_whether_a_new_group_reads_the_backlog() {
     assert_eq!(events, ["new", "old", "new"]);
     drop(relay);
     let relay = Relay::start(&redis, "relay-3", &[("SOURCE__START_ID", "0")]);
-    relay.wait_log("relaying", 10 * SECOND);
+    relay.wait_ready(10 * SECOND);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(sub.messages().len(), 3, "the existing group was not reset");
 }
@@ -338,7 +338,7 @@ fn sigterm_finishes_the_batch_in_flight_and_exits_zero() {
         "relay-1",
         &[("SOURCE__BATCH_SIZE", "50"), ("SHUTDOWN__TIMEOUT", "5s")],
     );
-    relay.wait_log("relaying", 10 * SECOND);
+    relay.wait_ready(10 * SECOND);
     let mut con = redis.connection();
     let total = 2000;
     let producer = {
@@ -369,7 +369,7 @@ fn sigterm_finishes_the_batch_in_flight_and_exits_zero() {
 fn sigint_with_redis_down_still_exits_promptly() {
     let mut redis = RedisServer::start();
     let mut relay = Relay::start(&redis, "relay-1", &[("SHUTDOWN__TIMEOUT", "2s")]);
-    relay.wait_log("relaying", 10 * SECOND);
+    relay.wait_ready(10 * SECOND);
     redis.kill();
     relay.wait_log("Redis is unavailable", 10 * SECOND);
     let started = Instant::now();
@@ -399,7 +399,7 @@ fn a_deleted_group_is_created_again() {
     let redis = RedisServer::start();
     let sub = Subscriber::start(&redis, "/");
     let relay = Relay::start(&redis, "relay-1", &[]);
-    relay.wait_log("relaying", 10 * SECOND);
+    relay.wait_ready(10 * SECOND);
     let mut con = redis.connection();
     let _: redis::Value = redis::cmd("XGROUP")
         .arg("DESTROY")

@@ -48,7 +48,7 @@ fn the_relay_works_under_the_readme_acl_rule() {
             ("SOURCE__STALE_CONSUMER_IDLE", "1s"),
         ],
     );
-    relay.wait_log("relaying", 10 * SECOND);
+    relay.wait_ready(10 * SECOND);
     xadd(&mut admin, &[("event", "fresh"), ("data", "1")]);
     xadd(&mut admin, &[("event", "disconnect")]);
     let events: Vec<String> = sub
@@ -201,7 +201,7 @@ fn the_relay_speaks_tls_with_a_private_ca_and_a_client_certificate() {
             ("REDIS__TLS_KEY_FILE", &key),
         ],
     );
-    relay.wait_log("relaying", 10 * SECOND);
+    relay.wait_ready(10 * SECOND);
     let mut con = redis.connection();
     xadd(&mut con, &[("event", "over-tls")]);
     assert_eq!(sub.wait_count(1, 10 * SECOND)[0].event(), "over-tls");

@@ -210,6 +210,15 @@ pub struct Relay {
     config: Option<PathBuf>,
 }
 
+/// The relay's `http.listen` port, when the test did not choose one: `/readyz` is how the harness
+/// knows a relay is up, instead of reading its log.
+fn probe_port(env: &[(String, String)]) -> Option<u16> {
+    env.iter()
+        .find(|(k, _)| k == "HTTP__LISTEN")
+        .and_then(|(_, v)| v.rsplit_once(':'))
+        .and_then(|(_, port)| port.parse().ok())
+}
+
 impl Relay {
     /// Starts a relay on `redis` as consumer `consumer`; `settings` are `("SECTION__KEY", value)`.
     pub fn start(redis: &RedisServer, consumer: &str, settings: &[(&str, &str)]) -> Relay {
@@ -228,6 +237,10 @@ impl Relay {
         let mut env = vec![
             ("REDIS__URL".to_owned(), redis.url()),
             ("SOURCE__CONSUMER".to_owned(), consumer.to_owned()),
+            (
+                "HTTP__LISTEN".to_owned(),
+                format!("127.0.0.1:{}", free_port()),
+            ),
         ];
         let extra = std::env::var("RELAY_TEST_SETTINGS").unwrap_or_default();
         let extra = extra
@@ -276,6 +289,16 @@ impl Relay {
     pub fn wait_log(&self, needle: &str, timeout: Duration) {
         wait_until(timeout, &format!("the relay logs {needle:?}"), || {
             self.log().contains(needle)
+        });
+    }
+
+    /// Waits until this relay process answers `/readyz` with 200: connected, group set up, its own
+    /// pending entries recovered.
+    pub fn wait_ready(&self, timeout: Duration) {
+        let port = probe_port(&self.env).expect("the relay has an http.listen address");
+        let pid = self.pid();
+        wait_until(timeout, "the relay is ready (/readyz)", || {
+            http_get(port, "/readyz").0 == 200 && self.pid() == pid
         });
     }
 
