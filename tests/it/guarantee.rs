@@ -389,7 +389,7 @@ fn held_entries_keep_their_attempts_across_restarts() {
     let mut con = redis.connection();
     add_numbered(&mut con, 0..5);
     wait_held(&mut con, 5);
-    for starts in 2..=5 {
+    for _ in 0..4 {
         relay.restart();
         relay.wait_ready(10 * SECOND);
     }
