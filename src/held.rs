@@ -8,8 +8,12 @@
 //! whatever the entries' size. Once a namespace holds anything, its newer entries queue behind, so
 //! clients see a namespace's events in the order they were produced; namespaces with listeners are
 //! not affected. The total is bounded: when full, the relay stops reading until entries drain.
+//!
+//! Entries Redis refuses even on their own, and that cannot be dead-lettered either (the dead-letter
+//! stream itself refuses them), are *parked* here: they wait, pending, apart from any namespace, so
+//! that the entries behind them keep flowing, and are tried again every retry interval.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::delivery::Claim;
 use crate::entry::EntryId;
@@ -18,6 +22,9 @@ use crate::entry::EntryId;
 pub struct Held {
     by_nsp: HashMap<String, BTreeMap<EntryId, Claim>>,
     nsp_of: HashMap<EntryId, String>,
+    parked: BTreeMap<EntryId, Claim>,
+    /// Parked once already: not news when parked again.
+    parked_before: HashSet<EntryId>,
     limit: usize,
 }
 
@@ -26,16 +33,33 @@ impl Held {
         Held {
             by_nsp: HashMap::new(),
             nsp_of: HashMap::new(),
+            parked: BTreeMap::new(),
+            parked_before: HashSet::new(),
             limit,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.nsp_of.len()
+        self.nsp_of.len() + self.parked.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.nsp_of.is_empty()
+        self.nsp_of.is_empty() && self.parked.is_empty()
+    }
+
+    pub fn parked(&self) -> usize {
+        self.parked.len()
+    }
+
+    /// Parks `claim`; true the first time this entry is parked.
+    pub fn park(&mut self, claim: Claim) -> bool {
+        self.parked.insert(claim.id, claim);
+        self.parked_before.insert(claim.id)
+    }
+
+    /// Removes and returns every parked entry, to be tried again.
+    pub fn take_parked(&mut self) -> Vec<Claim> {
+        std::mem::take(&mut self.parked).into_values().collect()
     }
 
     /// True once `delivery.max_held` entries are held: time to stop reading new ones.
@@ -44,7 +68,7 @@ impl Held {
     }
 
     pub fn contains(&self, id: EntryId) -> bool {
-        self.nsp_of.contains_key(&id)
+        self.nsp_of.contains_key(&id) || self.parked.contains_key(&id)
     }
 
     /// True when `nsp` holds an entry older than `id`, which must then wait behind it.
@@ -93,6 +117,8 @@ impl Held {
     /// Forgets the entries with these IDs (delivered, or another relay owns them now).
     pub fn remove(&mut self, ids: &[EntryId]) {
         for id in ids {
+            self.parked.remove(id);
+            self.parked_before.remove(id);
             if let Some(nsp) = self.nsp_of.remove(id) {
                 if let Some(queue) = self.by_nsp.get_mut(&nsp) {
                     queue.remove(id);
@@ -104,12 +130,13 @@ impl Held {
         }
     }
 
-    /// Every held entry, oldest first.
+    /// Every held (and parked) entry, oldest first.
     pub fn claims(&self) -> Vec<Claim> {
         let mut all: Vec<Claim> = self
             .by_nsp
             .values()
             .flat_map(|queue| queue.values().copied())
+            .chain(self.parked.values().copied())
             .collect();
         all.sort_by_key(|claim| claim.id);
         all
@@ -151,5 +178,10 @@ mod tests {
         held.remove(&[EntryId { ms: 3, seq: 0 }]);
         assert!(!held.is_holding("/"));
         assert_eq!(held.claims(), vec![claim(2)]);
+
+        assert!(held.park(claim(7)), "news the first time");
+        assert!(held.contains(EntryId { ms: 7, seq: 0 }));
+        assert_eq!(held.take_parked(), vec![claim(7)]);
+        assert!(!held.park(claim(7)), "not news again");
     }
 }

@@ -64,6 +64,7 @@ pub struct Metrics {
     pub redis_refusing: Gauge,
     pub group_recreated: Counter,
     pub unconfirmed: Counter,
+    pub parked: Gauge,
 }
 
 impl Default for Metrics {
@@ -93,6 +94,7 @@ impl Metrics {
             redis_refusing: Gauge::default(),
             group_recreated: Counter::default(),
             unconfirmed: Counter::default(),
+            parked: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -181,6 +183,11 @@ impl Metrics {
             "unconfirmed",
             "Entries published but not confirmed because Socket.IO servers disconnected before confirmation; published again",
             metrics.unconfirmed.clone(),
+        );
+        registry.register(
+            "parked_entries",
+            "Entries Redis refuses even on their own and the dead-letter stream refuses too: pending, tried again every delivery.retry_interval",
+            metrics.parked.clone(),
         );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info

@@ -104,8 +104,12 @@ for _, command in ipairs(needs) do
     return refuse('NOPERM the ACL user may not run ' .. command[1] .. ' on ' .. command[2])
   end
 end
+-- Where each operation starts, and whether any dead-letters or acknowledges.
+local starts, any_dead = {}, false
 local i = FIRST_OP
-while i <= #ARGV do
+local argc = #ARGV
+while i <= argc do
+  starts[#starts + 1] = i
   local kind = ARGV[i]
   if kind == 'N' then
     i = i + 5
@@ -113,8 +117,10 @@ while i <= #ARGV do
     i = i + 7
   elseif kind == 'D' then
     i = i + 6
+    any_dead = true
   elseif kind == 'G' then
     i = i + 4
+    any_dead = true
   else
     return refuse('BUG unknown operation ' .. tostring(kind))
   end
@@ -207,16 +213,14 @@ local function dead_letter(id, deliveries, reason, detail)
   return true
 end
 
--- 3. Effects.
--- The loop below runs once per entry: globals are looked up once, counters kept by hand.
+-- 3. Effects. Dead letters first: appending to the dead-letter stream is the one effect that could
+-- still fail for a reason no check covers (an explicit ID that exhausted the stream's IDs), and
+-- then nothing has been published. Publishes next, in order.
+-- The loops run once per entry: globals are looked up once, counters kept by hand.
 local results, errors, acked, published, hold, unhold = {}, {}, {}, {}, {}, {}
-local done, n_acked, n_published = 0, 0, 0
+local n_acked, n_published = 0, 0
 local holding = {}
 local pcall_redis, find = redis.pcall, string.find
-local function answer(code, value)
-  done = done + 1
-  results[done] = value * 16 + code
-end
 local function resolved(id, recorded)
   if recorded then
     unhold[#unhold + 1] = id
@@ -229,82 +233,86 @@ local function held(id, recorded, deliveries, namespace)
     hold[#hold + 1] = deliveries
   end
 end
-
-i = FIRST_OP
-local argc = #ARGV
-while i <= argc do
-  local kind = ARGV[i]
-  local id, deliveries, redelivery, recorded, behind
+-- An operation's common items: kind, id, delivery count, flags, and where its own items start.
+local function common(at)
+  local kind = ARGV[at]
   if kind == 'N' then
-    id, deliveries, redelivery, recorded, behind = ARGV[i + 1], 1, false, false, false
-    i = i + 1
-  else
-    local flags = ARGV[i + 1]
-    id, deliveries = ARGV[i + 2], ARGV[i + 3]
-    redelivery = find(flags, 'r', 1, true) ~= nil
-    recorded = find(flags, 'h', 1, true) ~= nil
-    behind = find(flags, 'b', 1, true) ~= nil
-    i = i + 3
+    return kind, ARGV[at + 1], 1, false, false, false, at + 2
   end
-  -- i now points at the last common item; the kind's own items follow.
+  local flags = ARGV[at + 1]
+  return kind, ARGV[at + 2], ARGV[at + 3], find(flags, 'r', 1, true) ~= nil,
+    find(flags, 'h', 1, true) ~= nil, find(flags, 'b', 1, true) ~= nil, at + 4
+end
+
+for k, at in ipairs(any_dead and starts or {}) do
+  local kind = ARGV[at]
+  if kind == 'D' or kind == 'G' then
+    local _, id, deliveries, redelivery, recorded, _, own = common(at)
+    if not owned(id) then
+      results[k] = 4
+    elseif redelivery and was_published(id) then
+      -- Published already (it expired or ran out of attempts only while awaiting confirmation).
+      n_acked = n_acked + 1
+      acked[n_acked] = id
+      resolved(id, recorded)
+      results[k] = 6
+    else
+      if kind == 'D' then
+        dead_letter(id, deliveries, ARGV[own], ARGV[own + 1])
+      end
+      n_acked = n_acked + 1
+      acked[n_acked] = id
+      resolved(id, recorded)
+      results[k] = 5
+    end
+  end
+end
+
+for k, at in ipairs(starts) do
+  local kind = ARGV[at]
   if kind == 'N' or kind == 'P' then
-    local namespace, channel, payload = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-    i = i + 4
+    local id, deliveries, redelivery, recorded, behind, own
+    if kind == 'N' then
+      id, deliveries, redelivery, recorded, behind, own = ARGV[at + 1], 1, false, false, false, at + 2
+    else
+      local _
+      _, id, deliveries, redelivery, recorded, behind, own = common(at)
+    end
+    local namespace, channel, payload = ARGV[own], ARGV[own + 1], ARGV[own + 2]
     if not (mine[id] or (not complete and owned(id))) then
-      answer(4, 0)
+      results[k] = 4
     elseif redelivery and was_published(id) then
       n_acked = n_acked + 1
       acked[n_acked] = id
       resolved(id, recorded)
-      answer(6, 0)
+      results[k] = 6
     elseif behind or holding[namespace] then
       held(id, recorded, deliveries, namespace)
-      answer(3, 0)
+      results[k] = 3
     else
       local listening = servers[namespace] or servers_of(namespace)
       if listening < min_receivers then
         held(id, recorded, deliveries, namespace)
-        answer(2, listening)
+        results[k] = listening * 16 + 2
       else
         local receivers = pcall_redis('PUBLISH', channel, payload)
         if type(receivers) == 'table' then
           held(id, recorded, deliveries, namespace)
-          errors[#errors + 1] = done + 1
+          errors[#errors + 1] = k
           errors[#errors + 1] = tostring(receivers.err)
-          answer(7, 0)
+          results[k] = 7
         elseif receivers < min_receivers then
           held(id, recorded, deliveries, namespace)
-          answer(8, receivers)
+          results[k] = receivers * 16 + 8
         else
           n_published = n_published + 1
           published[n_published] = id
           if recorded then
             unhold[#unhold + 1] = id
           end
-          done = done + 1
-          results[done] = receivers * 16 + 1
+          results[k] = receivers * 16 + 1
         end
       end
-    end
-  else
-    local reason, detail = ARGV[i + 1], ARGV[i + 2]
-    i = i + (kind == 'D' and 3 or 1)
-    if not owned(id) then
-      answer(4, 0)
-    elseif redelivery and was_published(id) then
-      -- Published already (it expired or ran out of attempts only while awaiting confirmation).
-      n_acked = n_acked + 1
-      acked[n_acked] = id
-      resolved(id, recorded)
-      answer(6, 0)
-    else
-      if kind == 'D' then
-        dead_letter(id, deliveries, reason, detail)
-      end
-      n_acked = n_acked + 1
-      acked[n_acked] = id
-      resolved(id, recorded)
-      answer(5, 0)
     end
   end
 end

@@ -157,13 +157,28 @@ impl Relay {
         })
     }
 
-    /// Dead-letters the one entry Redis refused in every batch.
+    /// Dead-letters the one entry Redis refused in every batch. When the dead-letter stream refuses
+    /// it too, the entry is parked (see [`crate::held`]): it waits, pending, while the entries
+    /// behind it flow, and is tried again every retry interval.
     async fn isolate(&mut self, s: &mut Session, claim: Claim, error: &str) -> Result<(), Fault> {
-        let moved = self
-            .scripts
-            .isolate(&mut s.writer, claim, error)
-            .await
-            .map_err(Fault::of)?;
+        let moved = match self.scripts.isolate(&mut s.writer, claim, error).await {
+            Ok(moved) => moved,
+            Err(e) => match Fault::of(e) {
+                Fault::Refused(why) => {
+                    if self.held.park(claim) {
+                        error!(
+                            id = %claim.id,
+                            batch_error = error,
+                            dead_letter_error = %why,
+                            "Redis refuses this entry, and the dead-letter stream refuses it too; it stays pending, is tried again every delivery.retry_interval, and the entries behind it go on"
+                        );
+                    }
+                    self.metrics.parked.set(self.held.parked() as i64);
+                    return Ok(());
+                }
+                fault => return Err(fault),
+            },
+        };
         self.held.remove(&[claim.id]);
         if moved {
             self.metrics.acknowledged.inc();

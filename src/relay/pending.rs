@@ -244,8 +244,8 @@ impl Relay {
             .collect())
     }
 
-    /// Dead-letters held entries that expired, then delivers, at full speed, the held entries of
-    /// every namespace that has enough servers again. Servers are counted for all held namespaces
+    /// Dead-letters held entries that expired, tries parked entries again, then delivers, at full
+    /// speed, the held entries of every namespace that has enough servers again. Servers are counted for all held namespaces
     /// in one command, so namespaces without listeners cost next to nothing however many there are.
     pub(super) async fn retry_held(&mut self, s: &mut Session) -> Result<(), Fault> {
         self.timers.retry = Instant::now() + self.cfg.delivery.retry_interval;
@@ -262,6 +262,12 @@ impl Relay {
             let ids: Vec<EntryId> = expired.iter().map(|p| p.claim().id).collect();
             self.held.remove(&ids);
             self.run_plans(s, expired).await?;
+        }
+        let parked = self.held.take_parked();
+        if !parked.is_empty() {
+            let plans = self.fetch(s, parked).await?;
+            self.run_plans(s, plans).await?;
+            self.metrics.parked.set(self.held.parked() as i64);
         }
         let min = u64::from(self.cfg.delivery.min_receivers);
         let mut ready = Vec::new();

@@ -320,6 +320,41 @@ fn an_entry_with_thousands_of_fields_stops_nothing() {
     assert_eq!(ledger.dead[20], 1);
 }
 
+/// Item 7: a batch Redis refuses for a reason no check foresees (here a dead-letter stream whose IDs
+/// an explicit XADD exhausted) is split: the valid entries around the entry that cannot be
+/// dead-lettered are delivered once, and that entry waits, pending, until the stream is fixed.
+#[test]
+fn a_batch_redis_refuses_is_split_and_the_rest_delivered_once() {
+    let redis = RedisServer::start();
+    let sub = Subscriber::start(&redis, "/");
+    let mut con = redis.connection();
+    let _: String = con
+        .xadd(
+            DEAD,
+            "18446744073709551615-18446744073709551615",
+            &[("f", "v")],
+        )
+        .unwrap();
+    add_numbered(&mut con, 0..10);
+    xadd(&mut con, &[("evnt", "typo"), ("x-seq", "10")]);
+    add_numbered(&mut con, 11..20);
+    let relay = Relay::start(&redis, "relay-1", &[("REDIS__BACKOFF_MAX", "200ms")]);
+    sub.wait_count(19, 10 * SECOND);
+    wait_until(10 * SECOND, "only the malformed entry is pending", || {
+        pending(&mut con).len() == 1
+    });
+    assert_eq!(sub.flush(&redis), 19, "each valid entry once");
+    assert!(relay.log().contains("splitting it"), "{}", relay.log());
+    let _: () = con.del(DEAD).unwrap();
+    let ledger = Ledger::settle(&sub, &redis, 20);
+    eprintln!(
+        "{}",
+        ledger.summary("dead-letter stream exhausted, then fixed")
+    );
+    ledger.assert_exactly_once();
+    assert_eq!(ledger.dead[10], 1);
+}
+
 /// Item 8: a second relay under the same consumer name refuses to start (exit 78); a restart
 /// under the same name after a kill -9 still finishes its own pending entries at once.
 #[test]
