@@ -69,6 +69,11 @@ malformed! {
     data_and_args: &[("event", "e"), ("data", "1"), ("args", "[2]")] => "`data` and `args` cannot both be present";
     room_and_rooms: &[("event", "e"), ("room", "a"), ("rooms", r#"["b"]"#)] => "`room` and `rooms` cannot both be present";
     namespace_without_slash: &[("event", "e"), ("nsp", "admin")] => "namespace `admin` must start with `/`";
+    namespace_hash_first: &[("event", "e"), ("nsp", "/#b")] => "namespace `/#b` contains `#`";
+    namespace_hash_inside: &[("event", "e"), ("nsp", "/a#x")] => "namespace `/a#x` contains `#`";
+    namespace_hash_alone: &[("event", "e"), ("nsp", "/#")] => "namespace `/#` contains `#`";
+    namespace_glob_bracket: &[("event", "e"), ("nsp", "/a[1]")] => "contains `[`, which is glob syntax";
+    namespace_glob_backslash: &[("event", "e"), ("nsp", "/a\\b")] => "contains `\\`, which is glob syntax";
     integer_beyond_2_53: &[("event", "e"), ("data", r#"{"id": 9007199254740993}"#)] => "outside ±2^53";
     unknown_field_typo: &[("event", "e"), ("rom", "lobby")] => "unknown field `rom`";
     bad_flag: &[("event", "e"), ("volatile", "yes")] => "`volatile` must be `true` or `false`";
