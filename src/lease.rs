@@ -54,9 +54,78 @@ impl Holder {
     }
 }
 
+/// This relay's hold on its consumer name: taken once at start, renewed for as long as the relay
+/// runs, lost if another relay takes it over.
+pub struct Lease {
+    holder: Holder,
+    /// Cancelled by the renewal when another relay took the name.
+    lost: CancellationToken,
+    taken: bool,
+}
+
+impl Default for Lease {
+    fn default() -> Self {
+        Lease::new()
+    }
+}
+
+impl Lease {
+    pub fn new() -> Lease {
+        Lease {
+            holder: Holder::of_this_process(),
+            lost: CancellationToken::new(),
+            taken: false,
+        }
+    }
+
+    /// Takes the lease unless this relay already holds it (see [`acquire`]).
+    pub async fn take(
+        &mut self,
+        scripts: &Scripts,
+        con: &mut MultiplexedConnection,
+        consumer: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Fault> {
+        if !self.taken {
+            acquire(scripts, con, &self.holder, consumer, shutdown).await?;
+            self.taken = true;
+        }
+        Ok(())
+    }
+
+    /// The task that keeps it renewed on `con` (see [`keep_renewed`]).
+    pub fn renewal(
+        &self,
+        scripts: std::sync::Arc<Scripts>,
+        con: MultiplexedConnection,
+    ) -> impl std::future::Future<Output = ()> + use<> {
+        keep_renewed(scripts, con, self.holder.clone(), self.lost.clone())
+    }
+
+    /// [`Fault::Fatal`] once another relay took the name over.
+    pub fn check(&self, consumer: &str) -> Result<(), Fault> {
+        if !self.lost.is_cancelled() {
+            return Ok(());
+        }
+        Err(Fault::Fatal {
+            code: EXIT_CONFIG,
+            message: format!(
+                "another relay took over consumer `{consumer}` while this one could not renew its lease; stopping so that the two do not deliver the same entries"
+            ),
+        })
+    }
+
+    /// Gives the lease up on a clean stop, so that a restart takes it at once.
+    pub async fn release(&self, scripts: &Scripts, con: &mut MultiplexedConnection) {
+        let _ = scripts
+            .lease(con, self.holder.as_str(), LEASE_TIME, LeaseAction::Release)
+            .await;
+    }
+}
+
 /// Takes the lease on this relay's consumer name, waiting while another holder's lease may still
 /// be renewed. A live twin is [`Fault::Fatal`].
-pub async fn acquire(
+async fn acquire(
     scripts: &Scripts,
     con: &mut MultiplexedConnection,
     holder: &Holder,
@@ -113,7 +182,7 @@ pub async fn acquire(
 
 /// Renews the lease every [`RENEW_EVERY`] until the task is dropped; cancels `lost` if another
 /// relay took it. Errors reaching Redis are left to the relay loop, which reconnects.
-pub async fn keep_renewed(
+async fn keep_renewed(
     scripts: std::sync::Arc<Scripts>,
     mut con: MultiplexedConnection,
     holder: Holder,
@@ -134,13 +203,6 @@ pub async fn keep_renewed(
             Ok(LeaseReply::Held) | Err(_) => {}
         }
     }
-}
-
-/// Gives the lease up on a clean stop, so that a restart takes it at once.
-pub async fn release(scripts: &Scripts, con: &mut MultiplexedConnection, holder: &Holder) {
-    let _ = scripts
-        .lease(con, holder.as_str(), LEASE_TIME, LeaseAction::Release)
-        .await;
 }
 
 /// The holder part of a lease value (`<deadline> <holder>`).

@@ -225,7 +225,7 @@ impl Relay {
             let claim = plan.claim();
             if !claim.redelivery {
                 // Handed over: a group created again after this point need not read it again.
-                self.position.last_read = self.position.last_read.max(Some(claim.id));
+                self.standing.last_read = self.standing.last_read.max(Some(claim.id));
             }
             if !outcome.is_held() {
                 self.held.remove(&[claim.id]);

@@ -19,7 +19,11 @@ impl Relay {
     /// the last entry this relay knows the group had read, not at `source.start_id`: from `0` the
     /// whole history would be delivered again, from `$` the unread backlog skipped.
     pub(super) async fn create_group(&mut self, s: &mut Session) -> Result<(), Fault> {
-        let recreate_at = self.group_seen.then(|| self.position.known()).flatten();
+        let recreate_at = self
+            .standing
+            .group_seen
+            .then(|| self.standing.known())
+            .flatten();
         let start =
             recreate_at.map_or_else(|| self.cfg.source.start_id.clone(), |id| id.to_string());
         let src = &self.cfg.source;
@@ -32,7 +36,7 @@ impl Relay {
             Err(e) if e.code() == Some("BUSYGROUP") => false,
             Err(e) => return Err(e.into()),
         };
-        match (self.group_seen, created) {
+        match (self.standing.group_seen, created) {
             (false, true) => self.created(s).await?,
             (true, true) => {
                 self.metrics.group_recreated.inc();
@@ -50,7 +54,7 @@ impl Relay {
             }
             (false, false) => {}
         }
-        self.group_seen = true;
+        self.standing.group_seen = true;
         Ok(())
     }
 
@@ -132,7 +136,7 @@ impl Relay {
                 .set(group.lag.map_or(f64::NAN, |lag| lag as f64));
             self.metrics.group_pending.set(group.pending as i64);
             if let Ok(id) = group.last_delivered_id.parse::<EntryId>() {
-                self.position.group_last_delivered = Some(id);
+                self.standing.group_last_delivered = Some(id);
             }
         }
         let stale_after = src.stale_consumer_idle;

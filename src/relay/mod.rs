@@ -14,10 +14,12 @@
 //! `read.rs` reads new entries; `deliver.rs` turns entries into plans and runs the delivery script on
 //! them (splitting batches Redis refuses); `pending.rs` handles the entries the relay did not just
 //! read (its own after a reconnection, other consumers' idle ones, the held ones); `group.rs`
-//! creates and looks after the consumer group; `session.rs` is the connected state.
+//! creates and looks after the consumer group; `session.rs` is the connected state; `link.rs` tells
+//! operators how the link to Redis is doing.
 
 mod deliver;
 mod group;
+mod link;
 mod pending;
 mod read;
 mod session;
@@ -26,20 +28,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use crate::commands::{Failure, EXIT_CONFIG};
 use crate::config::Config;
-use crate::connection::{self, Backoff};
+use crate::connection;
 use crate::delivery::Scripts;
 use crate::entry::EntryId;
 use crate::fault::Fault;
 use crate::health::Health;
 use crate::held::Held;
-use crate::lease::{self, Holder};
+use crate::lease::Lease;
 use crate::metrics::Metrics;
 use crate::packet::Target;
 use crate::systemd::Notifier;
+use link::Link;
 use session::Session;
 
 /// XAUTOCLAIM pages per reclaim round, so that a huge pending list cannot starve new entries.
@@ -47,22 +50,6 @@ const CLAIM_PAGES_PER_ROUND: usize = 10;
 
 /// How often the group's lag and pending gauges are refreshed, and stale consumers looked for.
 const GROUP_CHECK_INTERVAL: Duration = Duration::from_secs(5);
-
-/// The state of the link to Redis, tracked so that each change is logged once.
-#[derive(Clone, Debug, PartialEq)]
-enum Link {
-    Starting,
-    Up,
-    Down {
-        since: Instant,
-        attempts: u32,
-    },
-    /// Connected, but Redis refuses the relay's work (memory, ACL, key types).
-    Refused {
-        since: Instant,
-        reason: String,
-    },
-}
 
 /// When each periodic duty is next due.
 struct Timers {
@@ -72,17 +59,19 @@ struct Timers {
     group_check: Instant,
 }
 
-/// Where this relay stood in the stream, to create a vanished group again without skipping what
-/// it had not read nor repeating what it had.
+/// Where this relay stood with its consumer group, to create a vanished group again without
+/// skipping what it had not read nor repeating what it had.
 #[derive(Debug, Default)]
-struct Position {
-    /// The last entry this relay read as new.
+struct Standing {
+    /// The group existed (or was created) once: if it vanishes now, that is news.
+    group_seen: bool,
+    /// The last entry this relay handed over after reading it as new.
     last_read: Option<EntryId>,
     /// The group's last delivered ID when this relay last looked.
     group_last_delivered: Option<EntryId>,
 }
 
-impl Position {
+impl Standing {
     fn known(&self) -> Option<EntryId> {
         self.last_read.max(self.group_last_delivered)
     }
@@ -91,20 +80,12 @@ impl Position {
 pub struct Relay {
     cfg: Config,
     target: Target,
-    /// `redis.url` with any password masked, for logs.
-    redis_url: String,
     scripts: Arc<Scripts>,
-    holder: Holder,
-    /// Cancelled by the lease renewal when another relay took this consumer name.
-    lease_lost: CancellationToken,
-    lease_taken: bool,
+    lease: Lease,
     held: Held,
     timers: Timers,
     link: Link,
-    backoff: Backoff,
-    position: Position,
-    /// The consumer group existed (or was created) once: if it vanishes now, that is news.
-    group_seen: bool,
+    standing: Standing,
     /// This process recovered its own pending entries once: later recoveries (after a lost link)
     /// are not new delivery attempts.
     recovered_once: bool,
@@ -113,8 +94,6 @@ pub struct Relay {
     /// `delivery.max_batch_bytes`.
     read_count: usize,
     reading_paused: bool,
-    /// "relaying" was logged: the relay has been up once.
-    announced: bool,
     shutdown: CancellationToken,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
@@ -131,11 +110,9 @@ impl Relay {
         let now = Instant::now();
         Relay {
             target: cfg.target(),
-            redis_url: crate::config::mask_password(&cfg.redis.url),
             scripts: Arc::new(Scripts::new(&cfg)),
-            holder: Holder::of_this_process(),
-            lease_lost: CancellationToken::new(),
-            lease_taken: false,
+            lease: Lease::new(),
+            link: Link::new(&cfg, health.clone(), metrics.clone()),
             held: Held::new(cfg.delivery.max_held),
             timers: Timers {
                 claim: now,
@@ -143,15 +120,11 @@ impl Relay {
                 keep: now,
                 group_check: now,
             },
-            link: Link::Starting,
-            backoff: Backoff::new(cfg.redis.backoff_min, cfg.redis.backoff_max),
-            position: Position::default(),
-            group_seen: false,
+            standing: Standing::default(),
             recovered_once: false,
             claim_cursor: "0-0".into(),
             read_count: cfg.source.batch_size,
             reading_paused: false,
-            announced: false,
             shutdown,
             health,
             metrics,
@@ -198,24 +171,16 @@ impl Relay {
     /// Connects, and takes this consumer name's lease the first time.
     async fn open(&mut self) -> Result<Session, Fault> {
         let mut s = Session::new(connection::connect(&self.cfg).await?).await;
-        if !self.lease_taken {
+        if !self.recovered_once {
+            // Once per process: a setup error later (an ACL rule changed while Redis was away)
+            // is waited out like any refusal, not a reason to stop.
             self.preflight(&mut s).await?;
-            let consumer = &self.cfg.source.consumer;
-            lease::acquire(
-                &self.scripts,
-                &mut s.writer,
-                &self.holder,
-                consumer,
-                &self.shutdown,
-            )
-            .await?;
-            self.lease_taken = true;
         }
-        s.renew_lease(
-            self.scripts.clone(),
-            self.holder.clone(),
-            self.lease_lost.clone(),
-        );
+        let consumer = &self.cfg.source.consumer;
+        self.lease
+            .take(&self.scripts, &mut s.writer, consumer, &self.shutdown)
+            .await?;
+        s.renew(&self.lease, self.scripts.clone());
         Ok(s)
     }
 
@@ -241,15 +206,7 @@ impl Relay {
     }
 
     async fn step(&mut self, s: &mut Session) -> Result<(), Fault> {
-        if self.lease_lost.is_cancelled() {
-            return Err(Fault::Fatal {
-                code: EXIT_CONFIG,
-                message: format!(
-                    "another relay took over consumer `{}` while this one could not renew its lease; stopping so that the two do not deliver the same entries",
-                    self.cfg.source.consumer
-                ),
-            });
-        }
+        self.lease.check(&self.cfg.source.consumer)?;
         if !s.group_ready {
             self.create_group(s).await?;
             s.group_ready = true;
@@ -327,32 +284,14 @@ impl Relay {
                     Fault::Refused(reason) => reason,
                     other => other.to_string(),
                 };
-                self.refused(reason);
+                self.link.refused(reason);
             }
             Fault::Link(err) => {
                 *session = None;
-                self.health.set_not_ready(format!("Redis: {err}"));
-                self.metrics.connected(false);
-                self.link = match self.link {
-                    Link::Starting | Link::Up | Link::Refused { .. } => {
-                        warn!(redis = %self.redis_url, error = %err,
-                            "Redis is unavailable; reconnecting with backoff");
-                        Link::Down {
-                            since: Instant::now(),
-                            attempts: 1,
-                        }
-                    }
-                    Link::Down { since, attempts } => {
-                        debug!(error = %err, attempts, "Redis still unavailable");
-                        Link::Down {
-                            since,
-                            attempts: attempts + 1,
-                        }
-                    }
-                };
+                self.link.down(&err);
             }
         }
-        let delay = self.backoff.next_delay();
+        let delay = self.link.next_delay();
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = self.shutdown.cancelled() => {}
@@ -360,54 +299,9 @@ impl Relay {
         None
     }
 
-    /// Redis refuses the relay's work: nothing happened, the connection is fine; wait it out.
-    fn refused(&mut self, reason: String) {
-        self.health
-            .set_not_ready(format!("Redis refuses the relay's work: {reason}"));
-        self.metrics.redis_refusing.set(1);
-        match &self.link {
-            Link::Refused { reason: known, .. } if *known == reason => {
-                debug!(%reason, "Redis still refuses the relay's work")
-            }
-            _ => {
-                error!(%reason, "Redis refuses the relay's work; nothing was published or acknowledged; retrying with backoff until it accepts");
-                self.link = Link::Refused {
-                    since: Instant::now(),
-                    reason,
-                };
-            }
-        }
-    }
-
-    /// The relay works again (or for the first time): says so once per change.
+    /// The relay works again (or for the first time).
     fn link_up(&mut self) {
-        let (redis, stream, group, consumer) = (
-            &self.redis_url,
-            &self.cfg.source.stream,
-            &self.cfg.source.group,
-            &self.cfg.source.consumer,
-        );
-        let took = |since: &Instant| {
-            humantime::format_duration(Duration::from_millis(since.elapsed().as_millis() as u64))
-        };
-        match (&self.link, self.announced) {
-            (Link::Down { since, attempts }, _) => info!(
-                %redis, %stream, %group, %consumer, down_for = %took(since), attempts,
-                "Redis is back; relaying"
-            ),
-            (Link::Refused { since, .. }, true) => info!(
-                refused_for = %took(since),
-                "Redis accepts the relay's work again; relaying"
-            ),
-            (_, false) => info!(%redis, %stream, %group, %consumer, "relaying"),
-            _ => {}
-        }
-        self.announced = true;
-        self.link = Link::Up;
-        self.backoff.reset();
-        self.health.set_ready();
-        self.metrics.redis_refusing.set(0);
-        self.metrics.connected(true);
+        self.link.up(&self.cfg);
         self.notifier.ready(&format!(
             "relaying stream {} as consumer {} of group {}",
             self.cfg.source.stream, self.cfg.source.consumer, self.cfg.source.group
@@ -431,7 +325,7 @@ impl Relay {
         if let Err(fault) = finished {
             warn!(error = %fault, "could not finish the entries in hand; they stay pending for the next relay, which will not publish them twice");
         }
-        lease::release(&self.scripts, &mut s.writer, &self.holder).await;
+        self.lease.release(&self.scripts, &mut s.writer).await;
         if !self.held.is_empty() {
             info!(
                 held = self.held.len(),

@@ -7,12 +7,11 @@ use std::sync::Arc;
 use redis::aio::MultiplexedConnection;
 use redis::RedisResult;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::connection::Connections;
 use crate::delivery::{Published, Scripts};
 use crate::flow::Flow;
-use crate::lease::{self, Holder};
+use crate::lease::Lease;
 use crate::reply::Read;
 
 pub(super) struct Session {
@@ -53,13 +52,9 @@ impl Session {
         }
     }
 
-    /// Keeps the consumer-name lease renewed on this connection; `lost` is cancelled if another
-    /// relay takes it.
-    pub fn renew_lease(&mut self, scripts: Arc<Scripts>, holder: Holder, lost: CancellationToken) {
-        let con = self.writer.clone();
-        self.renewal = Some(tokio::spawn(lease::keep_renewed(
-            scripts, con, holder, lost,
-        )));
+    /// Keeps the consumer-name lease renewed on this session's connection.
+    pub fn renew(&mut self, lease: &Lease, scripts: Arc<Scripts>) {
+        self.renewal = Some(tokio::spawn(lease.renewal(scripts, self.writer.clone())));
     }
 
     /// Waits for the read in flight, if any, and returns what it read.
