@@ -284,7 +284,9 @@ impl Config {
             config::Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator("_")
                 .separator("__")
-                .try_parsing(true)
+                // Values stay the exact text given: `SIO_RELAY_SOURCE__CONSUMER=007` is consumer
+                // "007", not 7; numeric keys still accept "2".
+                .try_parsing(false)
                 .source(env),
         );
         let mut cfg: Config = builder
@@ -321,8 +323,9 @@ impl Config {
                     "is set, but redis.url does not start with rediss://",
                 ));
             }
-            std::fs::metadata(path)
-                .map_err(|e| invalid(key, format!("cannot read {path}: {e}")))?;
+            // Read, not just looked at: a directory or a file the relay's user may not read must
+            // stop it here, not make it retry forever once running.
+            std::fs::read(path).map_err(|e| invalid(key, format!("cannot read {path}: {e}")))?;
         }
         if self.redis.tls_cert_file.is_empty() != self.redis.tls_key_file.is_empty() {
             return Err(invalid(
@@ -330,9 +333,7 @@ impl Config {
                 "redis.tls_cert_file and redis.tls_key_file go together: set both or neither",
             ));
         }
-        positive("redis.connect_timeout", self.redis.connect_timeout)?;
-        positive("redis.command_timeout", self.redis.command_timeout)?;
-        positive("redis.backoff_min", self.redis.backoff_min)?;
+        self.check_bounds()?;
         if self.redis.backoff_max < self.redis.backoff_min {
             return Err(invalid(
                 "redis.backoff_max",
@@ -360,29 +361,6 @@ impl Config {
                 ),
             ));
         }
-        if !(1..=MAX_BATCH_SIZE).contains(&self.source.batch_size) {
-            return Err(invalid(
-                "source.batch_size",
-                format!(
-                    "must be between 1 and {MAX_BATCH_SIZE}, not {}",
-                    self.source.batch_size
-                ),
-            ));
-        }
-        if self.source.block < Duration::from_millis(10) {
-            return Err(invalid("source.block", "must be at least 10ms"));
-        }
-        if self.delivery.max_deliveries == 0 {
-            return Err(invalid("delivery.max_deliveries", "must be at least 1"));
-        }
-        if self.delivery.claim_idle < Duration::from_secs(1) {
-            return Err(invalid(
-                "delivery.claim_idle",
-                "must be at least 1s: shorter lets relays steal each other's in-flight entries",
-            ));
-        }
-        positive("delivery.claim_interval", self.delivery.claim_interval)?;
-        positive("delivery.retry_interval", self.delivery.retry_interval)?;
         if self.delivery.max_held < self.source.batch_size {
             return Err(invalid(
                 "delivery.max_held",
@@ -392,24 +370,12 @@ impl Config {
                 ),
             ));
         }
-        if !BATCH_BYTES.contains(&self.delivery.max_batch_bytes) {
-            return Err(invalid(
-                "delivery.max_batch_bytes",
-                format!(
-                    "must be between {} and {} bytes, not {}",
-                    BATCH_BYTES.start(),
-                    BATCH_BYTES.end(),
-                    self.delivery.max_batch_bytes
-                ),
-            ));
-        }
         if self.dead_letter.stream == self.source.stream {
             return Err(invalid(
                 "dead_letter.stream",
                 "must differ from source.stream, or dead letters would be read again",
             ));
         }
-        positive("shutdown.timeout", self.shutdown.timeout)?;
         if !self.http.listen.is_empty() && self.http.addr().is_none() {
             return Err(invalid(
                 "http.listen",
@@ -422,6 +388,166 @@ impl Config {
         tracing_subscriber::EnvFilter::builder()
             .parse(&self.log.level)
             .map_err(|e| invalid("log.level", format!("not a valid log filter: {e}")))?;
+        Ok(())
+    }
+
+    /// Every duration and number between its bounds: nothing a typo can make absurd (a duration of
+    /// 300000000000 years overflows the clock; a batch of a billion entries, memory).
+    fn check_bounds(&self) -> Result<(), ConfigError> {
+        const MS: Duration = Duration::from_millis(1);
+        const SECOND: Duration = Duration::from_secs(1);
+        const HOUR: Duration = Duration::from_secs(3600);
+        const DAY: Duration = Duration::from_secs(86_400);
+        const YEAR: Duration = Duration::from_secs(365 * 86_400);
+        // (key, value, at least, at most, whether 0 means "off", why the lower bound)
+        let durations = [
+            (
+                "redis.connect_timeout",
+                self.redis.connect_timeout,
+                MS,
+                HOUR,
+                false,
+                "",
+            ),
+            (
+                "redis.command_timeout",
+                self.redis.command_timeout,
+                MS,
+                HOUR,
+                false,
+                "",
+            ),
+            (
+                "redis.backoff_min",
+                self.redis.backoff_min,
+                MS,
+                HOUR,
+                false,
+                "",
+            ),
+            (
+                "redis.backoff_max",
+                self.redis.backoff_max,
+                MS,
+                HOUR,
+                false,
+                "",
+            ),
+            ("source.block", self.source.block, 10 * MS, HOUR, false, ""),
+            (
+                "source.stale_consumer_idle",
+                self.source.stale_consumer_idle,
+                SECOND,
+                YEAR,
+                true,
+                "",
+            ),
+            (
+                "delivery.claim_idle",
+                self.delivery.claim_idle,
+                SECOND,
+                7 * DAY,
+                false,
+                ": shorter lets relays steal each other's in-flight entries",
+            ),
+            (
+                "delivery.claim_interval",
+                self.delivery.claim_interval,
+                MS,
+                DAY,
+                false,
+                "",
+            ),
+            (
+                "delivery.max_age",
+                self.delivery.max_age,
+                SECOND,
+                100 * YEAR,
+                true,
+                "",
+            ),
+            (
+                "delivery.retry_interval",
+                self.delivery.retry_interval,
+                MS,
+                HOUR,
+                false,
+                "",
+            ),
+            (
+                "shutdown.timeout",
+                self.shutdown.timeout,
+                MS,
+                HOUR,
+                false,
+                "",
+            ),
+        ];
+        let show = |d: Duration| humantime::format_duration(d).to_string();
+        for (key, value, least, most, zero_is_off, why) in durations {
+            if zero_is_off && value.is_zero() {
+                continue;
+            }
+            if value < least || value > most {
+                let off = if zero_is_off { ", or 0s (off)" } else { "" };
+                return Err(invalid(
+                    key,
+                    format!(
+                        "must be between {} and {}{off}, not {}{why}",
+                        show(least),
+                        show(most),
+                        show(value)
+                    ),
+                ));
+            }
+        }
+        // (key, value, at least, at most)
+        let numbers: [(&str, u64, u64, u64); 6] = [
+            (
+                "source.batch_size",
+                self.source.batch_size as u64,
+                1,
+                MAX_BATCH_SIZE as u64,
+            ),
+            (
+                "delivery.min_receivers",
+                u64::from(self.delivery.min_receivers),
+                0,
+                10_000,
+            ),
+            (
+                "delivery.max_deliveries",
+                u64::from(self.delivery.max_deliveries),
+                1,
+                1_000_000,
+            ),
+            (
+                "delivery.max_held",
+                self.delivery.max_held as u64,
+                self.source.batch_size as u64,
+                10_000_000,
+            ),
+            (
+                "delivery.max_batch_bytes",
+                self.delivery.max_batch_bytes as u64,
+                *BATCH_BYTES.start() as u64,
+                *BATCH_BYTES.end() as u64,
+            ),
+            (
+                "dead_letter.max_len",
+                self.dead_letter.max_len,
+                0,
+                1_000_000_000_000,
+            ),
+        ];
+        for (key, value, least, most) in numbers {
+            if !(least..=most).contains(&value) {
+                return Err(invalid(
+                    key,
+                    format!("must be between {least} and {most}, not {value}"),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -442,13 +568,6 @@ pub fn mask_password(redis_url: &str) -> String {
         }
         _ => redis_url.to_owned(),
     }
-}
-
-fn positive(key: &str, value: Duration) -> Result<(), ConfigError> {
-    if value.is_zero() {
-        return Err(invalid(key, "must be longer than 0s"));
-    }
-    Ok(())
 }
 
 /// The config crate names the key for type errors but not always the file; add what it leaves out.
@@ -558,6 +677,26 @@ mod tests {
     }
 
     #[test]
+    fn environment_values_stay_the_text_given() {
+        let cfg = load(
+            "",
+            &[
+                ("SIO_RELAY_SOURCE__CONSUMER", "007"),
+                ("SIO_RELAY_SOURCE__STREAM", "1e3"),
+                ("SIO_RELAY_SOURCE__GROUP", "1.50"),
+                ("SIO_RELAY_DELIVERY__MIN_RECEIVERS", "2"),
+                ("SIO_RELAY_SOURCE__START_ID", "0"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.source.consumer, "007");
+        assert_eq!(cfg.source.stream, "1e3");
+        assert_eq!(cfg.source.group, "1.50");
+        assert_eq!(cfg.delivery.min_receivers, 2);
+        assert_eq!(cfg.source.start_id, "0");
+    }
+
+    #[test]
     fn unknown_keys_are_refused_by_name() {
         let err = load("[delivery]\nmin_reciever = 1\n", &[]).unwrap_err();
         assert!(err.to_string().contains("min_reciever"), "{err}");
@@ -581,6 +720,29 @@ mod tests {
             ),
             ("[delivery]\nclaim_idle = \"10ms\"\n", "delivery.claim_idle"),
             ("[delivery]\nmax_held = 10\n", "delivery.max_held"),
+            ("[source]\nblock = \"300000000000y\"\n", "source.block"),
+            (
+                "[delivery]\nclaim_interval = \"300000000000y\"\n",
+                "delivery.claim_interval",
+            ),
+            (
+                "[delivery]\nretry_interval = \"300000000000y\"\n",
+                "delivery.retry_interval",
+            ),
+            (
+                "[delivery]\nmax_age = \"300000000000y\"\n",
+                "delivery.max_age",
+            ),
+            ("[shutdown]\ntimeout = \"0s\"\n", "shutdown.timeout"),
+            (
+                "[delivery]\nmax_deliveries = 4000000000\n",
+                "delivery.max_deliveries",
+            ),
+            (
+                "[delivery]\nmin_receivers = 1000000\n",
+                "delivery.min_receivers",
+            ),
+            ("[redis]\npassword_file = \"/\"\n", "redis.password_file"),
             ("[redis]\nurl = \"http://example\"\n", "redis.url"),
             (
                 "[dead_letter]\nstream = \"sio-relay\"\n",

@@ -89,6 +89,47 @@ fn unknown_keys_and_bad_values_are_refused_by_name() {
     );
 }
 
+/// Absurd durations and numbers are refused at start, never a panic at start or later at run time
+/// (`check-config` and `run` agree).
+#[test]
+fn absurd_durations_and_numbers_are_refused_at_start() {
+    for (key, value, name) in [
+        ("SIO_RELAY_SOURCE__BLOCK", "300000000000y", "source.block"),
+        (
+            "SIO_RELAY_DELIVERY__CLAIM_INTERVAL",
+            "300000000000y",
+            "delivery.claim_interval",
+        ),
+        (
+            "SIO_RELAY_DELIVERY__RETRY_INTERVAL",
+            "300000000000y",
+            "delivery.retry_interval",
+        ),
+        (
+            "SIO_RELAY_DELIVERY__MAX_HELD",
+            "99999999999",
+            "delivery.max_held",
+        ),
+    ] {
+        for command in ["check-config", "run"] {
+            refused(&[command], &[(key, value)], &[name, "must be between"]);
+        }
+    }
+}
+
+/// A password file the relay cannot read (here a directory) is refused at start with the file and
+/// the reason, instead of a relay that retries for ever.
+#[test]
+fn an_unreadable_password_file_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    refused(
+        &["run"],
+        &[("SIO_RELAY_REDIS__PASSWORD_FILE", path)],
+        &["redis.password_file", path, "directory"],
+    );
+}
+
 #[test]
 fn the_shipped_config_file_starts() {
     // Valid, so the relay gets as far as connecting; point it at a closed port and stop it.
