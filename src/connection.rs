@@ -23,6 +23,8 @@ pub struct Connections {
     pub writer: MultiplexedConnection,
     /// The `run_id` of the Redis process both are connected to: it changes when Redis restarts.
     pub run_id: String,
+    /// Redis's clock minus this host's, in milliseconds, as measured when connecting.
+    pub clock_offset_ms: i64,
 }
 
 /// Builds the client for `redis.url`, with the password from `redis.password_file` and the TLS
@@ -109,11 +111,31 @@ pub async fn connect(cfg: &Config) -> RedisResult<Connections> {
     let run_id = info.get::<String>("run_id").ok_or_else(|| {
         redis::RedisError::from((redis::ErrorKind::Client, "INFO server has no run_id"))
     })?;
+    let clock_offset_ms = clock_offset(&mut writer).await?;
     Ok(Connections {
         reader,
         writer,
         run_id,
+        clock_offset_ms,
     })
+}
+
+/// Redis's clock minus this host's, in milliseconds. Entry IDs carry Redis's time, so the age of an
+/// entry (`delivery.max_age`, the end-to-end latency) is measured on Redis's clock: a relay host
+/// whose clock runs ahead would otherwise expire every entry. Taken at the middle of a TIME round
+/// trip; one per connection is plenty.
+async fn clock_offset(con: &mut MultiplexedConnection) -> RedisResult<i64> {
+    let before = now_ms();
+    let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(con).await?;
+    let after = now_ms();
+    Ok(secs * 1000 + micros / 1000 - (before + after) / 2)
+}
+
+/// This host's clock, in milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Capped exponential backoff with jitter, so that relays restarted together do not reconnect in

@@ -10,7 +10,7 @@ use std::time::Instant;
 use tracing::{debug, error, warn};
 
 use super::session::Session;
-use super::{age, Relay};
+use super::Relay;
 use crate::dead_letter::Reason;
 use crate::delivery::{Claim, Deliverable, Op, Outcome, Published};
 use crate::entry::{Entry, RawEntry};
@@ -102,7 +102,7 @@ impl Relay {
         if limit.is_zero() {
             return None;
         }
-        let age = age(claim.id);
+        let age = self.age(claim.id);
         (age > limit).then_some(Reason::Expired { age, limit })
     }
 

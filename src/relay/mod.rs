@@ -25,7 +25,7 @@ mod read;
 mod session;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -94,6 +94,8 @@ pub struct Relay {
     /// `delivery.max_batch_bytes`.
     read_count: usize,
     reading_paused: bool,
+    /// Redis's clock minus this host's, in milliseconds: entry IDs are Redis time.
+    clock_offset_ms: i64,
     shutdown: CancellationToken,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
@@ -125,6 +127,7 @@ impl Relay {
             claim_cursor: "0-0".into(),
             read_count: cfg.source.batch_size,
             reading_paused: false,
+            clock_offset_ms: 0,
             shutdown,
             health,
             metrics,
@@ -170,7 +173,9 @@ impl Relay {
 
     /// Connects, and takes this consumer name's lease the first time.
     async fn open(&mut self) -> Result<Session, Fault> {
-        let mut s = Session::new(connection::connect(&self.cfg).await?).await;
+        let conns = connection::connect(&self.cfg).await?;
+        self.clock_offset_ms = conns.clock_offset_ms;
+        let mut s = Session::new(conns).await;
         if !self.recovered_once {
             // Once per process: a setup error later (an ACL rule changed while Redis was away)
             // is waited out like any refusal, not a reason to stop.
@@ -299,6 +304,12 @@ impl Relay {
         None
     }
 
+    /// How old an entry is, by the time in its ID and Redis's clock.
+    fn age(&self, id: EntryId) -> Duration {
+        let now = connection::now_ms() + self.clock_offset_ms;
+        Duration::from_millis(now.saturating_sub(id.ms as i64).max(0) as u64)
+    }
+
     /// The relay works again (or for the first time).
     fn link_up(&mut self) {
         self.link.up(&self.cfg);
@@ -333,15 +344,6 @@ impl Relay {
             );
         }
     }
-}
-
-/// How old an entry is, by the time in its ID.
-fn age(id: EntryId) -> Duration {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64;
-    Duration::from_millis(now.saturating_sub(id.ms))
 }
 
 fn parse_error(problem: String) -> Fault {

@@ -9,7 +9,7 @@ use tracing::warn;
 
 use super::deliver::Taken;
 use super::session::Session;
-use super::{age, Relay};
+use super::Relay;
 use crate::delivery::Claim;
 use crate::entry::EntryId;
 use crate::fault::Fault;
@@ -123,7 +123,9 @@ impl Relay {
                     continue;
                 }
                 self.metrics.acknowledged.inc();
-                self.metrics.end_to_end.observe(age(claim.id).as_secs_f64());
+                self.metrics
+                    .end_to_end
+                    .observe(self.age(claim.id).as_secs_f64());
             }
             if lost > 0 {
                 self.metrics.unconfirmed.inc_by(lost);

@@ -37,6 +37,7 @@ impl Session {
             reader,
             mut writer,
             run_id,
+            ..
         } = conns;
         let flow = Flow::setup(&mut writer).await;
         Session {

@@ -584,3 +584,37 @@ fn dead_replay_all_with_a_running_relay_ends() {
         "each replayed once"
     );
 }
+
+/// Entry ages are measured on Redis's clock (entry IDs are Redis time): a relay host whose clock
+/// runs two days ahead expires nothing fresh, and one running behind still expires what is old.
+#[test]
+fn max_age_uses_redis_time_not_the_hosts_clock() {
+    let redis = RedisServer::start();
+    let sub = Subscriber::start(&redis, "/");
+    let ahead = Relay::start_with_clock(&redis, "ahead", "+2d", &[("DELIVERY__MAX_AGE", "1h")]);
+    ahead.wait_ready(10 * SECOND);
+    let mut con = redis.connection();
+    add_numbered(&mut con, 0..5);
+    let ledger = Ledger::settle(&sub, &redis, 5);
+    ledger.assert_exactly_once();
+    assert!(dead_letters(&mut con).is_empty(), "nothing fresh expired");
+    drop(ahead);
+
+    // A stream of its own, so that the old ID can be added.
+    let old_ms = crate::common::now_ms() - 3 * 3600 * 1000;
+    let _: String = con
+        .xadd("old", format!("{old_ms}-0"), &[("event", "old")])
+        .unwrap();
+    let behind = Relay::start_with_clock(
+        &redis,
+        "behind",
+        "-2d",
+        &[("DELIVERY__MAX_AGE", "1h"), ("SOURCE__STREAM", "old")],
+    );
+    wait_until(10 * SECOND, "the old entry is expired", || {
+        dead_letters(&mut con).len() == 1
+    });
+    let dead = dead_letters(&mut con);
+    assert_eq!(field(&dead[0].1, "x-dead-reason"), Some("expired"));
+    drop(behind);
+}

@@ -32,7 +32,19 @@ pub fn binary() -> PathBuf {
 /// A command running [`binary`] with none of the caller's `SIO_RELAY_*` variables, nor `RUST_LOG`:
 /// what a test sets is all the relay sees.
 pub fn sio_relay() -> Command {
-    let mut cmd = Command::new(binary());
+    sio_relay_under(&[])
+}
+
+/// As [`sio_relay`], run through `wrapper` (such as `faketime -f +2d`).
+pub fn sio_relay_under(wrapper: &[String]) -> Command {
+    let mut cmd = match wrapper {
+        [] => Command::new(binary()),
+        [program, args @ ..] => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(binary());
+            cmd
+        }
+    };
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("SIO_RELAY_") {
             cmd.env_remove(name);
@@ -208,6 +220,8 @@ pub struct Relay {
     _dir: tempfile::TempDir,
     env: Vec<(String, String)>,
     config: Option<PathBuf>,
+    /// A program the relay runs under (`faketime ...`), empty for none.
+    wrapper: Vec<String>,
 }
 
 /// The relay's `http.listen` port, when the test did not choose one: `/readyz` is how the harness
@@ -257,7 +271,31 @@ impl Relay {
             _dir: dir,
             env,
             config: file.map(Path::to_path_buf),
+            wrapper: Vec::new(),
         };
+        relay.spawn();
+        relay
+    }
+
+    /// As [`Relay::start`], with the relay's clock `offset` away from the real one (`+2d`,
+    /// `-3h`), through libfaketime.
+    pub fn start_with_clock(
+        redis: &RedisServer,
+        consumer: &str,
+        offset: &str,
+        settings: &[(&str, &str)],
+    ) -> Relay {
+        let faketime = require(
+            "faketime",
+            "install libfaketime (Debian/Ubuntu: apt-get install faketime)",
+        );
+        let mut relay = Relay::start(redis, consumer, settings);
+        relay.kill();
+        relay.wrapper = vec![
+            faketime.to_string_lossy().into_owned(),
+            "-f".into(),
+            offset.into(),
+        ];
         relay.spawn();
         relay
     }
@@ -268,7 +306,9 @@ impl Relay {
             .append(true)
             .open(&self.log)
             .expect("relay log file");
-        let mut cmd = sio_relay();
+        let mut cmd = sio_relay_under(&self.wrapper);
+        // A clock moved for the relay's wall time only: its timers stay real.
+        cmd.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         cmd.arg("run");
         if let Some(config) = &self.config {
             cmd.arg("--config").arg(config);
@@ -1066,4 +1106,12 @@ pub fn readme_acl_rule(password: &str) -> Vec<String> {
         .split_whitespace()
         .map(str::to_owned)
         .collect()
+}
+
+/// This machine's clock, in milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
