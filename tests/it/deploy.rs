@@ -147,6 +147,35 @@ fn the_kubernetes_manifests_parse_and_fit_together() {
         pod["volumes"][1]["secret"]["secretName"].as_str(),
         secret["metadata"]["name"].as_str()
     );
+
+    // The relay can read its password as the manifests run it: secret files belong to root and,
+    // with fsGroup, to that group; the relay runs as a non-root user.
+    let uid = relay["securityContext"]["runAsUser"]
+        .as_i64()
+        .expect("runAsUser");
+    let gid = relay["securityContext"]["runAsGroup"]
+        .as_i64()
+        .expect("runAsGroup");
+    let fs_group = pod["securityContext"]["fsGroup"].as_i64();
+    let mode = pod["volumes"][1]["secret"]["defaultMode"]
+        .as_i64()
+        .expect("defaultMode");
+    assert_ne!(uid, 0, "not root");
+    let readable_by_group = fs_group.is_some_and(|g| g == gid) && mode & 0o040 != 0;
+    let readable_by_others = mode & 0o004 != 0;
+    assert!(
+        readable_by_group && !readable_by_others,
+        "uid {uid} gid {gid} fsGroup {fs_group:?} mode {mode:o}: the relay must read the secret, others must not"
+    );
+    let password_file = &cfg.redis.password_file;
+    let mount = relay["volumeMounts"][1]["mountPath"].as_str().unwrap();
+    assert!(
+        config_map["data"]["config.toml"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{mount}/redis-password")),
+        "the config reads the password from the mounted secret ({password_file})"
+    );
 }
 
 #[test]
