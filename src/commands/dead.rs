@@ -9,7 +9,7 @@
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Script};
 
-use super::{connect, Failure};
+use super::{connect, printable, Failure};
 use crate::config::Config;
 use crate::dead_letter::{self, FIELD_PREFIX};
 
@@ -80,16 +80,16 @@ pub fn render(letters: &[DeadLetter]) -> String {
         out.push_str(&format!(
             "{}  {}  {}  (source entry {}, delivered {}x)\n",
             letter.id,
-            letter.field("x-dead-reason"),
-            letter.field("x-dead-error"),
-            letter.field("x-dead-id"),
-            letter.field("x-dead-deliveries"),
+            printable(letter.field("x-dead-reason")),
+            printable(letter.field("x-dead-error")),
+            printable(letter.field("x-dead-id")),
+            printable(letter.field("x-dead-deliveries")),
         ));
         let fields: Vec<String> = letter
             .fields
             .iter()
             .filter(|(f, _)| !f.starts_with(FIELD_PREFIX))
-            .map(|(f, v)| format!("{f}={v}"))
+            .map(|(f, v)| format!("{}={}", printable(f), printable(v)))
             .collect();
         out.push_str(&format!("    {}\n", fields.join(" ")));
     }

@@ -16,6 +16,18 @@ use redis::aio::MultiplexedConnection;
 use crate::config::Config;
 use crate::connection;
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(super::printable("chat ünïcode"), "chat ünïcode");
+        assert_eq!(
+            super::printable("a\nINFO forged\u{1b}[31m"),
+            "a\\nINFO forged\\u{1b}[31m"
+        );
+    }
+}
+
 /// Why a command failed, with the exit status that says so to scripts.
 #[derive(Debug)]
 pub struct Failure {
@@ -44,6 +56,25 @@ impl From<redis::RedisError> for Failure {
             message: format!("Redis: {e}"),
         }
     }
+}
+
+/// `text` safe for a terminal: control characters (newlines that would forge a line, ANSI escape
+/// sequences) are shown escaped (`\n`, `\u{1b}`); everything else as it is. For text that came
+/// from producers or from Redis.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// One connection for a command, with the relay's timeouts and credentials.

@@ -7,7 +7,7 @@ use std::io::Write;
 
 use futures_util::StreamExt;
 
-use super::{Failure, EXIT_FAILURE};
+use super::{printable, Failure, EXIT_FAILURE};
 use crate::config::Config;
 use crate::connection;
 use crate::packet::{self, Decoded};
@@ -66,7 +66,8 @@ pub fn describe(channel: &str, payload: &[u8], json: bool) -> String {
         })
         .to_string(),
         (Err(error), false) => format!(
-            "{channel} UNDECODABLE ({error}) hex={}",
+            "{} UNDECODABLE ({error}) hex={}",
+            printable(channel),
             packet::hex(payload)
         ),
     }
@@ -75,12 +76,13 @@ pub fn describe(channel: &str, payload: &[u8], json: bool) -> String {
 fn text(channel: &str, p: &Decoded) -> String {
     let list = |items: &[String]| serde_json::to_string(items).expect("strings serialize");
     format!(
-        "{channel} nsp={} rooms={} except={} flags={} event={} args={}",
-        p.nsp,
+        "{} nsp={} rooms={} except={} flags={} event={} args={}",
+        printable(channel),
+        printable(&p.nsp),
         list(&p.rooms),
         list(&p.except),
         serde_json::Value::Object(p.flags.clone()),
-        p.event,
+        printable(&p.event),
         serde_json::Value::Array(p.args.clone()),
     )
 }

@@ -8,7 +8,7 @@ use redis::streams::{StreamInfoConsumersReply, StreamInfoGroupsReply};
 use redis::AsyncCommands;
 use serde::Serialize;
 
-use super::connect;
+use super::{connect, printable};
 use crate::config::mask_password;
 use crate::config::Config;
 
@@ -190,7 +190,7 @@ pub fn render(status: &Status, cfg: &Config) -> String {
         let servers: Vec<String> = status
             .namespaces
             .iter()
-            .map(|n| format!("{}: {} server(s)", n.nsp, n.servers))
+            .map(|n| format!("{}: {} server(s)", printable(&n.nsp), n.servers))
             .collect();
         line(
             "Socket.IO",

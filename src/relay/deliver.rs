@@ -168,7 +168,7 @@ impl Relay {
                     if self.held.park(claim) {
                         error!(
                             id = %claim.id,
-                            batch_error = error,
+                            batch_error = ?error,
                             dead_letter_error = %why,
                             "Redis refuses this entry, and the dead-letter stream refuses it too; it stays pending, is tried again every delivery.retry_interval, and the entries behind it go on"
                         );
@@ -185,7 +185,7 @@ impl Relay {
             self.metrics.dead_lettered("refused");
             error!(
                 id = %claim.id,
-                error,
+                error = ?error,
                 dead_letter_stream = %self.cfg.dead_letter.stream,
                 "Redis refused every batch holding this entry; dead-lettered it as `refused` with its fields packed in x-dead-fields"
             );
@@ -254,7 +254,7 @@ impl Relay {
                     warn!(
                         id = %claim.id,
                         reason = reason.code(),
-                        error = %reason.detail(),
+                        error = ?reason.detail(),
                         dead_letter_stream = %self.cfg.dead_letter.stream,
                         "dead-lettered an entry"
                     )
@@ -293,19 +293,19 @@ impl Relay {
         let min_receivers = self.cfg.delivery.min_receivers;
         match outcome {
             Outcome::TooFewServers { servers } => warn!(
-                nsp = %entry.nsp,
+                nsp = ?entry.nsp,
                 servers,
                 min_receivers,
                 "too few Socket.IO servers listen on this namespace; holding its entries until enough do"
             ),
             Outcome::PublishRefused { error } => error!(
-                nsp = %entry.nsp,
-                channel = %entry.packet.channel,
+                nsp = ?entry.nsp,
+                channel = ?entry.packet.channel,
                 %error,
                 "Redis refused to PUBLISH (is the channel allowed to the relay's ACL user?); holding this namespace's entries"
             ),
             Outcome::TooFewReceivers { receivers } => warn!(
-                nsp = %entry.nsp,
+                nsp = ?entry.nsp,
                 receivers,
                 min_receivers,
                 "PUBLISH reached fewer subscribers than there are Socket.IO servers (servers subscribed to requests but not to broadcasts?); holding this namespace's entries"

@@ -295,7 +295,7 @@ impl Relay {
             let plans = self.fetch(s, claims).await?;
             self.run_plans(s, plans).await?;
             if !self.held.is_holding(&nsp) {
-                info!(%nsp, "Socket.IO servers listen on this namespace again; its held entries are delivered");
+                info!(?nsp, "Socket.IO servers listen on this namespace again; its held entries are delivered");
             }
         }
         if self.held.len() < before {

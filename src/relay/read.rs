@@ -130,7 +130,7 @@ impl Relay {
             if lost > 0 {
                 self.metrics.unconfirmed.inc_by(lost);
                 warn!(
-                    nsp = %batch.nsp,
+                    nsp = ?batch.nsp,
                     entries = lost,
                     servers_when_published = batch.servers,
                     "Socket.IO servers disconnected from Redis before these entries could be confirmed (their packets may have been dropped with them); they stay pending and are published again once enough servers listen"

@@ -16,6 +16,7 @@ mod delivery_script;
 mod deploy;
 mod e2e;
 mod guarantee;
+mod hostile;
 mod malformed;
 mod operator_cli;
 mod ops;
