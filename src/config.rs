@@ -305,8 +305,7 @@ impl Config {
 
     /// Range and consistency checks that types alone cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        redis::Client::open(self.redis.url.as_str())
-            .map_err(|e| invalid("redis.url", format!("not a usable Redis URL: {e}")))?;
+        check_redis_url(&self.redis.url).map_err(|problem| invalid("redis.url", problem))?;
         let tls = self.redis.url.starts_with("rediss://");
         for (key, path) in [
             ("redis.password_file", &self.redis.password_file),
@@ -559,6 +558,43 @@ impl Config {
     }
 }
 
+/// What is wrong with a Redis URL, said so that the fix is obvious; the URL itself (and any
+/// password in it) is not repeated.
+fn check_redis_url(text: &str) -> Result<(), String> {
+    const FORMS: &str =
+        "write redis://host:6379, rediss://host:6380 (TLS), redis://user:password@host:6379/0 or redis+unix:///path/to/redis.sock";
+    let parsed = url::Url::parse(text).map_err(|e| format!("not a URL ({e}): {FORMS}"))?;
+    match parsed.scheme() {
+        "redis" | "rediss" | "valkey" | "valkeys" => {
+            if parsed.host_str().is_none_or(str::is_empty) {
+                return Err(format!("no host name: {FORMS}"));
+            }
+        }
+        "redis+unix" | "unix" => {}
+        other => {
+            return Err(format!(
+                "`{other}:` is not a Redis URL scheme (is a `//` missing, or a port taken for a scheme?): {FORMS}"
+            ))
+        }
+    }
+    if let Some(db) = parsed.path().strip_prefix('/').filter(|p| !p.is_empty()) {
+        if parsed.scheme().starts_with("redis")
+            && !parsed.scheme().contains("unix")
+            && db.parse::<u16>().is_err()
+        {
+            return Err(format!(
+                "the database after the last `/` must be a number, not `{db}`"
+            ));
+        }
+    }
+    redis::Client::open(text).map(drop).map_err(|e| {
+        format!(
+            "not a usable Redis URL ({}): {FORMS}",
+            e.detail().unwrap_or("invalid")
+        )
+    })
+}
+
 /// `redis://user:secret@host` becomes `redis://user:****@host`.
 pub fn mask_password(redis_url: &str) -> String {
     match url::Url::parse(redis_url) {
@@ -744,6 +780,20 @@ mod tests {
             ),
             ("[redis]\npassword_file = \"/\"\n", "redis.password_file"),
             ("[redis]\nurl = \"http://example\"\n", "redis.url"),
+            ("[redis]\nurl = \"redis//localhost\"\n", "not a URL"),
+            (
+                "[redis]\nurl = \"localhost:6379\"\n",
+                "is not a Redis URL scheme",
+            ),
+            (
+                "[redis]\nurl = \"redis://localhost:99999\"\n",
+                "invalid port number",
+            ),
+            ("[redis]\nurl = \"redis:/localhost\"\n", "no host name"),
+            (
+                "[redis]\nurl = \"redis://localhost/zero\"\n",
+                "must be a number",
+            ),
             (
                 "[dead_letter]\nstream = \"sio-relay\"\n",
                 "dead_letter.stream",

@@ -306,10 +306,59 @@ fn namespace(nsp: &str) -> Result<String, Malformed> {
 fn json(field: &'static str, text: &str) -> Result<Value, Malformed> {
     let value: Value = serde_json::from_str(text).map_err(|e| Malformed::InvalidJson {
         field,
-        error: e.to_string(),
+        error: json_error(text, &e),
     })?;
     check_numbers(field, &value)?;
     Ok(value)
+}
+
+/// The parser's error in the producer's terms. serde_json reports a lone UTF-16 surrogate escape
+/// (`"\ud800"`, half of an emoji's pair) as "unexpected end of hex escape", which sends people
+/// looking for a typo in the hex digits.
+fn json_error(text: &str, e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    if !message.contains("hex escape") {
+        return message;
+    }
+    match lone_surrogate(text) {
+        Some(escape) => format!(
+            "`{escape}` is half of a UTF-16 surrogate pair, not a character (line {} column {}): send the character itself, or both halves of the pair",
+            e.line(),
+            e.column()
+        ),
+        None => message,
+    }
+}
+
+/// The first `\uD800`-`\uDFFF` escape in `text` that is not half of a proper pair.
+fn lone_surrogate(text: &str) -> Option<String> {
+    let escape_at = |i: usize| -> Option<u16> {
+        let hex = text.get(i + 2..i + 6)?;
+        (text.get(i..i + 2)? == "\\u")
+            .then(|| u16::from_str_radix(hex, 16).ok())
+            .flatten()
+    };
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            if let Some(unit) = escape_at(i) {
+                match unit {
+                    0xD800..=0xDBFF => match escape_at(i + 6) {
+                        Some(0xDC00..=0xDFFF) => i += 12,
+                        _ => return Some(text[i..i + 6].to_owned()),
+                    },
+                    0xDC00..=0xDFFF => return Some(text[i..i + 6].to_owned()),
+                    _ => i += 6,
+                }
+                continue;
+            }
+            i += 2;
+            continue;
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Refuses numbers that would arrive in JavaScript as a different number than the producer wrote.
@@ -546,6 +595,24 @@ mod tests {
             "{err:?}"
         );
         assert!(err.to_string().contains("line 1 column 2"), "{err}");
+    }
+
+    #[test]
+    fn a_lone_surrogate_is_named_as_such() {
+        for (rooms, escape) in [
+            (r#"["\ud800"]"#, r"\ud800"),
+            (r#"["a", "\udc00"]"#, r"\udc00"),
+            (r#"["\\ud800", "\ud83dx"]"#, r"\ud83d"),
+        ] {
+            let err = parse(&[("event", "e"), ("rooms", rooms)]).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("`{escape}` is half of a UTF-16 surrogate pair")),
+                "{rooms}: {text}"
+            );
+        }
+        let pair = parse(&[("event", "e"), ("rooms", r#"["\ud83d\ude00"]"#)]).unwrap();
+        assert_eq!(pair.rooms(), ["\u{1f600}"]);
     }
 
     #[test]

@@ -164,7 +164,7 @@ fn main() -> ExitCode {
                 if s.healthy {
                     Ok(text)
                 } else {
-                    print!("{text}");
+                    emit(&text);
                     Err(Failure {
                         code: commands::EXIT_FAILURE,
                         message: "unhealthy".into(),
@@ -176,7 +176,7 @@ fn main() -> ExitCode {
     };
     match outcome {
         Ok(text) => {
-            print!("{text}");
+            emit(&text);
             ExitCode::SUCCESS
         }
         Err(failure) => {
@@ -238,6 +238,14 @@ fn dead_command(cfg: &Config, action: DeadAction) -> Result<String, Failure> {
                 .map(|n| format!("dropped {n} dead letter(s)\n"))
         }
     }
+}
+
+/// Writes a command's output. A reader that went away (`sio-relay dead list | head`) is a normal
+/// end, not an error, and not a panic as `print!` would make it.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 /// Runs one command's future on a single-threaded runtime.

@@ -41,12 +41,17 @@ pub async fn run(
             message.get_payload_bytes(),
             json,
         );
-        writeln!(out, "{line}")
-            .and_then(|()| out.flush())
-            .map_err(|e| Failure {
-                code: EXIT_FAILURE,
-                message: format!("cannot write: {e}"),
-            })?;
+        match writeln!(out, "{line}").and_then(|()| out.flush()) {
+            Ok(()) => {}
+            // The reader went away (`sio-relay monitor | head`): a normal end for a tool.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => {
+                return Err(Failure {
+                    code: EXIT_FAILURE,
+                    message: format!("cannot write: {e}"),
+                })
+            }
+        }
         seen += 1;
     }
     Ok(())
