@@ -90,6 +90,55 @@ fn a_backlog_bigger_than_the_pubsub_buffer_reaches_a_real_client() {
     assert_eq!(seen, (0..total as u64).collect::<Vec<_>>(), "each once");
 }
 
+/// Item 2, the moment it bites: Redis drops a server whose Pub/Sub output buffer passes its limit,
+/// with the packets still queued in it. Here the limit is smaller than one entry, so every publish
+/// drops the server: the relay notices at the confirmation, does not acknowledge, and publishes
+/// again once the server is back; when the limit is raised, the entry arrives, once.
+#[test]
+fn a_server_dropped_with_its_buffer_gets_the_entry_again() {
+    let redis = RedisServer::start();
+    let mut con = redis.connection();
+    set_pubsub_limit(&mut con, "pubsub 4096 0 0");
+    let sub = Subscriber::start(&redis, "/");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _relay = Relay::start(
+        &redis,
+        "relay-1",
+        &[
+            ("HTTP__LISTEN", &listen),
+            ("DELIVERY__RETRY_INTERVAL", "100ms"),
+        ],
+    );
+    let pad = "x".repeat(20_000);
+    xadd(
+        &mut con,
+        &[
+            ("event", "n"),
+            ("data", &format!(r#"{{"pad":"{pad}"}}"#)),
+            ("x-seq", "0"),
+        ],
+    );
+    wait_until(10 * SECOND, "a publish is found unconfirmed", || {
+        find_metric(&http_get(port, "/metrics").1, "sio_relay_unconfirmed_total")
+            .is_some_and(|n| n >= 1.0)
+    });
+    assert_eq!(pending(&mut con).len(), 1, "not acknowledged");
+    set_pubsub_limit(&mut con, "pubsub 33554432 8388608 60");
+    let messages = sub.wait_count(1, 10 * SECOND);
+    wait_until(10 * SECOND, "acknowledged", || pending(&mut con).is_empty());
+    assert_eq!(sub.flush(&redis), 1, "once: {messages:?}");
+}
+
+fn set_pubsub_limit(con: &mut redis::Connection, value: &str) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("client-output-buffer-limit")
+        .arg(value)
+        .query(con)
+        .unwrap();
+}
+
 /// Item 4: with the default configuration, an entry added before the relay's first start (the
 /// README's XADD typed while `cargo run` still builds) is delivered.
 #[test]

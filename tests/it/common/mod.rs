@@ -1090,9 +1090,13 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
 }
 
 pub fn metric(body: &str, name: &str) -> f64 {
+    find_metric(body, name).unwrap_or_else(|| panic!("no {name} in\n{body}"))
+}
+
+/// The value of the series `name` (with its labels, if any), if the body has it.
+pub fn find_metric(body: &str, name: &str) -> Option<f64> {
     body.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("no {name} in\n{body}"))
 }
 
 /// The README's ACL rule, with `password` instead of the placeholder.
