@@ -388,14 +388,14 @@ impl Scripts {
     }
 
     /// Resets the idle time of `ids` (ascending, at most a thousand) that are still this
-    /// consumer's; returns those that are not.
+    /// consumer's; returns those that are not, and those deleted from the stream.
     pub async fn keep(
         &self,
         con: &mut MultiplexedConnection,
         ids: &[EntryId],
-    ) -> RedisResult<Vec<EntryId>> {
+    ) -> RedisResult<(Vec<EntryId>, Vec<EntryId>)> {
         if ids.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let mut call = self.keep.key(&self.keys.stream);
         call.key(&self.keys.held)
@@ -404,8 +404,9 @@ impl Scripts {
         for id in ids {
             call.arg(id.to_string());
         }
-        let lost: Vec<String> = call.invoke_async(con).await?;
-        Ok(lost.iter().filter_map(|id| id.parse().ok()).collect())
+        let (lost, deleted): (Vec<String>, Vec<String>) = call.invoke_async(con).await?;
+        let parse = |ids: Vec<String>| ids.iter().filter_map(|id| id.parse().ok()).collect();
+        Ok((parse(lost), parse(deleted)))
     }
 
     /// What stops the relay from working here (ACL, key types), checked once at start; the first

@@ -7,9 +7,10 @@
 --
 -- KEYS[1] source stream; KEYS[2] held record; ARGV[1] consumer group; ARGV[2] this consumer;
 -- ARGV[3..] entry IDs in ascending order (at most a thousand).
--- Returns the IDs that are no longer pending for this consumer: the relay must forget them. Those
--- no longer pending at all (acknowledged by hand) leave the held record too; those another relay
--- reclaimed keep their record, for that relay to honour.
+-- Returns { lost, deleted }: the IDs no longer pending for this consumer, and those deleted from
+-- the stream (trimmed, XDEL), which XCLAIM drops from the pending list. The relay forgets both.
+-- Entries no longer pending at all leave the held record too; those another relay reclaimed keep
+-- their record, for that relay to honour.
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local first, last = ARGV[3], ARGV[#ARGV]
 local ours = {}
@@ -32,13 +33,23 @@ for i = 3, #ARGV do
     lost[#lost + 1] = ARGV[i]
   end
 end
+local deleted = {}
 if #mine > 5 then
   mine[#mine + 1] = 'JUSTID'
-  redis.call(unpack(mine))
+  local kept = {}
+  for _, id in ipairs(redis.call(unpack(mine))) do
+    kept[id] = true
+  end
+  for i = 6, #mine - 1 do
+    if not kept[mine[i]] then
+      deleted[#deleted + 1] = mine[i]
+      redis.call('HDEL', KEYS[2], mine[i])
+    end
+  end
 end
 for _, id in ipairs(lost) do
   if redis.call('XPENDING', stream, group, id, id, 1)[1] == nil then
     redis.call('HDEL', KEYS[2], id)
   end
 end
-return lost
+return { lost, deleted }

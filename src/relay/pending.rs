@@ -331,9 +331,20 @@ impl Relay {
     /// Keeps held entries from looking abandoned to other relays, and forgets those already taken.
     pub(super) async fn keep_held(&mut self, s: &mut Session) -> Result<(), Fault> {
         let ids: Vec<EntryId> = self.held.claims().iter().map(|c| c.id).collect();
-        let mut lost = Vec::new();
+        let (mut lost, mut deleted) = (Vec::new(), Vec::new());
         for chunk in ids.chunks(KEEP_CHUNK) {
-            lost.extend(self.scripts.keep(&mut s.writer, chunk).await?);
+            let (chunk_lost, chunk_deleted) = self.scripts.keep(&mut s.writer, chunk).await?;
+            lost.extend(chunk_lost);
+            deleted.extend(chunk_deleted);
+        }
+        if !deleted.is_empty() {
+            self.metrics.deleted_pending.inc_by(deleted.len() as u64);
+            tracing::warn!(
+                count = deleted.len(),
+                first = %deleted[0],
+                "held entries were deleted from the stream (trimmed or XDEL) before delivery; nothing left to deliver"
+            );
+            self.held.remove(&deleted);
         }
         if !lost.is_empty() {
             info!(

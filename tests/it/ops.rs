@@ -235,3 +235,203 @@ fn sighup_applies_the_log_level_and_names_what_needs_a_restart() {
     relay.signal("HUP");
     relay.wait_log("configuration reload failed", 10 * SECOND);
 }
+
+/// The README's metric names: the first column of its metrics table, one entry per series it
+/// names (`entries_read_total{source="new"|...}` gives one per source).
+fn readme_metrics() -> Vec<String> {
+    let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+    let table = readme
+        .split("Metrics, all prefixed `sio_relay_`:")
+        .nth(1)
+        .expect("the metrics table")
+        .split("\n\n")
+        .nth(1)
+        .unwrap();
+    let mut names = Vec::new();
+    for row in table.lines().skip(2) {
+        let first = row.split(" | ").next().unwrap().trim_start_matches("| ");
+        for cell in first.split(", ") {
+            let cell = cell.trim_matches('`').replace("\\|", "|");
+            match cell.split_once('{') {
+                Some((name, labels)) if labels.contains('"') => {
+                    let (label, values) = labels.trim_end_matches('}').split_once('=').unwrap();
+                    for value in values.split('|') {
+                        names.push(format!("{name}{{{label}={value}}}"));
+                    }
+                }
+                Some((name, _)) => names.push(name.to_owned()),
+                None => names.push(cell),
+            }
+        }
+    }
+    names
+}
+
+/// Every series of `/metrics` whose name starts with `sio_relay_<name>` (a histogram counts by
+/// its `_count`), summed: what "it moved" is judged on.
+fn reading(body: &str, name: &str) -> Option<f64> {
+    let full = format!("sio_relay_{name}");
+    let (base, labels) = full
+        .split_once('{')
+        .map_or((full.as_str(), ""), |(b, l)| (b, l));
+    let mut found = None;
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let matches = if labels.is_empty() {
+            series == base
+                || series == format!("{base}_count")
+                || series.starts_with(&format!("{base}{{"))
+        } else {
+            series == full
+        };
+        if matches {
+            let value: f64 = value.parse().unwrap_or(f64::NAN);
+            let value = if value.is_nan() { -1.0 } else { value };
+            found = Some(found.unwrap_or(0.0) + value);
+        }
+    }
+    found
+}
+
+/// Every metric the README lists exists and is seen to change, through one relay's life: a dead
+/// consumer's entries reclaimed, its own pending recovered, valid and malformed entries, an entry
+/// for a namespace nobody listens on (held, then deleted), reading paused (lag), a dead-letter key
+/// of the wrong type (Redis refuses), an exhausted dead-letter stream (parked), a server dropped for
+/// its output buffer (unconfirmed), the group destroyed, and Redis killed.
+#[test]
+fn every_metric_in_the_readme_moves() {
+    let mut redis = RedisServer::start();
+    let mut con = redis.connection();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let sub = Subscriber::start(&redis, "/");
+    // Before the relay: a dead consumer's entries, and this relay's own (a previous life's).
+    xadd(&mut con, &[("event", "e"), ("data", "1")]);
+    read_as(&mut con, "dead-pod", 1);
+    xadd(&mut con, &[("event", "e"), ("data", "2")]);
+    read_as(&mut con, "relay-1", 1);
+    let settings = [
+        ("HTTP__LISTEN", listen.as_str()),
+        ("DELIVERY__CLAIM_IDLE", "1s"),
+        ("DELIVERY__CLAIM_INTERVAL", "200ms"),
+        ("DELIVERY__RETRY_INTERVAL", "100ms"),
+        ("DELIVERY__MAX_HELD", "1"),
+        ("SOURCE__BATCH_SIZE", "1"),
+        ("REDIS__BACKOFF_MAX", "200ms"),
+    ];
+    let relay = Relay::start(&redis, "relay-1", &settings);
+    let names = readme_metrics();
+    let mut seen: std::collections::HashMap<String, Vec<f64>> = Default::default();
+    let mut look = || {
+        let body = http_get(port, "/metrics").1;
+        for name in &names {
+            if let Some(value) = reading(&body, name) {
+                seen.entry(name.clone()).or_default().push(value);
+            }
+        }
+    };
+    relay.wait_ready(10 * SECOND);
+    look();
+    sub.wait_count(2, 10 * SECOND);
+    // Valid and malformed entries.
+    xadd(&mut con, &[("event", "e"), ("data", "3")]);
+    xadd(&mut con, &[("event", "connect")]);
+    wait_until(10 * SECOND, "both are handled", || {
+        pending(&mut con).is_empty()
+    });
+    look();
+    // A namespace nobody listens on: held, and reading pauses (max_held 1), so the lag grows.
+    let held = xadd(&mut con, &[("event", "e"), ("nsp", "/nobody")]);
+    // One read is already on its way when reading pauses; the entry after it waits unread.
+    xadd(&mut con, &[("event", "e"), ("data", "4")]);
+    xadd(&mut con, &[("event", "e"), ("data", "5")]);
+    wait_until(15 * SECOND, "the lag shows", || {
+        let body = http_get(port, "/metrics").1;
+        reading(&body, "group_lag").is_some_and(|lag| lag >= 1.0)
+            && reading(&body, "held_entries") == Some(1.0)
+    });
+    look();
+    let _: usize = redis::Commands::xdel(&mut con, STREAM, &[&held]).unwrap();
+    wait_until(10 * SECOND, "the deleted held entry is dropped", || {
+        pending(&mut con).is_empty()
+    });
+    look();
+    // A dead-letter key of the wrong type: Redis refuses a batch with a dead letter.
+    let _: () = redis::Commands::set(&mut con, DEAD, "oops").unwrap();
+    xadd(&mut con, &[("event", "connect")]);
+    wait_until(10 * SECOND, "Redis refuses", || {
+        reading(&http_get(port, "/metrics").1, "redis_refusing") == Some(1.0)
+    });
+    look();
+    // An exhausted dead-letter stream: the malformed entry is parked.
+    let _: () = redis::Commands::del(&mut con, DEAD).unwrap();
+    let _: String = redis::Commands::xadd(
+        &mut con,
+        DEAD,
+        "18446744073709551615-18446744073709551615",
+        &[("f", "v")],
+    )
+    .unwrap();
+    wait_until(10 * SECOND, "the entry is parked", || {
+        reading(&http_get(port, "/metrics").1, "parked_entries") == Some(1.0)
+    });
+    look();
+    let _: () = redis::Commands::del(&mut con, DEAD).unwrap();
+    wait_until(10 * SECOND, "the parked entry is dead-lettered", || {
+        pending(&mut con).is_empty()
+    });
+    look();
+    // A server dropped by Redis for its output buffer: the publish is not confirmed.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("client-output-buffer-limit")
+        .arg("pubsub 4096 0 0")
+        .query(&mut con)
+        .unwrap();
+    let pad = "x".repeat(20_000);
+    xadd(&mut con, &[("event", "e"), ("data", &format!("\"{pad}\""))]);
+    wait_until(10 * SECOND, "a publish is unconfirmed", || {
+        reading(&http_get(port, "/metrics").1, "unconfirmed_total").is_some_and(|n| n >= 1.0)
+    });
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("client-output-buffer-limit")
+        .arg("pubsub 33554432 8388608 60")
+        .query(&mut con)
+        .unwrap();
+    wait_until(10 * SECOND, "delivered", || pending(&mut con).is_empty());
+    look();
+    // The group destroyed.
+    let _: () = redis::cmd("XGROUP")
+        .arg("DESTROY")
+        .arg(STREAM)
+        .arg(GROUP)
+        .query(&mut con)
+        .unwrap();
+    wait_until(10 * SECOND, "the group is re-created", || {
+        reading(&http_get(port, "/metrics").1, "group_recreated_total") == Some(1.0)
+    });
+    look();
+    // Redis gone.
+    redis.kill();
+    wait_until(10 * SECOND, "the relay sees Redis gone", || {
+        reading(
+            &http_get(port, "/metrics").1,
+            "redis_connected{connection=\"writer\"}",
+        ) == Some(0.0)
+    });
+    look();
+
+    for name in &names {
+        let values = seen
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} is not in /metrics"));
+        if name.starts_with("build_info") {
+            continue;
+        }
+        let moved = values.windows(2).any(|w| w[0] != w[1]);
+        assert!(moved, "{name} never moved: {values:?}");
+    }
+}
