@@ -1,11 +1,16 @@
 //! The health and metrics listener: `GET /livez`, `/readyz` and `/metrics` on `http.listen`.
 //!
 //! Plain HTTP/1 on hyper, bound at start so that a taken port stops the relay with a clear error
-//! instead of leaving it unprobeable. It stops accepting when the relay shuts down.
+//! instead of leaving it unprobeable. It runs on a thread of its own, so that probes answer while
+//! the relay works on a big batch, and nothing a client does there can slow the relay's Redis
+//! work: at most [`MAX_CONNECTIONS`] at once (more wait in the kernel's queue), headers within
+//! [`HEADER_TIMEOUT`], a connection closed after [`CONNECTION_LIFETIME`], and accept errors (out of
+//! file descriptors) backed off instead of retried in a spin. It stops when the relay shuts down.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -13,13 +18,23 @@ use hyper::header::CONTENT_TYPE;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::health::Health;
 use crate::metrics::Metrics;
+
+/// Connections served at once; probes and scrapes need a handful.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long a client may take to send a request's headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a connection may stay open, idle or not.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
 /// What the endpoints read.
 #[derive(Clone)]
@@ -28,24 +43,62 @@ pub struct Probes {
     pub metrics: Arc<Metrics>,
 }
 
-/// Binds `addr`; the error says which address could not be used.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("http.listen: cannot listen on {addr}: {e}"))
+/// Binds `addr` at start; the error says which address could not be used.
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, String> {
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| format!("http.listen: cannot listen on {addr}: {e}"))?;
+    Ok(listener)
 }
 
-/// Serves the endpoints until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, probes: Probes, shutdown: CancellationToken) {
+/// Serves the endpoints on a thread of its own until `shutdown` is cancelled.
+pub fn spawn(
+    listener: std::net::TcpListener,
+    probes: Probes,
+    shutdown: CancellationToken,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("sio-relay-http".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => serve(listener, probes, shutdown).await,
+                    Err(e) => warn!(error = %e, "cannot serve http.listen"),
+                }
+            })
+        })
+}
+
+async fn serve(listener: TcpListener, probes: Probes, shutdown: CancellationToken) {
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "serving /livez, /readyz and /metrics");
     }
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = Duration::ZERO;
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            _ = shutdown.cancelled() => return,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok((stream, _)) => {
+                    backoff = Duration::ZERO;
+                    stream
+                }
                 Err(e) => {
-                    debug!(error = %e, "HTTP accept failed");
+                    // Out of file descriptors, typically: retrying at once would spin.
+                    if backoff.is_zero() {
+                        warn!(error = %e, "HTTP accept failed; backing off");
+                    }
+                    backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
                     continue;
                 }
             },
@@ -53,15 +106,19 @@ pub async fn serve(listener: TcpListener, probes: Probes, shutdown: Cancellation
         };
         let probes = probes.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |req| {
                 let response = respond(&req, &probes);
                 async move { Ok::<_, Infallible>(response) }
             });
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                debug!(error = %e, "HTTP connection failed");
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
+                Ok(Err(e)) => debug!(error = %e, "HTTP connection failed"),
+                Err(_) => debug!("HTTP connection closed after its lifetime"),
+                Ok(Ok(())) => {}
             }
         });
     }

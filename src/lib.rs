@@ -79,12 +79,13 @@ pub async fn run(
     let health = Arc::new(health::Health::new(stalled_after));
     let metrics = Arc::new(metrics::Metrics::new());
     if let Some(addr) = cfg.http.addr() {
-        let listener = http::bind(addr).await.map_err(failure)?;
+        let listener = http::bind(addr).map_err(failure)?;
         let probes = http::Probes {
             health: health.clone(),
             metrics: metrics.clone(),
         };
-        tokio::spawn(http::serve(listener, probes, token.clone()));
+        http::spawn(listener, probes, token.clone())
+            .map_err(|e| failure(format!("cannot start the HTTP listener: {e}")))?;
     }
     // Not ready from the first signal on, while the batch in flight drains.
     tokio::spawn({

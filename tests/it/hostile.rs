@@ -114,3 +114,83 @@ fn errors_say_what_is_wrong_in_the_users_terms() {
     let error = field(&dead[0].1, "x-dead-error").unwrap();
     assert!(error.contains("half of a UTF-16 surrogate pair"), "{error}");
 }
+
+/// Entries with 80,000 rooms each (1.1 MB): validation is linear, the probes answer all along
+/// (they run on a thread of their own), and each entry arrives once.
+#[test]
+fn entries_with_80000_rooms_never_stall_the_probes() {
+    let redis = RedisServer::start();
+    let sub = Subscriber::start(&redis, "/");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let relay = Relay::start(&redis, "relay-1", &[("HTTP__LISTEN", &listen)]);
+    relay.wait_ready(10 * SECOND);
+    let rooms: Vec<String> = (0..80_000).map(|i| format!("room-{i}")).collect();
+    let rooms = serde_json::to_string(&rooms).unwrap();
+    let mut con = redis.connection();
+    for i in 0..3 {
+        xadd(
+            &mut con,
+            &[("event", "e"), ("rooms", &rooms), ("x-seq", &i.to_string())],
+        );
+    }
+    let mut slowest = Duration::ZERO;
+    let started = std::time::Instant::now();
+    while sub.messages().len() < 3 {
+        assert!(
+            started.elapsed() < 120 * SECOND,
+            "not delivered in 2 minutes"
+        );
+        let asked = std::time::Instant::now();
+        assert_eq!(http_get(port, "/livez").0, 200);
+        slowest = slowest.max(asked.elapsed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        slowest < 2 * SECOND,
+        "/livez took {slowest:?} while the relay validated the entries"
+    );
+    assert_eq!(sub.flush(&redis), 3);
+}
+
+/// 400 idle connections to the probe port, with the relay allowed 256 file descriptors: the
+/// listener serves at most 64 at once, closes idle ones, backs off on accept errors, and the relay
+/// keeps delivering.
+#[test]
+fn idle_http_connections_never_starve_the_relay() {
+    let redis = RedisServer::start();
+    let sub = Subscriber::start(&redis, "/");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let relay = Relay::start_with_file_limit(&redis, "relay-1", 256, &[("HTTP__LISTEN", &listen)]);
+    relay.wait_ready(10 * SECOND);
+    let idle: Vec<std::net::TcpStream> = (0..400)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(
+                &format!("127.0.0.1:{port}").parse().unwrap(),
+                Duration::from_millis(200),
+            )
+            .ok()
+        })
+        .collect();
+    assert!(idle.len() > 64, "{} connections opened", idle.len());
+    let mut con = redis.connection();
+    for i in 0..10 {
+        xadd(&mut con, &[("event", "e"), ("data", &i.to_string())]);
+    }
+    sub.wait_count(10, 10 * SECOND);
+    wait_until(20 * SECOND, "/livez answers again", || {
+        http_get(port, "/livez").0 == 200
+    });
+    // No spin: at most a line per connection (closed for its silence, at debug level), and a
+    // handful about accept errors.
+    let log = relay.log();
+    let accept_errors = log.matches("HTTP accept failed").count();
+    assert!(
+        log.lines().count() < idle.len() + 50 && accept_errors < 5,
+        "{} log lines, {accept_errors} about accept errors:\n{}",
+        log.lines().count(),
+        &log[..log.len().min(3000)]
+    );
+    drop(idle);
+}

@@ -277,6 +277,21 @@ impl Relay {
         relay
     }
 
+    /// As [`Relay::start`], run through `wrapper` (a program and its arguments, which runs the
+    /// relay's command line given after them).
+    pub fn start_under(
+        redis: &RedisServer,
+        consumer: &str,
+        wrapper: &[&str],
+        settings: &[(&str, &str)],
+    ) -> Relay {
+        let mut relay = Relay::start(redis, consumer, settings);
+        relay.kill();
+        relay.wrapper = wrapper.iter().map(|w| w.to_string()).collect();
+        relay.spawn();
+        relay
+    }
+
     /// As [`Relay::start`], with the relay's clock `offset` away from the real one (`+2d`,
     /// `-3h`), through libfaketime.
     pub fn start_with_clock(
@@ -289,15 +304,19 @@ impl Relay {
             "faketime",
             "install libfaketime (Debian/Ubuntu: apt-get install faketime)",
         );
-        let mut relay = Relay::start(redis, consumer, settings);
-        relay.kill();
-        relay.wrapper = vec![
-            faketime.to_string_lossy().into_owned(),
-            "-f".into(),
-            offset.into(),
-        ];
-        relay.spawn();
-        relay
+        let faketime = faketime.to_string_lossy();
+        Relay::start_under(redis, consumer, &[&faketime, "-f", offset], settings)
+    }
+
+    /// As [`Relay::start`], with at most `files` open file descriptors (`ulimit -n`).
+    pub fn start_with_file_limit(
+        redis: &RedisServer,
+        consumer: &str,
+        files: u32,
+        settings: &[(&str, &str)],
+    ) -> Relay {
+        let script = format!("ulimit -n {files} && exec \"$0\" \"$@\"");
+        Relay::start_under(redis, consumer, &["bash", "-c", &script], settings)
     }
 
     fn spawn(&mut self) {
@@ -1078,9 +1097,13 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
     let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    let answered = write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n")
+        .and_then(|()| stream.read_to_string(&mut response));
+    // No answer (not accepted yet, closed): status 0.
+    if answered.is_err() || response.len() < 12 {
+        return (0, String::new());
+    }
     let status = response[9..12].parse().expect("a status code");
     let body = response
         .split_once("\r\n\r\n")
