@@ -33,6 +33,7 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub target: TargetConfig,
     pub dead_letter: DeadLetterConfig,
+    pub limits: LimitsConfig,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
     pub http: HttpConfig,
@@ -177,6 +178,29 @@ impl Default for DeadLetterConfig {
     }
 }
 
+/// What one entry may hold. Past a limit an entry is dead-lettered as malformed with the limit
+/// named, without ever being held whole in the relay's memory (see [`crate::reader`]).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Field names and values together, in bytes.
+    pub max_entry_bytes: usize,
+    /// Fields, `x-` metadata included.
+    pub max_fields: usize,
+    /// Rooms in `rooms`, and in `except`.
+    pub max_rooms: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_entry_bytes: 1 << 20,
+            max_fields: 64,
+            max_rooms: 10_000,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownConfig {
@@ -305,7 +329,9 @@ impl Config {
 
     /// Range and consistency checks that types alone cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check_redis_url(&self.redis.url).map_err(|problem| invalid("redis.url", problem))?;
+        check_redis_url(&self.redis.url)
+            .and_then(|()| crate::reader::check_url(&self.redis.url))
+            .map_err(|problem| invalid("redis.url", problem))?;
         let tls = self.redis.url.starts_with("rediss://");
         for (key, path) in [
             ("redis.password_file", &self.redis.password_file),
@@ -501,7 +527,7 @@ impl Config {
             }
         }
         // (key, value, at least, at most)
-        let numbers: [(&str, u64, u64, u64); 6] = [
+        let numbers: [(&str, u64, u64, u64); 9] = [
             (
                 "source.batch_size",
                 self.source.batch_size as u64,
@@ -538,6 +564,9 @@ impl Config {
                 0,
                 1_000_000_000_000,
             ),
+            ("limits.max_entry_bytes", self.limits.max_entry_bytes as u64, 1024, 64 << 20),
+            ("limits.max_fields", self.limits.max_fields as u64, 1, 3900),
+            ("limits.max_rooms", self.limits.max_rooms as u64, 1, 1_000_000),
         ];
         for (key, value, least, most) in numbers {
             if !(least..=most).contains(&value) {

@@ -27,10 +27,9 @@ pub struct Connections {
     pub clock_offset_ms: i64,
 }
 
-/// Builds the client for `redis.url`, with the password from `redis.password_file` and the TLS
-/// files, and Nagle off: the relay sends small batches and waits for them.
-pub fn client(cfg: &Config) -> RedisResult<Client> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+/// `redis.url` with the password from `redis.password_file` and Nagle off: the relay sends small
+/// batches and waits for them.
+pub fn connection_info(cfg: &Config) -> RedisResult<redis::ConnectionInfo> {
     let mut info = cfg
         .redis
         .url
@@ -43,6 +42,14 @@ pub fn client(cfg: &Config) -> RedisResult<Client> {
         let settings = info.redis_settings().clone().set_password(password);
         info = info.set_redis_settings(settings);
     }
+    Ok(info)
+}
+
+/// Builds the client for `redis.url`, with the password from `redis.password_file` and the TLS
+/// files.
+pub fn client(cfg: &Config) -> RedisResult<Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let info = connection_info(cfg)?;
     let (ca, cert, key) = (
         &cfg.redis.tls_ca_file,
         &cfg.redis.tls_cert_file,

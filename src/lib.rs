@@ -13,6 +13,7 @@
 //! - [`entry`]: the producers' contract; turns raw stream fields into a validated [`entry::Entry`].
 //! - [`packet`]: encodes an entry as the adapter's MessagePack packet and picks its channel.
 //! - [`reply`]: typed replies of the stream commands, keeping fields exactly as produced.
+//! - [`reader`]: entries read off the socket under byte and field limits, whatever their size.
 //! - [`delivery`]: the Lua scripts that publish, hold, dead-letter and acknowledge a batch, all or
 //!   nothing, and confirm it once the servers have it.
 //! - [`dead_letter`]: dead-letter reasons and the fields a dead letter carries.
@@ -45,6 +46,7 @@ pub mod lease;
 pub mod logging;
 pub mod metrics;
 pub mod packet;
+pub mod reader;
 pub mod relay;
 pub mod reload;
 pub mod reply;
