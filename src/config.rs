@@ -564,9 +564,19 @@ impl Config {
                 0,
                 1_000_000_000_000,
             ),
-            ("limits.max_entry_bytes", self.limits.max_entry_bytes as u64, 1024, 64 << 20),
+            (
+                "limits.max_entry_bytes",
+                self.limits.max_entry_bytes as u64,
+                1024,
+                64 << 20,
+            ),
             ("limits.max_fields", self.limits.max_fields as u64, 1, 3900),
-            ("limits.max_rooms", self.limits.max_rooms as u64, 1, 1_000_000),
+            (
+                "limits.max_rooms",
+                self.limits.max_rooms as u64,
+                1,
+                1_000_000,
+            ),
         ];
         for (key, value, least, most) in numbers {
             if !(least..=most).contains(&value) {

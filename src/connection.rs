@@ -1,10 +1,12 @@
 //! Redis connections and the backoff between attempts to (re)open them.
 //!
-//! The relay keeps two connections. The blocking XREADGROUP gets its own, with a response timeout
-//! well above the BLOCK time: Redis reads nothing else from a blocked client, and redis-rs's default
-//! 500 ms timeout would cut every read short (rust-crates.md §1.4). Everything else (the delivery
-//! script, claims, group setup) shares the writer. Neither reconnects by itself: on any error the relay
-//! drops both and opens new ones after a [`Backoff`] delay, which also aborts a read left blocked.
+//! The relay keeps three connections. The blocking XREADGROUP gets its own, with a response timeout
+//! well above the BLOCK time: Redis reads nothing else from a blocked client (rust-crates.md §1.4).
+//! Entries read by ID (own pending, reclaimed, held) come through a second one; both are
+//! [`Reader`]s, which keep entries within the configured limits whatever producers put in them.
+//! Everything else (the delivery script, claims by ID, group setup) shares the writer. None
+//! reconnects by itself: on any error the relay drops them all and opens new ones after a
+//! [`Backoff`] delay, which also aborts a read left blocked.
 
 use std::time::Duration;
 
@@ -16,10 +18,14 @@ use redis::{
 };
 
 use crate::config::Config;
+use crate::reader::Reader;
 
-/// The reader's and the writer's connection.
+/// The relay's connections.
 pub struct Connections {
-    pub reader: MultiplexedConnection,
+    /// New entries, with a blocking read.
+    pub reader: Reader,
+    /// Entries by ID.
+    pub fetcher: Reader,
     pub writer: MultiplexedConnection,
     /// The `run_id` of the Redis process both are connected to: it changes when Redis restarts.
     pub run_id: String,
@@ -94,23 +100,18 @@ pub fn read_timeout(block: Duration) -> Duration {
     block + block.max(Duration::from_secs(5))
 }
 
-/// Opens both connections. The client is built anew each time, so files it reads (a rotated
+/// Opens the connections. The client is built anew each time, so files it reads (a rotated
 /// password) are read again.
 pub async fn connect(cfg: &Config) -> RedisResult<Connections> {
     let client = client(cfg)?;
     let base = AsyncConnectionConfig::new().set_connection_timeout(Some(cfg.redis.connect_timeout));
-    let reader = client
-        .get_multiplexed_async_connection_with_config(
-            &base
-                .clone()
-                .set_response_timeout(Some(read_timeout(cfg.source.block))),
-        )
-        .await?;
     let mut writer = client
         .get_multiplexed_async_connection_with_config(
             &base.set_response_timeout(Some(cfg.redis.command_timeout)),
         )
         .await?;
+    let reader = Reader::connect(cfg, read_timeout(cfg.source.block)).await?;
+    let fetcher = Reader::connect(cfg, cfg.redis.command_timeout).await?;
     let info: redis::InfoDict = redis::cmd("INFO")
         .arg("server")
         .query_async(&mut writer)
@@ -121,6 +122,7 @@ pub async fn connect(cfg: &Config) -> RedisResult<Connections> {
     let clock_offset_ms = clock_offset(&mut writer).await?;
     Ok(Connections {
         reader,
+        fetcher,
         writer,
         run_id,
         clock_offset_ms,

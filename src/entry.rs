@@ -11,6 +11,8 @@ use std::str::FromStr;
 
 use serde_json::Value;
 
+use crate::config::LimitsConfig;
+
 /// The ID Redis gave a stream entry: `<milliseconds>-<sequence>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EntryId {
@@ -122,6 +124,16 @@ pub enum Malformed {
     },
     #[error("`{field}` must be `true` or `false`, not {value:?}")]
     BadFlag { field: &'static str, value: String },
+    #[error("the entry holds {bytes} bytes of field names and values, more than limits.max_entry_bytes = {limit}")]
+    TooLarge { bytes: u64, limit: usize },
+    #[error("the entry has {fields} fields, more than limits.max_fields = {limit}")]
+    TooManyFields { fields: u64, limit: usize },
+    #[error("`{field}` names {rooms} rooms, more than limits.max_rooms = {limit}")]
+    TooManyRooms {
+        field: &'static str,
+        rooms: usize,
+        limit: usize,
+    },
 }
 
 /// A validated entry: everything needed to build the adapter packet, nothing that could hurt a server.
@@ -137,8 +149,30 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// Validates the fields of a stream entry against the producers' contract.
+    /// Validates the fields of a stream entry against the producers' contract, with the default
+    /// limits.
     pub fn parse(fields: &[(Vec<u8>, Vec<u8>)]) -> Result<Entry, Malformed> {
+        Entry::parse_within(fields, &LimitsConfig::default())
+    }
+
+    /// Validates the fields of a stream entry against the producers' contract and `limits`.
+    pub fn parse_within(
+        fields: &[(Vec<u8>, Vec<u8>)],
+        limits: &LimitsConfig,
+    ) -> Result<Entry, Malformed> {
+        if fields.len() > limits.max_fields {
+            return Err(Malformed::TooManyFields {
+                fields: fields.len() as u64,
+                limit: limits.max_fields,
+            });
+        }
+        let bytes: usize = fields.iter().map(|(f, v)| f.len() + v.len()).sum();
+        if bytes > limits.max_entry_bytes {
+            return Err(Malformed::TooLarge {
+                bytes: bytes as u64,
+                limit: limits.max_entry_bytes,
+            });
+        }
         let mut seen = Fields::default();
         for (name, value) in fields {
             let name = std::str::from_utf8(name)
@@ -156,7 +190,7 @@ impl Entry {
                 std::str::from_utf8(value).map_err(|_| Malformed::ValueNotUtf8(name.to_owned()))?;
             *slot = Some(text);
         }
-        seen.validate()
+        seen.validate(limits.max_rooms)
     }
 
     pub fn event(&self) -> &str {
@@ -219,7 +253,7 @@ impl<'a> Fields<'a> {
         })
     }
 
-    fn validate(self) -> Result<Entry, Malformed> {
+    fn validate(self, max_rooms: usize) -> Result<Entry, Malformed> {
         let event = match self.event {
             None => return Err(Malformed::MissingEvent),
             Some("") => return Err(Malformed::EmptyEvent),
@@ -246,11 +280,11 @@ impl<'a> Fields<'a> {
             (Some(_), Some(_)) => return Err(Malformed::RoomAndRooms),
             (Some(""), None) => return Err(Malformed::EmptyRoom("room")),
             (Some(room), None) => vec![room.to_owned()],
-            (None, Some(rooms)) => room_list("rooms", rooms)?,
+            (None, Some(rooms)) => room_list("rooms", rooms, max_rooms)?,
             (None, None) => Vec::new(),
         };
         let except = match self.except {
-            Some(except) => room_list("except", except)?,
+            Some(except) => room_list("except", except, max_rooms)?,
             None => Vec::new(),
         };
         let nsp = match self.nsp {
@@ -386,7 +420,7 @@ fn check_numbers(field: &'static str, value: &Value) -> Result<(), Malformed> {
 }
 
 /// A JSON array of non-empty room names, without repeats (the emitter keeps rooms in a `Set`).
-fn room_list(field: &'static str, text: &str) -> Result<Vec<String>, Malformed> {
+fn room_list(field: &'static str, text: &str, limit: usize) -> Result<Vec<String>, Malformed> {
     let shape = Malformed::WrongShape {
         field,
         expected: "a JSON array of strings",
@@ -394,6 +428,13 @@ fn room_list(field: &'static str, text: &str) -> Result<Vec<String>, Malformed> 
     let Value::Array(items) = json(field, text)? else {
         return Err(shape);
     };
+    if items.len() > limit {
+        return Err(Malformed::TooManyRooms {
+            field,
+            rooms: items.len(),
+            limit,
+        });
+    }
     let mut rooms: Vec<String> = Vec::with_capacity(items.len());
     // Repeats dropped in linear time: 80,000 rooms must not take seconds.
     let mut seen = std::collections::HashSet::with_capacity(items.len());

@@ -12,8 +12,8 @@
 //! - [`config`]: the configuration file and `SIO_RELAY_*` overrides, validated at start.
 //! - [`entry`]: the producers' contract; turns raw stream fields into a validated [`entry::Entry`].
 //! - [`packet`]: encodes an entry as the adapter's MessagePack packet and picks its channel.
-//! - [`reply`]: typed replies of the stream commands, keeping fields exactly as produced.
-//! - [`reader`]: entries read off the socket under byte and field limits, whatever their size.
+//! - [`reader`]: entries read off the socket under byte and field limits, whatever their size,
+//!   keeping fields exactly as produced.
 //! - [`delivery`]: the Lua scripts that publish, hold, dead-letter and acknowledge a batch, all or
 //!   nothing, and confirm it once the servers have it.
 //! - [`dead_letter`]: dead-letter reasons and the fields a dead letter carries.
@@ -49,7 +49,6 @@ pub mod packet;
 pub mod reader;
 pub mod relay;
 pub mod reload;
-pub mod reply;
 pub mod shutdown;
 pub mod systemd;
 

@@ -19,8 +19,8 @@ use std::time::Duration;
 use redis::{ConnectionAddr, IntoConnectionInfo, RedisError, RedisResult};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::io::BufReader;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::config::Config;
 use crate::entry::{EntryId, RawEntry};
@@ -31,11 +31,26 @@ pub enum Fetched {
     /// Read whole.
     Entry(RawEntry),
     /// Over `limits.max_entry_bytes` or `limits.max_fields`: not kept.
-    TooBig { id: EntryId, bytes: u64, fields: u64 },
+    TooBig {
+        id: EntryId,
+        bytes: u64,
+        fields: u64,
+    },
     /// Within the limits, but past this call's budget: not kept, to be read again by ID.
     Deferred { id: EntryId, bytes: u64 },
     /// Pending, but deleted from the stream.
     Deleted(EntryId),
+}
+
+impl Fetched {
+    /// The entry's size, whether kept or not.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Fetched::Entry(raw) => raw.byte_len() as u64,
+            Fetched::TooBig { bytes, .. } | Fetched::Deferred { bytes, .. } => *bytes,
+            Fetched::Deleted(_) => 0,
+        }
+    }
 }
 
 /// The limits a call reads entries under.
@@ -92,7 +107,9 @@ impl Reader {
                         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
                     Box::new(tls_connector(cfg)?.connect(name, tcp).await?)
                 }
-                ConnectionAddr::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
+                ConnectionAddr::Unix(path) => {
+                    Box::new(tokio::net::UnixStream::connect(path).await?)
+                }
                 other => {
                     return Err(RedisError::from((
                         redis::ErrorKind::InvalidClientConfig,
@@ -152,7 +169,10 @@ impl Reader {
         ];
         let mut command = command.to_vec();
         command.push(b">");
-        let wait = self.response_timeout + block.parse::<u64>().map_or(Duration::ZERO, Duration::from_millis);
+        let wait = self.response_timeout
+            + block
+                .parse::<u64>()
+                .map_or(Duration::ZERO, Duration::from_millis);
         self.timed(wait, |r| async move {
             r.send(&[&command]).await?;
             let mut budget = Budget::new(r.limits);
@@ -180,7 +200,14 @@ impl Reader {
         self.timed(timeout, |r| async move {
             let commands: Vec<Vec<&[u8]>> = ids
                 .iter()
-                .map(|id| vec![&b"XRANGE"[..], stream.as_bytes(), id.as_bytes(), id.as_bytes()])
+                .map(|id| {
+                    vec![
+                        &b"XRANGE"[..],
+                        stream.as_bytes(),
+                        id.as_bytes(),
+                        id.as_bytes(),
+                    ]
+                })
                 .collect();
             let commands: Vec<&[&[u8]]> = commands.iter().map(Vec::as_slice).collect();
             r.send(&commands).await?;
@@ -370,15 +397,22 @@ impl Reader {
     }
 
     /// One entry's `items` field names and values: kept while it fits, else only measured.
-    async fn entry(&mut self, id: EntryId, items: u64, budget: &mut Budget) -> RedisResult<Fetched> {
-        if items % 2 != 0 {
-            return Err(protocol(format!("entry {id} has an odd number of field items")));
+    async fn entry(
+        &mut self,
+        id: EntryId,
+        items: u64,
+        budget: &mut Budget,
+    ) -> RedisResult<Fetched> {
+        if !items.is_multiple_of(2) {
+            return Err(protocol(format!(
+                "entry {id} has an odd number of field items"
+            )));
         }
         let fields = items / 2;
         let limits = budget.limits;
         // Kept until it turns out too big for the entry limit or for what is left of the budget.
-        let mut kept: Option<Vec<Vec<u8>>> =
-            (fields <= limits.max_fields && !budget.deferring).then(|| Vec::with_capacity(items as usize));
+        let mut kept: Option<Vec<Vec<u8>>> = (fields <= limits.max_fields && !budget.deferring)
+            .then(|| Vec::with_capacity(items as usize));
         let mut bytes = 0u64;
         for _ in 0..items {
             let len = self
@@ -577,7 +611,10 @@ mod tests {
             entry("1-0", &[("event", "a")]),
             entry("2-0", &[("event", "b"), ("data", &big)]),
             entry("3-0", &[("f1", "1"), ("f2", "2"), ("f3", "3")]),
-            entry("4-0", &[("event", "c"), ("data", "123456789012345678901234567890")]),
+            entry(
+                "4-0",
+                &[("event", "c"), ("data", "123456789012345678901234567890")],
+            ),
             entry("5-0", &[("event", "d")]),
             entry("6-0", &[("event", "e")]),
         ]);
@@ -593,11 +630,28 @@ mod tests {
                     id: id("1-0"),
                     fields: vec![(b"event".to_vec(), b"a".to_vec())]
                 }),
-                Fetched::TooBig { id: id("2-0"), bytes: 110, fields: 2 },
-                Fetched::TooBig { id: id("3-0"), bytes: 9, fields: 3 },
-                Fetched::Deferred { id: id("4-0"), bytes: 40 },
-                Fetched::Deferred { id: id("5-0"), bytes: 6 },
-                Fetched::Deferred { id: id("6-0"), bytes: 6 },
+                Fetched::TooBig {
+                    id: id("2-0"),
+                    bytes: 110,
+                    fields: 2
+                },
+                Fetched::TooBig {
+                    id: id("3-0"),
+                    bytes: 9,
+                    fields: 3
+                },
+                Fetched::Deferred {
+                    id: id("4-0"),
+                    bytes: 40
+                },
+                Fetched::Deferred {
+                    id: id("5-0"),
+                    bytes: 6
+                },
+                Fetched::Deferred {
+                    id: id("6-0"),
+                    bytes: 6
+                },
             ],
             "1-0 fits; 2-0 passes the entry limit, 3-0 the field limit; 4-0 passes what is \
              left of the budget, and what follows waits behind it"
@@ -633,6 +687,9 @@ mod tests {
         let reply = format!("*0\r\n*1\r\n{}", entry("2-0", &[("event", "a")]));
         let mut r = reader(reply.as_bytes(), limits(100, 8, 100));
         let got = r.by_id("s", &[id("1-0"), id("2-0")]).await.unwrap();
-        assert!(matches!(&got[..], [Fetched::Deleted(_), Fetched::Entry(_)]), "{got:?}");
+        assert!(
+            matches!(&got[..], [Fetched::Deleted(_), Fetched::Entry(_)]),
+            "{got:?}"
+        );
     }
 }

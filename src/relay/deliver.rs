@@ -13,8 +13,9 @@ use super::session::Session;
 use super::Relay;
 use crate::dead_letter::Reason;
 use crate::delivery::{Claim, Deliverable, Op, Outcome, Published};
-use crate::entry::{Entry, RawEntry};
+use crate::entry::{Entry, EntryId, Malformed, RawEntry};
 use crate::fault::Fault;
+use crate::reader::Fetched;
 
 /// An entry in hand: its fields as read, and what the relay knows of it.
 pub(super) struct Taken {
@@ -53,18 +54,55 @@ impl Plan {
 type Step<'a> = Pin<Box<dyn Future<Output = Result<(), Fault>> + 'a>>;
 
 impl Relay {
-    /// Delivers `batch`, leaving out entries already held here (they wait their turn).
-    pub(super) async fn deliver(
+    /// Delivers entries as a [`Reader`] returned them, then reads the deferred ones again by ID,
+    /// a budget at a time, and delivers them too; `claim` says what the relay knows of each.
+    /// Entries over a limit are dead-lettered by ID, their fields copied inside Redis.
+    pub(super) async fn deliver_fetched(
         &mut self,
         s: &mut Session,
-        batch: Vec<Taken>,
+        mut fetched: Vec<Fetched>,
+        claim: &dyn Fn(EntryId) -> Claim,
     ) -> Result<(), Fault> {
-        let plans = batch
-            .into_iter()
-            .filter(|taken| !self.held.contains(taken.claim.id))
-            .map(|taken| self.plan(taken))
-            .collect();
-        self.run_plans(s, plans).await
+        loop {
+            let mut plans = Vec::with_capacity(fetched.len());
+            let mut deferred = Vec::new();
+            for item in fetched {
+                match item {
+                    Fetched::Entry(raw) if !self.held.contains(raw.id) => {
+                        let claim = claim(raw.id);
+                        plans.push(self.plan(Taken { raw, claim }));
+                    }
+                    Fetched::Entry(_) => {}
+                    Fetched::TooBig { id, bytes, fields } => plans.push(Plan::DeadLetter {
+                        claim: claim(id),
+                        reason: Reason::Malformed(self.too_big(bytes, fields)),
+                    }),
+                    Fetched::Deferred { id, .. } => deferred.push(id),
+                    Fetched::Deleted(id) => plans.push(Plan::Gone(claim(id))),
+                }
+            }
+            self.run_plans(s, plans).await?;
+            if deferred.is_empty() {
+                return Ok(());
+            }
+            fetched = s.fetcher.by_id(&self.cfg.source.stream, &deferred).await?;
+        }
+    }
+
+    /// Which limit an entry the reader measured but did not keep is over.
+    fn too_big(&self, bytes: u64, fields: u64) -> Malformed {
+        let limits = &self.cfg.limits;
+        if fields > limits.max_fields as u64 {
+            Malformed::TooManyFields {
+                fields,
+                limit: limits.max_fields,
+            }
+        } else {
+            Malformed::TooLarge {
+                bytes,
+                limit: limits.max_entry_bytes,
+            }
+        }
     }
 
     pub(super) fn plan(&self, taken: Taken) -> Plan {
@@ -77,7 +115,7 @@ impl Relay {
             };
             return Plan::DeadLetter { claim, reason };
         }
-        let entry = match Entry::parse(&raw.fields) {
+        let entry = match Entry::parse_within(&raw.fields, &self.cfg.limits) {
             Ok(entry) => entry,
             Err(problem) => {
                 return Plan::DeadLetter {

@@ -13,14 +13,13 @@ use redis::streams::StreamPendingCountReply;
 use redis::AsyncCommands;
 use tracing::info;
 
-use super::deliver::{Plan, Taken};
+use super::deliver::Plan;
 use super::session::Session;
 use super::{parse_error, Relay, CLAIM_PAGES_PER_ROUND};
 use crate::delivery::Claim;
-use crate::entry::{EntryId, RawEntry};
+use crate::entry::EntryId;
 use crate::fault::Fault;
 use crate::metrics::Source;
-use crate::reply::{AutoClaimed, Claimed, Delivered};
 
 /// IDs per keep-alive script call, within Lua's limits.
 const KEEP_CHUNK: usize = 1000;
@@ -64,53 +63,28 @@ impl Relay {
             }
             if !counts.is_empty() {
                 let recorded = self.recorded(s, counts.iter().map(|(id, _)| *id)).await?;
-                // Claimed again with the count this rule gives (RETRYCOUNT), grouped by count.
-                let mut by_count: HashMap<u64, Vec<(EntryId, bool)>> = HashMap::new();
+                let mut claims = HashMap::new();
                 for (id, times) in counts {
-                    let (count, was_recorded) = match recorded.get(&id) {
+                    let (deliveries, was_recorded) = match recorded.get(&id) {
                         Some(count) => (*count, true),
                         None if counting => (times + 1, false),
                         None => (times, false),
                     };
-                    by_count.entry(count).or_default().push((id, was_recorded));
+                    claims.insert(
+                        id,
+                        Claim {
+                            id,
+                            deliveries,
+                            redelivery: true,
+                            recorded: was_recorded,
+                        },
+                    );
                 }
-                let mut batch = Vec::new();
-                for (count, ids) in by_count {
-                    let src = &self.cfg.source;
-                    let names: Vec<String> = ids.iter().map(|(id, _)| id.to_string()).collect();
-                    let Claimed(entries) = redis::cmd("XCLAIM")
-                        .arg(&src.stream)
-                        .arg(&src.group)
-                        .arg(&src.consumer)
-                        .arg(0)
-                        .arg(&names)
-                        .arg("RETRYCOUNT")
-                        .arg(count)
-                        .query_async(&mut s.writer)
-                        .await?;
-                    let recorded: HashSet<EntryId> = ids
-                        .iter()
-                        .filter(|(_, was)| *was)
-                        .map(|(id, _)| *id)
-                        .collect();
-                    for delivered in entries {
-                        if let Delivered::Present(raw) = delivered {
-                            batch.push(Taken {
-                                claim: Claim {
-                                    id: raw.id,
-                                    deliveries: count,
-                                    redelivery: true,
-                                    recorded: recorded.contains(&raw.id),
-                                },
-                                raw,
-                            });
-                        }
-                    }
-                }
-                batch.sort_by_key(|taken| taken.claim.id);
-                recovered += batch.len();
-                self.metrics.read(Source::own_pending, batch.len());
-                self.deliver(s, batch).await?;
+                self.set_counts(s, claims.values()).await?;
+                let fetched = self.fetch(s, claims.keys().copied()).await?;
+                recovered += fetched.len();
+                self.metrics.read(Source::own_pending, fetched.len());
+                self.deliver_fetched(s, fetched, &|id| claims[&id]).await?;
             }
             if pending.ids.len() < page {
                 break;
@@ -124,6 +98,58 @@ impl Relay {
             );
         }
         Ok(())
+    }
+
+    /// Claims `claims` for this consumer with their delivery counts (XCLAIM JUSTID RETRYCOUNT, one
+    /// call per count), so that the count survives this relay: what the next one, or a reclaim,
+    /// finds in the pending list is what this one decided.
+    async fn set_counts<'c>(
+        &self,
+        s: &mut Session,
+        claims: impl Iterator<Item = &'c Claim>,
+    ) -> Result<(), Fault> {
+        let mut by_count: HashMap<u64, Vec<String>> = HashMap::new();
+        for claim in claims {
+            by_count
+                .entry(claim.deliveries)
+                .or_default()
+                .push(claim.id.to_string());
+        }
+        let src = &self.cfg.source;
+        for (count, ids) in by_count {
+            for chunk in ids.chunks(KEEP_CHUNK) {
+                let _: redis::Value = redis::cmd("XCLAIM")
+                    .arg(&src.stream)
+                    .arg(&src.group)
+                    .arg(&src.consumer)
+                    .arg(0)
+                    .arg(chunk)
+                    .arg("RETRYCOUNT")
+                    .arg(count)
+                    .arg("JUSTID")
+                    .query_async(&mut s.writer)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The entries with these IDs, in ID order, read within the limits (see [`crate::reader`]).
+    async fn fetch(
+        &self,
+        s: &mut Session,
+        ids: impl Iterator<Item = EntryId>,
+    ) -> Result<Vec<crate::reader::Fetched>, Fault> {
+        let mut ids: Vec<EntryId> = ids.collect();
+        ids.sort_unstable();
+        Ok(s.fetcher.by_id(&self.cfg.source.stream, &ids).await?)
+    }
+
+    /// Delivers `claims` (held or parked entries), reading their fields again.
+    async fn redeliver(&mut self, s: &mut Session, claims: Vec<Claim>) -> Result<(), Fault> {
+        let claims: HashMap<EntryId, Claim> = claims.into_iter().map(|c| (c.id, c)).collect();
+        let fetched = self.fetch(s, claims.keys().copied()).await?;
+        self.deliver_fetched(s, fetched, &|id| claims[&id]).await
     }
 
     /// The counts recorded in the held hash for those of `ids` that wait for servers.
@@ -150,67 +176,69 @@ impl Relay {
     }
 
     /// Reclaims entries that other consumers left pending for longer than `delivery.claim_idle`
-    /// (relays that crashed or were scaled away), following the XAUTOCLAIM cursor.
+    /// (relays that crashed or were scaled away), following the XAUTOCLAIM cursor. A reclaim is
+    /// a delivery attempt (the last holder may have died on the entry), except for entries that
+    /// were only waiting for servers: they keep their recorded count.
     pub(super) async fn reclaim(&mut self, s: &mut Session) -> Result<(), Fault> {
         let min_idle = self.cfg.delivery.claim_idle.as_millis() as u64;
         for _ in 0..CLAIM_PAGES_PER_ROUND {
             let src = &self.cfg.source;
-            let claimed: AutoClaimed = redis::cmd("XAUTOCLAIM")
-                .arg(&src.stream)
-                .arg(&src.group)
-                .arg(&src.consumer)
-                .arg(min_idle)
-                .arg(&self.claim_cursor)
-                .arg("COUNT")
-                .arg(src.batch_size)
-                .query_async(&mut s.writer)
-                .await?;
-            self.claim_cursor = claimed.cursor;
-            if !claimed.deleted.is_empty() {
-                self.metrics
-                    .deleted_pending
-                    .inc_by(claimed.deleted.len() as u64);
+            let (cursor, claimed, deleted): (String, Vec<String>, Vec<String>) =
+                redis::cmd("XAUTOCLAIM")
+                    .arg(&src.stream)
+                    .arg(&src.group)
+                    .arg(&src.consumer)
+                    .arg(min_idle)
+                    .arg(&self.claim_cursor)
+                    .arg("COUNT")
+                    .arg(src.batch_size)
+                    .arg("JUSTID")
+                    .query_async(&mut s.writer)
+                    .await?;
+            self.claim_cursor = cursor;
+            if !deleted.is_empty() {
+                self.metrics.deleted_pending.inc_by(deleted.len() as u64);
                 tracing::warn!(
-                    count = claimed.deleted.len(),
-                    first = %claimed.deleted[0],
+                    count = deleted.len(),
+                    first = %deleted[0],
                     "pending entries were deleted from the stream (trimmed or XDEL) before delivery; nothing left to deliver"
                 );
             }
-            let raws: Vec<RawEntry> = claimed
-                .entries
+            let ids: Vec<EntryId> = claimed
+                .iter()
+                .map(|id| id.parse().map_err(parse_error))
+                .collect::<Result<Vec<_>, _>>()?
                 .into_iter()
-                .filter_map(|d| match d {
-                    Delivered::Present(raw) if !self.held.contains(raw.id) => Some(raw),
-                    _ => None,
-                })
+                .filter(|id| !self.held.contains(*id))
                 .collect();
-            if !raws.is_empty() {
-                let counts = self.delivery_counts(s, &raws).await?;
-                let recorded = self.recorded(s, raws.iter().map(|raw| raw.id)).await?;
+            if !ids.is_empty() {
+                let counts = self.delivery_counts(s, &ids).await?;
+                let recorded = self.recorded(s, ids.iter().copied()).await?;
                 info!(
-                    entries = raws.len(),
+                    entries = ids.len(),
                     "reclaimed idle entries of other consumers"
                 );
-                self.metrics.read(Source::reclaimed, raws.len());
-                self.metrics.redelivered.inc_by(raws.len() as u64);
-                let batch = raws
-                    .into_iter()
+                self.metrics.read(Source::reclaimed, ids.len());
+                self.metrics.redelivered.inc_by(ids.len() as u64);
+                let claims: HashMap<EntryId, Claim> = ids
+                    .iter()
                     .zip(counts)
-                    .filter_map(|(raw, count)| {
-                        let count = count?;
-                        let recorded_count = recorded.get(&raw.id).copied();
-                        Some(Taken {
-                            claim: Claim {
-                                id: raw.id,
-                                deliveries: recorded_count.unwrap_or(count),
+                    .filter_map(|(id, count)| {
+                        let recorded_count = recorded.get(id).copied();
+                        Some((
+                            *id,
+                            Claim {
+                                id: *id,
+                                deliveries: recorded_count.unwrap_or(count? + 1),
                                 redelivery: true,
                                 recorded: recorded_count.is_some(),
                             },
-                            raw,
-                        })
+                        ))
                     })
                     .collect();
-                self.deliver(s, batch).await?;
+                self.set_counts(s, claims.values()).await?;
+                let fetched = self.fetch(s, claims.keys().copied()).await?;
+                self.deliver_fetched(s, fetched, &|id| claims[&id]).await?;
             }
             if self.claim_cursor == "0-0" || self.held.is_full() {
                 break;
@@ -223,12 +251,12 @@ impl Relay {
     async fn delivery_counts(
         &self,
         s: &mut Session,
-        raws: &[RawEntry],
+        ids: &[EntryId],
     ) -> Result<Vec<Option<u64>>, Fault> {
         let src = &self.cfg.source;
         let mut pipe = redis::pipe();
-        for raw in raws {
-            let id = raw.id.to_string();
+        for id in ids {
+            let id = id.to_string();
             pipe.xpending_count(&src.stream, &src.group, &id, &id, 1);
         }
         let replies: Vec<StreamPendingCountReply> = pipe.query_async(&mut s.writer).await?;
@@ -265,8 +293,7 @@ impl Relay {
         }
         let parked = self.held.take_parked();
         if !parked.is_empty() {
-            let plans = self.fetch(s, parked).await?;
-            self.run_plans(s, plans).await?;
+            self.redeliver(s, parked).await?;
             self.metrics.parked.set(self.held.parked() as i64);
         }
         let min = u64::from(self.cfg.delivery.min_receivers);
@@ -292,8 +319,7 @@ impl Relay {
         let before = self.held.len();
         for nsp in ready {
             let claims = self.held.take_front(&nsp, self.cfg.source.batch_size);
-            let plans = self.fetch(s, claims).await?;
-            self.run_plans(s, plans).await?;
+            self.redeliver(s, claims).await?;
             if !self.held.is_holding(&nsp) {
                 info!(?nsp, "Socket.IO servers listen on this namespace again; its held entries are delivered");
             }
@@ -303,29 +329,6 @@ impl Relay {
             self.timers.retry = Instant::now();
         }
         Ok(())
-    }
-
-    /// Reads the fields of held entries again, for delivery.
-    async fn fetch(&self, s: &mut Session, claims: Vec<Claim>) -> Result<Vec<Plan>, Fault> {
-        let mut pipe = redis::pipe();
-        for claim in &claims {
-            let id = claim.id.to_string();
-            pipe.cmd("XRANGE")
-                .arg(&self.cfg.source.stream)
-                .arg(&id)
-                .arg(&id);
-        }
-        let found: Vec<Claimed> = pipe.query_async(&mut s.writer).await?;
-        Ok(claims
-            .into_iter()
-            .zip(found)
-            .map(
-                |(claim, Claimed(entries))| match entries.into_iter().next() {
-                    Some(Delivered::Present(raw)) => self.plan(Taken { raw, claim }),
-                    _ => Plan::Gone(claim),
-                },
-            )
-            .collect())
     }
 
     /// Keeps held entries from looking abandoned to other relays, and forgets those already taken.

@@ -3,18 +3,15 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use redis::streams::StreamReadOptions;
-use redis::{AsyncCommands, RedisResult};
 use tracing::warn;
 
-use super::deliver::Taken;
-use super::session::Session;
+use super::session::{ReadTask, Session};
 use super::Relay;
 use crate::delivery::Claim;
 use crate::entry::EntryId;
 use crate::fault::Fault;
 use crate::metrics::Source;
-use crate::reply::{Delivered, Read};
+use crate::reader::Fetched;
 
 impl Relay {
     /// Reads and delivers one batch of new entries, waiting up to `source.block` for them. The
@@ -24,7 +21,7 @@ impl Relay {
     pub(super) async fn read_new(&mut self, s: &mut Session) -> Result<(), Fault> {
         let read = match s.read.take() {
             Some(read) => read,
-            None => self.start_read(s),
+            None => self.start_read(s)?,
         };
         let scripts = self.scripts.clone();
         let confirm = async {
@@ -34,70 +31,71 @@ impl Relay {
             scripts.confirm(&mut s.writer, &s.unconfirmed).await
         };
         let (confirmed, read) = tokio::join!(confirm, read);
-        self.confirmed(s, confirmed?);
-        let read = read.map_err(|e| {
+        let (reader, fetched) = read.map_err(|e| {
             Fault::Link(redis::RedisError::from((
                 redis::ErrorKind::Client,
                 "the read task failed",
                 e.to_string(),
             )))
-        })??;
-        if !read.0.is_empty() && self.held.is_empty() && !self.shutdown.is_cancelled() {
-            s.read = Some(self.start_read(s));
+        })?;
+        s.reader = Some(reader);
+        self.confirmed(s, confirmed?);
+        let fetched = fetched?;
+        let complete = !fetched
+            .iter()
+            .any(|f| matches!(f, Fetched::Deferred { .. }));
+        if !fetched.is_empty() && complete && self.held.is_empty() && !self.shutdown.is_cancelled()
+        {
+            s.read = Some(self.start_read(s)?);
         }
-        self.deliver_read(s, read).await
+        self.deliver_read(s, fetched).await
     }
 
-    /// Delivers what a read returned.
-    pub(super) async fn deliver_read(&mut self, s: &mut Session, read: Read) -> Result<(), Fault> {
-        let Read(entries) = read;
-        let mut bytes = 0;
-        let batch: Vec<Taken> = entries
-            .into_iter()
-            .filter_map(|d| match d {
-                Delivered::Present(raw) => Some(raw),
-                Delivered::Deleted(_) => None,
-            })
-            .map(|raw| {
-                bytes += raw.byte_len();
-                Taken {
-                    claim: Claim {
-                        id: raw.id,
-                        deliveries: 1,
-                        redelivery: false,
-                        recorded: false,
-                    },
-                    raw,
-                }
-            })
-            .collect();
-        if !batch.is_empty() {
-            let average = (bytes / batch.len()).max(1);
-            self.read_count =
-                (self.cfg.delivery.max_batch_bytes / average).clamp(1, self.cfg.source.batch_size);
+    /// Delivers what a read of new entries returned.
+    pub(super) async fn deliver_read(
+        &mut self,
+        s: &mut Session,
+        fetched: Vec<Fetched>,
+    ) -> Result<(), Fault> {
+        if fetched.is_empty() {
+            return Ok(());
         }
-        self.metrics.read(Source::new, batch.len());
-        self.deliver(s, batch).await
+        // Entries asked for per read follow their size, so that a read stays near its budget.
+        let bytes: u64 = fetched.iter().map(Fetched::bytes).sum();
+        let average = (bytes / fetched.len() as u64).max(1) as usize;
+        self.read_count =
+            (self.cfg.delivery.max_batch_bytes / average).clamp(1, self.cfg.source.batch_size);
+        self.metrics.read(Source::new, fetched.len());
+        let new = |id: EntryId| Claim {
+            id,
+            deliveries: 1,
+            redelivery: false,
+            recorded: false,
+        };
+        self.deliver_fetched(s, fetched, &new).await
     }
 
     /// Sends XREADGROUP `>` on the reader, as a task of its own so that it goes out at once.
-    fn start_read(&self, s: &Session) -> tokio::task::JoinHandle<RedisResult<Read>> {
+    fn start_read(&self, s: &mut Session) -> Result<ReadTask, Fault> {
+        let mut reader = s.reader.take().ok_or_else(|| {
+            Fault::Link(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "the reader connection is busy",
+            )))
+        })?;
         let mut block = self.cfg.source.block;
         if !self.held.is_empty() {
             block = block.min(self.timers.retry.saturating_duration_since(Instant::now()));
         }
         let block = block.max(Duration::from_millis(1));
-        let options = StreamReadOptions::default()
-            .group(&self.cfg.source.group, &self.cfg.source.consumer)
-            .count(self.read_count)
-            .block(block.as_millis() as usize);
-        let stream = self.cfg.source.stream.clone();
-        let mut reader = s.reader.clone();
-        tokio::spawn(async move {
-            reader
-                .xread_options::<_, _, Read>(&[stream], &[">"], &options)
-                .await
-        })
+        let src = self.cfg.source.clone();
+        let count = self.read_count;
+        Ok(tokio::spawn(async move {
+            let fetched = reader
+                .read_group(&src.stream, &src.group, &src.consumer, count, block)
+                .await;
+            (reader, fetched)
+        }))
     }
 
     /// Acknowledges what the delivery scripts published since the last confirmation.

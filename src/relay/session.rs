@@ -12,11 +12,16 @@ use crate::connection::Connections;
 use crate::delivery::{Published, Scripts};
 use crate::flow::Flow;
 use crate::lease::Lease;
-use crate::reply::Read;
+use crate::reader::{Fetched, Reader};
+
+/// A read on its way, with the connection it runs on.
+pub(super) type ReadTask = JoinHandle<(Reader, RedisResult<Vec<Fetched>>)>;
 
 pub(super) struct Session {
-    /// The blocking XREADGROUP's own connection.
-    pub reader: MultiplexedConnection,
+    /// The blocking XREADGROUP's own connection; `None` while a read is in flight.
+    pub reader: Option<Reader>,
+    /// Entries read by ID.
+    pub fetcher: Reader,
     /// Everything else.
     pub writer: MultiplexedConnection,
     /// The `run_id` of the Redis process both reach: it changes when Redis restarts.
@@ -25,7 +30,7 @@ pub(super) struct Session {
     /// Published by the delivery scripts since the last confirmation.
     pub unconfirmed: Vec<Published>,
     /// The next batch's read, already on its way.
-    pub read: Option<JoinHandle<RedisResult<Read>>>,
+    pub read: Option<ReadTask>,
     pub group_ready: bool,
     pub recovered: bool,
     renewal: Option<JoinHandle<()>>,
@@ -35,13 +40,15 @@ impl Session {
     pub async fn new(conns: Connections) -> Session {
         let Connections {
             reader,
+            fetcher,
             mut writer,
             run_id,
             ..
         } = conns;
         let flow = Flow::setup(&mut writer).await;
         Session {
-            reader,
+            reader: Some(reader),
+            fetcher,
             writer,
             run_id,
             flow,
@@ -58,16 +65,20 @@ impl Session {
         self.renewal = Some(tokio::spawn(lease.renewal(scripts, self.writer.clone())));
     }
 
-    /// Waits for the read in flight, if any, and returns what it read.
-    pub async fn finish_read(&mut self) -> Option<RedisResult<Read>> {
+    /// Waits for the read in flight, if any, takes its connection back, and returns what it read.
+    pub async fn finish_read(&mut self) -> Option<RedisResult<Vec<Fetched>>> {
         let read = self.read.take()?;
-        Some(read.await.unwrap_or_else(|e| {
-            Err(redis::RedisError::from((
+        match read.await {
+            Ok((reader, fetched)) => {
+                self.reader = Some(reader);
+                Some(fetched)
+            }
+            Err(e) => Some(Err(redis::RedisError::from((
                 redis::ErrorKind::Client,
                 "the read task failed",
                 e.to_string(),
-            )))
-        }))
+            )))),
+        }
     }
 }
 

@@ -115,15 +115,23 @@ fn errors_say_what_is_wrong_in_the_users_terms() {
     assert!(error.contains("half of a UTF-16 surrogate pair"), "{error}");
 }
 
-/// Entries with 80,000 rooms each (1.1 MB): validation is linear, the probes answer all along
-/// (they run on a thread of their own), and each entry arrives once.
+/// Entries with 80,000 rooms each (1.1 MB, the limits raised for them): validation is linear, the
+/// probes answer all along (they run on a thread of their own), and each entry arrives once.
 #[test]
 fn entries_with_80000_rooms_never_stall_the_probes() {
     let redis = RedisServer::start();
     let sub = Subscriber::start(&redis, "/");
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let relay = Relay::start(&redis, "relay-1", &[("HTTP__LISTEN", &listen)]);
+    let relay = Relay::start(
+        &redis,
+        "relay-1",
+        &[
+            ("HTTP__LISTEN", &listen),
+            ("LIMITS__MAX_ROOMS", "100000"),
+            ("LIMITS__MAX_ENTRY_BYTES", "4194304"),
+        ],
+    );
     relay.wait_ready(10 * SECOND);
     let rooms: Vec<String> = (0..80_000).map(|i| format!("room-{i}")).collect();
     let rooms = serde_json::to_string(&rooms).unwrap();
@@ -193,4 +201,84 @@ fn idle_http_connections_never_starve_the_relay() {
         &log[..log.len().min(3000)]
     );
     drop(idle);
+}
+
+/// Peak resident memory of a process, from /proc (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// The relay's memory is bounded by its limits, not by what producers send: a backlog of 200 KB
+/// entries (51 MB), one of 1 MB entries (60 MB), and one entry of 20 MB, under the Kubernetes
+/// example's 64 MiB: the 200 KB and 1 MB entries are delivered, once each; the 20 MB one is
+/// dead-lettered, the limit named, its fields copied inside Redis; the small entries behind flow.
+#[test]
+fn memory_stays_bounded_whatever_the_entries_size() {
+    let redis = RedisServer::start();
+    let sub = Subscriber::start(&redis, "/");
+    let mut con = redis.connection();
+    let mut pipe = redis::pipe();
+    let (pad_200k, pad_1m) = ("x".repeat(200_000), "y".repeat(1_000_000));
+    let mut n = 0;
+    // The first argument is the entry's number, as the ledger reads it.
+    let mut add = |pipe: &mut redis::Pipeline, pad: &str| {
+        let args = format!(r#"[{n},"{pad}"]"#);
+        pipe.xadd(
+            STREAM,
+            "*",
+            &[
+                ("event", "n".to_owned()),
+                ("args", args),
+                ("x-seq", n.to_string()),
+            ],
+        )
+        .ignore();
+        n += 1;
+    };
+    for _ in 0..256 {
+        add(&mut pipe, &pad_200k);
+    }
+    pipe.exec(&mut con).unwrap();
+    let mut pipe = redis::pipe();
+    for _ in 0..60 {
+        add(&mut pipe, &pad_1m);
+    }
+    add(&mut pipe, &"z".repeat(20_000_000));
+    for _ in 0..100 {
+        add(&mut pipe, "");
+    }
+    pipe.exec(&mut con).unwrap();
+    let total = n;
+    let relay = Relay::start(&redis, "relay-1", &[]);
+    wait_until(60 * SECOND, "everything is handled", || {
+        pending(&mut con).is_empty()
+            && redis::Commands::xlen::<_, usize>(&mut con, DEAD).unwrap() == 1
+    });
+    let ledger = Ledger::settle(&sub, &redis, total);
+    eprintln!(
+        "{}",
+        ledger.summary("backlog of 200 KB, 1 MB and 20 MB entries")
+    );
+    ledger.assert_exactly_once();
+    assert_eq!(ledger.dead[316], 1, "the 20 MB entry is dead-lettered");
+    let dead = dead_letters(&mut con);
+    let error = field(&dead[0].1, "x-dead-error").unwrap();
+    assert!(
+        error.contains("more than limits.max_entry_bytes = 1048576"),
+        "{error}"
+    );
+    assert_eq!(
+        field(&dead[0].1, "args").map(str::len),
+        Some(20_000_008),
+        "its fields kept whole"
+    );
+    let peak = peak_rss(relay.pid());
+    eprintln!("relay peak RSS: {} MiB", peak >> 20);
+    assert!(peak < 64 << 20, "the relay peaked at {} MiB", peak >> 20);
 }

@@ -79,3 +79,23 @@ malformed! {
     bad_flag: &[("event", "e"), ("volatile", "yes")] => "`volatile` must be `true` or `false`";
     duplicate_field: &[("event", "e"), ("event", "f")] => "field `event` appears more than once";
 }
+
+/// Past `limits.max_fields` (64) and `limits.max_rooms` (10,000) an entry is malformed, the limit
+/// named.
+#[test]
+fn too_many_fields_or_rooms() {
+    let names: Vec<String> = (0..70).map(|i| format!("x-meta-{i}")).collect();
+    let mut fields: Vec<(&str, &str)> = vec![("event", "e")];
+    fields.extend(names.iter().map(|n| (n.as_str(), "v")));
+    assert_dead_lettered(
+        &fields,
+        "the entry has 71 fields, more than limits.max_fields = 64",
+    );
+
+    let rooms: Vec<String> = (0..10_001).map(|i| format!("r{i}")).collect();
+    let rooms = serde_json::to_string(&rooms).unwrap();
+    assert_dead_lettered(
+        &[("event", "e"), ("rooms", &rooms)],
+        "`rooms` names 10001 rooms, more than limits.max_rooms = 10000",
+    );
+}
