@@ -13,9 +13,11 @@
 //! 3. Latency: entries XADDed at a steady rate (default 10,000/s for 5 s), each carrying its send
 //!    time; XADD → received by the subscriber, p50 / p99 / p99.9.
 //! 4. Peak RSS of each relay process (VmHWM).
+//! 5. Big entries: a backlog of entries at sio-relay's default `limits.max_entry_bytes` (1 MiB
+//!    each, default 128 of them) drained by each relay, with its peak RSS: what bounds memory.
 //!
 //! Results go to `bench/results.md` (a table) and `bench/results.svg` (a chart), and to stdout.
-//! Environment: `BENCH_ENTRIES`, `BENCH_RATE`, `BENCH_SECONDS`.
+//! Environment: `BENCH_ENTRIES`, `BENCH_RATE`, `BENCH_SECONDS`, `BENCH_BIG_ENTRIES`.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -31,6 +33,7 @@ fn main() {
     let entries = env_number("BENCH_ENTRIES", 200_000);
     let rate = env_number("BENCH_RATE", 10_000);
     let seconds = env_number("BENCH_SECONDS", 5);
+    let big_entries = env_number("BENCH_BIG_ENTRIES", 128);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     npm_ci(&root.join("bench/node-baseline"));
 
@@ -39,16 +42,23 @@ fn main() {
     let mut results = Vec::new();
     for relay in [RelayKind::SioRelay, RelayKind::NodeBaseline] {
         eprintln!("== {}: draining {entries} entries", relay.name());
-        let drain = drain(&redis, &subscriber, relay, entries);
+        let backlog = drain(&redis, &subscriber, relay, entries, SMALL);
         eprintln!("== {}: {rate} entries/s for {seconds} s", relay.name());
         let latency = steady(&redis, &subscriber, relay, rate, seconds);
+        eprintln!(
+            "== {}: draining {big_entries} entries of 1 MiB",
+            relay.name()
+        );
+        let big = drain(&redis, &subscriber, relay, big_entries, BIG);
         results.push(Result {
             relay,
-            drain,
+            drain: backlog,
             latency,
+            big,
         });
     }
-    let report = report(&results, entries, rate, seconds);
+    let mut report = report(&results, entries, rate, seconds);
+    report.push_str(&big_report(&results, big_entries));
     print!("{report}");
     std::fs::write(root.join("bench/results.md"), &report).expect("write bench/results.md");
     std::fs::write(root.join("bench/results.svg"), chart(&results))
@@ -126,7 +136,14 @@ struct Result {
     relay: RelayKind,
     drain: Drain,
     latency: Latency,
+    /// The drain of entries of 1 MiB.
+    big: Drain,
 }
+
+/// Bytes of an entry's `data` beyond its JSON wrapper: about 100-byte entries, and entries that
+/// fill sio-relay's default `limits.max_entry_bytes` (1 MiB of field names and values).
+const SMALL: usize = 0;
+const BIG: usize = (1 << 20) - 100;
 
 struct Drain {
     entries: usize,
@@ -146,9 +163,15 @@ struct Latency {
     sent: usize,
 }
 
-fn drain(redis: &Redis, subscriber: &Subscriber, relay: RelayKind, entries: usize) -> Drain {
+fn drain(
+    redis: &Redis,
+    subscriber: &Subscriber,
+    relay: RelayKind,
+    entries: usize,
+    pad: usize,
+) -> Drain {
     let stream = format!("drain-{}", relay.name().split(' ').next().unwrap());
-    redis.fill(&stream, entries);
+    redis.fill(&stream, entries, pad);
     subscriber.reset();
     let cpu_before = redis.cpu_seconds();
     let started = Instant::now();
@@ -385,12 +408,14 @@ impl Redis {
             .unwrap()
     }
 
-    /// XADDs `n` entries of about 100 bytes, spread over the rooms.
-    fn fill(&self, stream: &str, n: usize) {
+    /// XADDs `n` entries of about 100 bytes plus `pad`, spread over the rooms.
+    fn fill(&self, stream: &str, n: usize, pad: usize) {
         let mut con = self.connection();
-        for start in (0..n).step_by(1000) {
+        let pad = "x".repeat(pad);
+        let per_pipeline = if pad.is_empty() { 1000 } else { 8 };
+        for start in (0..n).step_by(per_pipeline) {
             let mut pipe = redis::pipe();
-            for i in start..(start + 1000).min(n) {
+            for i in start..(start + per_pipeline).min(n) {
                 pipe.cmd("XADD")
                     .arg(stream)
                     .arg("*")
@@ -399,7 +424,11 @@ impl Redis {
                     .arg("event")
                     .arg("chat")
                     .arg("data")
-                    .arg(format!(r#"{{"text":"order {i:08} shipped","n":{i}}}"#))
+                    .arg(if pad.is_empty() {
+                        format!(r#"{{"text":"order {i:08} shipped","n":{i}}}"#)
+                    } else {
+                        format!(r#"{{"text":"order {i:08} shipped","n":{i},"pad":"{pad}"}}"#)
+                    })
                     .ignore();
             }
             pipe.exec(&mut con).expect("fill the backlog");
@@ -550,6 +579,27 @@ fn report(results: &[Result], entries: usize, rate: usize, seconds: usize) -> St
         ceiling,
         1e6 / ceiling
     );
+    out
+}
+
+/// The big entries' table: drain and peak RSS.
+fn big_report(results: &[Result], entries: usize) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nBacklog of {entries} entries of 1 MiB each (sio-relay's default limits.max_entry_bytes), drained:\n"
+    );
+    let _ = writeln!(out, "| relay | drain (MiB/s) | peak RSS |");
+    let _ = writeln!(out, "|---|---:|---:|");
+    for r in results {
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.1} MiB |",
+            r.relay.name(),
+            r.big.entries as f64 / r.big.seconds,
+            r.big.peak_rss_kib as f64 / 1024.0,
+        );
+    }
     out
 }
 

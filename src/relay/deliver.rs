@@ -63,9 +63,10 @@ impl Relay {
         mut fetched: Vec<Fetched>,
         claim: &dyn Fn(EntryId) -> Claim,
     ) -> Result<(), Fault> {
+        let mut deferred: std::collections::VecDeque<(EntryId, u64)> = Default::default();
         loop {
             let mut plans = Vec::with_capacity(fetched.len());
-            let mut deferred = Vec::new();
+            let mut again = Vec::new();
             for item in fetched {
                 match item {
                     Fetched::Entry(raw) if !self.held.contains(raw.id) => {
@@ -77,15 +78,30 @@ impl Relay {
                         claim: claim(id),
                         reason: Reason::Malformed(self.too_big(bytes, fields)),
                     }),
-                    Fetched::Deferred { id, .. } => deferred.push(id),
+                    Fetched::Deferred { id, bytes } => again.push((id, bytes)),
                     Fetched::Deleted(id) => plans.push(Plan::Gone(claim(id))),
                 }
             }
             self.run_plans(s, plans).await?;
-            if deferred.is_empty() {
+            for item in again.into_iter().rev() {
+                deferred.push_front(item);
+            }
+            // Deferred entries, oldest first, as many as their known sizes fit in a budget.
+            let budget = self.cfg.delivery.max_batch_bytes as u64;
+            let mut next = Vec::new();
+            let mut bytes = 0;
+            while let Some(&(id, size)) = deferred.front() {
+                if !next.is_empty() && bytes + size > budget {
+                    break;
+                }
+                next.push(id);
+                bytes += size;
+                deferred.pop_front();
+            }
+            if next.is_empty() {
                 return Ok(());
             }
-            fetched = s.fetcher.by_id(&self.cfg.source.stream, &deferred).await?;
+            fetched = s.fetcher.by_id(&self.cfg.source.stream, &next).await?;
         }
     }
 
