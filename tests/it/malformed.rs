@@ -20,8 +20,7 @@ fn assert_dead_lettered(fields: &[(&str, &str)], error: &str) {
     wait_until(5 * SECOND, "the dead letter is written", || {
         !dead_letters(&mut con).is_empty()
     });
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(sub.messages().len(), 1, "only the valid entry is published");
+    assert_eq!(sub.flush(&redis), 1, "only the valid entry is published");
     assert_eq!(messages[0].event(), "after");
 
     let dead = dead_letters(&mut con);

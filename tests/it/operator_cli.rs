@@ -116,7 +116,17 @@ fn send_direct_reports_how_many_servers_got_it() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "published to 2 Socket.IO server(s)\n");
     clients.wait_line(r#""event":"hello""#, 10 * SECOND);
-    std::thread::sleep(Duration::from_millis(300));
+    // A broadcast after it: once both clients have it, anything else of `hello` would be there.
+    let out = cli(&redis, &["send", "--direct", "after"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until(10 * SECOND, "both clients get `after`", || {
+        clients
+            .lines()
+            .iter()
+            .filter(|l| l.contains(r#""event":"after""#))
+            .count()
+            == 2
+    });
     let got: Vec<String> = clients
         .lines()
         .into_iter()

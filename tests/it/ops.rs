@@ -210,7 +210,10 @@ fn sighup_applies_the_log_level_and_names_what_needs_a_restart() {
     relay.wait_ready(10 * SECOND);
     let mut con = redis.connection();
     xadd(&mut con, &[("event", "quiet")]);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(10 * SECOND, "the entry is delivered", || {
+        pending(&mut con).is_empty()
+            && redis::Commands::xlen::<_, usize>(&mut con, STREAM).unwrap() == 1
+    });
     assert!(
         !relay.log().contains("batch done"),
         "no debug lines at info"

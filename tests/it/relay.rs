@@ -47,8 +47,7 @@ fn start_id_decides_whether_a_new_group_reads_the_backlog() {
     relay.wait_log("created the consumer group", 10 * SECOND);
     xadd(&mut con, &[("event", "new")]);
     let messages = sub.wait_count(1, 10 * SECOND);
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(sub.messages().len(), 1, "the backlog was skipped");
+    assert_eq!(sub.flush(&redis), 1, "the backlog was skipped");
     assert_eq!(messages[0].event(), "new");
     drop(relay);
 
@@ -67,8 +66,18 @@ fn start_id_decides_whether_a_new_group_reads_the_backlog() {
     drop(relay);
     let relay = Relay::start(&redis, "relay-3", &[("SOURCE__START_ID", "0")]);
     relay.wait_ready(10 * SECOND);
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(sub.messages().len(), 3, "the existing group was not reset");
+    // An entry added now arrives after anything the relay would have replayed.
+    xadd(&mut con, &[("event", "later")]);
+    let events: Vec<String> = sub
+        .wait_count(4, 10 * SECOND)
+        .iter()
+        .map(|m| m.event())
+        .collect();
+    assert_eq!(
+        sub.flush(&redis),
+        4,
+        "the existing group was not reset: {events:?}"
+    );
 }
 
 #[test]

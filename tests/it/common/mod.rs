@@ -164,14 +164,26 @@ impl RedisServer {
                 self.child = None;
                 return false;
             }
+            // Ours, not another test's that took the port meanwhile (free ports are only free
+            // until someone binds them): the server answering must be the process just started.
             if let Ok(mut con) = self.try_connection() {
-                if redis::cmd("PING").query::<String>(&mut con).is_ok() {
-                    return true;
+                let info: redis::RedisResult<redis::InfoDict> =
+                    redis::cmd("INFO").arg("server").query(&mut con);
+                if let Ok(info) = info {
+                    let pid = self.child.as_ref().unwrap().id();
+                    if info.get::<u32>("process_id") == Some(pid) {
+                        return true;
+                    }
+                    if let Some(mut child) = self.child.take() {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                    }
+                    return false;
                 }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server on port {} did not answer PING", self.port);
+        panic!("redis-server on port {} did not answer", self.port);
     }
 
     pub fn url(&self) -> String {
