@@ -233,6 +233,19 @@ local function held(id, recorded, deliveries, namespace)
     hold[#hold + 1] = deliveries
   end
 end
+-- Acknowledges operation k's entry if this Redis process published it already (it is journaled):
+-- publishing or dead-lettering it again would duplicate it. True when it did.
+local function acknowledged_as_published(k, id, recorded)
+  if not was_published(id) then
+    return false
+  end
+  n_acked = n_acked + 1
+  acked[n_acked] = id
+  resolved(id, recorded)
+  results[k] = 6
+  return true
+end
+
 -- An operation's common items: kind, id, delivery count, flags, and where its own items start.
 local function common(at)
   local kind = ARGV[at]
@@ -250,12 +263,8 @@ for k, at in ipairs(any_dead and starts or {}) do
     local _, id, deliveries, redelivery, recorded, _, own = common(at)
     if not owned(id) then
       results[k] = 4
-    elseif redelivery and was_published(id) then
+    elseif redelivery and acknowledged_as_published(k, id, recorded) then
       -- Published already (it expired or ran out of attempts only while awaiting confirmation).
-      n_acked = n_acked + 1
-      acked[n_acked] = id
-      resolved(id, recorded)
-      results[k] = 6
     else
       if kind == 'D' then
         dead_letter(id, deliveries, ARGV[own], ARGV[own + 1])
@@ -281,11 +290,8 @@ for k, at in ipairs(starts) do
     local namespace, channel, payload = ARGV[own], ARGV[own + 1], ARGV[own + 2]
     if not (mine[id] or (not complete and owned(id))) then
       results[k] = 4
-    elseif redelivery and was_published(id) then
-      n_acked = n_acked + 1
-      acked[n_acked] = id
-      resolved(id, recorded)
-      results[k] = 6
+    elseif redelivery and acknowledged_as_published(k, id, recorded) then
+      -- Published in this Redis process already: acknowledged, not published again.
     elseif behind or holding[namespace] then
       held(id, recorded, deliveries, namespace)
       results[k] = 3

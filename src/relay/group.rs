@@ -10,9 +10,6 @@ use super::Relay;
 use crate::entry::EntryId;
 use crate::fault::Fault;
 
-/// IDs per XCLAIM when taking back this relay's entries into a new group.
-const REOWN_CHUNK: usize = 1000;
-
 impl Relay {
     /// Creates the group (and the stream) unless it exists; an existing group is used as it is. A
     /// group that existed and vanished (`XGROUP DESTROY`, the stream deleted) is created again at
@@ -102,20 +99,7 @@ impl Relay {
                 .iter()
                 .flat_map(|batch| batch.claims.iter().map(|c| c.id.to_string())),
         );
-        let src = &self.cfg.source;
-        for chunk in ids.chunks(REOWN_CHUNK) {
-            let _: redis::Value = redis::cmd("XCLAIM")
-                .arg(&src.stream)
-                .arg(&src.group)
-                .arg(&src.consumer)
-                .arg(0)
-                .arg(chunk)
-                .arg("FORCE")
-                .arg("JUSTID")
-                .query_async(&mut s.writer)
-                .await?;
-        }
-        Ok(())
+        self.claim_ids(s, &ids, &["FORCE"]).await
     }
 
     /// Refreshes the group gauges and what the relay knows of the group's position, and removes

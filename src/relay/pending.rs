@@ -115,21 +115,33 @@ impl Relay {
                 .or_default()
                 .push(claim.id.to_string());
         }
-        let src = &self.cfg.source;
         for (count, ids) in by_count {
-            for chunk in ids.chunks(KEEP_CHUNK) {
-                let _: redis::Value = redis::cmd("XCLAIM")
-                    .arg(&src.stream)
-                    .arg(&src.group)
-                    .arg(&src.consumer)
-                    .arg(0)
-                    .arg(chunk)
-                    .arg("RETRYCOUNT")
-                    .arg(count)
-                    .arg("JUSTID")
-                    .query_async(&mut s.writer)
-                    .await?;
-            }
+            let count = count.to_string();
+            self.claim_ids(s, &ids, &["RETRYCOUNT", &count]).await?;
+        }
+        Ok(())
+    }
+
+    /// `XCLAIM <ids> <options> JUSTID` for this consumer, a thousand IDs at a time: takes entries
+    /// without reading them (and without counting a delivery unless `options` say otherwise).
+    pub(super) async fn claim_ids(
+        &self,
+        s: &mut Session,
+        ids: &[String],
+        options: &[&str],
+    ) -> Result<(), Fault> {
+        let src = &self.cfg.source;
+        for chunk in ids.chunks(KEEP_CHUNK) {
+            let _: redis::Value = redis::cmd("XCLAIM")
+                .arg(&src.stream)
+                .arg(&src.group)
+                .arg(&src.consumer)
+                .arg(0)
+                .arg(chunk)
+                .arg(options)
+                .arg("JUSTID")
+                .query_async(&mut s.writer)
+                .await?;
         }
         Ok(())
     }

@@ -100,16 +100,8 @@ fn a_server_dropped_with_its_buffer_gets_the_entry_again() {
     let mut con = redis.connection();
     set_pubsub_limit(&mut con, "pubsub 4096 0 0");
     let sub = Subscriber::start(&redis, "/");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let _relay = Relay::start(
-        &redis,
-        "relay-1",
-        &[
-            ("HTTP__LISTEN", &listen),
-            ("DELIVERY__RETRY_INTERVAL", "100ms"),
-        ],
-    );
+    let relay = Relay::start(&redis, "relay-1", &[("DELIVERY__RETRY_INTERVAL", "100ms")]);
+    let port = relay.http_port();
     let pad = "x".repeat(20_000);
     xadd(
         &mut con,
@@ -165,9 +157,8 @@ fn a_group_destroyed_mid_flow_resumes_where_the_relay_stood() {
     let sub = Subscriber::start(&redis, "/");
     let mut con = redis.connection();
     add_numbered(&mut con, 0..500);
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let _relay = Relay::start(&redis, "relay-1", &[("HTTP__LISTEN", &listen)]);
+    let relay = Relay::start(&redis, "relay-1", &[]);
+    let port = relay.http_port();
     sub.wait_count(500, 10 * SECOND);
     let total = 2000;
     let producer = produce_in_background(&redis, total - 500, Duration::from_millis(20), |i| {

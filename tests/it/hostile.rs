@@ -121,17 +121,15 @@ fn errors_say_what_is_wrong_in_the_users_terms() {
 fn entries_with_80000_rooms_never_stall_the_probes() {
     let redis = RedisServer::start();
     let sub = Subscriber::start(&redis, "/");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
     let relay = Relay::start(
         &redis,
         "relay-1",
         &[
-            ("HTTP__LISTEN", &listen),
             ("LIMITS__MAX_ROOMS", "100000"),
             ("LIMITS__MAX_ENTRY_BYTES", "4194304"),
         ],
     );
+    let port = relay.http_port();
     relay.wait_ready(10 * SECOND);
     let rooms: Vec<String> = (0..80_000).map(|i| format!("room-{i}")).collect();
     let rooms = serde_json::to_string(&rooms).unwrap();
@@ -168,9 +166,8 @@ fn entries_with_80000_rooms_never_stall_the_probes() {
 fn idle_http_connections_never_starve_the_relay() {
     let redis = RedisServer::start();
     let sub = Subscriber::start(&redis, "/");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let relay = Relay::start_with_file_limit(&redis, "relay-1", 256, &[("HTTP__LISTEN", &listen)]);
+    let relay = Relay::start_with_file_limit(&redis, "relay-1", 256, &[]);
+    let port = relay.http_port();
     relay.wait_ready(10 * SECOND);
     let idle: Vec<std::net::TcpStream> = (0..400)
         .filter_map(|_| {

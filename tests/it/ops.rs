@@ -12,13 +12,8 @@ const SECOND: Duration = Duration::from_secs(1);
 fn probes_follow_redis_and_metrics_count_what_happened() {
     let mut redis = RedisServer::start();
     let sub = Subscriber::start(&redis, "/");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let relay = Relay::start(
-        &redis,
-        "relay-1",
-        &[("HTTP__LISTEN", &listen), ("REDIS__BACKOFF_MAX", "500ms")],
-    );
+    let relay = Relay::start(&redis, "relay-1", &[("REDIS__BACKOFF_MAX", "500ms")]);
+    let port = relay.http_port();
     wait_until(10 * SECOND, "/readyz says ready", || {
         http_get(port, "/readyz").0 == 200
     });
@@ -307,8 +302,6 @@ fn reading(body: &str, name: &str) -> Option<f64> {
 fn every_metric_in_the_readme_moves() {
     let mut redis = RedisServer::start();
     let mut con = redis.connection();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
     let sub = Subscriber::start(&redis, "/");
     // Before the relay: a dead consumer's entries, and this relay's own (a previous life's).
     xadd(&mut con, &[("event", "e"), ("data", "1")]);
@@ -316,7 +309,6 @@ fn every_metric_in_the_readme_moves() {
     xadd(&mut con, &[("event", "e"), ("data", "2")]);
     read_as(&mut con, "relay-1", 1);
     let settings = [
-        ("HTTP__LISTEN", listen.as_str()),
         ("DELIVERY__CLAIM_IDLE", "1s"),
         ("DELIVERY__CLAIM_INTERVAL", "200ms"),
         ("DELIVERY__RETRY_INTERVAL", "100ms"),
@@ -325,6 +317,7 @@ fn every_metric_in_the_readme_moves() {
         ("REDIS__BACKOFF_MAX", "200ms"),
     ];
     let relay = Relay::start(&redis, "relay-1", &settings);
+    let port = relay.http_port();
     let names = readme_metrics();
     let mut seen: std::collections::HashMap<String, Vec<f64>> = Default::default();
     let mut look = || {

@@ -363,10 +363,15 @@ impl Relay {
         });
     }
 
+    /// The port of the relay's `http.listen`.
+    pub fn http_port(&self) -> u16 {
+        probe_port(&self.env).expect("the relay has an http.listen address")
+    }
+
     /// Waits until this relay process answers `/readyz` with 200: connected, group set up, its own
     /// pending entries recovered.
     pub fn wait_ready(&self, timeout: Duration) {
-        let port = probe_port(&self.env).expect("the relay has an http.listen address");
+        let port = self.http_port();
         let pid = self.pid();
         wait_until(timeout, "the relay is ready (/readyz)", || {
             http_get(port, "/readyz").0 == 200 && self.pid() == pid
@@ -404,24 +409,10 @@ impl Relay {
             sent.is_ok_and(|s| s.success()),
             "kill -s {signal} {pid} failed"
         );
-        let mut child = self.child.take().unwrap();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = child.try_wait().expect("wait for the relay") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "the relay did not exit within {timeout:?} of SIG{signal}; log:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.wait_exit(timeout)
     }
 
-    /// Waits up to `timeout` for the relay to exit on its own, and returns its exit status.
+    /// Waits up to `timeout` for the relay to exit, and returns its exit status.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("relay running");
         let deadline = Instant::now() + timeout;
