@@ -166,12 +166,7 @@ fn a_group_destroyed_mid_flow_resumes_where_the_relay_stood() {
     });
     for _ in 0..2 {
         std::thread::sleep(Duration::from_millis(150));
-        let _: () = redis::cmd("XGROUP")
-            .arg("DESTROY")
-            .arg(STREAM)
-            .arg(GROUP)
-            .query(&mut con)
-            .unwrap();
+        destroy_group(&mut con);
     }
     producer.join().unwrap();
     let ledger = Ledger::settle(&sub, &redis, total);

@@ -400,12 +400,7 @@ fn every_metric_in_the_readme_moves() {
     wait_until(10 * SECOND, "delivered", || pending(&mut con).is_empty());
     look();
     // The group destroyed.
-    let _: () = redis::cmd("XGROUP")
-        .arg("DESTROY")
-        .arg(STREAM)
-        .arg(GROUP)
-        .query(&mut con)
-        .unwrap();
+    destroy_group(&mut con);
     wait_until(10 * SECOND, "the group is re-created", || {
         reading(&http_get(port, "/metrics").1, "group_recreated_total") == Some(1.0)
     });

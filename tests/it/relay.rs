@@ -410,12 +410,7 @@ fn a_deleted_group_is_created_again() {
     let relay = Relay::start(&redis, "relay-1", &[]);
     relay.wait_ready(10 * SECOND);
     let mut con = redis.connection();
-    let _: redis::Value = redis::cmd("XGROUP")
-        .arg("DESTROY")
-        .arg(STREAM)
-        .arg(GROUP)
-        .query(&mut con)
-        .unwrap();
+    destroy_group(&mut con);
     relay.wait_log(
         "created it again at the last entry this relay knew read",
         10 * SECOND,

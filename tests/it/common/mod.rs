@@ -774,6 +774,16 @@ pub fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> 
         .map(|(_, v)| v.as_str())
 }
 
+/// XGROUP DESTROY of the relays' group, as an operator's mistake would.
+pub fn destroy_group(con: &mut redis::Connection) {
+    let _: () = redis::cmd("XGROUP")
+        .arg("DESTROY")
+        .arg(STREAM)
+        .arg(GROUP)
+        .query(con)
+        .unwrap();
+}
+
 /// Reads entries as consumer `consumer` without acknowledging them: a relay that then dies.
 pub fn read_as(con: &mut redis::Connection, consumer: &str, count: usize) {
     let _: Value = redis::cmd("XGROUP")
