@@ -117,8 +117,9 @@ fn absurd_durations_and_numbers_are_refused_at_start() {
     }
 }
 
-/// A password file the relay cannot read (here a directory) is refused at start with the file and
-/// the reason, instead of a relay that retries for ever.
+/// A password file the relay cannot read (a directory; a file of mode 000 for a relay that is not
+/// root) is refused at start with the file and the reason, instead of a relay that retries for
+/// ever.
 #[test]
 fn an_unreadable_password_file_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -127,6 +128,39 @@ fn an_unreadable_password_file_is_refused_at_start() {
         &["run"],
         &[("SIO_RELAY_REDIS__PASSWORD_FILE", path)],
         &["redis.password_file", path, "directory"],
+    );
+
+    // As an unprivileged user (root reads any file), when the tests can switch to one.
+    let file = dir.path().join("redis-password");
+    std::fs::write(&file, "secret").unwrap();
+    let mut permissions = std::fs::metadata(&file).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o000);
+    std::fs::set_permissions(&file, permissions).unwrap();
+    let mut dir_permissions = std::fs::metadata(dir.path()).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut dir_permissions, 0o755);
+    std::fs::set_permissions(dir.path(), dir_permissions).unwrap();
+    let as_nobody = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+    let can_switch = Command::new("setpriv")
+        .args(as_nobody)
+        .arg("true")
+        .status()
+        .is_ok_and(|s| s.success());
+    if !can_switch {
+        eprintln!("setpriv cannot switch users here: the mode 000 case is not run");
+        return;
+    }
+    let out = Command::new("setpriv")
+        .args(as_nobody)
+        .arg(crate::common::binary())
+        .arg("check-config")
+        .env("SIO_RELAY_REDIS__PASSWORD_FILE", &file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("redis.password_file") && stderr.contains("Permission denied"),
+        "{stderr}"
     );
 }
 
