@@ -230,3 +230,14 @@ fn check_config_prints_the_values_in_force_with_secrets_masked() {
         &["source.batch_size"],
     );
 }
+
+/// The README's quick test path sets `FUZZ_SECONDS`; a caller's `SIO_RELAY_*` variable (such as the
+/// old `SIO_RELAY_FUZZ_SECONDS`) never reaches the relays the tests start, which would refuse it as
+/// an unknown key.
+#[test]
+fn the_callers_sio_relay_variables_never_reach_the_relays_under_test() {
+    std::env::set_var("SIO_RELAY_FUZZ_SECONDS", "0");
+    let redis = crate::common::RedisServer::start();
+    let relay = crate::common::Relay::start(&redis, "relay-1", &[]);
+    relay.wait_ready(std::time::Duration::from_secs(10));
+}
