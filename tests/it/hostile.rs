@@ -2,6 +2,7 @@
 //! send never forges a log line or reaches a terminal raw, and the operator commands say what is
 //! wrong in the producer's terms.
 
+use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use crate::common::*;
@@ -58,16 +59,33 @@ fn monitor_into_a_closed_pipe_exits_zero() {
     );
     let mut shell = std::process::Command::new("bash")
         .args(["-c", &script])
+        .process_group(0)
         .env("SIO_RELAY_REDIS__URL", redis.url())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut con = redis.connection();
-    wait_until(10 * SECOND, "the monitor subscribes", || {
+    let deadline = std::time::Instant::now() + 30 * SECOND;
+    loop {
         let patterns: i64 = redis::cmd("PUBSUB").arg("NUMPAT").query(&mut con).unwrap();
-        patterns == 1
-    });
+        if patterns == 1 {
+            break;
+        }
+        if shell.try_wait().unwrap().is_some() || std::time::Instant::now() > deadline {
+            // The whole group: the monitor holds the stderr pipe open after bash is gone.
+            let group = format!("-{}", shell.id());
+            let _ = std::process::Command::new("kill")
+                .args(["-9", "--", &group])
+                .status();
+            let out = shell.wait_with_output().unwrap();
+            panic!(
+                "the monitor never subscribed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     for _ in 0..3 {
         let _: i64 = redis::Commands::publish(&mut con, "socket.io#/#", "x").unwrap();
         std::thread::sleep(Duration::from_millis(50));
