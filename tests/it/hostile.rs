@@ -57,7 +57,7 @@ fn monitor_into_a_closed_pipe_exits_zero() {
         "{} monitor | head -n 1 > /dev/null; echo ${{PIPESTATUS[0]}}",
         binary().display()
     );
-    let mut shell = std::process::Command::new("bash")
+    let mut shell = hermetic("bash")
         .args(["-c", &script])
         .process_group(0)
         .env("SIO_RELAY_REDIS__URL", redis.url())

@@ -37,14 +37,20 @@ pub fn sio_relay() -> Command {
 
 /// As [`sio_relay`], run through `wrapper` (such as `faketime -f +2d`).
 pub fn sio_relay_under(wrapper: &[String]) -> Command {
-    let mut cmd = match wrapper {
-        [] => Command::new(binary()),
+    match wrapper {
+        [] => hermetic(binary()),
         [program, args @ ..] => {
-            let mut cmd = Command::new(program);
+            let mut cmd = hermetic(program);
             cmd.args(args).arg(binary());
             cmd
         }
-    };
+    }
+}
+
+/// A command for `program` (a shell that runs the relay, say) without the caller's `SIO_RELAY_*`
+/// variables nor `RUST_LOG`.
+pub fn hermetic(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("SIO_RELAY_") {
             cmd.env_remove(name);
