@@ -490,6 +490,7 @@ impl Subscriber {
         let (c, r, l) = (count.clone(), recording.clone(), latencies.clone());
         let client = redis::Client::open(url).unwrap();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let target = sio_relay::packet::Target::classic("socket.io", "sio-relay");
         std::thread::spawn(move || loop {
             // Subscribed again whenever Redis drops it (its output buffer overflowed): what was
             // queued then is lost, as for a real server, and shows as fewer received.
@@ -506,7 +507,9 @@ impl Subscriber {
             while let Ok(message) = pubsub.get_message() {
                 let received = now_micros();
                 if r.load(Ordering::Relaxed) {
-                    if let Ok(packet) = sio_relay::packet::decode(message.get_payload_bytes()) {
+                    if let Ok(packet) =
+                        sio_relay::packet::decode(message.get_payload_bytes(), &target)
+                    {
                         if let Some(sent) = packet.args.first().and_then(|a| a["t"].as_u64()) {
                             l.lock().unwrap().push(received.saturating_sub(sent));
                         }

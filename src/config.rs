@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::packet::Target;
+use crate::packet::{Adapter, Parser, RoomChannels, SubscriptionMode, Target};
 
 /// Prefix of the environment variables that override config keys: `SIO_RELAY_REDIS__URL`.
 pub const ENV_PREFIX: &str = "SIO_RELAY";
@@ -148,15 +148,24 @@ impl Default for DeliveryConfig {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TargetConfig {
+    /// The servers' adapter: `createAdapter` (classic) or `createShardedAdapter` (sharded).
+    pub adapter: Adapter,
     pub key: String,
     pub uid: String,
+    /// The classic adapter's `parser` option.
+    pub parser: Parser,
+    /// The sharded adapter's `subscriptionMode` option.
+    pub subscription_mode: SubscriptionMode,
 }
 
 impl Default for TargetConfig {
     fn default() -> Self {
         TargetConfig {
+            adapter: Adapter::Classic,
             key: "socket.io".into(),
             uid: "emitter".into(),
+            parser: Parser::Msgpack,
+            subscription_mode: SubscriptionMode::Dynamic,
         }
     }
 }
@@ -377,6 +386,21 @@ impl Config {
                 return Err(invalid(key, "must not be empty"));
             }
         }
+        match self.target.adapter {
+            Adapter::Sharded if self.target.parser != Parser::Msgpack => {
+                return Err(invalid(
+                    "target.parser",
+                    "applies to the classic adapter only: the sharded adapter has no parser option (it sends JSON)",
+                ))
+            }
+            Adapter::Classic if self.target.subscription_mode != SubscriptionMode::Dynamic => {
+                return Err(invalid(
+                    "target.subscription_mode",
+                    "applies to target.adapter = \"sharded\" only: the classic adapter's servers subscribe to every room by pattern",
+                ))
+            }
+            _ => {}
+        }
         if !matches!(self.source.start_id.as_str(), "$" | "0") {
             return Err(invalid(
                 "source.start_id",
@@ -590,9 +614,20 @@ impl Config {
     }
 
     pub fn target(&self) -> Target {
+        let t = &self.target;
+        let room_channels = match (t.adapter, t.subscription_mode) {
+            (Adapter::Classic, _) | (Adapter::Sharded, SubscriptionMode::DynamicPrivate) => {
+                RoomChannels::All
+            }
+            (Adapter::Sharded, SubscriptionMode::Dynamic) => RoomChannels::Public,
+            (Adapter::Sharded, SubscriptionMode::Static) => RoomChannels::Never,
+        };
         Target {
-            key: self.target.key.clone(),
-            uid: self.target.uid.clone(),
+            key: t.key.clone(),
+            uid: t.uid.clone(),
+            adapter: t.adapter,
+            parser: t.parser,
+            room_channels,
         }
     }
 }
@@ -840,6 +875,19 @@ mod tests {
             ("[log]\nformat = \"xml\"\n", "log.format"),
             ("[log]\nlevel = \"info,[\"\n", "log.level"),
             ("[target]\nuid = \"\"\n", "target.uid"),
+            ("[target]\nadapter = \"streams\"\n", "target.adapter"),
+            (
+                "[target]\nadapter = \"sharded\"\nparser = \"json\"\n",
+                "target.parser",
+            ),
+            (
+                "[target]\nsubscription_mode = \"static\"\n",
+                "target.subscription_mode",
+            ),
+            (
+                "[target]\nadapter = \"sharded\"\nsubscription_mode = \"private\"\n",
+                "target.subscription_mode",
+            ),
             ("[http]\nlisten = \"localhost\"\n", "http.listen"),
             (
                 "[redis]\npassword_file = \"/nonexistent\"\n",

@@ -16,12 +16,14 @@
 //! relay can wait, or split the batch to find an entry at fault (`lua/isolate.lua`), without ever
 //! publishing twice.
 
+use std::collections::HashMap;
+
 use redis::aio::MultiplexedConnection;
 use redis::{FromRedisValue, RedisResult, Script, Value};
 
 use crate::config::Config;
 use crate::entry::EntryId;
-use crate::packet::Packet;
+use crate::packet::{Packet, Target};
 
 /// The keys the relay keeps in Redis besides the stream itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,9 +65,14 @@ pub struct Claim {
 
 impl Claim {
     /// The delivery script's flags for this entry (see `lua/deliver.lua`).
-    fn flags(&self, behind: bool) -> String {
+    fn flags(&self, behind: bool, external: bool) -> String {
         let mut flags = String::from("-");
-        for (set, flag) in [(self.redelivery, 'r'), (self.recorded, 'h'), (behind, 'b')] {
+        for (set, flag) in [
+            (self.redelivery, 'r'),
+            (self.recorded, 'h'),
+            (behind, 'b'),
+            (external, 'x'),
+        ] {
             if set {
                 flags.push(flag);
             }
@@ -95,10 +102,13 @@ impl Deliverable {
 
 /// One thing the delivery script does to one entry.
 pub enum Op<'a> {
-    /// Publishes the entry; `behind`: held unpublished, behind an older held entry of its namespace.
+    /// Publishes the entry; `behind`: held unpublished, behind an older held entry of its namespace;
+    /// `external`: its channel is on another node of the cluster, so the script only clears it for
+    /// the relay to publish ([`Outcome::ToPublish`]).
     Publish {
         entry: &'a Deliverable,
         behind: bool,
+        external: bool,
     },
     /// Moves the entry (its fields copied inside Redis) to the dead-letter stream.
     DeadLetter {
@@ -139,6 +149,9 @@ pub enum Outcome {
     PublishRefused { error: String },
     /// Published, but PUBLISH reached fewer servers than counted: not journaled. Held.
     TooFewReceivers { receivers: u64 },
+    /// Enough servers listen on a channel of another cluster node: for the relay to publish, then
+    /// confirm. Not journaled, so published again if the relay dies in between.
+    ToPublish { servers: u64 },
 }
 
 impl Outcome {
@@ -184,6 +197,7 @@ impl FromRedisValue for Report {
                         .map_or_else(String::new, |(_, error)| error.clone()),
                 },
                 8 => Outcome::TooFewReceivers { receivers: value },
+                9 => Outcome::ToPublish { servers: value },
                 other => return Err(format!("unknown delivery outcome {other}").into()),
             });
         }
@@ -214,27 +228,38 @@ pub struct Scripts {
     consumer: String,
     min_receivers: u32,
     dead_letter_max_len: u64,
-    request_prefix: String,
-    broadcast_channel: String,
+    target: Target,
+    /// Whether PUBLISH's reply counts every server that listens: not in a cluster, where it is one
+    /// node's count.
+    replies_count_servers: bool,
+}
+
+/// `source` with `lua/servers.lua` (how servers are counted) after its first line, the shebang.
+fn with_servers(source: &str) -> Script {
+    let (shebang, body) = source.split_once('\n').unwrap_or((source, ""));
+    Script::new(&format!(
+        "{shebang}\n{}{body}",
+        include_str!("lua/servers.lua")
+    ))
 }
 
 impl Scripts {
     pub fn new(cfg: &Config) -> Scripts {
         Scripts {
-            deliver: Script::new(include_str!("lua/deliver.lua")),
-            confirm: Script::new(include_str!("lua/confirm.lua")),
+            deliver: with_servers(include_str!("lua/deliver.lua")),
+            confirm: with_servers(include_str!("lua/confirm.lua")),
             keep: Script::new(include_str!("lua/keep.lua")),
             forget: Script::new(include_str!("lua/forget.lua")),
             isolate: Script::new(include_str!("lua/isolate.lua")),
             lease: Script::new(include_str!("lua/lease.lua")),
             preflight: Script::new(include_str!("lua/preflight.lua")),
-            broadcast_channel: cfg.target().namespace_channel("/"),
+            target: cfg.target(),
             keys: Keys::new(cfg),
             group: cfg.source.group.clone(),
             consumer: cfg.source.consumer.clone(),
             min_receivers: cfg.delivery.min_receivers,
             dead_letter_max_len: cfg.dead_letter.max_len,
-            request_prefix: cfg.target().request_prefix(),
+            replies_count_servers: true,
         }
     }
 
@@ -244,13 +269,15 @@ impl Scripts {
 
     /// Runs `ops` in one script call. `run_id` identifies the Redis process `con` is connected to;
     /// `also_pending` is how many other entries this consumer may have pending in the batch's ID
-    /// range (held ones), so that one scan finds the batch's.
+    /// range (held ones), so that one scan finds the batch's; `servers`, the servers the relay
+    /// counted per namespace itself (in a cluster; the script counts the others).
     pub async fn deliver(
         &self,
         con: &mut MultiplexedConnection,
         run_id: &str,
         ops: &[Op<'_>],
         also_pending: usize,
+        servers: &[(String, u64)],
     ) -> RedisResult<Report> {
         let ids = ops.iter().map(|op| op.claim().id);
         let (Some(first), Some(last)) = (ids.clone().min(), ids.max()) else {
@@ -272,13 +299,23 @@ impl Scripts {
             .arg(first.to_string())
             .arg(last.to_string())
             .arg(ops.len() + also_pending + 1)
-            .arg(&self.request_prefix);
+            .arg(self.target.servers_command())
+            .arg(self.target.servers_prefix())
+            .arg(self.target.monitor_prefix())
+            .arg(self.target.publish_command())
+            .arg(if self.replies_count_servers { "1" } else { "0" })
+            .arg(servers.len());
+        for (nsp, count) in servers {
+            call.arg(nsp).arg(count);
+        }
         for op in ops {
             let claim = op.claim();
-            let (kind, behind) = match op {
-                Op::Publish { behind, .. } => ("P", *behind),
-                Op::DeadLetter { .. } => ("D", false),
-                Op::Gone(_) => ("G", false),
+            let (kind, behind, external) = match op {
+                Op::Publish {
+                    behind, external, ..
+                } => ("P", *behind, *external),
+                Op::DeadLetter { .. } => ("D", false, false),
+                Op::Gone(_) => ("G", false, false),
             };
             let new = Claim {
                 id: claim.id,
@@ -286,12 +323,12 @@ impl Scripts {
                 redelivery: false,
                 recorded: false,
             };
-            if kind == "P" && claim == new && !behind {
+            if kind == "P" && claim == new && !behind && !external {
                 // The common case in fewer arguments: what the script would make of its flags.
                 call.arg("N").arg(claim.id.to_string());
             } else {
                 call.arg(kind)
-                    .arg(claim.flags(behind))
+                    .arg(claim.flags(behind, external))
                     .arg(claim.id.to_string())
                     .arg(claim.deliveries);
             }
@@ -321,21 +358,27 @@ impl Scripts {
     /// Acknowledges what was published since the last confirmation where enough of the servers
     /// counted at publishing still listen, and clears this consumer's journal field. Sent after the
     /// replies to the scripts that published: Redis reads it only after writing their packets out.
-    /// Returns the IDs not confirmed, which stay pending.
+    /// `servers_now`: the servers the relay counted per namespace itself (in a cluster; the script
+    /// counts the others). Returns the IDs not confirmed, which stay pending.
     pub async fn confirm(
         &self,
         con: &mut MultiplexedConnection,
         published: &[Published],
+        servers_now: &HashMap<String, u64>,
     ) -> RedisResult<Vec<EntryId>> {
         let mut call = self.confirm.key(&self.keys.stream);
         call.key(&self.keys.journal)
             .arg(&self.group)
             .arg(&self.consumer)
             .arg(self.min_receivers)
-            .arg(&self.request_prefix);
+            .arg(self.target.servers_command())
+            .arg(self.target.servers_prefix())
+            .arg(self.target.monitor_prefix());
         for batch in published {
+            let now = servers_now.get(&batch.nsp).map_or(-1, |n| *n as i64);
             call.arg(&batch.nsp)
                 .arg(batch.servers)
+                .arg(now)
                 .arg(batch.claims.len());
             for claim in &batch.claims {
                 call.arg(claim.id.to_string());
@@ -423,8 +466,10 @@ impl Scripts {
             .key(&keys.held)
             .key(&keys.leases)
             .arg(&self.group)
-            .arg(&self.broadcast_channel)
-            .arg(format!("{}/#", self.request_prefix))
+            .arg(self.target.namespace_channel("/"))
+            .arg(self.target.servers_channel("/"))
+            .arg(self.target.publish_command())
+            .arg(self.target.servers_command())
             .invoke_async(con)
             .await
     }

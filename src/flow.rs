@@ -18,6 +18,8 @@ use redis::aio::MultiplexedConnection;
 use redis::RedisResult;
 use tracing::{info, warn};
 
+use crate::commands::monitor::MONITOR_CLIENT_NAME;
+
 /// How long a subscriber may keep a full buffer before the relay stops waiting for it.
 pub const STALL_AFTER: Duration = Duration::from_secs(10);
 
@@ -50,15 +52,18 @@ pub struct Subscriber {
     pub sub: u64,
     /// Pattern subscriptions: a classic adapter's broadcast subscription is one.
     pub psub: u64,
+    /// Shard channel subscriptions: a sharded adapter's namespace and room channels.
+    pub ssub: u64,
     /// Bytes queued in its output buffer.
     pub omem: u64,
 }
 
 impl Subscriber {
-    /// Looks like a Socket.IO server's adapter: channels and patterns both. A monitor
-    /// (`sio-relay monitor`, `redis-cli PSUBSCRIBE`) has only patterns, and never slows the relay.
+    /// Looks like a Socket.IO server's adapter: channels and patterns both (classic), or shard
+    /// channels (sharded). A monitor (`sio-relay monitor`, which names itself, `redis-cli
+    /// PSUBSCRIBE`) never slows the relay.
     fn is_adapter(&self) -> bool {
-        self.sub > 0 && self.psub > 0
+        (self.sub > 0 && self.psub > 0) || (self.ssub > 0 && self.name != MONITOR_CLIENT_NAME)
     }
 }
 
@@ -212,6 +217,7 @@ fn parse_client(line: &str) -> Option<Subscriber> {
         name: String::new(),
         sub: 0,
         psub: 0,
+        ssub: 0,
         omem: 0,
     };
     for pair in line.split(' ') {
@@ -224,6 +230,7 @@ fn parse_client(line: &str) -> Option<Subscriber> {
             "name" => sub.name = value.to_owned(),
             "sub" => sub.sub = value.parse().ok()?,
             "psub" => sub.psub = value.parse().ok()?,
+            "ssub" => sub.ssub = value.parse().ok()?,
             "omem" => sub.omem = value.parse().ok()?,
             _ => {}
         }
@@ -257,6 +264,7 @@ mod tests {
                 name: String::new(),
                 sub: 3,
                 psub: 1,
+                ssub: 0,
                 omem: 40960,
             })
         );
@@ -277,6 +285,7 @@ mod tests {
                     name: String::new(),
                     sub: 2,
                     psub: 1,
+                    ssub: 0,
                     omem,
                 },
                 Subscriber {
@@ -285,6 +294,16 @@ mod tests {
                     name: "a monitor: patterns only".into(),
                     sub: 0,
                     psub: 1,
+                    ssub: 0,
+                    omem: 10_000,
+                },
+                Subscriber {
+                    id: 3,
+                    addr: String::new(),
+                    name: MONITOR_CLIENT_NAME.into(),
+                    sub: 0,
+                    psub: 0,
+                    ssub: 2,
                     omem: 10_000,
                 },
             ]

@@ -11,7 +11,9 @@
 //! - [`commands`]: the operator subcommands (`check-config`, ...), one module each.
 //! - [`config`]: the configuration file and `SIO_RELAY_*` overrides, validated at start.
 //! - [`entry`]: the producers' contract; turns raw stream fields into a validated [`entry::Entry`].
-//! - [`packet`]: encodes an entry as the adapter's MessagePack packet and picks its channel.
+//! - [`packet`]: encodes an entry as the servers' adapter reads it (classic or sharded) and picks
+//!   its channel.
+//! - [`servers`]: counts the Socket.IO servers listening on a namespace, as their adapter does.
 //! - [`reader`]: entries read off the socket under byte and field limits, whatever their size,
 //!   keeping fields exactly as produced.
 //! - [`delivery`]: the Lua scripts that publish, hold, dead-letter and acknowledge a batch, all or
@@ -49,6 +51,7 @@ pub mod packet;
 pub mod reader;
 pub mod relay;
 pub mod reload;
+pub mod servers;
 pub mod shutdown;
 pub mod systemd;
 

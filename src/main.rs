@@ -58,6 +58,10 @@ enum Command {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+        /// With the sharded adapter, the namespaces to watch (shard channels have no patterns);
+        /// repeat it for several. The classic adapter's monitor sees every namespace.
+        #[arg(long = "nsp", default_value = "/")]
+        nsps: Vec<String>,
         /// Stop after this many packets.
         #[arg(long)]
         count: Option<usize>,
@@ -149,10 +153,14 @@ fn main() -> ExitCode {
                 block_on(send::to_stream(&cfg, &emit)).map(|id| format!("{id}\n"))
             }
         }
-        Command::Monitor { json, count } => {
-            block_on(monitor::run(&cfg, json, count, &mut std::io::stdout()))
-                .map(|()| String::new())
-        }
+        Command::Monitor { json, nsps, count } => block_on(monitor::run(
+            &cfg,
+            &nsps,
+            json,
+            count,
+            &mut std::io::stdout(),
+        ))
+        .map(|()| String::new()),
         Command::Status { json } => {
             let report = block_on(async { Ok(status::gather(&cfg).await) });
             report.and_then(|s| {

@@ -1,13 +1,22 @@
-//! Packet encoding: a validated [`Entry`] becomes the channel and bytes that
-//! `@socket.io/redis-emitter` 5.x would publish for the same emit.
+//! Packet encoding: a validated [`Entry`] becomes the channel and bytes that the servers' adapter
+//! reads for the same emit, in the format of the adapter the servers use (`target.adapter`).
 //!
-//! The payload is MessagePack `[uid, {type: 2, data: [event, ...args], nsp}, {rooms, flags, except}]`
-//! written with the same marker choices as notepack.io 3 (the adapter's codec), key for key in the
-//! emitter's order, so the bytes match the emitter's (wire-format.md §1.3, §1.8, §3, §7). It is written
-//! with `rmp` directly: one pass into one buffer, no intermediate value tree. [`decode`] reads such
-//! packets back, for `sio-relay monitor`, and says why when a payload is not one a server can read.
+//! - The classic adapter (`createAdapter`) with its default parser: MessagePack
+//!   `[uid, {type: 2, data: [event, ...args], nsp}, {rooms, flags, except}]`, written with the same
+//!   marker choices as notepack.io 3 (the adapter's codec), key for key in the emitter's order, so the
+//!   bytes match `@socket.io/redis-emitter` 5.x (wire-format.md §1.3, §1.8, §3, §7). It is written
+//!   with `rmp` directly: one pass into one buffer, no intermediate value tree.
+//! - The classic adapter with a JSON parser (`parser: { encode: JSON.stringify, decode: JSON.parse }`):
+//!   the same array as JSON text.
+//! - The sharded adapter (`createShardedAdapter`): the JSON `ClusterMessage`
+//!   `{uid, nsp, type: 3, data: {packet, opts}}` its servers send each other, published with
+//!   SPUBLISH (wire-format.md §2, scale-out.md §1).
+//!
+//! [`decode`] reads any of them back, for `sio-relay monitor`, and says why when a payload is not one
+//! a server can read.
 
 use rmp::encode;
+use serde::{Deserialize, Serialize};
 use serde_json::{Number, Value};
 
 use crate::entry::{Entry, MAX_SAFE_MAGNITUDE};
@@ -15,14 +24,72 @@ use crate::entry::{Entry, MAX_SAFE_MAGNITUDE};
 /// Socket.IO's EVENT packet type. Always 2, even for binary arguments: the receiving server converts.
 const EVENT: u8 = 2;
 
-/// Where and how packets are published: must match the servers' `createAdapter(pub, sub, { key })`.
+/// The `ClusterMessage` type of a broadcast (socket.io-adapter's `MessageType.BROADCAST`).
+const BROADCAST: u8 = 3;
+
+/// Which Redis adapter the Socket.IO servers use.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Adapter {
+    /// `createAdapter`: Pub/Sub (PUBLISH, PSUBSCRIBE).
+    #[default]
+    Classic,
+    /// `createShardedAdapter`: sharded Pub/Sub (SPUBLISH, SSUBSCRIBE), Redis 7 and later.
+    Sharded,
+}
+
+/// The classic adapter's `parser` option.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Parser {
+    /// notepack.io, the adapter's default.
+    #[default]
+    Msgpack,
+    /// `{ encode: JSON.stringify, decode: JSON.parse }`.
+    Json,
+}
+
+/// The sharded adapter's `subscriptionMode` option: which room channels its servers subscribe to.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubscriptionMode {
+    /// A channel per public room (not the rooms named after a socket id); the adapter's default.
+    #[default]
+    Dynamic,
+    /// A channel per room, private ones included.
+    DynamicPrivate,
+    /// No room channels: everything goes through the namespace's channel.
+    Static,
+}
+
+/// Where and how packets are published: must match the servers' adapter and its options.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
-    /// Channel prefix, `socket.io` unless the servers set another `key`.
+    /// Channel prefix: the classic adapter's `key`, the sharded adapter's `channelPrefix`;
+    /// `socket.io` unless the servers set another.
     pub key: String,
     /// Sender id in the packet; servers drop packets carrying their own uid, so it must never be a
-    /// server's (those are 6 characters long).
+    /// server's (6 characters for the classic adapter, 16 for the sharded one).
     pub uid: String,
+    pub adapter: Adapter,
+    /// The classic adapter's parser.
+    pub parser: Parser,
+    /// Which single-room broadcasts go to the room's own channel rather than the namespace's.
+    pub room_channels: RoomChannels,
+}
+
+/// Which single-room broadcasts are published on the room's channel. The room channel is only a
+/// pre-filter (servers without the room skip the packet); who receives it is decided by `opts`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoomChannels {
+    /// Every room: the classic adapter (whose servers subscribe to all of a namespace's channels by
+    /// pattern), and the sharded adapter in `dynamic-private` mode.
+    All,
+    /// Rooms that do not look like a socket id: the sharded adapter's `dynamic` mode, whose servers
+    /// never subscribe to a socket's own room.
+    Public,
+    /// None: the sharded adapter in `static` mode, and in a cluster (see the README, "Scaling out").
+    Never,
 }
 
 /// One encoded Socket.IO broadcast.
@@ -33,35 +100,123 @@ pub struct Packet {
 }
 
 impl Target {
-    /// The channel every server of `nsp` listens on (through its `<key>#<nsp>#*` pattern).
+    /// A target for the classic adapter's defaults: MessagePack, `socket.io`, `emitter`.
+    pub fn classic(key: &str, uid: &str) -> Target {
+        Target {
+            key: key.to_owned(),
+            uid: uid.to_owned(),
+            adapter: Adapter::Classic,
+            parser: Parser::Msgpack,
+            room_channels: RoomChannels::All,
+        }
+    }
+
+    /// The channel every server of `nsp` listens on: through its `<key>#<nsp>#*` pattern (classic),
+    /// or subscribed to as it is (sharded, in every subscription mode).
     pub fn namespace_channel(&self, nsp: &str) -> String {
         format!("{}#{}#", self.key, nsp)
     }
 
-    /// The start of `<key>-request#<nsp>#`, the channel each server's adapter subscribes to for
-    /// its namespace: only Socket.IO servers subscribe to it, so its subscriber count is the number
-    /// of servers (the adapter's own `serverCount()`), unlike PUBLISH's reply, which also counts
-    /// anything pattern-subscribed (`monitor`, `redis-cli PSUBSCRIBE '*'`).
-    pub fn request_prefix(&self) -> String {
-        format!("{}-request#", self.key)
+    /// PUBLISH or SPUBLISH.
+    pub fn publish_command(&self) -> &'static str {
+        match self.adapter {
+            Adapter::Classic => "PUBLISH",
+            Adapter::Sharded => "SPUBLISH",
+        }
     }
 
-    /// `<key>-request#<nsp>#`: subscribed to by every server of `nsp`, and by nothing else.
-    pub fn request_channel(&self, nsp: &str) -> String {
-        format!("{}{nsp}#", self.request_prefix())
+    /// How servers are counted, as their adapter's `serverCount()` does: PUBSUB `<command>` of
+    /// `<servers prefix><nsp>#`. The classic adapter's servers subscribe to `<key>-request#<nsp>#`
+    /// (and nothing else does, unlike the broadcast patterns a monitor subscribes to); the sharded
+    /// adapter's to the namespace channel itself.
+    pub fn servers_command(&self) -> &'static str {
+        match self.adapter {
+            Adapter::Classic => "NUMSUB",
+            Adapter::Sharded => "SHARDNUMSUB",
+        }
     }
 
-    /// Encodes `entry` as the emitter would. The room channel is used only when exactly one room is
-    /// targeted: it is a pre-filter that lets servers without that room skip decoding, and with several
-    /// rooms it would lose the servers that hold only the others (wire-format.md §1.4).
+    /// See [`Target::servers_command`].
+    pub fn servers_prefix(&self) -> String {
+        match self.adapter {
+            Adapter::Classic => format!("{}-request#", self.key),
+            Adapter::Sharded => format!("{}#", self.key),
+        }
+    }
+
+    /// The channel whose subscribers are the servers of `nsp`.
+    pub fn servers_channel(&self, nsp: &str) -> String {
+        format!("{}{nsp}#", self.servers_prefix())
+    }
+
+    /// The start of the channel `sio-relay monitor` also subscribes to while it watches a sharded
+    /// namespace (`sio-relay:monitor:{<key>#<nsp>#}`), so that its subscription to the namespace
+    /// channel is not counted as a server; empty for the classic adapter, whose count never
+    /// includes a monitor. The hash tag puts it in the namespace channel's slot.
+    pub fn monitor_prefix(&self) -> &'static str {
+        match self.adapter {
+            Adapter::Classic => "",
+            Adapter::Sharded => "sio-relay:monitor:{",
+        }
+    }
+
+    /// See [`Target::monitor_prefix`]; `None` for the classic adapter.
+    pub fn monitor_channel(&self, nsp: &str) -> Option<String> {
+        let prefix = self.monitor_prefix();
+        (!prefix.is_empty()).then(|| format!("{prefix}{}}}", self.servers_channel(nsp)))
+    }
+
+    /// The same target for the other adapter, to tell an operator which one the servers use.
+    pub fn other_adapter(&self) -> Target {
+        let adapter = match self.adapter {
+            Adapter::Classic => Adapter::Sharded,
+            Adapter::Sharded => Adapter::Classic,
+        };
+        Target {
+            adapter,
+            ..self.clone()
+        }
+    }
+
+    /// Encodes `entry` as the servers' adapter expects it. A single-room broadcast goes to the
+    /// room's channel where the servers subscribe to it (see [`RoomChannels`]); with several rooms
+    /// it goes to the namespace's channel, which would otherwise lose the servers that hold only
+    /// the other rooms (wire-format.md §1.4).
     pub fn encode(&self, entry: &Entry) -> Packet {
         let mut channel = self.namespace_channel(entry.nsp());
         if let [room] = entry.rooms() {
-            channel.push_str(room);
-            channel.push('#');
+            // The sharded adapter's test for a socket id: a string of 20 UTF-16 code units.
+            let looks_like_socket_id = || room.encode_utf16().count() == 20;
+            let own_channel = match self.room_channels {
+                RoomChannels::All => true,
+                RoomChannels::Public => !looks_like_socket_id(),
+                RoomChannels::Never => false,
+            };
+            if own_channel {
+                channel.push_str(room);
+                channel.push('#');
+            }
         }
         let mut payload = Vec::with_capacity(64 + entry.event().len());
-        self.write_payload(&mut payload, entry);
+        match (self.adapter, self.parser) {
+            (Adapter::Classic, Parser::Msgpack) => self.write_payload(&mut payload, entry),
+            (Adapter::Classic, Parser::Json) => {
+                let message = (&self.uid, JsonPacket::of(entry), JsonOpts::of(entry));
+                serde_json::to_writer(&mut payload, &message).expect("an entry serializes")
+            }
+            (Adapter::Sharded, _) => {
+                let message = ClusterMessage {
+                    uid: &self.uid,
+                    nsp: entry.nsp(),
+                    kind: BROADCAST,
+                    data: Broadcast {
+                        packet: JsonPacket::of(entry),
+                        opts: JsonOpts::of(entry),
+                    },
+                };
+                serde_json::to_writer(&mut payload, &message).expect("an entry serializes")
+            }
+        }
         Packet { channel, payload }
     }
 
@@ -103,6 +258,84 @@ impl Target {
     }
 }
 
+/// The sharded adapter's message: `{uid, nsp, type, data}`.
+#[derive(Serialize)]
+struct ClusterMessage<'a> {
+    uid: &'a str,
+    nsp: &'a str,
+    #[serde(rename = "type")]
+    kind: u8,
+    data: Broadcast<'a>,
+}
+
+#[derive(Serialize)]
+struct Broadcast<'a> {
+    packet: JsonPacket<'a>,
+    opts: JsonOpts<'a>,
+}
+
+/// `{type: 2, data: [event, ...args], nsp}`. Arguments keep the producer's JSON text: numbers as
+/// written (validation bounds them), object keys in order.
+#[derive(Serialize)]
+struct JsonPacket<'a> {
+    #[serde(rename = "type")]
+    kind: u8,
+    data: EventData<'a>,
+    nsp: &'a str,
+}
+
+impl<'a> JsonPacket<'a> {
+    fn of(entry: &'a Entry) -> Self {
+        JsonPacket {
+            kind: EVENT,
+            data: EventData(entry),
+            nsp: entry.nsp(),
+        }
+    }
+}
+
+struct EventData<'a>(&'a Entry);
+
+impl Serialize for EventData<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(1 + self.0.args().len()))?;
+        seq.serialize_element(self.0.event())?;
+        for arg in self.0.args() {
+            seq.serialize_element(arg)?;
+        }
+        seq.end()
+    }
+}
+
+/// `{rooms, flags, except}`, flags only when set, as the emitter writes them.
+#[derive(Serialize)]
+struct JsonOpts<'a> {
+    rooms: &'a [String],
+    flags: JsonFlags,
+    except: &'a [String],
+}
+
+impl<'a> JsonOpts<'a> {
+    fn of(entry: &'a Entry) -> Self {
+        JsonOpts {
+            rooms: entry.rooms(),
+            flags: JsonFlags {
+                volatile: entry.volatile().then_some(true),
+                compress: entry.compress(),
+            },
+            except: entry.except(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonFlags {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volatile: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compress: Option<bool>,
+}
 /// A packet as a Socket.IO server's adapter reads it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Decoded {
@@ -115,8 +348,19 @@ pub struct Decoded {
     pub flags: serde_json::Map<String, Value>,
 }
 
-/// Reads a payload as `@socket.io/redis-adapter` does; `Err` says why a server could not.
-pub fn decode(payload: &[u8]) -> Result<Decoded, String> {
+/// Reads a payload as the servers of `target` do; `Err` says why a server could not read it as a
+/// broadcast.
+pub fn decode(payload: &[u8], target: &Target) -> Result<Decoded, String> {
+    match (target.adapter, target.parser) {
+        (Adapter::Classic, Parser::Msgpack) => classic(&msgpack(payload)?),
+        (Adapter::Classic, Parser::Json) => classic(&json(payload)?),
+        // The sharded adapter parses JSON when the first byte is `{`, notepack otherwise.
+        (Adapter::Sharded, _) if payload.first() == Some(&b'{') => sharded(&json(payload)?),
+        (Adapter::Sharded, _) => sharded(&msgpack(payload)?),
+    }
+}
+
+fn msgpack(payload: &[u8]) -> Result<Value, String> {
     let mut reader = payload;
     let value =
         rmpv::decode::read_value(&mut reader).map_err(|e| format!("not MessagePack: {e}"))?;
@@ -126,7 +370,16 @@ pub fn decode(payload: &[u8]) -> Result<Decoded, String> {
             reader.len()
         ));
     }
-    let rmpv::Value::Array(parts) = value else {
+    Ok(to_json(&value))
+}
+
+fn json(payload: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice(payload).map_err(|e| format!("not JSON (JSON.parse throws on it): {e}"))
+}
+
+/// `[uid, packet, opts]`.
+fn classic(value: &Value) -> Result<Decoded, String> {
+    let Value::Array(parts) = value else {
         return Err("not an array [uid, packet, opts]".into());
     };
     let [uid, packet, opts] = parts.as_slice() else {
@@ -135,47 +388,71 @@ pub fn decode(payload: &[u8]) -> Result<Decoded, String> {
             parts.len()
         ));
     };
-    let field = |map: &rmpv::Value, key: &str| -> Option<rmpv::Value> {
-        map.as_map()?
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(key))
-            .map(|(_, v)| v.clone())
-    };
-    if packet.as_map().is_none() {
+    if !packet.is_object() {
         return Err("the packet is not a map".into());
     }
-    if opts.as_map().is_none() {
+    let nsp = packet.get("nsp").and_then(Value::as_str).unwrap_or("/");
+    broadcast(uid, nsp, packet, opts)
+}
+
+/// `{uid, nsp, type: 3, data: {packet, opts}}`.
+fn sharded(value: &Value) -> Result<Decoded, String> {
+    if !value.is_object() {
+        return Err("not a ClusterMessage object {uid, nsp, type, data}".into());
+    }
+    let kind = value.get("type").and_then(Value::as_u64);
+    if kind != Some(u64::from(BROADCAST)) {
+        return Err(match value.get("type") {
+            Some(Value::Number(n)) => format!("a ClusterMessage of type {n}, not a broadcast (3)"),
+            other => format!("type is {other:?}, not the number 3: servers drop it"),
+        });
+    }
+    let Some(nsp) = value.get("nsp").and_then(Value::as_str) else {
+        return Err("no nsp: servers drop it".into());
+    };
+    let Some(data) = value.get("data").filter(|d| d.is_object()) else {
+        return Err("a broadcast without data (servers crash on it)".into());
+    };
+    let packet = data.get("packet").cloned().unwrap_or(Value::Null);
+    if !packet.is_object() {
+        return Err("data.packet is not an object".into());
+    }
+    let uid = value.get("uid").cloned().unwrap_or(Value::Null);
+    broadcast(&uid, nsp, &packet, data.get("opts").unwrap_or(&Value::Null))
+}
+
+/// The packet and options of a broadcast, in either format.
+fn broadcast(uid: &Value, nsp: &str, packet: &Value, opts: &Value) -> Result<Decoded, String> {
+    if !opts.is_object() {
         return Err("opts is not a map (servers crash on it)".into());
     }
-    let data = match field(packet, "data") {
-        Some(rmpv::Value::Array(data)) if !data.is_empty() => data,
+    let data = match packet.get("data") {
+        Some(Value::Array(data)) if !data.is_empty() => data,
         _ => return Err("packet.data is not a non-empty array".into()),
     };
     let event = match &data[0] {
-        rmpv::Value::String(s) => s.as_str().unwrap_or_default().to_owned(),
-        rmpv::Value::Integer(i) => i.to_string(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
         other => return Err(format!("the event name is {other}, not a string")),
     };
     let strings = |key: &str| -> Vec<String> {
-        match field(opts, key) {
-            Some(rmpv::Value::Array(items)) => items
+        match opts.get(key) {
+            Some(Value::Array(items)) => items
                 .iter()
                 .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
                 .collect(),
             _ => Vec::new(),
         }
     };
-    let flags = match field(opts, "flags").map(|f| to_json(&f)) {
-        Some(Value::Object(flags)) => flags,
+    let flags = match opts.get("flags") {
+        Some(Value::Object(flags)) => flags.clone(),
         _ => serde_json::Map::new(),
     };
     Ok(Decoded {
         uid: uid.as_str().map_or_else(|| uid.to_string(), str::to_owned),
-        nsp: field(packet, "nsp")
-            .and_then(|n| n.as_str().map(str::to_owned))
-            .unwrap_or_else(|| "/".into()),
+        nsp: nsp.to_owned(),
         event,
-        args: data[1..].iter().map(to_json).collect(),
+        args: data[1..].to_vec(),
         rooms: strings("rooms"),
         except: strings("except"),
         flags,
@@ -278,18 +555,27 @@ mod tests {
     use super::*;
 
     fn target() -> Target {
-        Target {
-            key: "socket.io".into(),
-            uid: "emitter".into(),
-        }
+        Target::classic("socket.io", "emitter")
     }
 
-    fn encode(pairs: &[(&str, &str)]) -> Packet {
+    fn entry(pairs: &[(&str, &str)]) -> Entry {
         let fields: Vec<_> = pairs
             .iter()
             .map(|(f, v)| (f.as_bytes().to_vec(), v.as_bytes().to_vec()))
             .collect();
-        target().encode(&Entry::parse(&fields).unwrap())
+        Entry::parse(&fields).unwrap()
+    }
+
+    fn encode(pairs: &[(&str, &str)]) -> Packet {
+        target().encode(&entry(pairs))
+    }
+
+    fn sharded(room_channels: RoomChannels) -> Target {
+        Target {
+            adapter: Adapter::Sharded,
+            room_channels,
+            ..target()
+        }
     }
 
     /// wire-format.md §1.8 A, as captured from `@socket.io/redis-emitter` 5.1.0.
@@ -399,7 +685,7 @@ mod tests {
             ("nsp", "/admin"),
             ("volatile", "true"),
         ]);
-        let decoded = decode(&packet.payload).unwrap();
+        let decoded = decode(&packet.payload, &target()).unwrap();
         assert_eq!(decoded.uid, "emitter");
         assert_eq!(decoded.nsp, "/admin");
         assert_eq!(decoded.event, "multi");
@@ -414,6 +700,7 @@ mod tests {
 
     #[test]
     fn decode_names_what_would_crash_a_server() {
+        let decode = |payload: &[u8]| decode(payload, &target());
         assert!(decode(b"[\"json\"]")
             .unwrap_err()
             .contains("trailing bytes"));
@@ -433,13 +720,117 @@ mod tests {
 
     #[test]
     fn key_and_uid_come_from_the_target() {
-        let target = Target {
-            key: "app".into(),
-            uid: "relay-1".into(),
-        };
+        let target = Target::classic("app", "relay-1");
         let entry = Entry::parse(&[(b"event".to_vec(), b"e".to_vec())]).unwrap();
         let packet = target.encode(&entry);
         assert_eq!(packet.channel, "app#/#");
         assert_eq!(&packet.payload[..9], b"\x93\xa7relay-1");
+    }
+
+    /// The JSON parser's form: the same array, as `JSON.stringify` writes it.
+    #[test]
+    fn the_json_parser_gets_the_array_as_json() {
+        let target = Target {
+            parser: Parser::Json,
+            ..target()
+        };
+        let entry = entry(&[
+            ("event", "multi"),
+            ("args", r#"[{"k":true}, 1e21, -0.5]"#),
+            ("room", "a"),
+            ("volatile", "true"),
+        ]);
+        let packet = target.encode(&entry);
+        assert_eq!(packet.channel, "socket.io#/#a#");
+        assert_eq!(
+            String::from_utf8(packet.payload.clone()).unwrap(),
+            r#"["emitter",{"type":2,"data":["multi",{"k":true},1e+21,-0.5],"nsp":"/"},{"rooms":["a"],"flags":{"volatile":true},"except":[]}]"#
+        );
+        let decoded = decode(&packet.payload, &target).unwrap();
+        assert_eq!(decoded.event, "multi");
+        assert_eq!(decoded.rooms, ["a"]);
+        assert!(decode(&encode(&[("event", "e")]).payload, &target)
+            .unwrap_err()
+            .contains("not JSON"));
+    }
+
+    /// scale-out.md §1: the `ClusterMessage` a sharded adapter's servers accept.
+    #[test]
+    fn the_sharded_adapter_gets_a_cluster_message() {
+        let target = sharded(RoomChannels::Public);
+        let entry = entry(&[
+            ("event", "payment"),
+            ("args", r#"["cleared", 1999]"#),
+            ("room", "user:42"),
+        ]);
+        let packet = target.encode(&entry);
+        assert_eq!(packet.channel, "socket.io#/#user:42#");
+        assert_eq!(
+            String::from_utf8(packet.payload.clone()).unwrap(),
+            r#"{"uid":"emitter","nsp":"/","type":3,"data":{"packet":{"type":2,"data":["payment","cleared",1999],"nsp":"/"},"opts":{"rooms":["user:42"],"flags":{},"except":[]}}}"#
+        );
+        let decoded = decode(&packet.payload, &target).unwrap();
+        assert_eq!(
+            (decoded.uid.as_str(), decoded.nsp.as_str()),
+            ("emitter", "/")
+        );
+        assert_eq!(
+            decoded.args,
+            [serde_json::json!("cleared"), serde_json::json!(1999)]
+        );
+        assert!(decode(br#"{"uid":"x","nsp":"/","type":3}"#, &target)
+            .unwrap_err()
+            .contains("crash"));
+        assert!(
+            decode(br#"{"uid":"x","nsp":"/","type":"3","data":{}}"#, &target)
+                .unwrap_err()
+                .contains("not the number 3")
+        );
+        assert!(decode(
+            br#"{"uid":"x","nsp":"/","type":9,"data":{"packet":["e"]}}"#,
+            &target
+        )
+        .unwrap_err()
+        .contains("type 9"));
+    }
+
+    /// The sharded adapter's `computeChannel`: a room channel only for one room, and in `dynamic`
+    /// mode only for a room that is not 20 UTF-16 code units long (a socket id).
+    #[test]
+    fn sharded_room_channels_follow_the_subscription_mode() {
+        let one_room = |room: &str| entry(&[("event", "e"), ("room", room)]);
+        let socket_id = "aaaaaaaaaaaaaaaaaaaa";
+        let twenty_utf16_units = "😀😀😀😀😀😀😀😀😀😀";
+        let public = sharded(RoomChannels::Public);
+        assert_eq!(public.encode(&one_room("r")).channel, "socket.io#/#r#");
+        assert_eq!(public.encode(&one_room(socket_id)).channel, "socket.io#/#");
+        assert_eq!(
+            public.encode(&one_room(twenty_utf16_units)).channel,
+            "socket.io#/#"
+        );
+        let all = sharded(RoomChannels::All);
+        assert_eq!(
+            all.encode(&one_room(socket_id)).channel,
+            format!("socket.io#/#{socket_id}#")
+        );
+        let never = sharded(RoomChannels::Never);
+        assert_eq!(never.encode(&one_room("r")).channel, "socket.io#/#");
+        let two = entry(&[("event", "e"), ("rooms", r#"["a","b"]"#)]);
+        assert_eq!(public.encode(&two).channel, "socket.io#/#");
+    }
+
+    #[test]
+    fn servers_are_counted_on_the_adapters_own_channel() {
+        let classic = target();
+        assert_eq!(classic.servers_channel("/a"), "socket.io-request#/a#");
+        assert_eq!(classic.monitor_channel("/a"), None);
+        let sharded = sharded(RoomChannels::Public);
+        assert_eq!(sharded.servers_channel("/a"), "socket.io#/a#");
+        assert_eq!(
+            sharded.monitor_channel("/a").unwrap(),
+            "sio-relay:monitor:{socket.io#/a#}"
+        );
+        assert_eq!(sharded.publish_command(), "SPUBLISH");
+        assert_eq!(sharded.servers_command(), "SHARDNUMSUB");
     }
 }

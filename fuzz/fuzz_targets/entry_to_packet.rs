@@ -1,6 +1,6 @@
-//! Stream fields → validation → packet → decode. Invariants: nothing panics, and every entry that
-//! validation accepts encodes to a packet that decodes back to the same event, arguments, rooms,
-//! except, namespace and flags, on the channel the emitter would use.
+//! Stream fields → validation → packet → decode, for every adapter format. Invariants: nothing
+//! panics, and every entry that validation accepts encodes to a packet that decodes back to the
+//! same event, arguments, rooms, except, namespace and flags, on the channel the adapter would use.
 //!
 //! Input layout: fields separated by 0xff; a field's first byte picks its name (one of the known
 //! fields, an `x-` field, or the raw bytes as an unknown name) and the rest is its value.
@@ -9,7 +9,7 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use sio_relay::entry::Entry;
-use sio_relay::packet::{decode, Target};
+use sio_relay::packet::{decode, Adapter, Parser, RoomChannels, Target};
 
 const NAMES: [&str; 10] = [
     "event", "data", "args", "room", "rooms", "except", "nsp", "volatile", "compress", "x-meta",
@@ -30,31 +30,43 @@ fuzz_target!(|input: &[u8]| {
     let Ok(entry) = Entry::parse(&fields) else {
         return;
     };
-    let target = Target {
-        key: "socket.io".into(),
-        uid: "emitter".into(),
-    };
-    let packet = target.encode(&entry);
-    let decoded = decode(&packet.payload).expect("an accepted entry encodes to a readable packet");
-    assert_eq!(decoded.uid, "emitter");
-    assert_eq!(decoded.event, entry.event());
-    assert_eq!(decoded.nsp, entry.nsp());
-    assert_eq!(decoded.rooms, entry.rooms());
-    assert_eq!(decoded.except, entry.except());
-    assert_eq!(decoded.args.len(), entry.args().len());
-    for (got, sent) in decoded.args.iter().zip(entry.args()) {
-        assert!(same(got, sent), "{got} != {sent}");
+    let classic = Target::classic("socket.io", "emitter");
+    let targets = [
+        Target {
+            parser: Parser::Json,
+            ..classic.clone()
+        },
+        Target {
+            adapter: Adapter::Sharded,
+            room_channels: RoomChannels::All,
+            ..classic.clone()
+        },
+        classic,
+    ];
+    for target in &targets {
+        let packet = target.encode(&entry);
+        let decoded =
+            decode(&packet.payload, target).expect("an accepted entry encodes to a readable packet");
+        assert_eq!(decoded.uid, "emitter");
+        assert_eq!(decoded.event, entry.event());
+        assert_eq!(decoded.nsp, entry.nsp());
+        assert_eq!(decoded.rooms, entry.rooms());
+        assert_eq!(decoded.except, entry.except());
+        assert_eq!(decoded.args.len(), entry.args().len());
+        for (got, sent) in decoded.args.iter().zip(entry.args()) {
+            assert!(same(got, sent), "{got} != {sent}");
+        }
+        assert_eq!(decoded.flags.get("volatile").is_some(), entry.volatile());
+        assert_eq!(
+            decoded.flags.get("compress").and_then(Value::as_bool),
+            entry.compress()
+        );
+        let expected_channel = match entry.rooms() {
+            [one] => format!("socket.io#{}#{one}#", entry.nsp()),
+            _ => format!("socket.io#{}#", entry.nsp()),
+        };
+        assert_eq!(packet.channel, expected_channel);
     }
-    assert_eq!(decoded.flags.get("volatile").is_some(), entry.volatile());
-    assert_eq!(
-        decoded.flags.get("compress").and_then(Value::as_bool),
-        entry.compress()
-    );
-    let expected_channel = match entry.rooms() {
-        [one] => format!("socket.io#{}#{one}#", entry.nsp()),
-        _ => format!("socket.io#{}#", entry.nsp()),
-    };
-    assert_eq!(packet.channel, expected_channel);
 });
 
 /// Equal as JavaScript sees them: numbers by value, whatever format carried them.

@@ -4,10 +4,25 @@
 
 use libfuzzer_sys::fuzz_target;
 use sio_relay::commands::monitor::describe;
-use sio_relay::packet::decode;
+use sio_relay::packet::{decode, Adapter, Parser, RoomChannels, Target};
 
 fuzz_target!(|payload: &[u8]| {
-    let _ = decode(payload);
-    let _ = describe("socket.io#/#", payload, false);
-    let _ = describe("socket.io#/#", payload, true);
+    let classic = Target::classic("socket.io", "emitter");
+    let targets = [
+        Target {
+            parser: Parser::Json,
+            ..classic.clone()
+        },
+        Target {
+            adapter: Adapter::Sharded,
+            room_channels: RoomChannels::Public,
+            ..classic.clone()
+        },
+        classic,
+    ];
+    for target in &targets {
+        let _ = decode(payload, target);
+        let _ = describe(target, "socket.io#/#", payload, false);
+        let _ = describe(target, "socket.io#/#", payload, true);
+    }
 });

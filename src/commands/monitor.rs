@@ -2,6 +2,13 @@
 //! decoded (namespace, rooms, except, flags, event, arguments), one line each, as text or JSON.
 //! Packets that a server could not decode are shown too, in hex: those are the ones that crash
 //! Socket.IO servers, whoever published them.
+//!
+//! The classic adapter's channels are watched all at once, by pattern (`<key>#*`). Shard channels
+//! have no patterns, so for the sharded adapter the monitor subscribes to the channel of each
+//! namespace it is given, which every server's broadcasts on it reach (single-room broadcasts of
+//! servers in a `dynamic` mode go to room channels, which it does not see). To not be counted as a
+//! server there, it also subscribes to a channel of its own (see [`crate::servers`]) and names its
+//! connection [`MONITOR_CLIENT_NAME`].
 
 use std::io::Write;
 
@@ -10,37 +17,82 @@ use futures_util::StreamExt;
 use super::{printable, Failure, EXIT_FAILURE};
 use crate::config::Config;
 use crate::connection;
-use crate::packet::{self, Decoded};
+use crate::packet::{self, Adapter, Decoded, Target};
 
-/// Prints packets to `out` until `count` were seen (forever when `None`).
+/// The client name of a monitor's connection, which flow control leaves out.
+pub const MONITOR_CLIENT_NAME: &str = "sio-relay-monitor";
+
+/// Packets waiting to be printed.
+const QUEUE: usize = 256;
+
+/// Prints packets of `nsps` (every namespace, for the classic adapter) to `out` until `count` were
+/// seen (forever when `None`).
 pub async fn run(
     cfg: &Config,
+    nsps: &[String],
     json: bool,
     count: Option<usize>,
     out: &mut impl Write,
 ) -> Result<(), Failure> {
+    let target = cfg.target();
     let client = connection::client(cfg).map_err(|e| Failure {
         code: EXIT_FAILURE,
         message: format!("redis.url: {e}"),
     })?;
-    let mut pubsub = client.get_async_pubsub().await?;
-    let pattern = format!("{}#*", cfg.target.key);
-    pubsub.psubscribe(&pattern).await?;
-    eprintln!("monitoring {pattern} (Ctrl-C to stop)");
-    let mut messages = pubsub.on_message();
+    let (tx, mut packets) = tokio::sync::mpsc::channel::<(String, Vec<u8>)>(QUEUE);
+    match target.adapter {
+        Adapter::Classic => {
+            let mut pubsub = client.get_async_pubsub().await?;
+            let pattern = format!("{}#*", target.key);
+            pubsub.psubscribe(&pattern).await?;
+            eprintln!("monitoring {pattern} (Ctrl-C to stop)");
+            tokio::spawn(async move {
+                let mut messages = pubsub.on_message();
+                while let Some(message) = messages.next().await {
+                    let packet = (
+                        message.get_channel_name().to_owned(),
+                        message.get_payload_bytes().to_vec(),
+                    );
+                    if tx.send(packet).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Adapter::Sharded => {
+            let mut con = client.get_connection_with_timeout(cfg.redis.connect_timeout)?;
+            redis::cmd("CLIENT")
+                .arg("SETNAME")
+                .arg(MONITOR_CLIENT_NAME)
+                .exec(&mut con)?;
+            let mut channels = Vec::new();
+            for nsp in nsps {
+                let channel = target.namespace_channel(nsp);
+                let own = target.monitor_channel(nsp).expect("a sharded target");
+                // One SSUBSCRIBE per namespace: its two channels share a slot.
+                redis::cmd("SSUBSCRIBE")
+                    .arg(&own)
+                    .arg(&channel)
+                    .exec(&mut con)?;
+                channels.push(channel);
+            }
+            eprintln!(
+                "monitoring {} (Ctrl-C to stop)",
+                printable(&channels.join(" "))
+            );
+            // A thread of its own, not `spawn_blocking`: the runtime would wait for it at exit.
+            std::thread::spawn(move || shard_messages(con, tx));
+        }
+    }
     let mut seen = 0;
     while count.is_none_or(|n| seen < n) {
-        let Some(message) = messages.next().await else {
+        let Some((channel, payload)) = packets.recv().await else {
             return Err(Failure {
                 code: EXIT_FAILURE,
                 message: "the connection to Redis closed".into(),
             });
         };
-        let line = describe(
-            message.get_channel_name(),
-            message.get_payload_bytes(),
-            json,
-        );
+        let line = describe(&target, &channel, &payload, json);
         match writeln!(out, "{line}").and_then(|()| out.flush()) {
             Ok(()) => {}
             // The reader went away (`sio-relay monitor | head`): a normal end for a tool.
@@ -57,9 +109,25 @@ pub async fn run(
     Ok(())
 }
 
-/// One output line for the packet `payload` seen on `channel`.
-pub fn describe(channel: &str, payload: &[u8], json: bool) -> String {
-    match (packet::decode(payload), json) {
+/// Passes on the messages of a connection in sharded Pub/Sub mode (`smessage`, channel, payload)
+/// until it closes or nobody wants them any more. redis-rs reads shard messages off a plain
+/// connection only, hence a thread.
+fn shard_messages(mut con: redis::Connection, tx: tokio::sync::mpsc::Sender<(String, Vec<u8>)>) {
+    while let Ok(reply) = con.recv_response() {
+        let Ok((kind, channel, payload)) =
+            redis::from_redis_value::<(String, String, Vec<u8>)>(reply)
+        else {
+            continue; // a subscription's confirmation
+        };
+        if kind == "smessage" && tx.blocking_send((channel, payload)).is_err() {
+            return;
+        }
+    }
+}
+
+/// One output line for the packet `payload` seen on `channel`, read as `target`'s servers read it.
+pub fn describe(target: &Target, channel: &str, payload: &[u8], json: bool) -> String {
+    match (packet::decode(payload, target), json) {
         (Ok(decoded), true) => {
             serde_json::json!({ "channel": channel, "packet": decoded }).to_string()
         }
@@ -104,24 +172,24 @@ mod tests {
             (b"data".to_vec(), br#"{"text":"hi"}"#.to_vec()),
             (b"room".to_vec(), b"lobby".to_vec()),
         ];
-        let packet = Config::default()
-            .target()
-            .encode(&Entry::parse(&fields).unwrap());
+        let target = Config::default().target();
+        let packet = target.encode(&Entry::parse(&fields).unwrap());
         assert_eq!(
-            describe(&packet.channel, &packet.payload, false),
+            describe(&target, &packet.channel, &packet.payload, false),
             r#"socket.io#/#lobby# nsp=/ rooms=["lobby"] except=[] flags={} event=chat args=[{"text":"hi"}]"#
         );
         let json: serde_json::Value =
-            serde_json::from_str(&describe(&packet.channel, &packet.payload, true)).unwrap();
+            serde_json::from_str(&describe(&target, &packet.channel, &packet.payload, true))
+                .unwrap();
         assert_eq!(json["packet"]["event"], "chat");
         assert_eq!(json["packet"]["rooms"][0], "lobby");
 
         assert_eq!(
-            describe("socket.io#/#", b"{}", false),
+            describe(&target, "socket.io#/#", b"{}", false),
             "socket.io#/# UNDECODABLE (1 trailing bytes after the packet (notepack throws on them)) hex=7b7d"
         );
         let json: serde_json::Value =
-            serde_json::from_str(&describe("socket.io#/#", b"{}", true)).unwrap();
+            serde_json::from_str(&describe(&target, "socket.io#/#", b"{}", true)).unwrap();
         assert_eq!(json["hex"], "7b7d");
     }
 }

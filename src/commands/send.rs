@@ -7,6 +7,7 @@ use redis::AsyncCommands;
 use super::{connect, Failure, EXIT_DATA, EXIT_FAILURE};
 use crate::config::Config;
 use crate::entry::Entry;
+use crate::servers;
 
 /// What to emit, as on the command line.
 #[derive(Debug, Default)]
@@ -88,30 +89,33 @@ pub async fn to_stream(cfg: &Config, emit: &Emit) -> Result<String, Failure> {
 }
 
 /// Publishes the packet directly; returns how many Socket.IO servers received it. Servers are
-/// counted first, as the relay counts them (the adapter's request channel): with none, nothing is
+/// counted first, as the relay counts them (see [`crate::servers`]): with none, nothing is
 /// published, since PUBLISH's own count would include monitors and other pattern subscribers.
 pub async fn direct(cfg: &Config, emit: &Emit) -> Result<u64, Failure> {
     let (_, entry) = emit.validate()?;
     let target = cfg.target();
     let packet = target.encode(&entry);
     let mut con = connect(cfg).await?;
-    let request = target.request_channel(entry.nsp());
-    let servers: Vec<(String, u64)> = redis::cmd("PUBSUB")
-        .arg("NUMSUB")
-        .arg(&request)
-        .query_async(&mut con)
-        .await?;
-    if servers.first().is_none_or(|(_, n)| *n == 0) {
+    let nsp = entry.nsp().to_owned();
+    let servers = servers::count(&mut con, &target, std::slice::from_ref(&nsp)).await?[0];
+    if servers == 0 {
+        let hint = servers::other_adapter(&mut con, &target, &nsp)
+            .await?
+            .map_or_else(String::new, |other| format!("; {other}"));
         return Err(Failure {
             code: EXIT_FAILURE,
             message: format!(
-                "no Socket.IO server listens on namespace {} (nobody subscribes to {request}): nothing was published",
-                entry.nsp()
+                "no Socket.IO server listens on namespace {nsp} (nobody subscribes to {}): nothing was published{hint}",
+                target.servers_channel(&nsp)
             ),
         });
     }
-    let receivers: u64 = con.publish(&packet.channel, &packet.payload).await?;
-    Ok(receivers.min(servers[0].1))
+    let receivers: u64 = redis::cmd(target.publish_command())
+        .arg(&packet.channel)
+        .arg(&packet.payload)
+        .query_async(&mut con)
+        .await?;
+    Ok(receivers.min(servers))
 }
 
 #[cfg(test)]

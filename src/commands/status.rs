@@ -11,11 +11,13 @@ use serde::Serialize;
 use super::{connect, printable};
 use crate::config::mask_password;
 use crate::config::Config;
+use crate::servers;
 
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub redis: RedisStatus,
-    /// Socket.IO servers per namespace, as the adapter counts them (`PUBSUB NUMSUB`).
+    /// Socket.IO servers per namespace, as the adapter counts them (`PUBSUB NUMSUB`, or
+    /// `SHARDNUMSUB` for the sharded adapter).
     pub namespaces: Vec<Namespace>,
     pub stream: Option<StreamStatus>,
     pub dead_letters: Option<u64>,
@@ -91,33 +93,30 @@ async fn fill(cfg: &Config, status: &mut Status) -> Result<(), String> {
     status.redis.reachable = true;
     status.redis.version = info.get("redis_version");
 
-    let request_prefix = format!("{}-request#", cfg.target.key);
-    let channels: Vec<String> = redis::cmd("PUBSUB")
-        .arg("CHANNELS")
-        .arg(format!("{request_prefix}*"))
-        .query_async(&mut con)
+    let target = cfg.target();
+    for (nsp, servers) in servers::namespaces(&mut con, &target)
         .await
-        .map_err(redis_error)?;
-    if !channels.is_empty() {
-        let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(&channels)
-            .query_async(&mut con)
-            .await
-            .map_err(redis_error)?;
-        for (channel, servers) in counts {
-            let nsp = channel
-                .strip_prefix(&request_prefix)
-                .and_then(|rest| rest.strip_suffix('#'))
-                .unwrap_or(&channel)
-                .to_owned();
-            status.namespaces.push(Namespace { nsp, servers });
-        }
-        status.namespaces.sort_by(|a, b| a.nsp.cmp(&b.nsp));
+        .map_err(redis_error)?
+    {
+        status.namespaces.push(Namespace { nsp, servers });
     }
     if status.namespaces.iter().all(|n| n.servers == 0) {
+        let others = servers::namespaces(&mut con, &target.other_adapter())
+            .await
+            .map_err(redis_error)?;
+        let mut hint = String::new();
+        for (nsp, _) in others.iter().filter(|(_, servers)| *servers > 0) {
+            if let Some(other) = servers::other_adapter(&mut con, &target, nsp)
+                .await
+                .map_err(redis_error)?
+            {
+                hint = format!(": {other}");
+                break;
+            }
+        }
         status.problems.push(format!(
-            "no Socket.IO server listens (no subscriber on {request_prefix}<nsp>#): entries wait"
+            "no Socket.IO server listens (no subscriber on {}<nsp>#): entries wait{hint}",
+            target.servers_prefix()
         ));
     }
 

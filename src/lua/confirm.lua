@@ -14,14 +14,15 @@
 -- fail (ACL, key type) is checked first, so a refused confirmation has no effect.
 --
 -- KEYS[1] source stream; KEYS[2] journal
--- ARGV[1] consumer group; ARGV[2] this consumer; ARGV[3] min receivers; ARGV[4] request channel
--- prefix (`<key>-request#`); then per namespace: namespace, servers counted at publishing, number
--- of entry IDs n, then the n IDs.
+-- ARGV[1] consumer group; ARGV[2] this consumer; ARGV[3] min receivers; ARGV[4] PUBSUB subcommand
+-- counting servers; ARGV[5] servers channel prefix; ARGV[6] monitor channel prefix (servers.lua);
+-- then per namespace: namespace, servers counted at publishing, servers the relay counted now (-1:
+-- count them here; in a cluster the relay counts every node), number of entry IDs n, the n IDs.
 -- Returns the IDs not confirmed.
 local stream, journal = KEYS[1], KEYS[2]
 local group, consumer = ARGV[1], ARGV[2]
 local min_receivers = tonumber(ARGV[3])
-local request_prefix = ARGV[4]
+local servers_command, servers_prefix, monitor_prefix = ARGV[4], ARGV[5], ARGV[6]
 
 for _, command in ipairs({ { 'XACK', stream, group, '0-1' }, { 'HDEL', journal, consumer } }) do
   if not redis.acl_check_cmd(unpack(command)) then
@@ -34,18 +35,22 @@ if journal_type ~= 'none' and journal_type ~= 'hash' then
 end
 
 local confirmed, unconfirmed = {}, {}
-local i = 5
+local i = 7
 while i <= #ARGV do
-  local namespace, counted, n = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local namespace, counted = ARGV[i], tonumber(ARGV[i + 1])
+  local now, n = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
   local still = counted
   if min_receivers > 0 then
-    still = math.min(counted, redis.call('PUBSUB', 'NUMSUB', request_prefix .. namespace .. '#')[2])
+    if now < 0 then
+      now = count_servers(servers_command, servers_prefix, monitor_prefix, namespace)
+    end
+    still = math.min(counted, now)
   end
   local into = (still >= min_receivers) and confirmed or unconfirmed
-  for j = i + 3, i + 2 + n do
+  for j = i + 4, i + 3 + n do
     into[#into + 1] = ARGV[j]
   end
-  i = i + 3 + n
+  i = i + 4 + n
 end
 for first = 1, #confirmed, 1000 do
   redis.call('XACK', stream, group, unpack(confirmed, first, math.min(first + 999, #confirmed)))

@@ -7,11 +7,13 @@
 -- batch Redis refuses has had no effect at all and can be retried or split without duplicates. The
 -- one exception is PUBLISH itself, run with pcall: a channel the ACL forbids only holds that entry.
 --
--- Servers are counted the way the adapter counts them (PUBSUB NUMSUB on `<key>-request#<nsp>#`,
--- which only a Socket.IO server's adapter subscribes to), before publishing: an entry goes out only
--- when enough servers listen, so monitors and other pattern subscribers never count, and an entry
--- is never published to servers that would see it again later. PUBLISH's own count is a second
--- check.
+-- Servers are counted the way their adapter counts them (see servers.lua), before publishing: an
+-- entry goes out only when enough servers listen, so monitors and other pattern subscribers never
+-- count, and an entry is never published to servers that would see it again later. PUBLISH's own
+-- count is a second check where it counts every server (not in a cluster, where it is one node's;
+-- not on a sharded room channel, which only the servers holding the room subscribe to). In a
+-- cluster the relay counts the servers of every node itself and passes the counts in, since a
+-- script sees one node only.
 --
 -- A published entry is not acknowledged here but written to the journal (a hash: consumer ->
 -- "<run_id of this Redis process> <id>,<id>,..."); the relay's confirmation script acknowledges it
@@ -19,20 +21,26 @@
 -- journaled entry still pending acknowledges it without publishing again if the journal holds the
 -- current run_id, and publishes it again if Redis restarted in between (the packets may never have
 -- left). Entries held because too few servers listen are recorded in the held hash (id -> delivery
--- count) so that waiting never spends delivery attempts, across restarts and relays.
+-- count) so that waiting never spends delivery attempts, across restarts and relays. An entry whose
+-- channel another node of a cluster serves ('x') is checked, counted and held here like any other,
+-- but published by the relay after the script (code 9), unjournaled: if the relay dies before it
+-- confirms, the entry is published again (at least once, never lost).
 --
 -- KEYS[1] source stream      ARGV[1] consumer group       ARGV[6], ARGV[7] lowest and highest ID
 -- KEYS[2] dead-letter stream ARGV[2] this consumer        ARGV[8] how many pending entries to scan
--- KEYS[3] journal            ARGV[3] min receivers        ARGV[9] request channel prefix
--- KEYS[4] held record        ARGV[4] dead-letter MAXLEN ~ (0: none)      (`<key>-request#`)
---                            ARGV[5] run_id of this Redis process
--- ARGV[10..] operations, each opening with its kind:
+-- KEYS[3] journal            ARGV[3] min receivers        ARGV[9] PUBSUB subcommand counting servers
+-- KEYS[4] held record        ARGV[4] dead-letter MAXLEN ~ (0: none)   ARGV[10] servers channel prefix
+--                            ARGV[5] run_id of this Redis process     ARGV[11] monitor channel prefix
+-- ARGV[12] PUBLISH or SPUBLISH; ARGV[13] '1' when its reply counts every listening server;
+-- ARGV[14] n, the number of namespaces whose servers the relay counted; then n pairs namespace,
+-- servers; then the operations, each opening with its kind:
 --   'N', id, namespace, channel, payload        publish a new entry: first read, delivery count 1
 --   'P', flags, id, deliveries, namespace, channel, payload   publish any other entry
 --   'D', flags, id, deliveries, reason, detail   dead-letter (fields copied here)
 --   'G', flags, id, deliveries                   deleted from the stream: acknowledge
 -- flags: 'r' a redelivery, which may have been journaled; 'h' recorded in the held hash; 'b' behind
--- an older entry the relay holds for its namespace, so to be held unpublished; '-' none.
+-- an older entry the relay holds for its namespace, so to be held unpublished; 'x' published by
+-- the relay (code 9); '-' none.
 --
 -- Returns { results, servers, errors }: one integer per operation, 16 * value + code; servers, a
 -- flat list of namespace, server count for every namespace counted; errors, a flat list of
@@ -47,13 +55,16 @@
 --   code 7                    PUBLISH was refused (see errors); held
 --   code 8, value receivers   published, but PUBLISH reached fewer than min receivers; not
 --                             journaled; held
+--   code 9, value servers     enough servers listen: for the relay to publish ('x')
 local stream, dead, journal, held_record = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, consumer = ARGV[1], ARGV[2]
 local min_receivers = tonumber(ARGV[3])
 local dead_max_len = tonumber(ARGV[4])
 local run_id = ARGV[5]
-local request_prefix = ARGV[9]
-local FIRST_OP = 10
+local servers_command, servers_prefix, monitor_prefix = ARGV[9], ARGV[10], ARGV[11]
+local publish_command, replies_count_servers = ARGV[12], ARGV[13] == '1'
+local given = tonumber(ARGV[14])
+local FIRST_OP = 15 + 2 * given
 -- Lua cannot pass many more than 8000 values to one redis.call; a dead letter with more fields than
 -- fit keeps them packed (MessagePack) in one field instead.
 local MAX_XADD_VALUES = 7800
@@ -97,7 +108,7 @@ local needs = {
   { 'HSET', journal, 'f', 'v' },
   { 'HSET', held_record, 'f', 'v' },
   { 'HDEL', held_record, 'f' },
-  { 'PUBSUB', 'NUMSUB', request_prefix },
+  { 'PUBSUB', servers_command, servers_prefix },
 }
 for _, command in ipairs(needs) do
   if not redis.acl_check_cmd(unpack(command)) then
@@ -145,10 +156,13 @@ local function owned(id)
 end
 
 local servers, counted = {}, {}
+for j = 15, 14 + 2 * given, 2 do
+  servers[ARGV[j]] = tonumber(ARGV[j + 1])
+end
 local function servers_of(namespace)
   local n = servers[namespace]
   if n == nil then
-    n = redis.call('PUBSUB', 'NUMSUB', request_prefix .. namespace .. '#')[2]
+    n = count_servers(servers_command, servers_prefix, monitor_prefix, namespace)
     servers[namespace] = n
     counted[#counted + 1] = namespace
   end
@@ -250,17 +264,18 @@ end
 local function common(at)
   local kind = ARGV[at]
   if kind == 'N' then
-    return kind, ARGV[at + 1], 1, false, false, false, at + 2
+    return kind, ARGV[at + 1], 1, false, false, false, false, at + 2
   end
   local flags = ARGV[at + 1]
   return kind, ARGV[at + 2], ARGV[at + 3], find(flags, 'r', 1, true) ~= nil,
-    find(flags, 'h', 1, true) ~= nil, find(flags, 'b', 1, true) ~= nil, at + 4
+    find(flags, 'h', 1, true) ~= nil, find(flags, 'b', 1, true) ~= nil,
+    find(flags, 'x', 1, true) ~= nil, at + 4
 end
 
 for k, at in ipairs(any_dead and starts or {}) do
   local kind = ARGV[at]
   if kind == 'D' or kind == 'G' then
-    local _, id, deliveries, redelivery, recorded, _, own = common(at)
+    local _, id, deliveries, redelivery, recorded, _, _, own = common(at)
     if not owned(id) then
       results[k] = 4
     elseif redelivery and acknowledged_as_published(k, id, recorded) then
@@ -280,12 +295,13 @@ end
 for k, at in ipairs(starts) do
   local kind = ARGV[at]
   if kind == 'N' or kind == 'P' then
-    local id, deliveries, redelivery, recorded, behind, own
+    local id, deliveries, redelivery, recorded, behind, external, own
     if kind == 'N' then
-      id, deliveries, redelivery, recorded, behind, own = ARGV[at + 1], 1, false, false, false, at + 2
+      id, deliveries, redelivery, recorded, behind, external, own = ARGV[at + 1], 1, false, false,
+        false, false, at + 2
     else
       local _
-      _, id, deliveries, redelivery, recorded, behind, own = common(at)
+      _, id, deliveries, redelivery, recorded, behind, external, own = common(at)
     end
     local namespace, channel, payload = ARGV[own], ARGV[own + 1], ARGV[own + 2]
     if not (mine[id] or (not complete and owned(id))) then
@@ -300,14 +316,18 @@ for k, at in ipairs(starts) do
       if listening < min_receivers then
         held(id, recorded, deliveries, namespace)
         results[k] = listening * 16 + 2
+      elseif external then
+        resolved(id, recorded)
+        results[k] = listening * 16 + 9
       else
-        local receivers = pcall_redis('PUBLISH', channel, payload)
+        local receivers = pcall_redis(publish_command, channel, payload)
         if type(receivers) == 'table' then
           held(id, recorded, deliveries, namespace)
           errors[#errors + 1] = k
           errors[#errors + 1] = tostring(receivers.err)
           results[k] = 7
-        elseif receivers < min_receivers then
+        elseif replies_count_servers and receivers < min_receivers
+          and (publish_command == 'PUBLISH' or channel == servers_prefix .. namespace .. '#') then
           held(id, recorded, deliveries, namespace)
           results[k] = receivers * 16 + 8
         else

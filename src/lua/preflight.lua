@@ -4,10 +4,12 @@
 -- and its channel), and the types of its keys.
 --
 -- KEYS[1] source stream; KEYS[2] dead-letter stream; KEYS[3] journal; KEYS[4] held record;
--- KEYS[5] leases. ARGV[1] consumer group; ARGV[2] a broadcast channel; ARGV[3] a request channel.
+-- KEYS[5] leases. ARGV[1] consumer group; ARGV[2] a broadcast channel; ARGV[3] the channel servers
+-- are counted on; ARGV[4] PUBLISH or SPUBLISH; ARGV[5] the PUBSUB subcommand counting servers.
 -- Returns { problems, optional }: what stops the relay, and what only degrades it.
 local stream, dead, journal, held, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local group, broadcast, request = ARGV[1], ARGV[2], ARGV[3]
+local group, broadcast, servers = ARGV[1], ARGV[2], ARGV[3]
+local publish, count = ARGV[4], ARGV[5]
 local problems, optional = {}, {}
 
 local required = {
@@ -26,8 +28,8 @@ local required = {
   { 'HGET', journal, 'f' }, { 'HGETALL', journal }, { 'HSET', journal, 'f', 'v' }, { 'HDEL', journal, 'f' },
   { 'HMGET', held, 'f' }, { 'HSET', held, 'f', 'v' }, { 'HDEL', held, 'f' },
   { 'HGET', leases, 'f' }, { 'HSET', leases, 'f', 'v' }, { 'HDEL', leases, 'f' },
-  { 'PUBLISH', broadcast, 'x' },
-  { 'PUBSUB', 'NUMSUB', request },
+  { publish, broadcast, 'x' },
+  { 'PUBSUB', count, servers },
   { 'TYPE', stream },
   { 'TIME' },
   { 'INFO', 'server' },

@@ -16,6 +16,7 @@ use crate::delivery::{Claim, Deliverable, Op, Outcome, Published};
 use crate::entry::{Entry, EntryId, Malformed, RawEntry};
 use crate::fault::Fault;
 use crate::reader::Fetched;
+use crate::servers;
 
 /// An entry in hand: its fields as read, and what the relay knows of it.
 pub(super) struct Taken {
@@ -255,6 +256,7 @@ impl Relay {
                 Plan::Publish(entry) => Op::Publish {
                     entry,
                     behind: self.held.holds_before(&entry.nsp, entry.id()),
+                    external: false,
                 },
                 Plan::DeadLetter { claim, reason } => Op::DeadLetter {
                     claim: *claim,
@@ -267,7 +269,7 @@ impl Relay {
         let started = Instant::now();
         let report = self
             .scripts
-            .deliver(&mut s.writer, &s.run_id, &ops, self.held.len())
+            .deliver(&mut s.writer, &s.run_id, &ops, self.held.len(), &[])
             .await
             .map_err(Fault::of_batch)?;
         self.metrics
@@ -275,6 +277,7 @@ impl Relay {
             .observe(started.elapsed().as_secs_f64());
         let servers: HashMap<String, u64> = report.servers.into_iter().collect();
         let mut published: Vec<Published> = Vec::new();
+        let mut nobody_listens = Vec::new();
         for (plan, outcome) in plans.iter().zip(report.outcomes) {
             let claim = plan.claim();
             if !claim.redelivery {
@@ -298,7 +301,11 @@ impl Relay {
                         }),
                     }
                 }
-                (Plan::Publish(entry), held) if held.is_held() => self.hold(entry, &held),
+                (Plan::Publish(entry), held) if held.is_held() => {
+                    if self.hold(entry, &held) && held == (Outcome::TooFewServers { servers: 0 }) {
+                        nobody_listens.push(entry.nsp.clone());
+                    }
+                }
                 (_, Outcome::AlreadyPublished) => {
                     self.metrics.acknowledged.inc();
                 }
@@ -327,11 +334,18 @@ impl Relay {
         }
         debug!(entries = plans.len(), "batch done");
         s.unconfirmed.extend(published);
+        for nsp in nobody_listens {
+            // Servers of the other adapter are a configuration mistake, not an outage: say so.
+            if let Some(hint) = servers::other_adapter(&mut s.writer, &self.target, &nsp).await? {
+                error!(?nsp, "{hint}");
+            }
+        }
         Ok(())
     }
 
-    /// Holds `entry`, recorded as held by the script, and says why once per namespace.
-    fn hold(&mut self, entry: &Deliverable, outcome: &Outcome) {
+    /// Holds `entry`, recorded as held by the script, and says why once per namespace; true when
+    /// its namespace was not held before.
+    fn hold(&mut self, entry: &Deliverable, outcome: &Outcome) -> bool {
         let started_holding = !self.held.is_holding(&entry.nsp);
         let claim = Claim {
             recorded: true,
@@ -342,7 +356,7 @@ impl Relay {
         }
         self.held.insert(&entry.nsp, claim);
         if !started_holding {
-            return;
+            return false;
         }
         let min_receivers = self.cfg.delivery.min_receivers;
         match outcome {
@@ -366,5 +380,6 @@ impl Relay {
             ),
             _ => {}
         }
+        true
     }
 }

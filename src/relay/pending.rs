@@ -20,12 +20,10 @@ use crate::delivery::Claim;
 use crate::entry::EntryId;
 use crate::fault::Fault;
 use crate::metrics::Source;
+use crate::servers;
 
 /// IDs per keep-alive script call, within Lua's limits.
 const KEEP_CHUNK: usize = 1000;
-
-/// Request channels per PUBSUB NUMSUB call.
-const NUMSUB_CHUNK: usize = 500;
 
 impl Relay {
     /// Delivers the entries this consumer read earlier but never acknowledged (a crash, a lost
@@ -285,8 +283,9 @@ impl Relay {
     }
 
     /// Dead-letters held entries that expired, tries parked entries again, then delivers, at full
-    /// speed, the held entries of every namespace that has enough servers again. Servers are counted for all held namespaces
-    /// in one command, so namespaces without listeners cost next to nothing however many there are.
+    /// speed, the held entries of every namespace that has enough servers again. Servers are counted
+    /// for all held namespaces in one command, so namespaces without listeners cost next to nothing
+    /// however many there are.
     pub(super) async fn retry_held(&mut self, s: &mut Session) -> Result<(), Fault> {
         self.timers.retry = Instant::now() + self.cfg.delivery.retry_interval;
         let expired: Vec<Plan> = self
@@ -309,25 +308,14 @@ impl Relay {
             self.metrics.parked.set(self.held.parked() as i64);
         }
         let min = u64::from(self.cfg.delivery.min_receivers);
-        let mut ready = Vec::new();
-        for chunk in self.held.namespaces().chunks(NUMSUB_CHUNK) {
-            let channels: Vec<String> = chunk
-                .iter()
-                .map(|nsp| self.target.request_channel(nsp))
-                .collect();
-            let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
-                .arg("NUMSUB")
-                .arg(&channels)
-                .query_async(&mut s.writer)
-                .await?;
-            ready.extend(
-                chunk
-                    .iter()
-                    .zip(counts)
-                    .filter(|(_, (_, servers))| *servers >= min)
-                    .map(|(nsp, _)| nsp.clone()),
-            );
-        }
+        let namespaces = self.held.namespaces();
+        let counts = servers::count(&mut s.writer, &self.target, &namespaces).await?;
+        let ready: Vec<String> = namespaces
+            .into_iter()
+            .zip(counts)
+            .filter(|(_, servers)| *servers >= min)
+            .map(|(nsp, _)| nsp)
+            .collect();
         let before = self.held.len();
         for nsp in ready {
             let claims = self.held.take_front(&nsp, self.cfg.source.batch_size);

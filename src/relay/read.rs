@@ -28,7 +28,9 @@ impl Relay {
             if s.unconfirmed.is_empty() {
                 return Ok(Vec::new());
             }
-            scripts.confirm(&mut s.writer, &s.unconfirmed).await
+            scripts
+                .confirm(&mut s.writer, &s.unconfirmed, &Default::default())
+                .await
         };
         let (confirmed, read) = tokio::join!(confirm, read);
         let (reader, fetched) = read.map_err(|e| {
@@ -103,7 +105,10 @@ impl Relay {
         if s.unconfirmed.is_empty() {
             return Ok(());
         }
-        let unconfirmed = self.scripts.confirm(&mut s.writer, &s.unconfirmed).await?;
+        let unconfirmed = self
+            .scripts
+            .confirm(&mut s.writer, &s.unconfirmed, &Default::default())
+            .await?;
         self.confirmed(s, unconfirmed);
         Ok(())
     }

@@ -1,21 +1,64 @@
 // A Socket.IO server clustered through @socket.io/redis-adapter, as users run it.
-// Usage: node server.js PORT REDIS_URL
+// Usage: node server.js PORT REDIS_URL [OPTIONS_JSON]
+// OPTIONS_JSON (all optional):
+//   "adapter": "classic" (createAdapter, the default) or "sharded" (createShardedAdapter)
+//   "parser": "json" for the classic adapter with a JSON parser instead of notepack
+//   "subscriptionMode": the sharded adapter's option ("dynamic", "dynamic-private", "static")
+//   "cluster": true to connect to a Redis Cluster through REDIS_URL (comma-separated seed URLs)
+//   "client": "ioredis" to use ioredis (a Cluster with shardedSubscribers) instead of node-redis
 // Namespaces "/" and "/admin" exist from the start; a client joins the rooms listed in its
 // `rooms` handshake query (comma-separated) and is told so with a "joined" event.
 const { Server } = require("socket.io");
-const { createAdapter } = require("@socket.io/redis-adapter");
-const { createClient } = require("redis");
+const { createAdapter, createShardedAdapter } = require("@socket.io/redis-adapter");
 
-const [port, redisUrl] = process.argv.slice(2);
+const [port, redisUrl, optionsJson] = process.argv.slice(2);
+const options = JSON.parse(optionsJson || "{}");
 
-async function main() {
-  const pub = createClient({ url: redisUrl });
+async function clients() {
+  const urls = redisUrl.split(",");
+  if (options.client === "ioredis") {
+    const Redis = require("ioredis");
+    const nodes = urls.map((u) => {
+      const { hostname, port } = new URL(u);
+      return { host: hostname, port: Number(port) };
+    });
+    const make = () =>
+      options.cluster
+        ? new Redis.Cluster(nodes, { shardedSubscribers: true })
+        : new Redis(urls[0]);
+    const pub = make();
+    const sub = make();
+    pub.on("error", () => {});
+    sub.on("error", () => {});
+    return [pub, sub];
+  }
+  const { createClient, createCluster } = require("redis");
+  const pub = options.cluster
+    ? createCluster({ rootNodes: urls.map((url) => ({ url })) })
+    : createClient({ url: urls[0] });
   const sub = pub.duplicate();
   // Without listeners node-redis throws on connection errors; a restarted Redis is expected.
   pub.on("error", () => {});
   sub.on("error", () => {});
   await Promise.all([pub.connect(), sub.connect()]);
-  const io = new Server(Number(port), { adapter: createAdapter(pub, sub) });
+  return [pub, sub];
+}
+
+async function main() {
+  const [pub, sub] = await clients();
+  let adapter;
+  if (options.adapter === "sharded") {
+    adapter = createShardedAdapter(pub, sub, {
+      subscriptionMode: options.subscriptionMode || "dynamic",
+    });
+  } else if (options.parser === "json") {
+    adapter = createAdapter(pub, sub, {
+      parser: { encode: (value) => JSON.stringify(value), decode: (text) => JSON.parse(text) },
+    });
+  } else {
+    adapter = createAdapter(pub, sub);
+  }
+  const io = new Server(Number(port), { adapter });
   for (const name of ["/", "/admin"]) {
     io.of(name).on("connection", (socket) => {
       const rooms = socket.handshake.query.rooms;

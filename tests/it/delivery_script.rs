@@ -43,6 +43,7 @@ fn publish(entry: &Deliverable) -> Op<'_> {
     Op::Publish {
         entry,
         behind: false,
+        external: false,
     }
 }
 
@@ -79,7 +80,7 @@ async fn one_entry_published_by_relay_a(redis: &RedisServer) -> Setup {
     let mut setup = one_entry_read_by_relay_a(redis).await;
     let report = setup
         .scripts
-        .deliver(&mut setup.writer, "p", &[publish(&setup.entry)], 0)
+        .deliver(&mut setup.writer, "p", &[publish(&setup.entry)], 0, &[])
         .await
         .unwrap();
     assert_eq!(report.outcomes, [Outcome::Published { receivers: 1 }]);
@@ -113,7 +114,7 @@ async fn an_entry_reclaimed_by_another_relay_is_not_published_again() {
         .unwrap();
     let entry = deliverable(&id);
     let report = Scripts::new(&config("relay-a"))
-        .deliver(&mut writer(&redis).await, "run", &[publish(&entry)], 0)
+        .deliver(&mut writer(&redis).await, "run", &[publish(&entry)], 0, &[])
         .await
         .unwrap();
     assert_eq!(report.outcomes, [Outcome::NotOwned]);
@@ -135,7 +136,7 @@ async fn journaled_entries_are_published_once_per_redis_process() {
 
     // Published, journaled, not yet confirmed: the relay dies here.
     let report = scripts
-        .deliver(&mut writer, "process-1", &[publish(&entry)], 0)
+        .deliver(&mut writer, "process-1", &[publish(&entry)], 0, &[])
         .await
         .unwrap();
     assert_eq!(report.outcomes, [Outcome::Published { receivers: 1 }]);
@@ -151,7 +152,7 @@ async fn journaled_entries_are_published_once_per_redis_process() {
     let mut entry = entry;
     entry.claim = claim(&id, 2);
     let report = scripts
-        .deliver(&mut writer, "process-2", &[publish(&entry)], 0)
+        .deliver(&mut writer, "process-2", &[publish(&entry)], 0, &[])
         .await
         .unwrap();
     assert_eq!(report.outcomes, [Outcome::Published { receivers: 1 }]);
@@ -165,7 +166,7 @@ async fn journaled_entries_are_published_once_per_redis_process() {
 
     // Same process: acknowledged without a second publish.
     let report = scripts
-        .deliver(&mut writer, "process-2", &[publish(&entry)], 0)
+        .deliver(&mut writer, "process-2", &[publish(&entry)], 0, &[])
         .await
         .unwrap();
     assert_eq!(report.outcomes, [Outcome::AlreadyPublished]);
@@ -191,7 +192,10 @@ async fn confirm_acknowledges_and_clears_the_journal() {
         servers: 1,
         claims: vec![entry.claim],
     };
-    let unconfirmed = scripts.confirm(&mut writer, &[published]).await.unwrap();
+    let unconfirmed = scripts
+        .confirm(&mut writer, &[published], &Default::default())
+        .await
+        .unwrap();
     assert!(unconfirmed.is_empty());
     assert!(pending(&mut con).is_empty());
     let journaled: bool = con.hexists(keys().journal, "relay-a").unwrap();
@@ -223,7 +227,10 @@ async fn entries_whose_servers_vanished_are_not_confirmed() {
         servers: 1,
         claims: vec![entry.claim],
     };
-    let unconfirmed = scripts.confirm(&mut writer, &[published]).await.unwrap();
+    let unconfirmed = scripts
+        .confirm(&mut writer, &[published], &Default::default())
+        .await
+        .unwrap();
     assert_eq!(unconfirmed, [entry.id()]);
     assert_eq!(pending(&mut con).len(), 1, "still pending");
     let journaled: bool = con.hexists(keys().journal, "relay-a").unwrap();
@@ -248,7 +255,7 @@ async fn too_few_servers_hold_the_rest_of_the_namespace_and_record_it() {
     let entries: Vec<Deliverable> = ids.iter().map(|id| deliverable(id)).collect();
     let ops: Vec<Op> = entries.iter().map(publish).collect();
     let report = Scripts::new(&config("relay-a"))
-        .deliver(&mut writer(&redis).await, "p", &ops, 0)
+        .deliver(&mut writer(&redis).await, "p", &ops, 0, &[])
         .await
         .unwrap();
     assert_eq!(
@@ -278,7 +285,7 @@ async fn a_pattern_subscriber_is_not_a_server() {
         mut writer,
     } = one_entry_read_by_relay_a(&redis).await;
     let report = scripts
-        .deliver(&mut writer, "p", &[publish(&entry)], 0)
+        .deliver(&mut writer, "p", &[publish(&entry)], 0, &[])
         .await
         .unwrap();
     assert_eq!(report.outcomes, [Outcome::TooFewServers { servers: 0 }]);
@@ -299,7 +306,7 @@ async fn below_min_receivers_nothing_is_published() {
     cfg.delivery.min_receivers = 2;
     let entry = deliverable(&id);
     let report = Scripts::new(&cfg)
-        .deliver(&mut writer(&redis).await, "p", &[publish(&entry)], 0)
+        .deliver(&mut writer(&redis).await, "p", &[publish(&entry)], 0, &[])
         .await
         .unwrap();
     assert_eq!(report.outcomes, [Outcome::TooFewServers { servers: 1 }]);
@@ -331,6 +338,7 @@ async fn dead_letters_are_copied_inside_redis_and_acknowledged_together() {
                 detail: "event `connect` is reserved".into(),
             }],
             0,
+            &[],
         )
         .await
         .unwrap();
@@ -376,6 +384,7 @@ async fn an_entry_with_thousands_of_fields_is_dead_lettered_packed() {
                 detail: "unknown field `evnt`".into(),
             }],
             0,
+            &[],
         )
         .await
         .unwrap();
@@ -414,7 +423,7 @@ async fn a_refused_batch_publishes_nothing() {
     ];
     let scripts = Scripts::new(&config("relay-a"));
     let err = scripts
-        .deliver(&mut writer(&redis).await, "p", &ops, 0)
+        .deliver(&mut writer(&redis).await, "p", &ops, 0, &[])
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some("SIORELAY"), "{err}");
@@ -443,7 +452,7 @@ async fn out_of_memory_the_script_does_not_run_at_all() {
         .query(&mut con)
         .unwrap();
     let err = scripts
-        .deliver(&mut writer, "p", &[publish(&entry)], 0)
+        .deliver(&mut writer, "p", &[publish(&entry)], 0, &[])
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some("OOM"), "{err}");
@@ -483,7 +492,7 @@ async fn a_revoked_command_refuses_the_batch_before_publishing() {
         .unwrap();
     let entry = deliverable(&id);
     let err = Scripts::new(&config("relay-a"))
-        .deliver(&mut relay_con, "p", &[publish(&entry)], 0)
+        .deliver(&mut relay_con, "p", &[publish(&entry)], 0, &[])
         .await
         .unwrap_err();
     assert!(err.to_string().contains("XACK"), "{err}");
@@ -508,7 +517,7 @@ async fn a_published_entry_is_not_dead_lettered_while_awaiting_confirmation() {
         detail: "too old".into(),
     };
     let report = scripts
-        .deliver(&mut writer, "p", &[dead_letter], 0)
+        .deliver(&mut writer, "p", &[dead_letter], 0, &[])
         .await
         .unwrap();
     assert_eq!(outcomes(report), [Outcome::AlreadyPublished]);

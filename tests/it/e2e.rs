@@ -13,10 +13,38 @@ const SECOND: Duration = Duration::from_secs(1);
 
 #[test]
 fn rooms_namespaces_and_except_reach_exactly_the_right_clients() {
+    rooms_namespaces_and_except(Adapter::Classic);
+}
+
+/// The classic adapter with `parser: { encode: JSON.stringify, decode: JSON.parse }`: MessagePack
+/// would crash these servers.
+#[test]
+fn servers_with_a_json_parser_get_json() {
+    rooms_namespaces_and_except(Adapter::ClassicJson);
+}
+
+/// `createShardedAdapter` in each subscription mode: SPUBLISH of the JSON ClusterMessage, on the
+/// room's channel in the dynamic modes.
+#[test]
+fn sharded_adapter_servers_in_dynamic_mode() {
+    rooms_namespaces_and_except(Adapter::Sharded("dynamic"));
+}
+
+#[test]
+fn sharded_adapter_servers_in_dynamic_private_mode() {
+    rooms_namespaces_and_except(Adapter::Sharded("dynamic-private"));
+}
+
+#[test]
+fn sharded_adapter_servers_in_static_mode() {
+    rooms_namespaces_and_except(Adapter::Sharded("static"));
+}
+
+fn rooms_namespaces_and_except(adapter: Adapter) {
     let redis = RedisServer::start();
-    let a = SocketIoServer::start(&redis);
-    let b = SocketIoServer::start(&redis);
-    wait_servers(&redis, 2);
+    let a = SocketIoServer::start_with(&redis.url(), &adapter);
+    let b = SocketIoServer::start_with(&redis.url(), &adapter);
+    wait_adapter_servers(&redis, &adapter, 2);
     let clients = Clients::connect(&[
         ("a-lobby", a.url("/"), &["lobby"]),
         ("b-lobby-vip", b.url("/"), &["lobby", "vip"]),
@@ -24,7 +52,7 @@ fn rooms_namespaces_and_except_reach_exactly_the_right_clients() {
         ("b-admin-lobby", b.url("/admin"), &["lobby"]),
         ("a-admin", a.url("/admin"), &[]),
     ]);
-    let _relay = Relay::start(&redis, "relay-1", &[]);
+    let _relay = Relay::start(&redis, "relay-1", &adapter.settings());
     let mut con = redis.connection();
     let entries: &[&[(&str, &str)]] = &[
         &[

@@ -11,34 +11,6 @@ use crate::common::*;
 
 const SECOND: Duration = Duration::from_secs(1);
 
-/// A valid entry numbered `i`.
-fn numbered(i: usize) -> Vec<(&'static str, String)> {
-    vec![
-        ("event", "n".into()),
-        ("data", i.to_string()),
-        ("x-seq", i.to_string()),
-    ]
-}
-
-fn add_numbered(con: &mut redis::Connection, range: std::ops::Range<usize>) {
-    let mut pipe = redis::pipe();
-    for i in range {
-        pipe.xadd(STREAM, "*", &numbered(i)).ignore();
-    }
-    pipe.exec(con).unwrap();
-}
-
-fn held_record(con: &mut redis::Connection) -> usize {
-    con.hlen("sio-relay:held:sio-relay").unwrap()
-}
-
-/// Waits until `n` entries are pending: the relay holds them.
-fn wait_held(con: &mut redis::Connection, n: usize) {
-    wait_until(10 * SECOND, &format!("{n} entries are pending"), || {
-        pending(con).len() == n
-    });
-}
-
 /// Item 1: `sio-relay monitor` (or any pattern subscriber) is not a Socket.IO server. With every
 /// server down and a monitor running, entries are held, not acknowledged.
 #[test]

@@ -23,3 +23,4 @@ mod ops;
 mod packet_props;
 mod relay;
 mod secure;
+mod sharded;

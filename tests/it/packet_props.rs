@@ -168,7 +168,7 @@ proptest! {
     #[test]
     fn valid_entries_round_trip(p in produced()) {
         let entry = Entry::parse(&p.fields()).expect("a valid entry");
-        let target = Target { key: "socket.io".into(), uid: "emitter".into() };
+        let target = Target::classic("socket.io", "emitter");
         let packet = target.encode(&entry);
         let nsp = p.nsp.clone().unwrap_or_else(|| "/".into());
         let rooms = unique(&p.rooms);
@@ -223,7 +223,7 @@ proptest! {
         )
     ) {
         if let Ok(entry) = Entry::parse(&fields) {
-            let target = Target { key: "socket.io".into(), uid: "emitter".into() };
+            let target = Target::classic("socket.io", "emitter");
             let packet = target.encode(&entry);
             decode(&packet.payload);
         }

@@ -722,6 +722,36 @@ pub fn xadd(con: &mut redis::Connection, fields: &[(&str, &str)]) -> String {
     con.xadd(STREAM, "*", fields).expect("XADD")
 }
 
+/// A valid entry numbered `i`.
+pub fn numbered(i: usize) -> Vec<(&'static str, String)> {
+    vec![
+        ("event", "n".into()),
+        ("data", i.to_string()),
+        ("x-seq", i.to_string()),
+    ]
+}
+
+pub fn add_numbered(con: &mut redis::Connection, range: std::ops::Range<usize>) {
+    let mut pipe = redis::pipe();
+    for i in range {
+        pipe.xadd(STREAM, "*", &numbered(i)).ignore();
+    }
+    pipe.exec(con).unwrap();
+}
+
+pub fn held_record(con: &mut redis::Connection) -> usize {
+    con.hlen("sio-relay:held:sio-relay").unwrap()
+}
+
+/// Waits until `n` entries are pending: the relay holds them.
+pub fn wait_held(con: &mut redis::Connection, n: usize) {
+    wait_until(
+        Duration::from_secs(10),
+        &format!("{n} entries are pending"),
+        || pending(con).len() == n,
+    );
+}
+
 /// XADDs with an explicit ID (e.g. an old timestamp).
 pub fn xadd_id(con: &mut redis::Connection, id: &str, fields: &[(&str, &str)]) -> String {
     con.xadd(STREAM, id, fields).expect("XADD")
@@ -823,9 +853,19 @@ pub fn e2e_dir() -> &'static Path {
             "install Node.js 18 or later (Debian/Ubuntu: apt-get install nodejs npm)",
         );
         let npm = require("npm", "install npm (Debian/Ubuntu: apt-get install npm)");
-        if dir.join("node_modules/socket.io/package.json").is_file()
-            && dir.join("node_modules/.package-lock.json").is_file()
-        {
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("package.json")).unwrap()).unwrap();
+        let installed = manifest["dependencies"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|name| {
+                dir.join("node_modules")
+                    .join(name)
+                    .join("package.json")
+                    .is_file()
+            });
+        if installed && dir.join("node_modules/.package-lock.json").is_file() {
             return;
         }
         let status = Command::new(npm)
@@ -948,8 +988,16 @@ pub struct SocketIoServer {
 
 impl SocketIoServer {
     pub fn start(redis: &RedisServer) -> SocketIoServer {
+        SocketIoServer::start_with(&redis.url(), &Adapter::Classic)
+    }
+
+    /// A server on the Redis at `urls` (comma-separated seed nodes for a cluster), with `adapter`.
+    pub fn start_with(urls: &str, adapter: &Adapter) -> SocketIoServer {
         let port = free_port();
-        let node = Node::start("server.js", &[&port.to_string(), &redis.url()]);
+        let node = Node::start(
+            "server.js",
+            &[&port.to_string(), urls, &adapter.options().to_string()],
+        );
         node.wait_line("listening", Duration::from_secs(20));
         SocketIoServer { port, _node: node }
     }
@@ -959,17 +1007,66 @@ impl SocketIoServer {
     }
 }
 
+/// The adapter a test's Socket.IO servers use, and the relay settings that match it.
+#[derive(Clone, Debug)]
+pub enum Adapter {
+    Classic,
+    /// The classic adapter with a JSON parser.
+    ClassicJson,
+    /// The sharded adapter in this subscription mode.
+    Sharded(&'static str),
+}
+
+impl Adapter {
+    /// server.js's options.
+    pub fn options(&self) -> serde_json::Value {
+        match self {
+            Adapter::Classic => json!({}),
+            Adapter::ClassicJson => json!({"parser": "json"}),
+            Adapter::Sharded(mode) => json!({"adapter": "sharded", "subscriptionMode": mode}),
+        }
+    }
+
+    /// The relay's settings for it.
+    pub fn settings(&self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            Adapter::Classic => vec![],
+            Adapter::ClassicJson => vec![("TARGET__PARSER", "json")],
+            Adapter::Sharded(mode) => vec![
+                ("TARGET__ADAPTER", "sharded"),
+                ("TARGET__SUBSCRIPTION_MODE", mode),
+            ],
+        }
+    }
+
+    /// PUBSUB subcommand and channel whose subscribers are the servers of `nsp`.
+    pub fn servers_channel(&self, nsp: &str) -> (&'static str, String) {
+        match self {
+            Adapter::Classic | Adapter::ClassicJson => {
+                ("NUMSUB", format!("socket.io-request#{nsp}#"))
+            }
+            Adapter::Sharded(_) => ("SHARDNUMSUB", format!("socket.io#{nsp}#")),
+        }
+    }
+}
+
 /// Waits until `n` servers' adapters subscribe to each namespace (as the adapter counts servers).
 pub fn wait_servers(redis: &RedisServer, n: i64) {
+    wait_adapter_servers(redis, &Adapter::Classic, n);
+}
+
+/// As [`wait_servers`], for servers with `adapter`.
+pub fn wait_adapter_servers(redis: &RedisServer, adapter: &Adapter, n: i64) {
     let mut con = redis.connection();
     for nsp in ["/", "/admin"] {
+        let (command, channel) = adapter.servers_channel(nsp);
         wait_until(
             Duration::from_secs(20),
             &format!("{n} servers listen on {nsp}"),
             || {
                 let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
-                    .arg("NUMSUB")
-                    .arg(format!("socket.io-request#{nsp}#"))
+                    .arg(command)
+                    .arg(&channel)
                     .query(&mut con)
                     .unwrap();
                 counts[0].1 == n
