@@ -42,7 +42,21 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
+    /// How the relay finds its Redis: at `url`, or through the sentinels in `urls`.
+    pub mode: RedisMode,
+    /// Standalone: the server. Sentinel: how to reach the master the sentinels name (TLS or not,
+    /// ACL user, password, database); its host and port are not used.
     pub url: String,
+    /// Sentinel: the sentinels, tried in order. A list, or in the environment a comma-separated
+    /// string.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub urls: Vec<String>,
+    /// Sentinel: the name the sentinels monitor the master under.
+    pub sentinel_master: String,
+    /// Replicas that must have the relay's acknowledgements before it goes on (WAIT); 0 = off.
+    pub wait_replicas: u32,
+    #[serde(with = "humantime_serde")]
+    pub wait_timeout: Duration,
     /// A file holding the password (a Kubernetes Secret or systemd credential); it overrides any
     /// password in `url` and is read again at every reconnection, so a rotated password is picked up.
     pub password_file: String,
@@ -67,7 +81,12 @@ pub struct RedisConfig {
 impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
+            mode: RedisMode::Standalone,
             url: "redis://127.0.0.1:6379".into(),
+            urls: Vec::new(),
+            sentinel_master: String::new(),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_secs(1),
             password_file: String::new(),
             tls_ca_file: String::new(),
             tls_cert_file: String::new(),
@@ -78,6 +97,36 @@ impl Default for RedisConfig {
             backoff_max: Duration::from_secs(5),
         }
     }
+}
+
+/// `redis.mode`.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// One server at `redis.url`.
+    Standalone,
+    /// The master that the sentinels at `redis.urls` name for `redis.sentinel_master`, asked again
+    /// at every reconnection.
+    Sentinel,
+}
+
+/// A list from the file (`["a", "b"]`) or from the environment, which only has strings (`a,b`).
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Form::deserialize(d)? {
+        Form::List(list) => list,
+        Form::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -367,6 +416,7 @@ impl Config {
                 "redis.tls_cert_file and redis.tls_key_file go together: set both or neither",
             ));
         }
+        self.check_sentinels()?;
         self.check_bounds()?;
         if self.redis.backoff_max < self.redis.backoff_min {
             return Err(invalid(
@@ -440,6 +490,64 @@ impl Config {
         Ok(())
     }
 
+    /// Sentinel mode needs sentinels and a master name; the sentinels share one scheme and one set
+    /// of credentials (they are asked in turn, as one service). Standalone mode uses neither key, so
+    /// setting one there is a mistake worth naming.
+    fn check_sentinels(&self) -> Result<(), ConfigError> {
+        let redis = &self.redis;
+        if redis.mode == RedisMode::Standalone {
+            for (key, set) in [
+                ("redis.urls", !redis.urls.is_empty()),
+                ("redis.sentinel_master", !redis.sentinel_master.is_empty()),
+            ] {
+                if set {
+                    return Err(invalid(
+                        key,
+                        "is set, but redis.mode is \"standalone\": set redis.mode = \"sentinel\" to use sentinels",
+                    ));
+                }
+            }
+            return Ok(());
+        }
+        if redis.urls.is_empty() {
+            return Err(invalid(
+                "redis.urls",
+                "must list the sentinels in sentinel mode, e.g. [\"redis://sentinel-1:26379\", \"redis://sentinel-2:26379\"]",
+            ));
+        }
+        if redis.sentinel_master.is_empty() {
+            return Err(invalid(
+                "redis.sentinel_master",
+                "must name the master in sentinel mode (the name in the sentinels' `sentinel monitor <name> ...`)",
+            ));
+        }
+        let mut first: Option<(String, String, Option<String>)> = None;
+        for url in &redis.urls {
+            check_redis_url(url)
+                .and_then(|()| crate::reader::check_url(url))
+                .map_err(|problem| {
+                    invalid("redis.urls", format!("{}: {problem}", mask_password(url)))
+                })?;
+            let parsed = url::Url::parse(url).expect("checked above");
+            let access = (
+                parsed.scheme().to_owned(),
+                parsed.username().to_owned(),
+                parsed.password().map(str::to_owned),
+            );
+            match &first {
+                None => first = Some(access),
+                Some(known) if *known == access => {}
+                Some(_) => {
+                    return Err(invalid(
+                        "redis.urls",
+                        "every sentinel must be reached the same way: one scheme (redis:// or rediss://), one user and password",
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Every duration and number between its bounds: nothing a typo can make absurd (a duration of
     /// 300000000000 years overflows the clock; a batch of a billion entries, memory).
     fn check_bounds(&self) -> Result<(), ConfigError> {
@@ -477,6 +585,14 @@ impl Config {
             (
                 "redis.backoff_max",
                 self.redis.backoff_max,
+                MS,
+                HOUR,
+                false,
+                "",
+            ),
+            (
+                "redis.wait_timeout",
+                self.redis.wait_timeout,
                 MS,
                 HOUR,
                 false,
@@ -551,7 +667,13 @@ impl Config {
             }
         }
         // (key, value, at least, at most)
-        let numbers: [(&str, u64, u64, u64); 9] = [
+        let numbers: [(&str, u64, u64, u64); 10] = [
+            (
+                "redis.wait_replicas",
+                u64::from(self.redis.wait_replicas),
+                0,
+                100,
+            ),
             (
                 "source.batch_size",
                 self.source.batch_size as u64,
@@ -670,6 +792,25 @@ fn check_redis_url(text: &str) -> Result<(), String> {
 }
 
 /// `redis://user:secret@host` becomes `redis://user:****@host`.
+impl RedisConfig {
+    /// Where the relay's Redis is, for logs and messages, passwords masked: the URL, or the master
+    /// name and the sentinels.
+    pub fn describe(&self) -> String {
+        match self.mode {
+            RedisMode::Standalone => mask_password(&self.url),
+            RedisMode::Sentinel => format!(
+                "master {:?} of the sentinels {}",
+                self.sentinel_master,
+                self.urls
+                    .iter()
+                    .map(|url| mask_password(url))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        }
+    }
+}
+
 pub fn mask_password(redis_url: &str) -> String {
     match url::Url::parse(redis_url) {
         Ok(mut parsed) if parsed.password().is_some() => {
@@ -787,6 +928,33 @@ mod tests {
     }
 
     #[test]
+    fn sentinels_come_as_a_list_or_comma_separated_from_the_environment() {
+        let from_file = load(
+            "[redis]\nmode = \"sentinel\"\nsentinel_master = \"mymaster\"\nurls = [\"redis://s1:26379\", \"redis://s2:26379\"]\n",
+            &[],
+        )
+        .unwrap();
+        let from_env = load(
+            "",
+            &[
+                ("SIO_RELAY_REDIS__MODE", "sentinel"),
+                ("SIO_RELAY_REDIS__SENTINEL_MASTER", "mymaster"),
+                (
+                    "SIO_RELAY_REDIS__URLS",
+                    "redis://s1:26379, redis://s2:26379",
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(from_file.redis, from_env.redis);
+        assert_eq!(from_env.redis.urls.len(), 2);
+        assert_eq!(
+            from_env.redis.describe(),
+            "master \"mymaster\" of the sentinels redis://s1:26379,redis://s2:26379"
+        );
+    }
+
+    #[test]
     fn environment_values_stay_the_text_given() {
         let cfg = load(
             "",
@@ -888,6 +1056,25 @@ mod tests {
                 "[target]\nadapter = \"sharded\"\nsubscription_mode = \"private\"\n",
                 "target.subscription_mode",
             ),
+            ("[redis]\nmode = \"cluster\"\n", "redis.mode"),
+            ("[redis]\nmode = \"sentinel\"\n", "redis.urls"),
+            (
+                "[redis]\nmode = \"sentinel\"\nurls = [\"redis://s1:26379\"]\n",
+                "redis.sentinel_master",
+            ),
+            (
+                "[redis]\nurls = [\"redis://s1:26379\"]\nsentinel_master = \"m\"\n",
+                "set redis.mode = \"sentinel\"",
+            ),
+            (
+                "[redis]\nmode = \"sentinel\"\nsentinel_master = \"m\"\nurls = [\"redis://s1:26379\", \"rediss://s2:26379\"]\n",
+                "every sentinel must be reached the same way",
+            ),
+            (
+                "[redis]\nmode = \"sentinel\"\nsentinel_master = \"m\"\nurls = [\"s1:26379\"]\n",
+                "redis.urls`: s1:26379",
+            ),
+            ("[redis]\nwait_replicas = 101\n", "redis.wait_replicas"),
             ("[http]\nlisten = \"localhost\"\n", "http.listen"),
             (
                 "[redis]\npassword_file = \"/nonexistent\"\n",

@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::io::tcp::TcpSettings;
+use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{
-    AsyncConnectionConfig, Client, ClientTlsConfig, IntoConnectionInfo, RedisResult,
-    TlsCertificates,
+    AsyncConnectionConfig, Client, ClientTlsConfig, ConnectionAddr, IntoConnectionInfo,
+    RedisResult, TlsCertificates, TlsMode,
 };
 
-use crate::config::Config;
+use crate::config::{Config, RedisMode};
 use crate::reader::Reader;
 
 /// The relay's connections.
@@ -51,18 +52,86 @@ pub fn connection_info(cfg: &Config) -> RedisResult<redis::ConnectionInfo> {
     Ok(info)
 }
 
-/// Builds the client for `redis.url`, with the password from `redis.password_file` and the TLS
-/// files.
-pub fn client(cfg: &Config) -> RedisResult<Client> {
+/// The client of the Redis that holds the stream: `redis.url` itself, or the master that the
+/// sentinels name at this moment (asked anew at every connection, which is how a failover is
+/// followed: redis-rs does not watch for one).
+pub async fn client(cfg: &Config) -> RedisResult<Client> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let info = connection_info(cfg)?;
+    match cfg.redis.mode {
+        RedisMode::Standalone => match certificates(cfg)? {
+            None => Client::open(info),
+            Some(certificates) => Client::build_with_tls(info, certificates),
+        },
+        RedisMode::Sentinel => {
+            // Each sentinel may take up to connect_timeout, and then the master.
+            let patience = cfg.redis.connect_timeout * (cfg.redis.urls.len() as u32 + 1);
+            tokio::time::timeout(patience, master(cfg, info.redis_settings()))
+                .await
+                .map_err(|_| {
+                    redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "timed out asking the sentinels for the master",
+                        format!("{patience:?}"),
+                    ))
+                })?
+        }
+    }
+}
+
+/// Asks the sentinels of `redis.urls` in turn for the master `redis.sentinel_master` (one that
+/// they do not consider down and that answers ROLE as a master), reached with `node`'s
+/// credentials and database and the TLS files.
+async fn master(cfg: &Config, node: &redis::RedisConnectionInfo) -> RedisResult<Client> {
+    let mut sentinels = Vec::new();
+    for url in &cfg.redis.urls {
+        sentinels.push(url.as_str().into_connection_info()?);
+    }
+    let access = sentinels[0].redis_settings().clone();
+    let tls = |addr: &ConnectionAddr| matches!(addr, ConnectionAddr::TcpTls { .. });
+    let mut builder = SentinelClientBuilder::new(
+        sentinels.iter().map(|s| s.addr().clone()),
+        &cfg.redis.sentinel_master,
+        SentinelServerType::Master,
+    )?
+    .set_client_to_redis_db(node.db())
+    .set_client_to_redis_tcp_settings(TcpSettings::default().set_nodelay(true));
+    if let Some(user) = node.username() {
+        builder = builder.set_client_to_redis_username(user);
+    }
+    if let Some(password) = node.password() {
+        builder = builder.set_client_to_redis_password(password);
+    }
+    if let Some(user) = access.username() {
+        builder = builder.set_client_to_sentinel_username(user);
+    }
+    if let Some(password) = access.password() {
+        builder = builder.set_client_to_sentinel_password(password);
+    }
+    if cfg.redis.url.starts_with("rediss://") {
+        builder = builder.set_client_to_redis_tls_mode(TlsMode::Secure);
+        if let Some(certificates) = certificates(cfg)? {
+            builder = builder.set_client_to_redis_certificates(certificates);
+        }
+    }
+    if tls(sentinels[0].addr()) {
+        builder = builder.set_client_to_sentinel_tls_mode(TlsMode::Secure);
+        if let Some(certificates) = certificates(cfg)? {
+            builder = builder.set_client_to_sentinel_certificates(certificates);
+        }
+    }
+    builder.build()?.async_get_client().await
+}
+
+/// The CA and client certificate of the TLS files, if any is set.
+fn certificates(cfg: &Config) -> RedisResult<Option<TlsCertificates>> {
     let (ca, cert, key) = (
         &cfg.redis.tls_ca_file,
         &cfg.redis.tls_cert_file,
         &cfg.redis.tls_key_file,
     );
     if ca.is_empty() && cert.is_empty() {
-        return Client::open(info);
+        return Ok(None);
     }
     let root_cert = match ca.is_empty() {
         true => None,
@@ -75,13 +144,10 @@ pub fn client(cfg: &Config) -> RedisResult<Client> {
             client_key: read("redis.tls_key_file", key)?,
         }),
     };
-    Client::build_with_tls(
-        info,
-        TlsCertificates {
-            client_tls,
-            root_cert,
-        },
-    )
+    Ok(Some(TlsCertificates {
+        client_tls,
+        root_cert,
+    }))
 }
 
 fn read(key: &str, path: &str) -> RedisResult<Vec<u8>> {
@@ -103,15 +169,16 @@ pub fn read_timeout(block: Duration) -> Duration {
 /// Opens the connections. The client is built anew each time, so files it reads (a rotated
 /// password) are read again.
 pub async fn connect(cfg: &Config) -> RedisResult<Connections> {
-    let client = client(cfg)?;
+    let client = client(cfg).await?;
     let base = AsyncConnectionConfig::new().set_connection_timeout(Some(cfg.redis.connect_timeout));
     let mut writer = client
         .get_multiplexed_async_connection_with_config(
             &base.set_response_timeout(Some(cfg.redis.command_timeout)),
         )
         .await?;
-    let reader = Reader::connect(cfg, read_timeout(cfg.source.block)).await?;
-    let fetcher = Reader::connect(cfg, cfg.redis.command_timeout).await?;
+    let node = client.get_connection_info();
+    let reader = Reader::connect(cfg, node, read_timeout(cfg.source.block)).await?;
+    let fetcher = Reader::connect(cfg, node, cfg.redis.command_timeout).await?;
     let info: redis::InfoDict = redis::cmd("INFO")
         .arg("server")
         .query_async(&mut writer)

@@ -232,6 +232,8 @@ pub struct Scripts {
     /// Whether PUBLISH's reply counts every server that listens: not in a cluster, where it is one
     /// node's count.
     replies_count_servers: bool,
+    /// `redis.wait_replicas` is on: the ACL user must be allowed WAIT.
+    waits_for_replicas: bool,
 }
 
 /// `source` with `lua/servers.lua` (how servers are counted) after its first line, the shebang.
@@ -260,6 +262,7 @@ impl Scripts {
             min_receivers: cfg.delivery.min_receivers,
             dead_letter_max_len: cfg.dead_letter.max_len,
             replies_count_servers: true,
+            waits_for_replicas: cfg.redis.wait_replicas > 0,
         }
     }
 
@@ -470,6 +473,7 @@ impl Scripts {
             .arg(self.target.servers_channel("/"))
             .arg(self.target.publish_command())
             .arg(self.target.servers_command())
+            .arg(if self.waits_for_replicas { "1" } else { "0" })
             .invoke_async(con)
             .await
     }

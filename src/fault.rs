@@ -105,7 +105,9 @@ fn classify(err: &RedisError) -> Class {
         // Not an answer from Redis (a reply the relay could not read, a failed task): start over.
         None => Class::Link,
         Some("NOGROUP") => Class::NoGroup,
-        Some("BUSY") => Class::Link,
+        // A master demoted to replica (a failover) unblocks reads and refuses writes: reconnect,
+        // to the new one.
+        Some("BUSY" | "UNBLOCKED" | "READONLY") => Class::Link,
         Some("OOM" | "WRONGTYPE" | "MISCONF" | "NOPERM" | "SIORELAY" | "NOREPLICAS") => {
             Class::Refused
         }
@@ -160,9 +162,11 @@ mod tests {
             matches!(Fault::of(script_error), Fault::Refused(_)),
             "outside a batch, nothing to split"
         );
-        assert!(matches!(
-            Fault::of(server("BUSY", "script")),
-            Fault::Link(_)
-        ));
+        for code in ["BUSY", "UNBLOCKED", "READONLY"] {
+            assert!(
+                matches!(Fault::of(server(code, "x")), Fault::Link(_)),
+                "{code}"
+            );
+        }
     }
 }

@@ -65,6 +65,7 @@ pub struct Metrics {
     pub group_recreated: Counter,
     pub unconfirmed: Counter,
     pub parked: Gauge,
+    pub replicas_short: Counter,
 }
 
 impl Default for Metrics {
@@ -95,6 +96,7 @@ impl Metrics {
             group_recreated: Counter::default(),
             unconfirmed: Counter::default(),
             parked: Gauge::default(),
+            replicas_short: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -173,6 +175,11 @@ impl Metrics {
             "redis_refusing",
             "1 while Redis refuses the relay's work (out of memory, ACL, a key of the wrong type): nothing is delivered",
             metrics.redis_refusing.clone(),
+        );
+        registry.register(
+            "replicas_short",
+            "Times WAIT reached fewer than redis.wait_replicas replicas within redis.wait_timeout",
+            metrics.replicas_short.clone(),
         );
         registry.register(
             "group_recreated",

@@ -89,10 +89,14 @@ pub struct Reader {
 }
 
 impl Reader {
-    /// Connects to `redis.url` (with the password file and TLS files of the configuration) and
-    /// authenticates. Replies are waited for up to `response_timeout`.
-    pub async fn connect(cfg: &Config, response_timeout: Duration) -> RedisResult<Reader> {
-        let info = crate::connection::connection_info(cfg)?;
+    /// Connects to `node` (the address and credentials resolved for this session, with the TLS
+    /// files of the configuration) and authenticates. Replies are waited for up to
+    /// `response_timeout`.
+    pub async fn connect(
+        cfg: &Config,
+        info: &redis::ConnectionInfo,
+        response_timeout: Duration,
+    ) -> RedisResult<Reader> {
         let connect = async {
             let stream: Box<dyn Stream> = match info.addr() {
                 ConnectionAddr::Tcp(host, port) => {

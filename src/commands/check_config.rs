@@ -3,10 +3,11 @@
 
 use crate::config::{mask_password, Config};
 
-/// The effective configuration as TOML, with the password of `redis.url` masked.
+/// The effective configuration as TOML, with the passwords of `redis.url` and `redis.urls` masked.
 pub fn render(cfg: &Config) -> String {
     let mut shown = cfg.clone();
     shown.redis.url = mask_password(&cfg.redis.url);
+    shown.redis.urls = cfg.redis.urls.iter().map(|u| mask_password(u)).collect();
     toml::to_string(&shown).expect("the configuration serializes to TOML")
 }
 

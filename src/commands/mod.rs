@@ -79,9 +79,9 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// One connection for a command, with the relay's timeouts and credentials.
 pub async fn connect(cfg: &Config) -> Result<MultiplexedConnection, Failure> {
-    let client = connection::client(cfg).map_err(|e| Failure {
+    let client = connection::client(cfg).await.map_err(|e| Failure {
         code: EXIT_FAILURE,
-        message: format!("redis.url: {e}"),
+        message: format!("cannot reach Redis ({}): {e}", cfg.redis.describe()),
     })?;
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(cfg.redis.connect_timeout))
@@ -91,9 +91,6 @@ pub async fn connect(cfg: &Config) -> Result<MultiplexedConnection, Failure> {
         .await
         .map_err(|e| Failure {
             code: EXIT_FAILURE,
-            message: format!(
-                "cannot reach Redis at {}: {e}",
-                crate::config::mask_password(&cfg.redis.url)
-            ),
+            message: format!("cannot reach Redis ({}): {e}", cfg.redis.describe()),
         })
 }

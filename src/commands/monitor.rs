@@ -35,9 +35,9 @@ pub async fn run(
     out: &mut impl Write,
 ) -> Result<(), Failure> {
     let target = cfg.target();
-    let client = connection::client(cfg).map_err(|e| Failure {
+    let client = connection::client(cfg).await.map_err(|e| Failure {
         code: EXIT_FAILURE,
-        message: format!("redis.url: {e}"),
+        message: format!("cannot reach Redis ({}): {e}", cfg.redis.describe()),
     })?;
     let (tx, mut packets) = tokio::sync::mpsc::channel::<(String, Vec<u8>)>(QUEUE);
     match target.adapter {

@@ -9,7 +9,6 @@ use redis::AsyncCommands;
 use serde::Serialize;
 
 use super::{connect, printable};
-use crate::config::mask_password;
 use crate::config::Config;
 use crate::servers;
 
@@ -65,7 +64,7 @@ pub struct Consumer {
 pub async fn gather(cfg: &Config) -> Status {
     let mut status = Status {
         redis: RedisStatus {
-            url: mask_password(&cfg.redis.url),
+            url: cfg.redis.describe(),
             reachable: false,
             version: None,
         },

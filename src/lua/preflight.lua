@@ -5,7 +5,8 @@
 --
 -- KEYS[1] source stream; KEYS[2] dead-letter stream; KEYS[3] journal; KEYS[4] held record;
 -- KEYS[5] leases. ARGV[1] consumer group; ARGV[2] a broadcast channel; ARGV[3] the channel servers
--- are counted on; ARGV[4] PUBLISH or SPUBLISH; ARGV[5] the PUBSUB subcommand counting servers.
+-- are counted on; ARGV[4] PUBLISH or SPUBLISH; ARGV[5] the PUBSUB subcommand counting servers;
+-- ARGV[6] '1' when the relay WAITs for replicas (redis.wait_replicas).
 -- Returns { problems, optional }: what stops the relay, and what only degrades it.
 local stream, dead, journal, held, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, broadcast, servers = ARGV[1], ARGV[2], ARGV[3]
@@ -35,6 +36,9 @@ local required = {
   { 'INFO', 'server' },
   { 'EVALSHA', '0', '0' },
 }
+if ARGV[6] == '1' then
+  required[#required + 1] = { 'WAIT', '1', '0' }
+end
 for _, command in ipairs(required) do
   if not redis.acl_check_cmd(unpack(command)) then
     problems[#problems + 1] = 'the ACL user may not run ' .. command[1] .. ' ' .. (command[2] or '') ..

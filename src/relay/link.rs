@@ -32,7 +32,7 @@ pub(super) struct Link {
     backoff: Backoff,
     /// "relaying" was logged: the relay has been up once.
     announced: bool,
-    /// `redis.url` with any password masked, for logs.
+    /// Where Redis is, passwords masked, for logs.
     redis_url: String,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
@@ -44,7 +44,7 @@ impl Link {
             state: State::Starting,
             backoff: Backoff::new(cfg.redis.backoff_min, cfg.redis.backoff_max),
             announced: false,
-            redis_url: crate::config::mask_password(&cfg.redis.url),
+            redis_url: cfg.redis.describe(),
             health,
             metrics,
         }

@@ -147,7 +147,10 @@ impl Relay {
             self.health.beat();
             self.notifier.alive();
             let result = match session.as_mut() {
-                Some(s) => self.step(s).await,
+                Some(s) => match self.step(s).await {
+                    Ok(()) => self.replicate(s).await,
+                    failed => failed,
+                },
                 None => match self.open().await {
                     Ok(s) => {
                         session = Some(s);
@@ -208,6 +211,32 @@ impl Relay {
         } else {
             Err(setup_error(problems))
         }
+    }
+
+    /// With `redis.wait_replicas`, waits until what this step wrote (acknowledgements, dead
+    /// letters, the journal) reached that many replicas, so that a failover right after it does
+    /// not undo it (and deliver it again). WAIT is not consensus: a shortfall is logged and
+    /// counted, and the relay goes on.
+    async fn replicate(&mut self, s: &mut Session) -> Result<(), Fault> {
+        let (wanted, timeout) = (self.cfg.redis.wait_replicas, self.cfg.redis.wait_timeout);
+        if wanted == 0 {
+            return Ok(());
+        }
+        let reached: u32 = redis::cmd("WAIT")
+            .arg(wanted)
+            .arg(timeout.as_millis() as u64)
+            .query_async(&mut s.writer)
+            .await?;
+        if reached < wanted {
+            self.metrics.replicas_short.inc();
+            if !s.replicas_short {
+                warn!(reached, wanted, ?timeout, "fewer replicas than redis.wait_replicas confirmed the relay's writes; going on (a failover now may deliver entries again)");
+            }
+        } else if s.replicas_short {
+            info!(reached, "the replicas confirm the relay's writes again");
+        }
+        s.replicas_short = reached < wanted;
+        Ok(())
     }
 
     async fn step(&mut self, s: &mut Session) -> Result<(), Fault> {

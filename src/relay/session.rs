@@ -33,6 +33,8 @@ pub(super) struct Session {
     pub read: Option<ReadTask>,
     pub group_ready: bool,
     pub recovered: bool,
+    /// The last WAIT reached fewer replicas than `redis.wait_replicas` (said once).
+    pub replicas_short: bool,
     renewal: Option<JoinHandle<()>>,
 }
 
@@ -56,6 +58,7 @@ impl Session {
             read: None,
             group_ready: false,
             recovered: false,
+            replicas_short: false,
             renewal: None,
         }
     }

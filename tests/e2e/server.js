@@ -6,6 +6,8 @@
 //   "subscriptionMode": the sharded adapter's option ("dynamic", "dynamic-private", "static")
 //   "cluster": true to connect to a Redis Cluster through REDIS_URL (comma-separated seed URLs)
 //   "client": "ioredis" to use ioredis (a Cluster with shardedSubscribers) instead of node-redis
+//   "sentinel": the master's name: REDIS_URL lists the sentinels, and ioredis asks them for the
+//     master (again after a failover, which node-redis does not do)
 // Namespaces "/" and "/admin" exist from the start; a client joins the rooms listed in its
 // `rooms` handshake query (comma-separated) and is told so with a "joined" event.
 const { Server } = require("socket.io");
@@ -25,7 +27,9 @@ async function clients() {
     const make = () =>
       options.cluster
         ? new Redis.Cluster(nodes, { shardedSubscribers: true })
-        : new Redis(urls[0]);
+        : options.sentinel
+          ? new Redis({ sentinels: nodes, name: options.sentinel })
+          : new Redis(urls[0]);
     const pub = make();
     const sub = make();
     pub.on("error", () => {});

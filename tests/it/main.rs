@@ -23,4 +23,5 @@ mod ops;
 mod packet_props;
 mod relay;
 mod secure;
+mod sentinel;
 mod sharded;

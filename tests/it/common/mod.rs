@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 use redis::{Commands, Value};
 use serde_json::json;
 
+mod sentinel;
+pub use sentinel::*;
+
 pub const STREAM: &str = "sio-relay";
 
 /// The `sio-relay` binary under test: this build's, or `RELAY_TEST_BINARY` when set.
@@ -74,7 +77,7 @@ pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool
     }
 }
 
-fn require(binary: &str, install: &str) -> PathBuf {
+pub fn require(binary: &str, install: &str) -> PathBuf {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join(binary))
@@ -993,10 +996,15 @@ impl SocketIoServer {
 
     /// A server on the Redis at `urls` (comma-separated seed nodes for a cluster), with `adapter`.
     pub fn start_with(urls: &str, adapter: &Adapter) -> SocketIoServer {
+        SocketIoServer::start_options(urls, &adapter.options())
+    }
+
+    /// A server with server.js's `options`.
+    pub fn start_options(urls: &str, options: &serde_json::Value) -> SocketIoServer {
         let port = free_port();
         let node = Node::start(
             "server.js",
-            &[&port.to_string(), urls, &adapter.options().to_string()],
+            &[&port.to_string(), urls, &options.to_string()],
         );
         node.wait_line("listening", Duration::from_secs(20));
         SocketIoServer { port, _node: node }
@@ -1159,7 +1167,7 @@ impl Ledger {
         count(con)
     }
 
-    fn reached(&self, i: usize) -> u32 {
+    pub fn reached(&self, i: usize) -> u32 {
         self.delivered[i] + self.dead[i]
     }
 
