@@ -111,6 +111,25 @@ impl Target {
         }
     }
 
+    /// One target per wire format (classic MessagePack, classic JSON, sharded; the sharded one in
+    /// the `dynamic-private` mode, where every single room has its channel), for checks that must
+    /// hold whatever the servers run: the fuzzers'.
+    pub fn every_format(key: &str, uid: &str) -> [Target; 3] {
+        let classic = Target::classic(key, uid);
+        [
+            Target {
+                parser: Parser::Json,
+                ..classic.clone()
+            },
+            Target {
+                adapter: Adapter::Sharded,
+                room_channels: RoomChannels::All,
+                ..classic.clone()
+            },
+            classic,
+        ]
+    }
+
     /// The channel every server of `nsp` listens on: through its `<key>#<nsp>#*` pattern (classic),
     /// or subscribed to as it is (sharded, in every subscription mode).
     pub fn namespace_channel(&self, nsp: &str) -> String {

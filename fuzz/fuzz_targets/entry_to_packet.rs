@@ -9,7 +9,7 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use sio_relay::entry::Entry;
-use sio_relay::packet::{decode, Adapter, Parser, RoomChannels, Target};
+use sio_relay::packet::{decode, Target};
 
 const NAMES: [&str; 10] = [
     "event", "data", "args", "room", "rooms", "except", "nsp", "volatile", "compress", "x-meta",
@@ -30,23 +30,11 @@ fuzz_target!(|input: &[u8]| {
     let Ok(entry) = Entry::parse(&fields) else {
         return;
     };
-    let classic = Target::classic("socket.io", "emitter");
-    let targets = [
-        Target {
-            parser: Parser::Json,
-            ..classic.clone()
-        },
-        Target {
-            adapter: Adapter::Sharded,
-            room_channels: RoomChannels::All,
-            ..classic.clone()
-        },
-        classic,
-    ];
+    let targets = Target::every_format("socket.io", "emitter");
     for target in &targets {
         let packet = target.encode(&entry);
-        let decoded =
-            decode(&packet.payload, target).expect("an accepted entry encodes to a readable packet");
+        let decoded = decode(&packet.payload, target)
+            .expect("an accepted entry encodes to a readable packet");
         assert_eq!(decoded.uid, "emitter");
         assert_eq!(decoded.event, entry.event());
         assert_eq!(decoded.nsp, entry.nsp());

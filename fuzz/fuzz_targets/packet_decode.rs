@@ -4,22 +4,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use sio_relay::commands::monitor::describe;
-use sio_relay::packet::{decode, Adapter, Parser, RoomChannels, Target};
+use sio_relay::packet::{decode, Target};
 
 fuzz_target!(|payload: &[u8]| {
-    let classic = Target::classic("socket.io", "emitter");
-    let targets = [
-        Target {
-            parser: Parser::Json,
-            ..classic.clone()
-        },
-        Target {
-            adapter: Adapter::Sharded,
-            room_channels: RoomChannels::Public,
-            ..classic.clone()
-        },
-        classic,
-    ];
+    let targets = Target::every_format("socket.io", "emitter");
     for target in &targets {
         let _ = decode(payload, target);
         let _ = describe(target, "socket.io#/#", payload, false);

@@ -1,8 +1,7 @@
 //! The operator subcommands against real Redis and real Socket.IO servers: `send` (and `--direct`),
 //! `monitor`, `status` and `dead list | replay | drop`, with their output and exit statuses.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use crate::common::*;
@@ -138,17 +137,7 @@ fn send_direct_reports_how_many_servers_got_it() {
 #[test]
 fn monitor_shows_packets_decoded_and_undecodable_ones_in_hex() {
     let redis = RedisServer::start();
-    let mut monitor = sio_relay()
-        .args(["monitor", "--json", "--count", "2"])
-        .env("SIO_RELAY_REDIS__URL", redis.url())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    BufReader::new(monitor.stderr.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
+    let (monitor, ready) = start_monitor(&redis, 2, &[]);
     assert!(ready.contains("monitoring socket.io#*"), "{ready}");
     let _server = Subscriber::start(&redis, "/");
     let out = cli(

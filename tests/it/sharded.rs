@@ -4,8 +4,7 @@
 //! does not match the servers' named instead of "no server listens". (Rooms, namespaces and
 //! `except` in every subscription mode are in `e2e.rs`.)
 
-use std::io::{BufRead, BufReader};
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use crate::common::*;
@@ -45,18 +44,7 @@ fn numbers(clients: &Clients, client: &str) -> Vec<u64> {
 fn a_sharded_monitor_is_not_counted_as_a_server_and_shows_the_packets() {
     let redis = RedisServer::start();
     let total = 20;
-    let mut monitor = sio_relay()
-        .args(["monitor", "--json", "--count", &total.to_string()])
-        .env("SIO_RELAY_REDIS__URL", redis.url())
-        .env("SIO_RELAY_TARGET__ADAPTER", "sharded")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    BufReader::new(monitor.stderr.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
+    let (monitor, ready) = start_monitor(&redis, total, &[("TARGET__ADAPTER", "sharded")]);
     assert!(ready.contains("monitoring socket.io#/#"), "{ready}");
     let _relay = Relay::start(&redis, "relay-1", &SHARDED.settings());
     let mut con = redis.connection();

@@ -38,6 +38,31 @@ pub fn sio_relay() -> Command {
     sio_relay_under(&[])
 }
 
+/// `sio-relay monitor --json --count <count>` on `redis` with `settings` (`SECTION__KEY`, value),
+/// once it has said what it monitors (its first line on stderr, returned).
+pub fn start_monitor(
+    redis: &RedisServer,
+    count: usize,
+    settings: &[(&str, &str)],
+) -> (Child, String) {
+    let mut cmd = sio_relay();
+    cmd.args(["monitor", "--json", "--count", &count.to_string()])
+        .env("SIO_RELAY_REDIS__URL", redis.url());
+    for (key, value) in settings {
+        cmd.env(format!("SIO_RELAY_{key}"), value);
+    }
+    let mut monitor = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(monitor.stderr.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    (monitor, ready)
+}
+
 /// As [`sio_relay`], run through `wrapper` (such as `faketime -f +2d`).
 pub fn sio_relay_under(wrapper: &[String]) -> Command {
     match wrapper {
