@@ -15,6 +15,8 @@
 //! 4. Peak RSS of each relay process (VmHWM).
 //! 5. Big entries: a backlog of entries at sio-relay's default `limits.max_entry_bytes` (1 MiB
 //!    each, default 128 of them) drained by each relay, with its peak RSS: what bounds memory.
+//! 6. Configurations: sio-relay's drain with the sharded adapter's target, and with
+//!    `redis.wait_replicas = 1` and a replica, each against the default drained right before it.
 //!
 //! Results go to `bench/results.md` (a table) and `bench/results.svg` (a chart), and to stdout.
 //! Environment: `BENCH_ENTRIES`, `BENCH_RATE`, `BENCH_SECONDS`, `BENCH_BIG_ENTRIES`.
@@ -57,13 +59,92 @@ fn main() {
             big,
         });
     }
+    let variants = variants(&redis, &subscriber, entries);
     let mut report = report(&results, entries, rate, seconds);
     report.push_str(&big_report(&results, big_entries));
+    report.push_str(&variants_report(&variants, entries));
     print!("{report}");
     std::fs::write(root.join("bench/results.md"), &report).expect("write bench/results.md");
     std::fs::write(root.join("bench/results.svg"), chart(&results))
         .expect("write bench/results.svg");
     eprintln!("wrote bench/results.md and bench/results.svg");
+}
+
+/// sio-relay's drain in other configurations, each against the default measured right before it
+/// on the same Redis: the sharded adapter's target (SPUBLISH, JSON), and `redis.wait_replicas = 1`
+/// with a replica attached (WAIT after each step).
+fn variants(
+    redis: &Redis,
+    subscriber: &Subscriber,
+    entries: usize,
+) -> Vec<(&'static str, Drain, Drain)> {
+    let mut out = Vec::new();
+    {
+        eprintln!("== variant baseline: classic target");
+        let base = drain(redis, subscriber, RelayKind::SioRelay, entries, SMALL);
+        let sharded = Subscriber::start_sharded(&redis.url());
+        eprintln!("== variant: sharded target");
+        let settings = [("TARGET__ADAPTER", "sharded")];
+        let variant = drain_with(
+            redis,
+            &sharded,
+            RelayKind::SioRelay,
+            entries,
+            SMALL,
+            &settings,
+        );
+        out.push(("target.adapter = \"sharded\"", base, variant));
+    }
+    {
+        let subscriber = Subscriber::start(&redis.url());
+        let replica = Redis::start_replica_of(redis);
+        eprintln!("== variant baseline: no WAIT (one replica attached)");
+        let base = drain(redis, &subscriber, RelayKind::SioRelay, entries, SMALL);
+        eprintln!("== variant: wait_replicas = 1");
+        let settings = [("REDIS__WAIT_REPLICAS", "1")];
+        let variant = drain_with(
+            redis,
+            &subscriber,
+            RelayKind::SioRelay,
+            entries,
+            SMALL,
+            &settings,
+        );
+        drop(replica);
+        out.push(("redis.wait_replicas = 1 (one replica)", base, variant));
+    }
+    out
+}
+
+fn variants_report(variants: &[(&str, Drain, Drain)], entries: usize) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "
+sio-relay in other configurations, each against the default drained right before it on the same Redis ({entries} entries):\n"
+    );
+    let _ = writeln!(
+        out,
+        "| configuration | drain (entries/s) | default's drain | ratio | relay CPU per entry | Redis CPU per entry | default's Redis CPU per entry | received |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let rate = |d: &Drain| d.received as f64 / d.seconds.max(1e-9);
+    let per_entry = |cpu: f64, d: &Drain| format!("{:.1} µs", 1e6 * cpu / d.entries as f64);
+    for (name, base, variant) in variants {
+        let _ = writeln!(
+            out,
+            "| {name} | {:.0} | {:.0} | {:.2}× | {} | {} | {} | {}/{} |",
+            rate(variant),
+            rate(base),
+            rate(variant) / rate(base),
+            per_entry(variant.relay_cpu, variant),
+            per_entry(variant.redis_cpu, variant),
+            per_entry(base.redis_cpu, base),
+            variant.received,
+            variant.entries,
+        );
+    }
+    out
 }
 
 fn env_number(name: &str, default: usize) -> usize {
@@ -87,11 +168,15 @@ impl RelayKind {
         }
     }
 
-    /// Starts the relay on `stream`, pinned to CPU 1.
-    fn spawn(self, redis: &Redis, stream: &str) -> Child {
+    /// Starts the relay on `stream`, pinned to CPU 1; sio-relay with the `settings` (`SECTION__KEY`,
+    /// value) on top of the bench's.
+    fn spawn(self, redis: &Redis, stream: &str, settings: &[(&str, &str)]) -> Child {
         let mut cmd = pinned("1");
         match self {
             RelayKind::SioRelay => {
+                for (key, value) in settings {
+                    cmd.env(format!("SIO_RELAY_{key}"), value);
+                }
                 cmd.arg(env!("CARGO_BIN_EXE_sio-relay"))
                     .arg("run")
                     .env("SIO_RELAY_REDIS__URL", redis.url())
@@ -172,12 +257,24 @@ fn drain(
     entries: usize,
     pad: usize,
 ) -> Drain {
+    drain_with(redis, subscriber, relay, entries, pad, &[])
+}
+
+/// As [`drain`], with relay `settings`.
+fn drain_with(
+    redis: &Redis,
+    subscriber: &Subscriber,
+    relay: RelayKind,
+    entries: usize,
+    pad: usize,
+    settings: &[(&str, &str)],
+) -> Drain {
     let stream = format!("drain-{}", relay.name().split(' ').next().unwrap());
     redis.fill(&stream, entries, pad);
     subscriber.reset();
     let cpu_before = redis.cpu_seconds();
     let started = Instant::now();
-    let mut child = relay.spawn(redis, &stream);
+    let mut child = relay.spawn(redis, &stream, settings);
     // Until everything arrived, or nothing more arrives for 10 s (the relay lost entries: the
     // subscriber's buffer overflowed), or the relay exits.
     let (mut last, mut last_change) = (0, Instant::now());
@@ -221,7 +318,7 @@ fn steady(
     seconds: usize,
 ) -> Latency {
     let stream = format!("steady-{}", relay.name().split(' ').next().unwrap());
-    let mut child = relay.spawn(redis, &stream);
+    let mut child = relay.spawn(redis, &stream, &[]);
     // Let it connect and create its group before timing anything.
     let mut con = redis.connection();
     let started = Instant::now();
@@ -367,6 +464,10 @@ struct Redis {
 
 impl Redis {
     fn start() -> Redis {
+        Redis::launch(&[])
+    }
+
+    fn launch(extra: &[&str]) -> Redis {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -387,6 +488,7 @@ impl Redis {
             ])
             .arg("--dir")
             .arg(dir.path())
+            .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server must be installed");
@@ -407,6 +509,27 @@ impl Redis {
             std::thread::sleep(Duration::from_millis(20));
         }
         redis
+    }
+
+    /// A replica of `primary`, in sync, on CPU 0 as well.
+    fn start_replica_of(primary: &Redis) -> Redis {
+        let replica = Redis::launch(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
+        let mut con = replica.connection();
+        let started = Instant::now();
+        loop {
+            let info: redis::InfoDict = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut con)
+                .unwrap();
+            if info.get::<String>("master_link_status").as_deref() == Some("up") {
+                return replica;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the replica did not sync"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn url(&self) -> String {
@@ -523,6 +646,36 @@ impl Subscriber {
             count,
             recording,
             latencies,
+        }
+    }
+
+    /// A stand-in for a `createShardedAdapter` server with clients in every room: subscribed to
+    /// the namespace's shard channel and to each room's. Counts packets (no latency).
+    fn start_sharded(url: &str) -> Subscriber {
+        let count = Arc::new(AtomicUsize::new(0));
+        let c = count.clone();
+        let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let mut subscribe = redis::cmd("SSUBSCRIBE");
+        subscribe.arg("socket.io#/#");
+        for room in 0..ROOMS {
+            subscribe.arg(format!("socket.io#/#room{room}#"));
+        }
+        subscribe.exec(&mut con).unwrap();
+        std::thread::spawn(move || {
+            while let Ok(reply) = con.recv_response() {
+                if let Ok((kind, _, _)) =
+                    redis::from_redis_value::<(String, String, Vec<u8>)>(reply)
+                {
+                    if kind == "smessage" {
+                        c.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        Subscriber {
+            count,
+            recording: Arc::new(AtomicBool::new(false)),
+            latencies: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
