@@ -42,13 +42,15 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// How the relay finds its Redis: at `url`, or through the sentinels in `urls`.
+    /// How the relay finds its Redis: at `url`, through the sentinels in `urls`, or as the nodes of
+    /// a cluster reached through the seeds in `urls`.
     pub mode: RedisMode,
-    /// Standalone: the server. Sentinel: how to reach the master the sentinels name (TLS or not,
-    /// ACL user, password, database); its host and port are not used.
+    /// Standalone: the server. Sentinel and cluster: how to reach the master the sentinels name or
+    /// the cluster's nodes (TLS or not, ACL user, password, database); its host and port are not
+    /// used.
     pub url: String,
-    /// Sentinel: the sentinels, tried in order. A list, or in the environment a comma-separated
-    /// string.
+    /// Sentinel: the sentinels; cluster: seed nodes; tried in order. A list, or in the environment
+    /// a comma-separated string.
     #[serde(deserialize_with = "list_or_commas")]
     pub urls: Vec<String>,
     /// Sentinel: the name the sentinels monitor the master under.
@@ -108,6 +110,10 @@ pub enum RedisMode {
     /// The master that the sentinels at `redis.urls` name for `redis.sentinel_master`, asked again
     /// at every reconnection.
     Sentinel,
+    /// A Redis Cluster, found through the seed nodes at `redis.urls`: the relay works on the
+    /// primary that serves its stream's slot (asked again at every reconnection) and counts the
+    /// Socket.IO servers on every node.
+    Cluster,
 }
 
 /// A list from the file (`["a", "b"]`) or from the environment, which only has strings (`a,b`).
@@ -416,7 +422,7 @@ impl Config {
                 "redis.tls_cert_file and redis.tls_key_file go together: set both or neither",
             ));
         }
-        self.check_sentinels()?;
+        self.check_topology()?;
         self.check_bounds()?;
         if self.redis.backoff_max < self.redis.backoff_min {
             return Err(invalid(
@@ -490,36 +496,63 @@ impl Config {
         Ok(())
     }
 
-    /// Sentinel mode needs sentinels and a master name; the sentinels share one scheme and one set
-    /// of credentials (they are asked in turn, as one service). Standalone mode uses neither key, so
-    /// setting one there is a mistake worth naming.
-    fn check_sentinels(&self) -> Result<(), ConfigError> {
+    /// Sentinel mode needs sentinels and a master name, cluster mode seed nodes; the nodes listed
+    /// share one scheme and one set of credentials (they are asked in turn, as one service).
+    /// Standalone mode uses neither key, so setting one there is a mistake worth naming.
+    fn check_topology(&self) -> Result<(), ConfigError> {
         let redis = &self.redis;
-        if redis.mode == RedisMode::Standalone {
-            for (key, set) in [
-                ("redis.urls", !redis.urls.is_empty()),
-                ("redis.sentinel_master", !redis.sentinel_master.is_empty()),
-            ] {
-                if set {
+        let unused = |key: &str, mode: &str, fix: &str| {
+            invalid(key, format!("is set, but redis.mode is \"{mode}\"{fix}"))
+        };
+        match redis.mode {
+            RedisMode::Standalone => {
+                if !redis.urls.is_empty() {
+                    return Err(unused(
+                        "redis.urls",
+                        "standalone",
+                        ": set redis.mode = \"sentinel\" or \"cluster\" to use them",
+                    ));
+                }
+                if !redis.sentinel_master.is_empty() {
+                    return Err(unused(
+                        "redis.sentinel_master",
+                        "standalone",
+                        ": set redis.mode = \"sentinel\" to use sentinels",
+                    ));
+                }
+                return Ok(());
+            }
+            RedisMode::Sentinel => {
+                if redis.urls.is_empty() {
                     return Err(invalid(
-                        key,
-                        "is set, but redis.mode is \"standalone\": set redis.mode = \"sentinel\" to use sentinels",
+                        "redis.urls",
+                        "must list the sentinels in sentinel mode, e.g. [\"redis://sentinel-1:26379\", \"redis://sentinel-2:26379\"]",
+                    ));
+                }
+                if redis.sentinel_master.is_empty() {
+                    return Err(invalid(
+                        "redis.sentinel_master",
+                        "must name the master in sentinel mode (the name in the sentinels' `sentinel monitor <name> ...`)",
                     ));
                 }
             }
-            return Ok(());
-        }
-        if redis.urls.is_empty() {
-            return Err(invalid(
-                "redis.urls",
-                "must list the sentinels in sentinel mode, e.g. [\"redis://sentinel-1:26379\", \"redis://sentinel-2:26379\"]",
-            ));
-        }
-        if redis.sentinel_master.is_empty() {
-            return Err(invalid(
-                "redis.sentinel_master",
-                "must name the master in sentinel mode (the name in the sentinels' `sentinel monitor <name> ...`)",
-            ));
+            RedisMode::Cluster => {
+                if redis.urls.is_empty() {
+                    return Err(invalid(
+                        "redis.urls",
+                        "must list one or more nodes of the cluster in cluster mode, e.g. [\"redis://node-1:6379\", \"redis://node-2:6379\"]",
+                    ));
+                }
+                if !redis.sentinel_master.is_empty() {
+                    return Err(unused("redis.sentinel_master", "cluster", ""));
+                }
+                if url::Url::parse(&redis.url).is_ok_and(|u| !matches!(u.path(), "" | "/" | "/0")) {
+                    return Err(invalid(
+                        "redis.url",
+                        "names a database, but a cluster has only database 0",
+                    ));
+                }
+            }
         }
         let mut first: Option<(String, String, Option<String>)> = None;
         for url in &redis.urls {
@@ -540,10 +573,51 @@ impl Config {
                 Some(_) => {
                     return Err(invalid(
                         "redis.urls",
-                        "every sentinel must be reached the same way: one scheme (redis:// or rediss://), one user and password",
+                        "every node listed must be reached the same way: one scheme (redis:// or rediss://), one user and password",
                     ))
                 }
             }
+        }
+        if let (RedisMode::Cluster, Some((scheme, _, _))) = (redis.mode, first) {
+            if !redis.url.starts_with(&format!("{scheme}://")) {
+                return Err(invalid(
+                    "redis.urls",
+                    "in cluster mode the nodes must use the scheme of redis.url (rediss:// for TLS), which also gives their user and password",
+                ));
+            }
+            self.check_one_slot()?;
+        }
+        Ok(())
+    }
+
+    /// In a cluster one script publishes, journals and acknowledges, and a script may only touch
+    /// keys of one slot: the stream must carry a hash tag, which the keys derived from its name
+    /// share, and the dead-letter stream must carry the same one.
+    fn check_one_slot(&self) -> Result<(), ConfigError> {
+        use redis::cluster_routing::Slot;
+        let stream = &self.source.stream;
+        let example = format!(
+            "{}:{{{}#/#}}",
+            stream.replace(['{', '}'], ""),
+            self.target.key
+        );
+        if hash_tag(stream).is_none() {
+            return Err(invalid(
+                "source.stream",
+                format!(
+                    "has no hash tag: in cluster mode every key of the relay must hash to one slot, which a tag in braces gives, e.g. \"{example}\" (with the sharded adapter that tag also puts the namespace channel \"{}#/#\" in the stream's slot)",
+                    self.target.key
+                ),
+            ));
+        }
+        let slot = Slot::for_key(stream);
+        if Slot::for_key(&self.dead_letter.stream) != slot {
+            return Err(invalid(
+                "dead_letter.stream",
+                format!(
+                    "must carry the hash tag of source.stream in cluster mode (dead letters move in one script), e.g. \"{stream}:dead\""
+                ),
+            ));
         }
         Ok(())
     }
@@ -738,9 +812,12 @@ impl Config {
     pub fn target(&self) -> Target {
         let t = &self.target;
         let room_channels = match (t.adapter, t.subscription_mode) {
-            (Adapter::Classic, _) | (Adapter::Sharded, SubscriptionMode::DynamicPrivate) => {
-                RoomChannels::All
-            }
+            (Adapter::Classic, _) => RoomChannels::All,
+            // A room channel hashes to a slot of its own, and servers on node-redis do not
+            // subscribe again after a failover or a slot migration, so a room channel's count of
+            // zero could not be trusted: the namespace channel (README, "Redis Cluster").
+            (Adapter::Sharded, _) if self.redis.mode == RedisMode::Cluster => RoomChannels::Never,
+            (Adapter::Sharded, SubscriptionMode::DynamicPrivate) => RoomChannels::All,
             (Adapter::Sharded, SubscriptionMode::Dynamic) => RoomChannels::Public,
             (Adapter::Sharded, SubscriptionMode::Static) => RoomChannels::Never,
         };
@@ -752,6 +829,14 @@ impl Config {
             room_channels,
         }
     }
+}
+
+/// The part of `key` Redis Cluster hashes when there is one: between the first `{` and the next
+/// `}`, if not empty (the cluster specification's hash tags).
+pub fn hash_tag(key: &str) -> Option<&str> {
+    let (_, after) = key.split_once('{')?;
+    let (tag, _) = after.split_once('}')?;
+    (!tag.is_empty()).then_some(tag)
 }
 
 /// What is wrong with a Redis URL, said so that the fix is obvious; the URL itself (and any
@@ -801,13 +886,18 @@ impl RedisConfig {
             RedisMode::Sentinel => format!(
                 "master {:?} of the sentinels {}",
                 self.sentinel_master,
-                self.urls
-                    .iter()
-                    .map(|url| mask_password(url))
-                    .collect::<Vec<_>>()
-                    .join(",")
+                self.masked_urls()
             ),
+            RedisMode::Cluster => format!("the cluster of {}", self.masked_urls()),
         }
+    }
+
+    fn masked_urls(&self) -> String {
+        self.urls
+            .iter()
+            .map(|url| mask_password(url))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -1056,7 +1146,32 @@ mod tests {
                 "[target]\nadapter = \"sharded\"\nsubscription_mode = \"private\"\n",
                 "target.subscription_mode",
             ),
-            ("[redis]\nmode = \"cluster\"\n", "redis.mode"),
+            ("[redis]\nmode = \"cluster\"\n", "redis.urls"),
+            ("[redis]\nmode = \"clustered\"\n", "redis.mode"),
+            (
+                "[redis]\nmode = \"cluster\"\nurls = [\"redis://n1:6379\"]\n",
+                "`source.stream`: has no hash tag",
+            ),
+            (
+                "[redis]\nmode = \"cluster\"\nurls = [\"redis://n1:6379\"]\n[source]\nstream = \"s{}x\"\n",
+                "has no hash tag",
+            ),
+            (
+                "[redis]\nmode = \"cluster\"\nurls = [\"redis://n1:6379\"]\n[source]\nstream = \"s:{a}\"\n",
+                "`dead_letter.stream`: must carry the hash tag of source.stream in cluster mode (dead letters move in one script), e.g. \"s:{a}:dead\"",
+            ),
+            (
+                "[redis]\nmode = \"cluster\"\nurls = [\"redis://n1:6379\"]\nsentinel_master = \"m\"\n",
+                "redis.sentinel_master",
+            ),
+            (
+                "[redis]\nmode = \"cluster\"\nurl = \"redis://n1:6379/2\"\nurls = [\"redis://n1:6379\"]\n",
+                "only database 0",
+            ),
+            (
+                "[redis]\nmode = \"cluster\"\nurls = [\"rediss://n1:6379\"]\n",
+                "the scheme of redis.url",
+            ),
             ("[redis]\nmode = \"sentinel\"\n", "redis.urls"),
             (
                 "[redis]\nmode = \"sentinel\"\nurls = [\"redis://s1:26379\"]\n",
@@ -1068,7 +1183,7 @@ mod tests {
             ),
             (
                 "[redis]\nmode = \"sentinel\"\nsentinel_master = \"m\"\nurls = [\"redis://s1:26379\", \"rediss://s2:26379\"]\n",
-                "every sentinel must be reached the same way",
+                "every node listed must be reached the same way",
             ),
             (
                 "[redis]\nmode = \"sentinel\"\nsentinel_master = \"m\"\nurls = [\"s1:26379\"]\n",

@@ -10,12 +10,14 @@
 
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
 use redis::io::tcp::TcpSettings;
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{
-    AsyncConnectionConfig, Client, ClientTlsConfig, ConnectionAddr, IntoConnectionInfo,
-    RedisResult, TlsCertificates, TlsMode,
+    AsyncConnectionConfig, Client, ClientTlsConfig, ConnectionAddr, ConnectionInfo,
+    IntoConnectionInfo, RedisError, RedisFuture, RedisResult, TlsCertificates, TlsMode, Value,
 };
 
 use crate::config::{Config, RedisMode};
@@ -28,6 +30,8 @@ pub struct Connections {
     /// Entries by ID.
     pub fetcher: Reader,
     pub writer: MultiplexedConnection,
+    /// What concerns every node of a cluster; the writer otherwise.
+    pub all_nodes: AllNodes,
     /// The `run_id` of the Redis process both are connected to: it changes when Redis restarts.
     pub run_id: String,
     /// Redis's clock minus this host's, in milliseconds, as measured when connecting.
@@ -52,29 +56,252 @@ pub fn connection_info(cfg: &Config) -> RedisResult<redis::ConnectionInfo> {
     Ok(info)
 }
 
-/// The client of the Redis that holds the stream: `redis.url` itself, or the master that the
-/// sentinels name at this moment (asked anew at every connection, which is how a failover is
-/// followed: redis-rs does not watch for one).
+/// The client of the Redis that holds the stream: `redis.url` itself, the master that the
+/// sentinels name at this moment, or the primary that serves the stream's slot in a cluster (asked
+/// anew at every connection, which is how a failover or a slot migration is followed: redis-rs
+/// does not watch for one on a plain connection).
 pub async fn client(cfg: &Config) -> RedisResult<Client> {
+    client_for(cfg, &cfg.source.stream).await
+}
+
+/// [`client`] for the Redis that serves `key`: in a cluster, the primary of its slot.
+pub async fn client_for(cfg: &Config, key: &str) -> RedisResult<Client> {
+    Ok(locate(cfg, key).await?.0)
+}
+
+/// The client of the Redis that serves `key`, and in a cluster the connection to every node that
+/// told where it is.
+async fn locate(cfg: &Config, key: &str) -> RedisResult<(Client, Option<ClusterConnection>)> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let info = connection_info(cfg)?;
+    // Each node asked may take up to connect_timeout, and then the one found.
+    let patience = cfg.redis.connect_timeout * (cfg.redis.urls.len() as u32 + 1);
+    let within = |what: &'static str| {
+        move |_| RedisError::from((redis::ErrorKind::Io, what, format!("{patience:?}")))
+    };
     match cfg.redis.mode {
-        RedisMode::Standalone => match certificates(cfg)? {
-            None => Client::open(info),
-            Some(certificates) => Client::build_with_tls(info, certificates),
-        },
+        RedisMode::Standalone => Ok((with_certificates(cfg, info)?, None)),
         RedisMode::Sentinel => {
-            // Each sentinel may take up to connect_timeout, and then the master.
-            let patience = cfg.redis.connect_timeout * (cfg.redis.urls.len() as u32 + 1);
-            tokio::time::timeout(patience, master(cfg, info.redis_settings()))
+            let master = tokio::time::timeout(patience, master(cfg, info.redis_settings()))
                 .await
-                .map_err(|_| {
-                    redis::RedisError::from((
-                        redis::ErrorKind::Io,
-                        "timed out asking the sentinels for the master",
-                        format!("{patience:?}"),
-                    ))
-                })?
+                .map_err(within("timed out asking the sentinels for the master"))??;
+            Ok((master, None))
+        }
+        RedisMode::Cluster => {
+            let owner = async {
+                let mut nodes = cluster(cfg).await?;
+                let (host, port) = owner_of(&mut nodes, key).await?;
+                Ok((with_certificates(cfg, at(&info, host, port))?, Some(nodes)))
+            };
+            tokio::time::timeout(patience, owner).await.map_err(within(
+                "timed out asking the cluster which node serves the stream",
+            ))?
+        }
+    }
+}
+
+fn with_certificates(cfg: &Config, info: ConnectionInfo) -> RedisResult<Client> {
+    match certificates(cfg)? {
+        None => Client::open(info),
+        Some(certificates) => Client::build_with_tls(info, certificates),
+    }
+}
+
+/// `base` (scheme, TLS, credentials) at another host and port.
+fn at(base: &ConnectionInfo, host: String, port: u16) -> ConnectionInfo {
+    let addr = match base.addr() {
+        ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        },
+        _ => ConnectionAddr::Tcp(host, port),
+    };
+    base.clone().set_addr(addr)
+}
+
+/// Every node of the cluster behind `redis.urls`, as one connection: redis-rs routes each command
+/// by its key or channel, follows MOVED and ASK, and sums PUBSUB NUMSUB and SHARDNUMSUB over all
+/// nodes. The relay uses it for what concerns the whole cluster (counting servers, SPUBLISH to
+/// another shard), never for what must run exactly once: it re-sends a request whose connection
+/// broke.
+pub async fn cluster(cfg: &Config) -> RedisResult<ClusterConnection> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let info = connection_info(cfg)?;
+    let mut seeds = Vec::new();
+    for url in &cfg.redis.urls {
+        let seed = url.as_str().into_connection_info()?;
+        let (host, port) = match seed.addr() {
+            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+                (host.clone(), *port)
+            }
+            other => {
+                return Err(RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "a cluster node must be reached over TCP",
+                    other.to_string(),
+                )))
+            }
+        };
+        seeds.push(at(&info, host, port));
+    }
+    let settings = info.redis_settings();
+    let mut builder = ClusterClientBuilder::new(seeds)
+        .connection_timeout(cfg.redis.connect_timeout)
+        .response_timeout(cfg.redis.command_timeout)
+        .retries(3)
+        .tcp_settings(TcpSettings::default().set_nodelay(true));
+    if let Some(user) = settings.username() {
+        builder = builder.username(user);
+    }
+    if let Some(password) = settings.password() {
+        builder = builder.password(password);
+    }
+    if cfg.redis.url.starts_with("rediss://") {
+        builder = builder.tls(TlsMode::Secure);
+        if let Some(certificates) = certificates(cfg)? {
+            builder = builder.certs(certificates);
+        }
+    }
+    builder.build()?.get_async_connection().await
+}
+
+/// The slot ranges of the cluster as CLUSTER SLOTS says now: start, end, and the host and port of
+/// the primary then of each replica.
+async fn slot_ranges(
+    nodes: &mut ClusterConnection,
+) -> RedisResult<Vec<(u16, u16, Vec<(String, u16)>)>> {
+    let ranges: Vec<Vec<Value>> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(nodes)
+        .await?;
+    let mut found = Vec::new();
+    for range in ranges {
+        let [start, end, served_by @ ..] = range.as_slice() else {
+            continue;
+        };
+        let mut addrs = Vec::new();
+        for node in served_by {
+            // [host, port, id, ...]
+            if let Value::Array(node) = node {
+                if let [host, port, ..] = node.as_slice() {
+                    addrs.push((
+                        redis::from_redis_value_ref(host)?,
+                        redis::from_redis_value_ref(port)?,
+                    ));
+                }
+            }
+        }
+        found.push((
+            redis::from_redis_value_ref(start)?,
+            redis::from_redis_value_ref(end)?,
+            addrs,
+        ));
+    }
+    Ok(found)
+}
+
+/// The host and port of the primary that serves `key`'s slot, as the cluster says now.
+async fn owner_of(nodes: &mut ClusterConnection, key: &str) -> RedisResult<(String, u16)> {
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query_async(nodes)
+        .await?;
+    slot_ranges(nodes)
+        .await?
+        .into_iter()
+        .find(|(start, end, _)| (*start..=*end).contains(&slot))
+        .and_then(|(_, _, mut addrs)| (!addrs.is_empty()).then(|| addrs.swap_remove(0)))
+        .ok_or_else(|| {
+            RedisError::from((
+                redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
+                "no node of the cluster serves the stream's slot",
+                format!("{key:?}, slot {slot}"),
+            ))
+        })
+}
+
+/// Every node the cluster lists now, primaries and replicas, sorted.
+async fn node_list(nodes: &mut ClusterConnection) -> RedisResult<Vec<(String, u16)>> {
+    let mut all: Vec<(String, u16)> = slot_ranges(nodes)
+        .await?
+        .into_iter()
+        .flat_map(|(_, _, addrs)| addrs)
+        .collect();
+    all.sort();
+    all.dedup();
+    Ok(all)
+}
+
+/// Where the relay asks what concerns every node: how many Socket.IO servers listen, and SPUBLISH
+/// on a channel of another shard. Outside a cluster that is the one Redis, through the writer.
+#[derive(Clone)]
+pub enum AllNodes {
+    One(MultiplexedConnection),
+    Cluster {
+        con: ClusterConnection,
+        /// The nodes the cluster listed when `con` was made.
+        nodes: Vec<(String, u16)>,
+    },
+}
+
+impl AllNodes {
+    pub async fn cluster(cfg: &Config) -> RedisResult<AllNodes> {
+        let mut con = cluster(cfg).await?;
+        let nodes = node_list(&mut con).await?;
+        Ok(AllNodes::Cluster { con, nodes })
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, AllNodes::Cluster { .. })
+    }
+
+    /// Connects anew when the cluster lists other nodes than it did: redis-rs learns of a node
+    /// (a failed primary back as a replica, with servers subscribed to it) only when a redirection
+    /// makes it look, and a node it does not know is a node whose servers are not counted.
+    /// Returns whether it did.
+    pub async fn follow(&mut self, cfg: &Config) -> RedisResult<bool> {
+        let AllNodes::Cluster { con, nodes } = self else {
+            return Ok(false);
+        };
+        if node_list(con).await? == *nodes {
+            return Ok(false);
+        }
+        *self = AllNodes::cluster(cfg).await?;
+        Ok(true)
+    }
+}
+
+impl ConnectionLike for AllNodes {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            AllNodes::One(con) => con.req_packed_command(cmd),
+            AllNodes::Cluster { con, .. } => con.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            AllNodes::One(con) => con.req_packed_commands(pipeline, offset, count),
+            AllNodes::Cluster { con, .. } => con.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            AllNodes::One(con) => con.get_db(),
+            AllNodes::Cluster { con, .. } => con.get_db(),
         }
     }
 }
@@ -169,7 +396,7 @@ pub fn read_timeout(block: Duration) -> Duration {
 /// Opens the connections. The client is built anew each time, so files it reads (a rotated
 /// password) are read again.
 pub async fn connect(cfg: &Config) -> RedisResult<Connections> {
-    let client = client(cfg).await?;
+    let (client, cluster) = locate(cfg, &cfg.source.stream).await?;
     let base = AsyncConnectionConfig::new().set_connection_timeout(Some(cfg.redis.connect_timeout));
     let mut writer = client
         .get_multiplexed_async_connection_with_config(
@@ -187,10 +414,18 @@ pub async fn connect(cfg: &Config) -> RedisResult<Connections> {
         redis::RedisError::from((redis::ErrorKind::Client, "INFO server has no run_id"))
     })?;
     let clock_offset_ms = clock_offset(&mut writer).await?;
+    let all_nodes = match cluster {
+        Some(mut con) => {
+            let nodes = node_list(&mut con).await?;
+            AllNodes::Cluster { con, nodes }
+        }
+        None => AllNodes::One(writer.clone()),
+    };
     Ok(Connections {
         reader,
         fetcher,
         writer,
+        all_nodes,
         run_id,
         clock_offset_ms,
     })

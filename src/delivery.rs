@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use redis::aio::MultiplexedConnection;
 use redis::{FromRedisValue, RedisResult, Script, Value};
 
-use crate::config::Config;
+use crate::config::{Config, RedisMode};
 use crate::entry::EntryId;
 use crate::packet::{Packet, Target};
 
@@ -261,7 +261,7 @@ impl Scripts {
             consumer: cfg.source.consumer.clone(),
             min_receivers: cfg.delivery.min_receivers,
             dead_letter_max_len: cfg.dead_letter.max_len,
-            replies_count_servers: true,
+            replies_count_servers: cfg.redis.mode != RedisMode::Cluster,
             waits_for_replicas: cfg.redis.wait_replicas > 0,
         }
     }

@@ -108,6 +108,10 @@ fn classify(err: &RedisError) -> Class {
         // A master demoted to replica (a failover) unblocks reads and refuses writes: reconnect,
         // to the new one.
         Some("BUSY" | "UNBLOCKED" | "READONLY") => Class::Link,
+        // A cluster moving the stream's slot, failing over, or not serving every slot yet (also
+        // when a script's call meets it, which redis-rs does not sort): reconnect to the node that
+        // serves the slot now.
+        Some("MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN") => Class::Link,
         Some("OOM" | "WRONGTYPE" | "MISCONF" | "NOPERM" | "SIORELAY" | "NOREPLICAS") => {
             Class::Refused
         }
@@ -162,9 +166,17 @@ mod tests {
             matches!(Fault::of(script_error), Fault::Refused(_)),
             "outside a batch, nothing to split"
         );
-        for code in ["BUSY", "UNBLOCKED", "READONLY"] {
+        for code in [
+            "BUSY",
+            "UNBLOCKED",
+            "READONLY",
+            "MOVED",
+            "ASK",
+            "TRYAGAIN",
+            "CLUSTERDOWN",
+        ] {
             assert!(
-                matches!(Fault::of(server(code, "x")), Fault::Link(_)),
+                matches!(Fault::of_batch(server(code, "x")), Fault::Link(_)),
                 "{code}"
             );
         }

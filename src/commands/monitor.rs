@@ -35,13 +35,15 @@ pub async fn run(
     out: &mut impl Write,
 ) -> Result<(), Failure> {
     let target = cfg.target();
-    let client = connection::client(cfg).await.map_err(|e| Failure {
+    let unreachable = |e: redis::RedisError| Failure {
         code: EXIT_FAILURE,
         message: format!("cannot reach Redis ({}): {e}", cfg.redis.describe()),
-    })?;
+    };
     let (tx, mut packets) = tokio::sync::mpsc::channel::<(String, Vec<u8>)>(QUEUE);
     match target.adapter {
         Adapter::Classic => {
+            // Classic Pub/Sub reaches every node of a cluster: the stream's node will do.
+            let client = connection::client(cfg).await.map_err(unreachable)?;
             let mut pubsub = client.get_async_pubsub().await?;
             let pattern = format!("{}#*", target.key);
             pubsub.psubscribe(&pattern).await?;
@@ -60,28 +62,34 @@ pub async fn run(
             });
         }
         Adapter::Sharded => {
-            let mut con = client.get_connection_with_timeout(cfg.redis.connect_timeout)?;
-            redis::cmd("CLIENT")
-                .arg("SETNAME")
-                .arg(MONITOR_CLIENT_NAME)
-                .exec(&mut con)?;
             let mut channels = Vec::new();
             for nsp in nsps {
                 let channel = target.namespace_channel(nsp);
                 let own = target.monitor_channel(nsp).expect("a sharded target");
-                // One SSUBSCRIBE per namespace: its two channels share a slot.
+                // A connection per namespace, to the node that serves its channel in a cluster;
+                // its two channels share a slot, so one SSUBSCRIBE takes both.
+                let client = connection::client_for(cfg, &channel)
+                    .await
+                    .map_err(unreachable)?;
+                let mut con = client.get_connection_with_timeout(cfg.redis.connect_timeout)?;
+                redis::cmd("CLIENT")
+                    .arg("SETNAME")
+                    .arg(MONITOR_CLIENT_NAME)
+                    .exec(&mut con)?;
                 redis::cmd("SSUBSCRIBE")
                     .arg(&own)
                     .arg(&channel)
                     .exec(&mut con)?;
                 channels.push(channel);
+                // A thread of its own, not `spawn_blocking`: the runtime would wait for it at exit.
+                let tx = tx.clone();
+                std::thread::spawn(move || shard_messages(con, tx));
             }
+            drop(tx);
             eprintln!(
                 "monitoring {} (Ctrl-C to stop)",
                 printable(&channels.join(" "))
             );
-            // A thread of its own, not `spawn_blocking`: the runtime would wait for it at exit.
-            std::thread::spawn(move || shard_messages(con, tx));
         }
     }
     let mut seen = 0;

@@ -4,7 +4,7 @@
 
 use redis::AsyncCommands;
 
-use super::{connect, Failure, EXIT_DATA, EXIT_FAILURE};
+use super::{connect, connect_all_nodes, Failure, EXIT_DATA, EXIT_FAILURE};
 use crate::config::Config;
 use crate::entry::Entry;
 use crate::servers;
@@ -95,7 +95,7 @@ pub async fn direct(cfg: &Config, emit: &Emit) -> Result<u64, Failure> {
     let (_, entry) = emit.validate()?;
     let target = cfg.target();
     let packet = target.encode(&entry);
-    let mut con = connect(cfg).await?;
+    let mut con = connect_all_nodes(cfg).await?;
     let nsp = entry.nsp().to_owned();
     let servers = servers::count(&mut con, &target, std::slice::from_ref(&nsp)).await?[0];
     if servers == 0 {

@@ -8,7 +8,7 @@ use redis::streams::{StreamInfoConsumersReply, StreamInfoGroupsReply};
 use redis::AsyncCommands;
 use serde::Serialize;
 
-use super::{connect, printable};
+use super::{connect, connect_all_nodes, printable};
 use crate::config::Config;
 use crate::servers;
 
@@ -93,19 +93,21 @@ async fn fill(cfg: &Config, status: &mut Status) -> Result<(), String> {
     status.redis.version = info.get("redis_version");
 
     let target = cfg.target();
-    for (nsp, servers) in servers::namespaces(&mut con, &target)
+    let mut all_nodes = connect_all_nodes(cfg).await.map_err(|f| f.message)?;
+    let con = &mut all_nodes;
+    for (nsp, servers) in servers::namespaces(con, &target)
         .await
         .map_err(redis_error)?
     {
         status.namespaces.push(Namespace { nsp, servers });
     }
     if status.namespaces.iter().all(|n| n.servers == 0) {
-        let others = servers::namespaces(&mut con, &target.other_adapter())
+        let others = servers::namespaces(con, &target.other_adapter())
             .await
             .map_err(redis_error)?;
         let mut hint = String::new();
         for (nsp, _) in others.iter().filter(|(_, servers)| *servers > 0) {
-            if let Some(other) = servers::other_adapter(&mut con, &target, nsp)
+            if let Some(other) = servers::other_adapter(con, &target, nsp)
                 .await
                 .map_err(redis_error)?
             {

@@ -15,6 +15,7 @@ use crate::dead_letter::Reason;
 use crate::delivery::{Claim, Deliverable, Op, Outcome, Published};
 use crate::entry::{Entry, EntryId, Malformed, RawEntry};
 use crate::fault::Fault;
+use crate::packet::Adapter;
 use crate::reader::Fetched;
 use crate::servers;
 
@@ -248,15 +249,49 @@ impl Relay {
         Ok(())
     }
 
+    /// Whether `entry`'s channel lies outside the stream's slot, where the delivery script may not
+    /// SPUBLISH (a cluster refuses a script that touches another slot): the relay publishes it.
+    /// Classic PUBLISH is not bound to a slot.
+    fn external(&self, entry: &Deliverable) -> bool {
+        self.stream_slot.is_some_and(|slot| {
+            self.target.adapter == Adapter::Sharded
+                && redis::cluster_routing::Slot::for_key(&entry.packet.channel) != slot
+        })
+    }
+
+    /// In a cluster, the servers of each namespace `plans` publish to, counted on every node: the
+    /// script sees its own node only. Outside a cluster the script counts them itself.
+    async fn count_for_script(
+        &mut self,
+        s: &mut Session,
+        plans: &[Plan],
+    ) -> Result<Vec<(String, u64)>, Fault> {
+        if !s.all_nodes.is_cluster() {
+            return Ok(Vec::new());
+        }
+        let mut nsps: Vec<String> = plans
+            .iter()
+            .filter_map(|plan| match plan {
+                Plan::Publish(entry) => Some(entry.nsp.clone()),
+                _ => None,
+            })
+            .collect();
+        nsps.sort();
+        nsps.dedup();
+        let counts = servers::count(&mut s.all_nodes, &self.target, &nsps).await?;
+        Ok(nsps.into_iter().zip(counts).collect())
+    }
+
     /// Runs the delivery script on `plans` and records what happened to each entry.
     async fn execute(&mut self, s: &mut Session, plans: &[Plan]) -> Result<(), Fault> {
+        let counted = self.count_for_script(s, plans).await?;
         let ops: Vec<Op> = plans
             .iter()
             .map(|plan| match plan {
                 Plan::Publish(entry) => Op::Publish {
                     entry,
                     behind: self.held.holds_before(&entry.nsp, entry.id()),
-                    external: false,
+                    external: self.external(entry),
                 },
                 Plan::DeadLetter { claim, reason } => Op::DeadLetter {
                     claim: *claim,
@@ -269,16 +304,18 @@ impl Relay {
         let started = Instant::now();
         let report = self
             .scripts
-            .deliver(&mut s.writer, &s.run_id, &ops, self.held.len(), &[])
+            .deliver(&mut s.writer, &s.run_id, &ops, self.held.len(), &counted)
             .await
             .map_err(Fault::of_batch)?;
+        let mut outcomes = report.outcomes;
+        self.publish_external(s, plans, &mut outcomes).await?;
         self.metrics
             .publish_duration
             .observe(started.elapsed().as_secs_f64());
-        let servers: HashMap<String, u64> = report.servers.into_iter().collect();
+        let servers: HashMap<String, u64> = report.servers.into_iter().chain(counted).collect();
         let mut published: Vec<Published> = Vec::new();
         let mut nobody_listens = Vec::new();
-        for (plan, outcome) in plans.iter().zip(report.outcomes) {
+        for (plan, outcome) in plans.iter().zip(outcomes) {
             let claim = plan.claim();
             if !claim.redelivery {
                 // Handed over: a group created again after this point need not read it again.
@@ -336,9 +373,40 @@ impl Relay {
         s.unconfirmed.extend(published);
         for nsp in nobody_listens {
             // Servers of the other adapter are a configuration mistake, not an outage: say so.
-            if let Some(hint) = servers::other_adapter(&mut s.writer, &self.target, &nsp).await? {
+            if let Some(hint) = servers::other_adapter(&mut s.all_nodes, &self.target, &nsp).await?
+            {
                 error!(?nsp, "{hint}");
             }
+        }
+        Ok(())
+    }
+
+    /// Publishes the entries the script cleared for the relay to publish ([`Outcome::ToPublish`]:
+    /// their channel is on another shard), in stream order, in one pipeline, and records them as
+    /// published. They are not journaled: if the relay dies before the confirmation, they are
+    /// published again (at least once).
+    async fn publish_external(
+        &mut self,
+        s: &mut Session,
+        plans: &[Plan],
+        outcomes: &mut [Outcome],
+    ) -> Result<(), Fault> {
+        let mut pipe = redis::pipe();
+        let mut which = Vec::new();
+        for (k, (plan, outcome)) in plans.iter().zip(outcomes.iter()).enumerate() {
+            if let (Plan::Publish(entry), Outcome::ToPublish { .. }) = (plan, outcome) {
+                pipe.cmd(self.target.publish_command())
+                    .arg(&entry.packet.channel)
+                    .arg(&entry.packet.payload);
+                which.push(k);
+            }
+        }
+        if which.is_empty() {
+            return Ok(());
+        }
+        let receivers: Vec<u64> = pipe.query_async(&mut s.all_nodes).await?;
+        for (k, receivers) in which.into_iter().zip(receivers) {
+            outcomes[k] = Outcome::Published { receivers };
         }
         Ok(())
     }

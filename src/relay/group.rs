@@ -45,13 +45,15 @@ impl Relay {
                 );
                 self.reown(s).await?;
             }
-            (true, false) => {
+            (true, false) if self.standing.group_lost => {
                 warn!(group = %src.group, "the consumer group was deleted and another relay created it again; taking back this relay's entries");
                 self.reown(s).await?;
             }
-            (false, false) => {}
+            // Found again after a reconnection, as the relay knew it.
+            (_, false) => {}
         }
         self.standing.group_seen = true;
+        self.standing.group_lost = false;
         Ok(())
     }
 

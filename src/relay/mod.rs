@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::commands::{Failure, EXIT_CONFIG};
-use crate::config::Config;
+use crate::config::{Config, RedisMode};
 use crate::connection;
 use crate::delivery::Scripts;
 use crate::entry::EntryId;
@@ -48,7 +48,8 @@ use session::Session;
 /// XAUTOCLAIM pages per reclaim round, so that a huge pending list cannot starve new entries.
 const CLAIM_PAGES_PER_ROUND: usize = 10;
 
-/// How often the group's lag and pending gauges are refreshed, and stale consumers looked for.
+/// How often the group's lag and pending gauges are refreshed, stale consumers looked for, and a
+/// cluster's list of nodes compared with the one servers are counted on.
 const GROUP_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// When each periodic duty is next due.
@@ -65,6 +66,9 @@ struct Timers {
 struct Standing {
     /// The group existed (or was created) once: if it vanishes now, that is news.
     group_seen: bool,
+    /// Redis said the group does not exist (NOGROUP): finding it again means someone else
+    /// created it meanwhile.
+    group_lost: bool,
     /// The last entry this relay handed over after reading it as new.
     last_read: Option<EntryId>,
     /// The group's last delivered ID when this relay last looked.
@@ -96,6 +100,8 @@ pub struct Relay {
     reading_paused: bool,
     /// Redis's clock minus this host's, in milliseconds: entry IDs are Redis time.
     clock_offset_ms: i64,
+    /// In a cluster, the slot of the stream and of every key of the relay (see the config check).
+    stream_slot: Option<redis::cluster_routing::Slot>,
     shutdown: CancellationToken,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
@@ -128,6 +134,8 @@ impl Relay {
             read_count: cfg.source.batch_size,
             reading_paused: false,
             clock_offset_ms: 0,
+            stream_slot: (cfg.redis.mode == RedisMode::Cluster)
+                .then(|| redis::cluster_routing::Slot::for_key(&cfg.source.stream)),
             shutdown,
             health,
             metrics,
@@ -265,6 +273,9 @@ impl Relay {
         }
         if now >= self.timers.group_check {
             self.check_group(s).await?;
+            if s.all_nodes.follow(&self.cfg).await? {
+                info!("the cluster lists other nodes than before; counting Socket.IO servers on those it lists now");
+            }
             self.timers.group_check = now + GROUP_CHECK_INTERVAL;
         }
 
@@ -300,6 +311,7 @@ impl Relay {
                 return Some(Failure { code, message });
             }
             Fault::NoGroup => {
+                self.standing.group_lost = true;
                 if let Some(s) = session.as_mut() {
                     s.group_ready = false;
                     s.recovered = false;

@@ -309,7 +309,7 @@ impl Relay {
         }
         let min = u64::from(self.cfg.delivery.min_receivers);
         let namespaces = self.held.namespaces();
-        let counts = servers::count(&mut s.writer, &self.target, &namespaces).await?;
+        let counts = servers::count(&mut s.all_nodes, &self.target, &namespaces).await?;
         let ready: Vec<String> = namespaces
             .into_iter()
             .zip(counts)

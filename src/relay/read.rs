@@ -1,17 +1,23 @@
 //! Reading new entries (XREADGROUP `>`) and confirming what was published, overlapped.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use tracing::warn;
 
+use redis::aio::MultiplexedConnection;
+use redis::RedisResult;
+
 use super::session::{ReadTask, Session};
 use super::Relay;
-use crate::delivery::Claim;
+use crate::connection::AllNodes;
+use crate::delivery::{Claim, Published, Scripts};
 use crate::entry::EntryId;
 use crate::fault::Fault;
 use crate::metrics::Source;
+use crate::packet::Target;
 use crate::reader::Fetched;
+use crate::servers;
 
 impl Relay {
     /// Reads and delivers one batch of new entries, waiting up to `source.block` for them. The
@@ -23,15 +29,13 @@ impl Relay {
             Some(read) => read,
             None => self.start_read(s)?,
         };
-        let scripts = self.scripts.clone();
-        let confirm = async {
-            if s.unconfirmed.is_empty() {
-                return Ok(Vec::new());
-            }
-            scripts
-                .confirm(&mut s.writer, &s.unconfirmed, &Default::default())
-                .await
-        };
+        let confirm = confirm(
+            &self.scripts,
+            &self.target,
+            &mut s.writer,
+            &mut s.all_nodes,
+            &s.unconfirmed,
+        );
         let (confirmed, read) = tokio::join!(confirm, read);
         let (reader, fetched) = read.map_err(|e| {
             Fault::Link(redis::RedisError::from((
@@ -105,10 +109,14 @@ impl Relay {
         if s.unconfirmed.is_empty() {
             return Ok(());
         }
-        let unconfirmed = self
-            .scripts
-            .confirm(&mut s.writer, &s.unconfirmed, &Default::default())
-            .await?;
+        let unconfirmed = confirm(
+            &self.scripts,
+            &self.target,
+            &mut s.writer,
+            &mut s.all_nodes,
+            &s.unconfirmed,
+        )
+        .await?;
         self.confirmed(s, unconfirmed);
         Ok(())
     }
@@ -144,4 +152,27 @@ impl Relay {
             self.timers.retry = Instant::now();
         }
     }
+}
+
+/// Runs the confirmation script on what was `published` since the last one. In a cluster the
+/// servers are counted on every node first (a script sees one node only), just before it.
+async fn confirm(
+    scripts: &Scripts,
+    target: &Target,
+    writer: &mut MultiplexedConnection,
+    all_nodes: &mut AllNodes,
+    published: &[Published],
+) -> RedisResult<Vec<EntryId>> {
+    if published.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut servers_now = HashMap::new();
+    if all_nodes.is_cluster() {
+        let mut nsps: Vec<String> = published.iter().map(|p| p.nsp.clone()).collect();
+        nsps.sort();
+        nsps.dedup();
+        let counts = servers::count(all_nodes, target, &nsps).await?;
+        servers_now = nsps.into_iter().zip(counts).collect();
+    }
+    scripts.confirm(writer, published, &servers_now).await
 }

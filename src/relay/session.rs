@@ -8,7 +8,7 @@ use redis::aio::MultiplexedConnection;
 use redis::RedisResult;
 use tokio::task::JoinHandle;
 
-use crate::connection::Connections;
+use crate::connection::{AllNodes, Connections};
 use crate::delivery::{Published, Scripts};
 use crate::flow::Flow;
 use crate::lease::Lease;
@@ -24,6 +24,9 @@ pub(super) struct Session {
     pub fetcher: Reader,
     /// Everything else.
     pub writer: MultiplexedConnection,
+    /// Servers counted, and SPUBLISH to other shards, over every node of a cluster; the writer
+    /// otherwise.
+    pub all_nodes: AllNodes,
     /// The `run_id` of the Redis process both reach: it changes when Redis restarts.
     pub run_id: String,
     pub flow: Flow,
@@ -44,6 +47,7 @@ impl Session {
             reader,
             fetcher,
             mut writer,
+            all_nodes,
             run_id,
             ..
         } = conns;
@@ -52,6 +56,7 @@ impl Session {
             reader: Some(reader),
             fetcher,
             writer,
+            all_nodes,
             run_id,
             flow,
             unconfirmed: Vec::new(),

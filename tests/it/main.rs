@@ -12,6 +12,7 @@ mod common;
 
 mod chaos;
 mod cli;
+mod cluster;
 mod delivery_script;
 mod deploy;
 mod e2e;

@@ -20,7 +20,11 @@ use std::time::{Duration, Instant};
 use redis::{Commands, Value};
 use serde_json::json;
 
+mod cluster;
+mod failover;
 mod sentinel;
+pub use cluster::*;
+pub use failover::*;
 pub use sentinel::*;
 
 pub const STREAM: &str = "sio-relay";
@@ -224,7 +228,11 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn try_connection(&self) -> redis::RedisResult<redis::Connection> {
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn try_connection(&self) -> redis::RedisResult<redis::Connection> {
         let client = redis::Client::open(self.url())?;
         client.get_connection_with_timeout(Duration::from_secs(2))
     }
@@ -814,7 +822,16 @@ pub fn stored_dead_letters(con: &mut redis::Connection) -> Vec<(String, RawField
 
 /// The dead-letter stream: (id, fields as text pairs), packed fields unpacked.
 pub fn dead_letters(con: &mut redis::Connection) -> Vec<(String, Vec<(String, String)>)> {
-    stored_dead_letters(con)
+    dead_letters_in(con, DEAD)
+}
+
+/// [`dead_letters`] of the dead-letter stream `dead`.
+pub fn dead_letters_in(
+    con: &mut redis::Connection,
+    dead: &str,
+) -> Vec<(String, Vec<(String, String)>)> {
+    con.xrange::<_, _, _, Vec<(String, RawFields)>>(dead, "-", "+")
+        .expect("XRANGE dead")
         .into_iter()
         .map(|(id, fields)| {
             let fields = sio_relay::dead_letter::unpacked(&fields)

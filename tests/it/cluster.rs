@@ -1,0 +1,256 @@
+//! Redis Cluster: six real nodes (three primaries, three replicas), real Socket.IO servers whose
+//! node-redis cluster clients subscribe wherever they choose, and real clients. The relay works on
+//! the primary of its stream's slot and counts servers on every node; the per-entry ledger tells
+//! what a primary killed, a slot resharded, or the relay killed mid-flow costs.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::common::*;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// The relay's settings for `stream` on `cluster`, with `extra`.
+fn relay_on(cluster: &Cluster, stream: &str, extra: &[(&'static str, &str)]) -> Relay {
+    let mut settings = cluster.settings(stream);
+    settings.push(("SOURCE__BATCH_SIZE", "64".into()));
+    settings.push(("DELIVERY__RETRY_INTERVAL", "100ms".into()));
+    settings.push(("REDIS__BACKOFF_MAX", "500ms".into()));
+    for (key, value) in extra {
+        settings.push((key, value.to_string()));
+    }
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let relay = Relay::start(&cluster.nodes[0], "relay-1", &settings);
+    relay.wait_ready(30 * SECOND);
+    relay
+}
+
+fn events(clients: &Clients, name: &str, event: &str) -> usize {
+    clients
+        .events_of(name)
+        .iter()
+        .filter(|(e, _)| e == event)
+        .count()
+}
+
+/// Classic-adapter servers subscribe on whichever primary their client picked, not the stream's:
+/// the relay counts them on every node, its PUBLISH crosses the cluster bus to them, and rooms
+/// still select. `status` and `send` work through the cluster too.
+#[test]
+fn classic_servers_anywhere_in_the_cluster_get_every_entry() {
+    let cluster = Cluster::start();
+    let stream = "sio-relay:{t}";
+    let options = json!({"cluster": true});
+    let one = SocketIoServer::start_options(&cluster.urls(), &options);
+    let two = SocketIoServer::start_options(&cluster.urls(), &options);
+    cluster.wait_servers(2);
+    let clients = Clients::connect(&[("c", one.url("/"), &["r1"]), ("d", two.url("/"), &[])]);
+    let relay = relay_on(&cluster, stream, &[("DELIVERY__MIN_RECEIVERS", "2")]);
+
+    let mut con = cluster.owner(stream).connection();
+    for i in 0..100 {
+        let fields = numbered(i);
+        redis::cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg(&fields)
+            .query::<String>(&mut con)
+            .unwrap();
+    }
+    redis::cmd("XADD")
+        .arg(stream)
+        .arg("*")
+        .arg(&[("event", "room"), ("data", "1"), ("room", "r1")])
+        .query::<String>(&mut con)
+        .unwrap();
+    clients.wait_events("c", 101, 20 * SECOND);
+    clients.wait_events("d", 100, 20 * SECOND);
+    std::thread::sleep(SECOND / 2);
+    assert_eq!(events(&clients, "c", "n"), 100);
+    assert_eq!(events(&clients, "d", "n"), 100);
+    assert_eq!(events(&clients, "c", "room"), 1);
+    assert_eq!(events(&clients, "d", "room"), 0, "rooms select");
+    assert_eq!(
+        delivered(&clients),
+        (0..100).collect::<Vec<u64>>(),
+        "in order"
+    );
+
+    let run = |args: &[&str]| {
+        let mut cmd = sio_relay();
+        cmd.args(args).env("SIO_RELAY_SOURCE__CONSUMER", "cli");
+        for (key, value) in cluster.settings(stream) {
+            cmd.env(format!("SIO_RELAY_{key}"), value);
+        }
+        cmd.output().unwrap()
+    };
+    let status = run(&["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(json["namespaces"][0]["servers"], 2, "{json}");
+    assert_eq!(json["stream"]["length"], 101, "{json}");
+    let sent = run(&["send", "--direct", "direct", "1"]);
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    clients.wait_events("d", 101, 10 * SECOND);
+    drop(relay);
+}
+
+/// Sharded-adapter servers on a node-redis cluster client. The stream tagged with the namespace
+/// channel `{socket.io#/#}` lets the delivery script SPUBLISH `/` itself, atomically with its
+/// journal; `/admin`'s channel hashes to another slot, so the relay publishes it after the script.
+/// Both arrive, rooms selected by the packet, not the channel.
+#[test]
+fn sharded_servers_on_a_cluster_get_their_namespaces_in_and_out_of_the_streams_slot() {
+    let cluster = Cluster::start();
+    let stream = "sio-relay:{socket.io#/#}";
+    let options = json!({"cluster": true, "adapter": "sharded"});
+    let one = SocketIoServer::start_options(&cluster.urls(), &options);
+    let two = SocketIoServer::start_options(&cluster.urls(), &options);
+    wait_until(20 * SECOND, "2 sharded servers listen", || {
+        let mut con = cluster.owner("socket.io#/admin#").connection();
+        let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
+            .arg("SHARDNUMSUB")
+            .arg("socket.io#/admin#")
+            .query(&mut con)
+            .unwrap();
+        counts[0].1 == 2
+    });
+    let clients = Clients::connect(&[
+        ("c", one.url("/"), &["r1"]),
+        ("d", two.url("/"), &[]),
+        ("a", two.url("/admin"), &[]),
+    ]);
+    let relay = relay_on(
+        &cluster,
+        stream,
+        &[
+            ("TARGET__ADAPTER", "sharded"),
+            ("DELIVERY__MIN_RECEIVERS", "2"),
+        ],
+    );
+    let mut con = cluster.owner(stream).connection();
+    let xadd = |con: &mut redis::Connection, fields: &[(&str, &str)]| {
+        redis::cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg(fields)
+            .query::<String>(con)
+            .unwrap()
+    };
+    for i in 0..50 {
+        let i = i.to_string();
+        xadd(&mut con, &[("event", "n"), ("data", &i)]);
+        xadd(&mut con, &[("event", "n"), ("data", &i), ("nsp", "/admin")]);
+    }
+    xadd(
+        &mut con,
+        &[("event", "room"), ("data", "1"), ("room", "r1")],
+    );
+    clients.wait_events("c", 51, 20 * SECOND);
+    clients.wait_events("d", 50, 20 * SECOND);
+    clients.wait_events("a", 50, 20 * SECOND);
+    std::thread::sleep(SECOND / 2);
+    assert_eq!(events(&clients, "d", "room"), 0, "rooms select");
+    assert_eq!(events(&clients, "a", "n"), 50);
+    let pending: (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(GROUP)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(pending.0, 0, "everything acknowledged");
+    drop(relay);
+}
+
+/// The primary of the stream's slot is SIGKILLed mid-flow; its replica takes over, and the killed
+/// node comes back as a replica (node-redis servers subscribed on it resubscribe only then). Lost
+/// stays 0; entries missing from the new primary's stream are only ones the producer never saw
+/// replicated; duplicates stay within the batches in flight.
+#[test]
+fn a_primary_killed_mid_flow_loses_nothing() {
+    let mut cluster = Cluster::start();
+    let stream = "sio-relay:{t}";
+    let server = SocketIoServer::start_options(&cluster.urls(), &json!({"cluster": true}));
+    cluster.wait_servers(1);
+    let clients = Clients::connect(&[("c", server.url("/"), &[])]);
+    let relay = relay_on(&cluster, stream, &[]);
+
+    let total = 3000;
+    let ports = cluster.ports();
+    let producer = FailoverProducer::start(stream, total, move || {
+        owner_connection(&ports, "sio-relay:{t}")
+    });
+    producer.wait_produced(total / 3, 30 * SECOND);
+    let old = cluster.owner(stream).port;
+    cluster.fail_over(stream);
+    let killed = cluster.nodes.iter_mut().find(|n| n.port == old).unwrap();
+    killed.restart();
+    cluster.wait_healthy();
+    producer.wait_done(90 * SECOND);
+    cluster.wait_servers(1);
+
+    let mut con = cluster.owner(stream).connection();
+    let ledger = producer.settle(&clients, &mut con, stream, &format!("{stream}:dead"), total);
+    println!("{}", ledger.summary("cluster failover"));
+    assert_eq!(ledger.lost(), 0, "{}", ledger.summary("cluster failover"));
+    assert!(
+        ledger.duplicated() <= 2 * 64,
+        "only the batches in flight may be delivered again: {}",
+        ledger.summary("cluster failover")
+    );
+    relay.wait_log("Redis is back", SECOND);
+}
+
+/// The stream's slot is moved to another primary with `redis-cli --cluster reshard` mid-flow, and
+/// later the relay is SIGKILLed and started again. The relay follows the slot (MOVED/ASK end the
+/// session; it reconnects to the new owner). Lost stays 0; a duplicate only for the batch in
+/// flight at the migration, whose journal names the old node's Redis process.
+#[test]
+fn the_streams_slot_resharded_and_the_relay_killed_mid_flow_lose_nothing() {
+    let cluster = Cluster::start();
+    let stream = format!("sio-relay:{{{}}}", cluster.tag_near_a_range_start());
+    let server = SocketIoServer::start_options(&cluster.urls(), &json!({"cluster": true}));
+    cluster.wait_servers(1);
+    let clients = Clients::connect(&[("c", server.url("/"), &[])]);
+    let mut relay = relay_on(&cluster, &stream, &[]);
+
+    let total = 3000;
+    let ports = cluster.ports();
+    let key = stream.clone();
+    let producer = FailoverProducer::start(&stream, total, move || owner_connection(&ports, &key));
+    producer.wait_produced(total / 3, 30 * SECOND);
+    let before = cluster.owner(&stream).port;
+    let after = cluster.reshard(&stream);
+    assert_ne!(before, after);
+    producer.wait_produced(2 * total / 3, 60 * SECOND);
+    relay.restart(); // SIGKILL, then the same consumer again
+    producer.wait_done(60 * SECOND);
+
+    let mut con = cluster.owner(&stream).connection();
+    let ledger = producer.settle(
+        &clients,
+        &mut con,
+        &stream,
+        &format!("{stream}:dead"),
+        total,
+    );
+    println!("{}", ledger.summary("cluster reshard and relay kill"));
+    assert_eq!(
+        ledger.lost(),
+        0,
+        "{}",
+        ledger.summary("cluster reshard and relay kill")
+    );
+    assert!(
+        ledger.duplicated() <= 64,
+        "only the batch in flight at the migration may be delivered again: {}",
+        ledger.summary("cluster reshard and relay kill")
+    );
+    assert!(
+        ledger.excused.iter().all(|e| !e),
+        "a migration loses no write"
+    );
+}
