@@ -7,6 +7,11 @@
 //! Everything else (the delivery script, claims by ID, group setup) shares the writer. None
 //! reconnects by itself: on any error the relay drops them all and opens new ones after a
 //! [`Backoff`] delay, which also aborts a read left blocked.
+//!
+//! All three go to the Redis that holds the stream: `redis.url`, the master the sentinels name, or
+//! the primary that serves the stream's slot in a cluster, looked up again at every connection. In
+//! a cluster a fourth, [`AllNodes`], reaches every node for what concerns them all (counting
+//! servers, publishing on another shard's channel).
 
 use std::time::Duration;
 

@@ -23,7 +23,8 @@
 //! - [`flow`]: flow control towards the servers' Pub/Sub output buffers.
 //! - [`lease`]: one relay per consumer name.
 //! - [`fault`]: what went wrong in a step, sorted by what to do about it.
-//! - [`connection`]: the reader and writer connections, and the reconnection backoff.
+//! - [`connection`]: the connections to the Redis that holds the stream (found through the
+//!   sentinels or the cluster's slots) and to every node of a cluster, and the reconnection backoff.
 //! - [`relay`]: the consumer loop that ties these together.
 //! - [`health`]: liveness and readiness as the loop reports them.
 //! - [`metrics`]: the Prometheus metrics the loop records.
