@@ -186,8 +186,7 @@ fn a_primary_killed_mid_flow_loses_nothing() {
     producer.wait_produced(total / 3, 30 * SECOND);
     let old = cluster.owner(stream).port;
     cluster.fail_over(stream);
-    let killed = cluster.nodes.iter_mut().find(|n| n.port == old).unwrap();
-    killed.restart();
+    on_port(&mut cluster.nodes, old).restart();
     cluster.wait_healthy();
     producer.wait_done(90 * SECOND);
     cluster.wait_servers(1);

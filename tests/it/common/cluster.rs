@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use super::{free_port, require, wait_until, RedisServer};
+use super::{free_port, on_port, require, wait_until, RedisServer};
 
 pub struct Cluster {
     /// Every node, in start order; a killed one stays in place (not running).
@@ -174,11 +174,7 @@ impl Cluster {
     /// the new primary's port.
     pub fn fail_over(&mut self, key: &str) -> u16 {
         let old = self.owner(key).port;
-        self.nodes
-            .iter_mut()
-            .find(|n| n.port == old)
-            .unwrap()
-            .kill();
+        on_port(&mut self.nodes, old).kill();
         wait_until(
             Duration::from_secs(30),
             "a replica takes over the slot",

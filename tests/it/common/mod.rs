@@ -261,6 +261,14 @@ impl RedisServer {
     }
 }
 
+/// The one of `nodes` listening on `port`.
+pub fn on_port(nodes: &mut [RedisServer], port: u16) -> &mut RedisServer {
+    nodes
+        .iter_mut()
+        .find(|n| n.port == port)
+        .expect("a node on that port")
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();

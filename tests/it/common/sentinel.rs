@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{free_port, require, wait_until, RedisServer};
+use super::{free_port, on_port, require, wait_until, RedisServer};
 
 pub const MASTER_NAME: &str = "mymaster";
 
@@ -139,11 +139,7 @@ impl Sentinels {
     /// new master's port.
     pub fn fail_over(&mut self) -> u16 {
         let old = self.master_port();
-        self.nodes
-            .iter_mut()
-            .find(|n| n.port == old)
-            .unwrap()
-            .kill();
+        on_port(&mut self.nodes, old).kill();
         wait_until(
             Duration::from_secs(30),
             "the sentinels promote the replica",
