@@ -101,6 +101,9 @@ impl Default for RedisConfig {
     }
 }
 
+/// The most streams `source.streams` may list.
+pub const MAX_PARTITIONS: usize = 64;
+
 /// `redis.mode`.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -139,6 +142,10 @@ fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>,
 #[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {
     pub stream: String,
+    /// Partitions: several streams instead of `stream`, each with its dead-letter stream
+    /// `<stream>:dead`, relayed side by side (see [`crate::partition`]). Empty: `stream` alone.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub streams: Vec<String>,
     pub group: String,
     /// Empty means `$HOSTNAME`, else the host name; resolved by [`Config::load`].
     pub consumer: String,
@@ -155,6 +162,7 @@ impl Default for SourceConfig {
     fn default() -> Self {
         SourceConfig {
             stream: "sio-relay".into(),
+            streams: Vec::new(),
             group: "sio-relay".into(),
             consumer: String::new(),
             start_id: "0".into(),
@@ -475,6 +483,7 @@ impl Config {
                 ),
             ));
         }
+        self.check_partitions()?;
         if self.dead_letter.stream == self.source.stream {
             return Err(invalid(
                 "dead_letter.stream",
@@ -585,15 +594,99 @@ impl Config {
                     "in cluster mode the nodes must use the scheme of redis.url (rediss:// for TLS), which also gives their user and password",
                 ));
             }
-            self.check_one_slot()?;
+            let key = match self.source.streams.is_empty() {
+                true => "source.stream",
+                false => "source.streams",
+            };
+            for partition in self.partitions() {
+                partition.check_one_slot(key)?;
+            }
         }
         Ok(())
+    }
+
+    /// `source.streams` replaces `source.stream` and `dead_letter.stream` (each partition's dead
+    /// letters go to `<partition>:dead`): setting those too is a contradiction worth naming.
+    fn check_partitions(&self) -> Result<(), ConfigError> {
+        let streams = &self.source.streams;
+        if streams.is_empty() {
+            return Ok(());
+        }
+        let defaults = Config::default();
+        for (key, set) in [
+            (
+                "source.stream",
+                self.source.stream != defaults.source.stream,
+            ),
+            (
+                "dead_letter.stream",
+                self.dead_letter.stream != defaults.dead_letter.stream,
+            ),
+        ] {
+            if set {
+                return Err(invalid(
+                    key,
+                    "is set together with source.streams, which replaces it (each partition's dead letters go to \"<partition>:dead\"): keep one of them",
+                ));
+            }
+        }
+        if streams.len() > MAX_PARTITIONS {
+            return Err(invalid(
+                "source.streams",
+                format!(
+                    "lists {} streams; at most {MAX_PARTITIONS} (each is a relay loop with three connections)",
+                    streams.len()
+                ),
+            ));
+        }
+        for (i, stream) in streams.iter().enumerate() {
+            if stream.is_empty() {
+                return Err(invalid("source.streams", "lists an empty stream name"));
+            }
+            if streams[..i].contains(stream) {
+                return Err(invalid("source.streams", format!("lists {stream:?} twice")));
+            }
+            if streams.contains(&format!("{stream}:dead")) {
+                return Err(invalid(
+                    "source.streams",
+                    format!("lists {stream:?} and its dead-letter stream \"{stream}:dead\""),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration of each partition: `source.stream` and `dead_letter.stream` set to its
+    /// stream and `<stream>:dead`; this configuration itself when there is one stream.
+    pub fn partitions(&self) -> Vec<Config> {
+        if self.source.streams.is_empty() {
+            return vec![self.clone()];
+        }
+        self.source
+            .streams
+            .iter()
+            .map(|stream| {
+                let mut partition = self.clone();
+                partition.source.streams = Vec::new();
+                partition.dead_letter.stream = format!("{stream}:dead");
+                partition.source.stream = stream.clone();
+                partition
+            })
+            .collect()
+    }
+
+    /// The stream `entry` goes to (see [`crate::partition`]).
+    pub fn stream_for(&self, entry: &crate::entry::Entry) -> &str {
+        match self.source.streams.as_slice() {
+            [] => &self.source.stream,
+            streams => &streams[crate::partition::of(entry, streams.len())],
+        }
     }
 
     /// In a cluster one script publishes, journals and acknowledges, and a script may only touch
     /// keys of one slot: the stream must carry a hash tag, which the keys derived from its name
     /// share, and the dead-letter stream must carry the same one.
-    fn check_one_slot(&self) -> Result<(), ConfigError> {
+    fn check_one_slot(&self, key: &str) -> Result<(), ConfigError> {
         use redis::cluster_routing::Slot;
         let stream = &self.source.stream;
         let example = format!(
@@ -601,11 +694,11 @@ impl Config {
             stream.replace(['{', '}'], ""),
             self.target.key
         );
-        if hash_tag(stream).is_none() {
+        if crate::partition::hash_tag(stream).is_none() {
             return Err(invalid(
-                "source.stream",
+                key,
                 format!(
-                    "has no hash tag: in cluster mode every key of the relay must hash to one slot, which a tag in braces gives, e.g. \"{example}\" (with the sharded adapter that tag also puts the namespace channel \"{}#/#\" in the stream's slot)",
+                    "{stream:?} has no hash tag: in cluster mode every key of the relay must hash to one slot, which a tag in braces gives, e.g. \"{example}\" (with the sharded adapter that tag also puts the namespace channel \"{}#/#\" in the stream's slot)",
                     self.target.key
                 ),
             ));
@@ -831,14 +924,6 @@ impl Config {
     }
 }
 
-/// The part of `key` Redis Cluster hashes when there is one: between the first `{` and the next
-/// `}`, if not empty (the cluster specification's hash tags).
-pub fn hash_tag(key: &str) -> Option<&str> {
-    let (_, after) = key.split_once('{')?;
-    let (tag, _) = after.split_once('}')?;
-    (!tag.is_empty()).then_some(tag)
-}
-
 /// What is wrong with a Redis URL, said so that the fix is obvious; the URL itself (and any
 /// password in it) is not repeated.
 fn check_redis_url(text: &str) -> Result<(), String> {
@@ -1018,6 +1103,32 @@ mod tests {
     }
 
     #[test]
+    fn partitions_are_configured_streams_each_with_its_dead_letters() {
+        let cfg = load(
+            "",
+            &[("SIO_RELAY_SOURCE__STREAMS", "orders:{a}, orders:{b}")],
+        )
+        .unwrap();
+        let streams: Vec<(String, String)> = cfg
+            .partitions()
+            .into_iter()
+            .map(|p| (p.source.stream, p.dead_letter.stream))
+            .collect();
+        assert_eq!(
+            streams,
+            [
+                ("orders:{a}".into(), "orders:{a}:dead".into()),
+                ("orders:{b}".into(), "orders:{b}:dead".into())
+            ]
+        );
+        let single = Config::default().partitions();
+        assert_eq!(single, [Config::default()]);
+        let too_many: Vec<String> = (0..=MAX_PARTITIONS).map(|i| format!("s{i}")).collect();
+        let err = load("", &[("SIO_RELAY_SOURCE__STREAMS", &too_many.join(","))]).unwrap_err();
+        assert!(err.to_string().contains("at most 64"), "{err}");
+    }
+
+    #[test]
     fn sentinels_come_as_a_list_or_comma_separated_from_the_environment() {
         let from_file = load(
             "[redis]\nmode = \"sentinel\"\nsentinel_master = \"mymaster\"\nurls = [\"redis://s1:26379\", \"redis://s2:26379\"]\n",
@@ -1150,7 +1261,7 @@ mod tests {
             ("[redis]\nmode = \"clustered\"\n", "redis.mode"),
             (
                 "[redis]\nmode = \"cluster\"\nurls = [\"redis://n1:6379\"]\n",
-                "`source.stream`: has no hash tag",
+                "`source.stream`: \"sio-relay\" has no hash tag",
             ),
             (
                 "[redis]\nmode = \"cluster\"\nurls = [\"redis://n1:6379\"]\n[source]\nstream = \"s{}x\"\n",
@@ -1190,6 +1301,23 @@ mod tests {
                 "redis.urls`: s1:26379",
             ),
             ("[redis]\nwait_replicas = 101\n", "redis.wait_replicas"),
+            (
+                "[source]\nstreams = [\"a\", \"b\"]\nstream = \"c\"\n",
+                "`source.stream`: is set together with source.streams",
+            ),
+            (
+                "[source]\nstreams = [\"a\"]\n[dead_letter]\nstream = \"d\"\n",
+                "`dead_letter.stream`: is set together with source.streams",
+            ),
+            ("[source]\nstreams = [\"a\", \"a\"]\n", "lists \"a\" twice"),
+            (
+                "[source]\nstreams = [\"a\", \"a:dead\"]\n",
+                "its dead-letter stream",
+            ),
+            (
+                "[redis]\nmode = \"cluster\"\nurls = [\"redis://n1:6379\"]\n[source]\nstreams = [\"s:{a}\", \"s:b\"]\n",
+                "`source.streams`: \"s:b\" has no hash tag",
+            ),
             ("[http]\nlisten = \"localhost\"\n", "http.listen"),
             (
                 "[redis]\npassword_file = \"/nonexistent\"\n",

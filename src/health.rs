@@ -6,7 +6,7 @@
 //! not shutting down.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct Health {
@@ -65,6 +65,39 @@ impl Health {
     }
 }
 
+/// The health of every relay loop of the process (one per stream of `source.streams`): live while
+/// each loop is, ready while each is. A reason names its stream when there are several.
+#[derive(Clone, Default)]
+pub struct Loops(Vec<(String, Arc<Health>)>);
+
+impl Loops {
+    pub fn add(&mut self, stream: String, health: Arc<Health>) {
+        self.0.push((stream, health));
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.0.iter().all(|(_, health)| health.is_live())
+    }
+
+    pub fn readiness(&self) -> Result<(), String> {
+        for (stream, health) in &self.0 {
+            if let Err(reason) = health.readiness() {
+                return Err(match self.0.len() {
+                    1 => reason,
+                    _ => format!("{stream}: {reason}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn set_not_ready(&self, reason: &str) {
+        for (_, health) in &self.0 {
+            health.set_not_ready(reason);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +113,26 @@ mod tests {
             health.readiness(),
             Err("Redis is unavailable: connection refused".into())
         );
+    }
+
+    #[test]
+    fn several_loops_are_ready_and_live_only_together() {
+        let (a, b) = (
+            Arc::new(Health::new(Duration::from_secs(10))),
+            Arc::new(Health::new(Duration::from_secs(10))),
+        );
+        let mut loops = Loops::default();
+        loops.add("s:{a}".into(), a.clone());
+        loops.add("s:{b}".into(), b.clone());
+        a.set_ready();
+        assert_eq!(loops.readiness(), Err("s:{b}: starting".into()));
+        b.set_ready();
+        assert_eq!(loops.readiness(), Ok(()));
+        a.beat();
+        b.beat();
+        assert!(loops.is_live());
+        loops.set_not_ready("shutting down");
+        assert_eq!(loops.readiness(), Err("s:{a}: shutting down".into()));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::health::Health;
+use crate::health::Loops;
 use crate::metrics::Metrics;
 
 /// Connections served at once; probes and scrapes need a handful.
@@ -39,7 +39,7 @@ pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// What the endpoints read.
 #[derive(Clone)]
 pub struct Probes {
-    pub health: Arc<Health>,
+    pub health: Loops,
     pub metrics: Arc<Metrics>,
 }
 

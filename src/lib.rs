@@ -13,6 +13,7 @@
 //! - [`entry`]: the producers' contract; turns raw stream fields into a validated [`entry::Entry`].
 //! - [`packet`]: encodes an entry as the servers' adapter reads it (classic or sharded) and picks
 //!   its channel.
+//! - [`partition`]: which of several streams (`source.streams`) an entry goes to.
 //! - [`servers`]: counts the Socket.IO servers listening on a namespace, as their adapter does.
 //! - [`reader`]: entries read off the socket under byte and field limits, whatever their size,
 //!   keeping fields exactly as produced.
@@ -49,6 +50,7 @@ pub mod lease;
 pub mod logging;
 pub mod metrics;
 pub mod packet;
+pub mod partition;
 pub mod reader;
 pub mod relay;
 pub mod reload;
@@ -60,6 +62,7 @@ use std::sync::Arc;
 
 use commands::{Failure, EXIT_FAILURE};
 use config::Config;
+use tokio_util::sync::CancellationToken;
 
 /// Runs the relay daemon until SIGTERM or SIGINT, then drains within `shutdown.timeout`. SIGHUP
 /// reloads `config_path` (see [`reload`]), changing the log level through `level`. An error carries
@@ -81,12 +84,23 @@ pub async fn run(
         + cfg.redis.command_timeout * 2
         + cfg.redis.backoff_max
         + std::time::Duration::from_secs(10);
-    let health = Arc::new(health::Health::new(stalled_after));
     let metrics = Arc::new(metrics::Metrics::new());
+    // One relay loop per stream (see `partition`), side by side, sharing the metrics.
+    let mut loops = health::Loops::default();
+    let timeout = cfg.shutdown.timeout;
+    let relays: Vec<relay::Relay> = cfg
+        .partitions()
+        .into_iter()
+        .map(|partition| {
+            let health = Arc::new(health::Health::new(stalled_after));
+            loops.add(partition.source.stream.clone(), health.clone());
+            relay::Relay::new(partition, token.clone(), health, metrics.clone())
+        })
+        .collect();
     if let Some(addr) = cfg.http.addr() {
         let listener = http::bind(addr).map_err(failure)?;
         let probes = http::Probes {
-            health: health.clone(),
+            health: loops.clone(),
             metrics: metrics.clone(),
         };
         http::spawn(listener, probes, token.clone())
@@ -94,19 +108,33 @@ pub async fn run(
     }
     // Not ready from the first signal on, while the batch in flight drains.
     tokio::spawn({
-        let (token, health) = (token.clone(), health.clone());
+        let token = token.clone();
         async move {
             token.cancelled().await;
-            health.set_not_ready("shutting down");
+            loops.set_not_ready("shutting down");
         }
     });
-    let timeout = cfg.shutdown.timeout;
-    let relay = relay::Relay::new(cfg, token.clone(), health, metrics);
-    let outcome = shutdown::drain_within(&token, timeout, relay.run())
+    let outcome = shutdown::drain_within(&token, timeout, run_all(relays, token.clone()))
         .await
         .unwrap_or(Ok(()));
     if outcome.is_ok() {
         tracing::info!("stopped");
+    }
+    outcome
+}
+
+/// Runs the relay loops until each returns. The first that fails stops the others (through the
+/// shutdown token, so they finish cleanly) and its failure is the process's.
+async fn run_all(relays: Vec<relay::Relay>, token: CancellationToken) -> Result<(), Failure> {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    // Polled together on this task: the runtime has one thread, and each loop awaits Redis.
+    let mut running: FuturesUnordered<_> = relays.into_iter().map(relay::Relay::run).collect();
+    let mut outcome = Ok(());
+    while let Some(result) = running.next().await {
+        if let (Err(failure), true) = (result, outcome.is_ok()) {
+            token.cancel();
+            outcome = Err(failure);
+        }
     }
     outcome
 }

@@ -167,7 +167,7 @@ fn main() -> ExitCode {
                 let text = if json {
                     serde_json::to_string_pretty(&s).expect("status serializes") + "\n"
                 } else {
-                    status::render(&s, &cfg)
+                    status::render(&s)
                 };
                 if s.healthy {
                     Ok(text)
@@ -194,56 +194,71 @@ fn main() -> ExitCode {
     }
 }
 
+/// `dead ...` on the dead-letter stream of each partition in turn (one without `source.streams`).
 fn dead_command(cfg: &Config, action: DeadAction) -> Result<String, Failure> {
-    let selection = |ids: Vec<String>, all: bool, reason: Option<String>| dead::Selection {
+    let partitions = cfg.partitions();
+    let selection = |ids: &[String], all: bool, reason: &Option<String>| dead::Selection {
         which: if all {
             dead::Which::All
         } else {
-            dead::Which::Ids(ids)
+            dead::Which::Ids(ids.to_vec())
         },
-        reason,
+        reason: reason.clone(),
     };
     match action {
-        DeadAction::List { limit, json } => block_on(dead::list(cfg, limit)).map(|letters| {
-            if json {
+        DeadAction::List { limit, json } => {
+            let mut letters = Vec::new();
+            for partition in &partitions {
+                letters.extend(block_on(dead::list(partition, limit))?);
+            }
+            Ok(if json {
                 serde_json::to_string_pretty(&letters).expect("dead letters serialize") + "\n"
             } else {
                 dead::render(&letters)
-            }
-        }),
+            })
+        }
         DeadAction::Replay {
             ids,
             all,
             reason,
             dry_run: true,
-        } => block_on(dead::preview(cfg, selection(ids, all, reason))).map(|letters| {
+        } => {
+            let mut letters = Vec::new();
+            for partition in &partitions {
+                let chosen = selection(&ids, all, &reason);
+                letters.extend(block_on(dead::preview(partition, chosen))?);
+            }
             let mut text = dead::render(&letters);
             text.push_str(&format!(
                 "would replay {} dead letter(s); nothing changed (--dry-run)\n",
                 letters.len()
             ));
-            text
-        }),
+            Ok(text)
+        }
         DeadAction::Replay {
             ids, all, reason, ..
-        } => block_on(dead::replay(cfg, selection(ids, all, reason))).map(|replayed| {
-            let mut text: String = replayed
-                .moved
-                .iter()
-                .map(|(dead, new)| format!("{dead} -> {} {new}\n", cfg.source.stream))
-                .collect();
-            for (dead, why) in &replayed.skipped {
-                text.push_str(&format!("{dead} left in place: {why}\n"));
+        } => {
+            let (mut text, mut moved) = (String::new(), 0);
+            for partition in &partitions {
+                let chosen = selection(&ids, all, &reason);
+                let replayed = block_on(dead::replay(partition, chosen))?;
+                for (dead, new) in &replayed.moved {
+                    text.push_str(&format!("{dead} -> {} {new}\n", partition.source.stream));
+                }
+                for (dead, why) in &replayed.skipped {
+                    text.push_str(&format!("{dead} left in place: {why}\n"));
+                }
+                moved += replayed.moved.len();
             }
-            text.push_str(&format!(
-                "replayed {} dead letter(s)\n",
-                replayed.moved.len()
-            ));
-            text
-        }),
+            text.push_str(&format!("replayed {moved} dead letter(s)\n"));
+            Ok(text)
+        }
         DeadAction::Drop { ids, all, reason } => {
-            block_on(dead::drop(cfg, selection(ids, all, reason)))
-                .map(|n| format!("dropped {n} dead letter(s)\n"))
+            let mut dropped = 0;
+            for partition in &partitions {
+                dropped += block_on(dead::drop(partition, selection(&ids, all, &reason)))?;
+            }
+            Ok(format!("dropped {dropped} dead letter(s)\n"))
         }
     }
 }

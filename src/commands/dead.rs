@@ -28,6 +28,8 @@ pub enum Which {
 /// One dead letter, fields shown as text (invalid UTF-8 replaced), packed fields unpacked.
 #[derive(Debug, serde::Serialize)]
 pub struct DeadLetter {
+    /// The dead-letter stream it is in (one per partition with `source.streams`).
+    pub stream: String,
     pub id: String,
     pub fields: Vec<(String, String)>,
 }
@@ -40,8 +42,9 @@ impl DeadLetter {
             .map_or("", |(_, v)| v.as_str())
     }
 
-    fn from_raw(id: String, fields: &RawFields) -> DeadLetter {
+    fn from_raw(stream: &str, id: String, fields: &RawFields) -> DeadLetter {
         DeadLetter {
+            stream: stream.to_owned(),
             id,
             fields: dead_letter::unpacked(fields)
                 .into_iter()
@@ -69,14 +72,19 @@ pub async fn list(cfg: &Config, limit: usize) -> Result<Vec<DeadLetter>, Failure
         .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, fields)| DeadLetter::from_raw(id, &fields))
+        .map(|(id, fields)| DeadLetter::from_raw(&cfg.dead_letter.stream, id, &fields))
         .collect())
 }
 
-/// Text for `dead list`: one header line per dead letter, then its producer fields.
+/// Text for `dead list`: one header line per dead letter, then its producer fields; with several
+/// dead-letter streams (partitions), a line naming each before its dead letters.
 pub fn render(letters: &[DeadLetter]) -> String {
     let mut out = String::new();
-    for letter in letters {
+    let several = letters.iter().any(|l| l.stream != letters[0].stream);
+    for (i, letter) in letters.iter().enumerate() {
+        if several && (i == 0 || letters[i - 1].stream != letter.stream) {
+            out.push_str(&format!("== {}\n", printable(&letter.stream)));
+        }
         out.push_str(&format!(
             "{}  {}  {}  (source entry {}, delivered {}x)\n",
             letter.id,
@@ -223,7 +231,7 @@ impl Walk {
         let reason = self.selection.reason.as_deref();
         Ok(Some(
             rows.into_iter()
-                .map(|(id, fields)| DeadLetter::from_raw(id, &fields))
+                .map(|(id, fields)| DeadLetter::from_raw(stream, id, &fields))
                 .filter(|letter| reason.is_none_or(|r| letter.field("x-dead-reason") == r))
                 .collect(),
         ))

@@ -77,7 +77,7 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
         .into()
 }
 
-fn unreachable(cfg: &Config, e: redis::RedisError) -> Failure {
+pub(crate) fn unreachable(cfg: &Config, e: redis::RedisError) -> Failure {
     Failure {
         code: EXIT_FAILURE,
         message: format!("cannot reach Redis ({}): {e}", cfg.redis.describe()),
@@ -90,6 +90,14 @@ pub async fn connect(cfg: &Config) -> Result<MultiplexedConnection, Failure> {
     let client = connection::client(cfg)
         .await
         .map_err(|e| unreachable(cfg, e))?;
+    connection_to(cfg, &client).await
+}
+
+/// A connection through `client` with the relay's timeouts.
+pub(crate) async fn connection_to(
+    cfg: &Config,
+    client: &redis::Client,
+) -> Result<MultiplexedConnection, Failure> {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(cfg.redis.connect_timeout))
         .set_response_timeout(Some(cfg.redis.command_timeout));

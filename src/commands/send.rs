@@ -4,7 +4,7 @@
 
 use redis::AsyncCommands;
 
-use super::{connect, connect_all_nodes, Failure, EXIT_DATA, EXIT_FAILURE};
+use super::{connect_all_nodes, Failure, EXIT_DATA, EXIT_FAILURE};
 use crate::config::Config;
 use crate::entry::Entry;
 use crate::servers;
@@ -81,11 +81,17 @@ fn json_strings(items: &[String]) -> String {
     serde_json::to_string(items).expect("strings serialize")
 }
 
-/// Appends the entry to `source.stream`; returns its ID.
+/// Appends the entry to `source.stream`, or to its partition among `source.streams` (see
+/// [`crate::partition`]); returns its ID.
 pub async fn to_stream(cfg: &Config, emit: &Emit) -> Result<String, Failure> {
-    let (fields, _) = emit.validate()?;
-    let mut con = connect(cfg).await?;
-    Ok(con.xadd(&cfg.source.stream, "*", &fields).await?)
+    let (fields, entry) = emit.validate()?;
+    let stream = cfg.stream_for(&entry);
+    // In a cluster, to the primary that serves that stream.
+    let client = crate::connection::client_for(cfg, stream)
+        .await
+        .map_err(|e| super::unreachable(cfg, e))?;
+    let mut con = super::connection_to(cfg, &client).await?;
+    Ok(con.xadd(stream, "*", &fields).await?)
 }
 
 /// Publishes the packet directly; returns how many Socket.IO servers received it. Servers are

@@ -18,8 +18,8 @@ pub struct Status {
     /// Socket.IO servers per namespace, as the adapter counts them (`PUBSUB NUMSUB`, or
     /// `SHARDNUMSUB` for the sharded adapter).
     pub namespaces: Vec<Namespace>,
-    pub stream: Option<StreamStatus>,
-    pub dead_letters: Option<u64>,
+    /// `source.stream`, or each of `source.streams`.
+    pub streams: Vec<StreamStatus>,
     pub healthy: bool,
     pub problems: Vec<String>,
 }
@@ -42,6 +42,8 @@ pub struct StreamStatus {
     pub name: String,
     pub length: u64,
     pub group: Option<GroupStatus>,
+    pub dead_letter_stream: String,
+    pub dead_letters: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -69,8 +71,7 @@ pub async fn gather(cfg: &Config) -> Status {
             version: None,
         },
         namespaces: Vec::new(),
-        stream: None,
-        dead_letters: None,
+        streams: Vec::new(),
         healthy: false,
         problems: Vec::new(),
     };
@@ -121,6 +122,17 @@ async fn fill(cfg: &Config, status: &mut Status) -> Result<(), String> {
         ));
     }
 
+    for partition in cfg.partitions() {
+        let stream = look_at_stream(&partition, &mut status.problems).await?;
+        status.streams.push(stream);
+    }
+    Ok(())
+}
+
+/// The stream of `cfg`, its group and its dead letters, on the Redis that holds them.
+async fn look_at_stream(cfg: &Config, problems: &mut Vec<String>) -> Result<StreamStatus, String> {
+    let mut con = connect(cfg).await.map_err(|f| f.message)?;
+    let redis_error = |e: redis::RedisError| format!("Redis: {e}");
     let stream = &cfg.source.stream;
     let length: u64 = con.xlen(stream).await.map_err(redis_error)?;
     let groups: Option<StreamInfoGroupsReply> = match con.xinfo_groups(stream).await {
@@ -154,28 +166,27 @@ async fn fill(cfg: &Config, status: &mut Status) -> Result<(), String> {
             })
         }
         None => {
-            status.problems.push(format!(
+            problems.push(format!(
                 "consumer group {} does not exist on stream {stream}: no relay has started yet",
                 cfg.source.group
             ));
             None
         }
     };
-    status.stream = Some(StreamStatus {
+    Ok(StreamStatus {
         name: stream.clone(),
         length,
         group,
-    });
-    status.dead_letters = Some(
-        con.xlen(&cfg.dead_letter.stream)
+        dead_letter_stream: cfg.dead_letter.stream.clone(),
+        dead_letters: con
+            .xlen(&cfg.dead_letter.stream)
             .await
             .map_err(redis_error)?,
-    );
-    Ok(())
+    })
 }
 
 /// The text report.
-pub fn render(status: &Status, cfg: &Config) -> String {
+pub fn render(status: &Status) -> String {
     let mut out = String::new();
     let mut line = |label: &str, text: String| out.push_str(&format!("{label:<14}{text}\n"));
     line(
@@ -201,7 +212,7 @@ pub fn render(status: &Status, cfg: &Config) -> String {
             },
         );
     }
-    if let Some(stream) = &status.stream {
+    for stream in &status.streams {
         line(
             "Stream",
             format!("{}: {} entries", stream.name, stream.length),
@@ -224,11 +235,12 @@ pub fn render(status: &Status, cfg: &Config) -> String {
                 );
             }
         }
-    }
-    if let Some(dead) = status.dead_letters {
         line(
             "Dead letters",
-            format!("{}: {dead} entries", cfg.dead_letter.stream),
+            format!(
+                "{}: {} entries",
+                stream.dead_letter_stream, stream.dead_letters
+            ),
         );
     }
     line(

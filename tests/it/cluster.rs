@@ -88,7 +88,7 @@ fn classic_servers_anywhere_in_the_cluster_get_every_entry() {
     let status = run(&["status", "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(json["namespaces"][0]["servers"], 2, "{json}");
-    assert_eq!(json["stream"]["length"], 101, "{json}");
+    assert_eq!(json["streams"][0]["length"], 101, "{json}");
     let sent = run(&["send", "--direct", "direct", "1"]);
     assert!(
         sent.status.success(),

@@ -209,8 +209,8 @@ fn status_reports_the_cluster_and_fails_when_unhealthy() {
     let json: serde_json::Value =
         serde_json::from_str(&stdout(&cli(&redis, &["status", "--json"]))).unwrap();
     assert_eq!(json["healthy"], true);
-    assert_eq!(json["stream"]["group"]["lag"], 0);
-    assert_eq!(json["dead_letters"], 1);
+    assert_eq!(json["streams"][0]["group"]["lag"], 0);
+    assert_eq!(json["streams"][0]["dead_letters"], 1);
 
     let mut gone = RedisServer::start();
     gone.kill();
