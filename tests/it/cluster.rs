@@ -253,3 +253,73 @@ fn the_streams_slot_resharded_and_the_relay_killed_mid_flow_lose_nothing() {
         "a migration loses no write"
     );
 }
+
+/// Three partitions, each tagged to land on another primary, relayed by one relay: each user's
+/// entries arrive once and in order, whichever shard their stream is on.
+#[test]
+fn partitions_on_three_primaries_are_relayed_by_one_relay() {
+    let cluster = Cluster::start();
+    let streams: Vec<String> = cluster
+        .tag_on_each_primary()
+        .iter()
+        .map(|tag| format!("orders:{{{tag}}}"))
+        .collect();
+    let owners: std::collections::HashSet<u16> =
+        streams.iter().map(|s| cluster.owner(s).port).collect();
+    assert_eq!(owners.len(), 3, "one stream per primary");
+    let server = SocketIoServer::start_options(&cluster.urls(), &json!({"cluster": true}));
+    cluster.wait_servers(1);
+    let rooms: Vec<String> = (0..6).map(|u| format!("user:{u}")).collect();
+    let joined: Vec<[&str; 1]> = rooms.iter().map(|room| [room.as_str()]).collect();
+    let spec: Vec<(&str, String, &[&str])> = joined
+        .iter()
+        .map(|room| (room[0], server.url("/"), &room[..]))
+        .collect();
+    let clients = Clients::connect(&spec);
+    let mut settings = vec![
+        ("REDIS__MODE", "cluster".to_owned()),
+        ("REDIS__URLS", cluster.urls()),
+        ("SOURCE__STREAMS", streams.join(",")),
+    ];
+    settings.push(("SOURCE__BATCH_SIZE", "16".into()));
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let relay = Relay::start(&cluster.nodes[0], "relay-1", &settings);
+    relay.wait_ready(30 * SECOND);
+
+    let partition_of = |room: &str| -> &str {
+        &streams[usize::from(sio_relay::partition::key_slot(room)) % streams.len()]
+    };
+    let mut connections: std::collections::HashMap<&str, redis::Connection> = Default::default();
+    for i in 0..600 {
+        let room = &rooms[i % 6];
+        let stream = partition_of(room);
+        let con = connections
+            .entry(stream)
+            .or_insert_with(|| cluster.owner(stream).connection());
+        let n = i.to_string();
+        redis::cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg(&[("event", "n"), ("data", n.as_str()), ("room", room.as_str())])
+            .query::<String>(con)
+            .unwrap();
+    }
+    for room in &rooms {
+        clients.wait_events(room, 100, 30 * SECOND);
+    }
+    std::thread::sleep(SECOND / 2);
+    for (u, room) in rooms.iter().enumerate() {
+        let got: Vec<u64> = clients
+            .events_of(room)
+            .iter()
+            .map(|(_, args)| args[0].as_u64().unwrap())
+            .collect();
+        let expected: Vec<u64> = (0..100).map(|k| (k * 6 + u) as u64).collect();
+        assert_eq!(got, expected, "{room}: each once, in order");
+    }
+    assert!(
+        connections.len() > 1,
+        "the six rooms spread over several streams"
+    );
+    drop(relay);
+}

@@ -20,6 +20,7 @@ mod guarantee;
 mod hostile;
 mod malformed;
 mod operator_cli;
+mod partitions;
 mod ops;
 mod packet_props;
 mod relay;

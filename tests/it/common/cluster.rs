@@ -170,6 +170,23 @@ impl Cluster {
             .expect("some tag lands near a range start")
     }
 
+    /// One hash tag per primary, in the order of their slot ranges: streams tagged with them
+    /// live on different shards.
+    pub fn tag_on_each_primary(&self) -> Vec<String> {
+        let mut tags = Vec::new();
+        for (start, end, _) in self.ranges() {
+            let tag = (0..100_000)
+                .map(|i| format!("p{i}"))
+                .find(|tag| {
+                    let slot = sio_relay::partition::key_slot(&format!("{{{tag}}}"));
+                    (start..=end).contains(&slot)
+                })
+                .expect("some tag lands in the range");
+            tags.push(tag);
+        }
+        tags
+    }
+
     /// SIGKILLs the primary of `key`'s slot and waits until its replica serves the slot; returns
     /// the new primary's port.
     pub fn fail_over(&mut self, key: &str) -> u16 {
