@@ -48,6 +48,8 @@ mod tests {
         assert_eq!(key_slot("socket.io#/#"), 13868);
         assert_eq!(key_slot("sio-relay:{socket.io#/#}"), 13868);
         assert_eq!(key_slot("socket.io#/admin#"), 4375);
+        // As node-redis' `cluster-key-slot` and redis-py's `redis.crc.key_slot` compute it.
+        assert_eq!(key_slot("user:42"), 15880);
         assert_eq!(key_slot("a{}b"), key_slot("a{}b"));
         assert_ne!(
             key_slot("a{}b"),

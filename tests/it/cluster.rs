@@ -300,7 +300,11 @@ fn partitions_on_three_primaries_are_relayed_by_one_relay() {
         redis::cmd("XADD")
             .arg(stream)
             .arg("*")
-            .arg(&[("event", "n"), ("data", n.as_str()), ("room", room.as_str())])
+            .arg(&[
+                ("event", "n"),
+                ("data", n.as_str()),
+                ("room", room.as_str()),
+            ])
             .query::<String>(con)
             .unwrap();
     }

@@ -48,7 +48,11 @@ fn entries_spread_over_partitions_arrive_once_and_in_order_per_room() {
         redis::cmd("XADD")
             .arg(partition_of(room))
             .arg("*")
-            .arg(&[("event", "n"), ("data", n.as_str()), ("room", room.as_str())])
+            .arg(&[
+                ("event", "n"),
+                ("data", n.as_str()),
+                ("room", room.as_str()),
+            ])
             .query::<String>(&mut con)
             .unwrap();
         if i == 300 {
@@ -109,7 +113,10 @@ fn entries_spread_over_partitions_arrive_once_and_in_order_per_room() {
     assert!(text.contains("malformed"), "{text}");
     let replayed = run(&["dead", "replay", "--all"]);
     let text = String::from_utf8_lossy(&replayed.stdout);
-    assert!(text.contains("-> orders:{b} "), "back to its own stream: {text}");
+    assert!(
+        text.contains("-> orders:{b} "),
+        "back to its own stream: {text}"
+    );
 
     let status = run(&["status", "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
