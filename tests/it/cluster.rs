@@ -269,13 +269,7 @@ fn partitions_on_three_primaries_are_relayed_by_one_relay() {
     assert_eq!(owners.len(), 3, "one stream per primary");
     let server = SocketIoServer::start_options(&cluster.urls(), &json!({"cluster": true}));
     cluster.wait_servers(1);
-    let rooms: Vec<String> = (0..6).map(|u| format!("user:{u}")).collect();
-    let joined: Vec<[&str; 1]> = rooms.iter().map(|room| [room.as_str()]).collect();
-    let spec: Vec<(&str, String, &[&str])> = joined
-        .iter()
-        .map(|room| (room[0], server.url("/"), &room[..]))
-        .collect();
-    let clients = Clients::connect(&spec);
+    let (rooms, clients) = one_client_per_room(&server.url("/"), 6);
     let mut settings = vec![
         ("REDIS__MODE", "cluster".to_owned()),
         ("REDIS__URLS", cluster.urls()),
@@ -308,19 +302,7 @@ fn partitions_on_three_primaries_are_relayed_by_one_relay() {
             .query::<String>(con)
             .unwrap();
     }
-    for room in &rooms {
-        clients.wait_events(room, 100, 30 * SECOND);
-    }
-    std::thread::sleep(SECOND / 2);
-    for (u, room) in rooms.iter().enumerate() {
-        let got: Vec<u64> = clients
-            .events_of(room)
-            .iter()
-            .map(|(_, args)| args[0].as_u64().unwrap())
-            .collect();
-        let expected: Vec<u64> = (0..100).map(|k| (k * 6 + u) as u64).collect();
-        assert_eq!(got, expected, "{room}: each once, in order");
-    }
+    assert_each_room_in_order(&clients, &rooms, 100);
     assert!(
         connections.len() > 1,
         "the six rooms spread over several streams"

@@ -24,13 +24,7 @@ fn entries_spread_over_partitions_arrive_once_and_in_order_per_room() {
     let redis = RedisServer::start();
     let server = SocketIoServer::start(&redis);
     wait_servers(&redis, 1);
-    let rooms: Vec<String> = (0..6).map(|u| format!("user:{u}")).collect();
-    let joined: Vec<[&str; 1]> = rooms.iter().map(|room| [room.as_str()]).collect();
-    let spec: Vec<(&str, String, &[&str])> = joined
-        .iter()
-        .map(|room| (room[0], server.url("/"), &room[..]))
-        .collect();
-    let clients = Clients::connect(&spec);
+    let (rooms, clients) = one_client_per_room(&server.url("/"), 6);
     let streams = STREAMS.join(",");
     let settings = [
         ("SOURCE__STREAMS", streams.as_str()),
@@ -59,19 +53,7 @@ fn entries_spread_over_partitions_arrive_once_and_in_order_per_room() {
             relay.restart(); // SIGKILL, then the same consumer again
         }
     }
-    for room in &rooms {
-        clients.wait_events(room, 100, 30 * SECOND);
-    }
-    std::thread::sleep(SECOND / 2);
-    for (u, room) in rooms.iter().enumerate() {
-        let got: Vec<u64> = clients
-            .events_of(room)
-            .iter()
-            .map(|(_, args)| args[0].as_u64().unwrap())
-            .collect();
-        let expected: Vec<u64> = (0..100).map(|k| (k * 6 + u) as u64).collect();
-        assert_eq!(got, expected, "{room}: each once, in order");
-    }
+    assert_each_room_in_order(&clients, &rooms, 100);
 
     let run = |args: &[&str]| {
         sio_relay()

@@ -1033,6 +1033,39 @@ impl Clients {
     }
 }
 
+/// The rooms `user:0` .. `user:<n-1>`, and one client per room (named after it) on `url`.
+pub fn one_client_per_room(url: &str, n: usize) -> (Vec<String>, Clients) {
+    let rooms: Vec<String> = (0..n).map(|u| format!("user:{u}")).collect();
+    let joined: Vec<[&str; 1]> = rooms.iter().map(|room| [room.as_str()]).collect();
+    let spec: Vec<(&str, String, &[&str])> = joined
+        .iter()
+        .map(|room| (room[0], url.to_owned(), &room[..]))
+        .collect();
+    let clients = Clients::connect(&spec);
+    (rooms, clients)
+}
+
+/// Entry `i` (data `i`) went to room `i % rooms.len()`: each room's client must get exactly its
+/// `per_room` entries, once each and in order.
+pub fn assert_each_room_in_order(clients: &Clients, rooms: &[String], per_room: usize) {
+    for room in rooms {
+        clients.wait_events(room, per_room, Duration::from_secs(30));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for (u, room) in rooms.iter().enumerate() {
+        let got: Vec<u64> = clients
+            .events_of(room)
+            .iter()
+            .filter(|(event, _)| event == "n")
+            .map(|(_, args)| args[0].as_u64().unwrap())
+            .collect();
+        let expected: Vec<u64> = (0..per_room)
+            .map(|k| (k * rooms.len() + u) as u64)
+            .collect();
+        assert_eq!(got, expected, "{room}: each once, in order");
+    }
+}
+
 /// A Socket.IO server process, started and waited for until its adapter listens.
 pub struct SocketIoServer {
     pub port: u16,
