@@ -76,7 +76,7 @@ pub async fn client_for(cfg: &Config, key: &str) -> RedisResult<Client> {
 
 /// The client of the Redis that serves `key`, and in a cluster the connection to every node that
 /// told where it is.
-async fn locate(cfg: &Config, key: &str) -> RedisResult<(Client, Option<ClusterConnection>)> {
+async fn locate(cfg: &Config, key: &str) -> RedisResult<(Client, Option<AllNodes>)> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let info = connection_info(cfg)?;
     // Each node asked may take up to connect_timeout, and then the one found.
@@ -94,9 +94,12 @@ async fn locate(cfg: &Config, key: &str) -> RedisResult<(Client, Option<ClusterC
         }
         RedisMode::Cluster => {
             let owner = async {
-                let mut nodes = cluster(cfg).await?;
-                let (host, port) = owner_of(&mut nodes, key).await?;
-                Ok((with_certificates(cfg, at(&info, host, port))?, Some(nodes)))
+                let mut con = cluster(cfg).await?;
+                let ranges = slot_ranges(&mut con).await?;
+                let (host, port) = owner_of(&ranges, key)?;
+                let nodes = node_list(&ranges);
+                let client = with_certificates(cfg, at(&info, host, port))?;
+                Ok((client, Some(AllNodes::Cluster { con, nodes })))
             };
             tokio::time::timeout(patience, owner).await.map_err(within(
                 "timed out asking the cluster which node serves the stream",
@@ -176,11 +179,11 @@ pub async fn cluster(cfg: &Config) -> RedisResult<ClusterConnection> {
     builder.build()?.get_async_connection().await
 }
 
-/// The slot ranges of the cluster as CLUSTER SLOTS says now: start, end, and the host and port of
-/// the primary then of each replica.
-async fn slot_ranges(
-    nodes: &mut ClusterConnection,
-) -> RedisResult<Vec<(u16, u16, Vec<(String, u16)>)>> {
+/// A range of slots: start, end, and the host and port of its primary then of each replica.
+type SlotRange = (u16, u16, Vec<(String, u16)>);
+
+/// The slot ranges of the cluster as CLUSTER SLOTS says now.
+async fn slot_ranges(nodes: &mut ClusterConnection) -> RedisResult<Vec<SlotRange>> {
     let ranges: Vec<Vec<Value>> = redis::cmd("CLUSTER")
         .arg("SLOTS")
         .query_async(nodes)
@@ -211,18 +214,13 @@ async fn slot_ranges(
     Ok(found)
 }
 
-/// The host and port of the primary that serves `key`'s slot, as the cluster says now.
-async fn owner_of(nodes: &mut ClusterConnection, key: &str) -> RedisResult<(String, u16)> {
-    let slot: u16 = redis::cmd("CLUSTER")
-        .arg("KEYSLOT")
-        .arg(key)
-        .query_async(nodes)
-        .await?;
-    slot_ranges(nodes)
-        .await?
-        .into_iter()
+/// The host and port of the primary that serves `key`'s slot among `ranges`.
+fn owner_of(ranges: &[SlotRange], key: &str) -> RedisResult<(String, u16)> {
+    let slot = crate::partition::key_slot(key);
+    ranges
+        .iter()
         .find(|(start, end, _)| (*start..=*end).contains(&slot))
-        .and_then(|(_, _, mut addrs)| (!addrs.is_empty()).then(|| addrs.swap_remove(0)))
+        .and_then(|(_, _, addrs)| addrs.first().cloned())
         .ok_or_else(|| {
             RedisError::from((
                 redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
@@ -232,16 +230,15 @@ async fn owner_of(nodes: &mut ClusterConnection, key: &str) -> RedisResult<(Stri
         })
 }
 
-/// Every node the cluster lists now, primaries and replicas, sorted.
-async fn node_list(nodes: &mut ClusterConnection) -> RedisResult<Vec<(String, u16)>> {
-    let mut all: Vec<(String, u16)> = slot_ranges(nodes)
-        .await?
-        .into_iter()
-        .flat_map(|(_, _, addrs)| addrs)
+/// Every node `ranges` name, primaries and replicas, sorted.
+fn node_list(ranges: &[SlotRange]) -> Vec<(String, u16)> {
+    let mut all: Vec<(String, u16)> = ranges
+        .iter()
+        .flat_map(|(_, _, addrs)| addrs.iter().cloned())
         .collect();
     all.sort();
     all.dedup();
-    Ok(all)
+    all
 }
 
 /// Where the relay asks what concerns every node: how many Socket.IO servers listen, and SPUBLISH
@@ -259,7 +256,7 @@ pub enum AllNodes {
 impl AllNodes {
     pub async fn cluster(cfg: &Config) -> RedisResult<AllNodes> {
         let mut con = cluster(cfg).await?;
-        let nodes = node_list(&mut con).await?;
+        let nodes = node_list(&slot_ranges(&mut con).await?);
         Ok(AllNodes::Cluster { con, nodes })
     }
 
@@ -275,7 +272,7 @@ impl AllNodes {
         let AllNodes::Cluster { con, nodes } = self else {
             return Ok(false);
         };
-        if node_list(con).await? == *nodes {
+        if node_list(&slot_ranges(con).await?) == *nodes {
             return Ok(false);
         }
         *self = AllNodes::cluster(cfg).await?;
@@ -419,13 +416,7 @@ pub async fn connect(cfg: &Config) -> RedisResult<Connections> {
         redis::RedisError::from((redis::ErrorKind::Client, "INFO server has no run_id"))
     })?;
     let clock_offset_ms = clock_offset(&mut writer).await?;
-    let all_nodes = match cluster {
-        Some(mut con) => {
-            let nodes = node_list(&mut con).await?;
-            AllNodes::Cluster { con, nodes }
-        }
-        None => AllNodes::One(writer.clone()),
-    };
+    let all_nodes = cluster.unwrap_or_else(|| AllNodes::One(writer.clone()));
     Ok(Connections {
         reader,
         fetcher,

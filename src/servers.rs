@@ -48,6 +48,19 @@ pub async fn count(
     Ok(counts)
 }
 
+/// The servers listening on each distinct namespace of `nsps`, by name.
+pub async fn count_each<'a>(
+    con: &mut (impl ConnectionLike + Send),
+    target: &Target,
+    nsps: impl IntoIterator<Item = &'a str>,
+) -> RedisResult<Vec<(String, u64)>> {
+    let mut unique: Vec<String> = nsps.into_iter().map(str::to_owned).collect();
+    unique.sort();
+    unique.dedup();
+    let counts = count(con, target, &unique).await?;
+    Ok(unique.into_iter().zip(counts).collect())
+}
+
 /// When no server of `target`'s adapter listens on `nsp`: whether servers of the other adapter do,
 /// said so that the operator knows which `target.adapter` they need.
 pub async fn other_adapter(

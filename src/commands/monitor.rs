@@ -35,10 +35,7 @@ pub async fn run(
     out: &mut impl Write,
 ) -> Result<(), Failure> {
     let target = cfg.target();
-    let unreachable = |e: redis::RedisError| Failure {
-        code: EXIT_FAILURE,
-        message: format!("cannot reach Redis ({}): {e}", cfg.redis.describe()),
-    };
+    let unreachable = |e| super::unreachable(cfg, e);
     let (tx, mut packets) = tokio::sync::mpsc::channel::<(String, Vec<u8>)>(QUEUE);
     match target.adapter {
         Adapter::Classic => {

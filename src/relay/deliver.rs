@@ -269,17 +269,11 @@ impl Relay {
         if !s.all_nodes.is_cluster() {
             return Ok(Vec::new());
         }
-        let mut nsps: Vec<String> = plans
-            .iter()
-            .filter_map(|plan| match plan {
-                Plan::Publish(entry) => Some(entry.nsp.clone()),
-                _ => None,
-            })
-            .collect();
-        nsps.sort();
-        nsps.dedup();
-        let counts = servers::count(&mut s.all_nodes, &self.target, &nsps).await?;
-        Ok(nsps.into_iter().zip(counts).collect())
+        let nsps = plans.iter().filter_map(|plan| match plan {
+            Plan::Publish(entry) => Some(entry.nsp.as_str()),
+            _ => None,
+        });
+        Ok(servers::count_each(&mut s.all_nodes, &self.target, nsps).await?)
     }
 
     /// Runs the delivery script on `plans` and records what happened to each entry.

@@ -168,11 +168,11 @@ async fn confirm(
     }
     let mut servers_now = HashMap::new();
     if all_nodes.is_cluster() {
-        let mut nsps: Vec<String> = published.iter().map(|p| p.nsp.clone()).collect();
-        nsps.sort();
-        nsps.dedup();
-        let counts = servers::count(all_nodes, target, &nsps).await?;
-        servers_now = nsps.into_iter().zip(counts).collect();
+        let nsps = published.iter().map(|p| p.nsp.as_str());
+        servers_now = servers::count_each(all_nodes, target, nsps)
+            .await?
+            .into_iter()
+            .collect();
     }
     scripts.confirm(writer, published, &servers_now).await
 }
