@@ -17,6 +17,10 @@
 //!    each, default 128 of them) drained by each relay, with its peak RSS: what bounds memory.
 //! 6. Configurations: sio-relay's drain with the sharded adapter's target, and with
 //!    `redis.wait_replicas = 1` and a replica, each against the default drained right before it.
+//! 7. Redis Cluster: three primaries (no replicas, all on CPU 0) read through 1, 2 and 3 partitions
+//!    (`source.streams`, one per primary, entries spread by sio-relay's partition rule): drain, CPU
+//!    per entry of the relay, of all nodes and of the busiest one, and latency, next to the same
+//!    entries PUBLISHed by the bench on the same nodes without a relay (the cluster bus's share).
 //!
 //! Results go to `bench/results.md` (a table) and `bench/results.svg` (a chart), and to stdout.
 //! Environment: `BENCH_ENTRIES`, `BENCH_RATE`, `BENCH_SECONDS`, `BENCH_BIG_ENTRIES`.
@@ -40,18 +44,19 @@ fn main() {
     npm_ci(&root.join("bench/node-baseline"));
 
     let redis = Redis::start();
+    let place = Place::standalone(&redis);
     let subscriber = Subscriber::start(&redis.url());
     let mut results = Vec::new();
     for relay in [RelayKind::SioRelay, RelayKind::NodeBaseline] {
         eprintln!("== {}: draining {entries} entries", relay.name());
-        let backlog = drain(&redis, &subscriber, relay, entries, SMALL);
+        let backlog = drain(&place, &subscriber, relay, entries, SMALL);
         eprintln!("== {}: {rate} entries/s for {seconds} s", relay.name());
-        let latency = steady(&redis, &subscriber, relay, rate, seconds);
+        let latency = steady(&place, &subscriber, relay, rate, seconds);
         eprintln!(
             "== {}: draining {big_entries} entries of 1 MiB",
             relay.name()
         );
-        let big = drain(&redis, &subscriber, relay, big_entries, BIG);
+        let big = drain(&place, &subscriber, relay, big_entries, BIG);
         results.push(Result {
             relay,
             drain: backlog,
@@ -60,9 +65,11 @@ fn main() {
         });
     }
     let variants = variants(&redis, &subscriber, entries);
+    let partitions = partitions(entries, rate, seconds);
     let mut report = report(&results, entries, rate, seconds);
     report.push_str(&big_report(&results, big_entries));
     report.push_str(&variants_report(&variants, entries));
+    report.push_str(&partitions_report(&partitions, &results[0], entries, rate));
     print!("{report}");
     std::fs::write(root.join("bench/results.md"), &report).expect("write bench/results.md");
     std::fs::write(root.join("bench/results.svg"), chart(&results))
@@ -78,15 +85,16 @@ fn variants(
     subscriber: &Subscriber,
     entries: usize,
 ) -> Vec<(&'static str, Drain, Drain)> {
+    let place = Place::standalone(redis);
     let mut out = Vec::new();
     {
         eprintln!("== variant baseline: classic target");
-        let base = drain(redis, subscriber, RelayKind::SioRelay, entries, SMALL);
+        let base = drain(&place, subscriber, RelayKind::SioRelay, entries, SMALL);
         let sharded = Subscriber::start_sharded(&redis.url());
         eprintln!("== variant: sharded target");
         let settings = [("TARGET__ADAPTER", "sharded")];
         let variant = drain_with(
-            redis,
+            &place,
             &sharded,
             RelayKind::SioRelay,
             entries,
@@ -99,11 +107,11 @@ fn variants(
         let subscriber = Subscriber::start(&redis.url());
         let replica = Redis::start_replica_of(redis);
         eprintln!("== variant baseline: no WAIT (one replica attached)");
-        let base = drain(redis, &subscriber, RelayKind::SioRelay, entries, SMALL);
+        let base = drain(&place, &subscriber, RelayKind::SioRelay, entries, SMALL);
         eprintln!("== variant: wait_replicas = 1");
         let settings = [("REDIS__WAIT_REPLICAS", "1")];
         let variant = drain_with(
-            redis,
+            &place,
             &subscriber,
             RelayKind::SioRelay,
             entries,
@@ -147,6 +155,86 @@ sio-relay in other configurations, each against the default drained right before
     out
 }
 
+/// sio-relay on a Redis Cluster of three primaries, reading 1, 2 and 3 partitions (each on a primary
+/// of its own), the classic adapter's subscriber on the first node.
+fn partitions(entries: usize, rate: usize, seconds: usize) -> Vec<Partitioned> {
+    let cluster = Cluster::start(3);
+    let subscriber = Subscriber::start(&cluster.nodes[0].url());
+    (1..=cluster.nodes.len())
+        .map(|count| {
+            let place = Place::partitioned(&cluster, count);
+            eprintln!("== cluster, {count} partitions: draining {entries} entries");
+            let drain = drain(&place, &subscriber, RelayKind::SioRelay, entries, SMALL);
+            eprintln!("== cluster, {count} partitions: {rate} entries/s for {seconds} s");
+            let latency = steady(&place, &subscriber, RelayKind::SioRelay, rate, seconds);
+            eprintln!("== cluster, {count} partitions: the same without the relay");
+            let floor = steady_without_relay(&place, &subscriber, rate, seconds);
+            Partitioned {
+                count,
+                drain,
+                latency,
+                floor,
+            }
+        })
+        .collect()
+}
+
+/// sio-relay on a cluster, reading `count` partitions.
+struct Partitioned {
+    count: usize,
+    drain: Drain,
+    latency: Latency,
+    /// The same entries PUBLISHed without the relay: what the cluster itself adds.
+    floor: Latency,
+}
+
+fn partitions_report(
+    partitions: &[Partitioned],
+    standalone: &Result,
+    entries: usize,
+    rate: usize,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "
+sio-relay on a Redis Cluster of three primaries (no replicas, all on CPU 0), reading 1, 2 and 3 partitions \
+(`source.streams`, each on its own primary), classic adapter: {entries} entries drained, then {rate} entries/s; \
+against sio-relay on one Redis above. The busiest node's CPU per entry gives the cluster's ceiling when \
+each node has a core of its own.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| partitions | drain (entries/s) | vs one Redis | relay CPU per entry | Redis CPU per entry (all nodes) | busiest node's CPU per entry | ceiling, a core per node | p50 | p99 | p50, p99 without the relay | received |"
+    );
+    let _ = writeln!(
+        out,
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let per_entry = |cpu: f64, d: &Drain| format!("{:.1} µs", 1e6 * cpu / d.entries as f64);
+    for p in partitions {
+        let drain = &p.drain;
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.2}× | {} | {} | {} | {:.0} entries/s | {} | {} | {}, {} | {}/{} |",
+            p.count,
+            drain.throughput(),
+            drain.throughput() / standalone.drain.throughput(),
+            per_entry(drain.relay_cpu, drain),
+            per_entry(drain.redis_cpu, drain),
+            per_entry(drain.busiest_redis_cpu, drain),
+            drain.entries as f64 / drain.busiest_redis_cpu.max(1e-9),
+            ms(p.latency.p50),
+            ms(p.latency.p99),
+            ms(p.floor.p50),
+            ms(p.floor.p99),
+            drain.received,
+            drain.entries,
+        );
+    }
+    out
+}
+
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -168,25 +256,28 @@ impl RelayKind {
         }
     }
 
-    /// Starts the relay on `stream`, pinned to CPU 1; sio-relay with the `settings` (`SECTION__KEY`,
-    /// value) on top of the bench's.
-    fn spawn(self, redis: &Redis, stream: &str, settings: &[(&str, &str)]) -> Child {
+    /// Starts the relay on `place`'s streams, pinned to CPU 1; sio-relay with the `settings`
+    /// (`SECTION__KEY`, value) on top of the bench's. The Node baseline reads one stream only.
+    fn spawn(self, place: &Place, settings: &[(&str, &str)]) -> Child {
         let mut cmd = pinned("1");
         match self {
             RelayKind::SioRelay => {
+                for (key, value) in place.settings() {
+                    cmd.env(format!("SIO_RELAY_{key}"), value);
+                }
                 for (key, value) in settings {
                     cmd.env(format!("SIO_RELAY_{key}"), value);
                 }
                 cmd.arg(env!("CARGO_BIN_EXE_sio-relay"))
                     .arg("run")
-                    .env("SIO_RELAY_REDIS__URL", redis.url())
-                    .env("SIO_RELAY_SOURCE__STREAM", stream)
                     .env("SIO_RELAY_SOURCE__START_ID", "0")
                     .env("SIO_RELAY_SOURCE__CONSUMER", "bench")
-                    .env("SIO_RELAY_DEAD_LETTER__STREAM", format!("{stream}:dead"))
                     .env("SIO_RELAY_LOG__LEVEL", "warn");
             }
             RelayKind::NodeBaseline => {
+                let [(stream, redis)] = &place.partitions[..] else {
+                    panic!("the Node baseline reads one stream");
+                };
                 cmd.arg("node")
                     .arg(
                         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -235,8 +326,10 @@ struct Drain {
     /// How many the subscriber received.
     received: usize,
     seconds: f64,
-    /// Redis CPU seconds spent during the drain.
+    /// Redis CPU seconds spent during the drain, all nodes together.
     redis_cpu: f64,
+    /// The CPU seconds of the node that spent the most (the one Redis on a single node).
+    busiest_redis_cpu: f64,
     /// The relay process's own CPU seconds.
     relay_cpu: f64,
     peak_rss_kib: u64,
@@ -251,30 +344,29 @@ struct Latency {
 }
 
 fn drain(
-    redis: &Redis,
+    place: &Place,
     subscriber: &Subscriber,
     relay: RelayKind,
     entries: usize,
     pad: usize,
 ) -> Drain {
-    drain_with(redis, subscriber, relay, entries, pad, &[])
+    drain_with(place, subscriber, relay, entries, pad, &[])
 }
 
 /// As [`drain`], with relay `settings`.
 fn drain_with(
-    redis: &Redis,
+    place: &Place,
     subscriber: &Subscriber,
     relay: RelayKind,
     entries: usize,
     pad: usize,
     settings: &[(&str, &str)],
 ) -> Drain {
-    let stream = format!("drain-{}", relay.name().split(' ').next().unwrap());
-    redis.fill(&stream, entries, pad);
+    place.fill(entries, pad);
     subscriber.reset();
-    let cpu_before = redis.cpu_seconds();
+    let cpu_before = place.redis_cpu();
     let started = Instant::now();
-    let mut child = relay.spawn(redis, &stream, settings);
+    let mut child = relay.spawn(place, settings);
     // Until everything arrived, or nothing more arrives for 10 s (the relay lost entries: the
     // subscriber's buffer overflowed), or the relay exits.
     let (mut last, mut last_change) = (0, Instant::now());
@@ -295,47 +387,96 @@ fn drain_with(
         std::thread::sleep(Duration::from_millis(2));
     }
     let received = subscriber.count().min(entries);
-    let redis_cpu = redis.cpu_seconds() - cpu_before;
+    let redis_cpu: Vec<f64> = (place.redis_cpu().iter())
+        .zip(&cpu_before)
+        .map(|(after, before)| after - before)
+        .collect();
     let peak_rss_kib = peak_rss_kib(&child);
     let relay_cpu = cpu_seconds(&child);
     stop(child);
-    redis.del(&stream);
+    place.del();
     Drain {
         entries,
         received,
         seconds,
-        redis_cpu,
+        redis_cpu: redis_cpu.iter().sum(),
+        busiest_redis_cpu: redis_cpu.iter().copied().fold(0.0, f64::max),
         relay_cpu,
         peak_rss_kib,
     }
 }
 
 fn steady(
-    redis: &Redis,
+    place: &Place,
     subscriber: &Subscriber,
     relay: RelayKind,
     rate: usize,
     seconds: usize,
 ) -> Latency {
-    let stream = format!("steady-{}", relay.name().split(' ').next().unwrap());
-    let mut child = relay.spawn(redis, &stream, &[]);
-    // Let it connect and create its group before timing anything.
-    let mut con = redis.connection();
+    let mut child = relay.spawn(place, &[]);
+    // Let it connect and create its groups before timing anything.
     let started = Instant::now();
-    while redis::cmd("XINFO")
-        .arg("GROUPS")
-        .arg(&stream)
-        .query::<Vec<redis::Value>>(&mut con)
-        .map_or(true, |g| g.is_empty())
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{} did not start",
-            relay.name()
-        );
-        std::thread::sleep(Duration::from_millis(10));
+    for ((stream, _), mut con) in place.partitions.iter().zip(place.connections()) {
+        while redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(stream)
+            .query::<Vec<redis::Value>>(&mut con)
+            .map_or(true, |g| g.is_empty())
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{} did not start",
+                relay.name()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
     std::thread::sleep(Duration::from_millis(500));
+    let latency = paced(place, subscriber, rate, seconds, |pipe, stream, fields| {
+        pipe.cmd("XADD").arg(stream).arg("*");
+        for (field, value) in fields {
+            pipe.arg(field).arg(value);
+        }
+    });
+    if let Ok(Some(status)) = child.try_wait() {
+        panic!("{} exited during the steady run: {status}", relay.name());
+    }
+    stop(child);
+    place.del();
+    latency
+}
+
+/// The latency floor under [`steady`]: the same entries at the same rate, encoded by the bench and
+/// PUBLISHed on the node that holds each one's partition, as the relay would, without the relay.
+fn steady_without_relay(
+    place: &Place,
+    subscriber: &Subscriber,
+    rate: usize,
+    seconds: usize,
+) -> Latency {
+    let target = sio_relay::packet::Target::classic("socket.io", "sio-relay");
+    paced(place, subscriber, rate, seconds, |pipe, _, fields| {
+        let raw: Vec<(Vec<u8>, Vec<u8>)> = fields
+            .iter()
+            .map(|(f, v)| (f.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect();
+        let entry = sio_relay::entry::Entry::parse(&raw).expect("a valid entry");
+        let packet = target.encode(&entry);
+        pipe.cmd("PUBLISH").arg(packet.channel).arg(packet.payload);
+    })
+}
+
+/// Sends `rate * seconds` entries at a steady `rate` (a pipeline per partition each millisecond),
+/// each carrying its send time and queued by `send` (pipeline, partition's stream, fields) on its
+/// partition's node; the subscriber's latencies.
+fn paced(
+    place: &Place,
+    subscriber: &Subscriber,
+    rate: usize,
+    seconds: usize,
+    send: impl Fn(&mut redis::Pipeline, &str, [(&str, String); 3]),
+) -> Latency {
+    let mut cons = place.connections();
     subscriber.reset();
     subscriber.record_latency(true);
     let total = rate * seconds;
@@ -344,22 +485,23 @@ fn steady(
     let mut next = Instant::now();
     let mut sent = 0;
     while sent < total {
-        let mut pipe = redis::pipe();
+        let mut pipes = vec![redis::pipe(); cons.len()];
         for i in 0..per_tick {
             let room = format!("room{}", (sent + i) % ROOMS);
             let data = format!(r#"{{"t":{},"pad":"{}"}}"#, now_micros(), "x".repeat(40));
-            pipe.cmd("XADD")
-                .arg(&stream)
-                .arg("*")
-                .arg("room")
-                .arg(room)
-                .arg("event")
-                .arg("chat")
-                .arg("data")
-                .arg(data)
-                .ignore();
+            let (stream, pipe) = place.route(&room, &mut pipes);
+            send(
+                pipe,
+                stream,
+                [("room", room), ("event", "chat".into()), ("data", data)],
+            );
+            pipe.ignore();
         }
-        pipe.exec(&mut con).expect("XADD");
+        for (pipe, con) in pipes.iter().zip(&mut cons) {
+            if !pipe.is_empty() {
+                pipe.exec(con).expect("send at a steady rate");
+            }
+        }
         sent += per_tick;
         next += tick;
         if let Some(wait) = next.checked_duration_since(Instant::now()) {
@@ -371,11 +513,6 @@ fn steady(
         std::thread::sleep(Duration::from_millis(5));
     }
     subscriber.record_latency(false);
-    if let Ok(Some(status)) = child.try_wait() {
-        panic!("{} exited during the steady run: {status}", relay.name());
-    }
-    stop(child);
-    redis.del(&stream);
     let mut samples = subscriber.latencies();
     samples.sort_unstable();
     let at = |q: f64| {
@@ -469,11 +606,7 @@ impl Redis {
 
     fn launch(extra: &[&str]) -> Redis {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let child = pinned("0")
             .arg("redis-server")
             .args([
@@ -543,40 +676,21 @@ impl Redis {
             .unwrap()
     }
 
-    /// XADDs `n` entries of about 100 bytes plus `pad`, spread over the rooms.
-    fn fill(&self, stream: &str, n: usize, pad: usize) {
-        let mut con = self.connection();
-        let pad = "x".repeat(pad);
-        let per_pipeline = if pad.is_empty() { 1000 } else { 8 };
-        for start in (0..n).step_by(per_pipeline) {
-            let mut pipe = redis::pipe();
-            for i in start..(start + per_pipeline).min(n) {
-                pipe.cmd("XADD")
-                    .arg(stream)
-                    .arg("*")
-                    .arg("room")
-                    .arg(format!("room{}", i % ROOMS))
-                    .arg("event")
-                    .arg("chat")
-                    .arg("data")
-                    .arg(if pad.is_empty() {
-                        format!(r#"{{"text":"order {i:08} shipped","n":{i}}}"#)
-                    } else {
-                        format!(r#"{{"text":"order {i:08} shipped","n":{i},"pad":"{pad}"}}"#)
-                    })
-                    .ignore();
-            }
-            pipe.exec(&mut con).expect("fill the backlog");
-        }
-    }
-
-    fn del(&self, stream: &str) {
-        let _: () = redis::cmd("DEL")
-            .arg(stream)
-            .arg(format!("{stream}:dead"))
-            .arg(format!("{stream}:published:sio-relay"))
+    /// The slot ranges this cluster node serves, from its `myself` line in `CLUSTER NODES`.
+    fn own_slots(&self) -> Vec<(u16, u16)> {
+        let nodes: String = redis::cmd("CLUSTER")
+            .arg("NODES")
             .query(&mut self.connection())
             .unwrap();
+        let myself = nodes.lines().find(|l| l.contains("myself")).unwrap();
+        myself
+            .split_whitespace()
+            .skip(8)
+            .filter_map(|range| {
+                let (start, end) = range.split_once('-').unwrap_or((range, range));
+                Some((start.parse().ok()?, end.parse().ok()?))
+            })
+            .collect()
     }
 
     /// `used_cpu_sys + used_cpu_user` of the Redis process.
@@ -594,6 +708,200 @@ impl Drop for Redis {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A Redis Cluster of primaries without replicas, each node pinned to CPU 0 as the standalone
+/// Redis is, joined by `redis-cli --cluster create`; and for each node a hash tag whose slot it
+/// serves, so that each partition of the bench lands on a primary of its own.
+struct Cluster {
+    nodes: Vec<Redis>,
+    tags: Vec<String>,
+}
+
+impl Cluster {
+    fn start(primaries: usize) -> Cluster {
+        let nodes: Vec<Redis> = (0..primaries)
+            .map(|_| {
+                Redis::launch(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-port",
+                    &free_port().to_string(),
+                ])
+            })
+            .collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("redis-cli must be installed");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        let started = Instant::now();
+        for node in &nodes {
+            let mut con = node.connection();
+            while !redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query::<String>(&mut con)
+                .unwrap()
+                .contains("cluster_state:ok")
+            {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "the cluster did not come up"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let tags = nodes
+            .iter()
+            .map(|node| {
+                let slots = node.own_slots();
+                (0..)
+                    .map(|i| format!("p{i}"))
+                    .find(|tag| {
+                        let slot = sio_relay::partition::key_slot(tag);
+                        slots
+                            .iter()
+                            .any(|(start, end)| (*start..=*end).contains(&slot))
+                    })
+                    .unwrap()
+            })
+            .collect();
+        Cluster { nodes, tags }
+    }
+}
+
+/// Where the relay under test reads: its streams, each with the node that serves it, and the
+/// nodes whose CPU counts.
+struct Place<'a> {
+    partitions: Vec<(String, &'a Redis)>,
+    nodes: Vec<&'a Redis>,
+    cluster: bool,
+}
+
+impl<'a> Place<'a> {
+    /// The stream `bench` on one Redis.
+    fn standalone(redis: &'a Redis) -> Place<'a> {
+        Place {
+            partitions: vec![("bench".into(), redis)],
+            nodes: vec![redis],
+            cluster: false,
+        }
+    }
+
+    /// `count` partitions `bench:{tag}` of `cluster`, each on a primary of its own.
+    fn partitioned(cluster: &'a Cluster, count: usize) -> Place<'a> {
+        Place {
+            partitions: cluster
+                .tags
+                .iter()
+                .zip(&cluster.nodes)
+                .take(count)
+                .map(|(tag, node)| (format!("bench:{{{tag}}}"), node))
+                .collect(),
+            nodes: cluster.nodes.iter().collect(),
+            cluster: true,
+        }
+    }
+
+    /// sio-relay's settings (`SECTION__KEY`, value) for reading here.
+    fn settings(&self) -> Vec<(&'static str, String)> {
+        let mut out = vec![("REDIS__URL", self.nodes[0].url())];
+        if self.cluster {
+            let seeds: Vec<String> = self.nodes.iter().map(|n| n.url()).collect();
+            out.push(("REDIS__MODE", "cluster".into()));
+            out.push(("REDIS__URLS", seeds.join(",")));
+        }
+        let streams: Vec<&str> = self.partitions.iter().map(|(s, _)| s.as_str()).collect();
+        if let [stream] = streams[..] {
+            out.push(("SOURCE__STREAM", stream.into()));
+            out.push(("DEAD_LETTER__STREAM", format!("{stream}:dead")));
+        } else {
+            out.push(("SOURCE__STREAMS", streams.join(",")));
+        }
+        out
+    }
+
+    /// A connection to each partition's node.
+    fn connections(&self) -> Vec<redis::Connection> {
+        self.partitions
+            .iter()
+            .map(|(_, n)| n.connection())
+            .collect()
+    }
+
+    /// The partition an entry for `room` goes to by sio-relay's rule (`partition.rs`), and its
+    /// pipeline among `pipes` (one per partition).
+    fn route<'p>(
+        &self,
+        room: &str,
+        pipes: &'p mut [redis::Pipeline],
+    ) -> (&str, &'p mut redis::Pipeline) {
+        let i = usize::from(sio_relay::partition::key_slot(room)) % self.partitions.len();
+        (&self.partitions[i].0, &mut pipes[i])
+    }
+
+    /// XADDs `n` entries of about 100 bytes plus `pad`, spread over the rooms.
+    fn fill(&self, n: usize, pad: usize) {
+        let mut cons = self.connections();
+        let pad = "x".repeat(pad);
+        let per_pipeline = if pad.is_empty() { 1000 } else { 8 };
+        for start in (0..n).step_by(per_pipeline) {
+            let mut pipes = vec![redis::pipe(); cons.len()];
+            for i in start..(start + per_pipeline).min(n) {
+                let room = format!("room{}", i % ROOMS);
+                let (stream, pipe) = self.route(&room, &mut pipes);
+                pipe.cmd("XADD")
+                    .arg(stream)
+                    .arg("*")
+                    .arg("room")
+                    .arg(room)
+                    .arg("event")
+                    .arg("chat")
+                    .arg("data")
+                    .arg(if pad.is_empty() {
+                        format!(r#"{{"text":"order {i:08} shipped","n":{i}}}"#)
+                    } else {
+                        format!(r#"{{"text":"order {i:08} shipped","n":{i},"pad":"{pad}"}}"#)
+                    })
+                    .ignore();
+            }
+            for (pipe, con) in pipes.iter().zip(&mut cons) {
+                if !pipe.is_empty() {
+                    pipe.exec(con).expect("fill the backlog");
+                }
+            }
+        }
+    }
+
+    fn del(&self) {
+        for ((stream, _), mut con) in self.partitions.iter().zip(self.connections()) {
+            let _: () = redis::cmd("DEL")
+                .arg(stream)
+                .arg(format!("{stream}:dead"))
+                .arg(format!("{stream}:published:sio-relay"))
+                .query(&mut con)
+                .unwrap();
+        }
+    }
+
+    /// Each node's CPU seconds so far.
+    fn redis_cpu(&self) -> Vec<f64> {
+        self.nodes.iter().map(|n| n.cpu_seconds()).collect()
     }
 }
 
@@ -848,6 +1156,12 @@ fn chart(results: &[Result]) -> String {
 
 impl Result {
     fn drain_throughput(&self) -> f64 {
-        self.drain.entries as f64 / self.drain.seconds
+        self.drain.throughput()
+    }
+}
+
+impl Drain {
+    fn throughput(&self) -> f64 {
+        self.entries as f64 / self.seconds.max(1e-9)
     }
 }
