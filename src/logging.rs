@@ -55,7 +55,21 @@ pub fn init(cfg: &LogConfig) -> Result<LevelHandle, String> {
 fn effective_directives(level: &str) -> String {
     match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => directives,
-        _ => level.to_owned(),
+        _ => quiet_redis_rs(level),
+    }
+}
+
+/// `log.level`, with redis-rs's own events at `error` unless it names the `redis` target: the relay
+/// reports every failure of a connection itself, with what it is doing about it, while redis-rs
+/// would add a warning per node and per attempt during a cluster outage (several lines a second).
+fn quiet_redis_rs(level: &str) -> String {
+    let names_redis = level
+        .split(',')
+        .any(|directive| directive.trim().starts_with("redis"));
+    if names_redis {
+        level.to_owned()
+    } else {
+        format!("{level},redis=error")
     }
 }
 
@@ -63,4 +77,20 @@ fn parse(directives: &str) -> Result<EnvFilter, String> {
     EnvFilter::builder()
         .parse(directives)
         .map_err(|e| format!("invalid log filter {directives:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_rs_speaks_at_error_unless_the_level_names_it() {
+        assert_eq!(quiet_redis_rs("info"), "info,redis=error");
+        assert_eq!(
+            quiet_redis_rs("warn,sio_relay=debug"),
+            "warn,sio_relay=debug,redis=error"
+        );
+        assert_eq!(quiet_redis_rs("debug,redis=debug"), "debug,redis=debug");
+        assert!(parse(&quiet_redis_rs("info")).is_ok());
+    }
 }
