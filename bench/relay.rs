@@ -201,11 +201,11 @@ fn partitions_report(
 sio-relay on a Redis Cluster of three primaries (no replicas, all on CPU 0), reading 1, 2 and 3 partitions \
 (`source.streams`, each on its own primary), classic adapter: {entries} entries drained, then {rate} entries/s; \
 against sio-relay on one Redis above. The busiest node's CPU per entry gives the cluster's ceiling when \
-each node has a core of its own.\n"
+each node has a core (or a machine) of its own.\n"
     );
     let _ = writeln!(
         out,
-        "| partitions | drain (entries/s) | vs one Redis | relay CPU per entry | Redis CPU per entry (all nodes) | busiest node's CPU per entry | ceiling, a core per node | p50 | p99 | p50, p99 without the relay | received |"
+        "| partitions | drain (entries/s) | vs one Redis | relay CPU per entry | Redis CPU per entry (all nodes) | each node's CPU per entry (partitions' first) | ceiling, a core per node | p50 | p99 | p50, p99 without the relay | received |"
     );
     let _ = writeln!(
         out,
@@ -222,8 +222,13 @@ each node has a core of its own.\n"
             drain.throughput() / standalone.drain.throughput(),
             per_entry(drain.relay_cpu, drain),
             per_entry(drain.redis_cpu, drain),
-            per_entry(drain.busiest_redis_cpu, drain),
-            drain.entries as f64 / drain.busiest_redis_cpu.max(1e-9),
+            drain
+                .node_cpu
+                .iter()
+                .map(|cpu| per_entry(*cpu, drain))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            drain.entries as f64 / drain.busiest_node_cpu().max(1e-9),
             ms(p.latency.p50),
             ms(p.latency.p99),
             ms(p.floor.p50),
@@ -328,8 +333,8 @@ struct Drain {
     seconds: f64,
     /// Redis CPU seconds spent during the drain, all nodes together.
     redis_cpu: f64,
-    /// The CPU seconds of the node that spent the most (the one Redis on a single node).
-    busiest_redis_cpu: f64,
+    /// Each node's share of it (one on a single Redis), the partitions' nodes first.
+    node_cpu: Vec<f64>,
     /// The relay process's own CPU seconds.
     relay_cpu: f64,
     peak_rss_kib: u64,
@@ -391,6 +396,7 @@ fn drain_with(
         .zip(&cpu_before)
         .map(|(after, before)| after - before)
         .collect();
+    let total_redis_cpu = redis_cpu.iter().sum();
     let peak_rss_kib = peak_rss_kib(&child);
     let relay_cpu = cpu_seconds(&child);
     stop(child);
@@ -399,8 +405,8 @@ fn drain_with(
         entries,
         received,
         seconds,
-        redis_cpu: redis_cpu.iter().sum(),
-        busiest_redis_cpu: redis_cpu.iter().copied().fold(0.0, f64::max),
+        redis_cpu: total_redis_cpu,
+        node_cpu: redis_cpu,
         relay_cpu,
         peak_rss_kib,
     }
@@ -1163,5 +1169,9 @@ impl Result {
 impl Drain {
     fn throughput(&self) -> f64 {
         self.entries as f64 / self.seconds.max(1e-9)
+    }
+
+    fn busiest_node_cpu(&self) -> f64 {
+        self.node_cpu.iter().copied().fold(0.0, f64::max)
     }
 }
