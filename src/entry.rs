@@ -71,25 +71,55 @@ pub const RESERVED_EVENTS: [&str; 6] = [
     "removeListener",
 ];
 
+/// The most binary values one event may carry: socket.io-parser 4.2.6 and later refuse a packet
+/// with more attachments, and the client disconnects (wire-format.md §8).
+pub const MAX_BINARY_ARGS: usize = 10;
+
+/// The key that marks bytes in a JSON argument: `{"$binary": "<base64>"}`, the only key.
+pub const BINARY_KEY: &str = "$binary";
+
+/// How deep JSON values may nest (`[[1]]` is two levels): serde_json's own limit (it refuses 128),
+/// far below what would exhaust the servers' decoders.
+pub const MAX_JSON_DEPTH: usize = 127;
+
+fn reserved_event_message(field: &str, event: &str) -> String {
+    if field == "event" {
+        format!("event `{event}` is reserved by Socket.IO: publishing it would disconnect every receiving client")
+    } else {
+        format!("`{field}` event `{event}` is reserved by the Socket.IO namespace or Node's EventEmitter: servers would refuse it or crash")
+    }
+}
+
 /// Largest integer magnitude that JavaScript numbers (and so notepack's decoder) hold exactly.
 pub const MAX_SAFE_MAGNITUDE: u64 = 1 << 53;
 
 /// Why an entry cannot be published. The text is what operators read in the dead-letter stream.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Malformed {
-    #[error("the `event` field is missing")]
+    #[error("the `event` field is missing (or, for the other operations, `join`, `leave`, `disconnect` or `server_emit`)")]
     MissingEvent,
-    #[error("the `event` field is empty")]
-    EmptyEvent,
-    #[error("event `{0}` is reserved by Socket.IO: publishing it would disconnect every receiving client")]
-    ReservedEvent(String),
+    #[error("`{0}` and `{1}` cannot both be present: an entry is one operation")]
+    TwoOperations(&'static str, &'static str),
+    #[error("`{field}` does not apply to `{operation}` entries")]
+    DoesNotApply {
+        field: &'static str,
+        operation: &'static str,
+    },
+    #[error("a `{0}` entry needs `room` or `rooms`, or `all` = `true` for every socket of the namespace")]
+    NoSelection(&'static str),
+    #[error("`all` and `room`/`rooms` cannot both be present")]
+    AllAndRooms,
+    #[error("the `{0}` field is empty")]
+    EmptyEvent(&'static str),
+    #[error("{}", reserved_event_message(field, event))]
+    ReservedEvent { field: &'static str, event: String },
     #[error("field name {0:?} is not valid UTF-8")]
     FieldNameNotUtf8(String),
     #[error("the value of `{0}` is not valid UTF-8")]
     ValueNotUtf8(String),
     #[error("field `{0}` appears more than once")]
     DuplicateField(String),
-    #[error("unknown field `{0}` (known: event, data, args, room, rooms, except, nsp, volatile, compress; prefix your own metadata with `x-`)")]
+    #[error("unknown field `{0}` (known: event, join, leave, disconnect, server_emit, data, args, room, rooms, all, except, nsp, volatile, compress, close; prefix your own metadata with `x-`)")]
     UnknownField(String),
     #[error("`{field}` is not valid JSON: {error}")]
     InvalidJson { field: &'static str, error: String },
@@ -104,8 +134,6 @@ pub enum Malformed {
     RoomAndRooms,
     #[error("`{0}` contains an empty room name")]
     EmptyRoom(&'static str),
-    #[error("namespace `{0}` must start with `/`")]
-    BadNamespace(String),
     #[error("namespace `{nsp}` contains `{character}`, which {why}")]
     NamespaceCharacter {
         nsp: String,
@@ -117,6 +145,15 @@ pub enum Malformed {
         field: &'static str,
         literal: String,
     },
+    #[error("`{field}` holds {{\"$binary\": ...}} whose value is not base64 bytes: {problem}")]
+    BadBinary {
+        field: &'static str,
+        problem: String,
+    },
+    #[error("binary arguments need MessagePack, and the servers' adapter uses a JSON parser (target.parser = \"json\"), which cannot carry bytes")]
+    BinaryNeedsMsgpack,
+    #[error("`{field}` holds {blobs} binary values, more than {MAX_BINARY_ARGS}: Socket.IO clients disconnect on a packet with more attachments")]
+    TooManyBinaries { field: &'static str, blobs: usize },
     #[error("`{field}` holds the number {literal}, which is not a finite double")]
     NumberOutOfRange {
         field: &'static str,
@@ -139,13 +176,87 @@ pub enum Malformed {
 /// A validated entry: everything needed to build the adapter packet, nothing that could hurt a server.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entry {
-    event: String,
-    args: Vec<Value>,
-    rooms: Vec<String>,
-    except: Vec<String>,
+    operation: Operation,
+    /// The sockets it applies to: those in any of `rooms` (every socket when empty) but in none of
+    /// `except`. Empty for [`Operation::ServerEmit`], which reaches servers, not sockets.
+    rooms: Vec<Room>,
+    except: Vec<Room>,
     nsp: String,
-    volatile: bool,
-    compress: Option<bool>,
+}
+
+/// What an entry makes the servers do: the operations of `@socket.io/redis-emitter`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Operation {
+    /// `event`: emit to the selected sockets (`emit`).
+    Emit {
+        message: Message,
+        volatile: bool,
+        /// `None` when the producer did not say, so the servers keep their own default.
+        compress: Option<bool>,
+    },
+    /// `join`: the selected sockets join these rooms (`socketsJoin`).
+    Join(Vec<Room>),
+    /// `leave`: the selected sockets leave these rooms (`socketsLeave`).
+    Leave(Vec<Room>),
+    /// `disconnect`: the selected sockets are disconnected (`disconnectSockets`); `close` also
+    /// closes their underlying connection.
+    Disconnect { close: bool },
+    /// `server_emit`: the namespace's `serverSideEmit` listeners run on every server.
+    ServerEmit(Message),
+}
+
+/// An event name and its arguments. An argument may hold bytes as `{"$binary": "<base64>"}`
+/// (checked to decode; see [`binary`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    pub event: String,
+    pub args: Vec<Value>,
+}
+
+impl Message {
+    /// Whether any argument holds bytes.
+    pub fn has_binary(&self) -> bool {
+        self.args.iter().any(|arg| count_binary(arg) > 0)
+    }
+}
+
+/// A room as the servers hold it. Socket.IO rooms are whatever `socket.join` was given, and a room
+/// joined as the number 42 is not the room "42": producers name such rooms with JSON numbers.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Room {
+    Name(String),
+    Number(serde_json::Number),
+}
+
+impl Room {
+    /// The room's name as text: a number as written.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Room::Name(name) => name.as_str().into(),
+            Room::Number(number) => number.to_string().into(),
+        }
+    }
+}
+
+impl serde::Serialize for Room {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Room::Name(name) => serializer.serialize_str(name),
+            Room::Number(number) => number.serialize(serializer),
+        }
+    }
+}
+
+impl From<&str> for Room {
+    fn from(name: &str) -> Room {
+        Room::Name(name.to_owned())
+    }
+}
+
+impl PartialEq<&str> for Room {
+    fn eq(&self, other: &&str) -> bool {
+        matches!(self, Room::Name(name) if name == other)
+    }
 }
 
 impl Entry {
@@ -193,33 +304,28 @@ impl Entry {
         seen.validate(limits.max_rooms)
     }
 
-    pub fn event(&self) -> &str {
-        &self.event
+    pub fn operation(&self) -> &Operation {
+        &self.operation
     }
 
-    pub fn args(&self) -> &[Value] {
-        &self.args
+    /// The event and arguments of an emit or a server-side emit.
+    pub fn message(&self) -> Option<&Message> {
+        match &self.operation {
+            Operation::Emit { message, .. } | Operation::ServerEmit(message) => Some(message),
+            _ => None,
+        }
     }
 
-    pub fn rooms(&self) -> &[String] {
+    pub fn rooms(&self) -> &[Room] {
         &self.rooms
     }
 
-    pub fn except(&self) -> &[String] {
+    pub fn except(&self) -> &[Room] {
         &self.except
     }
 
     pub fn nsp(&self) -> &str {
         &self.nsp
-    }
-
-    pub fn volatile(&self) -> bool {
-        self.volatile
-    }
-
-    /// `None` when the producer did not say, so the servers keep their own default.
-    pub fn compress(&self) -> Option<bool> {
-        self.compress
     }
 }
 
@@ -227,81 +333,233 @@ impl Entry {
 #[derive(Default)]
 struct Fields<'a> {
     event: Option<&'a str>,
+    join: Option<&'a str>,
+    leave: Option<&'a str>,
+    disconnect: Option<&'a str>,
+    server_emit: Option<&'a str>,
     data: Option<&'a str>,
     args: Option<&'a str>,
     room: Option<&'a str>,
     rooms: Option<&'a str>,
+    all: Option<&'a str>,
     except: Option<&'a str>,
     nsp: Option<&'a str>,
     volatile: Option<&'a str>,
     compress: Option<&'a str>,
+    close: Option<&'a str>,
 }
+
+/// The fields that choose the operation: an entry has exactly one.
+const OPERATION_FIELDS: [&str; 5] = ["event", "join", "leave", "disconnect", "server_emit"];
 
 impl<'a> Fields<'a> {
     fn slot(&mut self, name: &str) -> Option<&mut Option<&'a str>> {
         Some(match name {
             "event" => &mut self.event,
+            "join" => &mut self.join,
+            "leave" => &mut self.leave,
+            "disconnect" => &mut self.disconnect,
+            "server_emit" => &mut self.server_emit,
             "data" => &mut self.data,
             "args" => &mut self.args,
             "room" => &mut self.room,
             "rooms" => &mut self.rooms,
+            "all" => &mut self.all,
             "except" => &mut self.except,
             "nsp" => &mut self.nsp,
             "volatile" => &mut self.volatile,
             "compress" => &mut self.compress,
+            "close" => &mut self.close,
             _ => return None,
         })
     }
 
     fn validate(self, max_rooms: usize) -> Result<Entry, Malformed> {
-        let event = match self.event {
-            None => return Err(Malformed::MissingEvent),
-            Some("") => return Err(Malformed::EmptyEvent),
-            Some(name) if RESERVED_EVENTS.contains(&name) => {
-                return Err(Malformed::ReservedEvent(name.to_owned()))
+        let chosen: Vec<&'static str> = OPERATION_FIELDS
+            .into_iter()
+            .zip([
+                self.event,
+                self.join,
+                self.leave,
+                self.disconnect,
+                self.server_emit,
+            ])
+            .filter_map(|(name, value)| value.map(|_| name))
+            .collect();
+        let operation = match chosen[..] {
+            [] => return Err(Malformed::MissingEvent),
+            [name] => name,
+            [first, second, ..] => return Err(Malformed::TwoOperations(first, second)),
+        };
+        let nsp = match self.nsp {
+            None => "/".to_owned(),
+            Some(nsp) => namespace(nsp)?,
+        };
+        // Fields that mean nothing for this operation are refused rather than ignored: a producer
+        // who wrote them expected an effect.
+        let applies = |field: &'static str| -> bool {
+            match field {
+                "data" | "args" => matches!(operation, "event" | "server_emit"),
+                "volatile" | "compress" => operation == "event",
+                "close" => operation == "disconnect",
+                "room" | "rooms" | "all" | "except" => operation != "server_emit",
+                _ => true,
             }
-            Some(name) => name.to_owned(),
         };
-        let args = match (self.data, self.args) {
-            (Some(_), Some(_)) => return Err(Malformed::DataAndArgs),
-            (Some(data), None) => vec![json("data", data)?],
-            (None, Some(args)) => match json("args", args)? {
-                Value::Array(args) => args,
-                _ => {
-                    return Err(Malformed::WrongShape {
-                        field: "args",
-                        expected: "a JSON array of arguments",
-                    })
-                }
-            },
-            (None, None) => Vec::new(),
-        };
+        for (field, value) in [
+            ("data", self.data),
+            ("args", self.args),
+            ("volatile", self.volatile),
+            ("compress", self.compress),
+            ("close", self.close),
+            ("room", self.room),
+            ("rooms", self.rooms),
+            ("all", self.all),
+            ("except", self.except),
+        ] {
+            if value.is_some() && !applies(field) {
+                return Err(Malformed::DoesNotApply { field, operation });
+            }
+        }
         let rooms = match (self.room, self.rooms) {
             (Some(_), Some(_)) => return Err(Malformed::RoomAndRooms),
             (Some(""), None) => return Err(Malformed::EmptyRoom("room")),
-            (Some(room), None) => vec![room.to_owned()],
+            (Some(room), None) => vec![Room::Name(room.to_owned())],
             (None, Some(rooms)) => room_list("rooms", rooms, max_rooms)?,
             (None, None) => Vec::new(),
         };
+        let all = flag("all", self.all)?;
+        match all {
+            Some(true) if !rooms.is_empty() => return Err(Malformed::AllAndRooms),
+            Some(false) => {
+                return Err(Malformed::BadFlag {
+                    field: "all",
+                    value: "false".into(),
+                })
+            }
+            // Everything but an emit acts on every socket of the namespace only when asked:
+            // a forgotten or misspelt `room` must not disconnect everyone.
+            None if rooms.is_empty() && matches!(operation, "join" | "leave" | "disconnect") => {
+                return Err(Malformed::NoSelection(operation))
+            }
+            _ => {}
+        }
         let except = match self.except {
             Some(except) => room_list("except", except, max_rooms)?,
             None => Vec::new(),
         };
-        let nsp = match self.nsp {
-            None => "/".to_owned(),
-            Some(nsp) if nsp.starts_with('/') => namespace(nsp)?,
-            Some(nsp) => return Err(Malformed::BadNamespace(nsp.to_owned())),
+        let operation = match operation {
+            "event" => Operation::Emit {
+                message: message(
+                    "event",
+                    self.event.unwrap_or_default(),
+                    self.data,
+                    self.args,
+                )?,
+                volatile: flag("volatile", self.volatile)?.unwrap_or(false),
+                compress: flag("compress", self.compress)?,
+            },
+            "server_emit" => Operation::ServerEmit(message(
+                "server_emit",
+                self.server_emit.unwrap_or_default(),
+                self.data,
+                self.args,
+            )?),
+            "join" => Operation::Join(target_rooms("join", self.join, max_rooms)?),
+            "leave" => Operation::Leave(target_rooms("leave", self.leave, max_rooms)?),
+            _ => {
+                if self.disconnect != Some("true") {
+                    return Err(Malformed::BadFlag {
+                        field: "disconnect",
+                        value: self.disconnect.unwrap_or_default().to_owned(),
+                    });
+                }
+                Operation::Disconnect {
+                    close: flag("close", self.close)?.unwrap_or(false),
+                }
+            }
         };
         Ok(Entry {
-            event,
-            args,
+            operation,
             rooms,
             except,
             nsp,
-            volatile: flag("volatile", self.volatile)?.unwrap_or(false),
-            compress: flag("compress", self.compress)?,
         })
     }
+}
+
+/// Event names that a namespace's `serverSideEmit` refuses (socket.io's `Namespace`
+/// `RESERVED_EVENTS`), and those Node's `EventEmitter` gives a meaning of its own.
+pub const RESERVED_SERVER_EVENTS: [&str; 6] = [
+    "connect",
+    "connection",
+    "new_namespace",
+    "error",
+    "newListener",
+    "removeListener",
+];
+
+/// The event named in `field` and its arguments from `data` or `args`.
+fn message(
+    field: &'static str,
+    event: &str,
+    data: Option<&str>,
+    args: Option<&str>,
+) -> Result<Message, Malformed> {
+    let reserved: &[&str] = if field == "event" {
+        &RESERVED_EVENTS
+    } else {
+        &RESERVED_SERVER_EVENTS
+    };
+    let event = match event {
+        "" => return Err(Malformed::EmptyEvent(field)),
+        name if reserved.contains(&name) => {
+            return Err(Malformed::ReservedEvent {
+                field,
+                event: name.to_owned(),
+            })
+        }
+        name => name.to_owned(),
+    };
+    let args = match (data, args) {
+        (Some(_), Some(_)) => return Err(Malformed::DataAndArgs),
+        (Some(data), None) => vec![json("data", data)?],
+        (None, Some(args)) => match json("args", args)? {
+            Value::Array(args) => args,
+            _ => {
+                return Err(Malformed::WrongShape {
+                    field: "args",
+                    expected: "a JSON array of arguments",
+                })
+            }
+        },
+        (None, None) => Vec::new(),
+    };
+    let field = if data.is_some() { "data" } else { "args" };
+    let blobs: usize = args.iter().map(count_binary).sum();
+    if blobs > MAX_BINARY_ARGS {
+        return Err(Malformed::TooManyBinaries { field, blobs });
+    }
+    for arg in &args {
+        check_binary(field, arg)?;
+    }
+    Ok(Message { event, args })
+}
+
+/// The rooms a `join` or `leave` names: a JSON array, not empty.
+fn target_rooms(
+    field: &'static str,
+    text: Option<&str>,
+    max_rooms: usize,
+) -> Result<Vec<Room>, Malformed> {
+    let rooms = room_list(field, text.unwrap_or_default(), max_rooms)?;
+    if rooms.is_empty() {
+        return Err(Malformed::WrongShape {
+            field,
+            expected: "a JSON array of at least one room",
+        });
+    }
+    Ok(rooms)
 }
 
 /// Characters that change what a channel name means to the adapter: `#` ends the namespace part of
@@ -324,17 +582,24 @@ const CHANNEL_CHARACTERS: [(char, &str); 3] = [
     ),
 ];
 
+/// The namespace, with a leading `/` added when missing as the emitter's `of()` does (`chat` is
+/// `/chat`).
 fn namespace(nsp: &str) -> Result<String, Malformed> {
+    let nsp = if nsp.starts_with('/') {
+        nsp.to_owned()
+    } else {
+        format!("/{nsp}")
+    };
     for (character, why) in CHANNEL_CHARACTERS {
         if nsp.contains(character) {
             return Err(Malformed::NamespaceCharacter {
-                nsp: nsp.to_owned(),
+                nsp,
                 character,
                 why,
             });
         }
     }
-    Ok(nsp.to_owned())
+    Ok(nsp)
 }
 
 fn json(field: &'static str, text: &str) -> Result<Value, Malformed> {
@@ -351,6 +616,13 @@ fn json(field: &'static str, text: &str) -> Result<Value, Malformed> {
 /// looking for a typo in the hex digits.
 fn json_error(text: &str, e: &serde_json::Error) -> String {
     let message = e.to_string();
+    if message.contains("recursion limit exceeded") {
+        return format!(
+            "nested deeper than {MAX_JSON_DEPTH} levels, the limit (line {} column {})",
+            e.line(),
+            e.column()
+        );
+    }
     if !message.contains("hex escape") {
         return message;
     }
@@ -419,11 +691,12 @@ fn check_numbers(field: &'static str, value: &Value) -> Result<(), Malformed> {
     }
 }
 
-/// A JSON array of non-empty room names, without repeats (the emitter keeps rooms in a `Set`).
-fn room_list(field: &'static str, text: &str, limit: usize) -> Result<Vec<String>, Malformed> {
+/// A JSON array of rooms (non-empty strings, or numbers for rooms joined as numbers), without
+/// repeats (the emitter keeps rooms in a `Set`, where 42 and "42" are two rooms).
+fn room_list(field: &'static str, text: &str, limit: usize) -> Result<Vec<Room>, Malformed> {
     let shape = Malformed::WrongShape {
         field,
-        expected: "a JSON array of strings",
+        expected: "a JSON array of room names (strings, or numbers for rooms joined as numbers)",
     };
     let Value::Array(items) = json(field, text)? else {
         return Err(shape);
@@ -435,21 +708,74 @@ fn room_list(field: &'static str, text: &str, limit: usize) -> Result<Vec<String
             limit,
         });
     }
-    let mut rooms: Vec<String> = Vec::with_capacity(items.len());
+    let mut rooms = Vec::with_capacity(items.len());
     // Repeats dropped in linear time: 80,000 rooms must not take seconds.
     let mut seen = std::collections::HashSet::with_capacity(items.len());
     for item in items {
-        let Value::String(room) = item else {
-            return Err(shape);
+        let room = match item {
+            Value::String(room) if room.is_empty() => return Err(Malformed::EmptyRoom(field)),
+            Value::String(room) => Room::Name(room),
+            Value::Number(number) => Room::Number(number),
+            _ => return Err(shape),
         };
-        if room.is_empty() {
-            return Err(Malformed::EmptyRoom(field));
-        }
-        if seen.insert(room.clone()) {
+        if seen.insert((matches!(room, Room::Number(_)), room.text().into_owned())) {
             rooms.push(room);
         }
     }
     Ok(rooms)
+}
+
+/// The base64 of a `{"$binary": "<base64>"}` argument, or `None` for any other value.
+pub fn binary(value: &Value) -> Option<&Value> {
+    match value {
+        Value::Object(map) if map.len() == 1 => map.get(BINARY_KEY),
+        _ => None,
+    }
+}
+
+/// Decodes the bytes of a binary argument that [`Entry::parse`] accepted.
+pub fn binary_bytes(base64: &Value) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(base64.as_str().unwrap_or_default())
+        .expect("validated when the entry was parsed")
+}
+
+fn count_binary(value: &Value) -> usize {
+    if binary(value).is_some() {
+        return 1;
+    }
+    match value {
+        Value::Array(items) => items.iter().map(count_binary).sum(),
+        Value::Object(map) => map.values().map(count_binary).sum(),
+        _ => 0,
+    }
+}
+
+/// Every binary argument in `value` holds standard base64 (padded, as `Buffer.toString("base64")`,
+/// `base64.b64encode` and `base64 -w0` write it).
+fn check_binary(field: &'static str, value: &Value) -> Result<(), Malformed> {
+    use base64::Engine as _;
+    if let Some(encoded) = binary(value) {
+        let Value::String(text) = encoded else {
+            return Err(Malformed::BadBinary {
+                field,
+                problem: format!("{encoded} is not a string"),
+            });
+        };
+        return base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map(drop)
+            .map_err(|e| Malformed::BadBinary {
+                field,
+                problem: e.to_string(),
+            });
+    }
+    match value {
+        Value::Array(items) => items.iter().try_for_each(|v| check_binary(field, v)),
+        Value::Object(map) => map.values().try_for_each(|v| check_binary(field, v)),
+        _ => Ok(()),
+    }
 }
 
 fn flag(field: &'static str, text: Option<&str>) -> Result<Option<bool>, Malformed> {
@@ -469,6 +795,18 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// An emit's message, `volatile` and `compress`.
+    fn emit(entry: &Entry) -> (&Message, bool, Option<bool>) {
+        match entry.operation() {
+            Operation::Emit {
+                message,
+                volatile,
+                compress,
+            } => (message, *volatile, *compress),
+            other => panic!("not an emit: {other:?}"),
+        }
+    }
+
     fn parse(pairs: &[(&str, &str)]) -> Result<Entry, Malformed> {
         let fields: Vec<_> = pairs
             .iter()
@@ -480,12 +818,12 @@ mod tests {
     #[test]
     fn minimal_entry_broadcasts_to_the_root_namespace() {
         let entry = parse(&[("event", "chat")]).unwrap();
-        assert_eq!(entry.event(), "chat");
-        assert!(entry.args().is_empty());
+        assert_eq!(emit(&entry).0.event, "chat");
+        assert!(emit(&entry).0.args.is_empty());
         assert!(entry.rooms().is_empty());
         assert_eq!(entry.nsp(), "/");
-        assert!(!entry.volatile());
-        assert_eq!(entry.compress(), None);
+        assert!(!emit(&entry).1);
+        assert_eq!(emit(&entry).2, None);
     }
 
     #[test]
@@ -502,20 +840,20 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            entry.args(),
+            emit(&entry).0.args,
             &[json!(1), json!("two"), json!({"three": 3.5})]
         );
         assert_eq!(entry.rooms(), &["a", "b"]);
         assert_eq!(entry.except(), &["c"]);
         assert_eq!(entry.nsp(), "/admin");
-        assert!(entry.volatile());
-        assert_eq!(entry.compress(), Some(false));
+        assert!(emit(&entry).1);
+        assert_eq!(emit(&entry).2, Some(false));
     }
 
     #[test]
     fn data_is_one_argument_even_when_it_is_an_array() {
         let entry = parse(&[("event", "e"), ("data", "[1,2]"), ("room", "r")]).unwrap();
-        assert_eq!(entry.args(), &[json!([1, 2])]);
+        assert_eq!(emit(&entry).0.args, [json!([1, 2])]);
         assert_eq!(entry.rooms(), &["r"]);
     }
 
@@ -523,10 +861,13 @@ mod tests {
     fn every_rule_names_its_problem() {
         let cases: &[(&[(&str, &str)], Malformed)] = &[
             (&[("data", "1")], Malformed::MissingEvent),
-            (&[("event", "")], Malformed::EmptyEvent),
+            (&[("event", "")], Malformed::EmptyEvent("event")),
             (
                 &[("event", "connect")],
-                Malformed::ReservedEvent("connect".into()),
+                Malformed::ReservedEvent {
+                    field: "event",
+                    event: "connect".into(),
+                },
             ),
             (
                 &[("event", "e"), ("rom", "r")],
@@ -553,10 +894,6 @@ mod tests {
                 Malformed::EmptyRoom("rooms"),
             ),
             (
-                &[("event", "e"), ("nsp", "admin")],
-                Malformed::BadNamespace("admin".into()),
-            ),
-            (
                 &[("event", "e"), ("nsp", "/a#x")],
                 Malformed::NamespaceCharacter {
                     nsp: "/a#x".into(),
@@ -580,17 +917,17 @@ mod tests {
                 },
             ),
             (
-                &[("event", "e"), ("rooms", "[1]")],
+                &[("event", "e"), ("rooms", "[true]")],
                 Malformed::WrongShape {
                     field: "rooms",
-                    expected: "a JSON array of strings",
+                    expected: "a JSON array of room names (strings, or numbers for rooms joined as numbers)",
                 },
             ),
             (
                 &[("event", "e"), ("except", r#""a""#)],
                 Malformed::WrongShape {
                     field: "except",
-                    expected: "a JSON array of strings",
+                    expected: "a JSON array of room names (strings, or numbers for rooms joined as numbers)",
                 },
             ),
             (
@@ -694,5 +1031,229 @@ mod tests {
         assert_eq!(id.to_string(), "1700000000000-7");
         assert!("17".parse::<EntryId>().is_err());
         assert!("a-1".parse::<EntryId>().is_err());
+    }
+
+    #[test]
+    fn every_emitter_operation_is_an_entry() {
+        let join = parse(&[("join", r#"["game:7"]"#), ("room", "user:42")]).unwrap();
+        assert_eq!(join.operation(), &Operation::Join(vec!["game:7".into()]));
+        assert_eq!(join.rooms(), &["user:42"]);
+        let leave = parse(&[("leave", r#"["game:7", 7]"#), ("all", "true")]).unwrap();
+        assert_eq!(
+            leave.operation(),
+            &Operation::Leave(vec!["game:7".into(), Room::Number(7.into())])
+        );
+        assert!(leave.rooms().is_empty());
+        let disconnect = parse(&[
+            ("disconnect", "true"),
+            ("rooms", r#"["user:42"]"#),
+            ("except", r#"["admins"]"#),
+            ("close", "true"),
+        ])
+        .unwrap();
+        assert_eq!(
+            disconnect.operation(),
+            &Operation::Disconnect { close: true }
+        );
+        assert_eq!(disconnect.except(), &["admins"]);
+        let server = parse(&[("server_emit", "flush"), ("args", r#"["k", 1]"#)]).unwrap();
+        assert_eq!(
+            server.message(),
+            Some(&Message {
+                event: "flush".into(),
+                args: vec![json!("k"), json!(1)]
+            })
+        );
+        let everyone = parse(&[("event", "e"), ("all", "true")]).unwrap();
+        assert!(everyone.rooms().is_empty());
+    }
+
+    /// A forgotten or misspelt selection must never turn a join, leave or disconnect into one for
+    /// every socket; fields that mean nothing for an operation are refused, not ignored.
+    #[test]
+    fn operations_refuse_what_would_surprise() {
+        let cases: &[(&[(&str, &str)], Malformed)] = &[
+            (
+                &[("disconnect", "true")],
+                Malformed::NoSelection("disconnect"),
+            ),
+            (
+                &[("join", r#"["g"]"#), ("except", r#"["a"]"#)],
+                Malformed::NoSelection("join"),
+            ),
+            (
+                &[("disconnect", "true"), ("rom", "user:42")],
+                Malformed::UnknownField("rom".into()),
+            ),
+            (
+                &[("join", r#"["g"]"#), ("room", "r"), ("all", "true")],
+                Malformed::AllAndRooms,
+            ),
+            (
+                &[("event", "e"), ("join", r#"["g"]"#), ("room", "r")],
+                Malformed::TwoOperations("event", "join"),
+            ),
+            (
+                &[("join", r#"["g"]"#), ("room", "r"), ("data", "1")],
+                Malformed::DoesNotApply {
+                    field: "data",
+                    operation: "join",
+                },
+            ),
+            (
+                &[("server_emit", "e"), ("room", "r")],
+                Malformed::DoesNotApply {
+                    field: "room",
+                    operation: "server_emit",
+                },
+            ),
+            (
+                &[("event", "e"), ("close", "true")],
+                Malformed::DoesNotApply {
+                    field: "close",
+                    operation: "event",
+                },
+            ),
+            (
+                &[("disconnect", "false"), ("room", "r")],
+                Malformed::BadFlag {
+                    field: "disconnect",
+                    value: "false".into(),
+                },
+            ),
+            (
+                &[("join", "[]"), ("room", "r")],
+                Malformed::WrongShape {
+                    field: "join",
+                    expected: "a JSON array of at least one room",
+                },
+            ),
+            (
+                &[("join", "game:7"), ("room", "r")],
+                Malformed::InvalidJson {
+                    field: "join",
+                    error: "expected value at line 1 column 1".into(),
+                },
+            ),
+            (
+                &[("server_emit", "connection")],
+                Malformed::ReservedEvent {
+                    field: "server_emit",
+                    event: "connection".into(),
+                },
+            ),
+            (
+                &[("server_emit", "error")],
+                Malformed::ReservedEvent {
+                    field: "server_emit",
+                    event: "error".into(),
+                },
+            ),
+            (
+                &[("event", "e"), ("all", "false")],
+                Malformed::BadFlag {
+                    field: "all",
+                    value: "false".into(),
+                },
+            ),
+        ];
+        for (fields, expected) in cases {
+            assert_eq!(parse(fields).as_ref(), Err(expected), "{fields:?}");
+        }
+    }
+
+    #[test]
+    fn a_namespace_without_its_slash_gets_one() {
+        assert_eq!(
+            parse(&[("event", "e"), ("nsp", "chat")]).unwrap().nsp(),
+            "/chat"
+        );
+        assert_eq!(parse(&[("event", "e"), ("nsp", "")]).unwrap().nsp(), "/");
+        assert!(matches!(
+            parse(&[("event", "e"), ("nsp", "a#b")]),
+            Err(Malformed::NamespaceCharacter { nsp, .. }) if nsp == "/a#b"
+        ));
+    }
+
+    /// socket.io 4 keeps rooms as given to `join`: 42 and "42" are two rooms.
+    #[test]
+    fn rooms_may_be_numbers() {
+        let entry = parse(&[
+            ("event", "e"),
+            ("rooms", r#"[42, "42", 42, 1.5]"#),
+            ("except", "[7]"),
+        ])
+        .unwrap();
+        assert_eq!(
+            entry.rooms(),
+            &[
+                Room::Number(42.into()),
+                "42".into(),
+                Room::Number(serde_json::Number::from_f64(1.5).unwrap())
+            ]
+        );
+        assert_eq!(entry.except(), &[Room::Number(7.into())]);
+        assert!(matches!(
+            parse(&[("event", "e"), ("rooms", "[9007199254740993]")]),
+            Err(Malformed::UnsafeInteger { field: "rooms", .. })
+        ));
+    }
+
+    #[test]
+    fn json_deeper_than_the_limit_says_so() {
+        let deep = format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH + 1),
+            "]".repeat(MAX_JSON_DEPTH + 1)
+        );
+        let err = parse(&[("event", "e"), ("data", &deep)]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("nested deeper than 127 levels, the limit"),
+            "{err}"
+        );
+        let fits = format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH),
+            "]".repeat(MAX_JSON_DEPTH)
+        );
+        assert!(parse(&[("event", "e"), ("data", &fits)]).is_ok());
+    }
+
+    #[test]
+    fn binary_arguments_are_base64_checked_and_counted() {
+        let entry = parse(&[
+            ("event", "file"),
+            (
+                "args",
+                r#"[{"$binary": "3q2+7w=="}, {"nested": {"$binary": ""}}]"#,
+            ),
+        ])
+        .unwrap();
+        let message = entry.message().unwrap();
+        assert!(message.has_binary());
+        assert_eq!(
+            binary_bytes(binary(&message.args[0]).unwrap()),
+            [0xde, 0xad, 0xbe, 0xef]
+        );
+        // Not the only key: an ordinary object.
+        let plain = parse(&[("event", "e"), ("data", r#"{"$binary": "x", "k": 1}"#)]).unwrap();
+        assert!(!plain.message().unwrap().has_binary());
+        assert!(matches!(
+            parse(&[("event", "e"), ("data", r#"{"$binary": "not base64!"}"#)]),
+            Err(Malformed::BadBinary { field: "data", .. })
+        ));
+        assert!(matches!(
+            parse(&[("event", "e"), ("data", r#"{"$binary": 12}"#)]),
+            Err(Malformed::BadBinary { field: "data", .. })
+        ));
+        let eleven = format!("[{}]", vec![r#"{"$binary":"AA=="}"#; 11].join(","));
+        assert_eq!(
+            parse(&[("event", "e"), ("args", &eleven)]),
+            Err(Malformed::TooManyBinaries {
+                field: "args",
+                blobs: 11
+            })
+        );
     }
 }

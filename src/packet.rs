@@ -19,13 +19,23 @@ use rmp::encode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Number, Value};
 
-use crate::entry::{Entry, MAX_SAFE_MAGNITUDE};
+use crate::entry::{self, Entry, Malformed, Message, Operation, Room, MAX_SAFE_MAGNITUDE};
 
 /// Socket.IO's EVENT packet type. Always 2, even for binary arguments: the receiving server converts.
 const EVENT: u8 = 2;
 
-/// The `ClusterMessage` type of a broadcast (socket.io-adapter's `MessageType.BROADCAST`).
+/// The `ClusterMessage` types of the sharded adapter (socket.io-adapter's `MessageType`).
 const BROADCAST: u8 = 3;
+const CLUSTER_SOCKETS_JOIN: u8 = 4;
+const CLUSTER_SOCKETS_LEAVE: u8 = 5;
+const CLUSTER_DISCONNECT_SOCKETS: u8 = 6;
+const CLUSTER_SERVER_SIDE_EMIT: u8 = 9;
+
+/// The classic adapter's request types (`RequestType` in its `lib/index.ts`).
+const REMOTE_JOIN: u8 = 2;
+const REMOTE_LEAVE: u8 = 3;
+const REMOTE_DISCONNECT: u8 = 4;
+const SERVER_SIDE_EMIT: u8 = 6;
 
 /// Which Redis adapter the Socket.IO servers use.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -197,13 +207,40 @@ impl Target {
         }
     }
 
-    /// Encodes `entry` as the servers' adapter expects it. A single-room broadcast goes to the
-    /// room's channel where the servers subscribe to it (see [`RoomChannels`]); with several rooms
-    /// it goes to the namespace's channel, which would otherwise lose the servers that hold only
-    /// the other rooms (wire-format.md §1.4).
-    pub fn encode(&self, entry: &Entry) -> Packet {
+    /// Encodes `entry` as the servers' adapter expects it: an emit as a broadcast, the other
+    /// operations as the requests the adapter's servers send each other (wire-format.md §1.6,
+    /// scale-out.md §2). `Err` when the servers' format cannot carry it: bytes through a JSON
+    /// parser.
+    pub fn encode(&self, entry: &Entry) -> Result<Packet, Malformed> {
+        let binary = entry.message().is_some_and(Message::has_binary);
+        if binary && self.adapter == Adapter::Classic && self.parser == Parser::Json {
+            return Err(Malformed::BinaryNeedsMsgpack);
+        }
+        Ok(match entry.operation() {
+            Operation::Emit {
+                message,
+                volatile,
+                compress,
+            } => Packet {
+                channel: self.broadcast_channel(entry),
+                payload: self.broadcast(entry, message, Flags(*volatile, *compress), binary),
+            },
+            operation => Packet {
+                // The classic adapter's request channel, the sharded adapter's namespace channel:
+                // both are the channel whose subscribers are the namespace's servers.
+                channel: self.servers_channel(entry.nsp()),
+                payload: self.request(entry, operation, binary),
+            },
+        })
+    }
+
+    /// A single-room broadcast goes to the room's channel where the servers subscribe to it (see
+    /// [`RoomChannels`]); with several rooms it goes to the namespace's channel, which would
+    /// otherwise lose the servers that hold only the other rooms (wire-format.md §1.4). So does a
+    /// room named by a number: servers look a room channel's name up as a string.
+    fn broadcast_channel(&self, entry: &Entry) -> String {
         let mut channel = self.namespace_channel(entry.nsp());
-        if let [room] = entry.rooms() {
+        if let [Room::Name(room)] = entry.rooms() {
             // The sharded adapter's test for a socket id: a string of 20 UTF-16 code units.
             let looks_like_socket_id = || room.encode_utf16().count() == 20;
             let own_channel = match self.room_channels {
@@ -216,12 +253,32 @@ impl Target {
                 channel.push('#');
             }
         }
-        let mut payload = Vec::with_capacity(64 + entry.event().len());
+        channel
+    }
+
+    fn broadcast(&self, entry: &Entry, message: &Message, flags: Flags, binary: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + message.event.len());
+        let opts = JsonOpts::of(entry, flags);
         match (self.adapter, self.parser) {
-            (Adapter::Classic, Parser::Msgpack) => self.write_payload(&mut payload, entry),
+            (Adapter::Classic, Parser::Msgpack) => {
+                array_len(&mut out, 3);
+                str(&mut out, &self.uid);
+                write_packet(&mut out, message, Some(entry.nsp()));
+                write_opts(&mut out, &opts);
+            }
             (Adapter::Classic, Parser::Json) => {
-                let message = (&self.uid, JsonPacket::of(entry), JsonOpts::of(entry));
-                serde_json::to_writer(&mut payload, &message).expect("an entry serializes")
+                let packet = JsonPacket::of(entry, message);
+                serde_json::to_writer(&mut out, &(&self.uid, packet, opts))
+                    .expect("an entry serializes")
+            }
+            // The sharded adapter sends a broadcast with bytes in MessagePack, as here.
+            (Adapter::Sharded, _) if binary => {
+                self.cluster_header(&mut out, entry, BROADCAST);
+                map_len(&mut out, 2);
+                str(&mut out, "packet");
+                write_packet(&mut out, message, None);
+                str(&mut out, "opts");
+                write_opts(&mut out, &opts);
             }
             (Adapter::Sharded, _) => {
                 let message = ClusterMessage {
@@ -229,68 +286,235 @@ impl Target {
                     nsp: entry.nsp(),
                     kind: BROADCAST,
                     data: Broadcast {
-                        packet: JsonPacket::of(entry),
-                        opts: JsonOpts::of(entry),
+                        packet: JsonPacket::of(entry, message),
+                        opts,
                     },
                 };
-                serde_json::to_writer(&mut payload, &message).expect("an entry serializes")
+                serde_json::to_writer(&mut out, &message).expect("an entry serializes")
             }
         }
-        Packet { channel, payload }
+        out
     }
 
-    fn write_payload(&self, out: &mut Vec<u8>, entry: &Entry) {
-        array_len(out, 3);
+    /// `{uid, nsp, type, data: ` in MessagePack: the sharded adapter's message up to its data.
+    fn cluster_header(&self, out: &mut Vec<u8>, entry: &Entry, kind: u8) {
+        map_len(out, 4);
+        str(out, "uid");
         str(out, &self.uid);
-
-        map_len(out, 3);
-        str(out, "type");
-        encode::write_pfix(out, EVENT).expect("writing to a Vec cannot fail");
-        str(out, "data");
-        array_len(out, 1 + entry.args().len());
-        str(out, entry.event());
-        for arg in entry.args() {
-            value(out, arg);
-        }
         str(out, "nsp");
         str(out, entry.nsp());
-
-        map_len(out, 3);
-        str(out, "rooms");
-        str_array(out, entry.rooms());
-        str(out, "flags");
-        let volatile = entry.volatile();
-        map_len(
-            out,
-            usize::from(volatile) + usize::from(entry.compress().is_some()),
-        );
-        if volatile {
-            str(out, "volatile");
-            encode::write_bool(out, true).expect("writing to a Vec cannot fail");
-        }
-        if let Some(compress) = entry.compress() {
-            str(out, "compress");
-            encode::write_bool(out, compress).expect("writing to a Vec cannot fail");
-        }
-        str(out, "except");
-        str_array(out, entry.except());
+        str(out, "type");
+        encode::write_pfix(out, kind).expect("writing to a Vec cannot fail");
+        str(out, "data");
     }
+
+    /// The request for a join, leave, disconnect or server-side emit, as the emitter writes it
+    /// (JSON, which the classic adapter reads whatever its parser) or, for the sharded adapter,
+    /// as its servers write it; MessagePack when a server-side emit carries bytes.
+    fn request(&self, entry: &Entry, operation: &Operation, binary: bool) -> Vec<u8> {
+        let opts = Selection {
+            rooms: entry.rooms(),
+            except: entry.except(),
+        };
+        let mut out = Vec::with_capacity(64);
+        fn json(out: &mut Vec<u8>, value: &impl Serialize) {
+            serde_json::to_writer(out, value).expect("a request serializes")
+        }
+        match (self.adapter, operation) {
+            (_, Operation::Emit { .. }) => unreachable!("an emit is a broadcast"),
+            (Adapter::Classic, Operation::Join(rooms) | Operation::Leave(rooms)) => {
+                let kind = if matches!(operation, Operation::Join(_)) {
+                    REMOTE_JOIN
+                } else {
+                    REMOTE_LEAVE
+                };
+                json(&mut out, &RoomsRequest { kind, opts, rooms })
+            }
+            (Adapter::Classic, Operation::Disconnect { close }) => json(
+                &mut out,
+                &DisconnectRequest {
+                    kind: REMOTE_DISCONNECT,
+                    opts,
+                    close: *close,
+                },
+            ),
+            (Adapter::Classic, Operation::ServerEmit(message)) if binary => {
+                map_len(&mut out, 3);
+                str(&mut out, "uid");
+                str(&mut out, &self.uid);
+                str(&mut out, "type");
+                encode::write_pfix(&mut out, SERVER_SIDE_EMIT)
+                    .expect("writing to a Vec cannot fail");
+                str(&mut out, "data");
+                write_event(&mut out, message);
+            }
+            (Adapter::Classic, Operation::ServerEmit(message)) => json(
+                &mut out,
+                &ServerEmitRequest {
+                    uid: &self.uid,
+                    kind: SERVER_SIDE_EMIT,
+                    data: EventData(message),
+                },
+            ),
+            (Adapter::Sharded, Operation::ServerEmit(message)) if binary => {
+                self.cluster_header(&mut out, entry, CLUSTER_SERVER_SIDE_EMIT);
+                map_len(&mut out, 1);
+                str(&mut out, "packet");
+                write_event(&mut out, message);
+            }
+            (Adapter::Sharded, operation) => {
+                let (kind, data) = match operation {
+                    Operation::Join(rooms) => {
+                        (CLUSTER_SOCKETS_JOIN, ClusterData::Rooms { opts, rooms })
+                    }
+                    Operation::Leave(rooms) => {
+                        (CLUSTER_SOCKETS_LEAVE, ClusterData::Rooms { opts, rooms })
+                    }
+                    Operation::Disconnect { close } => (
+                        CLUSTER_DISCONNECT_SOCKETS,
+                        ClusterData::Disconnect {
+                            opts,
+                            close: *close,
+                        },
+                    ),
+                    Operation::ServerEmit(message) => (
+                        CLUSTER_SERVER_SIDE_EMIT,
+                        ClusterData::ServerEmit {
+                            packet: EventData(message),
+                        },
+                    ),
+                    Operation::Emit { .. } => unreachable!("an emit is a broadcast"),
+                };
+                json(
+                    &mut out,
+                    &ClusterMessage {
+                        uid: &self.uid,
+                        nsp: entry.nsp(),
+                        kind,
+                        data,
+                    },
+                )
+            }
+        }
+        out
+    }
+}
+
+/// An emit's `volatile` and `compress`.
+#[derive(Clone, Copy)]
+struct Flags(bool, Option<bool>);
+
+/// `{type: 2, data: [event, ...args], nsp}` in MessagePack; `nsp` left out where the sharded
+/// adapter's own messages leave it out.
+fn write_packet(out: &mut Vec<u8>, message: &Message, nsp: Option<&str>) {
+    map_len(out, 2 + usize::from(nsp.is_some()));
+    str(out, "type");
+    encode::write_pfix(out, EVENT).expect("writing to a Vec cannot fail");
+    str(out, "data");
+    write_event(out, message);
+    if let Some(nsp) = nsp {
+        str(out, "nsp");
+        str(out, nsp);
+    }
+}
+
+/// `[event, ...args]` in MessagePack.
+fn write_event(out: &mut Vec<u8>, message: &Message) {
+    array_len(out, 1 + message.args.len());
+    str(out, &message.event);
+    for arg in &message.args {
+        value(out, arg);
+    }
+}
+
+/// `{rooms, flags, except}` in MessagePack, flags only when set, as the emitter writes them.
+fn write_opts(out: &mut Vec<u8>, opts: &JsonOpts) {
+    map_len(out, 3);
+    str(out, "rooms");
+    room_array(out, opts.rooms);
+    str(out, "flags");
+    let JsonFlags { volatile, compress } = opts.flags;
+    map_len(
+        out,
+        usize::from(volatile.is_some()) + usize::from(compress.is_some()),
+    );
+    if volatile.is_some() {
+        str(out, "volatile");
+        encode::write_bool(out, true).expect("writing to a Vec cannot fail");
+    }
+    if let Some(compress) = compress {
+        str(out, "compress");
+        encode::write_bool(out, compress).expect("writing to a Vec cannot fail");
+    }
+    str(out, "except");
+    room_array(out, opts.except);
 }
 
 /// The sharded adapter's message: `{uid, nsp, type, data}`.
 #[derive(Serialize)]
-struct ClusterMessage<'a> {
+struct ClusterMessage<'a, D> {
     uid: &'a str,
     nsp: &'a str,
     #[serde(rename = "type")]
     kind: u8,
-    data: Broadcast<'a>,
+    data: D,
 }
 
 #[derive(Serialize)]
 struct Broadcast<'a> {
     packet: JsonPacket<'a>,
     opts: JsonOpts<'a>,
+}
+
+/// The `data` of the sharded adapter's other messages (scale-out.md §2).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ClusterData<'a> {
+    Rooms {
+        opts: Selection<'a>,
+        rooms: &'a [Room],
+    },
+    Disconnect {
+        opts: Selection<'a>,
+        close: bool,
+    },
+    ServerEmit {
+        packet: EventData<'a>,
+    },
+}
+
+/// The sockets a request applies to: `{rooms, except}`.
+#[derive(Serialize)]
+struct Selection<'a> {
+    rooms: &'a [Room],
+    except: &'a [Room],
+}
+
+/// The classic adapter's join and leave requests: `{type, opts, rooms}`.
+#[derive(Serialize)]
+struct RoomsRequest<'a> {
+    #[serde(rename = "type")]
+    kind: u8,
+    opts: Selection<'a>,
+    rooms: &'a [Room],
+}
+
+/// `{type: 4, opts, close}`.
+#[derive(Serialize)]
+struct DisconnectRequest<'a> {
+    #[serde(rename = "type")]
+    kind: u8,
+    opts: Selection<'a>,
+    close: bool,
+}
+
+/// `{uid, type: 6, data: [event, ...args]}`.
+#[derive(Serialize)]
+struct ServerEmitRequest<'a> {
+    uid: &'a str,
+    #[serde(rename = "type")]
+    kind: u8,
+    data: EventData<'a>,
 }
 
 /// `{type: 2, data: [event, ...args], nsp}`. Arguments keep the producer's JSON text: numbers as
@@ -304,23 +528,24 @@ struct JsonPacket<'a> {
 }
 
 impl<'a> JsonPacket<'a> {
-    fn of(entry: &'a Entry) -> Self {
+    fn of(entry: &'a Entry, message: &'a Message) -> Self {
         JsonPacket {
             kind: EVENT,
-            data: EventData(entry),
+            data: EventData(message),
             nsp: entry.nsp(),
         }
     }
 }
 
-struct EventData<'a>(&'a Entry);
+/// `[event, ...args]`.
+struct EventData<'a>(&'a Message);
 
 impl Serialize for EventData<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeSeq;
-        let mut seq = serializer.serialize_seq(Some(1 + self.0.args().len()))?;
-        seq.serialize_element(self.0.event())?;
-        for arg in self.0.args() {
+        let mut seq = serializer.serialize_seq(Some(1 + self.0.args.len()))?;
+        seq.serialize_element(&self.0.event)?;
+        for arg in &self.0.args {
             seq.serialize_element(arg)?;
         }
         seq.end()
@@ -330,25 +555,25 @@ impl Serialize for EventData<'_> {
 /// `{rooms, flags, except}`, flags only when set, as the emitter writes them.
 #[derive(Serialize)]
 struct JsonOpts<'a> {
-    rooms: &'a [String],
+    rooms: &'a [Room],
     flags: JsonFlags,
-    except: &'a [String],
+    except: &'a [Room],
 }
 
 impl<'a> JsonOpts<'a> {
-    fn of(entry: &'a Entry) -> Self {
+    fn of(entry: &'a Entry, Flags(volatile, compress): Flags) -> Self {
         JsonOpts {
             rooms: entry.rooms(),
             flags: JsonFlags {
-                volatile: entry.volatile().then_some(true),
-                compress: entry.compress(),
+                volatile: volatile.then_some(true),
+                compress,
             },
             except: entry.except(),
         }
     }
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Copy, Serialize)]
 struct JsonFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     volatile: Option<bool>,
@@ -360,15 +585,27 @@ struct JsonFlags {
 pub struct Decoded {
     pub uid: String,
     pub nsp: String,
+    /// `emit`, `join`, `leave`, `disconnect` or `server_emit`, as the entry fields name them.
+    pub operation: &'static str,
+    /// The event and its arguments (an emit or a server-side emit).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub event: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<Value>,
-    pub rooms: Vec<String>,
-    pub except: Vec<String>,
+    pub rooms: Vec<Value>,
+    pub except: Vec<Value>,
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     pub flags: serde_json::Map<String, Value>,
+    /// The rooms a join or leave adds or removes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub target_rooms: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub close: Option<bool>,
 }
 
-/// Reads a payload as the servers of `target` do; `Err` says why a server could not read it as a
-/// broadcast.
+/// Reads a payload published on a broadcast channel as the servers of `target` do; `Err` says why
+/// a server could not read it as a broadcast (or, on the sharded adapter's channels, as one of the
+/// requests the relay sends).
 pub fn decode(payload: &[u8], target: &Target) -> Result<Decoded, String> {
     match (target.adapter, target.parser) {
         (Adapter::Classic, Parser::Msgpack) => classic(&msgpack(payload)?),
@@ -396,6 +633,18 @@ fn json(payload: &[u8]) -> Result<Value, String> {
     serde_json::from_slice(payload).map_err(|e| format!("not JSON (JSON.parse throws on it): {e}"))
 }
 
+/// Reads a payload published on the classic adapter's request channel (`<key>-request#<nsp>#`),
+/// as its servers do: JSON when the first byte is `{`, else with their parser. Its namespace is in
+/// the channel's name, so `nsp` is left empty.
+pub fn decode_request(payload: &[u8], target: &Target) -> Result<Decoded, String> {
+    let value = match target.parser {
+        _ if payload.first() == Some(&b'{') => json(payload)?,
+        Parser::Msgpack => msgpack(payload)?,
+        Parser::Json => json(payload)?,
+    };
+    classic_request(&value)
+}
+
 /// `[uid, packet, opts]`.
 fn classic(value: &Value) -> Result<Decoded, String> {
     let Value::Array(parts) = value else {
@@ -414,29 +663,124 @@ fn classic(value: &Value) -> Result<Decoded, String> {
     broadcast(uid, nsp, packet, opts)
 }
 
-/// `{uid, nsp, type: 3, data: {packet, opts}}`.
+/// `{type, opts, rooms}`, `{type, opts, close}` or `{uid, type, data}`.
+fn classic_request(value: &Value) -> Result<Decoded, String> {
+    let uid = value.get("uid").cloned().unwrap_or(Value::Null);
+    match value.get("type").and_then(Value::as_u64) {
+        Some(kind) if kind == u64::from(SERVER_SIDE_EMIT) => {
+            server_emit(&uid, "", value.get("data").unwrap_or(&Value::Null))
+        }
+        Some(kind) => selection(&uid, "", request_kind(kind, REQUESTS)?, value),
+        None => Err("a request without a numeric type".into()),
+    }
+}
+
+/// The operations the relay sends, by their request type in each adapter.
+const REQUESTS: [(u8, &str); 3] = [
+    (REMOTE_JOIN, "join"),
+    (REMOTE_LEAVE, "leave"),
+    (REMOTE_DISCONNECT, "disconnect"),
+];
+const CLUSTER_REQUESTS: [(u8, &str); 3] = [
+    (CLUSTER_SOCKETS_JOIN, "join"),
+    (CLUSTER_SOCKETS_LEAVE, "leave"),
+    (CLUSTER_DISCONNECT_SOCKETS, "disconnect"),
+];
+
+fn request_kind(kind: u64, known: [(u8, &'static str); 3]) -> Result<&'static str, String> {
+    known
+        .iter()
+        .find(|(k, _)| u64::from(*k) == kind)
+        .map(|(_, name)| *name)
+        .ok_or_else(|| format!("a message of type {kind}, which the relay never sends"))
+}
+
+/// A join, leave or disconnect: `{opts: {rooms, except}, rooms | close}`.
+fn selection(
+    uid: &Value,
+    nsp: &str,
+    operation: &'static str,
+    body: &Value,
+) -> Result<Decoded, String> {
+    let Some(opts) = body.get("opts").filter(|o| o.is_object()) else {
+        return Err("a request without opts (servers treat it as another request)".into());
+    };
+    let target_rooms = list(body, "rooms")?;
+    if operation != "disconnect" && target_rooms.is_empty() {
+        return Err(format!("a {operation} without rooms"));
+    }
+    Ok(Decoded {
+        uid: uid.as_str().map_or_else(|| uid.to_string(), str::to_owned),
+        nsp: nsp.to_owned(),
+        operation,
+        event: String::new(),
+        args: Vec::new(),
+        rooms: list(opts, "rooms")?,
+        except: list(opts, "except")?,
+        flags: serde_json::Map::new(),
+        target_rooms,
+        close: body.get("close").and_then(Value::as_bool),
+    })
+}
+
+/// `[event, ...args]` of a server-side emit.
+fn server_emit(uid: &Value, nsp: &str, data: &Value) -> Result<Decoded, String> {
+    let Some((event, args)) = data.as_array().and_then(|d| d.split_first()) else {
+        return Err("a server-side emit whose data is not [event, ...args]".into());
+    };
+    Ok(Decoded {
+        uid: uid.as_str().map_or_else(|| uid.to_string(), str::to_owned),
+        nsp: nsp.to_owned(),
+        operation: "server_emit",
+        event: event
+            .as_str()
+            .map_or_else(|| event.to_string(), str::to_owned),
+        args: args.to_vec(),
+        rooms: Vec::new(),
+        except: Vec::new(),
+        flags: serde_json::Map::new(),
+        target_rooms: Vec::new(),
+        close: None,
+    })
+}
+
+/// The array at `key`, empty when absent; anything else is what crashes servers.
+fn list(value: &Value, key: &str) -> Result<Vec<Value>, String> {
+    match value.get(key) {
+        None => Ok(Vec::new()),
+        Some(Value::Array(items)) => Ok(items.clone()),
+        Some(other) => Err(format!(
+            "{key} is {other}, not an array (servers crash on it)"
+        )),
+    }
+}
+
+/// `{uid, nsp, type, data}`: a broadcast, or one of the other messages the relay sends.
 fn sharded(value: &Value) -> Result<Decoded, String> {
     if !value.is_object() {
         return Err("not a ClusterMessage object {uid, nsp, type, data}".into());
     }
-    let kind = value.get("type").and_then(Value::as_u64);
-    if kind != Some(u64::from(BROADCAST)) {
-        return Err(match value.get("type") {
-            Some(Value::Number(n)) => format!("a ClusterMessage of type {n}, not a broadcast (3)"),
-            other => format!("type is {other:?}, not the number 3: servers drop it"),
-        });
-    }
+    let Some(kind) = value.get("type").and_then(Value::as_u64) else {
+        let kind = value.get("type").map_or("missing".into(), Value::to_string);
+        return Err(format!("type is {kind}, not a number: servers drop it"));
+    };
     let Some(nsp) = value.get("nsp").and_then(Value::as_str) else {
         return Err("no nsp: servers drop it".into());
     };
     let Some(data) = value.get("data").filter(|d| d.is_object()) else {
-        return Err("a broadcast without data (servers crash on it)".into());
+        return Err("a message without data (servers crash on it)".into());
     };
+    let uid = value.get("uid").cloned().unwrap_or(Value::Null);
+    if kind == u64::from(CLUSTER_SERVER_SIDE_EMIT) {
+        return server_emit(&uid, nsp, data.get("packet").unwrap_or(&Value::Null));
+    }
+    if kind != u64::from(BROADCAST) {
+        return selection(&uid, nsp, request_kind(kind, CLUSTER_REQUESTS)?, data);
+    }
     let packet = data.get("packet").cloned().unwrap_or(Value::Null);
     if !packet.is_object() {
         return Err("data.packet is not an object".into());
     }
-    let uid = value.get("uid").cloned().unwrap_or(Value::Null);
     broadcast(&uid, nsp, &packet, data.get("opts").unwrap_or(&Value::Null))
 }
 
@@ -454,15 +798,6 @@ fn broadcast(uid: &Value, nsp: &str, packet: &Value, opts: &Value) -> Result<Dec
         Value::Number(n) => n.to_string(),
         other => return Err(format!("the event name is {other}, not a string")),
     };
-    let strings = |key: &str| -> Vec<String> {
-        match opts.get(key) {
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
-                .collect(),
-            _ => Vec::new(),
-        }
-    };
     let flags = match opts.get("flags") {
         Some(Value::Object(flags)) => flags.clone(),
         _ => serde_json::Map::new(),
@@ -470,11 +805,14 @@ fn broadcast(uid: &Value, nsp: &str, packet: &Value, opts: &Value) -> Result<Dec
     Ok(Decoded {
         uid: uid.as_str().map_or_else(|| uid.to_string(), str::to_owned),
         nsp: nsp.to_owned(),
+        operation: "emit",
         event,
         args: data[1..].to_vec(),
-        rooms: strings("rooms"),
-        except: strings("except"),
+        rooms: list(opts, "rooms")?,
+        except: list(opts, "except")?,
         flags,
+        target_rooms: Vec::new(),
+        close: None,
     })
 }
 
@@ -515,6 +853,11 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Writes a JSON value as notepack writes the value `JSON.parse` would give for it.
 fn value(out: &mut Vec<u8>, v: &Value) {
+    if let Some(base64) = entry::binary(v) {
+        let bytes = entry::binary_bytes(base64);
+        encode::write_bin(out, &bytes).expect("writing to a Vec cannot fail");
+        return;
+    }
     match v {
         Value::Null => encode::write_nil(out).expect("writing to a Vec cannot fail"),
         Value::Bool(b) => encode::write_bool(out, *b).expect("writing to a Vec cannot fail"),
@@ -554,9 +897,14 @@ fn str(out: &mut Vec<u8>, s: &str) {
     encode::write_str(out, s).expect("writing to a Vec cannot fail");
 }
 
-fn str_array(out: &mut Vec<u8>, items: &[String]) {
-    array_len(out, items.len());
-    items.iter().for_each(|s| str(out, s));
+fn room_array(out: &mut Vec<u8>, rooms: &[Room]) {
+    array_len(out, rooms.len());
+    for room in rooms {
+        match room {
+            Room::Name(name) => str(out, name),
+            Room::Number(n) => number(out, n),
+        }
+    }
 }
 
 fn array_len(out: &mut Vec<u8>, len: usize) {
@@ -586,7 +934,7 @@ mod tests {
     }
 
     fn encode(pairs: &[(&str, &str)]) -> Packet {
-        target().encode(&entry(pairs))
+        target().encode(&entry(pairs)).unwrap()
     }
 
     fn sharded(room_channels: RoomChannels) -> Target {
@@ -741,7 +1089,7 @@ mod tests {
     fn key_and_uid_come_from_the_target() {
         let target = Target::classic("app", "relay-1");
         let entry = Entry::parse(&[(b"event".to_vec(), b"e".to_vec())]).unwrap();
-        let packet = target.encode(&entry);
+        let packet = target.encode(&entry).unwrap();
         assert_eq!(packet.channel, "app#/#");
         assert_eq!(&packet.payload[..9], b"\x93\xa7relay-1");
     }
@@ -759,7 +1107,7 @@ mod tests {
             ("room", "a"),
             ("volatile", "true"),
         ]);
-        let packet = target.encode(&entry);
+        let packet = target.encode(&entry).unwrap();
         assert_eq!(packet.channel, "socket.io#/#a#");
         assert_eq!(
             String::from_utf8(packet.payload.clone()).unwrap(),
@@ -782,7 +1130,7 @@ mod tests {
             ("args", r#"["cleared", 1999]"#),
             ("room", "user:42"),
         ]);
-        let packet = target.encode(&entry);
+        let packet = target.encode(&entry).unwrap();
         assert_eq!(packet.channel, "socket.io#/#user:42#");
         assert_eq!(
             String::from_utf8(packet.payload.clone()).unwrap(),
@@ -803,14 +1151,14 @@ mod tests {
         assert!(
             decode(br#"{"uid":"x","nsp":"/","type":"3","data":{}}"#, &target)
                 .unwrap_err()
-                .contains("not the number 3")
+                .contains("not a number")
         );
         assert!(decode(
-            br#"{"uid":"x","nsp":"/","type":9,"data":{"packet":["e"]}}"#,
+            br#"{"uid":"x","nsp":"/","type":7,"data":{"opts":{}}}"#,
             &target
         )
         .unwrap_err()
-        .contains("type 9"));
+        .contains("type 7, which the relay never sends"));
     }
 
     /// The sharded adapter's `computeChannel`: a room channel only for one room, and in `dynamic`
@@ -821,21 +1169,33 @@ mod tests {
         let socket_id = "aaaaaaaaaaaaaaaaaaaa";
         let twenty_utf16_units = "😀😀😀😀😀😀😀😀😀😀";
         let public = sharded(RoomChannels::Public);
-        assert_eq!(public.encode(&one_room("r")).channel, "socket.io#/#r#");
-        assert_eq!(public.encode(&one_room(socket_id)).channel, "socket.io#/#");
         assert_eq!(
-            public.encode(&one_room(twenty_utf16_units)).channel,
+            public.encode(&one_room("r")).unwrap().channel,
+            "socket.io#/#r#"
+        );
+        assert_eq!(
+            public.encode(&one_room(socket_id)).unwrap().channel,
+            "socket.io#/#"
+        );
+        assert_eq!(
+            public
+                .encode(&one_room(twenty_utf16_units))
+                .unwrap()
+                .channel,
             "socket.io#/#"
         );
         let all = sharded(RoomChannels::All);
         assert_eq!(
-            all.encode(&one_room(socket_id)).channel,
+            all.encode(&one_room(socket_id)).unwrap().channel,
             format!("socket.io#/#{socket_id}#")
         );
         let never = sharded(RoomChannels::Never);
-        assert_eq!(never.encode(&one_room("r")).channel, "socket.io#/#");
+        assert_eq!(
+            never.encode(&one_room("r")).unwrap().channel,
+            "socket.io#/#"
+        );
         let two = entry(&[("event", "e"), ("rooms", r#"["a","b"]"#)]);
-        assert_eq!(public.encode(&two).channel, "socket.io#/#");
+        assert_eq!(public.encode(&two).unwrap().channel, "socket.io#/#");
     }
 
     #[test]
@@ -851,5 +1211,120 @@ mod tests {
         );
         assert_eq!(sharded.publish_command(), "SPUBLISH");
         assert_eq!(sharded.servers_command(), "SHARDNUMSUB");
+    }
+
+    /// wire-format.md §1.6: the requests `@socket.io/redis-emitter` sends, captured byte for byte.
+    #[test]
+    fn requests_match_the_emitter_bytes() {
+        let request = |pairs: &[(&str, &str)]| {
+            let packet = encode(pairs);
+            assert_eq!(packet.channel, "socket.io-request#/#");
+            String::from_utf8(packet.payload).unwrap()
+        };
+        assert_eq!(
+            request(&[("join", r#"["r2"]"#), ("all", "true")]),
+            r#"{"type":2,"opts":{"rooms":[],"except":[]},"rooms":["r2"]}"#
+        );
+        assert_eq!(
+            request(&[("leave", r#"["room1"]"#), ("room", "room1")]),
+            r#"{"type":3,"opts":{"rooms":["room1"],"except":[]},"rooms":["room1"]}"#
+        );
+        assert_eq!(
+            request(&[("disconnect", "true"), ("all", "true"), ("close", "true")]),
+            r#"{"type":4,"opts":{"rooms":[],"except":[]},"close":true}"#
+        );
+        assert_eq!(
+            request(&[("server_emit", "sse"), ("data", "1")]),
+            r#"{"uid":"emitter","type":6,"data":["sse",1]}"#
+        );
+        let admin = encode(&[
+            ("join", "[42]"),
+            ("rooms", r#"[7, "x"]"#),
+            ("nsp", "/admin"),
+        ]);
+        assert_eq!(admin.channel, "socket.io-request#/admin#");
+        let decoded = decode_request(&admin.payload, &target()).unwrap();
+        assert_eq!(decoded.operation, "join");
+        assert_eq!(
+            decoded.rooms,
+            [serde_json::json!(7), serde_json::json!("x")]
+        );
+        assert_eq!(decoded.target_rooms, [serde_json::json!(42)]);
+    }
+
+    /// scale-out.md §2: the same operations as the sharded adapter's messages, on the namespace's
+    /// channel.
+    #[test]
+    fn the_sharded_adapter_gets_its_own_requests() {
+        let target = sharded(RoomChannels::Public);
+        let packet = target
+            .encode(&entry(&[("join", r#"["joined"]"#), ("all", "true")]))
+            .unwrap();
+        assert_eq!(packet.channel, "socket.io#/#");
+        assert_eq!(
+            String::from_utf8(packet.payload.clone()).unwrap(),
+            r#"{"uid":"emitter","nsp":"/","type":4,"data":{"opts":{"rooms":[],"except":[]},"rooms":["joined"]}}"#
+        );
+        let disconnect = target
+            .encode(&entry(&[("disconnect", "true"), ("room", "user:1")]))
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(disconnect.payload.clone()).unwrap(),
+            r#"{"uid":"emitter","nsp":"/","type":6,"data":{"opts":{"rooms":["user:1"],"except":[]},"close":false}}"#
+        );
+        let server = target
+            .encode(&entry(&[("server_emit", "sse"), ("data", "1")]))
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(server.payload.clone()).unwrap(),
+            r#"{"uid":"emitter","nsp":"/","type":9,"data":{"packet":["sse",1]}}"#
+        );
+        for packet in [packet, disconnect, server] {
+            decode(&packet.payload, &target).unwrap();
+        }
+    }
+
+    /// Bytes travel as MessagePack `bin`, which servers hand to clients as binary; the JSON
+    /// parser cannot carry them.
+    #[test]
+    fn binary_arguments_are_messagepack_bin() {
+        let file = [("event", "file"), ("data", r#"{"$binary":"3q2+7w=="}"#)];
+        assert_eq!(
+            hex(&encode(&file).payload),
+            "93a7656d697474657283a47479706502a46461746192a466696c65c404deadbeefa36e7370a12f83a5726f6f6d7390a5666c61677380a665786365707490"
+        );
+        let sharded = sharded(RoomChannels::Public).encode(&entry(&file)).unwrap();
+        assert_eq!(sharded.payload[0], 0x84, "a MessagePack map, not JSON");
+        let decoded = decode(&sharded.payload, &self::sharded(RoomChannels::Public)).unwrap();
+        assert_eq!(decoded.args, [serde_json::json!({"$binary": "deadbeef"})]);
+        let json = Target {
+            parser: Parser::Json,
+            ..target()
+        };
+        assert_eq!(
+            json.encode(&entry(&file)),
+            Err(Malformed::BinaryNeedsMsgpack)
+        );
+        let server = target()
+            .encode(&entry(&[
+                ("server_emit", "f"),
+                ("data", r#"{"$binary":"AQ=="}"#),
+            ]))
+            .unwrap();
+        assert_eq!(server.payload[0], 0x83, "a MessagePack request");
+        let decoded = decode_request(&server.payload, &target()).unwrap();
+        assert_eq!(decoded.args, [serde_json::json!({"$binary": "01"})]);
+    }
+
+    /// A room joined as a number has no channel of its own: servers look a channel's room up as
+    /// a string.
+    #[test]
+    fn numeric_rooms_go_to_the_namespace_channel() {
+        let packet = encode(&[("event", "e"), ("rooms", "[42]")]);
+        assert_eq!(packet.channel, "socket.io#/#");
+        assert_eq!(
+            decode(&packet.payload, &target()).unwrap().rooms,
+            [serde_json::json!(42)]
+        );
     }
 }

@@ -7,7 +7,9 @@
 //! `streams[KEYSLOT(routing key) % streams.len()]`, where the routing key is its first room (or, for
 //! a broadcast to the whole namespace, the namespace). Order holds per routing key.
 
-use crate::entry::Entry;
+use std::borrow::Cow;
+
+use crate::entry::{Entry, Room};
 
 /// Redis Cluster's hash slots.
 const SLOTS: u16 = 16384;
@@ -26,14 +28,15 @@ pub fn key_slot(key: &str) -> u16 {
     crc16::State::<crc16::XMODEM>::calculate(hashed.as_bytes()) % SLOTS
 }
 
-/// What orders an entry among the others: its first room, else its namespace.
-pub fn routing_key(entry: &Entry) -> &str {
-    entry.rooms().first().map_or(entry.nsp(), String::as_str)
+/// What orders an entry among the others: its first room (a number as written), else its
+/// namespace.
+pub fn routing_key(entry: &Entry) -> Cow<'_, str> {
+    entry.rooms().first().map_or(entry.nsp().into(), Room::text)
 }
 
 /// The index, among `partitions`, of the stream `entry` goes to.
 pub fn of(entry: &Entry, partitions: usize) -> usize {
-    usize::from(key_slot(routing_key(entry))) % partitions.max(1)
+    usize::from(key_slot(&routing_key(entry))) % partitions.max(1)
 }
 
 #[cfg(test)]

@@ -42,9 +42,13 @@ pub async fn run(
             // Classic Pub/Sub reaches every node of a cluster: the stream's node will do.
             let client = connection::client(cfg).await.map_err(unreachable)?;
             let mut pubsub = client.get_async_pubsub().await?;
-            let pattern = format!("{}#*", target.key);
-            pubsub.psubscribe(&pattern).await?;
-            eprintln!("monitoring {pattern} (Ctrl-C to stop)");
+            // Broadcasts, and the requests of joins, leaves, disconnects and server-side emits.
+            let patterns = [
+                format!("{}#*", target.key),
+                format!("{}*", target.servers_prefix()),
+            ];
+            pubsub.psubscribe(&patterns).await?;
+            eprintln!("monitoring {} (Ctrl-C to stop)", patterns.join(" "));
             tokio::spawn(async move {
                 let mut messages = pubsub.on_message();
                 while let Some(message) = messages.next().await {
@@ -132,7 +136,23 @@ fn shard_messages(mut con: redis::Connection, tx: tokio::sync::mpsc::Sender<(Str
 
 /// One output line for the packet `payload` seen on `channel`, read as `target`'s servers read it.
 pub fn describe(target: &Target, channel: &str, payload: &[u8], json: bool) -> String {
-    match (packet::decode(payload, target), json) {
+    // The classic adapter's requests (`<key>-request#<nsp>#`) carry their namespace in the
+    // channel's name.
+    let request_nsp = (target.adapter == Adapter::Classic)
+        .then(|| {
+            channel
+                .strip_prefix(&target.servers_prefix())?
+                .strip_suffix('#')
+        })
+        .flatten();
+    let decoded = match request_nsp {
+        Some(nsp) => packet::decode_request(payload, target).map(|decoded| Decoded {
+            nsp: nsp.to_owned(),
+            ..decoded
+        }),
+        None => packet::decode(payload, target),
+    };
+    match (decoded, json) {
         (Ok(decoded), true) => {
             serde_json::json!({ "channel": channel, "packet": decoded }).to_string()
         }
@@ -152,17 +172,31 @@ pub fn describe(target: &Target, channel: &str, payload: &[u8], json: bool) -> S
 }
 
 fn text(channel: &str, p: &Decoded) -> String {
-    let list = |items: &[String]| serde_json::to_string(items).expect("strings serialize");
-    format!(
-        "{} nsp={} rooms={} except={} flags={} event={} args={}",
+    let list = |items: &[serde_json::Value]| serde_json::Value::from(items.to_vec());
+    let selection = format!(
+        "{} nsp={} rooms={} except={}",
         printable(channel),
         printable(&p.nsp),
         list(&p.rooms),
         list(&p.except),
-        serde_json::Value::Object(p.flags.clone()),
-        printable(&p.event),
-        serde_json::Value::Array(p.args.clone()),
-    )
+    );
+    match p.operation {
+        "emit" => format!(
+            "{selection} flags={} event={} args={}",
+            serde_json::Value::Object(p.flags.clone()),
+            printable(&p.event),
+            list(&p.args),
+        ),
+        "server_emit" => format!(
+            "{} nsp={} server_emit={} args={}",
+            printable(channel),
+            printable(&p.nsp),
+            printable(&p.event),
+            list(&p.args),
+        ),
+        "disconnect" => format!("{selection} disconnect close={}", p.close.unwrap_or(false)),
+        operation => format!("{selection} {operation}={}", list(&p.target_rooms)),
+    }
 }
 
 #[cfg(test)]
@@ -178,7 +212,7 @@ mod tests {
             (b"room".to_vec(), b"lobby".to_vec()),
         ];
         let target = Config::default().target();
-        let packet = target.encode(&Entry::parse(&fields).unwrap());
+        let packet = target.encode(&Entry::parse(&fields).unwrap()).unwrap();
         assert_eq!(
             describe(&target, &packet.channel, &packet.payload, false),
             r#"socket.io#/#lobby# nsp=/ rooms=["lobby"] except=[] flags={} event=chat args=[{"text":"hi"}]"#

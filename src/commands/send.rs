@@ -100,7 +100,10 @@ pub async fn to_stream(cfg: &Config, emit: &Emit) -> Result<String, Failure> {
 pub async fn direct(cfg: &Config, emit: &Emit) -> Result<u64, Failure> {
     let (_, entry) = emit.validate()?;
     let target = cfg.target();
-    let packet = target.encode(&entry);
+    let packet = target.encode(&entry).map_err(|e| Failure {
+        code: EXIT_DATA,
+        message: format!("not sent: {e}"),
+    })?;
     let mut con = connect_all_nodes(cfg).await?;
     let nsp = entry.nsp().to_owned();
     let servers = servers::count(&mut con, &target, std::slice::from_ref(&nsp)).await?[0];

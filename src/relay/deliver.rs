@@ -145,11 +145,17 @@ impl Relay {
         if let Some(reason) = self.expiry(claim) {
             return Plan::DeadLetter { claim, reason };
         }
-        Plan::Publish(Deliverable {
-            packet: self.target.encode(&entry),
-            nsp: entry.nsp().to_owned(),
-            claim,
-        })
+        match self.target.encode(&entry) {
+            Ok(packet) => Plan::Publish(Deliverable {
+                packet,
+                nsp: entry.nsp().to_owned(),
+                claim,
+            }),
+            Err(problem) => Plan::DeadLetter {
+                claim,
+                reason: Reason::Malformed(problem),
+            },
+        }
     }
 
     /// `Some` when `delivery.max_age` is set and the entry's ID says it is older.
