@@ -467,7 +467,7 @@ fn steady_without_relay(
             .map(|(f, v)| (f.as_bytes().to_vec(), v.as_bytes().to_vec()))
             .collect();
         let entry = sio_relay::entry::Entry::parse(&raw).expect("a valid entry");
-        let packet = target.encode(&entry);
+        let packet = target.encode(&entry).unwrap();
         pipe.cmd("PUBLISH").arg(packet.channel).arg(packet.payload);
     })
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::packet::{Adapter, Parser, RoomChannels, SubscriptionMode, Target};
+use crate::packet::{Adapter, Parser, SubscriptionMode, Target};
 
 /// Prefix of the environment variables that override config keys: `SIO_RELAY_REDIS__URL`.
 pub const ENV_PREFIX: &str = "SIO_RELAY";
@@ -217,7 +217,9 @@ pub struct TargetConfig {
     pub uid: String,
     /// The classic adapter's `parser` option.
     pub parser: Parser,
-    /// The sharded adapter's `subscriptionMode` option.
+    /// The sharded adapter's `subscriptionMode` option, as the servers have it. What the relay
+    /// publishes does not depend on it: every packet goes to the namespace's channel, which every
+    /// mode subscribes to (see [`Target::encode`]).
     pub subscription_mode: SubscriptionMode,
 }
 
@@ -904,22 +906,11 @@ impl Config {
 
     pub fn target(&self) -> Target {
         let t = &self.target;
-        let room_channels = match (t.adapter, t.subscription_mode) {
-            (Adapter::Classic, _) => RoomChannels::All,
-            // A room channel hashes to a slot of its own, and servers on node-redis do not
-            // subscribe again after a failover or a slot migration, so a room channel's count of
-            // zero could not be trusted: the namespace channel (README, "Redis Cluster").
-            (Adapter::Sharded, _) if self.redis.mode == RedisMode::Cluster => RoomChannels::Never,
-            (Adapter::Sharded, SubscriptionMode::DynamicPrivate) => RoomChannels::All,
-            (Adapter::Sharded, SubscriptionMode::Dynamic) => RoomChannels::Public,
-            (Adapter::Sharded, SubscriptionMode::Static) => RoomChannels::Never,
-        };
         Target {
             key: t.key.clone(),
             uid: t.uid.clone(),
             adapter: t.adapter,
             parser: t.parser,
-            room_channels,
         }
     }
 }

@@ -1247,7 +1247,7 @@ mod tests {
             parse(&[("event", "e"), ("data", r#"{"$binary": 12}"#)]),
             Err(Malformed::BadBinary { field: "data", .. })
         ));
-        let eleven = format!("[{}]", vec![r#"{"$binary":"AA=="}"#; 11].join(","));
+        let eleven = format!("[{}]", [r#"{"$binary":"AA=="}"#; 11].join(","));
         assert_eq!(
             parse(&[("event", "e"), ("args", &eleven)]),
             Err(Malformed::TooManyBinaries {

@@ -84,22 +84,6 @@ pub struct Target {
     pub adapter: Adapter,
     /// The classic adapter's parser.
     pub parser: Parser,
-    /// Which single-room broadcasts go to the room's own channel rather than the namespace's.
-    pub room_channels: RoomChannels,
-}
-
-/// Which single-room broadcasts are published on the room's channel. The room channel is only a
-/// pre-filter (servers without the room skip the packet); who receives it is decided by `opts`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RoomChannels {
-    /// Every room: the classic adapter (whose servers subscribe to all of a namespace's channels by
-    /// pattern), and the sharded adapter in `dynamic-private` mode.
-    All,
-    /// Rooms that do not look like a socket id: the sharded adapter's `dynamic` mode, whose servers
-    /// never subscribe to a socket's own room.
-    Public,
-    /// None: the sharded adapter in `static` mode, and in a cluster (see the README, "Scaling out").
-    Never,
 }
 
 /// One encoded Socket.IO broadcast.
@@ -117,13 +101,11 @@ impl Target {
             uid: uid.to_owned(),
             adapter: Adapter::Classic,
             parser: Parser::Msgpack,
-            room_channels: RoomChannels::All,
         }
     }
 
-    /// One target per wire format (classic MessagePack, classic JSON, sharded; the sharded one in
-    /// the `dynamic-private` mode, where every single room has its channel), for checks that must
-    /// hold whatever the servers run: the fuzzers'.
+    /// One target per wire format (classic MessagePack, classic JSON, sharded), for checks that
+    /// must hold whatever the servers run: the fuzzers'.
     pub fn every_format(key: &str, uid: &str) -> [Target; 3] {
         let classic = Target::classic(key, uid);
         [
@@ -133,7 +115,6 @@ impl Target {
             },
             Target {
                 adapter: Adapter::Sharded,
-                room_channels: RoomChannels::All,
                 ..classic.clone()
             },
             classic,
@@ -234,24 +215,21 @@ impl Target {
         })
     }
 
-    /// A single-room broadcast goes to the room's channel where the servers subscribe to it (see
-    /// [`RoomChannels`]); with several rooms it goes to the namespace's channel, which would
-    /// otherwise lose the servers that hold only the other rooms (wire-format.md §1.4). So does a
-    /// room named by a number: servers look a room channel's name up as a string.
+    /// A single-room broadcast to classic servers goes to the room's channel, as the emitter's
+    /// does (the servers' pattern covers it); with several rooms it goes to the namespace's channel,
+    /// which would otherwise lose the servers that hold only the other rooms (wire-format.md §1.4).
+    /// So does a room named by a number: servers look a room channel's name up as a string.
+    ///
+    /// Sharded servers get everything on the namespace's channel. In their `dynamic` modes they
+    /// also subscribe to a room's channel, but only once a socket has joined it, asynchronously:
+    /// a packet sent there right after a join (the relay's own `join`, or a client joining as it
+    /// connects) found no subscriber and was lost, acknowledged. The namespace's channel is
+    /// subscribed from the start, and the servers filter by `opts`.
     fn broadcast_channel(&self, entry: &Entry) -> String {
         let mut channel = self.namespace_channel(entry.nsp());
-        if let [Room::Name(room)] = entry.rooms() {
-            // The sharded adapter's test for a socket id: a string of 20 UTF-16 code units.
-            let looks_like_socket_id = || room.encode_utf16().count() == 20;
-            let own_channel = match self.room_channels {
-                RoomChannels::All => true,
-                RoomChannels::Public => !looks_like_socket_id(),
-                RoomChannels::Never => false,
-            };
-            if own_channel {
-                channel.push_str(room);
-                channel.push('#');
-            }
+        if let (Adapter::Classic, [Room::Name(room)]) = (self.adapter, entry.rooms()) {
+            channel.push_str(room);
+            channel.push('#');
         }
         channel
     }
@@ -937,10 +915,9 @@ mod tests {
         target().encode(&entry(pairs)).unwrap()
     }
 
-    fn sharded(room_channels: RoomChannels) -> Target {
+    fn sharded() -> Target {
         Target {
             adapter: Adapter::Sharded,
-            room_channels,
             ..target()
         }
     }
@@ -1124,14 +1101,14 @@ mod tests {
     /// scale-out.md §1: the `ClusterMessage` a sharded adapter's servers accept.
     #[test]
     fn the_sharded_adapter_gets_a_cluster_message() {
-        let target = sharded(RoomChannels::Public);
+        let target = sharded();
         let entry = entry(&[
             ("event", "payment"),
             ("args", r#"["cleared", 1999]"#),
             ("room", "user:42"),
         ]);
         let packet = target.encode(&entry).unwrap();
-        assert_eq!(packet.channel, "socket.io#/#user:42#");
+        assert_eq!(packet.channel, "socket.io#/#");
         assert_eq!(
             String::from_utf8(packet.payload.clone()).unwrap(),
             r#"{"uid":"emitter","nsp":"/","type":3,"data":{"packet":{"type":2,"data":["payment","cleared",1999],"nsp":"/"},"opts":{"rooms":["user:42"],"flags":{},"except":[]}}}"#
@@ -1161,41 +1138,18 @@ mod tests {
         .contains("type 7, which the relay never sends"));
     }
 
-    /// The sharded adapter's `computeChannel`: a room channel only for one room, and in `dynamic`
-    /// mode only for a room that is not 20 UTF-16 code units long (a socket id).
+    /// Sharded servers subscribe to a room's channel only after a socket joined the room: every
+    /// packet goes to the namespace's channel, which they subscribe to from the start.
     #[test]
-    fn sharded_room_channels_follow_the_subscription_mode() {
-        let one_room = |room: &str| entry(&[("event", "e"), ("room", room)]);
-        let socket_id = "aaaaaaaaaaaaaaaaaaaa";
-        let twenty_utf16_units = "😀😀😀😀😀😀😀😀😀😀";
-        let public = sharded(RoomChannels::Public);
+    fn sharded_packets_go_to_the_namespace_channel() {
+        for room in ["r", "aaaaaaaaaaaaaaaaaaaa"] {
+            let packet = sharded().encode(&entry(&[("event", "e"), ("room", room)]));
+            assert_eq!(packet.unwrap().channel, "socket.io#/#");
+        }
         assert_eq!(
-            public.encode(&one_room("r")).unwrap().channel,
+            encode(&[("event", "e"), ("room", "r")]).channel,
             "socket.io#/#r#"
         );
-        assert_eq!(
-            public.encode(&one_room(socket_id)).unwrap().channel,
-            "socket.io#/#"
-        );
-        assert_eq!(
-            public
-                .encode(&one_room(twenty_utf16_units))
-                .unwrap()
-                .channel,
-            "socket.io#/#"
-        );
-        let all = sharded(RoomChannels::All);
-        assert_eq!(
-            all.encode(&one_room(socket_id)).unwrap().channel,
-            format!("socket.io#/#{socket_id}#")
-        );
-        let never = sharded(RoomChannels::Never);
-        assert_eq!(
-            never.encode(&one_room("r")).unwrap().channel,
-            "socket.io#/#"
-        );
-        let two = entry(&[("event", "e"), ("rooms", r#"["a","b"]"#)]);
-        assert_eq!(public.encode(&two).unwrap().channel, "socket.io#/#");
     }
 
     #[test]
@@ -1203,7 +1157,7 @@ mod tests {
         let classic = target();
         assert_eq!(classic.servers_channel("/a"), "socket.io-request#/a#");
         assert_eq!(classic.monitor_channel("/a"), None);
-        let sharded = sharded(RoomChannels::Public);
+        let sharded = sharded();
         assert_eq!(sharded.servers_channel("/a"), "socket.io#/a#");
         assert_eq!(
             sharded.monitor_channel("/a").unwrap(),
@@ -1256,7 +1210,7 @@ mod tests {
     /// channel.
     #[test]
     fn the_sharded_adapter_gets_its_own_requests() {
-        let target = sharded(RoomChannels::Public);
+        let target = sharded();
         let packet = target
             .encode(&entry(&[("join", r#"["joined"]"#), ("all", "true")]))
             .unwrap();
@@ -1293,9 +1247,9 @@ mod tests {
             hex(&encode(&file).payload),
             "93a7656d697474657283a47479706502a46461746192a466696c65c404deadbeefa36e7370a12f83a5726f6f6d7390a5666c61677380a665786365707490"
         );
-        let sharded = sharded(RoomChannels::Public).encode(&entry(&file)).unwrap();
+        let sharded = sharded().encode(&entry(&file)).unwrap();
         assert_eq!(sharded.payload[0], 0x84, "a MessagePack map, not JSON");
-        let decoded = decode(&sharded.payload, &self::sharded(RoomChannels::Public)).unwrap();
+        let decoded = decode(&sharded.payload, &self::sharded()).unwrap();
         assert_eq!(decoded.args, [serde_json::json!({"$binary": "deadbeef"})]);
         let json = Target {
             parser: Parser::Json,

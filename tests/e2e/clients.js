@@ -1,11 +1,15 @@
 // Real socket.io-client sockets that print every event they receive as one JSON line.
 // Usage: node clients.js '[{"name":"a1","url":"http://127.0.0.1:PORT/nsp","rooms":["lobby"]}, ...]'
 // Prints {"ready":true} once every socket has joined its rooms, then
-// {"client":NAME,"event":EVENT,"args":[...]} per event. A spec with "brief": true prints, instead of
-// the arguments, [n] where n is the first argument's `n` field (for big payloads).
+// {"client":NAME,"event":EVENT,"args":[...]} per event, bytes shown as {"$bytes": hex}, and
+// {"client":NAME,"disconnected":REASON} when its connection ends. A spec with
+// "brief": true prints, instead of the arguments, [n] where n is the first argument's `n` field
+// (for big payloads).
 const { io } = require("socket.io-client");
+const { shown } = require("./shown");
 
 const specs = JSON.parse(process.argv[2]);
+
 const joined = new Set();
 for (const spec of specs) {
   const query = spec.rooms.length ? { rooms: spec.rooms.join(",") } : {};
@@ -18,8 +22,11 @@ for (const spec of specs) {
   });
   socket.onAny((event, ...args) => {
     if (event === "joined") return;
-    const shown = spec.brief ? [args[0] && args[0].n] : args;
-    console.log(JSON.stringify({ client: spec.name, event, args: shown }));
+    const printed = spec.brief ? [args[0] && args[0].n] : shown(args);
+    console.log(JSON.stringify({ client: spec.name, event, args: printed }));
+  });
+  socket.on("disconnect", (reason) => {
+    console.log(JSON.stringify({ client: spec.name, disconnected: reason }));
   });
 }
 

@@ -9,9 +9,12 @@
 //   "sentinel": the master's name: REDIS_URL lists the sentinels, and ioredis asks them for the
 //     master (again after a failover, which node-redis does not do)
 // Namespaces "/" and "/admin" exist from the start; a client joins the rooms listed in its
-// `rooms` handshake query (comma-separated) and is told so with a "joined" event.
+// `rooms` handshake query (comma-separated; `#42` joins the number 42) and is told so with a
+// "joined" event. Every call of a namespace's serverSideEmit listeners is printed as
+// {"serverSideEmit":[NSP, EVENT, ...ARGS]}.
 const { Server } = require("socket.io");
 const { createAdapter, createShardedAdapter } = require("@socket.io/redis-adapter");
+const { shown } = require("./shown");
 
 const [port, redisUrl, optionsJson] = process.argv.slice(2);
 const options = JSON.parse(optionsJson || "{}");
@@ -64,11 +67,19 @@ async function main() {
   }
   const io = new Server(Number(port), { adapter });
   for (const name of ["/", "/admin"]) {
-    io.of(name).on("connection", (socket) => {
+    const nsp = io.of(name);
+    nsp.on("connection", (socket) => {
       const rooms = socket.handshake.query.rooms;
-      if (rooms) socket.join(String(rooms).split(","));
+      const room = (r) => (r.startsWith("#") ? Number(r.slice(1)) : r);
+      if (rooms) socket.join(String(rooms).split(",").map(room));
       socket.emit("joined", [...socket.rooms]);
     });
+    // serverSideEmit listeners: whatever event the relay sends (EventEmitter has no catch-all).
+    for (const event of ["sse", "cache:flush"]) {
+      nsp.on(event, (...args) => {
+        console.log(JSON.stringify({ serverSideEmit: [name, event, ...args.map(shown)] }));
+      });
+    }
   }
   console.log(JSON.stringify({ listening: Number(port) }));
 }

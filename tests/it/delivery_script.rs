@@ -35,7 +35,7 @@ fn deliverable(id: &str) -> Deliverable {
     Deliverable {
         claim: claim(id, 1),
         nsp: "/".into(),
-        packet: Config::default().target().encode(&entry),
+        packet: Config::default().target().encode(&entry).unwrap(),
     }
 }
 

@@ -16,6 +16,7 @@ mod cluster;
 mod delivery_script;
 mod deploy;
 mod e2e;
+mod emitter_operations;
 mod guarantee;
 mod hostile;
 mod malformed;

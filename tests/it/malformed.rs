@@ -63,11 +63,11 @@ malformed! {
     data_not_json: &[("event", "e"), ("data", "hello")] => "`data` is not valid JSON";
     args_not_json: &[("event", "e"), ("args", "[1,")] => "`args` is not valid JSON";
     args_not_array: &[("event", "e"), ("args", r#"{"a":1}"#)] => "`args` must be a JSON array";
-    rooms_not_strings: &[("event", "e"), ("rooms", "[1,2]")] => "`rooms` must be a JSON array of strings";
+    rooms_not_names: &[("event", "e"), ("rooms", "[true]")] => "`rooms` must be a JSON array of room names";
     except_not_array: &[("event", "e"), ("except", "vip")] => "`except` is not valid JSON";
     data_and_args: &[("event", "e"), ("data", "1"), ("args", "[2]")] => "`data` and `args` cannot both be present";
     room_and_rooms: &[("event", "e"), ("room", "a"), ("rooms", r#"["b"]"#)] => "`room` and `rooms` cannot both be present";
-    namespace_without_slash: &[("event", "e"), ("nsp", "admin")] => "namespace `admin` must start with `/`";
+    namespace_normalised_then_checked: &[("event", "e"), ("nsp", "a#b")] => "namespace `/a#b` contains `#`";
     namespace_hash_first: &[("event", "e"), ("nsp", "/#b")] => "namespace `/#b` contains `#`";
     namespace_hash_inside: &[("event", "e"), ("nsp", "/a#x")] => "namespace `/a#x` contains `#`";
     namespace_hash_alone: &[("event", "e"), ("nsp", "/#")] => "namespace `/#` contains `#`";
@@ -77,6 +77,16 @@ malformed! {
     unknown_field_typo: &[("event", "e"), ("rom", "lobby")] => "unknown field `rom`";
     bad_flag: &[("event", "e"), ("volatile", "yes")] => "`volatile` must be `true` or `false`";
     duplicate_field: &[("event", "e"), ("event", "f")] => "field `event` appears more than once";
+    json_too_deep: &[("event", "e"), ("data", &"[".repeat(200))] => "nested deeper than 127 levels, the limit";
+    disconnect_without_selection: &[("disconnect", "true")] => "a `disconnect` entry needs `room` or `rooms`, or `all` = `true`";
+    join_without_selection: &[("join", r#"["g"]"#), ("except", r#"["a"]"#)] => "a `join` entry needs `room` or `rooms`";
+    leave_rooms_not_json: &[("leave", "game:7"), ("room", "u")] => "`leave` is not valid JSON";
+    two_operations: &[("event", "e"), ("disconnect", "true"), ("all", "true")] => "`event` and `disconnect` cannot both be present";
+    data_on_a_join: &[("join", r#"["g"]"#), ("all", "true"), ("data", "1")] => "`data` does not apply to `join` entries";
+    rooms_on_a_server_emit: &[("server_emit", "e"), ("room", "r")] => "`room` does not apply to `server_emit` entries";
+    reserved_server_event: &[("server_emit", "connection")] => "`server_emit` event `connection` is reserved";
+    binary_not_base64: &[("event", "e"), ("data", r#"{"$binary":"%%"}"#)] => "not base64 bytes";
+    too_many_binaries: &[("event", "e"), ("args", &format!("[{}]", [r#"{"$binary":""}"#; 11].join(",")))] => "11 binary values, more than 10";
 }
 
 /// Past `limits.max_fields` (64) and `limits.max_rooms` (10,000) an entry is malformed, the limit

@@ -72,7 +72,10 @@ fn send_appends_a_validated_entry_and_refuses_invalid_ones() {
     for (args, problem) in [
         (&["send", "connect"][..], "reserved"),
         (&["send", "e", "{not json"][..], "not valid JSON"),
-        (&["send", "--nsp", "admin", "e"][..], "must start with `/`"),
+        (
+            &["send", "--nsp", "a#b", "e"][..],
+            "namespace `/a#b` contains `#`",
+        ),
     ] {
         let out = cli(&redis, args);
         assert_eq!(out.status.code(), Some(65), "{args:?}");

@@ -169,7 +169,7 @@ proptest! {
     fn valid_entries_round_trip(p in produced()) {
         let entry = Entry::parse(&p.fields()).expect("a valid entry");
         let target = Target::classic("socket.io", "emitter");
-        let packet = target.encode(&entry);
+        let packet = target.encode(&entry).unwrap();
         let nsp = p.nsp.clone().unwrap_or_else(|| "/".into());
         let rooms = unique(&p.rooms);
 
@@ -212,6 +212,8 @@ proptest! {
                     Just(b"event".to_vec()), Just(b"data".to_vec()), Just(b"args".to_vec()),
                     Just(b"room".to_vec()), Just(b"rooms".to_vec()), Just(b"except".to_vec()),
                     Just(b"nsp".to_vec()), Just(b"volatile".to_vec()),
+                    Just(b"join".to_vec()), Just(b"leave".to_vec()), Just(b"all".to_vec()),
+                    Just(b"disconnect".to_vec()), Just(b"server_emit".to_vec()),
                     prop::collection::vec(any::<u8>(), 0..8),
                 ],
                 prop_oneof![
@@ -224,8 +226,13 @@ proptest! {
     ) {
         if let Ok(entry) = Entry::parse(&fields) {
             let target = Target::classic("socket.io", "emitter");
-            let packet = target.encode(&entry);
-            decode(&packet.payload);
+            let packet = target.encode(&entry).unwrap();
+            // Requests are JSON (the adapter parses a leading `{` as JSON); broadcasts MessagePack.
+            if packet.payload.first() == Some(&b'{') {
+                sio_relay::packet::decode_request(&packet.payload, &target).unwrap();
+            } else {
+                decode(&packet.payload);
+            }
         }
     }
 }

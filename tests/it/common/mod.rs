@@ -1012,7 +1012,7 @@ impl Clients {
         let mut by_client: BTreeMap<String, Vec<(String, serde_json::Value)>> = BTreeMap::new();
         for line in self.0.lines() {
             let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            if let Some(client) = v["client"].as_str() {
+            if let (Some(client), Some(_)) = (v["client"].as_str(), v["event"].as_str()) {
                 by_client
                     .entry(client.to_owned())
                     .or_default()
@@ -1020,6 +1020,17 @@ impl Clients {
             }
         }
         by_client
+    }
+
+    /// Why each of `client`'s connections ended, in order.
+    pub fn disconnections(&self, client: &str) -> Vec<String> {
+        self.0
+            .lines()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|v| v["client"] == client)
+            .filter_map(|v| v["disconnected"].as_str().map(str::to_owned))
+            .collect()
     }
 
     pub fn events_of(&self, client: &str) -> Vec<(String, serde_json::Value)> {
@@ -1069,7 +1080,7 @@ pub fn assert_each_room_in_order(clients: &Clients, rooms: &[String], per_room: 
 /// A Socket.IO server process, started and waited for until its adapter listens.
 pub struct SocketIoServer {
     pub port: u16,
-    _node: Node,
+    node: Node,
 }
 
 impl SocketIoServer {
@@ -1090,11 +1101,21 @@ impl SocketIoServer {
             &[&port.to_string(), urls, &options.to_string()],
         );
         node.wait_line("listening", Duration::from_secs(20));
-        SocketIoServer { port, _node: node }
+        SocketIoServer { port, node }
     }
 
     pub fn url(&self, nsp: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, nsp)
+    }
+
+    /// Each call of the server's `serverSideEmit` listeners: [nsp, event, ...args].
+    pub fn server_side_emits(&self) -> Vec<serde_json::Value> {
+        self.node
+            .lines()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|v| v.get("serverSideEmit").cloned())
+            .collect()
     }
 }
 
