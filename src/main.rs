@@ -26,10 +26,31 @@ enum Command {
     /// Validate the configuration and print the values in force (secrets masked).
     CheckConfig,
     /// Append one entry to the relay's stream, validated first; --direct publishes it instead.
+    /// An emit by default; --join, --leave, --disconnect or --server-side for the other
+    /// operations.
     Send {
         /// Target room (repeat for several). None: every client of the namespace.
         #[arg(long = "room", value_name = "ROOM")]
         rooms: Vec<String>,
+        /// Every socket of the namespace: what --join, --leave and --disconnect need without
+        /// --room.
+        #[arg(long)]
+        all: bool,
+        /// The selected sockets join this room (repeat for several) instead of an emit.
+        #[arg(long, value_name = "ROOM")]
+        join: Vec<String>,
+        /// The selected sockets leave this room (repeat for several) instead of an emit.
+        #[arg(long, value_name = "ROOM")]
+        leave: Vec<String>,
+        /// Disconnect the selected sockets instead of an emit.
+        #[arg(long)]
+        disconnect: bool,
+        /// With --disconnect: close the underlying connection too.
+        #[arg(long, requires = "disconnect")]
+        close: bool,
+        /// The event goes to the namespace's serverSideEmit listeners on every server.
+        #[arg(long)]
+        server_side: bool,
         /// Room to leave out (repeat for several).
         #[arg(long, value_name = "ROOM")]
         except: Vec<String>,
@@ -46,8 +67,8 @@ enum Command {
         /// many received it.
         #[arg(long)]
         direct: bool,
-        /// The event name.
-        event: String,
+        /// The event name (none for --join, --leave and --disconnect).
+        event: Option<String>,
         /// Event arguments, each as JSON text ('"text"', '42', '{"a":1}').
         #[arg(value_name = "JSON")]
         args: Vec<String>,
@@ -129,6 +150,12 @@ fn main() -> ExitCode {
         Command::CheckConfig => Ok(commands::check_config::render(&cfg)),
         Command::Send {
             rooms,
+            all,
+            join,
+            leave,
+            disconnect,
+            close,
+            server_side,
             except,
             nsp,
             volatile,
@@ -137,7 +164,7 @@ fn main() -> ExitCode {
             event,
             args,
         } => {
-            let emit = send::Emit {
+            let emit = send::Request {
                 event,
                 args,
                 rooms,
@@ -145,6 +172,12 @@ fn main() -> ExitCode {
                 nsp,
                 volatile,
                 compress,
+                all,
+                join,
+                leave,
+                disconnect,
+                close,
+                server_side,
             };
             if direct {
                 block_on(send::direct(&cfg, &emit))

@@ -231,4 +231,49 @@ mod tests {
             serde_json::from_str(&describe(&target, "socket.io#/#", b"{}", true)).unwrap();
         assert_eq!(json["hex"], "7b7d");
     }
+
+    /// Joins, leaves, disconnects and server-side emits, on the request channel (classic) or the
+    /// namespace's (sharded), with the namespace of the classic request taken from its channel.
+    #[test]
+    fn requests_are_shown_as_their_operation() {
+        let line = |target: &Target, pairs: &[(&str, &str)]| {
+            let fields: Vec<_> = pairs
+                .iter()
+                .map(|(f, v)| (f.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect();
+            let packet = target.encode(&Entry::parse(&fields).unwrap()).unwrap();
+            describe(target, &packet.channel, &packet.payload, false)
+        };
+        let classic = Config::default().target();
+        assert_eq!(
+            line(
+                &classic,
+                &[
+                    ("join", r#"["game:7"]"#),
+                    ("room", "user:42"),
+                    ("nsp", "/admin")
+                ]
+            ),
+            r#"socket.io-request#/admin# nsp=/admin rooms=["user:42"] except=[] join=["game:7"]"#
+        );
+        assert_eq!(
+            line(
+                &classic,
+                &[("disconnect", "true"), ("all", "true"), ("close", "true")]
+            ),
+            "socket.io-request#/# nsp=/ rooms=[] except=[] disconnect close=true"
+        );
+        let sharded = Target {
+            adapter: Adapter::Sharded,
+            ..classic.clone()
+        };
+        assert_eq!(
+            line(&sharded, &[("server_emit", "flush"), ("data", "1")]),
+            "socket.io#/# nsp=/ server_emit=flush args=[1]"
+        );
+        assert_eq!(
+            line(&sharded, &[("leave", "[7]"), ("rooms", r#"["a"]"#)]),
+            r#"socket.io#/# nsp=/ rooms=["a"] except=[] leave=[7]"#
+        );
+    }
 }

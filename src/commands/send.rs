@@ -9,10 +9,11 @@ use crate::config::Config;
 use crate::entry::Entry;
 use crate::servers;
 
-/// What to emit, as on the command line.
+/// What to send, as on the command line: an emit, or another operation.
 #[derive(Debug, Default)]
-pub struct Emit {
-    pub event: String,
+pub struct Request {
+    /// The event: emitted to sockets, or to the servers' listeners with `server_side`.
+    pub event: Option<String>,
     /// Each argument as JSON text: none, one (`data`) or several (`args`).
     pub args: Vec<String>,
     pub rooms: Vec<String>,
@@ -20,12 +21,43 @@ pub struct Emit {
     pub nsp: Option<String>,
     pub volatile: bool,
     pub compress: Option<bool>,
+    /// Every socket of the namespace (needed by join, leave and disconnect without rooms).
+    pub all: bool,
+    /// Rooms the selected sockets join, or leave.
+    pub join: Vec<String>,
+    pub leave: Vec<String>,
+    pub disconnect: bool,
+    pub close: bool,
+    /// `event` is for the namespace's `serverSideEmit` listeners.
+    pub server_side: bool,
 }
 
-impl Emit {
-    /// The stream fields a producer would XADD for this emit.
+impl Request {
+    /// The stream fields a producer would XADD for this operation. Contradictions (an event and a
+    /// join) are passed on for [`Entry::parse`] to name, exactly as the relay would.
     pub fn fields(&self) -> Result<Vec<(String, String)>, Failure> {
-        let mut fields = vec![("event".to_owned(), self.event.clone())];
+        let mut fields = Vec::new();
+        if let Some(event) = &self.event {
+            let field = if self.server_side {
+                "server_emit"
+            } else {
+                "event"
+            };
+            fields.push((field.to_owned(), event.clone()));
+        }
+        for (field, rooms) in [("join", &self.join), ("leave", &self.leave)] {
+            if !rooms.is_empty() {
+                fields.push((field.to_owned(), json_strings(rooms)));
+            }
+        }
+        let flags = [
+            ("disconnect", self.disconnect),
+            ("close", self.close),
+            ("all", self.all),
+        ];
+        for (field, _) in flags.iter().filter(|(_, set)| *set) {
+            fields.push(((*field).to_owned(), "true".to_owned()));
+        }
         match self.args.as_slice() {
             [] => {}
             [one] => fields.push(("data".into(), one.clone())),
@@ -62,7 +94,7 @@ impl Emit {
         Ok(fields)
     }
 
-    /// Validates the emit exactly as the relay will.
+    /// Validates the operation exactly as the relay will.
     pub fn validate(&self) -> Result<(Vec<(String, String)>, Entry), Failure> {
         let fields = self.fields()?;
         let raw: Vec<(Vec<u8>, Vec<u8>)> = fields
@@ -83,7 +115,7 @@ fn json_strings(items: &[String]) -> String {
 
 /// Appends the entry to `source.stream`, or to its partition among `source.streams` (see
 /// [`crate::partition`]); returns its ID.
-pub async fn to_stream(cfg: &Config, emit: &Emit) -> Result<String, Failure> {
+pub async fn to_stream(cfg: &Config, emit: &Request) -> Result<String, Failure> {
     let (fields, entry) = emit.validate()?;
     let stream = cfg.stream_for(&entry);
     // In a cluster, to the primary that serves that stream.
@@ -97,7 +129,7 @@ pub async fn to_stream(cfg: &Config, emit: &Emit) -> Result<String, Failure> {
 /// Publishes the packet directly; returns how many Socket.IO servers received it. Servers are
 /// counted first, as the relay counts them (see [`crate::servers`]): with none, nothing is
 /// published, since PUBLISH's own count would include monitors and other pattern subscribers.
-pub async fn direct(cfg: &Config, emit: &Emit) -> Result<u64, Failure> {
+pub async fn direct(cfg: &Config, emit: &Request) -> Result<u64, Failure> {
     let (_, entry) = emit.validate()?;
     let target = cfg.target();
     let packet = target.encode(&entry).map_err(|e| Failure {
@@ -133,14 +165,15 @@ mod tests {
 
     #[test]
     fn command_line_emits_become_the_producers_fields() {
-        let emit = Emit {
-            event: "promo".into(),
+        let emit = Request {
+            event: Some("promo".into()),
             args: vec!["1".into(), r#""two""#.into()],
             rooms: vec!["a".into(), "b".into()],
             except: vec!["c".into()],
             nsp: Some("/admin".into()),
             volatile: true,
             compress: Some(false),
+            ..Request::default()
         };
         let (fields, entry) = emit.validate().unwrap();
         assert_eq!(
@@ -161,22 +194,70 @@ mod tests {
 
     #[test]
     fn invalid_emits_are_refused_before_redis() {
-        let reserved = Emit {
-            event: "disconnect".into(),
-            ..Emit::default()
+        let reserved = Request {
+            event: Some("disconnect".into()),
+            ..Request::default()
         };
         let err = reserved.validate().unwrap_err();
         assert_eq!(err.code, EXIT_DATA);
         assert!(err.message.contains("reserved"), "{}", err.message);
-        let bad_json = Emit {
-            event: "e".into(),
+        let bad_json = Request {
+            event: Some("e".into()),
             args: vec!["{oops".into()],
-            ..Emit::default()
+            ..Request::default()
         };
         assert!(bad_json
             .validate()
             .unwrap_err()
             .message
             .contains("`data` is not valid JSON"));
+    }
+
+    #[test]
+    fn every_operation_has_its_flags() {
+        let fields = |emit: Request| emit.validate().map(|(fields, _)| fields);
+        let join = Request {
+            join: vec!["game:7".into()],
+            rooms: vec!["user:42".into()],
+            ..Request::default()
+        };
+        assert_eq!(
+            fields(join).unwrap(),
+            [("join", r#"["game:7"]"#), ("room", "user:42")]
+                .map(|(f, v)| (f.to_owned(), v.to_owned()))
+        );
+        let everyone = Request {
+            disconnect: true,
+            close: true,
+            all: true,
+            ..Request::default()
+        };
+        assert_eq!(
+            fields(everyone).unwrap(),
+            [("disconnect", "true"), ("close", "true"), ("all", "true")]
+                .map(|(f, v)| (f.to_owned(), v.to_owned()))
+        );
+        let server = Request {
+            event: Some("cache:flush".into()),
+            server_side: true,
+            args: vec![r#""prices""#.into()],
+            ..Request::default()
+        };
+        assert_eq!(fields(server).unwrap()[0].0, "server_emit");
+        let nobody = Request {
+            disconnect: true,
+            ..Request::default()
+        };
+        assert!(fields(nobody).unwrap_err().message.contains("needs `room`"));
+        let two = Request {
+            event: Some("e".into()),
+            leave: vec!["r".into()],
+            all: true,
+            ..Request::default()
+        };
+        assert!(fields(two)
+            .unwrap_err()
+            .message
+            .contains("cannot both be present"));
     }
 }

@@ -76,6 +76,14 @@ fn send_appends_a_validated_entry_and_refuses_invalid_ones() {
             &["send", "--nsp", "a#b", "e"][..],
             "namespace `/a#b` contains `#`",
         ),
+        (
+            &["send", "--disconnect"][..],
+            "needs `room` or `rooms`, or `all`",
+        ),
+        (
+            &["send", "--join", "g", "--all", "e"][..],
+            "`event` and `join` cannot both be present",
+        ),
     ] {
         let out = cli(&redis, args);
         assert_eq!(out.status.code(), Some(65), "{args:?}");
