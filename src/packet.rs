@@ -665,12 +665,15 @@ const CLUSTER_REQUESTS: [(u8, &str); 3] = [
     (CLUSTER_DISCONNECT_SOCKETS, "disconnect"),
 ];
 
+/// How [`decode`] describes a message of a type servers send each other but the relay never does.
+pub const NOT_FROM_THE_RELAY: &str = "which the relay never sends";
+
 fn request_kind(kind: u64, known: [(u8, &'static str); 3]) -> Result<&'static str, String> {
     known
         .iter()
         .find(|(k, _)| u64::from(*k) == kind)
         .map(|(_, name)| *name)
-        .ok_or_else(|| format!("a message of type {kind}, which the relay never sends"))
+        .ok_or_else(|| format!("a message of type {kind}, {NOT_FROM_THE_RELAY}"))
 }
 
 /// A join, leave or disconnect: `{opts: {rooms, except}, rooms | close}`.

@@ -163,6 +163,11 @@ pub fn describe(target: &Target, channel: &str, payload: &[u8], json: bool) -> S
             "hex": packet::hex(payload),
         })
         .to_string(),
+        // The servers' own requests to each other (fetchSockets, serverCount's peers...): valid,
+        // just not what the relay sends.
+        (Err(error), false) if error.contains(packet::NOT_FROM_THE_RELAY) => {
+            format!("{} OTHER ({error})", printable(channel))
+        }
         (Err(error), false) => format!(
             "{} UNDECODABLE ({error}) hex={}",
             printable(channel),
@@ -274,6 +279,15 @@ mod tests {
         assert_eq!(
             line(&sharded, &[("leave", "[7]"), ("rooms", r#"["a"]"#)]),
             r#"socket.io#/# nsp=/ rooms=["a"] except=[] leave=[7]"#
+        );
+        assert_eq!(
+            describe(
+                &classic,
+                "socket.io-request#/#",
+                br#"{"type":0,"requestId":"x"}"#,
+                false
+            ),
+            "socket.io-request#/# OTHER (a message of type 0, which the relay never sends)"
         );
     }
 }
