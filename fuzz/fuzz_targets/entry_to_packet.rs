@@ -1,6 +1,7 @@
 //! Stream fields → validation → packet → decode, for every adapter format. Invariants: nothing
 //! panics, and every entry that validation accepts encodes to a packet that decodes back to the
-//! same event, arguments, rooms, except, namespace and flags, on the channel the adapter would use.
+//! same operation, event, arguments, rooms, except, namespace and flags, on the channel the adapter
+//! would use (or is refused for the one reason an accepted entry may be: bytes for a JSON parser).
 //!
 //! Input layout: fields separated by 0xff; a field's first byte picks its name (one of the known
 //! fields, an `x-` field, or the raw bytes as an unknown name) and the rest is its value.
@@ -8,11 +9,26 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use sio_relay::entry::Entry;
-use sio_relay::packet::{decode, Target};
+use sio_relay::entry::{binary, binary_bytes, Entry, Malformed, Operation, Room};
+use sio_relay::packet::{decode, decode_request, hex, Adapter, Parser, Target};
 
-const NAMES: [&str; 10] = [
-    "event", "data", "args", "room", "rooms", "except", "nsp", "volatile", "compress", "x-meta",
+const NAMES: [&str; 16] = [
+    "event",
+    "data",
+    "args",
+    "room",
+    "rooms",
+    "except",
+    "nsp",
+    "volatile",
+    "compress",
+    "x-meta",
+    "join",
+    "leave",
+    "disconnect",
+    "server_emit",
+    "all",
+    "close",
 ];
 
 fuzz_target!(|input: &[u8]| {
@@ -20,7 +36,7 @@ fuzz_target!(|input: &[u8]| {
         .split(|&b| b == 0xff)
         .filter_map(|chunk| {
             let (&selector, value) = chunk.split_first()?;
-            let name = match NAMES.get(usize::from(selector) % 11) {
+            let name = match NAMES.get(usize::from(selector) % (NAMES.len() + 1)) {
                 Some(name) => name.as_bytes().to_vec(),
                 None => value.iter().take(4).copied().collect(),
             };
@@ -32,33 +48,81 @@ fuzz_target!(|input: &[u8]| {
     };
     let targets = Target::every_format("socket.io", "emitter");
     for target in &targets {
-        let packet = target.encode(&entry);
-        let decoded = decode(&packet.payload, target)
-            .expect("an accepted entry encodes to a readable packet");
-        assert_eq!(decoded.uid, "emitter");
-        assert_eq!(decoded.event, entry.event());
-        assert_eq!(decoded.nsp, entry.nsp());
-        assert_eq!(decoded.rooms, entry.rooms());
-        assert_eq!(decoded.except, entry.except());
-        assert_eq!(decoded.args.len(), entry.args().len());
-        for (got, sent) in decoded.args.iter().zip(entry.args()) {
-            assert!(same(got, sent), "{got} != {sent}");
-        }
-        assert_eq!(decoded.flags.get("volatile").is_some(), entry.volatile());
-        assert_eq!(
-            decoded.flags.get("compress").and_then(Value::as_bool),
-            entry.compress()
-        );
-        let expected_channel = match entry.rooms() {
-            [one] => format!("socket.io#{}#{one}#", entry.nsp()),
-            _ => format!("socket.io#{}#", entry.nsp()),
+        let packet = match target.encode(&entry) {
+            Ok(packet) => packet,
+            Err(Malformed::BinaryNeedsMsgpack) => {
+                assert_eq!(
+                    (target.adapter, target.parser),
+                    (Adapter::Classic, Parser::Json)
+                );
+                assert!(entry.message().is_some_and(|m| m.has_binary()));
+                continue;
+            }
+            Err(other) => panic!("an accepted entry refused: {other}"),
         };
-        assert_eq!(packet.channel, expected_channel);
+        let request = !matches!(entry.operation(), Operation::Emit { .. });
+        let decoded = if request && target.adapter == Adapter::Classic {
+            decode_request(&packet.payload, target)
+        } else {
+            decode(&packet.payload, target)
+        }
+        .expect("an accepted entry encodes to a readable packet");
+        // Rooms compared as JavaScript sees them: a number is one whatever its spelling.
+        let rooms = |rooms: &[Room]| serde_json::to_value(rooms).unwrap();
+        let same_rooms =
+            |got: &[Value], sent: &[Room]| same(&Value::from(got.to_vec()), &rooms(sent));
+        assert!(same_rooms(&decoded.rooms, entry.rooms()));
+        assert!(same_rooms(&decoded.except, entry.except()));
+        if let Some(message) = entry.message() {
+            assert_eq!(decoded.event, message.event);
+            assert_eq!(decoded.args.len(), message.args.len());
+            for (got, sent) in decoded.args.iter().zip(&message.args) {
+                assert!(same(got, sent), "{got} != {sent}");
+            }
+        }
+        match entry.operation() {
+            Operation::Emit {
+                volatile, compress, ..
+            } => {
+                assert_eq!(decoded.operation, "emit");
+                assert_eq!(decoded.uid, "emitter");
+                assert_eq!(decoded.nsp, entry.nsp());
+                assert_eq!(decoded.flags.get("volatile").is_some(), *volatile);
+                assert_eq!(
+                    decoded.flags.get("compress").and_then(Value::as_bool),
+                    *compress
+                );
+                let expected_channel = match (target.adapter, entry.rooms()) {
+                    (Adapter::Classic, [Room::Name(one)]) => {
+                        format!("socket.io#{}#{one}#", entry.nsp())
+                    }
+                    _ => format!("socket.io#{}#", entry.nsp()),
+                };
+                assert_eq!(packet.channel, expected_channel);
+            }
+            operation => {
+                assert_eq!(packet.channel, target.servers_channel(entry.nsp()));
+                match operation {
+                    Operation::Join(joined) | Operation::Leave(joined) => {
+                        assert!(same_rooms(&decoded.target_rooms, joined));
+                    }
+                    Operation::Disconnect { close } => {
+                        assert_eq!(decoded.operation, "disconnect");
+                        assert_eq!(decoded.close, Some(*close));
+                    }
+                    _ => assert_eq!(decoded.operation, "server_emit"),
+                }
+            }
+        }
     }
 });
 
-/// Equal as JavaScript sees them: numbers by value, whatever format carried them.
+/// Equal as JavaScript sees them: numbers by value, whatever format carried them; bytes sent as
+/// base64 and shown by the decoder in hex (they always travel as MessagePack).
 fn same(a: &Value, b: &Value) -> bool {
+    if let Some(base64) = binary(b) {
+        return binary(a) == Some(&Value::from(hex(&binary_bytes(base64))));
+    }
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
         (Value::Array(x), Value::Array(y)) => {

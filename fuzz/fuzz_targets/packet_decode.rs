@@ -12,5 +12,6 @@ fuzz_target!(|payload: &[u8]| {
         let _ = decode(payload, target);
         let _ = describe(target, "socket.io#/#", payload, false);
         let _ = describe(target, "socket.io#/#", payload, true);
+        let _ = describe(target, "socket.io-request#/#", payload, false);
     }
 });
