@@ -398,6 +398,11 @@ fn every_metric_in_the_readme_moves() {
         .query(&mut con)
         .unwrap();
     wait_until(10 * SECOND, "delivered", || pending(&mut con).is_empty());
+    // The group's gauges are refreshed every 5 s: wait for one that sees nothing pending, or on
+    // a loaded machine every look can fall between two refreshes that both saw 2.
+    wait_until(10 * SECOND, "the pending gauge sees 0", || {
+        reading(&http_get(port, "/metrics").1, "group_pending") == Some(0.0)
+    });
     look();
     // The group destroyed.
     destroy_group(&mut con);
