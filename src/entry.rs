@@ -211,12 +211,14 @@ pub enum Operation {
 pub struct Message {
     pub event: String,
     pub args: Vec<Value>,
+    /// How many binary values the arguments hold, counted once when they were validated.
+    binaries: usize,
 }
 
 impl Message {
     /// Whether any argument holds bytes.
     pub fn has_binary(&self) -> bool {
-        self.args.iter().any(|arg| count_binary(arg) > 0)
+        self.binaries > 0
     }
 }
 
@@ -536,14 +538,18 @@ fn message(
         (None, None) => Vec::new(),
     };
     let field = if data.is_some() { "data" } else { "args" };
-    let blobs: usize = args.iter().map(count_binary).sum();
+    let mut blobs = 0;
+    for arg in &args {
+        blobs += binaries(field, arg)?;
+    }
     if blobs > MAX_BINARY_ARGS {
         return Err(Malformed::TooManyBinaries { field, blobs });
     }
-    for arg in &args {
-        check_binary(field, arg)?;
-    }
-    Ok(Message { event, args })
+    Ok(Message {
+        event,
+        args,
+        binaries: blobs,
+    })
 }
 
 /// The rooms a `join` or `leave` names: a JSON array, not empty.
@@ -741,20 +747,9 @@ pub fn binary_bytes(base64: &Value) -> Vec<u8> {
         .expect("validated when the entry was parsed")
 }
 
-fn count_binary(value: &Value) -> usize {
-    if binary(value).is_some() {
-        return 1;
-    }
-    match value {
-        Value::Array(items) => items.iter().map(count_binary).sum(),
-        Value::Object(map) => map.values().map(count_binary).sum(),
-        _ => 0,
-    }
-}
-
-/// Every binary argument in `value` holds standard base64 (padded, as `Buffer.toString("base64")`,
-/// `base64.b64encode` and `base64 -w0` write it).
-fn check_binary(field: &'static str, value: &Value) -> Result<(), Malformed> {
+/// How many binary values `value` holds, each checked to be standard base64 (padded, as
+/// `Buffer.toString("base64")`, `base64.b64encode` and `base64 -w0` write it).
+fn binaries(field: &'static str, value: &Value) -> Result<usize, Malformed> {
     use base64::Engine as _;
     if let Some(encoded) = binary(value) {
         let Value::String(text) = encoded else {
@@ -765,16 +760,16 @@ fn check_binary(field: &'static str, value: &Value) -> Result<(), Malformed> {
         };
         return base64::engine::general_purpose::STANDARD
             .decode(text)
-            .map(drop)
+            .map(|_| 1)
             .map_err(|e| Malformed::BadBinary {
                 field,
                 problem: e.to_string(),
             });
     }
     match value {
-        Value::Array(items) => items.iter().try_for_each(|v| check_binary(field, v)),
-        Value::Object(map) => map.values().try_for_each(|v| check_binary(field, v)),
-        _ => Ok(()),
+        Value::Array(items) => items.iter().map(|v| binaries(field, v)).sum(),
+        Value::Object(map) => map.values().map(|v| binaries(field, v)).sum(),
+        _ => Ok(0),
     }
 }
 
@@ -1061,7 +1056,8 @@ mod tests {
             server.message(),
             Some(&Message {
                 event: "flush".into(),
-                args: vec![json!("k"), json!(1)]
+                args: vec![json!("k"), json!(1)],
+                binaries: 0,
             })
         );
         let everyone = parse(&[("event", "e"), ("all", "true")]).unwrap();

@@ -236,7 +236,7 @@ impl Target {
 
     fn broadcast(&self, entry: &Entry, message: &Message, flags: Flags, binary: bool) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + message.event.len());
-        let opts = JsonOpts::of(entry, flags);
+        let opts = Opts::of(entry, flags);
         match (self.adapter, self.parser) {
             (Adapter::Classic, Parser::Msgpack) => {
                 array_len(&mut out, 3);
@@ -406,12 +406,12 @@ fn write_event(out: &mut Vec<u8>, message: &Message) {
 }
 
 /// `{rooms, flags, except}` in MessagePack, flags only when set, as the emitter writes them.
-fn write_opts(out: &mut Vec<u8>, opts: &JsonOpts) {
+fn write_opts(out: &mut Vec<u8>, opts: &Opts) {
     map_len(out, 3);
     str(out, "rooms");
     room_array(out, opts.rooms);
     str(out, "flags");
-    let JsonFlags { volatile, compress } = opts.flags;
+    let OptsFlags { volatile, compress } = opts.flags;
     map_len(
         out,
         usize::from(volatile.is_some()) + usize::from(compress.is_some()),
@@ -441,7 +441,7 @@ struct ClusterMessage<'a, D> {
 #[derive(Serialize)]
 struct Broadcast<'a> {
     packet: JsonPacket<'a>,
-    opts: JsonOpts<'a>,
+    opts: Opts<'a>,
 }
 
 /// The `data` of the sharded adapter's other messages (scale-out.md §2).
@@ -532,17 +532,17 @@ impl Serialize for EventData<'_> {
 
 /// `{rooms, flags, except}`, flags only when set, as the emitter writes them.
 #[derive(Serialize)]
-struct JsonOpts<'a> {
+struct Opts<'a> {
     rooms: &'a [Room],
-    flags: JsonFlags,
+    flags: OptsFlags,
     except: &'a [Room],
 }
 
-impl<'a> JsonOpts<'a> {
+impl<'a> Opts<'a> {
     fn of(entry: &'a Entry, Flags(volatile, compress): Flags) -> Self {
-        JsonOpts {
+        Opts {
             rooms: entry.rooms(),
-            flags: JsonFlags {
+            flags: OptsFlags {
                 volatile: volatile.then_some(true),
                 compress,
             },
@@ -552,7 +552,7 @@ impl<'a> JsonOpts<'a> {
 }
 
 #[derive(Clone, Copy, Serialize)]
-struct JsonFlags {
+struct OptsFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     volatile: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
