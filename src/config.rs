@@ -33,6 +33,7 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub target: TargetConfig,
     pub dead_letter: DeadLetterConfig,
+    pub acks: AcksConfig,
     pub limits: LimitsConfig,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
@@ -248,6 +249,39 @@ impl Default for DeadLetterConfig {
         DeadLetterConfig {
             stream: "sio-relay:dead".into(),
             max_len: 0,
+        }
+    }
+}
+
+/// Entries that ask for their clients' acknowledgements (the `ack` field): where the results go,
+/// and how long and how many of them the relay waits for.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcksConfig {
+    /// One entry per acknowledged entry: its ID, the clients reached and their answers. Empty
+    /// means `<source.stream>:acks` (see [`Config::acks_stream`]).
+    pub stream: String,
+    /// Approximate cap on the results stream's length; zero keeps everything.
+    pub max_len: u64,
+    /// Entries waiting for acknowledgements at once; when full, the relay stops reading.
+    pub max_waiting: usize,
+    /// The pause between an attempt that no client acknowledged and the next.
+    #[serde(with = "humantime_serde")]
+    pub retry_interval: Duration,
+    /// An entry no client acknowledged by this age (by its ID) is dead-lettered as `unacknowledged`
+    /// (or sooner, by `delivery.max_age`, as `expired`).
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl Default for AcksConfig {
+    fn default() -> Self {
+        AcksConfig {
+            stream: String::new(),
+            max_len: 1_000_000,
+            max_waiting: 10_000,
+            retry_interval: Duration::from_secs(5),
+            max_age: Duration::from_secs(3600),
         }
     }
 }
@@ -492,6 +526,13 @@ impl Config {
                 "must differ from source.stream, or dead letters would be read again",
             ));
         }
+        let acks = self.acks_stream();
+        if acks == self.source.stream || acks == self.dead_letter.stream {
+            return Err(invalid(
+                "acks.stream",
+                "must differ from source.stream and dead_letter.stream: results are entries of their own",
+            ));
+        }
         if !self.http.listen.is_empty() && self.http.addr().is_none() {
             return Err(invalid(
                 "http.listen",
@@ -624,11 +665,12 @@ impl Config {
                 "dead_letter.stream",
                 self.dead_letter.stream != defaults.dead_letter.stream,
             ),
+            ("acks.stream", !self.acks.stream.is_empty()),
         ] {
             if set {
                 return Err(invalid(
                     key,
-                    "is set together with source.streams, which replaces it (each partition's dead letters go to \"<partition>:dead\"): keep one of them",
+                    "is set together with source.streams, which replaces it (each partition's dead letters go to \"<partition>:dead\", its acknowledgement results to \"<partition>:acks\"): keep one of them",
                 ));
             }
         }
@@ -648,11 +690,13 @@ impl Config {
             if streams[..i].contains(stream) {
                 return Err(invalid("source.streams", format!("lists {stream:?} twice")));
             }
-            if streams.contains(&format!("{stream}:dead")) {
-                return Err(invalid(
-                    "source.streams",
-                    format!("lists {stream:?} and its dead-letter stream \"{stream}:dead\""),
-                ));
+            for (derived, what) in [("dead", "dead-letter"), ("acks", "results")] {
+                if streams.contains(&format!("{stream}:{derived}")) {
+                    return Err(invalid(
+                        "source.streams",
+                        format!("lists {stream:?} and its {what} stream \"{stream}:{derived}\""),
+                    ));
+                }
             }
         }
         Ok(())
@@ -675,6 +719,14 @@ impl Config {
                 partition
             })
             .collect()
+    }
+
+    /// Where the results of acknowledged entries go: `acks.stream`, or `<source.stream>:acks`.
+    pub fn acks_stream(&self) -> String {
+        match self.acks.stream.as_str() {
+            "" => format!("{}:acks", self.source.stream),
+            stream => stream.to_owned(),
+        }
     }
 
     /// The stream `entry` goes to (see [`crate::partition`]).
@@ -711,6 +763,14 @@ impl Config {
                 "dead_letter.stream",
                 format!(
                     "must carry the hash tag of source.stream in cluster mode (dead letters move in one script), e.g. \"{stream}:dead\""
+                ),
+            ));
+        }
+        if Slot::for_key(&self.acks_stream()) != slot {
+            return Err(invalid(
+                "acks.stream",
+                format!(
+                    "must carry the hash tag of source.stream in cluster mode (a result is written in the script that acknowledges its entry), e.g. \"{stream}:acks\""
                 ),
             ));
         }
@@ -809,6 +869,22 @@ impl Config {
                 "",
             ),
             (
+                "acks.retry_interval",
+                self.acks.retry_interval,
+                10 * MS,
+                HOUR,
+                false,
+                "",
+            ),
+            (
+                "acks.max_age",
+                self.acks.max_age,
+                SECOND,
+                100 * YEAR,
+                false,
+                "",
+            ),
+            (
                 "shutdown.timeout",
                 self.shutdown.timeout,
                 MS,
@@ -836,7 +912,7 @@ impl Config {
             }
         }
         // (key, value, at least, at most)
-        let numbers: [(&str, u64, u64, u64); 10] = [
+        let numbers: [(&str, u64, u64, u64); 12] = [
             (
                 "redis.wait_replicas",
                 u64::from(self.redis.wait_replicas),
@@ -878,6 +954,18 @@ impl Config {
                 self.dead_letter.max_len,
                 0,
                 1_000_000_000_000,
+            ),
+            (
+                "acks.max_len",
+                self.acks.max_len,
+                0,
+                1_000_000_000_000,
+            ),
+            (
+                "acks.max_waiting",
+                self.acks.max_waiting as u64,
+                1,
+                10_000_000,
             ),
             (
                 "limits.max_entry_bytes",

@@ -55,15 +55,25 @@ pub enum Reason {
     MaxDeliveries { deliveries: u64, limit: u32 },
     /// Older than `delivery.max_age` by its ID's timestamp.
     Expired { age: Duration, limit: Duration },
+    /// Asked for acknowledgements, and no client gave one before `acks.max_age`.
+    Unacknowledged {
+        attempts: u32,
+        /// Clients the last attempt reached (they received it and did not acknowledge).
+        clients: u64,
+        age: Duration,
+        limit: Duration,
+    },
 }
 
 impl Reason {
-    /// The stable, machine-readable reason: `malformed`, `max_deliveries` or `expired`.
+    /// The stable, machine-readable reason: `malformed`, `max_deliveries`, `expired` or
+    /// `unacknowledged`.
     pub fn code(&self) -> &'static str {
         match self {
             Reason::Malformed(_) => "malformed",
             Reason::MaxDeliveries { .. } => "max_deliveries",
             Reason::Expired { .. } => "expired",
+            Reason::Unacknowledged { .. } => "unacknowledged",
         }
     }
 
@@ -77,6 +87,16 @@ impl Reason {
             Reason::Expired { age, limit } => format!(
                 "{} old, older than delivery.max_age = {}",
                 humantime::format_duration(Duration::from_millis(age.as_millis() as u64)),
+                humantime::format_duration(*limit)
+            ),
+            Reason::Unacknowledged {
+                attempts,
+                clients,
+                age,
+                limit,
+            } => format!(
+                "no client acknowledged it in {attempts} attempts over {} (acks.max_age = {}); the last attempt reached {clients} clients",
+                humantime::format_duration(Duration::from_secs(age.as_secs())),
                 humantime::format_duration(*limit)
             ),
         }

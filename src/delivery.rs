@@ -36,6 +36,8 @@ pub struct Keys {
     pub held: String,
     /// Who runs as which consumer: `<stream>:leases:<group>`.
     pub leases: String,
+    /// The results of entries clients acknowledged (see [`crate::config::Config::acks_stream`]).
+    pub acks: String,
 }
 
 impl Keys {
@@ -47,6 +49,7 @@ impl Keys {
             journal: format!("{stream}:published:{group}"),
             held: format!("{stream}:held:{group}"),
             leases: format!("{stream}:leases:{group}"),
+            acks: cfg.acks_stream(),
         }
     }
 }
@@ -221,6 +224,7 @@ pub struct Scripts {
     keep: Script,
     forget: Script,
     isolate: Script,
+    acked: Script,
     lease: Script,
     preflight: Script,
     keys: Keys,
@@ -228,6 +232,7 @@ pub struct Scripts {
     consumer: String,
     min_receivers: u32,
     dead_letter_max_len: u64,
+    acks_max_len: u64,
     target: Target,
     /// Whether PUBLISH's reply counts every server that listens: not in a cluster, where it is one
     /// node's count.
@@ -253,6 +258,7 @@ impl Scripts {
             keep: Script::new(include_str!("lua/keep.lua")),
             forget: Script::new(include_str!("lua/forget.lua")),
             isolate: Script::new(include_str!("lua/isolate.lua")),
+            acked: Script::new(include_str!("lua/acked.lua")),
             lease: Script::new(include_str!("lua/lease.lua")),
             preflight: Script::new(include_str!("lua/preflight.lua")),
             target: cfg.target(),
@@ -261,6 +267,7 @@ impl Scripts {
             consumer: cfg.source.consumer.clone(),
             min_receivers: cfg.delivery.min_receivers,
             dead_letter_max_len: cfg.dead_letter.max_len,
+            acks_max_len: cfg.acks.max_len,
             replies_count_servers: cfg.redis.mode != RedisMode::Cluster,
             waits_for_replicas: cfg.redis.wait_replicas > 0,
         }
@@ -414,6 +421,28 @@ impl Scripts {
             .arg(self.dead_letter_max_len)
             .invoke_async(con)
             .await
+    }
+
+    /// Writes the result of an entry clients acknowledged (`fields`) to the results stream and
+    /// acknowledges the entry, together. Returns false when it is no longer pending for this
+    /// consumer, and then writes nothing.
+    pub async fn acked(
+        &self,
+        con: &mut MultiplexedConnection,
+        id: EntryId,
+        fields: &[(&str, String)],
+    ) -> RedisResult<bool> {
+        let mut call = self.acked.key(&self.keys.stream);
+        call.key(&self.keys.acks)
+            .key(&self.keys.held)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(id.to_string())
+            .arg(self.acks_max_len);
+        for (name, value) in fields {
+            call.arg(*name).arg(value);
+        }
+        call.invoke_async(con).await
     }
 
     /// Removes other consumers idle for longer than `idle` with nothing pending; returns their names.

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -93,6 +94,10 @@ fn reserved_event_message(field: &str, event: &str) -> String {
 /// Largest integer magnitude that JavaScript numbers (and so notepack's decoder) hold exactly.
 pub const MAX_SAFE_MAGNITUDE: u64 = 1 << 53;
 
+/// The longest `ack` wait: one attempt's wait for the clients' acknowledgements. Longer waits are
+/// retries (`acks.retry_interval`) until `acks.max_age`, which keep nothing open in between.
+pub const MAX_ACK_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Why an entry cannot be published. The text is what operators read in the dead-letter stream.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Malformed {
@@ -119,7 +124,7 @@ pub enum Malformed {
     ValueNotUtf8(String),
     #[error("field `{0}` appears more than once")]
     DuplicateField(String),
-    #[error("unknown field `{0}` (known: event, join, leave, disconnect, server_emit, data, args, room, rooms, all, except, nsp, volatile, compress, close; prefix your own metadata with `x-`)")]
+    #[error("unknown field `{0}` (known: event, join, leave, disconnect, server_emit, data, args, room, rooms, all, except, nsp, volatile, compress, close, ack, append_id; prefix your own metadata with `x-`)")]
     UnknownField(String),
     #[error("`{field}` is not valid JSON: {error}")]
     InvalidJson { field: &'static str, error: String },
@@ -161,6 +166,10 @@ pub enum Malformed {
     },
     #[error("`{field}` must be `true` or `false`, not {value:?}")]
     BadFlag { field: &'static str, value: String },
+    #[error("`ack` must be a duration between 1ms and {}, such as \"10s\", not {value:?}", humantime::format_duration(MAX_ACK_TIMEOUT))]
+    BadAck { value: String },
+    #[error("`ack` and `volatile` cannot both be present: a volatile event may be dropped, an acknowledged one is sent again until a client acknowledges it")]
+    AckAndVolatile,
     #[error("the entry holds {bytes} bytes of field names and values, more than limits.max_entry_bytes = {limit}")]
     TooLarge { bytes: u64, limit: usize },
     #[error("the entry has {fields} fields, more than limits.max_fields = {limit}")]
@@ -193,6 +202,13 @@ pub enum Operation {
         volatile: bool,
         /// `None` when the producer did not say, so the servers keep their own default.
         compress: Option<bool>,
+        /// `ack`: how long to wait for the clients' acknowledgements, per attempt. The entry is
+        /// sent as a broadcast with acknowledgements and stays pending until a client acknowledges
+        /// it (see [`crate::awaiting`]).
+        ack: Option<Duration>,
+        /// `append_id`: the stream entry ID is appended to the arguments, for clients to tell an
+        /// entry sent again from a new one.
+        append_id: bool,
     },
     /// `join`: the selected sockets join these rooms (`socketsJoin`).
     Join(Vec<Room>),
@@ -318,6 +334,27 @@ impl Entry {
         }
     }
 
+    /// How long to wait for the clients' acknowledgements, when the entry asks for them.
+    pub fn ack(&self) -> Option<Duration> {
+        match &self.operation {
+            Operation::Emit { ack, .. } => *ack,
+            _ => None,
+        }
+    }
+
+    /// Appends `id` to the arguments when the entry asked for it (`append_id`): the entry ID is
+    /// known once the entry is read, not when its fields are validated.
+    pub fn append_id(&mut self, id: EntryId) {
+        if let Operation::Emit {
+            message,
+            append_id: true,
+            ..
+        } = &mut self.operation
+        {
+            message.args.push(Value::String(id.to_string()));
+        }
+    }
+
     pub fn rooms(&self) -> &[Room] {
         &self.rooms
     }
@@ -349,6 +386,8 @@ struct Fields<'a> {
     volatile: Option<&'a str>,
     compress: Option<&'a str>,
     close: Option<&'a str>,
+    ack: Option<&'a str>,
+    append_id: Option<&'a str>,
 }
 
 /// The fields that choose the operation: an entry has exactly one.
@@ -372,6 +411,8 @@ impl<'a> Fields<'a> {
             "volatile" => &mut self.volatile,
             "compress" => &mut self.compress,
             "close" => &mut self.close,
+            "ack" => &mut self.ack,
+            "append_id" => &mut self.append_id,
             _ => return None,
         })
     }
@@ -402,7 +443,7 @@ impl<'a> Fields<'a> {
         let applies = |field: &'static str| -> bool {
             match field {
                 "data" | "args" => matches!(operation, "event" | "server_emit"),
-                "volatile" | "compress" => operation == "event",
+                "volatile" | "compress" | "ack" | "append_id" => operation == "event",
                 "close" => operation == "disconnect",
                 "room" | "rooms" | "all" | "except" => operation != "server_emit",
                 _ => true,
@@ -414,6 +455,8 @@ impl<'a> Fields<'a> {
             ("volatile", self.volatile),
             ("compress", self.compress),
             ("close", self.close),
+            ("ack", self.ack),
+            ("append_id", self.append_id),
             ("room", self.room),
             ("rooms", self.rooms),
             ("all", self.all),
@@ -460,6 +503,8 @@ impl<'a> Fields<'a> {
                 )?,
                 volatile: flag("volatile", self.volatile)?.unwrap_or(false),
                 compress: flag("compress", self.compress)?,
+                ack: self.ack.map(ack_timeout).transpose()?,
+                append_id: flag("append_id", self.append_id)?.unwrap_or(false),
             },
             "server_emit" => Operation::ServerEmit(message(
                 "server_emit",
@@ -481,6 +526,14 @@ impl<'a> Fields<'a> {
                 }
             }
         };
+        if let Operation::Emit {
+            volatile: true,
+            ack: Some(_),
+            ..
+        } = operation
+        {
+            return Err(Malformed::AckAndVolatile);
+        }
         Ok(Entry {
             operation,
             rooms,
@@ -773,6 +826,19 @@ fn binaries(field: &'static str, value: &Value) -> Result<usize, Malformed> {
     }
 }
 
+/// The `ack` field: a duration such as `10s`, at least a millisecond and at most
+/// [`MAX_ACK_TIMEOUT`].
+fn ack_timeout(text: &str) -> Result<Duration, Malformed> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(timeout) if timeout >= Duration::from_millis(1) && timeout <= MAX_ACK_TIMEOUT => {
+            Ok(timeout)
+        }
+        _ => Err(Malformed::BadAck {
+            value: text.to_owned(),
+        }),
+    }
+}
+
 fn flag(field: &'static str, text: Option<&str>) -> Result<Option<bool>, Malformed> {
     match text {
         None => Ok(None),
@@ -797,6 +863,7 @@ mod tests {
                 message,
                 volatile,
                 compress,
+                ..
             } => (message, *volatile, *compress),
             other => panic!("not an emit: {other:?}"),
         }

@@ -21,6 +21,8 @@
 //!   nothing, and confirm it once the servers have it.
 //! - [`dead_letter`]: dead-letter reasons and the fields a dead letter carries.
 //! - [`held`]: entries waiting, per namespace and in order, for Socket.IO servers to listen.
+//! - [`awaiting`]: entries waiting for their clients' acknowledgements, sent again until one comes.
+//! - [`replies`]: listens for the servers' answers to a broadcast with acknowledgements.
 //! - [`flow`]: flow control towards the servers' Pub/Sub output buffers.
 //! - [`lease`]: one relay per consumer name.
 //! - [`fault`]: what went wrong in a step, sorted by what to do about it.
@@ -35,6 +37,7 @@
 //! - [`reload`]: SIGHUP re-reads the configuration and applies what can change live.
 //! - [`logging`]: the `tracing` subscriber (text or JSON).
 
+pub mod awaiting;
 pub mod commands;
 pub mod config;
 pub mod connection;
@@ -54,6 +57,7 @@ pub mod partition;
 pub mod reader;
 pub mod relay;
 pub mod reload;
+pub mod replies;
 pub mod servers;
 pub mod shutdown;
 pub mod systemd;

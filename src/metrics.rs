@@ -66,6 +66,11 @@ pub struct Metrics {
     pub unconfirmed: Counter,
     pub parked: Gauge,
     pub replicas_short: Counter,
+    pub acks_waiting: Gauge,
+    pub ack_requests: Counter,
+    pub client_acks: Counter,
+    pub ack_latency: Histogram,
+    pub acked_by_clients: Counter,
 }
 
 impl Default for Metrics {
@@ -97,6 +102,11 @@ impl Metrics {
             unconfirmed: Counter::default(),
             parked: Gauge::default(),
             replicas_short: Counter::default(),
+            acks_waiting: Gauge::default(),
+            ack_requests: Counter::default(),
+            client_acks: Counter::default(),
+            ack_latency: Histogram::new(exponential_buckets(0.001, 2.0, 22)),
+            acked_by_clients: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -195,6 +205,32 @@ impl Metrics {
             "parked_entries",
             "Entries Redis refuses even on their own and the dead-letter stream refuses too: pending, tried again every delivery.retry_interval",
             metrics.parked.clone(),
+        );
+        registry.register(
+            "acks_waiting",
+            "Entries that asked for acknowledgements and wait for a client's, in memory right now",
+            metrics.acks_waiting.clone(),
+        );
+        registry.register(
+            "ack_requests",
+            "Broadcasts with acknowledgements sent to the Socket.IO servers (every attempt of every entry)",
+            metrics.ack_requests.clone(),
+        );
+        registry.register(
+            "client_acks",
+            "Acknowledgements received from Socket.IO clients",
+            metrics.client_acks.clone(),
+        );
+        registry.register_with_unit(
+            "ack_latency",
+            "From an entry's first broadcast with acknowledgements to each client's acknowledgement",
+            Unit::Seconds,
+            metrics.ack_latency.clone(),
+        );
+        registry.register(
+            "acked_by_clients",
+            "Entries acknowledged by at least one client, their results written to acks.stream",
+            metrics.acked_by_clients.clone(),
         );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info

@@ -36,6 +36,8 @@ const REMOTE_JOIN: u8 = 2;
 const REMOTE_LEAVE: u8 = 3;
 const REMOTE_DISCONNECT: u8 = 4;
 const SERVER_SIDE_EMIT: u8 = 6;
+/// A broadcast whose clients' acknowledgements the servers send back (client-acks.md).
+const BROADCAST_WITH_ACK: u8 = 7;
 
 /// Which Redis adapter the Socket.IO servers use.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -202,6 +204,7 @@ impl Target {
                 message,
                 volatile,
                 compress,
+                ..
             } => Packet {
                 channel: self.broadcast_channel(entry),
                 payload: self.broadcast(entry, message, Flags(*volatile, *compress), binary),
@@ -212,6 +215,85 @@ impl Target {
                 channel: self.servers_channel(entry.nsp()),
                 payload: self.request(entry, operation, binary),
             },
+        })
+    }
+
+    /// Encodes an emit as a broadcast whose clients' acknowledgements come back, tagged
+    /// `request_id` (client-acks.md): the classic adapter's request of type 7 on the request channel
+    /// (JSON, or MessagePack when it carries bytes), the sharded adapter's broadcast with a
+    /// `requestId` on the namespace's channel. Every field a server reads without checking is
+    /// written, since a request missing one crashes every server that receives it. `Err` as for
+    /// [`Target::encode`].
+    pub fn ack_request(&self, entry: &Entry, request_id: &str) -> Result<Packet, Malformed> {
+        let Operation::Emit {
+            message,
+            volatile,
+            compress,
+            ..
+        } = entry.operation()
+        else {
+            unreachable!("only an emit asks for acknowledgements")
+        };
+        let binary = message.has_binary();
+        if binary && self.adapter == Adapter::Classic && self.parser == Parser::Json {
+            return Err(Malformed::BinaryNeedsMsgpack);
+        }
+        let opts = Opts::of(entry, Flags(*volatile, *compress));
+        let mut out = Vec::with_capacity(96 + message.event.len());
+        match self.adapter {
+            Adapter::Classic if binary => {
+                map_len(&mut out, 5);
+                str(&mut out, "uid");
+                str(&mut out, &self.uid);
+                str(&mut out, "requestId");
+                str(&mut out, request_id);
+                str(&mut out, "type");
+                encode::write_pfix(&mut out, BROADCAST_WITH_ACK)
+                    .expect("writing to a Vec cannot fail");
+                str(&mut out, "packet");
+                write_packet(&mut out, message, Some(entry.nsp()));
+                str(&mut out, "opts");
+                write_opts(&mut out, &opts);
+            }
+            Adapter::Classic => serde_json::to_writer(
+                &mut out,
+                &AckRequest {
+                    uid: &self.uid,
+                    request_id,
+                    kind: BROADCAST_WITH_ACK,
+                    packet: JsonPacket::of(entry, message),
+                    opts,
+                },
+            )
+            .expect("an entry serializes"),
+            Adapter::Sharded if binary => {
+                self.cluster_header(&mut out, entry, BROADCAST);
+                map_len(&mut out, 3);
+                str(&mut out, "requestId");
+                str(&mut out, request_id);
+                str(&mut out, "packet");
+                write_packet(&mut out, message, None);
+                str(&mut out, "opts");
+                write_opts(&mut out, &opts);
+            }
+            Adapter::Sharded => serde_json::to_writer(
+                &mut out,
+                &ClusterMessage {
+                    uid: &self.uid,
+                    nsp: entry.nsp(),
+                    kind: BROADCAST,
+                    data: AckBroadcast {
+                        request_id,
+                        packet: JsonPacket::of(entry, message),
+                        opts,
+                    },
+                },
+            )
+            .expect("an entry serializes"),
+        }
+        Ok(Packet {
+            channel: self.servers_channel(entry.nsp()),
+            payload: out,
         })
     }
 
@@ -444,6 +526,27 @@ struct Broadcast<'a> {
     opts: Opts<'a>,
 }
 
+/// The classic adapter's broadcast with acknowledgements: `{uid, requestId, type: 7, packet, opts}`.
+#[derive(Serialize)]
+struct AckRequest<'a> {
+    uid: &'a str,
+    #[serde(rename = "requestId")]
+    request_id: &'a str,
+    #[serde(rename = "type")]
+    kind: u8,
+    packet: JsonPacket<'a>,
+    opts: Opts<'a>,
+}
+
+/// The sharded adapter's broadcast with acknowledgements: its `data` has a `requestId`.
+#[derive(Serialize)]
+struct AckBroadcast<'a> {
+    #[serde(rename = "requestId")]
+    request_id: &'a str,
+    packet: JsonPacket<'a>,
+    opts: Opts<'a>,
+}
+
 /// The `data` of the sharded adapter's other messages (scale-out.md §2).
 #[derive(Serialize)]
 #[serde(untagged)]
@@ -579,6 +682,9 @@ pub struct Decoded {
     pub target_rooms: Vec<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub close: Option<bool>,
+    /// An emit whose clients' acknowledgements are asked for: the request's ID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// Reads a payload published on a broadcast channel as the servers of `target` do; `Err` says why
@@ -648,6 +754,13 @@ fn classic_request(value: &Value) -> Result<Decoded, String> {
         Some(kind) if kind == u64::from(SERVER_SIDE_EMIT) => {
             server_emit(&uid, "", value.get("data").unwrap_or(&Value::Null))
         }
+        Some(kind) if kind == u64::from(BROADCAST_WITH_ACK) => {
+            let packet = value.get("packet").filter(|p| p.is_object());
+            let packet = packet.ok_or("a broadcast with acks whose packet is not a map (servers crash on it)")?;
+            let mut decoded = broadcast(&uid, "", packet, value.get("opts").unwrap_or(&Value::Null))?;
+            decoded.request_id = Some(request_id(value));
+            Ok(decoded)
+        }
         Some(kind) => selection(&uid, "", request_kind(kind, REQUESTS)?, value),
         None => Err("a request without a numeric type".into()),
     }
@@ -701,6 +814,7 @@ fn selection(
         flags: serde_json::Map::new(),
         target_rooms,
         close: body.get("close").and_then(Value::as_bool),
+        request_id: None,
     })
 }
 
@@ -722,6 +836,7 @@ fn server_emit(uid: &Value, nsp: &str, data: &Value) -> Result<Decoded, String> 
         flags: serde_json::Map::new(),
         target_rooms: Vec::new(),
         close: None,
+        request_id: None,
     })
 }
 
@@ -762,7 +877,20 @@ fn sharded(value: &Value) -> Result<Decoded, String> {
     if !packet.is_object() {
         return Err("data.packet is not an object".into());
     }
-    broadcast(&uid, nsp, &packet, data.get("opts").unwrap_or(&Value::Null))
+    let mut decoded = broadcast(&uid, nsp, &packet, data.get("opts").unwrap_or(&Value::Null))?;
+    if data.get("requestId").is_some() {
+        decoded.request_id = Some(request_id(data));
+    }
+    Ok(decoded)
+}
+
+/// The `requestId` of a request, as text.
+fn request_id(value: &Value) -> String {
+    match value.get("requestId") {
+        Some(Value::String(id)) => id.clone(),
+        Some(other) => other.to_string(),
+        None => "missing".into(),
+    }
 }
 
 /// The packet and options of a broadcast, in either format.
@@ -794,6 +922,7 @@ fn broadcast(uid: &Value, nsp: &str, packet: &Value, opts: &Value) -> Result<Dec
         flags,
         target_rooms: Vec::new(),
         close: None,
+        request_id: None,
     })
 }
 

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, error, warn};
 
@@ -34,13 +34,22 @@ pub(super) enum Plan {
     },
     /// Deleted from the stream before it could be delivered.
     Gone(Claim),
+    /// Asks for the clients' acknowledgements: sent as a broadcast with acknowledgements, not by
+    /// the delivery script (see [`crate::awaiting`]).
+    AwaitAcks {
+        claim: Claim,
+        entry: Box<Entry>,
+        wait: Duration,
+    },
 }
 
 impl Plan {
     pub fn claim(&self) -> Claim {
         match self {
             Plan::Publish(entry) => entry.claim,
-            Plan::DeadLetter { claim, .. } | Plan::Gone(claim) => *claim,
+            Plan::DeadLetter { claim, .. }
+            | Plan::Gone(claim)
+            | Plan::AwaitAcks { claim, .. } => *claim,
         }
     }
 
@@ -48,7 +57,7 @@ impl Plan {
     fn bytes(&self) -> usize {
         match self {
             Plan::Publish(entry) => entry.bytes(),
-            Plan::DeadLetter { .. } | Plan::Gone(_) => 0,
+            Plan::DeadLetter { .. } | Plan::Gone(_) | Plan::AwaitAcks { .. } => 0,
         }
     }
 }
@@ -133,7 +142,7 @@ impl Relay {
             };
             return Plan::DeadLetter { claim, reason };
         }
-        let entry = match Entry::parse_within(&raw.fields, &self.cfg.limits) {
+        let mut entry = match Entry::parse_within(&raw.fields, &self.cfg.limits) {
             Ok(entry) => entry,
             Err(problem) => {
                 return Plan::DeadLetter {
@@ -144,6 +153,21 @@ impl Relay {
         };
         if let Some(reason) = self.expiry(claim) {
             return Plan::DeadLetter { claim, reason };
+        }
+        entry.append_id(claim.id);
+        if let Some(wait) = entry.ack() {
+            // Encoded for real with each attempt's request ID; refused now if it cannot be.
+            return match self.target.ack_request(&entry, "") {
+                Ok(_) => Plan::AwaitAcks {
+                    claim,
+                    entry: Box::new(entry),
+                    wait,
+                },
+                Err(problem) => Plan::DeadLetter {
+                    claim,
+                    reason: Reason::Malformed(problem),
+                },
+            };
         }
         match self.target.encode(&entry) {
             Ok(packet) => Plan::Publish(Deliverable {
@@ -174,6 +198,15 @@ impl Relay {
         s: &mut Session,
         plans: Vec<Plan>,
     ) -> Result<(), Fault> {
+        let (acks, plans): (Vec<Plan>, Vec<Plan>) = plans
+            .into_iter()
+            .partition(|plan| matches!(plan, Plan::AwaitAcks { .. }));
+        self.run_batches(s, plans).await?;
+        self.request_acks(s, acks).await
+    }
+
+    /// Runs `plans`, none of which waits for acknowledgements, through the delivery script.
+    async fn run_batches(&mut self, s: &mut Session, plans: Vec<Plan>) -> Result<(), Fault> {
         let limit = s.flow.batch_bytes(self.cfg.delivery.max_batch_bytes);
         let mut batch = Vec::new();
         let mut bytes = 0;
@@ -299,12 +332,19 @@ impl Relay {
                     detail: reason.detail(),
                 },
                 Plan::Gone(claim) => Op::Gone(*claim),
+                Plan::AwaitAcks { .. } => unreachable!("sent apart from the delivery script"),
             })
             .collect();
         let started = Instant::now();
         let report = self
             .scripts
-            .deliver(&mut s.writer, &s.run_id, &ops, self.held.len(), &counted)
+            .deliver(
+                &mut s.writer,
+                &s.run_id,
+                &ops,
+                self.held.len() + self.awaiting.len(),
+                &counted,
+            )
             .await
             .map_err(Fault::of_batch)?;
         let mut outcomes = report.outcomes;
@@ -324,6 +364,8 @@ impl Relay {
             if !outcome.is_held() {
                 self.held.remove(&[claim.id]);
             }
+            // No longer asks for acknowledgements (expired, gone): done waiting for them.
+            self.awaiting.remove(&[claim.id]);
             match (plan, outcome) {
                 (Plan::Publish(entry), Outcome::Published { receivers }) => {
                     self.metrics.publish_receivers.observe(receivers as f64);

@@ -17,6 +17,7 @@
 //! creates and looks after the consumer group; `session.rs` is the connected state; `link.rs` tells
 //! operators how the link to Redis is doing.
 
+mod acks;
 mod deliver;
 mod group;
 mod link;
@@ -32,6 +33,7 @@ use tracing::{error, info, warn};
 
 use crate::commands::{Failure, EXIT_CONFIG};
 use crate::config::{Config, RedisMode};
+use crate::awaiting::Awaiting;
 use crate::connection;
 use crate::delivery::Scripts;
 use crate::entry::EntryId;
@@ -41,6 +43,7 @@ use crate::held::Held;
 use crate::lease::Lease;
 use crate::metrics::Metrics;
 use crate::packet::Target;
+use crate::replies::Listener;
 use crate::systemd::Notifier;
 use link::Link;
 use session::Session;
@@ -51,6 +54,15 @@ const CLAIM_PAGES_PER_ROUND: usize = 10;
 /// How often the group's lag and pending gauges are refreshed, stale consumers looked for, and a
 /// cluster's list of nodes compared with the one servers are counted on.
 const GROUP_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What tells this process's broadcasts with acknowledgements from an earlier one's: its process
+/// ID and start time, mixed.
+fn nonce() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    format!("{:08x}", (nanos ^ u64::from(std::process::id()) << 32) as u32 ^ (nanos >> 32) as u32)
+}
 
 /// When each periodic duty is next due.
 struct Timers {
@@ -87,6 +99,8 @@ pub struct Relay {
     scripts: Arc<Scripts>,
     lease: Lease,
     held: Held,
+    /// Entries waiting for their clients' acknowledgements.
+    awaiting: Awaiting,
     timers: Timers,
     link: Link,
     standing: Standing,
@@ -122,6 +136,7 @@ impl Relay {
             lease: Lease::new(),
             link: Link::new(&cfg, health.clone(), metrics.clone()),
             held: Held::new(cfg.delivery.max_held),
+            awaiting: Awaiting::new(cfg.acks.max_waiting, cfg.acks.retry_interval, &nonce()),
             timers: Timers {
                 claim: now,
                 retry: now,
@@ -186,7 +201,8 @@ impl Relay {
     async fn open(&mut self) -> Result<Session, Fault> {
         let conns = connection::connect(&self.cfg).await?;
         self.clock_offset_ms = conns.clock_offset_ms;
-        let mut s = Session::new(conns).await;
+        let listener = Listener::new(self.target.clone(), self.awaiting.prefix().to_owned());
+        let mut s = Session::new(conns, listener).await;
         if !self.recovered_once {
             // Once per process: a setup error later (an ACL rule changed while Redis was away)
             // is waited out like any refusal, not a reason to stop.
@@ -259,15 +275,18 @@ impl Relay {
             self.link_up();
         }
 
+        if !self.awaiting.is_empty() {
+            self.follow_acks(s).await?;
+        }
         let now = Instant::now();
-        if !self.held.is_empty() && now >= self.timers.keep {
+        if (!self.held.is_empty() || !self.awaiting.is_empty()) && now >= self.timers.keep {
             self.keep_held(s).await?;
             self.timers.keep = now + self.cfg.delivery.claim_idle / 3;
         }
         if !self.held.is_empty() && now >= self.timers.retry {
             self.retry_held(s).await?;
         }
-        if !self.held.is_full() && now >= self.timers.claim {
+        if !self.full() && now >= self.timers.claim {
             self.reclaim(s).await?;
             self.timers.claim = now + self.cfg.delivery.claim_interval;
         }
@@ -279,16 +298,26 @@ impl Relay {
             self.timers.group_check = now + GROUP_CHECK_INTERVAL;
         }
 
-        if self.held.is_full() {
+        if self.full() {
             if !self.reading_paused {
-                warn!(
-                    held = self.held.len(),
-                    "delivery.max_held entries are waiting for Socket.IO servers; reading paused until they drain"
-                );
+                if self.held.is_full() {
+                    warn!(
+                        held = self.held.len(),
+                        "delivery.max_held entries are waiting for Socket.IO servers; reading paused until they drain"
+                    );
+                } else {
+                    warn!(
+                        waiting = self.awaiting.len(),
+                        "acks.max_waiting entries are waiting for their clients' acknowledgements; reading paused until they drain"
+                    );
+                }
                 self.reading_paused = true;
             }
             self.confirm(s).await?;
-            let pause = self.timers.retry.saturating_duration_since(Instant::now());
+            let mut pause = self.timers.retry.saturating_duration_since(Instant::now());
+            if let Some(wake) = self.acks_wake() {
+                pause = pause.min(wake);
+            }
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = self.shutdown.cancelled() => {}
@@ -343,6 +372,11 @@ impl Relay {
             _ = self.shutdown.cancelled() => {}
         }
         None
+    }
+
+    /// Entries wait, for servers or for acknowledgements, up to their limit: no more reading.
+    fn full(&self) -> bool {
+        self.held.is_full() || self.awaiting.is_full()
     }
 
     /// How old an entry is, by the time in its ID and Redis's clock.

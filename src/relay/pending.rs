@@ -55,7 +55,7 @@ impl Relay {
             let mut counts = Vec::new();
             for p in &pending.ids {
                 let id: EntryId = p.id.parse().map_err(parse_error)?;
-                if !self.held.contains(id) && !in_hand.contains(&id) {
+                if !self.held.contains(id) && !in_hand.contains(&id) && !self.awaits_acks(id) {
                     counts.push((id, p.times_delivered as u64));
                 }
             }
@@ -156,7 +156,7 @@ impl Relay {
     }
 
     /// Delivers `claims` (held or parked entries), reading their fields again.
-    async fn redeliver(&mut self, s: &mut Session, claims: Vec<Claim>) -> Result<(), Fault> {
+    pub(super) async fn redeliver(&mut self, s: &mut Session, claims: Vec<Claim>) -> Result<(), Fault> {
         let claims: HashMap<EntryId, Claim> = claims.into_iter().map(|c| (c.id, c)).collect();
         let fetched = self.fetch(s, claims.keys().copied()).await?;
         self.deliver_fetched(s, fetched, &|id| claims[&id]).await
@@ -219,7 +219,7 @@ impl Relay {
                 .map(|id| id.parse().map_err(parse_error))
                 .collect::<Result<Vec<_>, _>>()?
                 .into_iter()
-                .filter(|id| !self.held.contains(*id))
+                .filter(|id| !self.held.contains(*id) && !self.awaits_acks(*id))
                 .collect();
             if !ids.is_empty() {
                 let counts = self.delivery_counts(s, &ids).await?;
@@ -250,7 +250,7 @@ impl Relay {
                 let fetched = self.fetch(s, claims.keys().copied()).await?;
                 self.deliver_fetched(s, fetched, &|id| claims[&id]).await?;
             }
-            if self.claim_cursor == "0-0" || self.held.is_full() {
+            if self.claim_cursor == "0-0" || self.full() {
                 break;
             }
         }
@@ -331,9 +331,12 @@ impl Relay {
         Ok(())
     }
 
-    /// Keeps held entries from looking abandoned to other relays, and forgets those already taken.
+    /// Keeps held entries, and those waiting for acknowledgements, from looking abandoned to other
+    /// relays, and forgets those already taken.
     pub(super) async fn keep_held(&mut self, s: &mut Session) -> Result<(), Fault> {
-        let ids: Vec<EntryId> = self.held.claims().iter().map(|c| c.id).collect();
+        let mut ids: Vec<EntryId> = self.held.claims().iter().map(|c| c.id).collect();
+        ids.extend(self.awaiting.ids());
+        ids.sort_unstable();
         let (mut lost, mut deleted) = (Vec::new(), Vec::new());
         for chunk in ids.chunks(KEEP_CHUNK) {
             let (chunk_lost, chunk_deleted) = self.scripts.keep(&mut s.writer, chunk).await?;
@@ -348,6 +351,7 @@ impl Relay {
                 "held entries were deleted from the stream (trimmed or XDEL) before delivery; nothing left to deliver"
             );
             self.held.remove(&deleted);
+            self.awaiting.remove(&deleted);
         }
         if !lost.is_empty() {
             info!(
@@ -355,6 +359,7 @@ impl Relay {
                 "held entries are no longer pending for this consumer (reclaimed or acknowledged elsewhere); forgetting them"
             );
             self.held.remove(&lost);
+            self.awaiting.remove(&lost);
         }
         Ok(())
     }

@@ -36,8 +36,25 @@ impl Relay {
             &mut s.all_nodes,
             &s.unconfirmed,
         );
-        let (confirmed, read) = tokio::join!(confirm, read);
-        let (reader, fetched) = read.map_err(|e| {
+        // Attempts waiting for acknowledgements are looked at while the read waits.
+        let mut read = read;
+        let wake = self.acks_wake();
+        let until_read_or_wake = async {
+            match wake {
+                None => Some((&mut read).await),
+                Some(wake) => tokio::select! {
+                    done = &mut read => Some(done),
+                    _ = tokio::time::sleep(wake) => None,
+                },
+            }
+        };
+        let (confirmed, read_done) = tokio::join!(confirm, until_read_or_wake);
+        let Some(read_done) = read_done else {
+            s.read = Some(read);
+            self.confirmed(s, confirmed?);
+            return Ok(());
+        };
+        let (reader, fetched) = read_done.map_err(|e| {
             Fault::Link(redis::RedisError::from((
                 redis::ErrorKind::Client,
                 "the read task failed",
@@ -92,6 +109,9 @@ impl Relay {
         let mut block = self.cfg.source.block;
         if !self.held.is_empty() {
             block = block.min(self.timers.retry.saturating_duration_since(Instant::now()));
+        }
+        if let Some(wake) = self.acks_wake() {
+            block = block.min(wake);
         }
         let block = block.max(Duration::from_millis(1));
         let src = self.cfg.source.clone();

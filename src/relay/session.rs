@@ -13,6 +13,7 @@ use crate::delivery::{Published, Scripts};
 use crate::flow::Flow;
 use crate::lease::Lease;
 use crate::reader::{Fetched, Reader};
+use crate::replies::Listener;
 
 /// A read on its way, with the connection it runs on.
 pub(super) type ReadTask = JoinHandle<(Reader, RedisResult<Vec<Fetched>>)>;
@@ -38,11 +39,13 @@ pub(super) struct Session {
     pub recovered: bool,
     /// The last WAIT reached fewer replicas than `redis.wait_replicas` (said once).
     pub replicas_short: bool,
+    /// The servers' answers to broadcasts with acknowledgements.
+    pub listener: Listener,
     renewal: Option<JoinHandle<()>>,
 }
 
 impl Session {
-    pub async fn new(conns: Connections) -> Session {
+    pub async fn new(conns: Connections, listener: Listener) -> Session {
         let Connections {
             reader,
             fetcher,
@@ -64,6 +67,7 @@ impl Session {
             group_ready: false,
             recovered: false,
             replicas_short: false,
+            listener,
             renewal: None,
         }
     }

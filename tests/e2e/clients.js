@@ -4,7 +4,9 @@
 // {"client":NAME,"event":EVENT,"args":[...]} per event, bytes shown as {"$bytes": hex}, and
 // {"client":NAME,"disconnected":REASON} when its connection ends. A spec with
 // "brief": true prints, instead of the arguments, [n] where n is the first argument's `n` field
-// (for big payloads).
+// (for big payloads). An event sent with an acknowledgement id is printed with "ackable": true;
+// a spec with "ack": true acknowledges it with {"who": NAME}, after "ackDelay" milliseconds if
+// given, and prints {"client":NAME,"acked":EVENT}.
 const { io } = require("socket.io-client");
 const { shown } = require("./shown");
 
@@ -22,8 +24,18 @@ for (const spec of specs) {
   });
   socket.onAny((event, ...args) => {
     if (event === "joined") return;
+    // socket.io-client passes the acknowledgement callback last, to onAny listeners too.
+    const ack = typeof args[args.length - 1] === "function" ? args.pop() : null;
     const printed = spec.brief ? [args[0] && args[0].n] : shown(args);
-    console.log(JSON.stringify({ client: spec.name, event, args: printed }));
+    const line = { client: spec.name, event, args: printed };
+    if (ack) line.ackable = true;
+    console.log(JSON.stringify(line));
+    if (ack && spec.ack) {
+      setTimeout(() => {
+        ack({ who: spec.name });
+        console.log(JSON.stringify({ client: spec.name, acked: event }));
+      }, spec.ackDelay || 0);
+    }
   });
   socket.on("disconnect", (reason) => {
     console.log(JSON.stringify({ client: spec.name, disconnected: reason }));

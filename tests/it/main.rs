@@ -12,6 +12,7 @@ mod common;
 
 mod chaos;
 mod cli;
+mod client_acks;
 mod cluster;
 mod delivery_script;
 mod deploy;

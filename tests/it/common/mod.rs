@@ -1002,6 +1002,12 @@ impl Clients {
                 json!({"name": name, "url": url, "rooms": rooms, "brief": brief})
             })
             .collect();
+        Clients::start_specs(spec)
+    }
+
+    /// Clients as clients.js describes them, e.g. `{"name", "url", "rooms", "ack": true}` for one
+    /// that acknowledges what asks for it.
+    pub fn start_specs(spec: Vec<serde_json::Value>) -> Clients {
         let node = Node::start("clients.js", &[&serde_json::Value::Array(spec).to_string()]);
         node.wait_line(r#""ready":true"#, Duration::from_secs(20));
         Clients(node)
@@ -1030,6 +1036,17 @@ impl Clients {
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
             .filter(|v| v["client"] == client)
             .filter_map(|v| v["disconnected"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// The events `client` acknowledged, in order.
+    pub fn acked_by(&self, client: &str) -> Vec<String> {
+        self.0
+            .lines()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|v| v["client"] == client)
+            .filter_map(|v| v["acked"].as_str().map(str::to_owned))
             .collect()
     }
 

@@ -1,0 +1,306 @@
+//! Entries waiting for their clients' acknowledgements: store and forward.
+//!
+//! An entry with an `ack` field goes out as a broadcast with acknowledgements (an *attempt*), and
+//! stays pending in the group, the durable copy, until a client acknowledges it. An attempt ends
+//! when every server counted has said how many clients it reached and each of those clients has
+//! acknowledged, or when the entry's `ack` wait is over. With at least one acknowledgement the entry
+//! is done: its result is written and it is acknowledged. Without, it rests `acks.retry_interval`
+//! and is sent again (a user offline now may be back then), until `acks.max_age`.
+//!
+//! An acknowledgement counts whenever it comes, also for an earlier attempt while the entry rests:
+//! servers keep a client's pending acknowledgement as long as the client stays connected. Only IDs,
+//! counters and a bounded amount of answers are kept here: the entry's fields are read again from
+//! the stream for each attempt, so waiting costs the same whatever the entry's size, and at most
+//! `acks.max_waiting` entries wait at once.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::delivery::Claim;
+use crate::entry::EntryId;
+use crate::replies::{Answer, Reply};
+
+/// The most bytes of answers (as JSON) kept for one entry's result; the answers past it are counted,
+/// not kept. What clients send must not decide how much memory the relay uses.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// How often an attempt is looked at while its answers arrive: the wait between the last answer
+/// and the result.
+pub const POLL: Duration = Duration::from_millis(50);
+
+#[derive(Debug)]
+pub struct Awaiting {
+    entries: HashMap<EntryId, Waiting>,
+    /// What every request ID of this process starts with: `sio-relay:<nonce>:`. Unlike the
+    /// servers' own (6 or 16 characters), so that no server takes an answer for its own.
+    prefix: String,
+    limit: usize,
+    retry_interval: Duration,
+}
+
+#[derive(Debug)]
+struct Waiting {
+    claim: Claim,
+    nsp: String,
+    attempts: u32,
+    phase: Phase,
+    first_sent: Instant,
+    /// The current attempt: servers counted when it was sent, count replies heard, the sum of
+    /// their client counts, the acknowledgements it got.
+    servers: u64,
+    answered: u64,
+    clients: u64,
+    attempt_acks: u64,
+    /// Every attempt's acknowledgements, and the answers kept of them.
+    acks: u64,
+    answers: Vec<Value>,
+    answer_bytes: usize,
+    answers_dropped: u64,
+    first_ack: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Sent { deadline: Instant },
+    Resting { until: Instant },
+}
+
+/// An entry at least one client acknowledged: what goes in its result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Acknowledged {
+    pub claim: Claim,
+    pub nsp: String,
+    pub attempts: u32,
+    /// Servers that answered the last attempt, and the clients they sent it to.
+    pub servers: u64,
+    pub clients: u64,
+    pub acks: u64,
+    /// The clients' answers (the first argument of `ack()`, `null` without one), at most
+    /// [`MAX_ANSWER_BYTES`] of them.
+    pub answers: Vec<Value>,
+    pub answers_dropped: u64,
+    /// From the first attempt to the first acknowledgement.
+    pub latency: Duration,
+}
+
+/// An attempt that ended without any acknowledgement: the entry rests until it is sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unanswered {
+    pub claim: Claim,
+    pub attempts: u32,
+    pub clients: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finished {
+    Acknowledged(Acknowledged),
+    Unanswered(Unanswered),
+}
+
+impl Awaiting {
+    /// `nonce` tells this process's requests from those of earlier ones, whose answers are for
+    /// attempts nobody waits for any more.
+    pub fn new(limit: usize, retry_interval: Duration, nonce: &str) -> Awaiting {
+        Awaiting {
+            entries: HashMap::new(),
+            prefix: format!("sio-relay:{nonce}:"),
+            limit,
+            retry_interval,
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// True once `acks.max_waiting` entries wait: time to stop reading new ones.
+    pub fn is_full(&self) -> bool {
+        self.entries.len() >= self.limit
+    }
+
+    pub fn contains(&self, id: EntryId) -> bool {
+        self.entries.contains_key(&id)
+    }
+
+    pub fn ids(&self) -> Vec<EntryId> {
+        self.entries.keys().copied().collect()
+    }
+
+    pub fn remove(&mut self, ids: &[EntryId]) {
+        for id in ids {
+            self.entries.remove(id);
+        }
+    }
+
+    /// Records a new attempt for `claim`, sent at `now` to `servers` servers and waiting `wait`
+    /// for acknowledgements; returns the request ID to send it with.
+    pub fn attempt(
+        &mut self,
+        claim: Claim,
+        nsp: &str,
+        wait: Duration,
+        servers: u64,
+        now: Instant,
+    ) -> String {
+        let waiting = self.entries.entry(claim.id).or_insert_with(|| Waiting {
+            claim,
+            nsp: nsp.to_owned(),
+            attempts: 0,
+            phase: Phase::Sent { deadline: now },
+            first_sent: now,
+            servers: 0,
+            answered: 0,
+            clients: 0,
+            attempt_acks: 0,
+            acks: 0,
+            answers: Vec::new(),
+            answer_bytes: 0,
+            answers_dropped: 0,
+            first_ack: None,
+        });
+        waiting.claim = claim;
+        waiting.attempts += 1;
+        waiting.phase = Phase::Sent {
+            deadline: now + wait,
+        };
+        waiting.servers = servers;
+        waiting.answered = 0;
+        waiting.clients = 0;
+        waiting.attempt_acks = 0;
+        format!("{}{}:{}", self.prefix, claim.id, waiting.attempts)
+    }
+
+    /// Takes one answer in; for an acknowledgement of an entry that waits for one, the time since
+    /// the entry's first attempt.
+    pub fn answer(&mut self, reply: &Reply) -> Option<Duration> {
+        let Some((id, attempt)) = reply
+            .request_id
+            .strip_prefix(&self.prefix)
+            .and_then(|rest| rest.rsplit_once(':'))
+        else {
+            return None;
+        };
+        let (Ok(id), Ok(attempt)) = (id.parse::<EntryId>(), attempt.parse::<u32>()) else {
+            return None;
+        };
+        let waiting = self.entries.get_mut(&id)?;
+        let current = attempt == waiting.attempts;
+        match &reply.answer {
+            Answer::Count(clients) => {
+                if current {
+                    waiting.answered += 1;
+                    waiting.clients += clients;
+                }
+                None
+            }
+            Answer::Ack(value) => {
+                if current {
+                    waiting.attempt_acks += 1;
+                }
+                waiting.acks += 1;
+                let latency = reply.at.saturating_duration_since(waiting.first_sent);
+                waiting.first_ack.get_or_insert(latency);
+                let value = value.clone().unwrap_or(Value::Null);
+                let bytes = value.to_string().len();
+                if waiting.answer_bytes + bytes <= MAX_ANSWER_BYTES {
+                    waiting.answer_bytes += bytes;
+                    waiting.answers.push(value);
+                } else {
+                    waiting.answers_dropped += 1;
+                }
+                Some(latency)
+            }
+        }
+    }
+
+    /// The attempts over at `now`: acknowledged entries leave, the others rest until their next
+    /// attempt. An entry that rests and got a late acknowledgement is over too.
+    pub fn finished(&mut self, now: Instant) -> Vec<Finished> {
+        let mut finished = Vec::new();
+        let mut acknowledged = Vec::new();
+        for (id, waiting) in &mut self.entries {
+            let over = match waiting.phase {
+                Phase::Sent { deadline } => {
+                    now >= deadline
+                        || (waiting.answered >= waiting.servers
+                            && waiting.attempt_acks >= waiting.clients)
+                }
+                Phase::Resting { .. } => waiting.acks > 0,
+            };
+            if !over {
+                continue;
+            }
+            if waiting.acks > 0 {
+                acknowledged.push(*id);
+                continue;
+            }
+            waiting.phase = Phase::Resting {
+                until: now + self.retry_interval,
+            };
+            finished.push(Finished::Unanswered(Unanswered {
+                claim: waiting.claim,
+                attempts: waiting.attempts,
+                clients: waiting.clients,
+            }));
+        }
+        for id in acknowledged {
+            let Some(w) = self.entries.remove(&id) else {
+                continue;
+            };
+            finished.push(Finished::Acknowledged(Acknowledged {
+                claim: w.claim,
+                nsp: w.nsp,
+                attempts: w.attempts,
+                servers: w.answered,
+                clients: w.clients,
+                acks: w.acks,
+                answers: w.answers,
+                answers_dropped: w.answers_dropped,
+                latency: w.first_ack.unwrap_or_default(),
+            }));
+        }
+        // In stream order, as everything else the relay writes.
+        finished.sort_by_key(|f| match f {
+            Finished::Acknowledged(a) => a.claim.id,
+            Finished::Unanswered(u) => u.claim.id,
+        });
+        finished
+    }
+
+    /// The entries whose rest is over at `now`, to be sent again; they wait as they are until then.
+    pub fn due(&self, now: Instant) -> Vec<Unanswered> {
+        let mut due: Vec<Unanswered> = self
+            .entries
+            .values()
+            .filter(|w| matches!(w.phase, Phase::Resting { until } if until <= now))
+            .map(|w| Unanswered {
+                claim: w.claim,
+                attempts: w.attempts,
+                clients: w.clients,
+            })
+            .collect();
+        due.sort_by_key(|u| u.claim.id);
+        due
+    }
+
+    /// When something may next be over or due: the relay's read waits no longer than that.
+    pub fn next_wake(&self, now: Instant) -> Option<Instant> {
+        self.entries
+            .values()
+            .map(|w| match w.phase {
+                Phase::Sent { deadline } => deadline.min(now + POLL),
+                Phase::Resting { until } => until,
+            })
+            .min()
+    }
+}

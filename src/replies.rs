@@ -1,0 +1,389 @@
+//! The servers' answers to a broadcast with acknowledgements: listening for them, and reading them.
+//!
+//! Each server that receives the relay's request answers once with how many of its sockets it sent
+//! the event to, then once per client that acknowledges (client-acks.md). The classic adapter
+//! answers on `<key>-response#<nsp>#`, or on `<key>-response#<nsp>#<uid>#` where a server sets
+//! `publishOnSpecificResponseChannel`: one pattern subscription, `<key>-response#*`, hears both
+//! for every namespace. The relay must never subscribe to the request channel itself, where every
+//! subscriber is counted as a server. The sharded adapter answers on the requester's own channel,
+//! `<key>#<nsp>#<uid>#`, which sharded Pub/Sub can only subscribe to by name, one per namespace.
+//!
+//! Other requests' answers (the servers' own `fetchSockets`, their acks) share those channels:
+//! only those whose `requestId` this relay made are passed on. Listening belongs to a session: a
+//! lost link drops it, and the answers lost meanwhile only make the entries waiting for them wait
+//! their timeout and be sent again.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use redis::RedisResult;
+use serde_json::{Map, Number, Value};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::connection;
+use crate::entry::BINARY_KEY;
+use crate::packet::{Adapter, Target};
+
+/// Answers waiting for the relay loop; when it falls this far behind, later ones are dropped and
+/// the entries they were for wait their timeout and are sent again.
+const QUEUE: usize = 10_000;
+
+/// The classic adapter's reply types (`RequestType` in its `lib/index.ts`).
+const BROADCAST_CLIENT_COUNT: u64 = 8;
+const BROADCAST_ACK: u64 = 9;
+/// The sharded adapter's (socket.io-adapter's `MessageType`).
+const CLUSTER_BROADCAST_CLIENT_COUNT: u64 = 11;
+const CLUSTER_BROADCAST_ACK: u64 = 12;
+
+/// What one server said about one request.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Answer {
+    /// How many of its sockets the server sent the event to.
+    Count(u64),
+    /// One client acknowledged, with the first argument of its `ack()` (`None` without one). Bytes
+    /// are written `{"$binary": "<base64>"}`, as producers write them.
+    Ack(Option<Value>),
+}
+
+/// An answer, with the request it is for and when it arrived.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    pub request_id: String,
+    pub answer: Answer,
+    pub at: Instant,
+}
+
+/// Reads a payload from a response channel as an answer to a broadcast with acknowledgements;
+/// `None` for anything else (other requests' answers, what no server would send).
+pub fn decode(adapter: Adapter, payload: &[u8]) -> Option<(String, Answer)> {
+    let value = if payload.first() == Some(&b'{') {
+        serde_json::from_slice(payload).ok()?
+    } else {
+        let mut reader = payload;
+        to_json(&rmpv::decode::read_value(&mut reader).ok()?)?
+    };
+    let kind = value.get("type")?.as_u64()?;
+    let (body, count, ack) = match adapter {
+        Adapter::Classic => (&value, BROADCAST_CLIENT_COUNT, BROADCAST_ACK),
+        Adapter::Sharded => (
+            value.get("data")?,
+            CLUSTER_BROADCAST_CLIENT_COUNT,
+            CLUSTER_BROADCAST_ACK,
+        ),
+    };
+    let request_id = body.get("requestId")?.as_str()?.to_owned();
+    let answer = if kind == count {
+        Answer::Count(body.get("clientCount")?.as_u64()?)
+    } else if kind == ack {
+        // notepack 2 (adapter 7.x) writes `ack()` without argument as `undefined`: no value.
+        Answer::Ack(body.get("packet").filter(|v| !is_undefined(v)).cloned())
+    } else {
+        return None;
+    };
+    Some((request_id, answer))
+}
+
+/// notepack 2's `undefined`: the extension type 0 with one zero byte.
+fn is_undefined(value: &Value) -> bool {
+    value.get("$ext") == Some(&Value::from(0)) && value.get("data") == Some(&Value::from("00"))
+}
+
+/// MessagePack to JSON: bytes as `{"$binary": "<base64>"}`, other extensions as
+/// `{"$ext": type, "data": "<hex>"}`.
+fn to_json(v: &rmpv::Value) -> Option<Value> {
+    use base64::Engine as _;
+    Some(match v {
+        rmpv::Value::Nil => Value::Null,
+        rmpv::Value::Boolean(b) => Value::Bool(*b),
+        rmpv::Value::Integer(i) => i
+            .as_i64()
+            .map(Value::from)
+            .or_else(|| i.as_u64().map(Value::from))?,
+        rmpv::Value::F32(f) => Number::from_f64(f64::from(*f)).map_or(Value::Null, Value::Number),
+        rmpv::Value::F64(f) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        rmpv::Value::String(s) => Value::String(s.as_str()?.to_owned()),
+        rmpv::Value::Binary(b) => {
+            let text = base64::engine::general_purpose::STANDARD.encode(b);
+            Value::Object(Map::from_iter([(BINARY_KEY.to_owned(), Value::String(text))]))
+        }
+        rmpv::Value::Array(items) => Value::Array(items.iter().map(to_json).collect::<Option<_>>()?),
+        rmpv::Value::Map(pairs) => Value::Object(
+            pairs
+                .iter()
+                .map(|(k, v)| Some((k.as_str()?.to_owned(), to_json(v)?)))
+                .collect::<Option<_>>()?,
+        ),
+        rmpv::Value::Ext(kind, data) => {
+            serde_json::json!({ "$ext": kind, "data": crate::packet::hex(data) })
+        }
+    })
+}
+
+/// The subscriptions of one session, and the answers they heard for this relay's requests.
+pub struct Listener {
+    target: Target,
+    /// Only answers to request IDs that start with this are passed on.
+    prefix: String,
+    tx: mpsc::Sender<Reply>,
+    rx: mpsc::Receiver<Reply>,
+    /// The classic adapter's one pattern subscription.
+    classic: Option<JoinHandle<()>>,
+    /// The sharded adapter's subscriptions, by namespace: set to stop their threads.
+    sharded: HashMap<String, Arc<AtomicBool>>,
+    /// Answers dropped because the loop fell [`QUEUE`] behind.
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Listener {
+    pub fn new(target: Target, prefix: String) -> Listener {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        Listener {
+            target,
+            prefix,
+            tx,
+            rx,
+            classic: None,
+            sharded: HashMap::new(),
+            dropped: Default::default(),
+        }
+    }
+
+    /// Makes sure the answers to a request on `nsp` will be heard: subscribes, and waits for the
+    /// subscription to be confirmed, before the request is sent. A subscription whose connection
+    /// closed is made again.
+    pub async fn listen(&mut self, cfg: &Config, nsp: &str) -> RedisResult<()> {
+        match self.target.adapter {
+            Adapter::Classic => {
+                if self.classic.as_ref().is_some_and(|task| !task.is_finished()) {
+                    return Ok(());
+                }
+                // Classic Pub/Sub reaches every node of a cluster: the stream's node will do.
+                let client = connection::client(cfg).await?;
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub
+                    .psubscribe(format!("{}-response#*", self.target.key))
+                    .await?;
+                let forward = self.forwarder();
+                self.classic = Some(tokio::spawn(async move {
+                    let mut messages = pubsub.on_message();
+                    while let Some(message) = messages.next().await {
+                        if !forward.pass(message.get_payload_bytes()) {
+                            break;
+                        }
+                    }
+                }));
+            }
+            Adapter::Sharded => {
+                if self
+                    .sharded
+                    .get(nsp)
+                    .is_some_and(|stop| !stop.load(Ordering::Relaxed))
+                {
+                    return Ok(());
+                }
+                let channel = format!(
+                    "{}{}#",
+                    self.target.namespace_channel(nsp),
+                    self.target.uid
+                );
+                let client = connection::client_for(cfg, &channel).await?;
+                let timeout = cfg.redis.connect_timeout;
+                let con = tokio::task::spawn_blocking(move || -> RedisResult<_> {
+                    let mut con = client.get_connection_with_timeout(timeout)?;
+                    redis::cmd("SSUBSCRIBE").arg(&channel).exec(&mut con)?;
+                    Ok(con)
+                })
+                .await
+                .map_err(|e| {
+                    redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "the subscription task failed",
+                        e.to_string(),
+                    ))
+                })??;
+                let stop = Arc::new(AtomicBool::new(false));
+                self.sharded.insert(nsp.to_owned(), stop.clone());
+                let forward = self.forwarder();
+                // A thread of its own: redis-rs reads shard messages off a plain connection only.
+                std::thread::spawn(move || shard_messages(con, forward, &stop));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every answer heard since the last call.
+    pub fn drain(&mut self) -> Vec<Reply> {
+        let mut replies = Vec::new();
+        while let Ok(reply) = self.rx.try_recv() {
+            replies.push(reply);
+        }
+        replies
+    }
+
+    /// How many answers were dropped since the last call because the loop fell behind.
+    pub fn take_dropped(&self) -> u64 {
+        self.dropped.swap(0, Ordering::Relaxed)
+    }
+
+    fn forwarder(&self) -> Forward {
+        Forward {
+            adapter: self.target.adapter,
+            prefix: self.prefix.clone(),
+            tx: self.tx.clone(),
+            dropped: self.dropped.clone(),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(task) = self.classic.take() {
+            task.abort();
+        }
+        for stop in self.sharded.values() {
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Passes this relay's answers on to the loop.
+struct Forward {
+    adapter: Adapter,
+    prefix: String,
+    tx: mpsc::Sender<Reply>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Forward {
+    /// False once nobody listens any more.
+    fn pass(&self, payload: &[u8]) -> bool {
+        let Some((request_id, answer)) = decode(self.adapter, payload) else {
+            return true;
+        };
+        if !request_id.starts_with(&self.prefix) {
+            return true;
+        }
+        let reply = Reply {
+            request_id,
+            answer,
+            at: Instant::now(),
+        };
+        match self.tx.try_send(reply) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// Reads a connection in sharded Pub/Sub mode (`smessage`, channel, payload) until it fails, or
+/// until a message comes after `stop` was set (no read timeout: redis-rs would then skip the next
+/// message as a late reply); sets `stop` when it ends, so that the next request subscribes again.
+fn shard_messages(mut con: redis::Connection, forward: Forward, stop: &AtomicBool) {
+    while let Ok(reply) = con.recv_response() {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let Ok((kind, _channel, payload)) =
+            redis::from_redis_value::<(String, String, Vec<u8>)>(reply)
+        else {
+            continue; // a subscription's confirmation
+        };
+        if kind == "smessage" && !forward.pass(&payload) {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// The replies captured from live servers in client-acks.md.
+    #[test]
+    fn reads_the_answers_servers_sent() {
+        let classic = |payload: &[u8]| decode(Adapter::Classic, payload);
+        assert_eq!(
+            classic(br#"{"type":8,"requestId":"r2-req","clientCount":3}"#),
+            Some(("r2-req".into(), Answer::Count(3)))
+        );
+        let ack = hex("83a47479706509a9726571756573744964a672322d726571a67061636b657482a47365656ec3a377686fa26131");
+        assert_eq!(
+            classic(&ack),
+            Some((
+                "r2-req".into(),
+                Answer::Ack(Some(serde_json::json!({"seen": true, "who": "a1"})))
+            ))
+        );
+        let no_value = hex("82a47479706509a9726571756573744964a672322d726571");
+        assert_eq!(
+            classic(&no_value),
+            Some(("r2-req".into(), Answer::Ack(None)))
+        );
+        let undefined = hex("83a47479706509a9726571756573744964a26f31a67061636b6574d40000");
+        assert_eq!(classic(&undefined), Some(("o1".into(), Answer::Ack(None))));
+        let bytes = hex("83a47479706509a9726571756573744964a672322d726571a67061636b6574c404deadbeef");
+        assert_eq!(
+            classic(&bytes),
+            Some((
+                "r2-req".into(),
+                Answer::Ack(Some(serde_json::json!({"$binary": "3q2+7w=="})))
+            ))
+        );
+        let sharded = |payload: &[u8]| decode(Adapter::Sharded, payload);
+        assert_eq!(
+            sharded(br#"{"type":11,"data":{"requestId":"sr1","clientCount":3},"uid":"bf10aded24816047","nsp":"/"}"#),
+            Some(("sr1".into(), Answer::Count(3)))
+        );
+        assert_eq!(
+            sharded(br#"{"type":12,"data":{"requestId":"sr1"},"uid":"bf10aded24816047","nsp":"/"}"#),
+            Some(("sr1".into(), Answer::Ack(None)))
+        );
+        let sharded_bytes = hex("84a4747970650ca46461746182a9726571756573744964a3737231a67061636b6574c404deadbeefa3756964b062663130616465643234383136303437a36e7370a12f");
+        assert_eq!(
+            sharded(&sharded_bytes),
+            Some((
+                "sr1".into(),
+                Answer::Ack(Some(serde_json::json!({"$binary": "3q2+7w=="})))
+            ))
+        );
+    }
+
+    #[test]
+    fn ignores_what_is_not_an_answer_to_a_broadcast_with_acks() {
+        for payload in [
+            &br#"{"type":8,"clientCount":3}"#[..],
+            br#"{"type":8,"requestId":"r","clientCount":-1}"#,
+            br#"{"type":5,"requestId":"r","sockets":[]}"#,
+            br#"{"type":"8","requestId":"r","clientCount":1}"#,
+            b"{not json",
+            b"",
+            b"\x93\x01\x02\x03",
+        ] {
+            assert_eq!(decode(Adapter::Classic, payload), None, "{payload:?}");
+        }
+        assert_eq!(
+            decode(
+                Adapter::Sharded,
+                br#"{"type":8,"requestId":"r","clientCount":1}"#
+            ),
+            None
+        );
+    }
+}

@@ -1,0 +1,307 @@
+//! Delivery confirmed by the clients: entries with `ack` sent as broadcasts with acknowledgements to
+//! real Socket.IO servers, acknowledged (or not) by real socket.io-client sockets, and counted per
+//! entry: a result in the results stream, a dead letter, or still pending; and what each client
+//! received, how often.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use serde_json::{json, Value};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// Settings that keep the tests short: attempts 300 ms apart.
+const FAST_RETRIES: (&str, &str) = ("ACKS__RETRY_INTERVAL", "300ms");
+
+/// The results stream's entries, by the source entry ID they are for.
+fn results(con: &mut redis::Connection) -> BTreeMap<String, BTreeMap<String, String>> {
+    let entries: Vec<(String, Vec<(String, String)>)> = {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg("sio-relay:acks")
+            .arg("-")
+            .arg("+")
+            .query(con)
+            .unwrap();
+        reply
+            .ids
+            .into_iter()
+            .map(|entry| {
+                let fields = entry
+                    .map
+                    .into_iter()
+                    .map(|(k, v)| (k, redis::from_redis_value::<String>(v).unwrap()))
+                    .collect();
+                (entry.id, fields)
+            })
+            .collect()
+    };
+    let mut by_source = BTreeMap::new();
+    for (_, fields) in entries {
+        let fields: BTreeMap<String, String> = fields.into_iter().collect();
+        let id = fields["id"].clone();
+        assert!(
+            by_source.insert(id.clone(), fields).is_none(),
+            "two results for {id}"
+        );
+    }
+    by_source
+}
+
+fn wait_results(con: &mut redis::Connection, n: usize, timeout: Duration) {
+    wait_until(timeout, &format!("{n} results"), || results(con).len() >= n);
+}
+
+fn answers(result: &BTreeMap<String, String>) -> Vec<Value> {
+    let mut answers: Vec<Value> = serde_json::from_str(&result["answers"]).unwrap();
+    answers.sort_by_key(|a| a.to_string());
+    answers
+}
+
+/// How many times `client` received an event whose last argument is the entry ID `id`.
+fn times_received(clients: &Clients, client: &str, id: &str) -> usize {
+    clients
+        .events_of(client)
+        .iter()
+        .filter(|(_, args)| args.as_array().and_then(|a| a.last()) == Some(&json!(id)))
+        .count()
+}
+
+#[test]
+fn classic_clients_confirm_delivery() {
+    clients_confirm_delivery(Adapter::Classic);
+}
+
+#[test]
+fn sharded_clients_confirm_delivery() {
+    clients_confirm_delivery(Adapter::Sharded("dynamic"));
+}
+
+/// Two sockets of one user on two servers both acknowledge (and are both counted); a client that
+/// never acknowledges gets the entry again until `acks.max_age`, then it is dead-lettered; an entry
+/// without `ack` is delivered as before; nothing stays pending.
+fn clients_confirm_delivery(adapter: Adapter) {
+    let redis = RedisServer::start();
+    let a = SocketIoServer::start_with(&redis.url(), &adapter);
+    let b = SocketIoServer::start_with(&redis.url(), &adapter);
+    wait_adapter_servers(&redis, &adapter, 2);
+    let clients = Clients::start_specs(vec![
+        json!({"name": "u1-a", "url": a.url("/"), "rooms": ["user:1"], "ack": true}),
+        json!({"name": "u1-b", "url": b.url("/"), "rooms": ["user:1"], "ack": true}),
+        json!({"name": "u2", "url": a.url("/"), "rooms": ["user:2"]}),
+        json!({"name": "u3", "url": b.url("/"), "rooms": ["user:3"], "ack": true}),
+    ]);
+    let mut settings = adapter.settings();
+    settings.extend([FAST_RETRIES, ("ACKS__MAX_AGE", "3s")]);
+    let _relay = Relay::start(&redis, "relay-1", &settings);
+    let mut con = redis.connection();
+    let paid = xadd(
+        &mut con,
+        &[
+            ("event", "paid"),
+            ("room", "user:1"),
+            ("data", r#"{"order":7}"#),
+            ("ack", "5s"),
+            ("append_id", "true"),
+        ],
+    );
+    let ignored = xadd(
+        &mut con,
+        &[
+            ("event", "notice"),
+            ("room", "user:2"),
+            ("ack", "500ms"),
+            ("append_id", "true"),
+        ],
+    );
+    let plain = xadd(
+        &mut con,
+        &[("event", "plain"), ("room", "user:3"), ("append_id", "true")],
+    );
+    let asked = xadd(
+        &mut con,
+        &[
+            ("event", "ask"),
+            ("room", "user:3"),
+            ("data", r#""q""#),
+            ("ack", "5s"),
+            ("append_id", "true"),
+        ],
+    );
+    wait_results(&mut con, 2, 20 * SECOND);
+    wait_until(20 * SECOND, "the ignored entry is dead-lettered", || {
+        !dead_letters(&mut con).is_empty()
+    });
+    wait_until(10 * SECOND, "nothing pending", || pending(&mut con).is_empty());
+
+    let results = results(&mut con);
+    assert_eq!(
+        results.keys().collect::<Vec<_>>(),
+        [&paid, &asked],
+        "one result per acknowledged entry"
+    );
+    let paid_result = &results[&paid];
+    assert_eq!(paid_result["nsp"], "/");
+    assert_eq!(paid_result["servers"], "2");
+    assert_eq!(paid_result["clients"], "2", "both sockets counted");
+    assert_eq!(paid_result["acks"], "2");
+    assert_eq!(paid_result["attempts"], "1");
+    assert_eq!(
+        answers(paid_result),
+        [json!({"who": "u1-a"}), json!({"who": "u1-b"})]
+    );
+    assert_eq!(results[&asked]["clients"], "1");
+    assert_eq!(answers(&results[&asked]), [json!({"who": "u3"})]);
+
+    // Each socket of user 1 got the entry once, with its ID last, and knew it could acknowledge.
+    for client in ["u1-a", "u1-b"] {
+        assert_eq!(times_received(&clients, client, &paid), 1, "{client}");
+        let (event, args) = &clients.events_of(client)[0];
+        assert_eq!(event, "paid");
+        assert_eq!(args, &json!([{"order": 7}, paid]));
+    }
+    // The entry without `ack` arrived once, as before.
+    assert_eq!(times_received(&clients, "u3", &plain), 1);
+    assert_eq!(times_received(&clients, "u3", &asked), 1);
+
+    // Sent again while no client acknowledged, then dead-lettered with the reason.
+    assert!(
+        times_received(&clients, "u2", &ignored) >= 2,
+        "u2 got {:?}",
+        clients.events_of("u2")
+    );
+    let dead = dead_letters(&mut con);
+    assert_eq!(dead.len(), 1);
+    let fields = &dead[0].1;
+    assert_eq!(field(fields, "x-dead-id"), Some(ignored.as_str()));
+    assert_eq!(field(fields, "x-dead-reason"), Some("unacknowledged"));
+    let error = field(fields, "x-dead-error").unwrap();
+    assert!(
+        error.starts_with("no client acknowledged it in ") && error.contains("acks.max_age = 3s"),
+        "{error}"
+    );
+    assert!(
+        error.ends_with("the last attempt reached 1 clients"),
+        "{error}"
+    );
+}
+
+/// A user offline when entries were produced receives, on connecting, exactly those younger than
+/// `acks.max_age`; the older ones are dead-lettered as `unacknowledged` without reaching anyone.
+#[test]
+fn an_offline_user_gets_what_was_sent_within_max_age() {
+    let redis = RedisServer::start();
+    let server = SocketIoServer::start(&redis);
+    wait_servers(&redis, 1);
+    let _relay = Relay::start(
+        &redis,
+        "relay-1",
+        &[FAST_RETRIES, ("ACKS__MAX_AGE", "4s")],
+    );
+    let mut con = redis.connection();
+    let ask = |con: &mut redis::Connection, n: u32| {
+        xadd(
+            con,
+            &[
+                ("event", "inbox"),
+                ("room", "user:9"),
+                ("data", &json!({ "n": n }).to_string()),
+                ("ack", "500ms"),
+                ("append_id", "true"),
+            ],
+        )
+    };
+    let started = Instant::now();
+    let old = [ask(&mut con, 1), ask(&mut con, 2)];
+    std::thread::sleep(5 * SECOND);
+    let recent = [ask(&mut con, 3), ask(&mut con, 4)];
+    wait_until(10 * SECOND, "the old entries are dead-lettered", || {
+        dead_letters(&mut con).len() == 2
+    });
+    let clients = Clients::start_specs(vec![
+        json!({"name": "user9", "url": server.url("/"), "rooms": ["user:9"], "ack": true}),
+    ]);
+    wait_results(&mut con, 2, 10 * SECOND);
+    assert!(
+        started.elapsed() < 9 * SECOND,
+        "the recent entries were still within acks.max_age when they were acknowledged"
+    );
+    wait_until(5 * SECOND, "nothing pending", || pending(&mut con).is_empty());
+    let results = results(&mut con);
+    assert_eq!(results.keys().cloned().collect::<Vec<_>>(), recent.to_vec());
+    for id in &recent {
+        assert_eq!(times_received(&clients, "user9", id), 1);
+        assert!(results[id]["attempts"].parse::<u32>().unwrap() >= 2);
+    }
+    for id in &old {
+        assert_eq!(times_received(&clients, "user9", id), 0);
+    }
+    let dead: Vec<String> = dead_letters(&mut con)
+        .iter()
+        .map(|(_, fields)| {
+            assert_eq!(field(fields, "x-dead-reason"), Some("unacknowledged"));
+            assert!(field(fields, "x-dead-error")
+                .unwrap()
+                .ends_with("reached 0 clients"));
+            field(fields, "x-dead-id").unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(dead, old.to_vec());
+}
+
+/// The relay `kill -9`'d while clients are about to acknowledge: nothing is lost, each entry gets
+/// exactly one result, and the only duplicates are the entries that were waiting, sent again by
+/// the next relay with the same ID for the client to tell.
+#[test]
+fn a_relay_killed_while_waiting_for_acks_loses_nothing() {
+    const ENTRIES: usize = 30;
+    let redis = RedisServer::start();
+    let server = SocketIoServer::start(&redis);
+    wait_servers(&redis, 1);
+    let clients = Clients::start_specs(vec![json!({
+        "name": "slow", "url": server.url("/"), "rooms": ["user:5"], "ack": true, "ackDelay": 1500
+    })]);
+    let mut relay = Relay::start(&redis, "relay-1", &[FAST_RETRIES]);
+    let mut con = redis.connection();
+    let ids: Vec<String> = (0..ENTRIES)
+        .map(|n| {
+            xadd(
+                &mut con,
+                &[
+                    ("event", "e"),
+                    ("room", "user:5"),
+                    ("data", &n.to_string()),
+                    ("ack", "10s"),
+                    ("append_id", "true"),
+                ],
+            )
+        })
+        .collect();
+    clients.wait_events("slow", ENTRIES, 10 * SECOND);
+    // Received, not yet acknowledged: the relay dies with every entry waiting.
+    relay.kill();
+    assert!(results(&mut con).is_empty());
+    relay.restart();
+    wait_results(&mut con, ENTRIES, 30 * SECOND);
+    wait_until(5 * SECOND, "nothing pending", || pending(&mut con).is_empty());
+    std::thread::sleep(2 * SECOND);
+
+    let results = results(&mut con);
+    let (mut delivered, mut duplicated, mut lost) = (0, 0, 0);
+    for id in &ids {
+        assert!(results.contains_key(id), "no result for {id}");
+        match times_received(&clients, "slow", id) {
+            0 => lost += 1,
+            1 => delivered += 1,
+            _ => duplicated += 1,
+        }
+    }
+    assert_eq!(results.len(), ENTRIES, "one result per entry");
+    assert!(dead_letters(&mut con).is_empty());
+    assert_eq!(lost, 0);
+    // Every entry was waiting at the kill: the next relay sent each again.
+    assert_eq!((delivered, duplicated), (0, ENTRIES));
+    for id in &ids {
+        assert_eq!(times_received(&clients, "slow", id), 2, "{id}");
+    }
+}
