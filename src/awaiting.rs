@@ -183,13 +183,10 @@ impl Awaiting {
     /// Takes one answer in; for an acknowledgement of an entry that waits for one, the time since
     /// the entry's first attempt.
     pub fn answer(&mut self, reply: &Reply) -> Option<Duration> {
-        let Some((id, attempt)) = reply
+        let (id, attempt) = reply
             .request_id
             .strip_prefix(&self.prefix)
-            .and_then(|rest| rest.rsplit_once(':'))
-        else {
-            return None;
-        };
+            .and_then(|rest| rest.rsplit_once(':'))?;
         let (Ok(id), Ok(attempt)) = (id.parse::<EntryId>(), attempt.parse::<u32>()) else {
             return None;
         };
@@ -302,5 +299,131 @@ impl Awaiting {
                 Phase::Resting { until } => until,
             })
             .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(5);
+    const REST: Duration = Duration::from_secs(1);
+
+    fn claim(seq: u64) -> Claim {
+        Claim {
+            id: EntryId { ms: 1, seq },
+            deliveries: 1,
+            redelivery: false,
+            recorded: false,
+        }
+    }
+
+    fn reply(request_id: &str, answer: Answer, at: Instant) -> Reply {
+        Reply {
+            request_id: request_id.to_owned(),
+            answer,
+            at,
+        }
+    }
+
+    #[test]
+    fn an_attempt_ends_once_every_server_and_client_answered() {
+        let mut awaiting = Awaiting::new(10, REST, "n");
+        let t0 = Instant::now();
+        let id = awaiting.attempt(claim(0), "/", WAIT, 2, t0);
+        assert_eq!(id, "sio-relay:n:1-0:1");
+        let ms = |n| t0 + Duration::from_millis(n);
+        // An acknowledgement may come before its server's count, and before another server's.
+        let ack = Answer::Ack(Some(serde_json::json!("seen")));
+        assert_eq!(
+            awaiting.answer(&reply(&id, ack.clone(), ms(3))),
+            Some(ms(3) - t0)
+        );
+        awaiting.answer(&reply(&id, Answer::Count(1), ms(4)));
+        assert!(
+            awaiting.finished(ms(4)).is_empty(),
+            "one server has not answered"
+        );
+        awaiting.answer(&reply(&id, Answer::Count(2), ms(5)));
+        awaiting.answer(&reply(&id, Answer::Ack(None), ms(6)));
+        assert!(
+            awaiting.finished(ms(6)).is_empty(),
+            "one client has not acknowledged"
+        );
+        // Answers to other requests change nothing.
+        for other in ["abcdef", "sio-relay:other:1-0:1", "sio-relay:n:1-1:1"] {
+            assert_eq!(awaiting.answer(&reply(other, ack.clone(), ms(6))), None);
+        }
+        awaiting.answer(&reply(&id, ack.clone(), ms(7)));
+        let finished = awaiting.finished(ms(7));
+        assert_eq!(
+            finished,
+            [Finished::Acknowledged(Acknowledged {
+                claim: claim(0),
+                nsp: "/".into(),
+                attempts: 1,
+                servers: 2,
+                clients: 3,
+                acks: 3,
+                answers: vec!["seen".into(), Value::Null, "seen".into()],
+                answers_dropped: 0,
+                latency: Duration::from_millis(3),
+            })]
+        );
+        assert!(awaiting.is_empty());
+    }
+
+    #[test]
+    fn unanswered_entries_rest_and_a_late_acknowledgement_still_counts() {
+        let mut awaiting = Awaiting::new(10, REST, "n");
+        let t0 = Instant::now();
+        let first = awaiting.attempt(claim(0), "/", WAIT, 1, t0);
+        awaiting.answer(&reply(&first, Answer::Count(1), t0));
+        assert!(awaiting.finished(t0 + WAIT / 2).is_empty());
+        let ended = t0 + WAIT;
+        assert_eq!(
+            awaiting.finished(ended),
+            [Finished::Unanswered(Unanswered {
+                claim: claim(0),
+                attempts: 1,
+                clients: 1,
+            })]
+        );
+        assert!(awaiting.due(ended).is_empty(), "it rests first");
+        assert_eq!(awaiting.next_wake(ended), Some(ended + REST));
+        assert_eq!(awaiting.due(ended + REST).len(), 1);
+        // The client of the first attempt answers while the entry rests.
+        awaiting.answer(&reply(&first, Answer::Ack(None), ended + REST / 2));
+        let finished = awaiting.finished(ended + REST / 2);
+        assert!(
+            matches!(&finished[..], [Finished::Acknowledged(a)] if a.attempts == 1 && a.acks == 1),
+            "{finished:?}"
+        );
+    }
+
+    #[test]
+    fn no_servers_end_an_attempt_at_once_and_answers_are_bounded() {
+        let mut awaiting = Awaiting::new(1, REST, "n");
+        let t0 = Instant::now();
+        awaiting.attempt(claim(0), "/", WAIT, 0, t0);
+        assert!(awaiting.is_full());
+        assert!(matches!(
+            &awaiting.finished(t0)[..],
+            [Finished::Unanswered(Unanswered { clients: 0, .. })]
+        ));
+        let id = awaiting.attempt(claim(0), "/", WAIT, 1, t0 + REST);
+        assert!(id.ends_with(":2"), "{id}");
+        let big = Value::String("x".repeat(MAX_ANSWER_BYTES / 2));
+        awaiting.answer(&reply(&id, Answer::Count(3), t0 + REST));
+        for _ in 0..3 {
+            awaiting.answer(&reply(&id, Answer::Ack(Some(big.clone())), t0 + REST));
+        }
+        let [Finished::Acknowledged(acked)] = &awaiting.finished(t0 + REST)[..] else {
+            panic!("not acknowledged");
+        };
+        assert_eq!(
+            (acked.acks, acked.answers.len(), acked.answers_dropped),
+            (3, 1, 2)
+        );
     }
 }

@@ -766,7 +766,7 @@ impl Config {
                 ),
             ));
         }
-        if Slot::for_key(&self.acks_stream()) != slot {
+        if Slot::for_key(self.acks_stream()) != slot {
             return Err(invalid(
                 "acks.stream",
                 format!(
@@ -955,12 +955,7 @@ impl Config {
                 0,
                 1_000_000_000_000,
             ),
-            (
-                "acks.max_len",
-                self.acks.max_len,
-                0,
-                1_000_000_000_000,
-            ),
+            ("acks.max_len", self.acks.max_len, 0, 1_000_000_000_000),
             (
                 "acks.max_waiting",
                 self.acks.max_waiting as u64,

@@ -166,7 +166,10 @@ pub enum Malformed {
     },
     #[error("`{field}` must be `true` or `false`, not {value:?}")]
     BadFlag { field: &'static str, value: String },
-    #[error("`ack` must be a duration between 1ms and {}, such as \"10s\", not {value:?}", humantime::format_duration(MAX_ACK_TIMEOUT))]
+    #[error(
+        "`ack` must be a duration between 1ms and {}, such as \"10s\", not {value:?}",
+        humantime::format_duration(MAX_ACK_TIMEOUT)
+    )]
     BadAck { value: String },
     #[error("`ack` and `volatile` cannot both be present: a volatile event may be dropped, an acknowledged one is sent again until a client acknowledges it")]
     AckAndVolatile,
@@ -869,6 +872,25 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_emit_may_ask_for_acknowledgements_and_its_id() {
+        let mut entry = parse(&[
+            ("event", "paid"),
+            ("data", "1"),
+            ("ack", "1m 30s"),
+            ("append_id", "true"),
+        ])
+        .unwrap();
+        assert_eq!(entry.ack(), Some(Duration::from_secs(90)));
+        entry.append_id(EntryId { ms: 5, seq: 1 });
+        assert_eq!(emit(&entry).0.args, [json!(1), json!("5-1")]);
+        // Without `append_id`, the arguments stay as produced.
+        let mut plain = parse(&[("event", "paid"), ("data", "1")]).unwrap();
+        assert_eq!(plain.ack(), None);
+        plain.append_id(EntryId { ms: 5, seq: 1 });
+        assert_eq!(emit(&plain).0.args, [json!(1)]);
+    }
+
     fn parse(pairs: &[(&str, &str)]) -> Result<Entry, Malformed> {
         let fields: Vec<_> = pairs
             .iter()
@@ -997,6 +1019,27 @@ mod tests {
                 Malformed::BadFlag {
                     field: "volatile",
                     value: "yes".into(),
+                },
+            ),
+            (
+                &[("event", "e"), ("ack", "0s")],
+                Malformed::BadAck { value: "0s".into() },
+            ),
+            (
+                &[("event", "e"), ("ack", "11m")],
+                Malformed::BadAck {
+                    value: "11m".into(),
+                },
+            ),
+            (
+                &[("event", "e"), ("ack", "1s"), ("volatile", "true")],
+                Malformed::AckAndVolatile,
+            ),
+            (
+                &[("server_emit", "e"), ("ack", "1s")],
+                Malformed::DoesNotApply {
+                    field: "ack",
+                    operation: "server_emit",
                 },
             ),
             (

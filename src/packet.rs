@@ -756,8 +756,10 @@ fn classic_request(value: &Value) -> Result<Decoded, String> {
         }
         Some(kind) if kind == u64::from(BROADCAST_WITH_ACK) => {
             let packet = value.get("packet").filter(|p| p.is_object());
-            let packet = packet.ok_or("a broadcast with acks whose packet is not a map (servers crash on it)")?;
-            let mut decoded = broadcast(&uid, "", packet, value.get("opts").unwrap_or(&Value::Null))?;
+            let packet = packet
+                .ok_or("a broadcast with acks whose packet is not a map (servers crash on it)")?;
+            let mut decoded =
+                broadcast(&uid, "", packet, value.get("opts").unwrap_or(&Value::Null))?;
             decoded.request_id = Some(request_id(value));
             Ok(decoded)
         }
@@ -1052,6 +1054,65 @@ mod tests {
             adapter: Adapter::Sharded,
             ..target()
         }
+    }
+
+    /// client-acks.md "Full exchange": the request the servers answered, with every field a server
+    /// reads unchecked.
+    #[test]
+    fn a_broadcast_with_acks_is_the_request_servers_answer() {
+        let e = entry(&[
+            ("event", "ev"),
+            ("data", r#"{"n":"r1"}"#),
+            ("room", "r1"),
+            ("ack", "5s"),
+        ]);
+        let packet = target().ack_request(&e, "sio-relay:x:1-0:1").unwrap();
+        assert_eq!(packet.channel, "socket.io-request#/#");
+        assert_eq!(
+            String::from_utf8(packet.payload.clone()).unwrap(),
+            r#"{"uid":"emitter","requestId":"sio-relay:x:1-0:1","type":7,"packet":{"type":2,"data":["ev",{"n":"r1"}],"nsp":"/"},"opts":{"rooms":["r1"],"flags":{},"except":[]}}"#
+        );
+        let decoded = decode_request(&packet.payload, &target()).unwrap();
+        assert_eq!(decoded.request_id.as_deref(), Some("sio-relay:x:1-0:1"));
+        assert_eq!((decoded.operation, decoded.event.as_str()), ("emit", "ev"));
+
+        // Bytes: MessagePack, which servers read with their parser.
+        let bytes = entry(&[
+            ("event", "ev"),
+            ("data", r#"{"$binary":"AQ=="}"#),
+            ("ack", "5s"),
+        ]);
+        let packet = target().ack_request(&bytes, "id").unwrap();
+        assert_eq!(packet.payload[0], 0x85, "a map of 5");
+        let decoded = decode_request(&packet.payload, &target()).unwrap();
+        assert_eq!(decoded.request_id.as_deref(), Some("id"));
+        assert_eq!(decoded.args, [serde_json::json!({"$binary": "01"})]);
+        let json = Target {
+            parser: Parser::Json,
+            ..target()
+        };
+        assert_eq!(
+            json.ack_request(&bytes, "id"),
+            Err(Malformed::BinaryNeedsMsgpack)
+        );
+
+        // The sharded adapter's broadcast, with `requestId` in its data.
+        let packet = sharded().ack_request(&e, "sio-relay:x:1-0:1").unwrap();
+        assert_eq!(packet.channel, "socket.io#/#");
+        assert_eq!(
+            String::from_utf8(packet.payload.clone()).unwrap(),
+            r#"{"uid":"emitter","nsp":"/","type":3,"data":{"requestId":"sio-relay:x:1-0:1","packet":{"type":2,"data":["ev",{"n":"r1"}],"nsp":"/"},"opts":{"rooms":["r1"],"flags":{},"except":[]}}}"#
+        );
+        let decoded = decode(&packet.payload, &sharded()).unwrap();
+        assert_eq!(decoded.request_id.as_deref(), Some("sio-relay:x:1-0:1"));
+        let packet = sharded().ack_request(&bytes, "id").unwrap();
+        assert_eq!(
+            decode(&packet.payload, &sharded())
+                .unwrap()
+                .request_id
+                .as_deref(),
+            Some("id")
+        );
     }
 
     /// wire-format.md §1.8 A, as captured from `@socket.io/redis-emitter` 5.1.0.

@@ -109,9 +109,14 @@ fn to_json(v: &rmpv::Value) -> Option<Value> {
         rmpv::Value::String(s) => Value::String(s.as_str()?.to_owned()),
         rmpv::Value::Binary(b) => {
             let text = base64::engine::general_purpose::STANDARD.encode(b);
-            Value::Object(Map::from_iter([(BINARY_KEY.to_owned(), Value::String(text))]))
+            Value::Object(Map::from_iter([(
+                BINARY_KEY.to_owned(),
+                Value::String(text),
+            )]))
         }
-        rmpv::Value::Array(items) => Value::Array(items.iter().map(to_json).collect::<Option<_>>()?),
+        rmpv::Value::Array(items) => {
+            Value::Array(items.iter().map(to_json).collect::<Option<_>>()?)
+        }
         rmpv::Value::Map(pairs) => Value::Object(
             pairs
                 .iter()
@@ -159,7 +164,11 @@ impl Listener {
     pub async fn listen(&mut self, cfg: &Config, nsp: &str) -> RedisResult<()> {
         match self.target.adapter {
             Adapter::Classic => {
-                if self.classic.as_ref().is_some_and(|task| !task.is_finished()) {
+                if self
+                    .classic
+                    .as_ref()
+                    .is_some_and(|task| !task.is_finished())
+                {
                     return Ok(());
                 }
                 // Classic Pub/Sub reaches every node of a cluster: the stream's node will do.
@@ -186,11 +195,7 @@ impl Listener {
                 {
                     return Ok(());
                 }
-                let channel = format!(
-                    "{}{}#",
-                    self.target.namespace_channel(nsp),
-                    self.target.uid
-                );
+                let channel = format!("{}{}#", self.target.namespace_channel(nsp), self.target.uid);
                 let client = connection::client_for(cfg, &channel).await?;
                 let timeout = cfg.redis.connect_timeout;
                 let con = tokio::task::spawn_blocking(move || -> RedisResult<_> {
@@ -338,7 +343,8 @@ mod tests {
         );
         let undefined = hex("83a47479706509a9726571756573744964a26f31a67061636b6574d40000");
         assert_eq!(classic(&undefined), Some(("o1".into(), Answer::Ack(None))));
-        let bytes = hex("83a47479706509a9726571756573744964a672322d726571a67061636b6574c404deadbeef");
+        let bytes =
+            hex("83a47479706509a9726571756573744964a672322d726571a67061636b6574c404deadbeef");
         assert_eq!(
             classic(&bytes),
             Some((
@@ -352,7 +358,9 @@ mod tests {
             Some(("sr1".into(), Answer::Count(3)))
         );
         assert_eq!(
-            sharded(br#"{"type":12,"data":{"requestId":"sr1"},"uid":"bf10aded24816047","nsp":"/"}"#),
+            sharded(
+                br#"{"type":12,"data":{"requestId":"sr1"},"uid":"bf10aded24816047","nsp":"/"}"#
+            ),
             Some(("sr1".into(), Answer::Ack(None)))
         );
         let sharded_bytes = hex("84a4747970650ca46461746182a9726571756573744964a3737231a67061636b6574c404deadbeefa3756964b062663130616465643234383136303437a36e7370a12f");

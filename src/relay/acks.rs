@@ -48,9 +48,7 @@ impl Relay {
                 continue;
             };
             let nsp = entry.nsp();
-            let request_id = self
-                .awaiting
-                .attempt(*claim, nsp, *wait, servers[nsp], now);
+            let request_id = self.awaiting.attempt(*claim, nsp, *wait, servers[nsp], now);
             let packet = self
                 .target
                 .ack_request(entry, &request_id)
@@ -67,7 +65,10 @@ impl Relay {
         pipe.query_async::<()>(&mut s.all_nodes).await?;
         self.metrics.ack_requests.inc_by(plans.len() as u64);
         self.metrics.acks_waiting.set(self.awaiting.len() as i64);
-        debug!(entries = plans.len(), "sent broadcasts with acknowledgements");
+        debug!(
+            entries = plans.len(),
+            "sent broadcasts with acknowledgements"
+        );
         Ok(())
     }
 

@@ -47,9 +47,9 @@ impl Plan {
     pub fn claim(&self) -> Claim {
         match self {
             Plan::Publish(entry) => entry.claim,
-            Plan::DeadLetter { claim, .. }
-            | Plan::Gone(claim)
-            | Plan::AwaitAcks { claim, .. } => *claim,
+            Plan::DeadLetter { claim, .. } | Plan::Gone(claim) | Plan::AwaitAcks { claim, .. } => {
+                *claim
+            }
         }
     }
 

@@ -31,9 +31,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::awaiting::Awaiting;
 use crate::commands::{Failure, EXIT_CONFIG};
 use crate::config::{Config, RedisMode};
-use crate::awaiting::Awaiting;
 use crate::connection;
 use crate::delivery::Scripts;
 use crate::entry::EntryId;
@@ -61,7 +61,10 @@ fn nonce() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    format!("{:08x}", (nanos ^ u64::from(std::process::id()) << 32) as u32 ^ (nanos >> 32) as u32)
+    format!(
+        "{:08x}",
+        (nanos ^ u64::from(std::process::id()) << 32) as u32 ^ (nanos >> 32) as u32
+    )
 }
 
 /// When each periodic duty is next due.

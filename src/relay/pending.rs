@@ -156,7 +156,11 @@ impl Relay {
     }
 
     /// Delivers `claims` (held or parked entries), reading their fields again.
-    pub(super) async fn redeliver(&mut self, s: &mut Session, claims: Vec<Claim>) -> Result<(), Fault> {
+    pub(super) async fn redeliver(
+        &mut self,
+        s: &mut Session,
+        claims: Vec<Claim>,
+    ) -> Result<(), Fault> {
         let claims: HashMap<EntryId, Claim> = claims.into_iter().map(|c| (c.id, c)).collect();
         let fetched = self.fetch(s, claims.keys().copied()).await?;
         self.deliver_fetched(s, fetched, &|id| claims[&id]).await

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use crate::ops::{reading, readme_metrics, ACK_METRICS};
 use serde_json::{json, Value};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -93,7 +94,8 @@ fn clients_confirm_delivery(adapter: Adapter) {
     ]);
     let mut settings = adapter.settings();
     settings.extend([FAST_RETRIES, ("ACKS__MAX_AGE", "3s")]);
-    let _relay = Relay::start(&redis, "relay-1", &settings);
+    let relay = Relay::start(&redis, "relay-1", &settings);
+    let port = relay.http_port();
     let mut con = redis.connection();
     let paid = xadd(
         &mut con,
@@ -116,7 +118,11 @@ fn clients_confirm_delivery(adapter: Adapter) {
     );
     let plain = xadd(
         &mut con,
-        &[("event", "plain"), ("room", "user:3"), ("append_id", "true")],
+        &[
+            ("event", "plain"),
+            ("room", "user:3"),
+            ("append_id", "true"),
+        ],
     );
     let asked = xadd(
         &mut con,
@@ -128,11 +134,33 @@ fn clients_confirm_delivery(adapter: Adapter) {
             ("append_id", "true"),
         ],
     );
+    // The ignored entry waits for seconds: it shows in the gauge meanwhile.
+    wait_until(10 * SECOND, "entries wait for acknowledgements", || {
+        reading(&http_get(port, "/metrics").1, "acks_waiting").is_some_and(|n| n >= 1.0)
+    });
     wait_results(&mut con, 2, 20 * SECOND);
     wait_until(20 * SECOND, "the ignored entry is dead-lettered", || {
         !dead_letters(&mut con).is_empty()
     });
-    wait_until(10 * SECOND, "nothing pending", || pending(&mut con).is_empty());
+    wait_until(10 * SECOND, "nothing pending", || {
+        pending(&mut con).is_empty()
+    });
+    // Every metric of acknowledgements the README lists moved.
+    let metrics = http_get(port, "/metrics").1;
+    for name in ACK_METRICS {
+        // The README names the reasons of dead_lettered_total in its text.
+        let listed = name.contains('{') || readme_metrics().iter().any(|n| n == name);
+        assert!(listed, "{name} is not in the README");
+        let value = reading(&metrics, name).unwrap_or_else(|| panic!("no {name} in {metrics}"));
+        match name {
+            "acks_waiting" => assert_eq!(value, 0.0, "{name}"),
+            "ack_requests_total" => assert!(value >= 4.0, "{name} {value}"),
+            "client_acks_total" => assert_eq!(value, 3.0, "{name}"),
+            "ack_latency_seconds" => assert_eq!(value, 3.0, "{name} (its count)"),
+            "acked_by_clients_total" => assert_eq!(value, 2.0, "{name}"),
+            _ => assert_eq!(value, 1.0, "{name}"),
+        }
+    }
 
     let results = results(&mut con);
     assert_eq!(
@@ -193,11 +221,7 @@ fn an_offline_user_gets_what_was_sent_within_max_age() {
     let redis = RedisServer::start();
     let server = SocketIoServer::start(&redis);
     wait_servers(&redis, 1);
-    let _relay = Relay::start(
-        &redis,
-        "relay-1",
-        &[FAST_RETRIES, ("ACKS__MAX_AGE", "4s")],
-    );
+    let _relay = Relay::start(&redis, "relay-1", &[FAST_RETRIES, ("ACKS__MAX_AGE", "4s")]);
     let mut con = redis.connection();
     let ask = |con: &mut redis::Connection, n: u32| {
         xadd(
@@ -226,7 +250,9 @@ fn an_offline_user_gets_what_was_sent_within_max_age() {
         started.elapsed() < 9 * SECOND,
         "the recent entries were still within acks.max_age when they were acknowledged"
     );
-    wait_until(5 * SECOND, "nothing pending", || pending(&mut con).is_empty());
+    wait_until(5 * SECOND, "nothing pending", || {
+        pending(&mut con).is_empty()
+    });
     let results = results(&mut con);
     assert_eq!(results.keys().cloned().collect::<Vec<_>>(), recent.to_vec());
     for id in &recent {
@@ -283,7 +309,9 @@ fn a_relay_killed_while_waiting_for_acks_loses_nothing() {
     assert!(results(&mut con).is_empty());
     relay.restart();
     wait_results(&mut con, ENTRIES, 30 * SECOND);
-    wait_until(5 * SECOND, "nothing pending", || pending(&mut con).is_empty());
+    wait_until(5 * SECOND, "nothing pending", || {
+        pending(&mut con).is_empty()
+    });
     std::thread::sleep(2 * SECOND);
 
     let results = results(&mut con);

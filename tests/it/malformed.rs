@@ -76,6 +76,11 @@ malformed! {
     integer_beyond_2_53: &[("event", "e"), ("data", r#"{"id": 9007199254740993}"#)] => "outside ±2^53";
     unknown_field_typo: &[("event", "e"), ("rom", "lobby")] => "unknown field `rom`";
     bad_flag: &[("event", "e"), ("volatile", "yes")] => "`volatile` must be `true` or `false`";
+    ack_not_a_duration: &[("event", "e"), ("ack", "soon")] => "`ack` must be a duration between 1ms and 10m";
+    ack_too_long: &[("event", "e"), ("ack", "1h")] => "`ack` must be a duration between 1ms and 10m, such as \"10s\", not \"1h\"";
+    ack_and_volatile: &[("event", "e"), ("ack", "5s"), ("volatile", "true")] => "`ack` and `volatile` cannot both be present";
+    ack_on_a_join: &[("join", r#"["g"]"#), ("all", "true"), ("ack", "5s")] => "`ack` does not apply to `join` entries";
+    append_id_not_a_flag: &[("event", "e"), ("append_id", "1")] => "`append_id` must be `true` or `false`";
     duplicate_field: &[("event", "e"), ("event", "f")] => "field `event` appears more than once";
     json_too_deep: &[("event", "e"), ("data", &"[".repeat(200))] => "nested deeper than 127 levels, the limit";
     disconnect_without_selection: &[("disconnect", "true")] => "a `disconnect` entry needs `room` or `rooms`, or `all` = `true`";
