@@ -2,6 +2,8 @@
 //! panics, and every entry that validation accepts encodes to a packet that decodes back to the
 //! same operation, event, arguments, rooms, except, namespace and flags, on the channel the adapter
 //! would use (or is refused for the one reason an accepted entry may be: bytes for a JSON parser).
+//! An emit with `ack` also encodes to a broadcast with acknowledgements that decodes back the same,
+//! with its request ID, on the channel of the namespace's servers.
 //!
 //! Input layout: fields separated by 0xff; a field's first byte picks its name (one of the known
 //! fields, an `x-` field, or the raw bytes as an unknown name) and the rest is its value.
@@ -12,7 +14,7 @@ use serde_json::Value;
 use sio_relay::entry::{binary, binary_bytes, Entry, Malformed, Operation, Room};
 use sio_relay::packet::{decode, decode_request, hex, Adapter, Parser, Target};
 
-const NAMES: [&str; 16] = [
+const NAMES: [&str; 18] = [
     "event",
     "data",
     "args",
@@ -29,6 +31,8 @@ const NAMES: [&str; 16] = [
     "server_emit",
     "all",
     "close",
+    "ack",
+    "append_id",
 ];
 
 fuzz_target!(|input: &[u8]| {
@@ -60,6 +64,26 @@ fuzz_target!(|input: &[u8]| {
             }
             Err(other) => panic!("an accepted entry refused: {other}"),
         };
+        if entry.ack().is_some() {
+            let asked = target
+                .ack_request(&entry, "sio-relay:f:1-0:1")
+                .expect("what encodes also encodes with acknowledgements");
+            assert_eq!(asked.channel, target.servers_channel(entry.nsp()));
+            let decoded = match target.adapter {
+                Adapter::Classic => decode_request(&asked.payload, target),
+                Adapter::Sharded => decode(&asked.payload, target),
+            }
+            .expect("a readable request");
+            assert_eq!(decoded.request_id.as_deref(), Some("sio-relay:f:1-0:1"));
+            let message = entry.message().expect("an emit");
+            assert_eq!(decoded.event, message.event);
+            assert!(same(
+                &Value::from(decoded.args.clone()),
+                &Value::from(message.args.clone())
+            ));
+            let rooms = serde_json::to_value(entry.rooms()).unwrap();
+            assert!(same(&Value::from(decoded.rooms.clone()), &rooms));
+        }
         let request = !matches!(entry.operation(), Operation::Emit { .. });
         let decoded = if request && target.adapter == Adapter::Classic {
             decode_request(&packet.payload, target)

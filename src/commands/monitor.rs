@@ -187,10 +187,13 @@ fn text(channel: &str, p: &Decoded) -> String {
     );
     match p.operation {
         "emit" => format!(
-            "{selection} flags={} event={} args={}",
+            "{selection} flags={} event={} args={}{}",
             serde_json::Value::Object(p.flags.clone()),
             printable(&p.event),
             list(&p.args),
+            p.request_id
+                .as_ref()
+                .map_or_else(String::new, |id| format!(" ack_request={}", printable(id))),
         ),
         "server_emit" => format!(
             "{} nsp={} server_emit={} args={}",
@@ -221,6 +224,15 @@ mod tests {
         assert_eq!(
             describe(&target, &packet.channel, &packet.payload, false),
             r#"socket.io#/#lobby# nsp=/ rooms=["lobby"] except=[] flags={} event=chat args=[{"text":"hi"}]"#
+        );
+        let mut with_ack = fields.clone();
+        with_ack.push((b"ack".to_vec(), b"5s".to_vec()));
+        let request = target
+            .ack_request(&Entry::parse(&with_ack).unwrap(), "sio-relay:n:1-0:1")
+            .unwrap();
+        assert_eq!(
+            describe(&target, &request.channel, &request.payload, false),
+            r#"socket.io-request#/# nsp=/ rooms=["lobby"] except=[] flags={} event=chat args=[{"text":"hi"}] ack_request=sio-relay:n:1-0:1"#
         );
         let json: serde_json::Value =
             serde_json::from_str(&describe(&target, &packet.channel, &packet.payload, true))

@@ -333,3 +333,50 @@ fn a_relay_killed_while_waiting_for_acks_loses_nothing() {
         assert_eq!(times_received(&clients, "slow", id), 2, "{id}");
     }
 }
+
+/// After an outage of every Socket.IO server, entries with `ack` are not flushed as soon as a
+/// server is back, before its clients reconnect: they wait until a client acknowledges them.
+#[test]
+fn after_an_outage_of_every_server_entries_wait_for_the_clients() {
+    const ENTRIES: usize = 5;
+    let redis = RedisServer::start();
+    let mut server = SocketIoServer::start(&redis);
+    wait_servers(&redis, 1);
+    let clients = Clients::start_specs(vec![
+        json!({"name": "u7", "url": server.url("/"), "rooms": ["user:7"], "ack": true}),
+    ]);
+    let _relay = Relay::start(&redis, "relay-1", &[FAST_RETRIES]);
+    server.kill();
+    wait_servers(&redis, 0);
+    let mut con = redis.connection();
+    let ids: Vec<String> = (0..ENTRIES)
+        .map(|n| {
+            xadd(
+                &mut con,
+                &[
+                    ("event", "e"),
+                    ("room", "user:7"),
+                    ("data", &n.to_string()),
+                    ("ack", "1s"),
+                    ("append_id", "true"),
+                ],
+            )
+        })
+        .collect();
+    std::thread::sleep(SECOND);
+    server.restart();
+    wait_results(&mut con, ENTRIES, 30 * SECOND);
+    wait_until(5 * SECOND, "nothing pending", || pending(&mut con).is_empty());
+    let results = results(&mut con);
+    for id in &ids {
+        assert!(times_received(&clients, "u7", id) >= 1, "{id} never reached u7");
+        assert_eq!(results[id]["acks"], "1");
+        assert!(results[id]["attempts"].parse::<u32>().unwrap() >= 2, "{:?}", results[id]);
+    }
+    assert!(dead_letters(&mut con).is_empty());
+    assert!(
+        clients.disconnections("u7").len() == 1,
+        "u7 lost its server once: {:?}",
+        clients.disconnections("u7")
+    );
+}

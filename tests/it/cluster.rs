@@ -45,7 +45,10 @@ fn classic_servers_anywhere_in_the_cluster_get_every_entry() {
     let one = SocketIoServer::start_options(&cluster.urls(), &options);
     let two = SocketIoServer::start_options(&cluster.urls(), &options);
     cluster.wait_servers(2);
-    let clients = Clients::connect(&[("c", one.url("/"), &["r1"]), ("d", two.url("/"), &[])]);
+    let clients = Clients::start_specs(vec![
+        json!({"name": "c", "url": one.url("/"), "rooms": ["r1"], "ack": true}),
+        json!({"name": "d", "url": two.url("/"), "rooms": []}),
+    ]);
     let relay = relay_on(&cluster, stream, &[("DELIVERY__MIN_RECEIVERS", "2")]);
 
     let mut con = cluster.owner(stream).connection();
@@ -76,6 +79,14 @@ fn classic_servers_anywhere_in_the_cluster_get_every_entry() {
         (0..100).collect::<Vec<u64>>(),
         "in order"
     );
+    // Delivery confirmed by a client: the answers cross the cluster bus to the relay.
+    let asked: String = redis::cmd("XADD")
+        .arg(stream)
+        .arg("*")
+        .arg(&[("event", "asked"), ("room", "r1"), ("ack", "5s")])
+        .query(&mut con)
+        .unwrap();
+    assert_one_ack_result(&mut con, "sio-relay:{t}:acks", &asked);
 
     let run = |args: &[&str]| {
         let mut cmd = sio_relay();
@@ -119,10 +130,10 @@ fn sharded_servers_on_a_cluster_get_their_namespaces_in_and_out_of_the_streams_s
             .unwrap();
         counts[0].1 == 2
     });
-    let clients = Clients::connect(&[
-        ("c", one.url("/"), &["r1"]),
-        ("d", two.url("/"), &[]),
-        ("a", two.url("/admin"), &[]),
+    let clients = Clients::start_specs(vec![
+        json!({"name": "c", "url": one.url("/"), "rooms": ["r1"]}),
+        json!({"name": "d", "url": two.url("/"), "rooms": []}),
+        json!({"name": "a", "url": two.url("/admin"), "rooms": [], "ack": true}),
     ]);
     let relay = relay_on(
         &cluster,
@@ -162,7 +173,29 @@ fn sharded_servers_on_a_cluster_get_their_namespaces_in_and_out_of_the_streams_s
         .query(&mut con)
         .unwrap();
     assert_eq!(pending.0, 0, "everything acknowledged");
+    // Delivery confirmed by a client of `/admin`, whose answers come on a channel of another
+    // slot than the stream's.
+    let asked = xadd(&mut con, &[("event", "asked"), ("nsp", "/admin"), ("ack", "5s")]);
+    assert_one_ack_result(&mut con, "sio-relay:{socket.io#/#}:acks", &asked);
     drop(relay);
+}
+
+/// `results` holds one result, for `id`, with one acknowledgement.
+fn assert_one_ack_result(con: &mut redis::Connection, results: &str, id: &str) {
+    let read = |con: &mut redis::Connection| -> Vec<(String, Vec<(String, String)>)> {
+        redis::cmd("XRANGE")
+            .arg(results)
+            .arg("-")
+            .arg("+")
+            .query(con)
+            .unwrap()
+    };
+    wait_until(20 * SECOND, "a result", || !read(con).is_empty());
+    let results = read(con);
+    assert_eq!(results.len(), 1);
+    let fields = &results[0].1;
+    assert_eq!(field(fields, "id"), Some(id));
+    assert_eq!(field(fields, "acks"), Some("1"));
 }
 
 /// The primary of the stream's slot is SIGKILLed mid-flow; its replica takes over, and the killed

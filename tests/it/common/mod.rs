@@ -975,10 +975,16 @@ impl Node {
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
+impl Node {
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -1098,6 +1104,8 @@ pub fn assert_each_room_in_order(clients: &Clients, rooms: &[String], per_room: 
 pub struct SocketIoServer {
     pub port: u16,
     node: Node,
+    urls: String,
+    options: serde_json::Value,
 }
 
 impl SocketIoServer {
@@ -1113,12 +1121,33 @@ impl SocketIoServer {
     /// A server with server.js's `options`.
     pub fn start_options(urls: &str, options: &serde_json::Value) -> SocketIoServer {
         let port = free_port();
+        let node = SocketIoServer::spawn(port, urls, options);
+        SocketIoServer {
+            port,
+            node,
+            urls: urls.to_owned(),
+            options: options.clone(),
+        }
+    }
+
+    fn spawn(port: u16, urls: &str, options: &serde_json::Value) -> Node {
         let node = Node::start(
             "server.js",
             &[&port.to_string(), urls, &options.to_string()],
         );
         node.wait_line("listening", Duration::from_secs(20));
-        SocketIoServer { port, node }
+        node
+    }
+
+    /// Kills the server (its clients start reconnecting).
+    pub fn kill(&mut self) {
+        self.node.kill();
+    }
+
+    /// Starts the server again on the same port, where its clients reconnect.
+    pub fn restart(&mut self) {
+        self.node.kill();
+        self.node = SocketIoServer::spawn(self.port, &self.urls, &self.options);
     }
 
     pub fn url(&self, nsp: &str) -> String {
