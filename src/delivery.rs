@@ -241,13 +241,21 @@ pub struct Scripts {
     waits_for_replicas: bool,
 }
 
-/// `source` with `lua/servers.lua` (how servers are counted) after its first line, the shebang.
-fn with_servers(source: &str) -> Script {
+/// `source` with `prelude` (functions it shares with other scripts) after its first line, the
+/// shebang.
+fn with(prelude: &str, source: &str) -> Script {
     let (shebang, body) = source.split_once('\n').unwrap_or((source, ""));
-    Script::new(&format!(
-        "{shebang}\n{}{body}",
-        include_str!("lua/servers.lua")
-    ))
+    Script::new(&format!("{shebang}\n{prelude}{body}"))
+}
+
+/// `source` with `lua/servers.lua`: how servers are counted.
+fn with_servers(source: &str) -> Script {
+    with(include_str!("lua/servers.lua"), source)
+}
+
+/// `source` with `lua/settle.lua`: how an entry leaves the group with a record of it.
+fn with_settle(source: &str) -> Script {
+    with(include_str!("lua/settle.lua"), source)
 }
 
 impl Scripts {
@@ -257,8 +265,8 @@ impl Scripts {
             confirm: with_servers(include_str!("lua/confirm.lua")),
             keep: Script::new(include_str!("lua/keep.lua")),
             forget: Script::new(include_str!("lua/forget.lua")),
-            isolate: Script::new(include_str!("lua/isolate.lua")),
-            acked: Script::new(include_str!("lua/acked.lua")),
+            isolate: with_settle(include_str!("lua/isolate.lua")),
+            acked: with_settle(include_str!("lua/acked.lua")),
             lease: Script::new(include_str!("lua/lease.lua")),
             preflight: Script::new(include_str!("lua/preflight.lua")),
             target: cfg.target(),

@@ -63,6 +63,13 @@ enum Command {
         /// Per-message compression flag passed to the servers.
         #[arg(long)]
         compress: Option<bool>,
+        /// Wait this long (e.g. 10s) for the clients to acknowledge the event, and keep it until
+        /// one does (results in acks.stream).
+        #[arg(long, value_name = "DURATION", conflicts_with = "direct")]
+        ack: Option<String>,
+        /// Append the stream entry ID to the event's arguments, for clients to de-duplicate.
+        #[arg(long, conflicts_with = "direct")]
+        append_id: bool,
         /// Publish straight to the Socket.IO servers (no stream, no durability) and print how
         /// many received it.
         #[arg(long)]
@@ -160,6 +167,8 @@ fn main() -> ExitCode {
             nsp,
             volatile,
             compress,
+            ack,
+            append_id,
             direct,
             event,
             args,
@@ -178,6 +187,8 @@ fn main() -> ExitCode {
                 disconnect,
                 close,
                 server_side,
+                ack,
+                append_id,
             };
             if direct {
                 block_on(send::direct(&cfg, &emit))

@@ -30,6 +30,11 @@ pub struct Request {
     pub close: bool,
     /// `event` is for the namespace's `serverSideEmit` listeners.
     pub server_side: bool,
+    /// Wait this long (e.g. `10s`) for the clients' acknowledgements, and keep the entry until one
+    /// comes.
+    pub ack: Option<String>,
+    /// Append the stream entry ID to the arguments.
+    pub append_id: bool,
 }
 
 impl Request {
@@ -90,6 +95,12 @@ impl Request {
         }
         if let Some(compress) = self.compress {
             fields.push(("compress".into(), compress.to_string()));
+        }
+        if let Some(ack) = &self.ack {
+            fields.push(("ack".into(), ack.clone()));
+        }
+        if self.append_id {
+            fields.push(("append_id".into(), "true".into()));
         }
         Ok(fields)
     }
@@ -176,6 +187,19 @@ mod tests {
             ..Request::default()
         };
         let (fields, entry) = emit.validate().unwrap();
+        let asked = Request {
+            event: Some("paid".into()),
+            ack: Some("10s".into()),
+            append_id: true,
+            ..Request::default()
+        };
+        let (asked_fields, asked) = asked.validate().unwrap();
+        assert_eq!(
+            asked_fields,
+            [("event", "paid"), ("ack", "10s"), ("append_id", "true")]
+                .map(|(f, v)| (f.to_owned(), v.to_owned()))
+        );
+        assert_eq!(asked.ack(), Some(std::time::Duration::from_secs(10)));
         assert_eq!(
             fields,
             [

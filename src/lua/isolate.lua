@@ -12,33 +12,12 @@
 -- pending for this consumer.
 local stream, dead, held_record = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer, id = ARGV[1], ARGV[2], ARGV[3]
-local dead_type = redis.call('TYPE', dead)['ok']
-if dead_type ~= 'none' and dead_type ~= 'stream' then
-  return redis.error_reply('SIORELAY WRONGTYPE the dead-letter stream key ' .. dead .. ' holds a ' .. dead_type)
-end
-for _, command in ipairs({ { 'XADD', dead, '*', 'f', 'v' }, { 'XACK', stream, group, id },
-  { 'HDEL', held_record, id } }) do
-  if not redis.acl_check_cmd(unpack(command)) then
-    return redis.error_reply('SIORELAY NOPERM the ACL user may not run ' .. command[1] .. ' on ' .. command[2])
+return settle(stream, group, consumer, id, held_record, dead, 'dead-letter stream', ARGV[6], function()
+  local found = redis.call('XRANGE', stream, id, id)[1]
+  if not found then
+    return nil
   end
-end
-local pending = redis.call('XPENDING', stream, group, id, id, 1)
-if pending[1] == nil or pending[1][2] ~= consumer then
-  return 0
-end
-local found = redis.call('XRANGE', stream, id, id)[1]
-if found then
-  local xadd = { 'XADD', dead }
-  if tonumber(ARGV[6]) > 0 then
-    xadd = { 'XADD', dead, 'MAXLEN', '~', ARGV[6] }
-  end
-  for _, item in ipairs({ '*', 'x-dead-fields', cmsgpack.pack(found[2]), 'x-dead-reason', 'refused',
+  return { 'x-dead-fields', cmsgpack.pack(found[2]), 'x-dead-reason', 'refused',
     'x-dead-error', 'Redis refused every batch holding this entry: ' .. ARGV[5],
-    'x-dead-stream', stream, 'x-dead-id', id, 'x-dead-deliveries', ARGV[4] }) do
-    xadd[#xadd + 1] = item
-  end
-  redis.call(unpack(xadd))
-end
-redis.call('XACK', stream, group, id)
-redis.call('HDEL', held_record, id)
-return 1
+    'x-dead-stream', stream, 'x-dead-id', id, 'x-dead-deliveries', ARGV[4] }
+end)

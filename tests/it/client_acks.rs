@@ -366,12 +366,21 @@ fn after_an_outage_of_every_server_entries_wait_for_the_clients() {
     std::thread::sleep(SECOND);
     server.restart();
     wait_results(&mut con, ENTRIES, 30 * SECOND);
-    wait_until(5 * SECOND, "nothing pending", || pending(&mut con).is_empty());
+    wait_until(5 * SECOND, "nothing pending", || {
+        pending(&mut con).is_empty()
+    });
     let results = results(&mut con);
     for id in &ids {
-        assert!(times_received(&clients, "u7", id) >= 1, "{id} never reached u7");
+        assert!(
+            times_received(&clients, "u7", id) >= 1,
+            "{id} never reached u7"
+        );
         assert_eq!(results[id]["acks"], "1");
-        assert!(results[id]["attempts"].parse::<u32>().unwrap() >= 2, "{:?}", results[id]);
+        assert!(
+            results[id]["attempts"].parse::<u32>().unwrap() >= 2,
+            "{:?}",
+            results[id]
+        );
     }
     assert!(dead_letters(&mut con).is_empty());
     assert!(
