@@ -8,16 +8,20 @@
 //   "client": "ioredis" to use ioredis (a Cluster with shardedSubscribers) instead of node-redis
 //   "sentinel": the master's name: REDIS_URL lists the sentinels, and ioredis asks them for the
 //     master (again after a failover, which node-redis does not do)
+//   "stack": "4.5" for socket.io 4.5.4 with @socket.io/redis-adapter 7.2.0 (classic adapter only)
 // Namespaces "/" and "/admin" exist from the start; a client joins the rooms listed in its
 // `rooms` handshake query (comma-separated; `#42` joins the number 42) and is told so with a
 // "joined" event. Every call of a namespace's serverSideEmit listeners is printed as
 // {"serverSideEmit":[NSP, EVENT, ...ARGS]}.
-const { Server } = require("socket.io");
-const { createAdapter, createShardedAdapter } = require("@socket.io/redis-adapter");
 const { shown } = require("./shown");
 
 const [port, redisUrl, optionsJson] = process.argv.slice(2);
 const options = JSON.parse(optionsJson || "{}");
+const older = options.stack === "4.5";
+const { Server } = require(older ? "socket.io-4.5" : "socket.io");
+const { createAdapter, createShardedAdapter } = require(
+  older ? "@socket.io/redis-adapter-7.2" : "@socket.io/redis-adapter",
+);
 
 async function clients() {
   const urls = redisUrl.split(",");

@@ -73,6 +73,13 @@ fn classic_clients_confirm_delivery() {
     clients_confirm_delivery(Adapter::Classic);
 }
 
+/// socket.io 4.5 with `@socket.io/redis-adapter` 7.2, whose notepack 2 writes `ack()` without an
+/// argument differently.
+#[test]
+fn clients_of_socket_io_4_5_with_adapter_7_2_confirm_delivery() {
+    clients_confirm_delivery(Adapter::Classic72);
+}
+
 #[test]
 fn sharded_clients_confirm_delivery() {
     clients_confirm_delivery(Adapter::Sharded("dynamic"));

@@ -21,6 +21,18 @@ fn servers_with_a_json_parser_observe_every_operation_but_bytes() {
     every_operation(Adapter::ClassicJson);
 }
 
+/// The same servers on ioredis: bytes arrive as bytes there too.
+#[test]
+fn classic_servers_on_ioredis_observe_every_operation() {
+    every_operation(Adapter::ClassicIoredis);
+}
+
+/// An older stack: socket.io 4.5 with `@socket.io/redis-adapter` 7.2 (notepack 2).
+#[test]
+fn socket_io_4_5_with_adapter_7_2_observes_every_operation() {
+    every_operation(Adapter::Classic72);
+}
+
 #[test]
 fn sharded_servers_observe_every_operation() {
     every_operation(Adapter::Sharded("dynamic"));

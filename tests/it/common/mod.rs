@@ -1171,6 +1171,10 @@ pub enum Adapter {
     Classic,
     /// The classic adapter with a JSON parser.
     ClassicJson,
+    /// The classic adapter on ioredis instead of node-redis.
+    ClassicIoredis,
+    /// socket.io 4.5 with `@socket.io/redis-adapter` 7.2 (classic).
+    Classic72,
     /// The sharded adapter in this subscription mode.
     Sharded(&'static str),
 }
@@ -1181,6 +1185,8 @@ impl Adapter {
         match self {
             Adapter::Classic => json!({}),
             Adapter::ClassicJson => json!({"parser": "json"}),
+            Adapter::ClassicIoredis => json!({"client": "ioredis"}),
+            Adapter::Classic72 => json!({"stack": "4.5"}),
             Adapter::Sharded(mode) => json!({"adapter": "sharded", "subscriptionMode": mode}),
         }
     }
@@ -1188,7 +1194,7 @@ impl Adapter {
     /// The relay's settings for it.
     pub fn settings(&self) -> Vec<(&'static str, &'static str)> {
         match self {
-            Adapter::Classic => vec![],
+            Adapter::Classic | Adapter::ClassicIoredis | Adapter::Classic72 => vec![],
             Adapter::ClassicJson => vec![("TARGET__PARSER", "json")],
             Adapter::Sharded(mode) => vec![
                 ("TARGET__ADAPTER", "sharded"),
@@ -1200,9 +1206,10 @@ impl Adapter {
     /// PUBSUB subcommand and channel whose subscribers are the servers of `nsp`.
     pub fn servers_channel(&self, nsp: &str) -> (&'static str, String) {
         match self {
-            Adapter::Classic | Adapter::ClassicJson => {
-                ("NUMSUB", format!("socket.io-request#{nsp}#"))
-            }
+            Adapter::Classic
+            | Adapter::ClassicJson
+            | Adapter::ClassicIoredis
+            | Adapter::Classic72 => ("NUMSUB", format!("socket.io-request#{nsp}#")),
             Adapter::Sharded(_) => ("SHARDNUMSUB", format!("socket.io#{nsp}#")),
         }
     }
