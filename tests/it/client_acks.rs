@@ -195,6 +195,14 @@ fn clients_confirm_delivery(adapter: Adapter) {
         assert_eq!(event, "paid");
         assert_eq!(args, &json!([{"order": 7}, paid]));
     }
+    for (client, acked) in [
+        ("u1-a", &["paid"][..]),
+        ("u1-b", &["paid"]),
+        ("u2", &[]),
+        ("u3", &["ask"]),
+    ] {
+        assert_eq!(clients.acked_by(client), acked, "{client}");
+    }
     // The entry without `ack` arrived once, as before.
     assert_eq!(times_received(&clients, "u3", &plain), 1);
     assert_eq!(times_received(&clients, "u3", &asked), 1);

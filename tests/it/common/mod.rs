@@ -1036,24 +1036,23 @@ impl Clients {
 
     /// Why each of `client`'s connections ended, in order.
     pub fn disconnections(&self, client: &str) -> Vec<String> {
+        self.said(client, "disconnected")
+    }
+
+    /// The text `client` printed under `key`, line after line.
+    fn said(&self, client: &str, key: &str) -> Vec<String> {
         self.0
             .lines()
             .iter()
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
             .filter(|v| v["client"] == client)
-            .filter_map(|v| v["disconnected"].as_str().map(str::to_owned))
+            .filter_map(|v| v[key].as_str().map(str::to_owned))
             .collect()
     }
 
     /// The events `client` acknowledged, in order.
     pub fn acked_by(&self, client: &str) -> Vec<String> {
-        self.0
-            .lines()
-            .iter()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter(|v| v["client"] == client)
-            .filter_map(|v| v["acked"].as_str().map(str::to_owned))
-            .collect()
+        self.said(client, "acked")
     }
 
     pub fn events_of(&self, client: &str) -> Vec<(String, serde_json::Value)> {
