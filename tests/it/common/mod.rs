@@ -787,12 +787,14 @@ pub fn held_record(con: &mut redis::Connection) -> usize {
     con.hlen("sio-relay:held:sio-relay").unwrap()
 }
 
-/// Waits until `n` entries are pending: the relay holds them.
+/// Waits until `n` entries are pending and recorded in the held hash: the relay holds them.
 pub fn wait_held(con: &mut redis::Connection, n: usize) {
+    // Pending as soon as they are read, recorded by the delivery script a moment later: a test
+    // that looked at the pending list alone could find the record still empty.
     wait_until(
         Duration::from_secs(10),
-        &format!("{n} entries are pending"),
-        || pending(con).len() == n,
+        &format!("{n} entries are pending and recorded as held"),
+        || pending(con).len() == n && held_record(con) == n,
     );
 }
 
