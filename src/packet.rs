@@ -190,15 +190,23 @@ impl Target {
         }
     }
 
+    /// Whether the servers' format can carry `entry`: `Err` for bytes through a JSON parser; else
+    /// whether it holds bytes. What [`Target::encode`] and [`Target::ack_request`] refuse, checked
+    /// without encoding anything.
+    pub fn carries(&self, entry: &Entry) -> Result<bool, Malformed> {
+        let binary = entry.message().is_some_and(Message::has_binary);
+        if binary && self.adapter == Adapter::Classic && self.parser == Parser::Json {
+            return Err(Malformed::BinaryNeedsMsgpack);
+        }
+        Ok(binary)
+    }
+
     /// Encodes `entry` as the servers' adapter expects it: an emit as a broadcast, the other
     /// operations as the requests the adapter's servers send each other (wire-format.md §1.6,
     /// scale-out.md §2). `Err` when the servers' format cannot carry it: bytes through a JSON
     /// parser.
     pub fn encode(&self, entry: &Entry) -> Result<Packet, Malformed> {
-        let binary = entry.message().is_some_and(Message::has_binary);
-        if binary && self.adapter == Adapter::Classic && self.parser == Parser::Json {
-            return Err(Malformed::BinaryNeedsMsgpack);
-        }
+        let binary = self.carries(entry)?;
         Ok(match entry.operation() {
             Operation::Emit {
                 message,
@@ -234,10 +242,7 @@ impl Target {
         else {
             unreachable!("only an emit asks for acknowledgements")
         };
-        let binary = message.has_binary();
-        if binary && self.adapter == Adapter::Classic && self.parser == Parser::Json {
-            return Err(Malformed::BinaryNeedsMsgpack);
-        }
+        let binary = self.carries(entry)?;
         let opts = Opts::of(entry, Flags(*volatile, *compress));
         let mut out = Vec::with_capacity(96 + message.event.len());
         match self.adapter {
@@ -930,6 +935,13 @@ fn broadcast(uid: &Value, nsp: &str, packet: &Value, opts: &Value) -> Result<Dec
 
 /// MessagePack to JSON for display; binary becomes `{"$binary": "<hex>"}`.
 fn to_json(v: &rmpv::Value) -> Value {
+    msgpack_to_json(v, &|bytes| serde_json::json!({ "$binary": hex(bytes) }))
+}
+
+/// MessagePack to JSON, binary values written by `bytes`; extension values as
+/// `{"$ext": type, "data": "<hex>"}`, integers JSON cannot hold as `null`.
+pub fn msgpack_to_json(v: &rmpv::Value, bytes: &dyn Fn(&[u8]) -> Value) -> Value {
+    let convert = |v| msgpack_to_json(v, bytes);
     match v {
         rmpv::Value::Nil => Value::Null,
         rmpv::Value::Boolean(b) => Value::Bool(*b),
@@ -941,15 +953,15 @@ fn to_json(v: &rmpv::Value) -> Value {
         rmpv::Value::F32(f) => Number::from_f64(f64::from(*f)).map_or(Value::Null, Value::Number),
         rmpv::Value::F64(f) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
         rmpv::Value::String(s) => Value::String(s.as_str().unwrap_or_default().to_owned()),
-        rmpv::Value::Binary(b) => serde_json::json!({ "$binary": hex(b) }),
-        rmpv::Value::Array(items) => Value::Array(items.iter().map(to_json).collect()),
+        rmpv::Value::Binary(b) => bytes(b),
+        rmpv::Value::Array(items) => Value::Array(items.iter().map(convert).collect()),
         rmpv::Value::Map(pairs) => Value::Object(
             pairs
                 .iter()
                 .map(|(k, v)| {
                     (
                         k.as_str().map_or_else(|| k.to_string(), str::to_owned),
-                        to_json(v),
+                        convert(v),
                     )
                 })
                 .collect(),

@@ -20,14 +20,14 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 use redis::RedisResult;
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::connection;
 use crate::entry::BINARY_KEY;
-use crate::packet::{Adapter, Target};
+use crate::packet::{self, Adapter, Target};
 
 /// Answers waiting for the relay loop; when it falls this far behind, later ones are dropped and
 /// the entries they were for wait their timeout and are sent again.
@@ -65,7 +65,7 @@ pub fn decode(adapter: Adapter, payload: &[u8]) -> Option<(String, Answer)> {
         serde_json::from_slice(payload).ok()?
     } else {
         let mut reader = payload;
-        to_json(&rmpv::decode::read_value(&mut reader).ok()?)?
+        packet::msgpack_to_json(&rmpv::decode::read_value(&mut reader).ok()?, &binary)
     };
     let kind = value.get("type")?.as_u64()?;
     let (body, count, ack) = match adapter {
@@ -93,40 +93,14 @@ fn is_undefined(value: &Value) -> bool {
     value.get("$ext") == Some(&Value::from(0)) && value.get("data") == Some(&Value::from("00"))
 }
 
-/// MessagePack to JSON: bytes as `{"$binary": "<base64>"}`, other extensions as
-/// `{"$ext": type, "data": "<hex>"}`.
-fn to_json(v: &rmpv::Value) -> Option<Value> {
+/// Bytes in an answer, as producers write them: `{"$binary": "<base64>"}`.
+fn binary(bytes: &[u8]) -> Value {
     use base64::Engine as _;
-    Some(match v {
-        rmpv::Value::Nil => Value::Null,
-        rmpv::Value::Boolean(b) => Value::Bool(*b),
-        rmpv::Value::Integer(i) => i
-            .as_i64()
-            .map(Value::from)
-            .or_else(|| i.as_u64().map(Value::from))?,
-        rmpv::Value::F32(f) => Number::from_f64(f64::from(*f)).map_or(Value::Null, Value::Number),
-        rmpv::Value::F64(f) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
-        rmpv::Value::String(s) => Value::String(s.as_str()?.to_owned()),
-        rmpv::Value::Binary(b) => {
-            let text = base64::engine::general_purpose::STANDARD.encode(b);
-            Value::Object(Map::from_iter([(
-                BINARY_KEY.to_owned(),
-                Value::String(text),
-            )]))
-        }
-        rmpv::Value::Array(items) => {
-            Value::Array(items.iter().map(to_json).collect::<Option<_>>()?)
-        }
-        rmpv::Value::Map(pairs) => Value::Object(
-            pairs
-                .iter()
-                .map(|(k, v)| Some((k.as_str()?.to_owned(), to_json(v)?)))
-                .collect::<Option<_>>()?,
-        ),
-        rmpv::Value::Ext(kind, data) => {
-            serde_json::json!({ "$ext": kind, "data": crate::packet::hex(data) })
-        }
-    })
+    let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+    Value::Object(Map::from_iter([(
+        BINARY_KEY.to_owned(),
+        Value::String(text),
+    )]))
 }
 
 /// The subscriptions of one session, and the answers they heard for this relay's requests.

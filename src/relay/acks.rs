@@ -11,7 +11,6 @@ use super::session::Session;
 use super::Relay;
 use crate::awaiting::{Acknowledged, Finished, Unanswered};
 use crate::dead_letter::Reason;
-use crate::entry::EntryId;
 use crate::fault::Fault;
 use crate::servers;
 
@@ -189,10 +188,5 @@ impl Relay {
         self.awaiting
             .next_wake(now)
             .map(|at| at.saturating_duration_since(now))
-    }
-
-    /// Whether an entry waits for acknowledgements: recoveries and reclaims leave it alone.
-    pub(super) fn awaits_acks(&self, id: EntryId) -> bool {
-        self.awaiting.contains(id)
     }
 }

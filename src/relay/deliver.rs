@@ -156,8 +156,8 @@ impl Relay {
         }
         entry.append_id(claim.id);
         if let Some(wait) = entry.ack() {
-            // Encoded for real with each attempt's request ID; refused now if it cannot be.
-            return match self.target.ack_request(&entry, "") {
+            // Encoded with each attempt's request ID; refused now if it cannot be.
+            return match self.target.carries(&entry) {
                 Ok(_) => Plan::AwaitAcks {
                     claim,
                     entry: Box::new(entry),

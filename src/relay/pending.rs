@@ -55,7 +55,8 @@ impl Relay {
             let mut counts = Vec::new();
             for p in &pending.ids {
                 let id: EntryId = p.id.parse().map_err(parse_error)?;
-                if !self.held.contains(id) && !in_hand.contains(&id) && !self.awaits_acks(id) {
+                if !self.held.contains(id) && !in_hand.contains(&id) && !self.awaiting.contains(id)
+                {
                     counts.push((id, p.times_delivered as u64));
                 }
             }
@@ -223,7 +224,7 @@ impl Relay {
                 .map(|id| id.parse().map_err(parse_error))
                 .collect::<Result<Vec<_>, _>>()?
                 .into_iter()
-                .filter(|id| !self.held.contains(*id) && !self.awaits_acks(*id))
+                .filter(|id| !self.held.contains(*id) && !self.awaiting.contains(*id))
                 .collect();
             if !ids.is_empty() {
                 let counts = self.delivery_counts(s, &ids).await?;
