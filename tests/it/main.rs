@@ -15,6 +15,7 @@ mod cli;
 mod client_acks;
 mod cluster;
 mod delivery_script;
+mod demo;
 mod deploy;
 mod e2e;
 mod emitter_operations;

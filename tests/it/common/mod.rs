@@ -945,11 +945,14 @@ pub struct Node {
 
 impl Node {
     pub fn start(script: &str, args: &[&str]) -> Node {
-        let dir = e2e_dir();
-        let mut child = Command::new("node")
-            .arg(script)
-            .args(args)
-            .current_dir(dir)
+        let mut command = Command::new("node");
+        command.arg(script).args(args).current_dir(e2e_dir());
+        Node::spawn(command)
+    }
+
+    /// Any program, run as [`Node::start`] runs a script of tests/e2e (the demo's start script).
+    pub fn spawn(mut command: Command) -> Node {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -968,6 +971,13 @@ impl Node {
 
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
+    }
+
+    /// Writes one line to the program's stdin (browser.js reads its commands there).
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().expect("stdin is piped");
+        writeln!(stdin, "{line}").expect("write to node's stdin");
+        stdin.flush().expect("flush node's stdin");
     }
 
     pub fn wait_line(&self, needle: &str, timeout: Duration) {

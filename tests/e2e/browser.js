@@ -1,0 +1,81 @@
+// Pages in headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core), read the way a
+// person reads them: through what the DOM shows.
+// Usage: node browser.js PAGES_JSON
+// PAGES_JSON: [{"url": "...", "fill": {"#nsp": "/admin", ...}, "click": "#connect",
+//               "ready": "body[data-status=connected]"}, ...]
+// Each page is opened; its `fill` selectors are typed into and `click` clicked; once `ready` matches
+// it prints {"ready": INDEX}. Every element matching `.event` that appears is printed once as
+// {"page": INDEX, "text": ..., "data": {...dataset}}. Commands on stdin, one per line:
+//   screenshot INDEX PATH    -> {"screenshot": PATH}
+//   text INDEX SELECTOR      -> {"text": ..., "selector": SELECTOR} (the element's textContent)
+// Exits when stdin closes.
+const { chromium } = require("playwright-core");
+const readline = require("node:readline");
+
+const pages = JSON.parse(process.argv[2]);
+const print = (value) => console.log(JSON.stringify(value));
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    // As root and on a closed network: no sandbox, nothing that calls home.
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+  const opened = [];
+  for (const [index, spec] of pages.entries()) {
+    const page = await browser.newPage({ viewport: { width: 1000, height: 720 } });
+    page.on("pageerror", (err) => print({ page: index, pageerror: err.message }));
+    await page.goto(spec.url);
+    for (const [selector, value] of Object.entries(spec.fill || {})) {
+      await page.fill(selector, value);
+    }
+    if (spec.click) await page.click(spec.click);
+    await page.waitForSelector(spec.ready || "body", { timeout: 15000 });
+    opened.push(page);
+    print({ ready: index });
+  }
+
+  // New `.event` elements, each printed once (marked as seen in the page itself).
+  const poll = async () => {
+    for (const [index, page] of opened.entries()) {
+      const fresh = await page.$$eval(".event:not([data-printed])", (items) =>
+        items.reverse().map((item) => {
+          item.dataset.printed = "1";
+          const { printed, ...data } = item.dataset;
+          return { text: item.textContent, data };
+        }),
+      );
+      for (const item of fresh) print({ page: index, ...item });
+    }
+  };
+  const timer = setInterval(() => poll().catch((err) => print({ error: err.message })), 100);
+
+  const lines = readline.createInterface({ input: process.stdin });
+  for await (const line of lines) {
+    const [command, index, ...rest] = line.trim().split(" ");
+    const page = opened[Number(index)];
+    if (command === "screenshot") {
+      await page.screenshot({ path: rest.join(" "), fullPage: true });
+      print({ screenshot: rest.join(" ") });
+    } else if (command === "text") {
+      const selector = rest.join(" ");
+      print({ selector, text: await page.textContent(selector) });
+    }
+  }
+  clearInterval(timer);
+  await browser.close();
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
