@@ -46,6 +46,20 @@ pub fn unpacked(fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
     out
 }
 
+/// The reason the isolate script writes for an entry Redis itself refused (see the module doc).
+pub const REFUSED: &str = "refused";
+
+/// Every `x-dead-reason` the relay writes: each [`Reason::code`] and [`REFUSED`]. The metrics
+/// create a series for each at start, so that a rate over `dead_lettered_total` sees the first
+/// dead letter of a reason instead of a series born at 1.
+pub const REASON_CODES: [&str; 5] = [
+    "malformed",
+    "max_deliveries",
+    "expired",
+    REFUSED,
+    "unacknowledged",
+];
+
 /// Why an entry was dead-lettered.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Reason {
@@ -195,6 +209,30 @@ mod tests {
     }
 
     #[test]
+    fn every_reason_code_is_listed() {
+        let reasons = [
+            Reason::Malformed(Malformed::MissingEvent),
+            Reason::MaxDeliveries {
+                deliveries: 6,
+                limit: 5,
+            },
+            Reason::Expired {
+                age: Duration::from_secs(2),
+                limit: Duration::from_secs(1),
+            },
+            Reason::Unacknowledged {
+                attempts: 1,
+                clients: 0,
+                age: Duration::from_secs(2),
+                limit: Duration::from_secs(1),
+            },
+        ];
+        for reason in reasons {
+            assert!(REASON_CODES.contains(&reason.code()), "{reason:?}");
+        }
+    }
+
+    #[test]
     fn packed_fields_unpack_in_front() {
         let mut packed = Vec::new();
         rmp::encode::write_array_len(&mut packed, 4).unwrap();
@@ -203,7 +241,7 @@ mod tests {
         }
         let letter = vec![
             (PACKED_FIELDS.as_bytes().to_vec(), packed),
-            (b"x-dead-reason".to_vec(), b"refused".to_vec()),
+            (b"x-dead-reason".to_vec(), REFUSED.as_bytes().to_vec()),
         ];
         let names: Vec<Vec<u8>> = unpacked(&letter).into_iter().map(|(f, _)| f).collect();
         assert_eq!(

@@ -13,6 +13,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::dead_letter;
+
 /// Where entries were read from.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -129,6 +131,12 @@ impl Metrics {
             "Entries reclaimed from other consumers (XAUTOCLAIM)",
             metrics.redelivered.clone(),
         );
+        // A series for every reason from the start (see dead_letter::REASON_CODES).
+        for reason in dead_letter::REASON_CODES {
+            let _ = metrics.dead_lettered.get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            });
+        }
         registry.register(
             "dead_lettered",
             "Entries moved to the dead-letter stream, by reason",
@@ -281,6 +289,18 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_dead_letter_reason_is_exported_from_the_start() {
+        let text = Metrics::new().render();
+        for reason in dead_letter::REASON_CODES {
+            let line = format!("sio_relay_dead_lettered_total{{reason=\"{reason}\"}} 0");
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+    }
 
     #[test]
     fn names_follow_prometheus_conventions() {

@@ -11,7 +11,7 @@ use tracing::{debug, error, warn};
 
 use super::session::Session;
 use super::Relay;
-use crate::dead_letter::Reason;
+use crate::dead_letter::{self, Reason};
 use crate::delivery::{Claim, Deliverable, Op, Outcome, Published};
 use crate::entry::{Entry, EntryId, Malformed, RawEntry};
 use crate::fault::Fault;
@@ -277,7 +277,7 @@ impl Relay {
         self.held.remove(&[claim.id]);
         if moved {
             self.metrics.acknowledged.inc();
-            self.metrics.dead_lettered("refused");
+            self.metrics.dead_lettered(dead_letter::REFUSED);
             error!(
                 id = %claim.id,
                 error = ?error,

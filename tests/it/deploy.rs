@@ -1,5 +1,6 @@
 //! The deployment files: the systemd unit passes `systemd-analyze verify` (when that tool exists),
-//! the Kubernetes manifests parse and hang together, and the configuration they ship is valid.
+//! the Kubernetes manifests parse and hang together (the monitoring ones included: the metrics
+//! Service, the ServiceMonitor and the PrometheusRule), and the configuration they ship is valid.
 
 use std::path::Path;
 use std::process::Command;
@@ -79,10 +80,21 @@ fn the_kubernetes_manifests_parse_and_fit_together() {
         .iter()
         .map(|r| r.as_str().unwrap())
         .collect();
-    assert_eq!(
-        resources,
-        ["configmap.yaml", "secret.yaml", "deployment.yaml"]
-    );
+    for core in ["configmap.yaml", "secret.yaml", "deployment.yaml"] {
+        assert!(resources.contains(&core), "{core} in {resources:?}");
+    }
+    // `kubectl apply -k` must work on a cluster without the Prometheus Operator: no object of its
+    // CRDs among the default resources.
+    for resource in &resources {
+        let api = manifest(resource)["apiVersion"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            !api.contains('.') || api.ends_with(".k8s.io/v1"),
+            "{resource} ({api}) needs a CRD: keep it out of kustomization.yaml"
+        );
+    }
 
     let config_map = manifest("configmap.yaml");
     let secret = manifest("secret.yaml");
@@ -193,4 +205,99 @@ fn the_dockerfile_builds_from_files_that_exist_and_runs_as_non_root() {
     }
     assert!(dockerfile.contains("USER nonroot"));
     assert!(dockerfile.contains("--locked"));
+}
+
+/// `labels` (a YAML map) holds every key and value of `selector`.
+fn selects(selector: &Yaml, labels: &Yaml) -> bool {
+    let selector = selector.as_hash().expect("a selector");
+    !selector.is_empty()
+        && selector
+            .iter()
+            .all(|(k, v)| labels[k.as_str().unwrap()] == *v)
+}
+
+/// The metrics Service selects the Deployment's pods and exposes the relay's named port, not-ready
+/// pods included; the ServiceMonitor selects that Service alone and scrapes that port's
+/// `/metrics`, under the job the alerting rules expect; the PrometheusRule carries exactly the
+/// groups of `deploy/prometheus/sio-relay-rules.yaml`.
+#[test]
+fn the_monitoring_manifests_scrape_the_relay_and_carry_the_rules() {
+    let deployment = manifest("deployment.yaml");
+    let service = manifest("service-metrics.yaml");
+    let monitor = manifest("servicemonitor.yaml");
+    let rule = manifest("prometheusrule.yaml");
+    let template = &deployment["spec"]["template"];
+    let relay = &template["spec"]["initContainers"][0];
+    assert_eq!(relay["name"].as_str(), Some("sio-relay"));
+    let relay_port = &relay["ports"][0];
+    let port_name = relay_port["name"]
+        .as_str()
+        .expect("the relay's port is named");
+    let container_port = relay_port["containerPort"].as_i64().unwrap();
+
+    assert_eq!(service["apiVersion"].as_str(), Some("v1"));
+    assert_eq!(service["kind"].as_str(), Some("Service"));
+    assert!(
+        selects(
+            &service["spec"]["selector"],
+            &template["metadata"]["labels"]
+        ),
+        "the Service selects the Deployment's pods"
+    );
+    let ports = service["spec"]["ports"].as_vec().unwrap();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0]["targetPort"].as_str(), Some(port_name));
+    assert_eq!(ports[0]["port"].as_i64(), Some(container_port));
+    let service_port = ports[0]["name"]
+        .as_str()
+        .expect("the Service's port is named");
+    assert_eq!(
+        service["spec"]["publishNotReadyAddresses"].as_bool(),
+        Some(true),
+        "a relay that lost Redis is not ready, and must still be scraped"
+    );
+    // The annotations for annotation-based scraping name the same port.
+    assert_eq!(
+        template["metadata"]["annotations"]["prometheus.io/port"].as_str(),
+        Some(container_port.to_string().as_str())
+    );
+
+    assert_eq!(
+        monitor["apiVersion"].as_str(),
+        Some("monitoring.coreos.com/v1")
+    );
+    assert_eq!(monitor["kind"].as_str(), Some("ServiceMonitor"));
+    let match_labels = &monitor["spec"]["selector"]["matchLabels"];
+    assert!(
+        selects(match_labels, &service["metadata"]["labels"]),
+        "the ServiceMonitor selects the metrics Service"
+    );
+    assert!(
+        !selects(match_labels, &template["metadata"]["labels"]),
+        "the ServiceMonitor must not select the app's own Services by the app's labels"
+    );
+    let endpoints = monitor["spec"]["endpoints"].as_vec().unwrap();
+    assert_eq!(endpoints.len(), 1);
+    assert_eq!(endpoints[0]["port"].as_str(), Some(service_port));
+    assert_eq!(endpoints[0]["path"].as_str(), Some("/metrics"));
+    // Without jobLabel, Prometheus's job is the Service's name: the job SioRelayDown watches.
+    assert!(monitor["spec"]["jobLabel"].is_badvalue());
+    let rules_file = repo("deploy/prometheus/sio-relay-rules.yaml");
+    let job = service["metadata"]["name"].as_str().unwrap();
+    assert!(
+        rules_file.contains(&format!("up{{job=\"{job}\"}}")),
+        "the rules watch up{{job=\"{job}\"}}"
+    );
+
+    assert_eq!(
+        rule["apiVersion"].as_str(),
+        Some("monitoring.coreos.com/v1")
+    );
+    assert_eq!(rule["kind"].as_str(), Some("PrometheusRule"));
+    let rules = YamlLoader::load_from_str(&rules_file).unwrap().remove(0);
+    assert!(rules["groups"].as_vec().is_some_and(|g| !g.is_empty()));
+    assert!(
+        rule["spec"]["groups"] == rules["groups"],
+        "prometheusrule.yaml's spec.groups differ from deploy/prometheus/sio-relay-rules.yaml's groups"
+    );
 }

@@ -22,6 +22,7 @@ mod emitter_operations;
 mod guarantee;
 mod hostile;
 mod malformed;
+mod observability;
 mod operator_cli;
 mod ops;
 mod packet_props;
