@@ -478,7 +478,10 @@ impl<'a> Fields<'a> {
         };
         let all = flag("all", self.all)?;
         match all {
-            Some(true) if !rooms.is_empty() => return Err(Malformed::AllAndRooms),
+            // Present at all, even `rooms` = `[]`: the error says so, and so does the schema.
+            Some(true) if self.room.is_some() || self.rooms.is_some() => {
+                return Err(Malformed::AllAndRooms)
+            }
             Some(false) => {
                 return Err(Malformed::BadFlag {
                     field: "all",
@@ -1193,6 +1196,10 @@ mod tests {
             ),
             (
                 &[("join", r#"["g"]"#), ("room", "r"), ("all", "true")],
+                Malformed::AllAndRooms,
+            ),
+            (
+                &[("event", "e"), ("rooms", "[]"), ("all", "true")],
                 Malformed::AllAndRooms,
             ),
             (

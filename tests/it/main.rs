@@ -27,6 +27,7 @@ mod operator_cli;
 mod ops;
 mod packet_props;
 mod partitions;
+mod producers;
 mod relay;
 mod secure;
 mod sentinel;

@@ -902,39 +902,42 @@ pub fn read_as(con: &mut redis::Connection, consumer: &str, count: usize) {
 pub fn e2e_dir() -> &'static Path {
     static INSTALL: std::sync::Once = std::sync::Once::new();
     let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e"));
-    INSTALL.call_once(|| {
-        require(
-            "node",
-            "install Node.js 18 or later (Debian/Ubuntu: apt-get install nodejs npm)",
-        );
-        let npm = require("npm", "install npm (Debian/Ubuntu: apt-get install npm)");
-        let manifest: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join("package.json")).unwrap()).unwrap();
-        let installed = manifest["dependencies"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .all(|name| {
-                dir.join("node_modules")
-                    .join(name)
-                    .join("package.json")
-                    .is_file()
-            });
-        if installed && dir.join("node_modules/.package-lock.json").is_file() {
-            return;
-        }
-        let status = Command::new(npm)
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(dir)
-            .status()
-            .expect("run npm ci");
-        assert!(
-            status.success(),
-            "`npm ci` in {} failed: the end-to-end tests need the npm registry",
-            dir.display()
-        );
-    });
+    INSTALL.call_once(|| npm_install(dir));
     dir
+}
+
+/// `npm ci` in `dir` unless every dependency of its package.json is installed already.
+pub fn npm_install(dir: &Path) {
+    require(
+        "node",
+        "install Node.js 18 or later (Debian/Ubuntu: apt-get install nodejs npm)",
+    );
+    let npm = require("npm", "install npm (Debian/Ubuntu: apt-get install npm)");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("package.json")).unwrap()).unwrap();
+    let installed = manifest["dependencies"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .all(|name| {
+            dir.join("node_modules")
+                .join(name)
+                .join("package.json")
+                .is_file()
+        });
+    if installed && dir.join("node_modules/.package-lock.json").is_file() {
+        return;
+    }
+    let status = Command::new(npm)
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(dir)
+        .status()
+        .expect("run npm ci");
+    assert!(
+        status.success(),
+        "`npm ci` in {} failed: the tests need the npm registry",
+        dir.display()
+    );
 }
 
 /// A Node process from tests/e2e, killed when dropped; its stdout lines are collected.
