@@ -1,9 +1,11 @@
 // Appends one sio-relay entry with go-redis v9: the clients in room "user:42" of namespace "/"
 // receive `order:shipped` with one argument, {"orderId":"A-1001","carrier":"UPS"}.
 //
-//	go run .        (REDIS_URL, STREAM override the defaults)
+//	go mod tidy && go run .        (REDIS_URL, STREAM override the defaults)
 //
-// NOT run by sio-relay's tests: the machines they run on have no Go toolchain nor module proxy.
+// NOT run by sio-relay's tests: the machines they run on have no Go toolchain, nor a module
+// proxy to fetch go-redis from (hence no go.sum here: go mod tidy writes it).
+//
 // Field values are strings: JSON arguments go through json.Marshal. MaxLen with Approx caps the
 // stream; keep it far above what the relay may have to catch up on.
 package main

@@ -1,10 +1,14 @@
 // Appends one sio-relay entry with Jedis 5: the clients in room "user:42" of namespace "/"
 // receive `order:shipped` with one argument, {"orderId":"A-1001","carrier":"UPS"}.
 //
-//   with redis.clients:jedis:5.2.0 on the classpath:  java Produce.java
+//   Java 11 or later runs it from source, with Jedis 5 and its dependencies on the classpath:
+//   e.g. `mvn dependency:copy-dependencies -DoutputDirectory=lib` in a project that depends on
+//   redis.clients:jedis:5.2.0, then  java -cp 'lib/*' Produce.java
 //   (REDIS_URL, STREAM override the defaults)
 //
-// NOT run by sio-relay's tests: the machines they run on cannot reach Maven Central.
+// NOT run by sio-relay's tests: the machines they run on cannot reach Maven Central (Java is
+// there, Jedis is not).
+//
 // Field values are strings: build JSON arguments with your JSON library (Jackson, Gson); the
 // literal below is already JSON. maxLen(...).approximateTrimming() caps the stream; keep it far
 // above what the relay may have to catch up on.

@@ -6,22 +6,26 @@
 //
 //   echo '[{"event":"e","data":"{"}]' | node validate.js     prints [{"valid":false,"errors":[...]}]
 //
-// Ajv, like most validators, only annotates contentMediaType/contentSchema: the fields that hold
-// JSON text (those with a contentSchema) are parsed and checked against it here, a second step.
-// The schema's description lists what only the relay checks (sizes, depth, ±2^53, ...).
+// Two steps. Ajv, like most validators, only annotates contentMediaType/contentSchema: so each
+// field whose contentMediaType is application/json is also parsed here with JSON.parse, and the
+// parsed value checked against that field's contentSchema. The schema's description lists what
+// only the relay checks (sizes, nesting depth, ±2^53, ...). Copied elsewhere, point the require
+// below at your copy of the schema.
 const Ajv2020 = require("ajv/dist/2020");
 const schema = require("../../../schema/entry.schema.json");
 
-const ajv = new Ajv2020({ allErrors: true, strict: false, verbose: true });
+// strictTypes off: the schema applies `pattern` and `propertyNames` to whatever JSON value an
+// argument is, which is what they mean, and what Ajv's strict types would warn about.
+const ajv = new Ajv2020({ allErrors: true, strictTypes: false, verbose: true });
 ajv.addSchema(schema);
 const entry = ajv.getSchema(schema.$id);
 const contents = Object.fromEntries(
   Object.entries(schema.properties)
-    .filter(([, property]) => property.contentSchema)
-    .map(([field]) => [
-      field,
-      ajv.compile({ $ref: `${schema.$id}#/properties/${field}/contentSchema` }),
-    ]),
+    .filter(([, property]) => property.contentMediaType === "application/json")
+    .map(([field, property]) => {
+      if (!property.contentSchema) throw new Error(`${field}: JSON without a contentSchema`);
+      return [field, ajv.compile({ $ref: `${schema.$id}#/properties/${field}/contentSchema` })];
+    }),
 );
 
 // The fields a subschema requires, wherever it nests them.
@@ -33,6 +37,10 @@ function required(schema) {
 // Ajv says "must NOT be valid" for `not`: say what was excluded instead.
 function message(field, e) {
   const at = `${field}${e.instancePath}`;
+  if (e.keyword === "pattern" && e.schema === schema.$defs.text.pattern) {
+    const where = e.propertyName === undefined ? at : `${at} key ${JSON.stringify(e.propertyName)}`;
+    return `${where} holds half of a UTF-16 surrogate pair alone (an escape \\ud800-\\udfff)`;
+  }
   if (e.keyword !== "not") return `${at} ${e.message}`;
   if (e.schema.enum) return `${at} is reserved: not one of ${e.schema.enum.join(", ")}`;
   const dependent = e.schemaPath.match(/^#\/dependentSchemas\/([^/]+)\/not$/);
