@@ -346,7 +346,18 @@ impl Default for LogConfig {
 pub struct HttpConfig {
     /// `host:port` of the health and metrics listener; empty turns it off.
     pub listen: String,
+    /// Serve the operator console at `/` on the same listener.
+    pub console: bool,
+    /// The token that lets the console replay and drop dead letters; without one (and without
+    /// `console_token_file`) the console is read-only.
+    pub console_token: String,
+    /// A file holding the console's token (a Kubernetes Secret); read at each mutation, so a
+    /// rotated token is picked up.
+    pub console_token_file: String,
 }
+
+/// The shortest console token accepted: a guessable token would make the console's mutations open.
+pub const MIN_CONSOLE_TOKEN: usize = 16;
 
 impl HttpConfig {
     /// The address to listen on, `None` when the listener is off.
@@ -379,6 +390,26 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// The token in `path`, surrounding whitespace (a file's last newline) removed.
+pub fn read_console_token(path: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let token = text.trim().to_owned();
+    check_console_token(&token).map_err(|problem| format!("{path}: {problem}"))?;
+    Ok(token)
+}
+
+fn check_console_token(token: &str) -> Result<(), String> {
+    if token.chars().count() < MIN_CONSOLE_TOKEN {
+        return Err(format!(
+            "the token is shorter than {MIN_CONSOLE_TOKEN} characters: use a random one (openssl rand -hex 32)"
+        ));
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("the token holds whitespace or control characters".into());
+    }
+    Ok(())
+}
 
 fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError {
@@ -542,9 +573,35 @@ impl Config {
                 ),
             ));
         }
+        self.check_console()?;
         tracing_subscriber::EnvFilter::builder()
             .parse(&self.log.level)
             .map_err(|e| invalid("log.level", format!("not a valid log filter: {e}")))?;
+        Ok(())
+    }
+
+    /// The console needs the listener, and one token at most, long enough not to be guessed.
+    fn check_console(&self) -> Result<(), ConfigError> {
+        let http = &self.http;
+        if http.console && http.listen.is_empty() {
+            return Err(invalid(
+                "http.console",
+                "is true, but http.listen is empty: the console is served on http.listen",
+            ));
+        }
+        if !http.console_token.is_empty() && !http.console_token_file.is_empty() {
+            return Err(invalid(
+                "http.console_token_file",
+                "http.console_token and http.console_token_file are two ways to give one token: set one",
+            ));
+        }
+        if !http.console_token_file.is_empty() {
+            read_console_token(&http.console_token_file)
+                .map_err(|problem| invalid("http.console_token_file", problem))?;
+        } else if !http.console_token.is_empty() {
+            check_console_token(&http.console_token)
+                .map_err(|problem| invalid("http.console_token", problem))?;
+        }
         Ok(())
     }
 

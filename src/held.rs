@@ -93,6 +93,14 @@ impl Held {
         }
     }
 
+    /// How many entries each namespace holds.
+    pub fn counts(&self) -> Vec<(String, usize)> {
+        self.by_nsp
+            .iter()
+            .map(|(nsp, queue)| (nsp.clone(), queue.len()))
+            .collect()
+    }
+
     /// The namespaces that hold entries.
     pub fn namespaces(&self) -> Vec<String> {
         self.by_nsp.keys().cloned().collect()

@@ -1,4 +1,5 @@
-//! The health and metrics listener: `GET /livez`, `/readyz` and `/metrics` on `http.listen`.
+//! The health and metrics listener: `GET /livez`, `/readyz` and `/metrics` on `http.listen`, and
+//! the operator console at `/` when `http.console` is on (see [`crate::console`]).
 //!
 //! Plain HTTP/1 on hyper, bound at start so that a taken port stops the relay with a clear error
 //! instead of leaving it unprobeable. It runs on a thread of its own, so that probes answer while
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::Full;
-use hyper::body::Bytes;
+use hyper::body::{Bytes, Incoming};
 use hyper::header::CONTENT_TYPE;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -24,6 +25,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::console::Console;
 use crate::health::Loops;
 use crate::metrics::Metrics;
 
@@ -41,6 +43,8 @@ pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 pub struct Probes {
     pub health: Loops,
     pub metrics: Arc<Metrics>,
+    /// `http.console = true`.
+    pub console: Option<Arc<Console>>,
 }
 
 /// Binds `addr` at start; the error says which address could not be used.
@@ -74,7 +78,13 @@ pub fn spawn(
 
 async fn serve(listener: TcpListener, probes: Probes, shutdown: CancellationToken) {
     if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "serving /livez, /readyz and /metrics");
+        match &probes.console {
+            Some(_) => info!(%addr, "serving /livez, /readyz, /metrics and the console at /"),
+            None => info!(%addr, "serving /livez, /readyz and /metrics"),
+        }
+    }
+    if let Some(console) = &probes.console {
+        tokio::spawn(console.clone().sample(shutdown.clone()));
     }
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut backoff = Duration::ZERO;
@@ -108,8 +118,8 @@ async fn serve(listener: TcpListener, probes: Probes, shutdown: CancellationToke
         tokio::spawn(async move {
             let _slot = slot;
             let service = service_fn(move |req| {
-                let response = respond(&req, &probes);
-                async move { Ok::<_, Infallible>(response) }
+                let probes = probes.clone();
+                async move { Ok::<_, Infallible>(route(req, &probes).await) }
             });
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -121,6 +131,13 @@ async fn serve(listener: TcpListener, probes: Probes, shutdown: CancellationToke
                 Ok(Ok(())) => {}
             }
         });
+    }
+}
+
+async fn route(req: Request<Incoming>, probes: &Probes) -> Response<Full<Bytes>> {
+    match &probes.console {
+        Some(console) if Console::serves(req.uri().path()) => console.respond(req).await,
+        _ => respond(&req, probes),
     }
 }
 

@@ -32,6 +32,8 @@
 //! - [`health`]: liveness and readiness as the loop reports them.
 //! - [`metrics`]: the Prometheus metrics the loop records.
 //! - [`http`]: the `/livez`, `/readyz` and `/metrics` listener.
+//! - [`console`]: the operator console served on it: the live flow, and dead letters to browse,
+//!   replay and drop.
 //! - [`systemd`]: READY, WATCHDOG, STOPPING and RELOADING notifications.
 //! - [`shutdown`]: signal handling and the bounded drain on SIGTERM/SIGINT.
 //! - [`reload`]: SIGHUP re-reads the configuration and applies what can change live.
@@ -41,6 +43,7 @@ pub mod awaiting;
 pub mod commands;
 pub mod config;
 pub mod connection;
+pub mod console;
 pub mod dead_letter;
 pub mod delivery;
 pub mod entry;
@@ -106,6 +109,10 @@ pub async fn run(
         let probes = http::Probes {
             health: loops.clone(),
             metrics: metrics.clone(),
+            console: cfg
+                .http
+                .console
+                .then(|| Arc::new(console::Console::new(cfg.clone(), metrics.clone()))),
         };
         http::spawn(listener, probes, token.clone())
             .map_err(|e| failure(format!("cannot start the HTTP listener: {e}")))?;

@@ -73,7 +73,27 @@ pub struct Metrics {
     pub client_acks: Counter,
     pub ack_latency: Histogram,
     pub acked_by_clients: Counter,
+    /// Held entries per namespace, per stream, for the console. Not exported to Prometheus:
+    /// namespaces are named by producers, and a label per namespace would let them grow the series
+    /// without bound.
+    pub held_by_namespace: std::sync::Mutex<HeldCensus>,
+    /// The sum (in microseconds) and count of [`Metrics::end_to_end`], which prometheus-client only
+    /// exposes to Prometheus: the console turns them into a latency per interval.
+    pub end_to_end_micros: Counter,
+    pub end_to_end_count: Counter,
 }
+
+/// The namespaces that hold the most entries, per stream; the rest only counted.
+#[derive(Clone, Debug, Default)]
+pub struct HeldCensus {
+    /// Stream -> its namespaces with the most held entries, most first (at most [`CENSUS_SHOWN`]).
+    pub shown: std::collections::BTreeMap<String, Vec<(String, usize)>>,
+    /// Stream -> how many namespaces holding entries are not in `shown`.
+    pub not_shown: std::collections::BTreeMap<String, usize>,
+}
+
+/// Namespaces the census names per stream.
+pub const CENSUS_SHOWN: usize = 20;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -109,6 +129,9 @@ impl Metrics {
             client_acks: Counter::default(),
             ack_latency: Histogram::new(exponential_buckets(0.001, 2.0, 22)),
             acked_by_clients: Counter::default(),
+            held_by_namespace: Default::default(),
+            end_to_end_micros: Counter::default(),
+            end_to_end_count: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -275,6 +298,53 @@ impl Metrics {
                 })
                 .set(i64::from(up));
         }
+    }
+
+    /// An entry delivered and acknowledged, `age` after it was produced.
+    pub fn delivered(&self, age: std::time::Duration) {
+        self.acknowledged.inc();
+        self.end_to_end.observe(age.as_secs_f64());
+        self.end_to_end_micros.inc_by(age.as_micros() as u64);
+        self.end_to_end_count.inc();
+    }
+
+    /// Records what `stream` holds per namespace (`counts`, in any order).
+    pub fn held_census(&self, stream: &str, mut counts: Vec<(String, usize)>) {
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let not_shown = counts.len().saturating_sub(CENSUS_SHOWN);
+        counts.truncate(CENSUS_SHOWN);
+        let mut census = self
+            .held_by_namespace
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        census.shown.insert(stream.to_owned(), counts);
+        census.not_shown.insert(stream.to_owned(), not_shown);
+    }
+
+    /// Entries read, whatever their source.
+    pub fn entries_read_total(&self) -> u64 {
+        [Source::new, Source::own_pending, Source::reclaimed]
+            .into_iter()
+            .filter_map(|source| {
+                self.entries_read
+                    .get(&SourceLabels { source })
+                    .map(|c| c.get())
+            })
+            .sum()
+    }
+
+    /// Entries dead-lettered, whatever the reason.
+    pub fn dead_lettered_total(&self) -> u64 {
+        dead_letter::REASON_CODES
+            .iter()
+            .filter_map(|reason| {
+                self.dead_lettered
+                    .get(&ReasonLabels {
+                        reason: (*reason).into(),
+                    })
+                    .map(|c| c.get())
+            })
+            .sum()
     }
 
     /// The OpenMetrics text exposition of every metric.

@@ -3,11 +3,15 @@
 
 use crate::config::{mask_password, Config};
 
-/// The effective configuration as TOML, with the passwords of `redis.url` and `redis.urls` masked.
+/// The effective configuration as TOML, with the passwords of `redis.url` and `redis.urls` and the
+/// console's token masked.
 pub fn render(cfg: &Config) -> String {
     let mut shown = cfg.clone();
     shown.redis.url = mask_password(&cfg.redis.url);
     shown.redis.urls = cfg.redis.urls.iter().map(|u| mask_password(u)).collect();
+    if !shown.http.console_token.is_empty() {
+        shown.http.console_token = "****".into();
+    }
     toml::to_string(&shown).expect("the configuration serializes to TOML")
 }
 

@@ -108,7 +108,7 @@ pub fn render(letters: &[DeadLetter]) -> String {
 type IdPair = (String, String);
 
 /// What `replay` did: moved (dead ID, new ID), and left in place (dead ID, why).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct Replayed {
     pub moved: Vec<IdPair>,
     pub skipped: Vec<IdPair>,

@@ -170,11 +170,8 @@ impl Relay {
             .await
             .map_err(Fault::of)?;
         if done {
-            self.metrics.acknowledged.inc();
+            self.metrics.delivered(self.age(claim.id));
             self.metrics.acked_by_clients.inc();
-            self.metrics
-                .end_to_end
-                .observe(self.age(claim.id).as_secs_f64());
             debug!(id = %claim.id, acks, clients, attempts, "clients acknowledged an entry");
         } else {
             info!(id = %claim.id, "an entry clients acknowledged is no longer pending for this consumer (reclaimed or acknowledged elsewhere); no result written");

@@ -73,7 +73,12 @@ struct Timers {
     retry: Instant,
     keep: Instant,
     group_check: Instant,
+    /// The held census for the console (see [`Metrics::held_census`]).
+    census: Instant,
 }
+
+/// How often the held census is taken: it walks every held namespace.
+const CENSUS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where this relay stood with its consumer group, to create a vanished group again without
 /// skipping what it had not read nor repeating what it had.
@@ -145,6 +150,7 @@ impl Relay {
                 retry: now,
                 keep: now,
                 group_check: now,
+                census: now,
             },
             standing: Standing::default(),
             recovered_once: false,
@@ -186,6 +192,11 @@ impl Relay {
                 },
             };
             self.metrics.held_now.set(self.held.len() as i64);
+            if Instant::now() >= self.timers.census {
+                self.timers.census = Instant::now() + CENSUS_INTERVAL;
+                self.metrics
+                    .held_census(&self.cfg.source.stream, self.held.counts());
+            }
             if let Err(fault) = result {
                 if let Some(failure) = self.handle(fault, &mut session).await {
                     break Err(failure);

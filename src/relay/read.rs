@@ -153,10 +153,7 @@ impl Relay {
                     self.held.insert(&batch.nsp, claim);
                     continue;
                 }
-                self.metrics.acknowledged.inc();
-                self.metrics
-                    .end_to_end
-                    .observe(self.age(claim.id).as_secs_f64());
+                self.metrics.delivered(self.age(claim.id));
             }
             if lost > 0 {
                 self.metrics.unconfirmed.inc_by(lost);

@@ -8,7 +8,12 @@
 // {"page": INDEX, "text": ..., "data": {...dataset}}. Commands on stdin, one per line:
 //   screenshot INDEX PATH    -> {"screenshot": PATH}
 //   text INDEX SELECTOR      -> {"text": ..., "selector": SELECTOR} (the element's textContent)
-// Exits when stdin closes.
+// or, as a JSON line, one step answered with {"done": N, ...} or {"done": N, "error": ...}:
+//   {"n": N, "page": INDEX, "do": "click" | "fill" | "select" | "wait" | "text" | "texts" |
+//    "screenshot", "selector": ..., "value": ... (fill, select), "path": ..., "width"/"height"
+//    (screenshot)}
+//   "wait" waits (15 s at most) for the selector; "texts" answers every match's textContent.
+// Dialogs (confirm) are accepted, as the person who clicked would. Exits when stdin closes.
 const { chromium } = require("playwright-core");
 const readline = require("node:readline");
 
@@ -34,6 +39,10 @@ async function main() {
   for (const [index, spec] of pages.entries()) {
     const page = await browser.newPage({ viewport: { width: 1000, height: 720 } });
     page.on("pageerror", (err) => print({ page: index, pageerror: err.message }));
+    page.on("dialog", (dialog) => {
+      print({ page: index, dialog: dialog.message() });
+      dialog.accept();
+    });
     await page.goto(spec.url);
     for (const [selector, value] of Object.entries(spec.fill || {})) {
       await page.fill(selector, value);
@@ -61,6 +70,11 @@ async function main() {
 
   const lines = readline.createInterface({ input: process.stdin });
   for await (const line of lines) {
+    if (line.trim().startsWith("{")) {
+      const step = JSON.parse(line);
+      print({ done: step.n, ...(await run(opened[step.page], step).catch((err) => ({ error: err.message }))) });
+      continue;
+    }
     const [command, index, ...rest] = line.trim().split(" ");
     const page = opened[Number(index)];
     if (command === "screenshot") {
@@ -73,6 +87,34 @@ async function main() {
   }
   clearInterval(timer);
   await browser.close();
+}
+
+// One JSON step on `page`.
+async function run(page, step) {
+  switch (step.do) {
+    case "click":
+      await page.click(step.selector, { timeout: 15000 });
+      return {};
+    case "fill":
+      await page.fill(step.selector, step.value, { timeout: 15000 });
+      return {};
+    case "select":
+      await page.selectOption(step.selector, step.value, { timeout: 15000 });
+      return {};
+    case "wait":
+      await page.waitForSelector(step.selector, { timeout: 15000 });
+      return {};
+    case "text":
+      return { text: await page.textContent(step.selector, { timeout: 15000 }) };
+    case "texts":
+      return { texts: await page.$$eval(step.selector, (all) => all.map((e) => e.textContent)) };
+    case "screenshot":
+      if (step.width) await page.setViewportSize({ width: step.width, height: step.height || 720 });
+      await page.screenshot({ path: step.path, fullPage: true });
+      return {};
+    default:
+      throw new Error(`unknown step ${step.do}`);
+  }
 }
 
 main().catch((err) => {

@@ -14,6 +14,7 @@ mod chaos;
 mod cli;
 mod client_acks;
 mod cluster;
+mod console;
 mod delivery_script;
 mod demo;
 mod deploy;

@@ -1,0 +1,328 @@
+//! The console's dead letters: pages of them, newest first, and the replay and drop requests.
+//!
+//! A page is read by `lua/browse.lua`, which cuts every value to [`VALUE_BYTES`] inside Redis, so
+//! a page costs the relay a bounded amount of memory whatever the dead letters hold. Replay and
+//! drop are `sio-relay dead replay | drop` ([`commands::dead`]): the same atomic move and the same
+//! snapshot of "all of a reason".
+
+use redis::Script;
+use serde::{Deserialize, Serialize};
+
+use crate::commands::{self, dead as dead_command, Failure};
+use crate::config::Config;
+use crate::dead_letter::{self, FIELD_PREFIX, PACKED_FIELDS};
+
+/// Dead letters per page at most (the default: [`DEFAULT_LIMIT`]).
+pub const MAX_LIMIT: usize = 100;
+pub const DEFAULT_LIMIT: usize = 50;
+/// Dead letters looked at per page when filtering by reason.
+pub const SCAN: usize = 1000;
+/// Bytes shown of each field name and value.
+pub const VALUE_BYTES: usize = 1024;
+/// Packed fields (see [`PACKED_FIELDS`]) up to this size are unpacked and shown.
+pub const PACKED_BYTES: usize = 64 << 10;
+/// Producer fields shown per dead letter.
+pub const FIELDS_SHOWN: usize = 100;
+/// IDs one request may name.
+pub const MAX_IDS: usize = 1000;
+
+/// What a page asks for (the query string of `GET /console/dead`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct PageQuery {
+    /// The dead-letter stream; empty: the first.
+    pub stream: String,
+    pub reason: String,
+    /// Only dead letters older than this ID (or a millisecond time, which is an ID's first part).
+    pub before: String,
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Page {
+    /// Every reason the relay writes, for the page's filter.
+    pub reasons: &'static [&'static str],
+    /// The dead-letter streams (one per partition).
+    pub streams: Vec<String>,
+    pub letters: Vec<Letter>,
+    /// Pass as `before` for the next, older page; `None` at the end.
+    pub next_before: Option<String>,
+    pub scanned: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Letter {
+    pub stream: String,
+    pub id: String,
+    pub time_ms: u64,
+    pub reason: String,
+    pub error: String,
+    pub source_id: String,
+    pub deliveries: String,
+    /// The producer's fields; the relay's `x-dead-*` ones are the fields above.
+    pub fields: Vec<Field>,
+    /// Producer fields not shown (past [`FIELDS_SHOWN`]).
+    pub fields_not_shown: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Field {
+    pub name: String,
+    pub value: String,
+    /// The value's whole size.
+    pub bytes: usize,
+    pub truncated: bool,
+}
+
+/// The partitions' dead-letter streams.
+pub fn streams(cfg: &Config) -> Vec<String> {
+    cfg.partitions()
+        .iter()
+        .map(|p| p.dead_letter.stream.clone())
+        .collect()
+}
+
+/// The partition whose dead-letter stream is `stream` (the first one when empty).
+fn partition(cfg: &Config, stream: &str) -> Result<Config, String> {
+    let partitions = cfg.partitions();
+    if stream.is_empty() {
+        return Ok(partitions
+            .into_iter()
+            .next()
+            .expect("at least one partition"));
+    }
+    partitions
+        .into_iter()
+        .find(|p| p.dead_letter.stream == stream)
+        .ok_or_else(|| format!("{stream:?} is not a dead-letter stream of this relay"))
+}
+
+/// An exclusive end for XREVRANGE: `(<id>`, or `+`.
+fn end_of(before: &str) -> Result<String, String> {
+    if before.is_empty() {
+        return Ok("+".into());
+    }
+    let (ms, seq) = before.split_once('-').unwrap_or((before, "0"));
+    match (ms.parse::<u64>(), seq.parse::<u64>()) {
+        (Ok(ms), Ok(seq)) => Ok(format!("({ms}-{seq}")),
+        _ => Err(format!(
+            "before: {before:?} is neither an entry ID nor a time in milliseconds"
+        )),
+    }
+}
+
+type Shown = (String, Vec<redis::Value>, usize);
+
+pub async fn page(cfg: &Config, query: &PageQuery) -> Result<Page, Failure> {
+    let bad = |message: String| Failure {
+        code: commands::EXIT_DATA,
+        message,
+    };
+    let partition = partition(cfg, &query.stream).map_err(bad)?;
+    let end = end_of(&query.before).map_err(bad)?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let scan = if query.reason.is_empty() { limit } else { SCAN };
+    let stream = partition.dead_letter.stream.clone();
+    let mut con = commands::connect(&partition).await?;
+    let (rows, last, scanned): (Vec<Shown>, String, usize) =
+        Script::new(include_str!("../lua/browse.lua"))
+            .key(&stream)
+            .arg(&end)
+            .arg(limit)
+            .arg(scan)
+            .arg(&query.reason)
+            .arg(VALUE_BYTES)
+            .arg(PACKED_BYTES)
+            .arg(FIELDS_SHOWN)
+            .invoke_async(&mut con)
+            .await?;
+    // More may lie before the last one looked at when the page or the scan was filled.
+    let next_before = (rows.len() == limit || scanned == scan)
+        .then_some(last)
+        .filter(|last| !last.is_empty());
+    Ok(Page {
+        reasons: &dead_letter::REASON_CODES,
+        streams: streams(cfg),
+        letters: rows.into_iter().map(|row| letter(&stream, row)).collect(),
+        next_before,
+        scanned,
+    })
+}
+
+fn letter(stream: &str, (id, shown, _): Shown) -> Letter {
+    // name, value, size of the value, ...
+    let mut raw = Vec::new();
+    let mut sizes = Vec::new();
+    for triple in shown.chunks(3) {
+        if let [name, value, redis::Value::Int(size)] = triple {
+            let bytes = |v: &redis::Value| match v {
+                redis::Value::BulkString(b) => b.clone(),
+                _ => Vec::new(),
+            };
+            raw.push((bytes(name), bytes(value)));
+            sizes.push(*size as usize);
+        }
+    }
+    let packed_whole = raw
+        .iter()
+        .zip(&sizes)
+        .any(|((f, v), size)| f == PACKED_FIELDS.as_bytes() && v.len() == *size);
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let dead = |name: &str| {
+        raw.iter()
+            .find(|(f, _)| f == format!("{FIELD_PREFIX}{name}").as_bytes())
+            .map_or(String::new(), |(_, v)| text(v))
+    };
+    let mut fields: Vec<Field> = if packed_whole {
+        dead_letter::unpacked(&raw)
+            .into_iter()
+            .filter(|(f, _)| !f.starts_with(FIELD_PREFIX.as_bytes()))
+            .map(|(f, v)| Field {
+                name: text(&f[..f.len().min(VALUE_BYTES)]),
+                value: text(&v[..v.len().min(VALUE_BYTES)]),
+                bytes: v.len(),
+                truncated: v.len() > VALUE_BYTES,
+            })
+            .collect()
+    } else {
+        raw.iter()
+            .zip(&sizes)
+            .filter(|((f, _), _)| !f.starts_with(FIELD_PREFIX.as_bytes()))
+            .map(|((f, v), size)| Field {
+                name: text(f),
+                value: text(v),
+                bytes: *size,
+                truncated: v.len() < *size,
+            })
+            .collect()
+    };
+    let fields_not_shown = fields.len().saturating_sub(FIELDS_SHOWN);
+    fields.truncate(FIELDS_SHOWN);
+    Letter {
+        stream: stream.to_owned(),
+        time_ms: id
+            .split('-')
+            .next()
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(0),
+        id,
+        reason: dead("reason"),
+        error: dead("error"),
+        source_id: dead("id"),
+        deliveries: dead("deliveries"),
+        fields,
+        fields_not_shown,
+    }
+}
+
+/// What a replay or drop acts on (the body of `POST /console/dead/replay | drop`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Action {
+    /// With `ids`: the dead-letter stream they are in (the first one when absent).
+    #[serde(default)]
+    pub stream: String,
+    #[serde(default)]
+    pub ids: Vec<String>,
+    /// Every dead letter of `reason`, in every dead-letter stream, up to the last one present when
+    /// the request came.
+    #[serde(default)]
+    pub all: bool,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// The partitions an action applies to, and what it selects in each.
+fn targets(
+    cfg: &Config,
+    action: &Action,
+) -> Result<Vec<(Config, dead_command::Selection)>, String> {
+    match (action.all, action.ids.is_empty()) {
+        (true, true) if !action.reason.is_empty() => Ok(cfg
+            .partitions()
+            .into_iter()
+            .map(|p| {
+                let selection = dead_command::Selection {
+                    which: dead_command::Which::All,
+                    reason: Some(action.reason.clone()),
+                };
+                (p, selection)
+            })
+            .collect()),
+        (true, true) => {
+            Err("all needs a reason: the console acts on every dead letter of one reason".into())
+        }
+        (false, false) if action.ids.len() <= MAX_IDS => {
+            let selection = dead_command::Selection {
+                which: dead_command::Which::Ids(action.ids.clone()),
+                reason: None,
+            };
+            Ok(vec![(partition(cfg, &action.stream)?, selection)])
+        }
+        (false, false) => Err(format!("at most {MAX_IDS} ids per request")),
+        (false, true) => Err("nothing selected: give ids, or all and a reason".into()),
+        (true, false) => Err("give ids or all, not both".into()),
+    }
+}
+
+/// A failure of the request itself (400) or of the work (Redis, 502).
+pub enum ActionError {
+    Request(String),
+    Work(Failure),
+}
+
+impl From<Failure> for ActionError {
+    fn from(f: Failure) -> Self {
+        ActionError::Work(f)
+    }
+}
+
+pub async fn replay(cfg: &Config, action: &Action) -> Result<dead_command::Replayed, ActionError> {
+    let mut replayed = dead_command::Replayed::default();
+    for (partition, selection) in targets(cfg, action).map_err(ActionError::Request)? {
+        let done = dead_command::replay(&partition, selection).await?;
+        replayed.moved.extend(done.moved);
+        replayed.skipped.extend(done.skipped);
+    }
+    Ok(replayed)
+}
+
+/// How many were dropped.
+pub async fn drop(cfg: &Config, action: &Action) -> Result<usize, ActionError> {
+    let mut dropped = 0;
+    for (partition, selection) in targets(cfg, action).map_err(ActionError::Request)? {
+        dropped += dead_command::drop(&partition, selection).await?;
+    }
+    Ok(dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn before_is_an_exclusive_end() {
+        assert_eq!(end_of("").unwrap(), "+");
+        assert_eq!(end_of("17-3").unwrap(), "(17-3");
+        assert_eq!(end_of("1764750000000").unwrap(), "(1764750000000-0");
+        assert!(end_of("yesterday").unwrap_err().contains("before"));
+    }
+
+    #[test]
+    fn an_action_selects_ids_of_one_stream_or_all_of_a_reason() {
+        let cfg = Config::default();
+        let action = |json: &str| serde_json::from_str::<Action>(json).unwrap();
+        let ids = targets(&cfg, &action(r#"{"ids":["1-0"]}"#)).unwrap();
+        assert_eq!(ids.len(), 1);
+        assert!(targets(&cfg, &action(r#"{"all":true,"reason":"malformed"}"#)).is_ok());
+        for bad in [
+            r#"{"all":true}"#,
+            r#"{}"#,
+            r#"{"all":true,"reason":"malformed","ids":["1-0"]}"#,
+            r#"{"stream":"elsewhere","ids":["1-0"]}"#,
+        ] {
+            assert!(targets(&cfg, &action(bad)).is_err(), "{bad}");
+        }
+        assert!(serde_json::from_str::<Action>(r#"{"id":"1-0"}"#).is_err());
+    }
+}

@@ -1,0 +1,288 @@
+//! The operator console: a page at `/` of the HTTP listener (`http.console = true`) with the live
+//! flow and the dead letters, which it can replay and drop.
+//!
+//! The page and its script are embedded in the binary (`assets/`, no build step) and read JSON:
+//! `GET /console/state` (what `sio-relay status` shows, the relay's own counters and the last
+//! minutes of them, see [`history`]) and `GET /console/dead` (a page of dead letters, see [`dead`]);
+//! `POST /console/dead/replay | drop` change things, behind [`guard`]. It runs on the HTTP thread,
+//! with its own Redis connections: a console left open costs the relay's loop nothing.
+
+pub mod dead;
+pub mod guard;
+pub mod history;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::commands::status::{self, Status};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use guard::Token;
+use history::{History, Sample};
+
+/// How often the page asks for the state.
+pub const REFRESH: Duration = Duration::from_secs(2);
+
+/// How long one look at Redis (`status`) serves every open page: many pages cost one.
+const STATUS_TTL: Duration = Duration::from_secs(1);
+
+/// The largest body a mutation may send (a selection of [`dead::MAX_IDS`] IDs fits).
+const MAX_BODY: usize = 64 << 10;
+
+const INDEX: &str = include_str!("assets/index.html");
+const SCRIPT: &str = include_str!("assets/console.js");
+const STYLE: &str = include_str!("assets/console.css");
+
+/// Scripts and styles only from the console itself, requests only to it, never in a frame.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+                   img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+pub struct Console {
+    cfg: Config,
+    metrics: Arc<Metrics>,
+    token: Token,
+    history: History,
+    status: tokio::sync::Mutex<Option<(Instant, Arc<Status>)>>,
+}
+
+/// What `GET /console/state` answers.
+#[derive(Serialize)]
+struct State<'a> {
+    version: &'static str,
+    /// A token is configured: replay and drop are possible.
+    writable: bool,
+    refresh_ms: u64,
+    status: &'a Status,
+    relay: RelayState,
+    history: Vec<Sample>,
+}
+
+/// What only this relay process knows.
+#[derive(Serialize)]
+struct RelayState {
+    consumer: String,
+    redis_connected: bool,
+    redis_refusing: bool,
+    held_entries: i64,
+    parked_entries: i64,
+    acks_waiting: i64,
+    held_by_namespace: Vec<HeldNamespace>,
+    held_namespaces_not_shown: usize,
+}
+
+#[derive(Serialize)]
+struct HeldNamespace {
+    nsp: String,
+    held: usize,
+}
+
+impl Console {
+    pub fn new(cfg: Config, metrics: Arc<Metrics>) -> Console {
+        Console {
+            token: Token::of(&cfg.http),
+            cfg,
+            metrics,
+            history: History::default(),
+            status: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// True for the paths the console answers.
+    pub fn serves(path: &str) -> bool {
+        matches!(path, "/" | "/console.js" | "/console.css") || path.starts_with("/console/")
+    }
+
+    /// Samples the counters every [`history::INTERVAL`] until `shutdown`.
+    pub async fn sample(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut ticks = tokio::time::interval(history::INTERVAL);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => self.history.record(Sample::take(&self.metrics)),
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    pub async fn respond(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_owned();
+        let get = req.method() == Method::GET || req.method() == Method::HEAD;
+        match (get, path.as_str()) {
+            (true, "/") => asset(INDEX, "text/html; charset=utf-8"),
+            (true, "/console.js") => asset(SCRIPT, "text/javascript; charset=utf-8"),
+            (true, "/console.css") => asset(STYLE, "text/css; charset=utf-8"),
+            (true, "/console/state") => self.state().await,
+            (true, "/console/dead") => self.dead_page(req.uri().query().unwrap_or("")).await,
+            (_, "/console/dead/replay" | "/console/dead/drop") if req.method() == Method::POST => {
+                self.mutate(req).await
+            }
+            (_, "/console/dead/replay" | "/console/dead/drop") => error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only POST changes dead letters",
+            ),
+            (false, _) => error(StatusCode::METHOD_NOT_ALLOWED, "only GET"),
+            _ => error(StatusCode::NOT_FOUND, "not found"),
+        }
+    }
+
+    async fn state(&self) -> Response<Full<Bytes>> {
+        let status = self.status().await;
+        let m = &self.metrics;
+        let census = m
+            .held_by_namespace
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let connected = ["reader", "writer"].iter().all(|connection| {
+            m.redis_connected
+                .get(&crate::metrics::ConnectionLabels {
+                    connection: (*connection).into(),
+                })
+                .is_some_and(|g| g.get() == 1)
+        });
+        let state = State {
+            version: env!("CARGO_PKG_VERSION"),
+            writable: self.token.is_configured(),
+            refresh_ms: REFRESH.as_millis() as u64,
+            status: &status,
+            relay: RelayState {
+                consumer: self.cfg.source.consumer.clone(),
+                redis_connected: connected,
+                redis_refusing: m.redis_refusing.get() == 1,
+                held_entries: m.held_now.get(),
+                parked_entries: m.parked.get(),
+                acks_waiting: m.acks_waiting.get(),
+                held_by_namespace: census
+                    .shown
+                    .into_values()
+                    .flatten()
+                    .map(|(nsp, held)| HeldNamespace { nsp, held })
+                    .collect(),
+                held_namespaces_not_shown: census.not_shown.values().sum(),
+            },
+            history: self.history.samples(),
+        };
+        json(StatusCode::OK, &state)
+    }
+
+    /// `status` of the relay's Redis, looked at once per [`STATUS_TTL`] whatever the pages open.
+    async fn status(&self) -> Arc<Status> {
+        let mut cached = self.status.lock().await;
+        if let Some((at, status)) = cached.as_ref() {
+            if at.elapsed() < STATUS_TTL {
+                return status.clone();
+            }
+        }
+        let status = Arc::new(status::gather(&self.cfg).await);
+        *cached = Some((Instant::now(), status.clone()));
+        status
+    }
+
+    async fn dead_page(&self, query: &str) -> Response<Full<Bytes>> {
+        let mut page = dead::PageQuery::default();
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            match key.as_ref() {
+                "stream" => page.stream = value.into_owned(),
+                "reason" => page.reason = value.into_owned(),
+                "before" => page.before = value.into_owned(),
+                "limit" => match value.parse() {
+                    Ok(limit) => page.limit = Some(limit),
+                    Err(_) => return error(StatusCode::BAD_REQUEST, "limit: not a number"),
+                },
+                other => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("unknown parameter {other:?} (stream, reason, before, limit)"),
+                    )
+                }
+            }
+        }
+        match dead::page(&self.cfg, &page).await {
+            Ok(page) => json(StatusCode::OK, &page),
+            Err(f) if f.code == crate::commands::EXIT_DATA => {
+                error(StatusCode::BAD_REQUEST, &f.message)
+            }
+            Err(f) => error(StatusCode::BAD_GATEWAY, &f.message),
+        }
+    }
+
+    async fn mutate(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if let Err(refused) = guard::check(req.headers(), &self.token) {
+            tracing::warn!(path = req.uri().path(), error = %refused.error, "console: refused a change");
+            return error(refused.status, &refused.error);
+        }
+        let replay = req.uri().path() == "/console/dead/replay";
+        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("the body could not be read within {MAX_BODY} bytes: {e}"),
+                )
+            }
+        };
+        let action: dead::Action = match serde_json::from_slice(&body) {
+            Ok(action) => action,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("the body: {e}")),
+        };
+        let outcome = if replay {
+            dead::replay(&self.cfg, &action).await.map(|replayed| {
+                tracing::info!(
+                    moved = replayed.moved.len(),
+                    skipped = replayed.skipped.len(),
+                    "console: replayed dead letters"
+                );
+                json(StatusCode::OK, &replayed)
+            })
+        } else {
+            dead::drop(&self.cfg, &action).await.map(|dropped| {
+                tracing::info!(dropped, "console: dropped dead letters");
+                json(StatusCode::OK, &serde_json::json!({ "dropped": dropped }))
+            })
+        };
+        outcome.unwrap_or_else(|e| match e {
+            dead::ActionError::Request(message) => error(StatusCode::BAD_REQUEST, &message),
+            dead::ActionError::Work(f) => error(StatusCode::BAD_GATEWAY, &f.message),
+        })
+    }
+}
+
+/// A response with the headers every console response carries.
+fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert("content-security-policy", HeaderValue::from_static(CSP));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    response
+}
+
+fn asset(text: &'static str, content_type: &'static str) -> Response<Full<Bytes>> {
+    response(
+        StatusCode::OK,
+        content_type,
+        Bytes::from_static(text.as_bytes()),
+    )
+}
+
+fn json(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(value).expect("the console's replies serialize");
+    response(status, "application/json", Bytes::from(body))
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json(status, &serde_json::json!({ "error": message }))
+}

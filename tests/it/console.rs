@@ -1,0 +1,407 @@
+//! The operator console (`http.console = true`), in headless Chromium as an operator uses it: the
+//! live view shows what `sio-relay status --json` shows for the same Redis, and a dead letter
+//! replayed from the page reaches a real Socket.IO client. Changes without the token, or from
+//! another site, are refused, over plain HTTP as an attacker would send them.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use redis::Commands;
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+const SECOND: Duration = Duration::from_secs(1);
+const TOKEN: &str = "console-token-for-the-tests";
+
+/// Chromium on pages of the console, one JSON step at a time (tests/e2e/browser.js).
+struct Browser {
+    node: Node,
+    steps: u64,
+}
+
+impl Browser {
+    fn open(url: &str) -> Browser {
+        let chromium = require(
+            "chromium",
+            "install Debian's Chromium (apt-get install chromium)",
+        );
+        let pages = json!([{ "url": url, "ready": "body[data-loaded]" }]);
+        let mut command = Command::new("node");
+        command
+            .arg("browser.js")
+            .arg(pages.to_string())
+            .env("CHROMIUM", &chromium)
+            .current_dir(e2e_dir());
+        let browser = Browser {
+            node: Node::spawn(command),
+            steps: 0,
+        };
+        browser.node.wait_line("{\"ready\":0}", 60 * SECOND);
+        browser
+    }
+
+    /// Runs one step; its answer.
+    fn step(&mut self, step: Value) -> Value {
+        self.steps += 1;
+        let n = self.steps;
+        let mut step = step;
+        step["n"] = n.into();
+        step["page"] = 0.into();
+        self.node.send(&step.to_string());
+        let mut answer = None;
+        wait_until(30 * SECOND, &format!("the browser does {step}"), || {
+            answer = self
+                .node
+                .lines()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| v["done"] == n);
+            answer.is_some()
+        });
+        let answer = answer.unwrap();
+        assert!(answer.get("error").is_none(), "{step}: {answer}");
+        answer
+    }
+
+    fn text(&mut self, selector: &str) -> String {
+        let answer = self.step(json!({"do": "text", "selector": selector}));
+        answer["text"].as_str().unwrap_or("").trim().to_owned()
+    }
+
+    fn click(&mut self, selector: &str) {
+        self.step(json!({"do": "click", "selector": selector}));
+    }
+
+    fn wait(&mut self, selector: &str) {
+        self.step(json!({"do": "wait", "selector": selector}));
+    }
+
+    fn page_errors(&self) -> Vec<String> {
+        self.node
+            .lines()
+            .into_iter()
+            .filter(|l| l.contains("pageerror"))
+            .collect()
+    }
+
+    /// A screenshot of the page as `name` in `RELAY_TEST_SCREENSHOTS` (the README's are made with
+    /// `RELAY_TEST_SCREENSHOTS=docs`), else in the target directory.
+    fn screenshot(&mut self, name: &str) {
+        let dir = std::env::var("RELAY_TEST_SCREENSHOTS")
+            .unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").to_owned());
+        let path: PathBuf = std::fs::canonicalize(&dir)
+            .expect("RELAY_TEST_SCREENSHOTS names a directory")
+            .join(name);
+        self.step(json!({"do": "screenshot", "path": path, "width": 1200, "height": 800}));
+        let png = std::fs::read(&path).expect("the screenshot was written");
+        assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{name}");
+    }
+}
+
+/// The relay's `status --json` for `redis`.
+fn status_json(redis: &RedisServer) -> Value {
+    let out = sio_relay()
+        .args(["status", "--json"])
+        .env("SIO_RELAY_REDIS__URL", redis.url())
+        .output()
+        .expect("run sio-relay status");
+    serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
+}
+
+/// A plain HTTP/1.0 request; (status, body).
+fn http(port: u16, request_line: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to http.listen");
+    stream.set_read_timeout(Some(10 * SECOND)).unwrap();
+    let mut request = format!("{request_line} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().expect("a status code");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn add_dead_letter(con: &mut redis::Connection, reason: &str, fields: &[(&str, &str)]) -> String {
+    let mut all = fields.to_vec();
+    all.extend([
+        ("x-dead-reason", reason),
+        ("x-dead-error", "older than delivery.max_age"),
+        ("x-dead-id", "1-0"),
+        ("x-dead-deliveries", "1"),
+    ]);
+    con.xadd(DEAD, "*", &all).unwrap()
+}
+
+#[test]
+fn the_console_shows_the_flow_and_replays_a_dead_letter_to_a_client() {
+    let redis = RedisServer::start();
+    let server = SocketIoServer::start(&redis);
+    wait_servers(&redis, 1);
+    let clients = Clients::connect(&[("user-42", server.url("/"), &["user:42"])]);
+    let relay = Relay::start(
+        &redis,
+        "relay-1",
+        &[("HTTP__CONSOLE", "true"), ("HTTP__CONSOLE_TOKEN", TOKEN)],
+    );
+    relay.wait_ready(30 * SECOND);
+    let mut con = redis.connection();
+    for i in 0..3 {
+        let data = i.to_string();
+        xadd(
+            &mut con,
+            &[("room", "user:42"), ("event", "order"), ("data", &data)],
+        );
+    }
+    xadd(&mut con, &[("rom", "user:42"), ("event", "typo")]);
+    clients.wait_events("user-42", 3, 20 * SECOND);
+    wait_until(10 * SECOND, "the flow settles", || {
+        pending(&mut con).is_empty() && dead_letters(&mut con).len() == 1
+    });
+    add_dead_letter(
+        &mut con,
+        "expired",
+        &[
+            ("room", "user:42"),
+            ("event", "replayed"),
+            ("data", "\"back\""),
+        ],
+    );
+
+    // The live view shows what `status` shows.
+    let status = status_json(&redis);
+    let stream = &status["streams"][0];
+    assert_eq!(stream["length"], 4, "{status}");
+    assert_eq!(stream["dead_letters"], 2, "{status}");
+    let url = format!("http://127.0.0.1:{}/", relay.http_port());
+    let mut browser = Browser::open(&url);
+    let row = format!("tr[data-stream='{STREAM}']");
+    let expected = [
+        ("length", stream["length"].to_string()),
+        ("lag", stream["group"]["lag"].to_string()),
+        ("pending", stream["group"]["pending"].to_string()),
+        ("dead_letters", stream["dead_letters"].to_string()),
+    ];
+    wait_until(15 * SECOND, "the page shows the status", || {
+        browser.text(&format!("{row} [data-field=dead_letters]")) == expected[3].1
+    });
+    for (field, value) in &expected {
+        assert_eq!(
+            &browser.text(&format!("{row} [data-field={field}]")),
+            value,
+            "{field}"
+        );
+    }
+    assert_eq!(
+        browser.text("tr[data-nsp='/'] [data-field=servers]"),
+        status["namespaces"][0]["servers"].to_string()
+    );
+    assert!(status["namespaces"][0]["nsp"] == "/", "{status}");
+    assert!(
+        !browser
+            .text("tr[data-consumer='relay-1'] [data-field=idle]")
+            .is_empty(),
+        "the relay's consumer is listed"
+    );
+    assert_eq!(browser.text("#redis-state"), "connected");
+    // Samples every 2 s: a few of them for the chart.
+    std::thread::sleep(5 * SECOND);
+    browser.screenshot("console-live.png");
+
+    // The dead letters, replayed and dropped from the page.
+    browser.click("#tab-dead");
+    browser.wait("body[data-dead-loaded] .dead-letter[data-reason=expired]");
+    let errors = browser.step(json!({"do": "texts", "selector": ".dead-letter .error"}));
+    let errors: Vec<&str> = errors["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("unknown field `rom`")),
+        "{errors:?}"
+    );
+    browser.screenshot("console-dead.png");
+    browser.step(json!({"do": "fill", "selector": "#token", "value": TOKEN}));
+    browser.click(".dead-letter[data-reason=expired] button.replay");
+    browser.wait("#message[data-outcome=ok]");
+    clients.wait_events("user-42", 4, 20 * SECOND);
+    assert_eq!(
+        clients.events_of("user-42").last().unwrap(),
+        &("replayed".to_owned(), json!(["back"]))
+    );
+    browser.wait("body[data-dead-loaded]");
+    browser.step(json!({"do": "select", "selector": "#reason", "value": "malformed"}));
+    browser.wait("body[data-dead-loaded] .dead-letter[data-reason=malformed]");
+    browser.click("#drop-reason");
+    wait_until(10 * SECOND, "the malformed dead letter is dropped", || {
+        con.xlen::<_, usize>(DEAD).unwrap() == 0
+    });
+    browser.wait("#no-dead");
+
+    // Per entry: 4 valid entries delivered once each, the malformed one dead-lettered then
+    // dropped, nothing pending, nothing lost or doubled.
+    wait_until(10 * SECOND, "the replayed entry is acknowledged", || {
+        pending(&mut con).is_empty()
+    });
+    let events = clients.events_of("user-42");
+    let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(names, ["order", "order", "order", "replayed"]);
+    assert_eq!(con.xlen::<_, usize>(STREAM).unwrap(), 5);
+    assert!(
+        browser.page_errors().is_empty(),
+        "{:?}",
+        browser.page_errors()
+    );
+}
+
+#[test]
+fn changes_without_the_token_or_from_another_site_are_refused() {
+    let password = "s3cret-redis-password";
+    let redis = RedisServer::start();
+    let mut con = redis.connection();
+    let _: () = redis::cmd("ACL")
+        .arg(
+            &[
+                "SETUSER",
+                "relay",
+                "on",
+                &format!(">{password}"),
+                "~*",
+                "&*",
+                "+@all",
+            ][..],
+        )
+        .query(&mut con)
+        .unwrap();
+    let url = format!("redis://relay:{password}@127.0.0.1:{}", redis.port);
+    let relay = Relay::start(
+        &redis,
+        "relay-1",
+        &[
+            ("REDIS__URL", &url),
+            ("HTTP__CONSOLE", "true"),
+            ("HTTP__CONSOLE_TOKEN", TOKEN),
+        ],
+    );
+    relay.wait_ready(30 * SECOND);
+    let dead = add_dead_letter(&mut con, "expired", &[("event", "e")]);
+    let port = relay.http_port();
+    let bearer = format!("Bearer {TOKEN}");
+    let body = json!({ "ids": [dead] }).to_string();
+    let json = ("Content-Type", "application/json");
+    for (what, headers, status) in [
+        ("no token", vec![json], 401),
+        (
+            "a wrong token",
+            vec![json, ("Authorization", "Bearer console-token-for-the-test")],
+            401,
+        ),
+        (
+            "another site's page",
+            vec![
+                json,
+                ("Authorization", &bearer),
+                ("Origin", "http://evil.example"),
+            ],
+            403,
+        ),
+        (
+            "a cross-site fetch",
+            vec![
+                json,
+                ("Authorization", &bearer),
+                ("Sec-Fetch-Site", "cross-site"),
+            ],
+            403,
+        ),
+        (
+            "a form post",
+            vec![
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Authorization", &bearer),
+            ],
+            415,
+        ),
+    ] {
+        for path in ["/console/dead/replay", "/console/dead/drop"] {
+            let (got, answer) = http(port, &format!("POST {path}"), &headers, &body);
+            assert_eq!(got, status, "{what} on {path}: {answer}");
+            assert!(answer.contains("\"error\""), "{what}: {answer}");
+        }
+    }
+    let (got, _) = http(port, "GET /console/dead/drop", &[], "");
+    assert_eq!(got, 405, "GET changes nothing");
+    assert_eq!(
+        con.xlen::<_, usize>(DEAD).unwrap(),
+        1,
+        "nothing was touched"
+    );
+    assert_eq!(con.xlen::<_, usize>(STREAM).unwrap(), 0);
+
+    // Nothing secret in what the console shows.
+    let (got, state) = http(port, "GET /console/state", &[], "");
+    assert_eq!(got, 200, "{state}");
+    assert!(
+        !state.contains(password) && !state.contains(TOKEN),
+        "{state}"
+    );
+    let state: Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(state["writable"], true);
+    assert_eq!(state["status"]["streams"][0]["dead_letters"], 1);
+
+    // The same request with the token does it: the refusals were the token's and the site's.
+    let (got, answer) = http(
+        port,
+        "POST /console/dead/replay",
+        &[json, ("Authorization", &bearer)],
+        &body,
+    );
+    assert_eq!(got, 200, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["moved"].as_array().unwrap().len(), 1, "{answer}");
+    assert_eq!(con.xlen::<_, usize>(DEAD).unwrap(), 0);
+    drop(relay);
+
+    // Without a token the console is read-only, whatever is sent.
+    let relay = Relay::start(
+        &redis,
+        "relay-2",
+        &[("REDIS__URL", &url), ("HTTP__CONSOLE", "true")],
+    );
+    relay.wait_ready(30 * SECOND);
+    let dead = add_dead_letter(&mut con, "expired", &[("event", "e")]);
+    let (got, answer) = http(
+        relay.http_port(),
+        "POST /console/dead/drop",
+        &[json, ("Authorization", &bearer)],
+        &json!({ "ids": [dead] }).to_string(),
+    );
+    assert_eq!(got, 403, "{answer}");
+    assert!(answer.contains("read-only"), "{answer}");
+    assert_eq!(con.xlen::<_, usize>(DEAD).unwrap(), 1);
+    let (_, state) = http(relay.http_port(), "GET /console/state", &[], "");
+    assert!(state.contains("\"writable\":false"), "{state}");
+    drop(relay);
+
+    // Off by default: the listener serves the probes only.
+    let relay = Relay::start(&redis, "relay-3", &[("REDIS__URL", &url)]);
+    relay.wait_ready(30 * SECOND);
+    assert_eq!(http(relay.http_port(), "GET /", &[], "").0, 404);
+    assert_eq!(
+        http(relay.http_port(), "GET /console/state", &[], "").0,
+        404
+    );
+}
