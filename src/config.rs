@@ -1451,6 +1451,26 @@ mod tests {
             ),
             ("[http]\nlisten = \"localhost\"\n", "http.listen"),
             (
+                "[http]\nconsole = true\n",
+                "`http.console`: is true, but http.listen is empty",
+            ),
+            (
+                "[http]\nlisten = \"127.0.0.1:9464\"\nconsole = true\nconsole_token = \"short\"\n",
+                "`http.console_token`: the token is shorter than 16 characters",
+            ),
+            (
+                "[http]\nlisten = \"127.0.0.1:9464\"\nconsole_token = \"a token with spaces\"\n",
+                "`http.console_token`: the token holds whitespace",
+            ),
+            (
+                "[http]\nconsole_token = \"0123456789abcdef\"\nconsole_token_file = \"/etc/hostname\"\n",
+                "`http.console_token_file`: http.console_token and http.console_token_file are two ways",
+            ),
+            (
+                "[http]\nconsole_token_file = \"/nonexistent\"\n",
+                "`http.console_token_file`: cannot read /nonexistent",
+            ),
+            (
                 "[redis]\npassword_file = \"/nonexistent\"\n",
                 "redis.password_file",
             ),

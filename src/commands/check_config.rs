@@ -28,4 +28,13 @@ mod tests {
         let back: Config = toml::from_str(&text).unwrap();
         assert_eq!(back, cfg);
     }
+
+    #[test]
+    fn the_consoles_token_is_masked() {
+        let mut cfg = Config::default();
+        cfg.http.console_token = "0123456789abcdef-secret".into();
+        let text = render(&cfg);
+        assert!(text.contains("console_token = \"****\""), "{text}");
+        assert!(!text.contains("secret"), "{text}");
+    }
 }

@@ -149,7 +149,7 @@ pub async fn page(cfg: &Config, query: &PageQuery) -> Result<Page, Failure> {
     })
 }
 
-fn letter(stream: &str, (id, shown, _): Shown) -> Letter {
+fn letter(stream: &str, (id, shown, total): Shown) -> Letter {
     // name, value, size of the value, ...
     let mut raw = Vec::new();
     let mut sizes = Vec::new();
@@ -196,7 +196,17 @@ fn letter(stream: &str, (id, shown, _): Shown) -> Letter {
             })
             .collect()
     };
-    let fields_not_shown = fields.len().saturating_sub(FIELDS_SHOWN);
+    // browse.lua kept FIELDS_SHOWN of the stored ones; unpacked fields are cut here.
+    let relays = raw
+        .iter()
+        .filter(|(f, _)| f.starts_with(FIELD_PREFIX.as_bytes()))
+        .count();
+    let stored = if packed_whole {
+        fields.len()
+    } else {
+        total - relays
+    };
+    let fields_not_shown = stored.saturating_sub(FIELDS_SHOWN);
     fields.truncate(FIELDS_SHOWN);
     Letter {
         stream: stream.to_owned(),

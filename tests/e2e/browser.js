@@ -10,9 +10,10 @@
 //   text INDEX SELECTOR      -> {"text": ..., "selector": SELECTOR} (the element's textContent)
 // or, as a JSON line, one step answered with {"done": N, ...} or {"done": N, "error": ...}:
 //   {"n": N, "page": INDEX, "do": "click" | "fill" | "select" | "wait" | "text" | "texts" |
-//    "screenshot", "selector": ..., "value": ... (fill, select), "path": ..., "width"/"height"
+//    "widths" | "screenshot", "selector": ..., "value": ... (fill, select), "path": ..., "width"/"height"
 //    (screenshot)}
-//   "wait" waits (15 s at most) for the selector; "texts" answers every match's textContent.
+//   "wait" waits (15 s at most) for the selector; "texts" answers every match's textContent;
+//   "widths" resizes the window to "width" and answers the page's and the window's widths.
 // Dialogs (confirm) are accepted, as the person who clicked would. Exits when stdin closes.
 const { chromium } = require("playwright-core");
 const readline = require("node:readline");
@@ -112,6 +113,13 @@ async function run(page, step) {
       if (step.width) await page.setViewportSize({ width: step.width, height: step.height || 720 });
       await page.screenshot({ path: step.path, fullPage: true });
       return {};
+    case "widths":
+      // The page's width against the window's, at a window `width` wide: wider means it overflows.
+      await page.setViewportSize({ width: step.width, height: step.height || 720 });
+      return await page.evaluate(() => ({
+        page: document.documentElement.scrollWidth,
+        window: window.innerWidth,
+      }));
     default:
       throw new Error(`unknown step ${step.do}`);
   }

@@ -63,7 +63,11 @@ impl Browser {
             answer.is_some()
         });
         let answer = answer.unwrap();
-        assert!(answer.get("error").is_none(), "{step}: {answer}");
+        assert!(
+            answer.get("error").is_none(),
+            "{step}: {answer}\npage errors: {:?}",
+            self.page_errors()
+        );
         answer
     }
 
@@ -217,6 +221,10 @@ fn the_console_shows_the_flow_and_replays_a_dead_letter_to_a_client() {
     // Samples every 2 s: a few of them for the chart.
     std::thread::sleep(5 * SECOND);
     browser.screenshot("console-live.png");
+    for width in [375, 1200] {
+        let widths = browser.step(json!({"do": "widths", "width": width}));
+        assert_eq!(widths["page"], widths["window"], "at {width} px: {widths}");
+    }
 
     // The dead letters, replayed and dropped from the page.
     browser.click("#tab-dead");
@@ -234,6 +242,9 @@ fn the_console_shows_the_flow_and_replays_a_dead_letter_to_a_client() {
         "{errors:?}"
     );
     browser.screenshot("console-dead.png");
+    let widths = browser.step(json!({"do": "widths", "width": 375}));
+    assert_eq!(widths["page"], widths["window"], "on a phone: {widths}");
+    browser.step(json!({"do": "widths", "width": 1200}));
     browser.step(json!({"do": "fill", "selector": "#token", "value": TOKEN}));
     browser.click(".dead-letter[data-reason=expired] button.replay");
     browser.wait("#message[data-outcome=ok]");
@@ -404,4 +415,82 @@ fn changes_without_the_token_or_from_another_site_are_refused() {
         http(relay.http_port(), "GET /console/state", &[], "").0,
         404
     );
+}
+
+#[test]
+fn dead_letter_pages_are_bounded_filtered_and_paged() {
+    let redis = RedisServer::start();
+    let relay = Relay::start(&redis, "relay-1", &[("HTTP__CONSOLE", "true")]);
+    relay.wait_ready(30 * SECOND);
+    let mut con = redis.connection();
+    let huge = "x".repeat(3_000_000);
+    add_dead_letter(&mut con, "malformed", &[("event", "e"), ("data", &huge)]);
+    let names: Vec<String> = (0..150).map(|i| format!("x-{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+    add_dead_letter(&mut con, "malformed", &many);
+    for _ in 0..60 {
+        add_dead_letter(&mut con, "expired", &[("event", "e")]);
+    }
+    let port = relay.http_port();
+    let get = |query: &str| {
+        let (status, body) = http(port, &format!("GET /console/dead{query}"), &[], "");
+        assert_eq!(status, 200, "{query}: {body}");
+        assert!(
+            body.len() < 256 << 10,
+            "{query}: a page of {} bytes",
+            body.len()
+        );
+        serde_json::from_str::<Value>(&body).unwrap()
+    };
+    let ids = |page: &Value| -> Vec<String> {
+        page["letters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // Newest first, 50 a page, then the rest: every dead letter once.
+    let first = get("");
+    assert_eq!(ids(&first).len(), 50);
+    let next = first["next_before"].as_str().unwrap().to_owned();
+    let second = get(&format!("?before={next}"));
+    assert_eq!(ids(&second).len(), 12);
+    assert!(second["next_before"].is_null(), "{}", second["next_before"]);
+    let mut all = ids(&first);
+    all.extend(ids(&second));
+    let mut stored: Vec<String> = stored_dead_letters(&mut con)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    stored.reverse();
+    assert_eq!(all, stored);
+
+    // By reason; values cut to what a page shows, whatever the dead letter holds.
+    let malformed = get("?reason=malformed");
+    let letters = malformed["letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 2, "{malformed}");
+    assert!(malformed["next_before"].is_null());
+    let many_fields = &letters[0];
+    assert_eq!(many_fields["fields"].as_array().unwrap().len(), 100);
+    assert_eq!(many_fields["fields_not_shown"], 50);
+    let data = &letters[1]["fields"][1];
+    assert_eq!(data["name"], "data");
+    assert_eq!(data["bytes"], 3_000_000);
+    assert_eq!(data["truncated"], true);
+    assert_eq!(data["value"].as_str().unwrap().len(), 1024);
+    assert_eq!(letters[1]["reason"], "malformed");
+    assert_eq!(letters[1]["error"], "older than delivery.max_age");
+
+    for (query, problem) in [
+        ("?before=yesterday", "before"),
+        ("?reasons=expired", "unknown parameter"),
+        ("?stream=elsewhere", "not a dead-letter stream"),
+        ("?limit=many", "limit"),
+    ] {
+        let (status, body) = http(port, &format!("GET /console/dead{query}"), &[], "");
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body.contains(problem), "{query}: {body}");
+    }
 }

@@ -360,6 +360,7 @@
     if (!silent) body.removeAttribute('data-dead-loaded');
     const q = new URLSearchParams();
     if ($('reason').value) q.set('reason', $('reason').value);
+    if ($('stream').value) q.set('stream', $('stream').value);
     if (dead.before) q.set('before', dead.before);
     try {
       const d = await request('/console/dead' + (q.toString() ? '?' + q : ''));
@@ -412,11 +413,26 @@
         meta('deliveries', l.deliveries, 'deliveries'), meta('in', l.stream, 'stream'),
         el('span', { class: 'actions' }, replay, drop)),
       el('div', { class: 'error', text: l.error == null ? '' : l.error }),
-      ...(l.fields || []).map(fieldRow));
+      ...(l.fields || []).map(fieldRow),
+      l.fields_not_shown > 0 ? el('div', { class: 'trunc', text: `… ${l.fields_not_shown} more fields` }) : null);
+  }
+
+  // With several partitions, one dead-letter stream at a time.
+  function renderStreamChoice(streams) {
+    const sel = $('stream');
+    const list = streams || [];
+    sel.hidden = list.length < 2;
+    const key = JSON.stringify(list);
+    if (key === dead.streamsKey) return;
+    dead.streamsKey = key;
+    const cur = sel.value;
+    sel.replaceChildren(...list.map((s) => new Option(s, s)));
+    if (list.includes(cur)) sel.value = cur;
   }
 
   function renderDead(d) {
     renderReasons(d.reasons);
+    renderStreamChoice(d.streams);
     const letters = d.letters || [];
     $('dead-list').replaceChildren(...(letters.length
       ? letters.map(letterCard)
@@ -569,6 +585,7 @@
       resizeTimer = setTimeout(renderCharts, 150);
     });
     $('reason').addEventListener('change', () => { updateControls(); reloadFirst(); });
+    $('stream').addEventListener('change', reloadFirst);
     $('before-time').addEventListener('change', reloadFirst);
     $('refresh').addEventListener('click', reloadFirst);
     $('older').addEventListener('click', () => {
