@@ -3,10 +3,7 @@
 //! replayed from the page reaches a real Socket.IO client. Changes without the token, or from
 //! another site, are refused, over plain HTTP as an attacker would send them.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use redis::Commands;
@@ -25,23 +22,11 @@ struct Browser {
 
 impl Browser {
     fn open(url: &str) -> Browser {
-        let chromium = require(
-            "chromium",
-            "install Debian's Chromium (apt-get install chromium)",
-        );
         let pages = json!([{ "url": url, "ready": "body[data-loaded]" }]);
-        let mut command = Command::new("node");
-        command
-            .arg("browser.js")
-            .arg(pages.to_string())
-            .env("CHROMIUM", &chromium)
-            .current_dir(e2e_dir());
-        let browser = Browser {
-            node: Node::spawn(command),
+        Browser {
+            node: browser(&pages),
             steps: 0,
-        };
-        browser.node.wait_line("{\"ready\":0}", 60 * SECOND);
-        browser
+        }
     }
 
     /// Runs one step; its answer.
@@ -114,26 +99,6 @@ fn status_json(redis: &RedisServer) -> Value {
         .output()
         .expect("run sio-relay status");
     serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
-}
-
-/// A plain HTTP/1.0 request; (status, body).
-fn http(port: u16, request_line: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to http.listen");
-    stream.set_read_timeout(Some(10 * SECOND)).unwrap();
-    let mut request = format!("{request_line} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().expect("a status code");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 fn add_dead_letter(con: &mut redis::Connection, reason: &str, fields: &[(&str, &str)]) -> String {
@@ -348,12 +313,12 @@ fn changes_without_the_token_or_from_another_site_are_refused() {
         ),
     ] {
         for path in ["/console/dead/replay", "/console/dead/drop"] {
-            let (got, answer) = http(port, &format!("POST {path}"), &headers, &body);
+            let (got, answer) = http_request(port, &format!("POST {path}"), &headers, &body);
             assert_eq!(got, status, "{what} on {path}: {answer}");
             assert!(answer.contains("\"error\""), "{what}: {answer}");
         }
     }
-    let (got, _) = http(port, "GET /console/dead/drop", &[], "");
+    let (got, _) = http_request(port, "GET /console/dead/drop", &[], "");
     assert_eq!(got, 405, "GET changes nothing");
     assert_eq!(
         con.xlen::<_, usize>(DEAD).unwrap(),
@@ -363,7 +328,7 @@ fn changes_without_the_token_or_from_another_site_are_refused() {
     assert_eq!(con.xlen::<_, usize>(STREAM).unwrap(), 0);
 
     // Nothing secret in what the console shows.
-    let (got, state) = http(port, "GET /console/state", &[], "");
+    let (got, state) = http_request(port, "GET /console/state", &[], "");
     assert_eq!(got, 200, "{state}");
     assert!(
         !state.contains(password) && !state.contains(TOKEN),
@@ -374,7 +339,7 @@ fn changes_without_the_token_or_from_another_site_are_refused() {
     assert_eq!(state["status"]["streams"][0]["dead_letters"], 1);
 
     // The same request with the token does it: the refusals were the token's and the site's.
-    let (got, answer) = http(
+    let (got, answer) = http_request(
         port,
         "POST /console/dead/replay",
         &[json, ("Authorization", &bearer)],
@@ -394,7 +359,7 @@ fn changes_without_the_token_or_from_another_site_are_refused() {
     );
     relay.wait_ready(30 * SECOND);
     let dead = add_dead_letter(&mut con, "expired", &[("event", "e")]);
-    let (got, answer) = http(
+    let (got, answer) = http_request(
         relay.http_port(),
         "POST /console/dead/drop",
         &[json, ("Authorization", &bearer)],
@@ -403,16 +368,16 @@ fn changes_without_the_token_or_from_another_site_are_refused() {
     assert_eq!(got, 403, "{answer}");
     assert!(answer.contains("read-only"), "{answer}");
     assert_eq!(con.xlen::<_, usize>(DEAD).unwrap(), 1);
-    let (_, state) = http(relay.http_port(), "GET /console/state", &[], "");
+    let (_, state) = http_request(relay.http_port(), "GET /console/state", &[], "");
     assert!(state.contains("\"writable\":false"), "{state}");
     drop(relay);
 
     // Off by default: the listener serves the probes only.
     let relay = Relay::start(&redis, "relay-3", &[("REDIS__URL", &url)]);
     relay.wait_ready(30 * SECOND);
-    assert_eq!(http(relay.http_port(), "GET /", &[], "").0, 404);
+    assert_eq!(http_request(relay.http_port(), "GET /", &[], "").0, 404);
     assert_eq!(
-        http(relay.http_port(), "GET /console/state", &[], "").0,
+        http_request(relay.http_port(), "GET /console/state", &[], "").0,
         404
     );
 }
@@ -433,7 +398,7 @@ fn dead_letter_pages_are_bounded_filtered_and_paged() {
     }
     let port = relay.http_port();
     let get = |query: &str| {
-        let (status, body) = http(port, &format!("GET /console/dead{query}"), &[], "");
+        let (status, body) = http_request(port, &format!("GET /console/dead{query}"), &[], "");
         assert_eq!(status, 200, "{query}: {body}");
         assert!(
             body.len() < 256 << 10,
@@ -489,7 +454,7 @@ fn dead_letter_pages_are_bounded_filtered_and_paged() {
         ("?stream=elsewhere", "not a dead-letter stream"),
         ("?limit=many", "limit"),
     ] {
-        let (status, body) = http(port, &format!("GET /console/dead{query}"), &[], "");
+        let (status, body) = http_request(port, &format!("GET /console/dead{query}"), &[], "");
         assert_eq!(status, 400, "{query}: {body}");
         assert!(body.contains(problem), "{query}: {body}");
     }

@@ -78,10 +78,6 @@ fn wait_shown(browser: &Node, page: u64, event: &str) {
 
 #[test]
 fn the_quickstart_xadd_appears_in_the_demo_page_in_a_real_browser() {
-    let chromium = require(
-        "chromium",
-        "install Debian's Chromium (apt-get install chromium)",
-    );
     let redis = RedisServer::start();
     let _relay = Relay::start(&redis, "relay-1", &[]);
     let (_demo, url) = start_demo(&redis);
@@ -97,16 +93,7 @@ fn the_quickstart_xadd_appears_in_the_demo_page_in_a_real_browser() {
             "ready": "body[data-joined^='/admin ']"
         },
     ]);
-    let mut browser = {
-        let mut command = Command::new("node");
-        command
-            .arg("browser.js")
-            .arg(pages.to_string())
-            .env("CHROMIUM", &chromium)
-            .current_dir(e2e_dir());
-        Node::spawn(command)
-    };
-    browser.wait_line("{\"ready\":1}", 60 * SECOND);
+    let mut browser = browser(&pages);
 
     // The page shows where it is and the command that reaches it.
     browser.send("text 1 #joined-rooms");

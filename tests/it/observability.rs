@@ -788,14 +788,7 @@ fn a_real_prometheus_scraping_a_relay_shows_every_panel_and_raises_every_alert()
     );
     raised.insert("SioRelayRedisRefusing");
     // An exhausted dead-letter stream: the malformed entry is parked.
-    let _: () = redis::Commands::del(&mut con, DEAD).unwrap();
-    let _: String = redis::Commands::xadd(
-        &mut con,
-        DEAD,
-        "18446744073709551615-18446744073709551615",
-        &[("f", "v")],
-    )
-    .unwrap();
+    exhaust_dead_letter_stream(&mut con);
     prometheus.wait_alert(
         "SioRelayParkedEntries",
         false,

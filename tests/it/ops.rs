@@ -372,14 +372,7 @@ fn every_metric_in_the_readme_moves() {
     });
     look();
     // An exhausted dead-letter stream: the malformed entry is parked.
-    let _: () = redis::Commands::del(&mut con, DEAD).unwrap();
-    let _: String = redis::Commands::xadd(
-        &mut con,
-        DEAD,
-        "18446744073709551615-18446744073709551615",
-        &[("f", "v")],
-    )
-    .unwrap();
+    exhaust_dead_letter_stream(&mut con);
     wait_until(10 * SECOND, "the entry is parked", || {
         reading(&http_get(port, "/metrics").1, "parked_entries") == Some(1.0)
     });

@@ -1386,14 +1386,31 @@ impl Ledger {
 
 /// `GET path` over plain HTTP/1.0: (status, body); status 0 when nothing listens yet.
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    http_request(port, &format!("GET {path}"), &[], "")
+}
+
+/// One request over plain HTTP/1.0 (`request_line` such as `POST /path`), with `headers` and
+/// `body`: (status, body); status 0 when nothing listens or answers.
+pub fn http_request(
+    port: u16,
+    request_line: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return (0, String::new());
     };
     stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
+        .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
+    let mut request = format!("{request_line} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     let mut response = String::new();
-    let answered = write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n")
+    let answered = stream
+        .write_all(request.as_bytes())
         .and_then(|()| stream.read_to_string(&mut response));
     // No answer (not accepted yet, closed): status 0.
     if answered.is_err() || response.len() < 12 {
@@ -1405,6 +1422,41 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// Headless Chromium on `pages` (tests/e2e/browser.js, which says what a page spec holds), once
+/// the last one is ready.
+pub fn browser(pages: &serde_json::Value) -> Node {
+    let chromium = require(
+        "chromium",
+        "install Debian's Chromium (apt-get install chromium)",
+    );
+    let mut command = Command::new("node");
+    command
+        .arg("browser.js")
+        .arg(pages.to_string())
+        .env("CHROMIUM", &chromium)
+        .current_dir(e2e_dir());
+    let browser = Node::spawn(command);
+    let last = pages.as_array().map_or(0, |p| p.len().saturating_sub(1));
+    browser.wait_line(
+        &format!("{{\"ready\":{last}}}"),
+        60 * Duration::from_secs(1),
+    );
+    browser
+}
+
+/// Makes the dead-letter stream refuse every XADD (its last ID is the largest there is), so that
+/// an entry that must be dead-lettered is parked instead.
+pub fn exhaust_dead_letter_stream(con: &mut redis::Connection) {
+    let _: () = con.del(DEAD).unwrap();
+    let _: String = con
+        .xadd(
+            DEAD,
+            "18446744073709551615-18446744073709551615",
+            &[("f", "v")],
+        )
+        .unwrap();
 }
 
 pub fn metric(body: &str, name: &str) -> f64 {
