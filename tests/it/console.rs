@@ -210,6 +210,13 @@ fn the_console_shows_the_flow_and_replays_a_dead_letter_to_a_client() {
     let widths = browser.step(json!({"do": "widths", "width": 375}));
     assert_eq!(widths["page"], widths["window"], "on a phone: {widths}");
     browser.step(json!({"do": "widths", "width": 1200}));
+    // Without the token the page's replay is refused, and nothing moves.
+    browser.click(".dead-letter[data-reason=expired] button.replay");
+    browser.wait("#message[data-outcome=error]");
+    let refusal = browser.text("#message");
+    assert!(refusal.contains("token"), "{refusal}");
+    assert_eq!(con.xlen::<_, usize>(DEAD).unwrap(), 2);
+    browser.wait("body[data-dead-loaded] .dead-letter[data-reason=expired]");
     browser.step(json!({"do": "fill", "selector": "#token", "value": TOKEN}));
     browser.click(".dead-letter[data-reason=expired] button.replay");
     browser.wait("#message[data-outcome=ok]");
@@ -219,6 +226,32 @@ fn the_console_shows_the_flow_and_replays_a_dead_letter_to_a_client() {
         &("replayed".to_owned(), json!(["back"]))
     );
     browser.wait("body[data-dead-loaded]");
+
+    // A selection of two.
+    for data in ["\"two\"", "\"three\""] {
+        add_dead_letter(
+            &mut con,
+            "expired",
+            &[("room", "user:42"), ("event", "replayed"), ("data", data)],
+        );
+    }
+    browser.click("#refresh");
+    browser.wait("body[data-dead-loaded] .dead-letter[data-reason=expired]");
+    for nth in [0, 1] {
+        browser.click(&format!(
+            ".dead-letter[data-reason=expired] input.select >> nth={nth}"
+        ));
+    }
+    browser.click("#replay-selected");
+    browser.wait("#message[data-outcome=ok]");
+    clients.wait_events("user-42", 6, 20 * SECOND);
+    browser.wait("body[data-dead-loaded]");
+    assert_eq!(
+        con.xlen::<_, usize>(DEAD).unwrap(),
+        1,
+        "the malformed one is left"
+    );
+
     browser.step(json!({"do": "select", "selector": "#reason", "value": "malformed"}));
     browser.wait("body[data-dead-loaded] .dead-letter[data-reason=malformed]");
     browser.click("#drop-reason");
@@ -227,15 +260,21 @@ fn the_console_shows_the_flow_and_replays_a_dead_letter_to_a_client() {
     });
     browser.wait("#no-dead");
 
-    // Per entry: 4 valid entries delivered once each, the malformed one dead-lettered then
+    // Per entry: 3 produced and 3 replayed entries delivered once each, the malformed one dead-lettered then
     // dropped, nothing pending, nothing lost or doubled.
     wait_until(10 * SECOND, "the replayed entry is acknowledged", || {
         pending(&mut con).is_empty()
     });
     let events = clients.events_of("user-42");
     let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
-    assert_eq!(names, ["order", "order", "order", "replayed"]);
-    assert_eq!(con.xlen::<_, usize>(STREAM).unwrap(), 5);
+    assert_eq!(
+        names,
+        ["order", "order", "order", "replayed", "replayed", "replayed"]
+    );
+    let mut replayed: Vec<String> = events[3..].iter().map(|(_, a)| a[0].to_string()).collect();
+    replayed.sort();
+    assert_eq!(replayed, ["\"back\"", "\"three\"", "\"two\""]);
+    assert_eq!(con.xlen::<_, usize>(STREAM).unwrap(), 7);
     assert!(
         browser.page_errors().is_empty(),
         "{:?}",
