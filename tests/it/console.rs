@@ -260,8 +260,8 @@ fn the_console_shows_the_flow_and_replays_a_dead_letter_to_a_client() {
     });
     browser.wait("#no-dead");
 
-    // Per entry: 3 produced and 3 replayed entries delivered once each, the malformed one dead-lettered then
-    // dropped, nothing pending, nothing lost or doubled.
+    // Per entry: 3 produced and 3 replayed entries delivered once each, the malformed one
+    // dead-lettered then dropped, nothing pending, nothing lost or doubled.
     wait_until(10 * SECOND, "the replayed entry is acknowledged", || {
         pending(&mut con).is_empty()
     });
