@@ -1,11 +1,10 @@
 //! The `sio-relay` command: parses arguments and hands over to the library.
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sio_relay::commands::{self, dead, monitor, send, status, Failure, EXIT_CONFIG};
+use sio_relay::commands::{self, block_on, dead, monitor, send, status, EXIT_CONFIG};
 use sio_relay::config::Config;
 
 /// Durable relay from a Redis Stream to Socket.IO servers (@socket.io/redis-adapter).
@@ -205,26 +204,28 @@ fn main() -> ExitCode {
             &mut std::io::stdout(),
         ))
         .map(|()| String::new()),
-        Command::Status { json } => {
-            let report = block_on(async { Ok(status::gather(&cfg).await) });
-            report.and_then(|s| {
-                let text = if json {
-                    serde_json::to_string_pretty(&s).expect("status serializes") + "\n"
-                } else {
-                    status::render(&s)
-                };
-                if s.healthy {
-                    Ok(text)
-                } else {
-                    emit(&text);
-                    Err(Failure {
-                        code: commands::EXIT_FAILURE,
-                        message: "unhealthy".into(),
-                    })
-                }
-            })
-        }
-        Command::Dead { action } => dead_command(&cfg, action),
+        Command::Status { json } => status::run(&cfg, json).map_err(|(text, failure)| {
+            emit(&text);
+            failure
+        }),
+        Command::Dead { action } => dead::run(
+            &cfg,
+            match action {
+                DeadAction::List { limit, json } => dead::Command::List { limit, json },
+                DeadAction::Replay {
+                    ids,
+                    all,
+                    reason,
+                    dry_run,
+                } => dead::Command::Replay {
+                    chosen: dead::Chosen { ids, all, reason },
+                    dry_run,
+                },
+                DeadAction::Drop { ids, all, reason } => dead::Command::Drop {
+                    chosen: dead::Chosen { ids, all, reason },
+                },
+            },
+        ),
     };
     match outcome {
         Ok(text) => {
@@ -238,93 +239,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// `dead ...` on the dead-letter stream of each partition in turn (one without `source.streams`).
-fn dead_command(cfg: &Config, action: DeadAction) -> Result<String, Failure> {
-    let partitions = cfg.partitions();
-    let selection = |ids: &[String], all: bool, reason: &Option<String>| dead::Selection {
-        which: if all {
-            dead::Which::All
-        } else {
-            dead::Which::Ids(ids.to_vec())
-        },
-        reason: reason.clone(),
-    };
-    match action {
-        DeadAction::List { limit, json } => {
-            let mut letters = Vec::new();
-            for partition in &partitions {
-                letters.extend(block_on(dead::list(partition, limit))?);
-            }
-            Ok(if json {
-                serde_json::to_string_pretty(&letters).expect("dead letters serialize") + "\n"
-            } else {
-                dead::render(&letters)
-            })
-        }
-        DeadAction::Replay {
-            ids,
-            all,
-            reason,
-            dry_run: true,
-        } => {
-            let mut letters = Vec::new();
-            for partition in &partitions {
-                let chosen = selection(&ids, all, &reason);
-                letters.extend(block_on(dead::preview(partition, chosen))?);
-            }
-            let mut text = dead::render(&letters);
-            text.push_str(&format!(
-                "would replay {} dead letter(s); nothing changed (--dry-run)\n",
-                letters.len()
-            ));
-            Ok(text)
-        }
-        DeadAction::Replay {
-            ids, all, reason, ..
-        } => {
-            let (mut text, mut moved) = (String::new(), 0);
-            for partition in &partitions {
-                let chosen = selection(&ids, all, &reason);
-                let replayed = block_on(dead::replay(partition, chosen))?;
-                for (dead, new) in &replayed.moved {
-                    text.push_str(&format!("{dead} -> {} {new}\n", partition.source.stream));
-                }
-                for (dead, why) in &replayed.skipped {
-                    text.push_str(&format!("{dead} left in place: {why}\n"));
-                }
-                moved += replayed.moved.len();
-            }
-            text.push_str(&format!("replayed {moved} dead letter(s)\n"));
-            Ok(text)
-        }
-        DeadAction::Drop { ids, all, reason } => {
-            let mut dropped = 0;
-            for partition in &partitions {
-                dropped += block_on(dead::drop(partition, selection(&ids, all, &reason)))?;
-            }
-            Ok(format!("dropped {dropped} dead letter(s)\n"))
-        }
-    }
-}
-
 /// Writes a command's output. A reader that went away (`sio-relay dead list | head`) is a normal
 /// end, not an error, and not a panic as `print!` would make it.
 fn emit(text: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
-}
-
-/// Runs one command's future on a single-threaded runtime.
-fn block_on<T>(work: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure {
-            code: commands::EXIT_FAILURE,
-            message: format!("cannot start the async runtime: {e}"),
-        })?
-        .block_on(work)
 }
 
 fn run(cfg: Config, config_path: Option<PathBuf>) -> ExitCode {

@@ -9,7 +9,7 @@
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Script};
 
-use super::{connect, printable, Failure};
+use super::{block_on, connect, printable, Failure};
 use crate::config::Config;
 use crate::dead_letter::{self, FIELD_PREFIX};
 
@@ -63,6 +63,89 @@ type RawFields = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Dead letters read per round trip while walking the stream.
 const PAGE: usize = 100;
+
+/// `sio-relay dead ...`.
+pub enum Command {
+    List { limit: usize, json: bool },
+    Replay { chosen: Chosen, dry_run: bool },
+    Drop { chosen: Chosen },
+}
+
+/// What the command line chose: IDs, or `--all`, and `--reason`.
+pub struct Chosen {
+    pub ids: Vec<String>,
+    pub all: bool,
+    pub reason: Option<String>,
+}
+
+impl Chosen {
+    fn selection(&self) -> Selection {
+        Selection {
+            which: if self.all {
+                Which::All
+            } else {
+                Which::Ids(self.ids.clone())
+            },
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+/// `dead ...` on the dead-letter stream of each partition in turn (one without `source.streams`);
+/// the text to print.
+pub fn run(cfg: &Config, command: Command) -> Result<String, Failure> {
+    let partitions = cfg.partitions();
+    match command {
+        Command::List { limit, json } => {
+            let mut letters = Vec::new();
+            for partition in &partitions {
+                letters.extend(block_on(list(partition, limit))?);
+            }
+            Ok(if json {
+                serde_json::to_string_pretty(&letters).expect("dead letters serialize") + "\n"
+            } else {
+                render(&letters)
+            })
+        }
+        Command::Replay {
+            chosen,
+            dry_run: true,
+        } => {
+            let mut letters = Vec::new();
+            for partition in &partitions {
+                letters.extend(block_on(preview(partition, chosen.selection()))?);
+            }
+            let mut text = render(&letters);
+            text.push_str(&format!(
+                "would replay {} dead letter(s); nothing changed (--dry-run)\n",
+                letters.len()
+            ));
+            Ok(text)
+        }
+        Command::Replay { chosen, .. } => {
+            let (mut text, mut moved) = (String::new(), 0);
+            for partition in &partitions {
+                let replayed = block_on(replay(partition, chosen.selection()))?;
+                for (dead, new) in &replayed.moved {
+                    text.push_str(&format!("{dead} -> {} {new}\n", partition.source.stream));
+                }
+                for (dead, why) in &replayed.skipped {
+                    text.push_str(&format!("{dead} left in place: {why}\n"));
+                }
+                moved += replayed.moved.len();
+            }
+            text.push_str(&format!("replayed {moved} dead letter(s)\n"));
+            Ok(text)
+        }
+        Command::Drop { chosen } => {
+            let mut dropped = 0;
+            for partition in &partitions {
+                dropped += block_on(drop(partition, chosen.selection()))?;
+            }
+            Ok(format!("dropped {dropped} dead letter(s)\n"))
+        }
+    }
+}
 
 /// The oldest `limit` dead letters.
 pub async fn list(cfg: &Config, limit: usize) -> Result<Vec<DeadLetter>, Failure> {

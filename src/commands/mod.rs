@@ -77,6 +77,20 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
         .into()
 }
 
+/// Runs one command's future on a single-threaded runtime.
+pub fn block_on<T>(
+    work: impl std::future::Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure {
+            code: EXIT_FAILURE,
+            message: format!("cannot start the async runtime: {e}"),
+        })?
+        .block_on(work)
+}
+
 pub(crate) fn unreachable(cfg: &Config, e: redis::RedisError) -> Failure {
     Failure {
         code: EXIT_FAILURE,

@@ -8,7 +8,7 @@ use redis::streams::{StreamInfoConsumersReply, StreamInfoGroupsReply};
 use redis::AsyncCommands;
 use serde::Serialize;
 
-use super::{connect, connect_all_nodes, printable};
+use super::{block_on, connect, connect_all_nodes, printable, Failure, EXIT_FAILURE};
 use crate::config::Config;
 use crate::servers;
 
@@ -60,6 +60,27 @@ pub struct Consumer {
     pub name: String,
     pub pending: u64,
     pub idle_ms: u64,
+}
+
+/// `sio-relay status [--json]`: the report, or, when unhealthy, the report and the failure.
+pub fn run(cfg: &Config, json: bool) -> Result<String, (String, Failure)> {
+    let status = block_on(async { Ok(gather(cfg).await) }).map_err(|f| (String::new(), f))?;
+    let text = if json {
+        serde_json::to_string_pretty(&status).expect("status serializes") + "\n"
+    } else {
+        render(&status)
+    };
+    if status.healthy {
+        Ok(text)
+    } else {
+        Err((
+            text,
+            Failure {
+                code: EXIT_FAILURE,
+                message: "unhealthy".into(),
+            },
+        ))
+    }
 }
 
 /// Looks at everything; never fails: what cannot be read is reported as a problem.
