@@ -354,6 +354,11 @@ pub struct HttpConfig {
     /// A file holding the console's token (a Kubernetes Secret); read at each mutation, so a
     /// rotated token is picked up.
     pub console_token_file: String,
+    /// Host names the console answers to besides IP addresses and `localhost` (a name a reverse
+    /// proxy forwards with): a page elsewhere whose name is made to resolve to the relay (DNS
+    /// rebinding) is not answered. A list, or in the environment a comma-separated string.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub console_hosts: Vec<String>,
 }
 
 /// The shortest console token accepted: a guessable token would make the console's mutations open.

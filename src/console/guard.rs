@@ -51,6 +51,47 @@ fn refused(status: StatusCode, error: impl Into<String>) -> Refused {
     }
 }
 
+/// Checks that a request names the relay by an IP address, `localhost` or one of `allowed`: a
+/// page whose own name an attacker made resolve to the relay's address (DNS rebinding) is same-
+/// origin with it for the browser, and would otherwise read the console. Requests without a
+/// `Host` (not from a browser) pass.
+pub fn check_host(headers: &HeaderMap, allowed: &[String]) -> Result<(), Refused> {
+    let Some(host) = headers.get(HOST) else {
+        return Ok(());
+    };
+    let host = host.to_str().unwrap_or("");
+    let name = match host.strip_prefix('[') {
+        Some(v6) => {
+            return if v6.contains(']') {
+                Ok(())
+            } else {
+                Err(bad_host(host))
+            }
+        }
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        },
+    };
+    let known = name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || allowed.iter().any(|a| a.eq_ignore_ascii_case(name));
+    if known {
+        Ok(())
+    } else {
+        Err(bad_host(host))
+    }
+}
+
+fn bad_host(host: &str) -> Refused {
+    refused(
+        StatusCode::FORBIDDEN,
+        format!(
+            "Host {host:?} is not an IP address, localhost or one of http.console_hosts: add it there if the console is reached by this name"
+        ),
+    )
+}
+
 /// Checks a mutation's headers, in this order: cross-site, JSON body, read-only, token.
 pub fn check(headers: &HeaderMap, token: &Token) -> Result<(), Refused> {
     let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
@@ -174,6 +215,39 @@ mod tests {
             status(&good, &Token::None),
             Some(StatusCode::FORBIDDEN),
             "read-only whatever is sent"
+        );
+    }
+
+    #[test]
+    fn the_console_answers_to_addresses_localhost_and_the_hosts_allowed() {
+        let allowed = vec!["relay.internal".to_owned()];
+        for host in [
+            "127.0.0.1:9464",
+            "10.0.0.7",
+            "[::1]:9464",
+            "localhost:9464",
+            "LOCALHOST",
+            "relay.internal:80",
+        ] {
+            assert_eq!(
+                check_host(&headers(&[("host", host)]), &allowed),
+                Ok(()),
+                "{host}"
+            );
+        }
+        for host in [
+            "evil.example:9464",
+            "relay.internal.evil.example",
+            "[::1",
+            "",
+        ] {
+            let refused = check_host(&headers(&[("host", host)]), &allowed).unwrap_err();
+            assert_eq!(refused.status, StatusCode::FORBIDDEN, "{host}");
+        }
+        assert_eq!(
+            check_host(&HeaderMap::new(), &[]),
+            Ok(()),
+            "no Host: curl -0"
         );
     }
 

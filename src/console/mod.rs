@@ -111,6 +111,9 @@ impl Console {
     }
 
     pub async fn respond(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if let Err(refused) = guard::check_host(req.headers(), &self.cfg.http.console_hosts) {
+            return error(refused.status, &refused.error);
+        }
         let path = req.uri().path().to_owned();
         let get = req.method() == Method::GET || req.method() == Method::HEAD;
         match (get, path.as_str()) {

@@ -366,6 +366,14 @@ fn changes_without_the_token_or_from_another_site_are_refused() {
     );
     assert_eq!(con.xlen::<_, usize>(STREAM).unwrap(), 0);
 
+    // A page whose name was made to resolve to the relay (DNS rebinding) reads nothing.
+    let rebound = format!("evil.example:{port}");
+    for path in ["/", "/console/state", "/console/dead"] {
+        let (got, answer) = http_request(port, &format!("GET {path}"), &[("Host", &rebound)], "");
+        assert_eq!(got, 403, "{path}: {answer}");
+        assert!(answer.contains("http.console_hosts"), "{answer}");
+    }
+
     // Nothing secret in what the console shows.
     let (got, state) = http_request(port, "GET /console/state", &[], "");
     assert_eq!(got, 200, "{state}");
@@ -411,8 +419,29 @@ fn changes_without_the_token_or_from_another_site_are_refused() {
     assert!(state.contains("\"writable\":false"), "{state}");
     drop(relay);
 
+    // A name the console is told about is answered.
+    let relay = Relay::start(
+        &redis,
+        "relay-3",
+        &[
+            ("REDIS__URL", &url),
+            ("HTTP__CONSOLE", "true"),
+            ("HTTP__CONSOLE_HOSTS", "relay.internal,console.internal"),
+        ],
+    );
+    relay.wait_ready(30 * SECOND);
+    let named = format!("console.internal:{}", relay.http_port());
+    let (got, _) = http_request(
+        relay.http_port(),
+        "GET /console/state",
+        &[("Host", &named)],
+        "",
+    );
+    assert_eq!(got, 200);
+    drop(relay);
+
     // Off by default: the listener serves the probes only.
-    let relay = Relay::start(&redis, "relay-3", &[("REDIS__URL", &url)]);
+    let relay = Relay::start(&redis, "relay-4", &[("REDIS__URL", &url)]);
     relay.wait_ready(30 * SECOND);
     assert_eq!(http_request(relay.http_port(), "GET /", &[], "").0, 404);
     assert_eq!(

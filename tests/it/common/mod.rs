@@ -1389,8 +1389,9 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
     http_request(port, &format!("GET {path}"), &[], "")
 }
 
-/// One request over plain HTTP/1.0 (`request_line` such as `POST /path`), with `headers` and
-/// `body`: (status, body); status 0 when nothing listens or answers.
+/// One request over plain HTTP/1.0 (`request_line` such as `POST /path`), with `headers` (a
+/// `Host` of 127.0.0.1 unless they have one) and `body`: (status, body); status 0 when nothing
+/// listens or answers.
 pub fn http_request(
     port: u16,
     request_line: &str,
@@ -1403,7 +1404,13 @@ pub fn http_request(
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let mut request = format!("{request_line} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n");
+    let mut request = format!("{request_line} HTTP/1.0\r\n");
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        request.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
+    }
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
