@@ -252,6 +252,14 @@ fn the_console_shows_the_flow_and_replays_a_dead_letter_to_a_client() {
         "the malformed one is left"
     );
 
+    // By time: nothing was dead-lettered before 2020.
+    browser.step(json!({"do": "fill", "selector": "#before-time", "value": "2020-01-01T00:00"}));
+    browser.click("#refresh");
+    browser.wait("body[data-dead-loaded] #no-dead");
+    browser.step(json!({"do": "fill", "selector": "#before-time", "value": ""}));
+    browser.click("#refresh");
+    browser.wait("body[data-dead-loaded] .dead-letter[data-reason=malformed]");
+
     browser.step(json!({"do": "select", "selector": "#reason", "value": "malformed"}));
     browser.wait("body[data-dead-loaded] .dead-letter[data-reason=malformed]");
     browser.click("#drop-reason");
