@@ -21,7 +21,8 @@ use crate::servers;
 
 impl Relay {
     /// Reads and delivers one batch of new entries, waiting up to `source.block` for them. The
-    /// confirmation of the last batch travels on the writer while the read waits on the reader;
+    /// confirmation of the last batch travels on the writer while the read waits on the reader,
+    /// and is recorded as soon as it is done;
     /// and while entries keep coming, the next read is sent before this batch is delivered, so
     /// Redis always has work queued instead of waiting for the relay.
     pub(super) async fn read_new(&mut self, s: &mut Session) -> Result<(), Fault> {
@@ -29,30 +30,53 @@ impl Relay {
             Some(read) => read,
             None => self.start_read(s)?,
         };
-        let confirm = confirm(
-            &self.scripts,
-            &self.target,
-            &mut s.writer,
-            &mut s.all_nodes,
-            &s.unconfirmed,
-        );
         // Attempts waiting for acknowledgements are looked at while the read waits.
         let mut read = read;
         let wake = self.acks_wake();
-        let until_read_or_wake = async {
-            match wake {
-                None => Some((&mut read).await),
-                Some(wake) => tokio::select! {
-                    done = &mut read => Some(done),
-                    _ = tokio::time::sleep(wake) => None,
-                },
-            }
+        let (confirm_failed, read_done) = {
+            let until_read_or_wake = async {
+                match wake {
+                    None => Some((&mut read).await),
+                    Some(wake) => tokio::select! {
+                        done = &mut read => Some(done),
+                        _ = tokio::time::sleep(wake) => None,
+                    },
+                }
+            };
+            let mut until_read_or_wake = std::pin::pin!(until_read_or_wake);
+            let (confirmed, read_done) = {
+                let confirm = confirm(
+                    &self.scripts,
+                    &self.target,
+                    &mut s.writer,
+                    &mut s.all_nodes,
+                    &s.unconfirmed,
+                );
+                let mut confirm = std::pin::pin!(confirm);
+                tokio::select! {
+                    confirmed = &mut confirm => (confirmed, None),
+                    read_done = &mut until_read_or_wake => (confirm.await, Some(read_done)),
+                }
+            };
+            // What was confirmed is recorded now, not when a read that may block for
+            // `source.block` returns: the metrics (acknowledged, end-to-end latency) and the
+            // entries to publish again are those of the moment of the XACK.
+            let failed = match confirmed {
+                Ok(unconfirmed) => {
+                    self.confirmed(s, unconfirmed);
+                    None
+                }
+                Err(e) => Some(e),
+            };
+            let read_done = match read_done {
+                Some(read_done) => read_done,
+                None => until_read_or_wake.await,
+            };
+            (failed, read_done)
         };
-        let (confirmed, read_done) = tokio::join!(confirm, until_read_or_wake);
         let Some(read_done) = read_done else {
             s.read = Some(read);
-            self.confirmed(s, confirmed?);
-            return Ok(());
+            return confirm_failed.map_or(Ok(()), |e| Err(e.into()));
         };
         let (reader, fetched) = read_done.map_err(|e| {
             Fault::Link(redis::RedisError::from((
@@ -62,7 +86,9 @@ impl Relay {
             )))
         })?;
         s.reader = Some(reader);
-        self.confirmed(s, confirmed?);
+        if let Some(e) = confirm_failed {
+            return Err(e.into());
+        }
         let fetched = fetched?;
         let complete = !fetched
             .iter()

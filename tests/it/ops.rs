@@ -439,3 +439,33 @@ fn every_metric_in_the_readme_moves() {
         assert!(moved, "{name} never moved: {values:?}");
     }
 }
+
+/// An entry's acknowledgement is counted when its XACK is made, not once the read that waits
+/// beside it returns: at a low rate that read blocks for `source.block`, and the end-to-end
+/// latency used to gain that much.
+#[test]
+fn an_acknowledgement_is_counted_when_it_happens() {
+    let redis = RedisServer::start();
+    let sub = Subscriber::start(&redis, "/");
+    let relay = Relay::start(&redis, "relay-1", &[("SOURCE__BLOCK", "20s")]);
+    relay.wait_ready(10 * SECOND);
+    let port = relay.http_port();
+    let mut con = redis.connection();
+    xadd(&mut con, &[("event", "one")]);
+    sub.wait_count(1, 5 * SECOND);
+    wait_until(5 * SECOND, "the entry is acknowledged in Redis", || {
+        pending(&mut con).is_empty()
+    });
+    wait_until(5 * SECOND, "acknowledged_total counts it", || {
+        find_metric(
+            &http_get(port, "/metrics").1,
+            "sio_relay_acknowledged_total",
+        ) == Some(1.0)
+    });
+    let body = http_get(port, "/metrics").1;
+    let latency = metric(&body, "sio_relay_end_to_end_latency_seconds_sum");
+    assert!(
+        latency < 2.0,
+        "end-to-end latency {latency} s for one entry"
+    );
+}
