@@ -210,7 +210,7 @@ impl RedisServer {
                 if let Ok(info) = info {
                     let pid = self.child.as_ref().unwrap().id();
                     if info.get::<u32>("process_id") == Some(pid) {
-                        return true;
+                        return self.wait_loaded(&mut con, deadline);
                     }
                     if let Some(mut child) = self.child.take() {
                         let _ = child.kill();
@@ -222,6 +222,20 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("redis-server on port {} did not answer", self.port);
+    }
+
+    /// Waits until the server has loaded its data (an AOF after a restart): INFO answers while
+    /// it loads, the commands of the tests' producers do not (LOADING).
+    fn wait_loaded(&self, con: &mut redis::Connection, deadline: Instant) -> bool {
+        while Instant::now() < deadline {
+            let info: redis::RedisResult<redis::InfoDict> =
+                redis::cmd("INFO").arg("persistence").query(con);
+            if info.is_ok_and(|info| info.get::<u32>("loading") == Some(0)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {} did not load its data", self.port);
     }
 
     pub fn url(&self) -> String {

@@ -2,9 +2,9 @@
 //! as `mymaster` (quorum 2, down after 1 s, failover timeout 3 s), on free ports, so that a test
 //! can kill the primary and watch the sentinels promote the replica.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{free_port, on_port, require, wait_until, RedisServer};
 
@@ -39,31 +39,7 @@ impl Sentinels {
             "install Redis 7 (apt-get install redis-server)",
         );
         let sentinels = (0..3)
-            .map(|i| {
-                let port = free_port();
-                let conf: PathBuf = dir.path().join(format!("sentinel-{i}.conf"));
-                std::fs::write(
-                    &conf,
-                    format!(
-                        "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile {dir}/sentinel-{i}.log\n\
-                         sentinel monitor {MASTER_NAME} 127.0.0.1 {primary} 2\n\
-                         sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
-                         sentinel failover-timeout {MASTER_NAME} 3000\n\
-                         sentinel parallel-syncs {MASTER_NAME} 1\n",
-                        dir = dir.path().display(),
-                        primary = primary.port,
-                    ),
-                )
-                .unwrap();
-                let child = Command::new(&binary)
-                    .arg(&conf)
-                    .arg("--sentinel")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("spawn redis-server --sentinel");
-                (port, child)
-            })
+            .map(|i| spawn_sentinel(&binary, dir.path(), i, primary.port))
             .collect();
         let topology = Sentinels {
             nodes: vec![primary, replica],
@@ -74,7 +50,7 @@ impl Sentinels {
         // learn from the primary's INFO and from each other's hello messages.
         for &(port, _) in &topology.sentinels {
             wait_until(
-                Duration::from_secs(30),
+                Duration::from_secs(60),
                 "each sentinel knows the replica and the other sentinels",
                 || {
                     let Ok(mut con) = sentinel_connection(port) else {
@@ -147,6 +123,58 @@ impl Sentinels {
         );
         self.master_port()
     }
+}
+
+/// Sentinel `i` on a free port, answering: a port is only free until someone binds it, so a
+/// sentinel that could not bind it (it exits), or a port answered by another test's process, is
+/// tried again on another port.
+fn spawn_sentinel(binary: &Path, dir: &Path, i: usize, primary: u16) -> (u16, Child) {
+    for _ in 0..5 {
+        let port = free_port();
+        let conf: PathBuf = dir.join(format!("sentinel-{i}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile {dir}/sentinel-{i}.log\n\
+                 sentinel monitor {MASTER_NAME} 127.0.0.1 {primary} 2\n\
+                 sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
+                 sentinel failover-timeout {MASTER_NAME} 3000\n\
+                 sentinel parallel-syncs {MASTER_NAME} 1\n",
+                dir = dir.display(),
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(binary)
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server --sentinel");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            let pid = sentinel_connection(port).ok().and_then(|mut con| {
+                redis::cmd("INFO")
+                    .arg("server")
+                    .query::<redis::InfoDict>(&mut con)
+                    .ok()
+                    .and_then(|info| info.get::<u32>("process_id"))
+            });
+            if pid == Some(child.id()) {
+                return (port, child);
+            }
+            if pid.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("sentinel {i} could not start on a free port");
 }
 
 fn sentinel_connection(port: u16) -> redis::RedisResult<redis::Connection> {
