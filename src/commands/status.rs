@@ -4,12 +4,14 @@
 
 use std::time::Duration;
 
+use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamInfoConsumersReply, StreamInfoGroupsReply};
 use redis::AsyncCommands;
 use serde::Serialize;
 
 use super::{block_on, connect, connect_all_nodes, printable, Failure, EXIT_FAILURE};
 use crate::config::Config;
+use crate::connection::AllNodes;
 use crate::servers;
 
 #[derive(Debug, Serialize)]
@@ -85,6 +87,40 @@ pub fn run(cfg: &Config, json: bool) -> Result<String, (String, Failure)> {
 
 /// Looks at everything; never fails: what cannot be read is reported as a problem.
 pub async fn gather(cfg: &Config) -> Status {
+    gather_over(cfg, &mut None).await
+}
+
+/// The connections a look uses, kept by a caller that looks again and again (the console), so
+/// that each look costs its commands and not a connection (and TLS handshake) per Redis.
+pub struct Links {
+    /// To the Redis that holds the stream (the first partition's, in a cluster).
+    main: MultiplexedConnection,
+    /// For counting servers on every node.
+    all_nodes: AllNodes,
+    /// One per partition, to the Redis that holds its stream.
+    partitions: Vec<(Config, MultiplexedConnection)>,
+}
+
+impl Links {
+    async fn open(cfg: &Config) -> Result<Links, String> {
+        let main = connect(cfg).await.map_err(|f| f.message)?;
+        let all_nodes = connect_all_nodes(cfg).await.map_err(|f| f.message)?;
+        let mut partitions = Vec::new();
+        for partition in cfg.partitions() {
+            let con = connect(&partition).await.map_err(|f| f.message)?;
+            partitions.push((partition, con));
+        }
+        Ok(Links {
+            main,
+            all_nodes,
+            partitions,
+        })
+    }
+}
+
+/// [`gather`] over `links`, opened when `None` and dropped after a failure (so that the next look
+/// connects again, to wherever the Redis now is).
+pub async fn gather_over(cfg: &Config, links: &mut Option<Links>) -> Status {
     let mut status = Status {
         redis: RedisStatus {
             url: cfg.redis.describe(),
@@ -96,27 +132,33 @@ pub async fn gather(cfg: &Config) -> Status {
         healthy: false,
         problems: Vec::new(),
     };
-    if let Err(problem) = fill(cfg, &mut status).await {
+    let looked = match links {
+        Some(open) => fill(cfg, open, &mut status).await,
+        None => match Links::open(cfg).await {
+            Ok(open) => fill(cfg, links.insert(open), &mut status).await,
+            Err(problem) => Err(problem),
+        },
+    };
+    if let Err(problem) = looked {
+        *links = None;
         status.problems.push(problem);
     }
     status.healthy = status.problems.is_empty();
     status
 }
 
-async fn fill(cfg: &Config, status: &mut Status) -> Result<(), String> {
-    let mut con = connect(cfg).await.map_err(|f| f.message)?;
+async fn fill(cfg: &Config, links: &mut Links, status: &mut Status) -> Result<(), String> {
     let redis_error = |e: redis::RedisError| format!("Redis: {e}");
     let info: redis::InfoDict = redis::cmd("INFO")
         .arg("server")
-        .query_async(&mut con)
+        .query_async(&mut links.main)
         .await
         .map_err(redis_error)?;
     status.redis.reachable = true;
     status.redis.version = info.get("redis_version");
 
     let target = cfg.target();
-    let mut all_nodes = connect_all_nodes(cfg).await.map_err(|f| f.message)?;
-    let con = &mut all_nodes;
+    let con = &mut links.all_nodes;
     for (nsp, servers) in servers::namespaces(con, &target)
         .await
         .map_err(redis_error)?
@@ -143,16 +185,19 @@ async fn fill(cfg: &Config, status: &mut Status) -> Result<(), String> {
         ));
     }
 
-    for partition in cfg.partitions() {
-        let stream = look_at_stream(&partition, &mut status.problems).await?;
+    for (partition, con) in &mut links.partitions {
+        let stream = look_at_stream(partition, con, &mut status.problems).await?;
         status.streams.push(stream);
     }
     Ok(())
 }
 
 /// The stream of `cfg`, its group and its dead letters, on the Redis that holds them.
-async fn look_at_stream(cfg: &Config, problems: &mut Vec<String>) -> Result<StreamStatus, String> {
-    let mut con = connect(cfg).await.map_err(|f| f.message)?;
+async fn look_at_stream(
+    cfg: &Config,
+    con: &mut MultiplexedConnection,
+    problems: &mut Vec<String>,
+) -> Result<StreamStatus, String> {
     let redis_error = |e: redis::RedisError| format!("Redis: {e}");
     let stream = &cfg.source.stream;
     let length: u64 = con.xlen(stream).await.map_err(redis_error)?;

@@ -5,7 +5,8 @@
 //! `GET /console/state` (what `sio-relay status` shows, the relay's own counters and the last
 //! minutes of them, see [`history`]) and `GET /console/dead` (a page of dead letters, see [`dead`]);
 //! `POST /console/dead/replay | drop` change things, behind [`guard`]. It runs on the HTTP thread,
-//! with its own Redis connections: a console left open costs the relay's loop nothing.
+//! with Redis connections of its own, kept from one look to the next: a console left open costs
+//! the relay's loop nothing.
 
 pub mod dead;
 pub mod guard;
@@ -49,7 +50,14 @@ pub struct Console {
     metrics: Arc<Metrics>,
     token: Token,
     history: History,
-    status: tokio::sync::Mutex<Option<(Instant, Arc<Status>)>>,
+    status: tokio::sync::Mutex<Looks>,
+}
+
+/// The last look at Redis, and the connections the next one uses.
+#[derive(Default)]
+struct Looks {
+    last: Option<(Instant, Arc<Status>)>,
+    links: Option<status::Links>,
 }
 
 /// What `GET /console/state` answers.
@@ -90,7 +98,7 @@ impl Console {
             cfg,
             metrics,
             history: History::default(),
-            status: tokio::sync::Mutex::new(None),
+            status: tokio::sync::Mutex::default(),
         }
     }
 
@@ -174,16 +182,17 @@ impl Console {
         json(StatusCode::OK, &state)
     }
 
-    /// `status` of the relay's Redis, looked at once per [`STATUS_TTL`] whatever the pages open.
+    /// `status` of the relay's Redis, looked at once per [`STATUS_TTL`] whatever the pages open,
+    /// over connections kept from one look to the next.
     async fn status(&self) -> Arc<Status> {
-        let mut cached = self.status.lock().await;
-        if let Some((at, status)) = cached.as_ref() {
+        let mut looks = self.status.lock().await;
+        if let Some((at, status)) = looks.last.as_ref() {
             if at.elapsed() < STATUS_TTL {
                 return status.clone();
             }
         }
-        let status = Arc::new(status::gather(&self.cfg).await);
-        *cached = Some((Instant::now(), status.clone()));
+        let status = Arc::new(status::gather_over(&self.cfg, &mut looks.links).await);
+        looks.last = Some((Instant::now(), status.clone()));
         status
     }
 

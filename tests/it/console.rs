@@ -535,3 +535,47 @@ fn dead_letter_pages_are_bounded_filtered_and_paged() {
         assert!(body.contains(problem), "{query}: {body}");
     }
 }
+
+/// A look at Redis every second while a page is open costs its commands, not new connections
+/// (each a TCP and maybe a TLS handshake); after Redis restarts the console connects again.
+#[test]
+fn the_console_keeps_its_connections_and_reconnects() {
+    let mut redis = RedisServer::start();
+    let relay = Relay::start(
+        &redis,
+        "relay-1",
+        &[("HTTP__CONSOLE", "true"), ("REDIS__BACKOFF_MAX", "200ms")],
+    );
+    relay.wait_ready(30 * SECOND);
+    let port = relay.http_port();
+    let state = || {
+        let (status, body) = http_request(port, "GET /console/state", &[], "");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()
+    };
+    let connections = |redis: &RedisServer| {
+        let info: redis::InfoDict = redis::cmd("INFO")
+            .arg("stats")
+            .query(&mut redis.connection())
+            .unwrap();
+        info.get::<u64>("total_connections_received").unwrap()
+    };
+    assert_eq!(state()["status"]["redis"]["reachable"], true);
+    let before = connections(&redis);
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(state()["status"]["redis"]["reachable"], true);
+    }
+    // The connection that counts is the only new one.
+    assert_eq!(
+        connections(&redis),
+        before + 1,
+        "three looks, no new connection"
+    );
+
+    redis.restart();
+    wait_until(10 * SECOND, "the console sees Redis again", || {
+        std::thread::sleep(Duration::from_millis(1100));
+        state()["status"]["redis"]["reachable"] == true
+    });
+}
