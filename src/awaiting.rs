@@ -4,8 +4,9 @@
 //! stays pending in the group, the durable copy, until a client acknowledges it. An attempt ends
 //! when every server counted has said how many clients it reached and each of those clients has
 //! acknowledged, or when the entry's `ack` wait is over. With at least one acknowledgement the entry
-//! is done: its result is written and it is acknowledged. Without, it rests `acks.retry_interval`
-//! and is sent again (a user offline now may be back then), until `acks.max_age`.
+//! is done: its result is written and it is acknowledged. Without, it rests about
+//! `acks.retry_interval` (half to one and a half of it) and is sent again (a user offline now may
+//! be back then), until `acks.max_age`.
 //!
 //! An acknowledgement counts whenever it comes, also for an earlier attempt while the entry rests:
 //! servers keep a client's pending acknowledgement as long as the client stays connected. Only IDs,
@@ -30,6 +31,12 @@ pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// and the result.
 pub const POLL: Duration = Duration::from_millis(50);
 
+/// The most clients one server's answer may claim to have sent an attempt to. Socket.IO servers
+/// hold tens or hundreds of thousands of sockets; an answer claiming more is not a server's (the
+/// response channels are open to anyone who may PUBLISH) and is ignored, so that it can neither
+/// overflow the sum nor make a result say what did not happen.
+pub const MAX_CLIENTS_PER_SERVER: u64 = 10_000_000;
+
 #[derive(Debug)]
 pub struct Awaiting {
     entries: HashMap<EntryId, Waiting>,
@@ -38,6 +45,20 @@ pub struct Awaiting {
     prefix: String,
     limit: usize,
     retry_interval: Duration,
+    /// Spreads rests over half to one and a half `retry_interval`, so that a client that reconnects
+    /// periodically cannot fall into step with the attempts and miss every one.
+    jitter: fastrand::Rng,
+}
+
+/// What became of one answer taken in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// A client acknowledged an entry that waits: the time since the entry's first attempt.
+    Ack(Duration),
+    /// Counted, or not for an entry that waits (an earlier process's, another relay's).
+    Counted,
+    /// Claims more than [`MAX_CLIENTS_PER_SERVER`] clients: ignored.
+    Implausible,
 }
 
 #[derive(Debug)]
@@ -108,6 +129,16 @@ impl Awaiting {
             prefix: format!("sio-relay:{nonce}:"),
             limit,
             retry_interval,
+            jitter: fastrand::Rng::new(),
+        }
+    }
+
+    /// The same, with its jitter drawn from `seed`: for tests that need to know the rests.
+    #[cfg(test)]
+    fn seeded(limit: usize, retry_interval: Duration, nonce: &str, seed: u64) -> Awaiting {
+        Awaiting {
+            jitter: fastrand::Rng::with_seed(seed),
+            ..Awaiting::new(limit, retry_interval, nonce)
         }
     }
 
@@ -142,8 +173,14 @@ impl Awaiting {
         }
     }
 
+    /// The request ID the next attempt of entry `id` goes out with.
+    pub fn next_request_id(&self, id: EntryId) -> String {
+        let attempts = self.entries.get(&id).map_or(0, |w| w.attempts);
+        format!("{}{}:{}", self.prefix, id, attempts + 1)
+    }
+
     /// Records a new attempt for `claim`, sent at `now` to `servers` servers and waiting `wait`
-    /// for acknowledgements; returns the request ID to send it with.
+    /// for acknowledgements; returns the request ID it was sent with ([`Self::next_request_id`]).
     pub fn attempt(
         &mut self,
         claim: Claim,
@@ -180,31 +217,40 @@ impl Awaiting {
         format!("{}{}:{}", self.prefix, claim.id, waiting.attempts)
     }
 
-    /// Takes one answer in; for an acknowledgement of an entry that waits for one, the time since
-    /// the entry's first attempt.
-    pub fn answer(&mut self, reply: &Reply) -> Option<Duration> {
-        let (id, attempt) = reply
+    /// Takes one answer in.
+    pub fn answer(&mut self, reply: &Reply) -> Taken {
+        if let Answer::Count(clients) = reply.answer {
+            if clients > MAX_CLIENTS_PER_SERVER {
+                return Taken::Implausible;
+            }
+        }
+        let Some((id, attempt)) = reply
             .request_id
             .strip_prefix(&self.prefix)
-            .and_then(|rest| rest.rsplit_once(':'))?;
-        let (Ok(id), Ok(attempt)) = (id.parse::<EntryId>(), attempt.parse::<u32>()) else {
-            return None;
+            .and_then(|rest| rest.rsplit_once(':'))
+        else {
+            return Taken::Counted;
         };
-        let waiting = self.entries.get_mut(&id)?;
+        let (Ok(id), Ok(attempt)) = (id.parse::<EntryId>(), attempt.parse::<u32>()) else {
+            return Taken::Counted;
+        };
+        let Some(waiting) = self.entries.get_mut(&id) else {
+            return Taken::Counted;
+        };
         let current = attempt == waiting.attempts;
         match &reply.answer {
             Answer::Count(clients) => {
                 if current {
-                    waiting.answered += 1;
-                    waiting.clients += clients;
+                    waiting.answered = waiting.answered.saturating_add(1);
+                    waiting.clients = waiting.clients.saturating_add(*clients);
                 }
-                None
+                Taken::Counted
             }
             Answer::Ack(value) => {
                 if current {
-                    waiting.attempt_acks += 1;
+                    waiting.attempt_acks = waiting.attempt_acks.saturating_add(1);
                 }
-                waiting.acks += 1;
+                waiting.acks = waiting.acks.saturating_add(1);
                 let latency = reply.at.saturating_duration_since(waiting.first_sent);
                 waiting.first_ack.get_or_insert(latency);
                 let value = value.clone().unwrap_or(Value::Null);
@@ -215,7 +261,7 @@ impl Awaiting {
                 } else {
                     waiting.answers_dropped += 1;
                 }
-                Some(latency)
+                Taken::Ack(latency)
             }
         }
     }
@@ -225,6 +271,9 @@ impl Awaiting {
     pub fn finished(&mut self, now: Instant) -> Vec<Finished> {
         let mut finished = Vec::new();
         let mut acknowledged = Vec::new();
+        // One draw for the entries over together (sent together, in stream order): they are sent
+        // again together, still in order.
+        let rest = self.retry_interval.mul_f64(0.5 + self.jitter.f64());
         for (id, waiting) in &mut self.entries {
             let over = match waiting.phase {
                 Phase::Sent { deadline } => {
@@ -241,9 +290,7 @@ impl Awaiting {
                 acknowledged.push(*id);
                 continue;
             }
-            waiting.phase = Phase::Resting {
-                until: now + self.retry_interval,
-            };
+            waiting.phase = Phase::Resting { until: now + rest };
             finished.push(Finished::Unanswered(Unanswered {
                 claim: waiting.claim,
                 attempts: waiting.attempts,
@@ -337,7 +384,7 @@ mod tests {
         let ack = Answer::Ack(Some(serde_json::json!("seen")));
         assert_eq!(
             awaiting.answer(&reply(&id, ack.clone(), ms(3))),
-            Some(ms(3) - t0)
+            Taken::Ack(ms(3) - t0)
         );
         awaiting.answer(&reply(&id, Answer::Count(1), ms(4)));
         assert!(
@@ -352,7 +399,10 @@ mod tests {
         );
         // Answers to other requests change nothing.
         for other in ["abcdef", "sio-relay:other:1-0:1", "sio-relay:n:1-1:1"] {
-            assert_eq!(awaiting.answer(&reply(other, ack.clone(), ms(6))), None);
+            assert_eq!(
+                awaiting.answer(&reply(other, ack.clone(), ms(6))),
+                Taken::Counted
+            );
         }
         awaiting.answer(&reply(&id, ack.clone(), ms(7)));
         let finished = awaiting.finished(ms(7));
@@ -390,11 +440,16 @@ mod tests {
             })]
         );
         assert!(awaiting.due(ended).is_empty(), "it rests first");
-        assert_eq!(awaiting.next_wake(ended), Some(ended + REST));
-        assert_eq!(awaiting.due(ended + REST).len(), 1);
+        let rested = awaiting.next_wake(ended).unwrap();
+        assert!(
+            rested >= ended + REST / 2 && rested < ended + REST * 3 / 2,
+            "rests half to one and a half retry_interval"
+        );
+        assert!(awaiting.due(rested - Duration::from_millis(1)).is_empty());
+        assert_eq!(awaiting.due(rested).len(), 1);
         // The client of the first attempt answers while the entry rests.
-        awaiting.answer(&reply(&first, Answer::Ack(None), ended + REST / 2));
-        let finished = awaiting.finished(ended + REST / 2);
+        awaiting.answer(&reply(&first, Answer::Ack(None), ended + REST / 4));
+        let finished = awaiting.finished(ended + REST / 4);
         assert!(
             matches!(&finished[..], [Finished::Acknowledged(a)] if a.attempts == 1 && a.acks == 1),
             "{finished:?}"
@@ -424,6 +479,61 @@ mod tests {
         assert_eq!(
             (acked.acks, acked.answers.len(), acked.answers_dropped),
             (3, 1, 2)
+        );
+    }
+
+    #[test]
+    fn rests_are_spread_so_that_no_client_falls_into_step() {
+        let mut awaiting = Awaiting::seeded(100, REST, "n", 7);
+        let t0 = Instant::now();
+        let rest = |awaiting: &Awaiting, seq| match awaiting.entries[&claim(seq).id].phase {
+            Phase::Resting { until } => until - t0,
+            Phase::Sent { .. } => panic!("not resting"),
+        };
+        let mut rests = Vec::new();
+        for seq in 0..100 {
+            awaiting.attempt(claim(seq), "/", WAIT, 0, t0);
+            awaiting.attempt(claim(seq + 1000), "/", WAIT, 0, t0);
+            assert_eq!(awaiting.finished(t0).len(), 2, "no server: over at once");
+            assert_eq!(
+                rest(&awaiting, seq),
+                rest(&awaiting, seq + 1000),
+                "over together, sent again together"
+            );
+            rests.push(rest(&awaiting, seq));
+            awaiting.remove(&[claim(seq).id, claim(seq + 1000).id]);
+        }
+        rests.sort();
+        assert!(
+            rests[0] >= REST / 2 && rests[99] < REST * 3 / 2,
+            "{rests:?}"
+        );
+        assert!(
+            rests[99] - rests[0] > REST / 2,
+            "spread, not in step: {rests:?}"
+        );
+    }
+
+    #[test]
+    fn answers_claiming_absurd_counts_are_ignored() {
+        let mut awaiting = Awaiting::new(10, REST, "n");
+        let t0 = Instant::now();
+        let id = awaiting.attempt(claim(0), "/", WAIT, 2, t0);
+        assert_eq!(awaiting.next_request_id(claim(0).id), "sio-relay:n:1-0:2");
+        for forged in [u64::MAX, MAX_CLIENTS_PER_SERVER + 1] {
+            let taken = awaiting.answer(&reply(&id, Answer::Count(forged), t0));
+            assert_eq!(taken, Taken::Implausible);
+        }
+        awaiting.answer(&reply(&id, Answer::Count(MAX_CLIENTS_PER_SERVER), t0));
+        awaiting.answer(&reply(&id, Answer::Count(1), t0));
+        awaiting.answer(&reply(&id, Answer::Ack(None), t0));
+        let [Finished::Acknowledged(acked)] = &awaiting.finished(t0 + WAIT)[..] else {
+            panic!("not acknowledged");
+        };
+        assert_eq!(
+            (acked.servers, acked.clients),
+            (2, MAX_CLIENTS_PER_SERVER + 1),
+            "only the servers' answers counted"
         );
     }
 }

@@ -121,12 +121,20 @@ pub enum Op<'a> {
     },
     /// The entry was deleted from the stream before it could be delivered: acknowledge it.
     Gone(Claim),
+    /// Sends one attempt of an entry that waits for its clients' acknowledgements (its packet, a
+    /// broadcast with acknowledgements) while the entry is still this consumer's; `external` as
+    /// for [`Op::Publish`]. Nothing is held, journaled nor acknowledged.
+    Attempt {
+        request: &'a Deliverable,
+        external: bool,
+    },
 }
 
 impl Op<'_> {
     pub fn claim(&self) -> Claim {
         match self {
             Op::Publish { entry, .. } => entry.claim,
+            Op::Attempt { request, .. } => request.claim,
             Op::DeadLetter { claim, .. } | Op::Gone(claim) => *claim,
         }
     }
@@ -155,6 +163,8 @@ pub enum Outcome {
     /// Enough servers listen on a channel of another cluster node: for the relay to publish, then
     /// confirm. Not journaled, so published again if the relay dies in between.
     ToPublish { servers: u64 },
+    /// An attempt ([`Op::Attempt`]) went out to this many servers (none when none listens).
+    AttemptSent { servers: u64 },
 }
 
 impl Outcome {
@@ -201,6 +211,7 @@ impl FromRedisValue for Report {
                 },
                 8 => Outcome::TooFewReceivers { receivers: value },
                 9 => Outcome::ToPublish { servers: value },
+                10 => Outcome::AttemptSent { servers: value },
                 other => return Err(format!("unknown delivery outcome {other}").into()),
             });
         }
@@ -332,6 +343,7 @@ impl Scripts {
                 Op::Publish {
                     behind, external, ..
                 } => ("P", *behind, *external),
+                Op::Attempt { external, .. } => ("A", false, *external),
                 Op::DeadLetter { .. } => ("D", false, false),
                 Op::Gone(_) => ("G", false, false),
             };
@@ -351,7 +363,7 @@ impl Scripts {
                     .arg(claim.deliveries);
             }
             match op {
-                Op::Publish { entry, .. } => {
+                Op::Publish { entry, .. } | Op::Attempt { request: entry, .. } => {
                     call.arg(&entry.nsp)
                         .arg(&entry.packet.channel)
                         .arg(&entry.packet.payload);

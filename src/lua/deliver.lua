@@ -38,6 +38,12 @@
 --   'P', flags, id, deliveries, namespace, channel, payload   publish any other entry
 --   'D', flags, id, deliveries, reason, detail   dead-letter (fields copied here)
 --   'G', flags, id, deliveries                   deleted from the stream: acknowledge
+--   'A', flags, id, deliveries, namespace, channel, payload   send an attempt of an entry that
+--                                                waits for its clients' acknowledgements (a
+--                                                broadcast with acknowledgements): never held,
+--                                                journaled nor acknowledged here, but sent only while
+--                                                the entry is still this consumer's, so that a relay
+--                                                that was frozen or lost it never sends it again
 -- flags: 'r' a redelivery, which may have been journaled; 'h' recorded in the held hash; 'b' behind
 -- an older entry the relay holds for its namespace, so to be held unpublished; 'x' published by
 -- the relay (code 9); '-' none.
@@ -56,6 +62,7 @@
 --   code 8, value receivers   published, but PUBLISH reached fewer than min receivers; not
 --                             journaled; held
 --   code 9, value servers     enough servers listen: for the relay to publish ('x')
+--   code 10, value servers    an attempt ('A') sent to the servers counted (none sent to no server)
 local stream, dead, journal, held_record = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, consumer = ARGV[1], ARGV[2]
 local min_receivers = tonumber(ARGV[3])
@@ -124,7 +131,7 @@ while i <= argc do
   local kind = ARGV[i]
   if kind == 'N' then
     i = i + 5
-  elseif kind == 'P' then
+  elseif kind == 'P' or kind == 'A' then
     i = i + 7
   elseif kind == 'D' then
     i = i + 6
@@ -338,6 +345,30 @@ for k, at in ipairs(starts) do
           end
           results[k] = receivers * 16 + 1
         end
+      end
+    end
+  elseif kind == 'A' then
+    local _, id, _, redelivery, recorded, _, external, own = common(at)
+    local namespace, channel, payload = ARGV[own], ARGV[own + 1], ARGV[own + 2]
+    if not (mine[id] or (not complete and owned(id))) then
+      results[k] = 4
+    elseif redelivery and acknowledged_as_published(k, id, recorded) then
+      -- Published as a plain entry by this Redis process (before `acks.default` was set).
+    else
+      local listening = servers[namespace] or servers_of(namespace)
+      if listening > 0 and external then
+        results[k] = listening * 16 + 9
+      elseif listening > 0 then
+        local receivers = pcall_redis(publish_command, channel, payload)
+        if type(receivers) == 'table' then
+          errors[#errors + 1] = k
+          errors[#errors + 1] = tostring(receivers.err)
+          results[k] = 7
+        else
+          results[k] = listening * 16 + 10
+        end
+      else
+        results[k] = 10
       end
     end
   end

@@ -1,7 +1,7 @@
-//! Entries that ask for their clients' acknowledgements: sending each attempt, taking the servers'
-//! answers in, and ending each entry with a result, another attempt, or a dead letter.
+//! Entries that ask for their clients' acknowledgements: taking the servers' answers in, and ending
+//! each entry with a result, another attempt, or a dead letter. Attempts go out through the
+//! delivery script ([`Plan::AwaitAcks`]), which sends one only while the entry is this consumer's.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
@@ -9,77 +9,32 @@ use tracing::{debug, info, warn};
 use super::deliver::Plan;
 use super::session::Session;
 use super::Relay;
-use crate::awaiting::{Acknowledged, Finished, Unanswered};
+use crate::awaiting::{Acknowledged, Finished, Taken, Unanswered, MAX_CLIENTS_PER_SERVER};
 use crate::dead_letter::Reason;
 use crate::fault::Fault;
-use crate::servers;
 
 impl Relay {
-    /// Sends a broadcast with acknowledgements for each of `plans` (all [`Plan::AwaitAcks`]),
-    /// once the answers to it will be heard, and records the attempt.
-    pub(super) async fn request_acks(
-        &mut self,
-        s: &mut Session,
-        plans: Vec<Plan>,
-    ) -> Result<(), Fault> {
-        if plans.is_empty() {
-            return Ok(());
-        }
-        let mut nsps: Vec<String> = plans
-            .iter()
-            .filter_map(|plan| match plan {
-                Plan::AwaitAcks { entry, .. } => Some(entry.nsp().to_owned()),
-                _ => None,
-            })
-            .collect();
-        nsps.sort();
-        nsps.dedup();
-        for nsp in &nsps {
-            s.listener.listen(&self.cfg, nsp).await?;
-        }
-        let counts = servers::count(&mut s.all_nodes, &self.target, &nsps).await?;
-        let servers: HashMap<&str, u64> = nsps.iter().map(String::as_str).zip(counts).collect();
-        let now = Instant::now();
-        let mut pipe = redis::pipe();
-        let mut bytes = 0;
-        for plan in &plans {
-            let Plan::AwaitAcks { claim, entry, wait } = plan else {
-                continue;
-            };
-            let nsp = entry.nsp();
-            let request_id = self.awaiting.attempt(*claim, nsp, *wait, servers[nsp], now);
-            let packet = self
-                .target
-                .ack_request(entry, &request_id)
-                .expect("checked when planned");
-            bytes += packet.payload.len() + packet.channel.len();
-            pipe.cmd(self.target.publish_command())
-                .arg(&packet.channel)
-                .arg(&packet.payload)
-                .ignore();
-        }
-        s.flow
-            .make_room(&mut s.writer, bytes, &self.shutdown)
-            .await?;
-        pipe.query_async::<()>(&mut s.all_nodes).await?;
-        self.metrics.ack_requests.inc_by(plans.len() as u64);
-        self.metrics.acks_waiting.set(self.awaiting.len() as i64);
-        debug!(
-            entries = plans.len(),
-            "sent broadcasts with acknowledgements"
-        );
-        Ok(())
-    }
-
     /// Takes in the answers heard since the last step, ends the attempts that are over (a result
     /// for what a client acknowledged, a dead letter for what is too old to try again), and sends
     /// again the entries whose rest is over.
     pub(super) async fn follow_acks(&mut self, s: &mut Session) -> Result<(), Fault> {
+        let mut implausible = 0;
         for reply in s.listener.drain() {
-            if let Some(latency) = self.awaiting.answer(&reply) {
-                self.metrics.client_acks.inc();
-                self.metrics.ack_latency.observe(latency.as_secs_f64());
+            match self.awaiting.answer(&reply) {
+                Taken::Ack(latency) => {
+                    self.metrics.client_acks.inc();
+                    self.metrics.ack_latency.observe(latency.as_secs_f64());
+                }
+                Taken::Implausible => implausible += 1,
+                Taken::Counted => {}
             }
+        }
+        if implausible > 0 {
+            warn!(
+                answers = implausible,
+                max = MAX_CLIENTS_PER_SERVER,
+                "ignored answers that claim more clients than a Socket.IO server holds (not a server's: who else may PUBLISH on the response channels?)"
+            );
         }
         let dropped = s.listener.take_dropped();
         if dropped > 0 {

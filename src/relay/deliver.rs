@@ -34,11 +34,10 @@ pub(super) enum Plan {
     },
     /// Deleted from the stream before it could be delivered.
     Gone(Claim),
-    /// Asks for the clients' acknowledgements: sent as a broadcast with acknowledgements, not by
-    /// the delivery script (see [`crate::awaiting`]).
+    /// Asks for the clients' acknowledgements: `request`, the next attempt's broadcast with
+    /// acknowledgements, waits `wait` for them (see [`crate::awaiting`]).
     AwaitAcks {
-        claim: Claim,
-        entry: Box<Entry>,
+        request: Deliverable,
         wait: Duration,
     },
 }
@@ -46,18 +45,24 @@ pub(super) enum Plan {
 impl Plan {
     pub fn claim(&self) -> Claim {
         match self {
-            Plan::Publish(entry) => entry.claim,
-            Plan::DeadLetter { claim, .. } | Plan::Gone(claim) | Plan::AwaitAcks { claim, .. } => {
-                *claim
-            }
+            Plan::Publish(entry) | Plan::AwaitAcks { request: entry, .. } => entry.claim,
+            Plan::DeadLetter { claim, .. } | Plan::Gone(claim) => *claim,
         }
     }
 
     /// Packet bytes it publishes.
     fn bytes(&self) -> usize {
         match self {
-            Plan::Publish(entry) => entry.bytes(),
-            Plan::DeadLetter { .. } | Plan::Gone(_) | Plan::AwaitAcks { .. } => 0,
+            Plan::Publish(entry) | Plan::AwaitAcks { request: entry, .. } => entry.bytes(),
+            Plan::DeadLetter { .. } | Plan::Gone(_) => 0,
+        }
+    }
+
+    /// What it publishes, if anything.
+    fn publishes(&self) -> Option<&Deliverable> {
+        match self {
+            Plan::Publish(entry) | Plan::AwaitAcks { request: entry, .. } => Some(entry),
+            Plan::DeadLetter { .. } | Plan::Gone(_) => None,
         }
     }
 }
@@ -156,11 +161,14 @@ impl Relay {
         }
         entry.append_id(claim.id);
         if let Some(wait) = entry.ack() {
-            // Encoded with each attempt's request ID; refused now if it cannot be.
-            return match self.target.carries(&entry) {
-                Ok(_) => Plan::AwaitAcks {
-                    claim,
-                    entry: Box::new(entry),
+            let request_id = self.awaiting.next_request_id(claim.id);
+            return match self.target.ack_request(&entry, &request_id) {
+                Ok(packet) => Plan::AwaitAcks {
+                    request: Deliverable {
+                        packet,
+                        nsp: entry.nsp().to_owned(),
+                        claim,
+                    },
                     wait,
                 },
                 Err(problem) => Plan::DeadLetter {
@@ -192,21 +200,13 @@ impl Relay {
         (age > limit).then_some(Reason::Expired { age, limit })
     }
 
-    /// Runs `plans` in stream order, in batches of at most `delivery.max_batch_bytes` of packets.
+    /// Runs `plans` in stream order through the delivery script, in batches of at most
+    /// `delivery.max_batch_bytes` of packets.
     pub(super) async fn run_plans(
         &mut self,
         s: &mut Session,
         plans: Vec<Plan>,
     ) -> Result<(), Fault> {
-        let (acks, plans): (Vec<Plan>, Vec<Plan>) = plans
-            .into_iter()
-            .partition(|plan| matches!(plan, Plan::AwaitAcks { .. }));
-        self.run_batches(s, plans).await?;
-        self.request_acks(s, acks).await
-    }
-
-    /// Runs `plans`, none of which waits for acknowledgements, through the delivery script.
-    async fn run_batches(&mut self, s: &mut Session, plans: Vec<Plan>) -> Result<(), Fault> {
         let limit = s.flow.batch_bytes(self.cfg.delivery.max_batch_bytes);
         let mut batch = Vec::new();
         let mut bytes = 0;
@@ -308,10 +308,9 @@ impl Relay {
         if !s.all_nodes.is_cluster() {
             return Ok(Vec::new());
         }
-        let nsps = plans.iter().filter_map(|plan| match plan {
-            Plan::Publish(entry) => Some(entry.nsp.as_str()),
-            _ => None,
-        });
+        let nsps = plans
+            .iter()
+            .filter_map(|plan| Some(plan.publishes()?.nsp.as_str()));
         Ok(servers::count_each(&mut s.all_nodes, &self.target, nsps).await?)
     }
 
@@ -332,9 +331,25 @@ impl Relay {
                     detail: reason.detail(),
                 },
                 Plan::Gone(claim) => Op::Gone(*claim),
-                Plan::AwaitAcks { .. } => unreachable!("sent apart from the delivery script"),
+                Plan::AwaitAcks { request, .. } => Op::Attempt {
+                    request,
+                    external: self.external(request),
+                },
             })
             .collect();
+        // The answers to attempts are heard from before they are sent.
+        let mut asking: Vec<&str> = plans
+            .iter()
+            .filter_map(|plan| match plan {
+                Plan::AwaitAcks { request, .. } => Some(request.nsp.as_str()),
+                _ => None,
+            })
+            .collect();
+        asking.sort_unstable();
+        asking.dedup();
+        for nsp in asking {
+            s.listener.listen(&self.cfg, nsp).await?;
+        }
         let started = Instant::now();
         let report = self
             .scripts
@@ -364,9 +379,23 @@ impl Relay {
             if !outcome.is_held() {
                 self.held.remove(&[claim.id]);
             }
-            // No longer asks for acknowledgements (expired, gone): done waiting for them.
-            self.awaiting.remove(&[claim.id]);
+            if !matches!(plan, Plan::AwaitAcks { .. }) || outcome == Outcome::NotOwned {
+                // No longer asks for acknowledgements (expired, gone, taken): done waiting.
+                self.awaiting.remove(&[claim.id]);
+            }
             match (plan, outcome) {
+                (Plan::AwaitAcks { request, wait }, Outcome::AttemptSent { servers }) => {
+                    let nsp = &request.nsp;
+                    self.awaiting
+                        .attempt(claim, nsp, *wait, servers, Instant::now());
+                    self.metrics.ack_requests.inc();
+                }
+                (Plan::AwaitAcks { request, .. }, Outcome::PublishRefused { error }) => {
+                    // Sent to nobody: the attempt ends at once and the entry rests.
+                    self.awaiting
+                        .attempt(claim, &request.nsp, Duration::ZERO, 0, Instant::now());
+                    error!(nsp = ?request.nsp, channel = ?request.packet.channel, %error, "Redis refused to PUBLISH a broadcast with acknowledgements (is the channel allowed to the relay's ACL user?); the entry is tried again");
+                }
                 (Plan::Publish(entry), Outcome::Published { receivers }) => {
                     self.metrics.publish_receivers.observe(receivers as f64);
                     self.metrics.published.inc();
@@ -412,6 +441,7 @@ impl Relay {
             }
         }
         debug!(entries = plans.len(), "batch done");
+        self.metrics.acks_waiting.set(self.awaiting.len() as i64);
         s.unconfirmed.extend(published);
         for nsp in nobody_listens {
             // Servers of the other adapter are a configuration mistake, not an outage: say so.
@@ -423,10 +453,10 @@ impl Relay {
         Ok(())
     }
 
-    /// Publishes the entries the script cleared for the relay to publish ([`Outcome::ToPublish`]:
-    /// their channel is on another shard), in stream order, in one pipeline, and records them as
-    /// published. They are not journaled: if the relay dies before the confirmation, they are
-    /// published again (at least once).
+    /// Publishes the entries and attempts the script cleared for the relay to publish
+    /// ([`Outcome::ToPublish`]: their channel is on another shard), in stream order, in one
+    /// pipeline, and records them as published (or sent). They are not journaled: if the relay dies
+    /// before the confirmation, they are published again (at least once).
     async fn publish_external(
         &mut self,
         s: &mut Session,
@@ -436,7 +466,7 @@ impl Relay {
         let mut pipe = redis::pipe();
         let mut which = Vec::new();
         for (k, (plan, outcome)) in plans.iter().zip(outcomes.iter()).enumerate() {
-            if let (Plan::Publish(entry), Outcome::ToPublish { .. }) = (plan, outcome) {
+            if let (Some(entry), Outcome::ToPublish { .. }) = (plan.publishes(), outcome) {
                 pipe.cmd(self.target.publish_command())
                     .arg(&entry.packet.channel)
                     .arg(&entry.packet.payload);
@@ -448,7 +478,12 @@ impl Relay {
         }
         let receivers: Vec<u64> = pipe.query_async(&mut s.all_nodes).await?;
         for (k, receivers) in which.into_iter().zip(receivers) {
-            outcomes[k] = Outcome::Published { receivers };
+            outcomes[k] = match (&plans[k], &outcomes[k]) {
+                (Plan::AwaitAcks { .. }, Outcome::ToPublish { servers }) => {
+                    Outcome::AttemptSent { servers: *servers }
+                }
+                _ => Outcome::Published { receivers },
+            };
         }
         Ok(())
     }

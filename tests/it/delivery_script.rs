@@ -573,3 +573,52 @@ async fn the_one_entry_redis_refuses_is_dead_lettered_packed_on_its_own() {
         ]
     );
 }
+
+/// An attempt of an entry that waits for its clients' acknowledgements is sent only while the entry
+/// is still this consumer's: a relay that was frozen while another reclaimed it (and finished it)
+/// never sends it again. It is neither journaled nor acknowledged.
+#[tokio::test(flavor = "current_thread")]
+async fn an_attempt_goes_out_only_while_the_entry_is_this_consumers() {
+    let redis = RedisServer::start();
+    let sub = Subscriber::start(&redis, "/");
+    let Setup {
+        mut con,
+        entry,
+        scripts,
+        mut writer,
+    } = one_entry_read_by_relay_a(&redis).await;
+    let attempt = Op::Attempt {
+        request: &entry,
+        external: false,
+    };
+    let report = scripts
+        .deliver(&mut writer, "p", &[attempt], 0, &[])
+        .await
+        .unwrap();
+    assert_eq!(report.outcomes, [Outcome::AttemptSent { servers: 1 }]);
+    assert_eq!(sub.flush(&redis), 1, "sent once");
+    let journal: Option<String> = con.hget(keys().journal, "relay-a").unwrap();
+    assert_eq!(journal, None, "an attempt is not journaled");
+    assert_eq!(pending(&mut con).len(), 1, "nor acknowledged");
+
+    // relay-a freezes; relay-b reclaims the entry.
+    let id = entry.id().to_string();
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg(STREAM)
+        .arg(GROUP)
+        .arg("relay-b")
+        .arg(0)
+        .arg(&id)
+        .query(&mut con)
+        .unwrap();
+    let again = Op::Attempt {
+        request: &entry,
+        external: false,
+    };
+    let report = scripts
+        .deliver(&mut writer, "p", &[again], 0, &[])
+        .await
+        .unwrap();
+    assert_eq!(report.outcomes, [Outcome::NotOwned]);
+    assert_eq!(sub.flush(&redis), 1, "not sent again");
+}
