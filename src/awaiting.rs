@@ -263,6 +263,7 @@ impl Awaiting {
                 }
                 Taken::Ack(latency)
             }
+            Answer::Sockets(_) => Taken::Counted,
         }
     }
 

@@ -192,6 +192,30 @@ pub struct DeliveryConfig {
     /// The most packet bytes one delivery script publishes: each server's Pub/Sub output buffer
     /// takes a whole batch at once, and Redis disconnects a server whose buffer passes its limit.
     pub max_batch_bytes: usize,
+    /// When a published entry counts as delivered (see [`Confirm`]).
+    pub confirm: Confirm,
+    /// With `confirm = "processed"`: how long servers that are still subscribed may take to answer
+    /// before their batch is confirmed without their answer.
+    #[serde(with = "humantime_serde")]
+    pub confirm_timeout: Duration,
+    /// How long held entries wait, once their namespace has servers again, for the clients of
+    /// their rooms to be back; zero releases them as soon as servers listen.
+    #[serde(with = "humantime_serde")]
+    pub release_wait: Duration,
+}
+
+/// When a published entry is acknowledged in the group.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Confirm {
+    /// Once every server counted when it was published has processed it: each batch is followed
+    /// by a request every server answers only after what came before it on its subscription (see
+    /// [`crate::confirming`]). Needs Socket.IO 4.5 and `@socket.io/redis-adapter` 7.2 or later.
+    #[default]
+    Processed,
+    /// Once Redis has written it to the servers' sockets and they are still subscribed: what an
+    /// emitter can know. For servers that cannot answer (older than Socket.IO 4.5).
+    Published,
 }
 
 impl Default for DeliveryConfig {
@@ -205,6 +229,9 @@ impl Default for DeliveryConfig {
             max_held: 10_000,
             retry_interval: Duration::from_secs(1),
             max_batch_bytes: 1 << 20,
+            confirm: Confirm::Processed,
+            confirm_timeout: Duration::from_secs(5),
+            release_wait: Duration::from_secs(10),
         }
     }
 }
@@ -928,6 +955,22 @@ impl Config {
                 MS,
                 HOUR,
                 false,
+                "",
+            ),
+            (
+                "delivery.confirm_timeout",
+                self.delivery.confirm_timeout,
+                10 * MS,
+                HOUR,
+                false,
+                "",
+            ),
+            (
+                "delivery.release_wait",
+                self.delivery.release_wait,
+                MS,
+                HOUR,
+                true,
                 "",
             ),
             (

@@ -3,20 +3,19 @@
 //! Publishing and acknowledging in two plain round trips leaves a window where a `kill -9` of the
 //! relay duplicates an entry (published, not yet acknowledged). Acknowledging inside the publishing
 //! script closes it but opens another: Redis persists the acknowledgement before it writes the packets
-//! to the servers' sockets, so a Redis crash in between would lose them. So one Lua script per batch
-//! (`lua/deliver.lua`) counts the servers of each namespace, publishes what enough servers listen to,
-//! and records in a journal that this Redis process (by its `run_id`) published it; the next command,
-//! [`Scripts::confirm`] (`lua/confirm.lua`), acknowledges the batch once Redis has necessarily flushed
-//! it, provided the servers it was published to are still there. Whoever finds a journaled entry still
-//! pending acknowledges it without publishing again if Redis is the same process, and publishes it
-//! again if Redis restarted. A relay crash therefore never loses nor duplicates; a Redis crash never
-//! loses, and may repeat only the batch in flight when it crashed.
+//! to the servers' sockets, so a Redis crash in between would lose them, and a server can die with them
+//! unread. So one Lua script per batch (`lua/deliver.lua`) counts the servers of each namespace,
+//! publishes what enough servers listen to, follows it with a confirmation request (see
+//! [`crate::confirming`]), and records in a journal that this Redis process (by its `run_id`)
+//! published it; [`Scripts::confirm`] (`lua/confirm.lua`) acknowledges the entries once the relay
+//! knows the servers have them. Whoever finds a journaled entry still pending acknowledges it without
+//! publishing again if Redis is the same process, and publishes it again if Redis restarted. A relay
+//! crash therefore never loses nor duplicates; a Redis crash never loses, and may repeat only the
+//! batch in flight when it crashed.
 //!
 //! The script is all or nothing (see its header): when Redis refuses it, nothing happened, so the
 //! relay can wait, or split the batch to find an entry at fault (`lua/isolate.lua`), without ever
 //! publishing twice.
-
-use std::collections::HashMap;
 
 use redis::aio::MultiplexedConnection;
 use redis::{FromRedisValue, RedisResult, Script, Value};
@@ -187,12 +186,19 @@ pub struct Report {
     pub outcomes: Vec<Outcome>,
     /// The Socket.IO servers counted on each namespace the batch published to.
     pub servers: Vec<(String, u64)>,
+    /// The namespaces whose confirmation request went out after their entries.
+    pub confirming: Vec<String>,
 }
 
 impl FromRedisValue for Report {
     fn from_redis_value(v: Value) -> Result<Self, redis::ParsingError> {
-        type Parts = (Vec<u64>, Vec<(String, u64)>, Vec<(usize, String)>);
-        let (results, servers, errors): Parts = FromRedisValue::from_redis_value(v)?;
+        type Parts = (
+            Vec<u64>,
+            Vec<(String, u64)>,
+            Vec<(usize, String)>,
+            Vec<String>,
+        );
+        let (results, servers, errors, confirming): Parts = FromRedisValue::from_redis_value(v)?;
         let mut outcomes = Vec::with_capacity(results.len());
         for (at, result) in results.into_iter().enumerate() {
             let value = result / 16;
@@ -215,12 +221,25 @@ impl FromRedisValue for Report {
                 other => return Err(format!("unknown delivery outcome {other}").into()),
             });
         }
-        Ok(Report { outcomes, servers })
+        Ok(Report {
+            outcomes,
+            servers,
+            confirming,
+        })
     }
 }
 
-/// Entries published to one namespace by one batch, awaiting confirmation.
+/// The request that follows a batch's entries of one namespace, for the servers to say they have
+/// them (see [`crate::confirming`]).
 #[derive(Clone, Debug)]
+pub struct ConfirmRequest {
+    pub nsp: String,
+    pub request_id: String,
+    pub packet: Packet,
+}
+
+/// Entries published to one namespace by one batch, awaiting confirmation.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Published {
     pub nsp: String,
     /// Servers counted on the namespace when the batch was published.
@@ -250,6 +269,8 @@ pub struct Scripts {
     replies_count_servers: bool,
     /// `redis.wait_replicas` is on: the ACL user must be allowed WAIT.
     waits_for_replicas: bool,
+    /// `delivery.confirm = "processed"`: the ACL user must be allowed to ask and hear the servers.
+    confirms_by_answers: bool,
 }
 
 /// `source` with `prelude` (functions it shares with other scripts) after its first line, the
@@ -273,7 +294,7 @@ impl Scripts {
     pub fn new(cfg: &Config) -> Scripts {
         Scripts {
             deliver: with_servers(include_str!("lua/deliver.lua")),
-            confirm: with_servers(include_str!("lua/confirm.lua")),
+            confirm: Script::new(include_str!("lua/confirm.lua")),
             keep: Script::new(include_str!("lua/keep.lua")),
             forget: Script::new(include_str!("lua/forget.lua")),
             isolate: with_settle(include_str!("lua/isolate.lua")),
@@ -289,6 +310,7 @@ impl Scripts {
             acks_max_len: cfg.acks.max_len,
             replies_count_servers: cfg.redis.mode != RedisMode::Cluster,
             waits_for_replicas: cfg.redis.wait_replicas > 0,
+            confirms_by_answers: cfg.delivery.confirm == crate::config::Confirm::Processed,
         }
     }
 
@@ -299,7 +321,9 @@ impl Scripts {
     /// Runs `ops` in one script call. `run_id` identifies the Redis process `con` is connected to;
     /// `also_pending` is how many other entries this consumer may have pending in the batch's ID
     /// range (held ones), so that one scan finds the batch's; `servers`, the servers the relay
-    /// counted per namespace itself (in a cluster; the script counts the others).
+    /// counted per namespace itself (in a cluster; the script counts the others); `confirms`, the
+    /// confirmation request to publish after the entries of each namespace, if any is published
+    /// (see [`crate::confirming`]).
     pub async fn deliver(
         &self,
         con: &mut MultiplexedConnection,
@@ -307,12 +331,14 @@ impl Scripts {
         ops: &[Op<'_>],
         also_pending: usize,
         servers: &[(String, u64)],
+        confirms: &[ConfirmRequest],
     ) -> RedisResult<Report> {
         let ids = ops.iter().map(|op| op.claim().id);
         let (Some(first), Some(last)) = (ids.clone().min(), ids.max()) else {
             return Ok(Report {
                 outcomes: Vec::new(),
                 servers: Vec::new(),
+                confirming: Vec::new(),
             });
         };
         let keys = &self.keys;
@@ -336,6 +362,12 @@ impl Scripts {
             .arg(servers.len());
         for (nsp, count) in servers {
             call.arg(nsp).arg(count);
+        }
+        call.arg(confirms.len());
+        for request in confirms {
+            call.arg(&request.nsp)
+                .arg(&request.packet.channel)
+                .arg(&request.packet.payload);
         }
         for op in ops {
             let claim = op.claim();
@@ -385,40 +417,24 @@ impl Scripts {
         Ok(report)
     }
 
-    /// Acknowledges what was published since the last confirmation where enough of the servers
-    /// counted at publishing still listen, and clears this consumer's journal field. Sent after the
-    /// replies to the scripts that published: Redis reads it only after writing their packets out.
-    /// `servers_now`: the servers the relay counted per namespace itself (in a cluster; the script
-    /// counts the others). Returns the IDs not confirmed, which stay pending.
+    /// Records what the relay decided about entries it published (see [`crate::confirming`]):
+    /// acknowledges `delivered`, and takes them and `again` (to be published again) out of this
+    /// consumer's journal.
     pub async fn confirm(
         &self,
         con: &mut MultiplexedConnection,
-        published: &[Published],
-        servers_now: &HashMap<String, u64>,
-    ) -> RedisResult<Vec<EntryId>> {
+        delivered: &[EntryId],
+        again: &[EntryId],
+    ) -> RedisResult<()> {
         let mut call = self.confirm.key(&self.keys.stream);
         call.key(&self.keys.journal)
             .arg(&self.group)
             .arg(&self.consumer)
-            .arg(self.min_receivers)
-            .arg(self.target.servers_command())
-            .arg(self.target.servers_prefix())
-            .arg(self.target.monitor_prefix());
-        for batch in published {
-            let now = servers_now.get(&batch.nsp).map_or(-1, |n| *n as i64);
-            call.arg(&batch.nsp)
-                .arg(batch.servers)
-                .arg(now)
-                .arg(batch.claims.len());
-            for claim in &batch.claims {
-                call.arg(claim.id.to_string());
-            }
+            .arg(delivered.len());
+        for id in delivered.iter().chain(again) {
+            call.arg(id.to_string());
         }
-        let unconfirmed: Vec<String> = call.invoke_async(con).await?;
-        Ok(unconfirmed
-            .iter()
-            .filter_map(|id| id.parse().ok())
-            .collect())
+        call.invoke_async(con).await
     }
 
     /// Dead-letters one entry that Redis refused in every batch, with `error` as the reason.
@@ -511,6 +527,7 @@ impl Scripts {
         con: &mut MultiplexedConnection,
     ) -> RedisResult<(Vec<String>, Vec<String>)> {
         let keys = &self.keys;
+        let answers = self.target.answers_subscription("/");
         self.preflight
             .key(&keys.stream)
             .key(&keys.dead_letter)
@@ -523,6 +540,10 @@ impl Scripts {
             .arg(self.target.publish_command())
             .arg(self.target.servers_command())
             .arg(if self.waits_for_replicas { "1" } else { "0" })
+            .arg(if self.confirms_by_answers { "1" } else { "0" })
+            .arg(self.target.servers_channel("/"))
+            .arg(answers.0)
+            .arg(answers.1)
             .invoke_async(con)
             .await
     }

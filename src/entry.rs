@@ -243,7 +243,7 @@ impl Message {
 
 /// A room as the servers hold it. Socket.IO rooms are whatever `socket.join` was given, and a room
 /// joined as the number 42 is not the room "42": producers name such rooms with JSON numbers.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Room {
     Name(String),
     Number(serde_json::Number),

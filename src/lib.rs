@@ -21,6 +21,7 @@
 //!   nothing, and confirm it once the servers have it.
 //! - [`dead_letter`]: dead-letter reasons and the fields a dead letter carries.
 //! - [`held`]: entries waiting, per namespace and in order, for Socket.IO servers to listen.
+//! - [`confirming`]: published entries until the servers say they have them (or left without).
 //! - [`awaiting`]: entries waiting for their clients' acknowledgements, sent again until one comes.
 //! - [`replies`]: listens for the servers' answers to a broadcast with acknowledgements.
 //! - [`flow`]: flow control towards the servers' Pub/Sub output buffers.
@@ -42,6 +43,7 @@
 pub mod awaiting;
 pub mod commands;
 pub mod config;
+pub mod confirming;
 pub mod connection;
 pub mod console;
 pub mod dead_letter;

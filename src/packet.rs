@@ -39,6 +39,11 @@ const SERVER_SIDE_EMIT: u8 = 6;
 /// A broadcast whose clients' acknowledgements the servers send back (client-acks.md).
 const BROADCAST_WITH_ACK: u8 = 7;
 
+/// The room and event of [`Target::confirm_request`]: a room name no socket has (not 20
+/// characters, so never a socket's own room), in the relay's own `sio-relay:` namespace of names.
+pub const CONFIRM_ROOM: &str = "sio-relay:confirm";
+const CONFIRM_EVENT: &str = "sio-relay:confirm";
+
 /// Which Redis adapter the Socket.IO servers use.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -178,6 +183,21 @@ impl Target {
         (!prefix.is_empty()).then(|| format!("{prefix}{}}}", self.servers_channel(nsp)))
     }
 
+    /// How the relay hears the servers' answers to its requests on `nsp` (the command, and its
+    /// channel or pattern): the classic adapter answers on `<key>-response#<nsp>#`, or on
+    /// `<key>-response#<nsp>#<uid>#` for servers with `publishOnSpecificResponseChannel`, which one
+    /// pattern covers for every namespace; the sharded adapter on the requester's own channel,
+    /// `<key>#<nsp>#<uid>#`, which sharded Pub/Sub subscribes to by name only.
+    pub fn answers_subscription(&self, nsp: &str) -> (&'static str, String) {
+        match self.adapter {
+            Adapter::Classic => ("PSUBSCRIBE", format!("{}-response#*", self.key)),
+            Adapter::Sharded => (
+                "SSUBSCRIBE",
+                format!("{}{}#", self.namespace_channel(nsp), self.uid),
+            ),
+        }
+    }
+
     /// The same target for the other adapter, to tell an operator which one the servers use.
     pub fn other_adapter(&self) -> Target {
         let adapter = match self.adapter {
@@ -300,6 +320,37 @@ impl Target {
             channel: self.servers_channel(entry.nsp()),
             payload: out,
         })
+    }
+
+    /// The request that follows a batch to confirm it (see [`crate::confirming`]): a broadcast
+    /// with acknowledgements to [`CONFIRM_ROOM`], which no socket is in, so that no client sees
+    /// anything and no server keeps a callback, and every server of `nsp` answers it (with a count
+    /// of 0) once it has processed what came before it on its subscription. It goes where the
+    /// servers read everything the relay publishes to `nsp` in order: the classic adapter's request
+    /// channel is subscribed on the same connection as its broadcast pattern; the sharded adapter
+    /// takes everything on the namespace's channel.
+    pub fn confirm_request(&self, nsp: &str, request_id: &str) -> Packet {
+        let packet = serde_json::json!({"type": EVENT, "data": [CONFIRM_EVENT], "nsp": nsp});
+        let opts = serde_json::json!({"rooms": [CONFIRM_ROOM], "except": [], "flags": {}});
+        let payload = match self.adapter {
+            Adapter::Classic => serde_json::json!({
+                "uid": self.uid,
+                "requestId": request_id,
+                "type": BROADCAST_WITH_ACK,
+                "packet": packet,
+                "opts": opts,
+            }),
+            Adapter::Sharded => serde_json::json!({
+                "uid": self.uid,
+                "nsp": nsp,
+                "type": BROADCAST,
+                "data": {"requestId": request_id, "packet": packet, "opts": opts},
+            }),
+        };
+        Packet {
+            channel: self.servers_channel(nsp),
+            payload: payload.to_string().into_bytes(),
+        }
     }
 
     /// A single-room broadcast to classic servers goes to the room's channel, as the emitter's

@@ -21,7 +21,7 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use redis::RedisResult;
 use serde_json::{Map, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -48,6 +48,9 @@ pub enum Answer {
     /// One client acknowledged, with the first argument of its `ack()` (`None` without one). Bytes
     /// are written `{"$binary": "<base64>"}`, as producers write them.
     Ack(Option<Value>),
+    /// How many of its sockets are in the rooms a `SOCKETS` request asked about (classic adapter;
+    /// see [`crate::presence`]).
+    Sockets(u64),
 }
 
 /// An answer, with the request it is for and when it arrived.
@@ -61,6 +64,9 @@ pub struct Reply {
 /// Reads a payload from a response channel as an answer to a broadcast with acknowledgements;
 /// `None` for anything else (other requests' answers, what no server would send).
 pub fn decode(adapter: Adapter, payload: &[u8]) -> Option<(String, Answer)> {
+    if let (Adapter::Classic, Ok(reply)) = (adapter, serde_json::from_slice::<Sockets>(payload)) {
+        return Some((reply.request_id, Answer::Sockets(reply.sockets.0)));
+    }
     let value = if payload.first() == Some(&b'{') {
         serde_json::from_slice(payload).ok()?
     } else {
@@ -86,6 +92,42 @@ pub fn decode(adapter: Adapter, payload: &[u8]) -> Option<(String, Answer)> {
         return None;
     };
     Some((request_id, answer))
+}
+
+/// The classic adapter's answer to a `SOCKETS` request: `{requestId, sockets: [<socket ID>, ...]}`,
+/// always JSON. The IDs are counted, not kept: a room may hold many thousands.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Sockets {
+    #[serde(rename = "requestId")]
+    request_id: String,
+    sockets: Count,
+}
+
+/// The length of a JSON array, read without keeping its items.
+struct Count(u64);
+
+impl<'de> serde::Deserialize<'de> for Count {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Count, D::Error> {
+        struct Items;
+        impl<'de> serde::de::Visitor<'de> for Items {
+            type Value = Count;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Count, A::Error> {
+                let mut n = 0u64;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    n += 1;
+                }
+                Ok(Count(n))
+            }
+        }
+        deserializer.deserialize_seq(Items)
+    }
 }
 
 /// notepack 2's `undefined`: the extension type 0 with one zero byte.
@@ -116,6 +158,8 @@ pub struct Listener {
     sharded: HashMap<String, Arc<AtomicBool>>,
     /// Answers dropped because the loop fell [`QUEUE`] behind.
     dropped: Arc<std::sync::atomic::AtomicU64>,
+    /// Told of every answer passed on, so that the loop does not sleep through it.
+    heard: Arc<Notify>,
 }
 
 impl Listener {
@@ -129,7 +173,15 @@ impl Listener {
             classic: None,
             sharded: HashMap::new(),
             dropped: Default::default(),
+            heard: Default::default(),
         }
+    }
+
+    /// Resolves once an answer was passed on since the last time it resolved (at once if one was
+    /// meanwhile); borrows nothing, so the loop can wait on it beside its connections.
+    pub fn heard(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let heard = self.heard.clone();
+        async move { heard.notified().await }
     }
 
     /// Makes sure the answers to a request on `nsp` will be heard: subscribes, and waits for the
@@ -148,9 +200,8 @@ impl Listener {
                 // Classic Pub/Sub reaches every node of a cluster: the stream's node will do.
                 let client = connection::client(cfg).await?;
                 let mut pubsub = client.get_async_pubsub().await?;
-                pubsub
-                    .psubscribe(format!("{}-response#*", self.target.key))
-                    .await?;
+                let (_, pattern) = self.target.answers_subscription(nsp);
+                pubsub.psubscribe(pattern).await?;
                 let forward = self.forwarder();
                 self.classic = Some(tokio::spawn(async move {
                     let mut messages = pubsub.on_message();
@@ -169,7 +220,7 @@ impl Listener {
                 {
                     return Ok(());
                 }
-                let channel = format!("{}{}#", self.target.namespace_channel(nsp), self.target.uid);
+                let (_, channel) = self.target.answers_subscription(nsp);
                 let client = connection::client_for(cfg, &channel).await?;
                 let timeout = cfg.redis.connect_timeout;
                 let con = tokio::task::spawn_blocking(move || -> RedisResult<_> {
@@ -215,6 +266,7 @@ impl Listener {
             prefix: self.prefix.clone(),
             tx: self.tx.clone(),
             dropped: self.dropped.clone(),
+            heard: self.heard.clone(),
         }
     }
 }
@@ -236,6 +288,7 @@ struct Forward {
     prefix: String,
     tx: mpsc::Sender<Reply>,
     dropped: Arc<std::sync::atomic::AtomicU64>,
+    heard: Arc<Notify>,
 }
 
 impl Forward {
@@ -253,7 +306,10 @@ impl Forward {
             at: Instant::now(),
         };
         match self.tx.try_send(reply) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.heard.notify_one();
+                true
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 true
@@ -344,6 +400,24 @@ mod tests {
                 "sr1".into(),
                 Answer::Ack(Some(serde_json::json!({"$binary": "3q2+7w=="})))
             ))
+        );
+    }
+
+    #[test]
+    fn counts_the_sockets_a_server_has_in_the_rooms_asked_about() {
+        let classic = |payload: &[u8]| decode(Adapter::Classic, payload);
+        assert_eq!(
+            classic(br#"{"requestId":"p1","sockets":["Ab3_dEfGhIjKlMnOpQrS","x2"]}"#),
+            Some(("p1".into(), Answer::Sockets(2)))
+        );
+        assert_eq!(
+            classic(br#"{"requestId":"p1","sockets":[]}"#),
+            Some(("p1".into(), Answer::Sockets(0)))
+        );
+        // A REMOTE_FETCH answer has sockets too, with more fields: not a SOCKETS answer.
+        assert_eq!(
+            classic(br#"{"requestId":"p1","sockets":[{"id":"a"}],"extra":1}"#),
+            None
         );
     }
 

@@ -33,7 +33,9 @@
 --                            ARGV[5] run_id of this Redis process     ARGV[11] monitor channel prefix
 -- ARGV[12] PUBLISH or SPUBLISH; ARGV[13] '1' when its reply counts every listening server;
 -- ARGV[14] n, the number of namespaces whose servers the relay counted; then n pairs namespace,
--- servers; then the operations, each opening with its kind:
+-- servers; then c, the number of confirmation requests, and c triples namespace, channel, payload:
+-- the request published after the batch's entries of that namespace, if any was published (see
+-- confirming.rs); then the operations, each opening with its kind:
 --   'N', id, namespace, channel, payload        publish a new entry: first read, delivery count 1
 --   'P', flags, id, deliveries, namespace, channel, payload   publish any other entry
 --   'D', flags, id, deliveries, reason, detail   dead-letter (fields copied here)
@@ -48,9 +50,10 @@
 -- an older entry the relay holds for its namespace, so to be held unpublished; 'x' published by
 -- the relay (code 9); '-' none.
 --
--- Returns { results, servers, errors }: one integer per operation, 16 * value + code; servers, a
--- flat list of namespace, server count for every namespace counted; errors, a flat list of
--- operation number, error text for code 7.
+-- Returns { results, servers, errors, confirming }: one integer per operation, 16 * value + code;
+-- servers, a flat list of namespace, server count for every namespace counted; errors, a flat list
+-- of operation number, error text for code 7; confirming, the namespaces whose confirmation request
+-- went out.
 --   code 1, value receivers   published and journaled
 --   code 2, value servers     not published: too few servers listen on its namespace; held
 --   code 3                    not published: an earlier entry of its namespace is held; held
@@ -71,7 +74,8 @@ local run_id = ARGV[5]
 local servers_command, servers_prefix, monitor_prefix = ARGV[9], ARGV[10], ARGV[11]
 local publish_command, replies_count_servers = ARGV[12], ARGV[13] == '1'
 local given = tonumber(ARGV[14])
-local FIRST_OP = 15 + 2 * given
+local FIRST_CONFIRM = 16 + 2 * given
+local FIRST_OP = FIRST_CONFIRM + 3 * tonumber(ARGV[15 + 2 * given])
 -- Lua cannot pass many more than 8000 values to one redis.call; a dead letter with more fields than
 -- fit keeps them packed (MessagePack) in one field instead.
 local MAX_XADD_VALUES = 7800
@@ -239,6 +243,7 @@ end
 -- then nothing has been published. Publishes next, in order.
 -- The loops run once per entry: globals are looked up once, counters kept by hand.
 local results, errors, acked, published, hold, unhold = {}, {}, {}, {}, {}, {}
+local published_in = {}
 local n_acked, n_published = 0, 0
 local holding = {}
 local pcall_redis, find = redis.pcall, string.find
@@ -340,6 +345,7 @@ for k, at in ipairs(starts) do
         else
           n_published = n_published + 1
           published[n_published] = id
+          published_in[namespace] = true
           if recorded then
             unhold[#unhold + 1] = id
           end
@@ -374,6 +380,14 @@ for k, at in ipairs(starts) do
   end
 end
 
+-- After the entries: a server that answers has processed them.
+local confirming = {}
+for j = FIRST_CONFIRM, FIRST_OP - 1, 3 do
+  if published_in[ARGV[j]] and type(pcall_redis(publish_command, ARGV[j + 1], ARGV[j + 2])) ~= 'table' then
+    confirming[#confirming + 1] = ARGV[j]
+  end
+end
+
 call_in_chunks({ 'XACK', stream, group }, acked)
 if n_published > 0 then
   -- Appended to what this consumer published earlier in this Redis process and has not confirmed.
@@ -392,4 +406,4 @@ for _, namespace in ipairs(counted) do
   server_list[#server_list + 1] = namespace
   server_list[#server_list + 1] = servers[namespace]
 end
-return { results, server_list, errors }
+return { results, server_list, errors, confirming }

@@ -6,7 +6,9 @@
 -- KEYS[1] source stream; KEYS[2] dead-letter stream; KEYS[3] journal; KEYS[4] held record;
 -- KEYS[5] leases. ARGV[1] consumer group; ARGV[2] a broadcast channel; ARGV[3] the channel servers
 -- are counted on; ARGV[4] PUBLISH or SPUBLISH; ARGV[5] the PUBSUB subcommand counting servers;
--- ARGV[6] '1' when the relay WAITs for replicas (redis.wait_replicas).
+-- ARGV[6] '1' when the relay WAITs for replicas (redis.wait_replicas); ARGV[7] '1' when it confirms
+-- batches by the servers' answers (delivery.confirm = "processed"), with ARGV[8] the channel its
+-- requests go to, ARGV[9] and ARGV[10] how it subscribes to the answers (command, channel).
 -- Returns { problems, optional }: what stops the relay, and what only degrades it.
 local stream, dead, journal, held, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, broadcast, servers = ARGV[1], ARGV[2], ARGV[3]
@@ -43,6 +45,15 @@ for _, command in ipairs(required) do
   if not redis.acl_check_cmd(unpack(command)) then
     problems[#problems + 1] = 'the ACL user may not run ' .. command[1] .. ' ' .. (command[2] or '') ..
       ' (see the README\'s ACL rule)'
+  end
+end
+if ARGV[7] == '1' then
+  for _, command in ipairs({ { publish, ARGV[8], 'x' }, { ARGV[9], ARGV[10] } }) do
+    if not redis.acl_check_cmd(unpack(command)) then
+      problems[#problems + 1] = 'the ACL user may not run ' .. command[1] .. ' ' .. command[2] ..
+        ', which delivery.confirm = "processed" needs to hear the servers say they have a batch' ..
+        ' (see the README\'s ACL rule; delivery.confirm = "published" does without)'
+    end
   end
 end
 for _, command in ipairs({ { 'CLIENT', 'LIST' }, { 'CONFIG', 'GET', 'client-output-buffer-limit' } }) do

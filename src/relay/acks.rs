@@ -4,12 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::deliver::Plan;
 use super::session::Session;
 use super::Relay;
-use crate::awaiting::{Acknowledged, Finished, Taken, Unanswered, MAX_CLIENTS_PER_SERVER};
+use crate::awaiting::{Acknowledged, Finished, Unanswered};
 use crate::dead_letter::Reason;
 use crate::fault::Fault;
 
@@ -18,28 +18,7 @@ impl Relay {
     /// for what a client acknowledged, a dead letter for what is too old to try again), and sends
     /// again the entries whose rest is over.
     pub(super) async fn follow_acks(&mut self, s: &mut Session) -> Result<(), Fault> {
-        let mut implausible = 0;
-        for reply in s.listener.drain() {
-            match self.awaiting.answer(&reply) {
-                Taken::Ack(latency) => {
-                    self.metrics.client_acks.inc();
-                    self.metrics.ack_latency.observe(latency.as_secs_f64());
-                }
-                Taken::Implausible => implausible += 1,
-                Taken::Counted => {}
-            }
-        }
-        if implausible > 0 {
-            warn!(
-                answers = implausible,
-                max = MAX_CLIENTS_PER_SERVER,
-                "ignored answers that claim more clients than a Socket.IO server holds (not a server's: who else may PUBLISH on the response channels?)"
-            );
-        }
-        let dropped = s.listener.take_dropped();
-        if dropped > 0 {
-            warn!(dropped, "the relay fell behind the servers' answers and dropped some; the entries they were for are sent again");
-        }
+        self.hear(s);
         let now = Instant::now();
         let mut dead = Vec::new();
         for finished in self.awaiting.finished(now) {

@@ -12,7 +12,7 @@ use tracing::{debug, error, warn};
 use super::session::Session;
 use super::Relay;
 use crate::dead_letter::{self, Reason};
-use crate::delivery::{Claim, Deliverable, Op, Outcome, Published};
+use crate::delivery::{Claim, ConfirmRequest, Deliverable, Op, Outcome, Published};
 use crate::entry::{Entry, EntryId, Malformed, RawEntry};
 use crate::fault::Fault;
 use crate::packet::Adapter;
@@ -337,13 +337,35 @@ impl Relay {
                 },
             })
             .collect();
-        // The answers to attempts are heard from before they are sent.
+        // Each namespace published to is followed by a confirmation request.
+        let mut publishing: Vec<&str> = plans
+            .iter()
+            .filter_map(|plan| match plan {
+                Plan::Publish(entry) if s.confirming.asks() => Some(entry.nsp.as_str()),
+                _ => None,
+            })
+            .collect();
+        publishing.sort_unstable();
+        publishing.dedup();
+        let confirms: Vec<ConfirmRequest> = publishing
+            .iter()
+            .map(|nsp| {
+                let request_id = s.confirming.request_id();
+                ConfirmRequest {
+                    nsp: nsp.to_string(),
+                    packet: self.target.confirm_request(nsp, &request_id),
+                    request_id,
+                }
+            })
+            .collect();
+        // The answers to attempts and confirmations are heard from before they are asked for.
         let mut asking: Vec<&str> = plans
             .iter()
             .filter_map(|plan| match plan {
                 Plan::AwaitAcks { request, .. } => Some(request.nsp.as_str()),
                 _ => None,
             })
+            .chain(publishing)
             .collect();
         asking.sort_unstable();
         asking.dedup();
@@ -359,15 +381,23 @@ impl Relay {
                 &ops,
                 self.held.len() + self.awaiting.len(),
                 &counted,
+                &confirms,
             )
             .await
             .map_err(Fault::of_batch)?;
         let mut outcomes = report.outcomes;
-        self.publish_external(s, plans, &mut outcomes).await?;
+        let mut confirming = report.confirming;
+        confirming.extend(
+            self.publish_external(s, plans, &mut outcomes, &confirms)
+                .await?,
+        );
         self.metrics
             .publish_duration
             .observe(started.elapsed().as_secs_f64());
-        let servers: HashMap<String, u64> = report.servers.into_iter().chain(counted).collect();
+        // Counted after the batches published before: a sample for their confirmation.
+        let counts: Vec<(String, u64)> = report.servers.into_iter().chain(counted).collect();
+        s.confirming.observe(&counts, Instant::now());
+        let servers: HashMap<String, u64> = counts.into_iter().collect();
         let mut published: Vec<Published> = Vec::new();
         let mut nobody_listens = Vec::new();
         for (plan, outcome) in plans.iter().zip(outcomes) {
@@ -442,7 +472,15 @@ impl Relay {
         }
         debug!(entries = plans.len(), "batch done");
         self.metrics.acks_waiting.set(self.awaiting.len() as i64);
-        s.unconfirmed.extend(published);
+        let now = Instant::now();
+        for batch in published {
+            // The request ID of the namespace's confirmation, if it went out after its entries.
+            let request = confirms
+                .iter()
+                .find(|c| c.nsp == batch.nsp && confirming.contains(&c.nsp))
+                .map(|c| c.request_id.clone());
+            s.confirming.add(batch, request, now);
+        }
         for nsp in nobody_listens {
             // Servers of the other adapter are a configuration mistake, not an outage: say so.
             if let Some(hint) = servers::other_adapter(&mut s.all_nodes, &self.target, &nsp).await?
@@ -455,26 +493,43 @@ impl Relay {
 
     /// Publishes the entries and attempts the script cleared for the relay to publish
     /// ([`Outcome::ToPublish`]: their channel is on another shard), in stream order, in one
-    /// pipeline, and records them as published (or sent). They are not journaled: if the relay dies
-    /// before the confirmation, they are published again (at least once).
+    /// pipeline, then the confirmation request of each namespace published to on the same node,
+    /// and records them as published (or sent). They are not journaled: if the relay dies before
+    /// the confirmation, they are published again (at least once). Returns the namespaces whose
+    /// confirmation request went out.
     async fn publish_external(
         &mut self,
         s: &mut Session,
         plans: &[Plan],
         outcomes: &mut [Outcome],
-    ) -> Result<(), Fault> {
+        confirms: &[ConfirmRequest],
+    ) -> Result<Vec<String>, Fault> {
         let mut pipe = redis::pipe();
         let mut which = Vec::new();
+        let mut published_to: Vec<&str> = Vec::new();
         for (k, (plan, outcome)) in plans.iter().zip(outcomes.iter()).enumerate() {
             if let (Some(entry), Outcome::ToPublish { .. }) = (plan.publishes(), outcome) {
                 pipe.cmd(self.target.publish_command())
                     .arg(&entry.packet.channel)
                     .arg(&entry.packet.payload);
                 which.push(k);
+                if let Plan::Publish(_) = plan {
+                    published_to.push(&entry.nsp);
+                }
             }
         }
         if which.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
+        }
+        let mut confirmed = Vec::new();
+        for request in confirms {
+            if published_to.contains(&request.nsp.as_str()) {
+                pipe.cmd(self.target.publish_command())
+                    .arg(&request.packet.channel)
+                    .arg(&request.packet.payload)
+                    .ignore();
+                confirmed.push(request.nsp.clone());
+            }
         }
         let receivers: Vec<u64> = pipe.query_async(&mut s.all_nodes).await?;
         for (k, receivers) in which.into_iter().zip(receivers) {
@@ -485,7 +540,7 @@ impl Relay {
                 _ => Outcome::Published { receivers },
             };
         }
-        Ok(())
+        Ok(confirmed)
     }
 
     /// Holds `entry`, recorded as held by the script, and says why once per namespace; true when

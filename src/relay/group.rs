@@ -96,11 +96,7 @@ impl Relay {
             .iter()
             .map(|c| c.id.to_string())
             .collect();
-        ids.extend(
-            s.unconfirmed
-                .iter()
-                .flat_map(|batch| batch.claims.iter().map(|c| c.id.to_string())),
-        );
+        ids.extend(s.confirming.ids().map(|id| id.to_string()));
         self.claim_ids(s, &ids, &["FORCE"]).await
     }
 

@@ -18,6 +18,7 @@
 //! operators how the link to Redis is doing.
 
 mod acks;
+mod confirm;
 mod deliver;
 mod group;
 mod link;
@@ -34,6 +35,7 @@ use tracing::{error, info, warn};
 use crate::awaiting::Awaiting;
 use crate::commands::{Failure, EXIT_CONFIG};
 use crate::config::{Config, RedisMode};
+use crate::confirming::Confirming;
 use crate::connection;
 use crate::delivery::Scripts;
 use crate::entry::EntryId;
@@ -122,6 +124,10 @@ pub struct Relay {
     reading_paused: bool,
     /// Redis's clock minus this host's, in milliseconds: entry IDs are Redis time.
     clock_offset_ms: i64,
+    /// Sessions opened, to tell one session's confirmation requests from another's.
+    sessions: u64,
+    /// Namespaces whose servers were said not to answer confirmations (said once).
+    silent: std::collections::HashSet<String>,
     /// In a cluster, the slot of the stream and of every key of the relay (see the config check).
     stream_slot: Option<redis::cluster_routing::Slot>,
     shutdown: CancellationToken,
@@ -158,6 +164,8 @@ impl Relay {
             read_count: cfg.source.batch_size,
             reading_paused: false,
             clock_offset_ms: 0,
+            sessions: 0,
+            silent: Default::default(),
             stream_slot: (cfg.redis.mode == RedisMode::Cluster)
                 .then(|| redis::cluster_routing::Slot::for_key(&cfg.source.stream)),
             shutdown,
@@ -216,7 +224,13 @@ impl Relay {
         let conns = connection::connect(&self.cfg).await?;
         self.clock_offset_ms = conns.clock_offset_ms;
         let listener = Listener::new(self.target.clone(), self.awaiting.prefix().to_owned());
-        let mut s = Session::new(conns, listener).await;
+        self.sessions += 1;
+        let confirming = Confirming::new(
+            self.cfg.delivery.confirm,
+            self.cfg.delivery.confirm_timeout,
+            &format!("{}{}-", self.awaiting.prefix(), self.sessions),
+        );
+        let mut s = Session::new(conns, listener, confirming).await;
         if !self.recovered_once {
             // Once per process: a setup error later (an ACL rule changed while Redis was away)
             // is waited out like any refusal, not a reason to stop.
@@ -312,8 +326,8 @@ impl Relay {
             self.timers.group_check = now + GROUP_CHECK_INTERVAL;
         }
 
-        if self.full() {
-            if !self.reading_paused {
+        if self.full() || s.confirming.is_full() {
+            if !self.reading_paused && self.full() {
                 if self.held.is_full() {
                     warn!(
                         held = self.held.len(),
@@ -328,12 +342,16 @@ impl Relay {
                 self.reading_paused = true;
             }
             self.confirm(s).await?;
-            let mut pause = self.timers.retry.saturating_duration_since(Instant::now());
-            if let Some(wake) = self.acks_wake() {
+            let mut pause = self.cfg.source.block;
+            if !self.held.is_empty() {
+                pause = pause.min(self.timers.retry.saturating_duration_since(Instant::now()));
+            }
+            if let Some(wake) = self.wake(s) {
                 pause = pause.min(wake);
             }
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
+                _ = s.listener.heard() => {}
                 _ = self.shutdown.cancelled() => {}
             }
             return Ok(());
@@ -417,9 +435,9 @@ impl Relay {
                 let read = read?;
                 self.deliver_read(s, read).await?;
             }
-            self.confirm(s).await?;
+            self.confirm_all(s).await?;
             self.recover_own_pending(s).await?;
-            self.confirm(s).await
+            self.confirm_all(s).await
         }
         .await;
         if let Err(fault) = finished {

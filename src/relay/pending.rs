@@ -37,11 +37,7 @@ impl Relay {
         let page = self.cfg.source.batch_size;
         let mut start = "-".to_owned();
         let mut recovered = 0usize;
-        let in_hand: HashSet<EntryId> = s
-            .unconfirmed
-            .iter()
-            .flat_map(|batch| batch.claims.iter().map(|c| c.id))
-            .collect();
+        let in_hand: HashSet<EntryId> = s.confirming.ids().collect();
         loop {
             let src = &self.cfg.source;
             let pending: StreamPendingCountReply = s

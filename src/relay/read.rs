@@ -1,57 +1,49 @@
-//! Reading new entries (XREADGROUP `>`) and confirming what was published, overlapped.
+//! Reading new entries (XREADGROUP `>`), overlapped with confirming what was published.
 
-use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
-
-use tracing::warn;
-
-use redis::aio::MultiplexedConnection;
-use redis::RedisResult;
 
 use super::session::{ReadTask, Session};
 use super::Relay;
-use crate::connection::AllNodes;
-use crate::delivery::{Claim, Published, Scripts};
+use crate::delivery::Claim;
 use crate::entry::EntryId;
 use crate::fault::Fault;
 use crate::metrics::Source;
-use crate::packet::Target;
 use crate::reader::Fetched;
-use crate::servers;
 
 impl Relay {
-    /// Reads and delivers one batch of new entries, waiting up to `source.block` for them. The
-    /// confirmation of the last batch travels on the writer while the read waits on the reader,
-    /// and is recorded as soon as it is done;
-    /// and while entries keep coming, the next read is sent before this batch is delivered, so
-    /// Redis always has work queued instead of waiting for the relay.
+    /// Reads and delivers one batch of new entries, waiting up to `source.block` for them. What can
+    /// be confirmed of earlier batches travels on the writer while the read waits on the reader,
+    /// and is recorded as soon as it is done; and while entries keep coming, the next read is sent
+    /// before this batch is delivered, so Redis always has work queued instead of waiting for the
+    /// relay. Answers from the servers, and attempts or confirmations falling due, end the wait
+    /// early (the read stays in flight for the next step).
     pub(super) async fn read_new(&mut self, s: &mut Session) -> Result<(), Fault> {
-        let read = match s.read.take() {
+        let mut read = match s.read.take() {
             Some(read) => read,
             None => self.start_read(s)?,
         };
-        // Attempts waiting for acknowledgements are looked at while the read waits.
-        let mut read = read;
-        let wake = self.acks_wake();
+        let decided = self.decide(s).await?;
+        let wake = self.wake(s);
         let (confirm_failed, read_done) = {
+            let heard = s.listener.heard();
             let until_read_or_wake = async {
-                match wake {
-                    None => Some((&mut read).await),
-                    Some(wake) => tokio::select! {
-                        done = &mut read => Some(done),
-                        _ = tokio::time::sleep(wake) => None,
-                    },
+                tokio::select! {
+                    done = &mut read => Some(done),
+                    _ = sleep_for(wake) => None,
+                    _ = heard => None,
                 }
             };
             let mut until_read_or_wake = std::pin::pin!(until_read_or_wake);
             let (confirmed, read_done) = {
-                let confirm = confirm(
-                    &self.scripts,
-                    &self.target,
-                    &mut s.writer,
-                    &mut s.all_nodes,
-                    &s.unconfirmed,
-                );
+                let (delivered, again) = decided.ids();
+                let confirm = async {
+                    if decided.is_empty() {
+                        return Ok(());
+                    }
+                    self.scripts
+                        .confirm(&mut s.writer, &delivered, &again)
+                        .await
+                };
                 let mut confirm = std::pin::pin!(confirm);
                 tokio::select! {
                     confirmed = &mut confirm => (confirmed, None),
@@ -62,8 +54,8 @@ impl Relay {
             // `source.block` returns: the metrics (acknowledged, end-to-end latency) and the
             // entries to publish again are those of the moment of the XACK.
             let failed = match confirmed {
-                Ok(unconfirmed) => {
-                    self.confirmed(s, unconfirmed);
+                Ok(()) => {
+                    self.confirmed(decided);
                     None
                 }
                 Err(e) => Some(e),
@@ -98,6 +90,14 @@ impl Relay {
             s.read = Some(self.start_read(s)?);
         }
         self.deliver_read(s, fetched).await
+    }
+
+    /// How long the loop may wait before attempts or confirmations need a look.
+    pub(super) fn wake(&self, s: &Session) -> Option<Duration> {
+        match (self.acks_wake(), self.confirm_wake(s)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Delivers what a read of new entries returned.
@@ -136,7 +136,7 @@ impl Relay {
         if !self.held.is_empty() {
             block = block.min(self.timers.retry.saturating_duration_since(Instant::now()));
         }
-        if let Some(wake) = self.acks_wake() {
+        if let Some(wake) = self.wake(s) {
             block = block.min(wake);
         }
         let block = block.max(Duration::from_millis(1));
@@ -149,73 +149,12 @@ impl Relay {
             (reader, fetched)
         }))
     }
-
-    /// Acknowledges what the delivery scripts published since the last confirmation.
-    pub(super) async fn confirm(&mut self, s: &mut Session) -> Result<(), Fault> {
-        if s.unconfirmed.is_empty() {
-            return Ok(());
-        }
-        let unconfirmed = confirm(
-            &self.scripts,
-            &self.target,
-            &mut s.writer,
-            &mut s.all_nodes,
-            &s.unconfirmed,
-        )
-        .await?;
-        self.confirmed(s, unconfirmed);
-        Ok(())
-    }
-
-    /// Records a confirmation: everything published since the last one is acknowledged, except
-    /// `unconfirmed`, whose servers vanished before it; those are held, to be published again.
-    fn confirmed(&mut self, s: &mut Session, unconfirmed: Vec<EntryId>) {
-        let unconfirmed: HashSet<EntryId> = unconfirmed.into_iter().collect();
-        for batch in s.unconfirmed.drain(..) {
-            let mut lost = 0;
-            for claim in batch.claims {
-                if unconfirmed.contains(&claim.id) {
-                    lost += 1;
-                    self.held.insert(&batch.nsp, claim);
-                    continue;
-                }
-                self.metrics.delivered(self.age(claim.id));
-            }
-            if lost > 0 {
-                self.metrics.unconfirmed.inc_by(lost);
-                warn!(
-                    nsp = ?batch.nsp,
-                    entries = lost,
-                    servers_when_published = batch.servers,
-                    "Socket.IO servers disconnected from Redis before these entries could be confirmed (their packets may have been dropped with them); they stay pending and are published again once enough servers listen"
-                );
-            }
-        }
-        if !unconfirmed.is_empty() {
-            self.timers.retry = Instant::now();
-        }
-    }
 }
 
-/// Runs the confirmation script on what was `published` since the last one. In a cluster the
-/// servers are counted on every node first (a script sees one node only), just before it.
-async fn confirm(
-    scripts: &Scripts,
-    target: &Target,
-    writer: &mut MultiplexedConnection,
-    all_nodes: &mut AllNodes,
-    published: &[Published],
-) -> RedisResult<Vec<EntryId>> {
-    if published.is_empty() {
-        return Ok(Vec::new());
+/// Sleeps for `wake`, or forever without one.
+async fn sleep_for(wake: Option<Duration>) {
+    match wake {
+        Some(wake) => tokio::time::sleep(wake).await,
+        None => std::future::pending().await,
     }
-    let mut servers_now = HashMap::new();
-    if all_nodes.is_cluster() {
-        let nsps = published.iter().map(|p| p.nsp.as_str());
-        servers_now = servers::count_each(all_nodes, target, nsps)
-            .await?
-            .into_iter()
-            .collect();
-    }
-    scripts.confirm(writer, published, &servers_now).await
 }

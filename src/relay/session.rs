@@ -1,6 +1,6 @@
 //! What exists only while the relay is connected to Redis: the connections, the Redis process they
-//! reach, the batches published on them and not yet confirmed, the read in flight, and the lease
-//! renewal. Dropping a session (the link is lost) ends all of it at once; nothing outlives it.
+//! reach, the batches published on them and not yet confirmed (those of a lost link are found
+//! again pending, journaled, by the next session), the read in flight, and the lease renewal. Dropping a session (the link is lost) ends all of it at once; nothing outlives it.
 
 use std::sync::Arc;
 
@@ -8,8 +8,9 @@ use redis::aio::MultiplexedConnection;
 use redis::RedisResult;
 use tokio::task::JoinHandle;
 
+use crate::confirming::Confirming;
 use crate::connection::{AllNodes, Connections};
-use crate::delivery::{Published, Scripts};
+use crate::delivery::Scripts;
 use crate::flow::Flow;
 use crate::lease::Lease;
 use crate::reader::{Fetched, Reader};
@@ -31,8 +32,8 @@ pub(super) struct Session {
     /// The `run_id` of the Redis process both reach: it changes when Redis restarts.
     pub run_id: String,
     pub flow: Flow,
-    /// Published by the delivery scripts since the last confirmation.
-    pub unconfirmed: Vec<Published>,
+    /// Published by the delivery scripts, until confirmed.
+    pub confirming: Confirming,
     /// The next batch's read, already on its way.
     pub read: Option<ReadTask>,
     pub group_ready: bool,
@@ -45,7 +46,7 @@ pub(super) struct Session {
 }
 
 impl Session {
-    pub async fn new(conns: Connections, listener: Listener) -> Session {
+    pub async fn new(conns: Connections, listener: Listener, confirming: Confirming) -> Session {
         let Connections {
             reader,
             fetcher,
@@ -62,7 +63,7 @@ impl Session {
             all_nodes,
             run_id,
             flow,
-            unconfirmed: Vec::new(),
+            confirming,
             read: None,
             group_ready: false,
             recovered: false,

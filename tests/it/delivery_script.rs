@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::common::*;
 use redis::Commands;
 use sio_relay::config::Config;
-use sio_relay::delivery::{Claim, Deliverable, Keys, Op, Outcome, Published, Scripts};
+use sio_relay::delivery::{Claim, ConfirmRequest, Deliverable, Keys, Op, Outcome, Scripts};
 use sio_relay::entry::Entry;
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -80,7 +80,14 @@ async fn one_entry_published_by_relay_a(redis: &RedisServer) -> Setup {
     let mut setup = one_entry_read_by_relay_a(redis).await;
     let report = setup
         .scripts
-        .deliver(&mut setup.writer, "p", &[publish(&setup.entry)], 0, &[])
+        .deliver(
+            &mut setup.writer,
+            "p",
+            &[publish(&setup.entry)],
+            0,
+            &[],
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(report.outcomes, [Outcome::Published { receivers: 1 }]);
@@ -114,7 +121,14 @@ async fn an_entry_reclaimed_by_another_relay_is_not_published_again() {
         .unwrap();
     let entry = deliverable(&id);
     let report = Scripts::new(&config("relay-a"))
-        .deliver(&mut writer(&redis).await, "run", &[publish(&entry)], 0, &[])
+        .deliver(
+            &mut writer(&redis).await,
+            "run",
+            &[publish(&entry)],
+            0,
+            &[],
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(report.outcomes, [Outcome::NotOwned]);
@@ -136,7 +150,7 @@ async fn journaled_entries_are_published_once_per_redis_process() {
 
     // Published, journaled, not yet confirmed: the relay dies here.
     let report = scripts
-        .deliver(&mut writer, "process-1", &[publish(&entry)], 0, &[])
+        .deliver(&mut writer, "process-1", &[publish(&entry)], 0, &[], &[])
         .await
         .unwrap();
     assert_eq!(report.outcomes, [Outcome::Published { receivers: 1 }]);
@@ -152,7 +166,7 @@ async fn journaled_entries_are_published_once_per_redis_process() {
     let mut entry = entry;
     entry.claim = claim(&id, 2);
     let report = scripts
-        .deliver(&mut writer, "process-2", &[publish(&entry)], 0, &[])
+        .deliver(&mut writer, "process-2", &[publish(&entry)], 0, &[], &[])
         .await
         .unwrap();
     assert_eq!(report.outcomes, [Outcome::Published { receivers: 1 }]);
@@ -166,7 +180,7 @@ async fn journaled_entries_are_published_once_per_redis_process() {
 
     // Same process: acknowledged without a second publish.
     let report = scripts
-        .deliver(&mut writer, "process-2", &[publish(&entry)], 0, &[])
+        .deliver(&mut writer, "process-2", &[publish(&entry)], 0, &[], &[])
         .await
         .unwrap();
     assert_eq!(report.outcomes, [Outcome::AlreadyPublished]);
@@ -187,16 +201,10 @@ async fn confirm_acknowledges_and_clears_the_journal() {
         scripts,
         mut writer,
     } = one_entry_published_by_relay_a(&redis).await;
-    let published = Published {
-        nsp: "/".into(),
-        servers: 1,
-        claims: vec![entry.claim],
-    };
-    let unconfirmed = scripts
-        .confirm(&mut writer, &[published], &Default::default())
+    scripts
+        .confirm(&mut writer, &[entry.id()], &[])
         .await
         .unwrap();
-    assert!(unconfirmed.is_empty());
     assert!(pending(&mut con).is_empty());
     let journaled: bool = con.hexists(keys().journal, "relay-a").unwrap();
     assert!(
@@ -205,45 +213,25 @@ async fn confirm_acknowledges_and_clears_the_journal() {
     );
 }
 
-/// A server that disconnects between publishing and confirming (Redis drops a subscriber whose
-/// output buffer overflows together with its queued packets) leaves the entry unconfirmed: pending,
-/// out of the journal, to be published again.
+/// Entries the relay will publish again (a server left without saying it had them, see
+/// `confirming.rs`) stay pending and leave the journal, so that they are not taken for published.
 #[tokio::test(flavor = "current_thread")]
-async fn entries_whose_servers_vanished_are_not_confirmed() {
+async fn entries_to_publish_again_stay_pending_out_of_the_journal() {
     let redis = RedisServer::start();
-    let sub = Subscriber::start(&redis, "/");
+    let _sub = Subscriber::start(&redis, "/");
     let Setup {
         mut con,
         entry,
         scripts,
         mut writer,
     } = one_entry_published_by_relay_a(&redis).await;
-    drop(sub);
-    wait_until(5 * SECOND, "the server is gone", || {
-        numsub(&mut con, "socket.io-request#/#") == 0
-    });
-    let published = Published {
-        nsp: "/".into(),
-        servers: 1,
-        claims: vec![entry.claim],
-    };
-    let unconfirmed = scripts
-        .confirm(&mut writer, &[published], &Default::default())
+    scripts
+        .confirm(&mut writer, &[], &[entry.id()])
         .await
         .unwrap();
-    assert_eq!(unconfirmed, [entry.id()]);
     assert_eq!(pending(&mut con).len(), 1, "still pending");
     let journaled: bool = con.hexists(keys().journal, "relay-a").unwrap();
     assert!(!journaled, "no longer taken for published");
-}
-
-fn numsub(con: &mut redis::Connection, channel: &str) -> u64 {
-    let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
-        .arg("NUMSUB")
-        .arg(channel)
-        .query(con)
-        .unwrap();
-    counts[0].1
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -255,7 +243,7 @@ async fn too_few_servers_hold_the_rest_of_the_namespace_and_record_it() {
     let entries: Vec<Deliverable> = ids.iter().map(|id| deliverable(id)).collect();
     let ops: Vec<Op> = entries.iter().map(publish).collect();
     let report = Scripts::new(&config("relay-a"))
-        .deliver(&mut writer(&redis).await, "p", &ops, 0, &[])
+        .deliver(&mut writer(&redis).await, "p", &ops, 0, &[], &[])
         .await
         .unwrap();
     assert_eq!(
@@ -285,7 +273,7 @@ async fn a_pattern_subscriber_is_not_a_server() {
         mut writer,
     } = one_entry_read_by_relay_a(&redis).await;
     let report = scripts
-        .deliver(&mut writer, "p", &[publish(&entry)], 0, &[])
+        .deliver(&mut writer, "p", &[publish(&entry)], 0, &[], &[])
         .await
         .unwrap();
     assert_eq!(report.outcomes, [Outcome::TooFewServers { servers: 0 }]);
@@ -306,7 +294,14 @@ async fn below_min_receivers_nothing_is_published() {
     cfg.delivery.min_receivers = 2;
     let entry = deliverable(&id);
     let report = Scripts::new(&cfg)
-        .deliver(&mut writer(&redis).await, "p", &[publish(&entry)], 0, &[])
+        .deliver(
+            &mut writer(&redis).await,
+            "p",
+            &[publish(&entry)],
+            0,
+            &[],
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(report.outcomes, [Outcome::TooFewServers { servers: 1 }]);
@@ -338,6 +333,7 @@ async fn dead_letters_are_copied_inside_redis_and_acknowledged_together() {
                 detail: "event `connect` is reserved".into(),
             }],
             0,
+            &[],
             &[],
         )
         .await
@@ -385,6 +381,7 @@ async fn an_entry_with_thousands_of_fields_is_dead_lettered_packed() {
             }],
             0,
             &[],
+            &[],
         )
         .await
         .unwrap();
@@ -423,7 +420,7 @@ async fn a_refused_batch_publishes_nothing() {
     ];
     let scripts = Scripts::new(&config("relay-a"));
     let err = scripts
-        .deliver(&mut writer(&redis).await, "p", &ops, 0, &[])
+        .deliver(&mut writer(&redis).await, "p", &ops, 0, &[], &[])
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some("SIORELAY"), "{err}");
@@ -452,7 +449,7 @@ async fn out_of_memory_the_script_does_not_run_at_all() {
         .query(&mut con)
         .unwrap();
     let err = scripts
-        .deliver(&mut writer, "p", &[publish(&entry)], 0, &[])
+        .deliver(&mut writer, "p", &[publish(&entry)], 0, &[], &[])
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some("OOM"), "{err}");
@@ -492,7 +489,7 @@ async fn a_revoked_command_refuses_the_batch_before_publishing() {
         .unwrap();
     let entry = deliverable(&id);
     let err = Scripts::new(&config("relay-a"))
-        .deliver(&mut relay_con, "p", &[publish(&entry)], 0, &[])
+        .deliver(&mut relay_con, "p", &[publish(&entry)], 0, &[], &[])
         .await
         .unwrap_err();
     assert!(err.to_string().contains("XACK"), "{err}");
@@ -517,7 +514,7 @@ async fn a_published_entry_is_not_dead_lettered_while_awaiting_confirmation() {
         detail: "too old".into(),
     };
     let report = scripts
-        .deliver(&mut writer, "p", &[dead_letter], 0, &[])
+        .deliver(&mut writer, "p", &[dead_letter], 0, &[], &[])
         .await
         .unwrap();
     assert_eq!(outcomes(report), [Outcome::AlreadyPublished]);
@@ -592,7 +589,7 @@ async fn an_attempt_goes_out_only_while_the_entry_is_this_consumers() {
         external: false,
     };
     let report = scripts
-        .deliver(&mut writer, "p", &[attempt], 0, &[])
+        .deliver(&mut writer, "p", &[attempt], 0, &[], &[])
         .await
         .unwrap();
     assert_eq!(report.outcomes, [Outcome::AttemptSent { servers: 1 }]);
@@ -616,9 +613,84 @@ async fn an_attempt_goes_out_only_while_the_entry_is_this_consumers() {
         external: false,
     };
     let report = scripts
-        .deliver(&mut writer, "p", &[again], 0, &[])
+        .deliver(&mut writer, "p", &[again], 0, &[], &[])
         .await
         .unwrap();
     assert_eq!(report.outcomes, [Outcome::NotOwned]);
     assert_eq!(sub.flush(&redis), 1, "not sent again");
+}
+
+/// The entries a batch published to a namespace are followed, in the same script, by that
+/// namespace's confirmation request, which its servers answer once they have read what came before
+/// it; a namespace that published nothing (held here) gets none.
+#[tokio::test(flavor = "current_thread")]
+async fn published_entries_are_followed_by_their_confirmation_request() {
+    let redis = RedisServer::start();
+    let _server = Subscriber::start(&redis, "/");
+    let watch = Subscriber::pattern_only(&redis, "socket.io*");
+    let mut con = redis.connection();
+    let id = xadd(&mut con, &[("event", "e")]);
+    let admin_id = xadd(&mut con, &[("event", "e"), ("nsp", "/admin")]);
+    read_as(&mut con, "relay-a", 2);
+    let entry = deliverable(&id);
+    let admin_fields = vec![
+        (b"event".to_vec(), b"e".to_vec()),
+        (b"nsp".to_vec(), b"/admin".to_vec()),
+    ];
+    let admin = Deliverable {
+        claim: claim(&admin_id, 1),
+        nsp: "/admin".into(),
+        packet: Config::default()
+            .target()
+            .encode(&Entry::parse(&admin_fields).unwrap())
+            .unwrap(),
+    };
+    let target = Config::default().target();
+    let confirms: Vec<ConfirmRequest> = ["/", "/admin"]
+        .iter()
+        .map(|nsp| ConfirmRequest {
+            nsp: nsp.to_string(),
+            request_id: format!("c{nsp}"),
+            packet: target.confirm_request(nsp, &format!("c{nsp}")),
+        })
+        .collect();
+    let report = Scripts::new(&config("relay-a"))
+        .deliver(
+            &mut writer(&redis).await,
+            "p",
+            &[publish(&entry), publish(&admin)],
+            0,
+            &[],
+            &confirms,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        report.outcomes,
+        [
+            // The server and the watching pattern.
+            Outcome::Published { receivers: 2 },
+            Outcome::TooFewServers { servers: 0 }
+        ]
+    );
+    assert_eq!(report.confirming, ["/"]);
+    wait_until(5 * SECOND, "the server answers", || {
+        watch.messages().len() >= 3
+    });
+    let seen: Vec<String> = watch.messages().iter().map(|m| m.channel.clone()).collect();
+    assert_eq!(
+        seen,
+        [
+            "socket.io#/#",
+            "socket.io-request#/#",
+            "socket.io-response#/#"
+        ],
+        "the entry, then its confirmation request, on the channels the server reads in order, then its answer"
+    );
+    let request: serde_json::Value = serde_json::from_slice(&watch.messages()[1].payload).unwrap();
+    assert_eq!(request["requestId"], "c/");
+    assert_eq!(
+        request["opts"]["rooms"],
+        serde_json::json!(["sio-relay:confirm"])
+    );
 }

@@ -716,14 +716,18 @@ fn subscribe_until_error(
     let client = redis::Client::open(url)?;
     let mut con = client.get_connection_with_timeout(Duration::from_secs(1))?;
     con.set_read_timeout(Some(Duration::from_millis(100)))?;
+    // Answers as a server's adapter does, on a connection of its own.
+    let mut answers = client.get_connection_with_timeout(Duration::from_secs(1))?;
     let mut pubsub = con.as_pubsub();
     pubsub.psubscribe(pattern)?;
     for channel in channels {
         pubsub.subscribe(channel)?;
     }
     subscribed.store(true, Ordering::SeqCst);
-    let keep = |msg: redis::Msg| {
-        if msg.get_payload_bytes().starts_with(MARKER.as_bytes()) {
+    let mut keep = |msg: redis::Msg| {
+        if !msg.from_pattern() {
+            answer(&mut answers, &msg);
+        } else if msg.get_payload_bytes().starts_with(MARKER.as_bytes()) {
             markers
                 .lock()
                 .unwrap()
@@ -751,6 +755,24 @@ fn subscribe_until_error(
         keep(msg);
     }
     Ok(())
+}
+
+/// Answers a broadcast with acknowledgements on a request channel as a server without sockets in
+/// its rooms does (a count of 0), after whatever came before it on the subscription: what the relay
+/// confirms its batches by.
+fn answer(con: &mut redis::Connection, msg: &redis::Msg) {
+    let channel = msg.get_channel_name();
+    let Some(nsp) = channel.strip_prefix("socket.io-request#") else {
+        return;
+    };
+    let Ok(request) = serde_json::from_slice::<serde_json::Value>(msg.get_payload_bytes()) else {
+        return;
+    };
+    if request["type"] == 7 {
+        let reply = json!({"type": 8, "requestId": request["requestId"], "clientCount": 0});
+        let _: redis::RedisResult<u64> =
+            con.publish(format!("socket.io-response#{nsp}"), reply.to_string());
+    }
 }
 
 /// XADDs `total` entries from another thread, 100 per pipeline with a pause between pipelines, so

@@ -1,0 +1,405 @@
+//! Published entries until the relay knows whether the servers have them: confirmed (acknowledged
+//! in the group) or to be published again.
+//!
+//! Redis writing a packet to a server's socket is not the server reading it: a server that dies
+//! with packets in its socket never delivers them, and PUBLISH cannot tell. So, with
+//! `delivery.confirm = "processed"` (the default), each batch's entries of a namespace are followed
+//! by a request that every server of the namespace answers only once it has processed what came
+//! before it on its subscription ([`crate::packet::Target::confirm_request`]: a broadcast with
+//! acknowledgements to a room no socket is in, so no client sees anything). Then, per batch and
+//! namespace:
+//!
+//! - every server counted when it was published answered: **delivered**;
+//! - fewer servers than that were subscribed at some point since, and some did not answer: a
+//!   server left with the packets perhaps unread, so the entries are **published again** (held,
+//!   then released once servers, and the clients of their rooms, are back); the servers that had
+//!   them may see them twice, as after any at-least-once retry;
+//! - the servers that did not answer are all still subscribed after `delivery.confirm_timeout`
+//!   (an event loop blocked, servers too old to answer): **delivered**, and said, since the packets
+//!   wait in their sockets and Redis can tell nothing more.
+//!
+//! With `delivery.confirm = "published"` (or when the request could not be sent), a batch is decided
+//! at once the way an emitter can know: delivered when at least `delivery.min_receivers` of the
+//! servers counted at publishing are still subscribed, else published again.
+//!
+//! Only IDs and counters are kept, for at most [`MAX_BATCHES`] batches: past that, the relay stops
+//! publishing until answers come or time out.
+
+use std::time::{Duration, Instant};
+
+use crate::config::Confirm;
+use crate::delivery::Published;
+use crate::entry::EntryId;
+use crate::replies::{Answer, Reply};
+
+/// Batches waiting for their servers' answers at once.
+pub const MAX_BATCHES: usize = 64;
+
+/// While a batch misses answers, its servers are counted at least this often, to see whether one
+/// left: Redis drops a server (its output buffer full, its connection lost) at once, and a client
+/// library reconnects some tens of milliseconds later at the soonest (node-redis: 50 ms), so a count
+/// this often sees the gap even when the server is back before the answers are overdue. The
+/// delivery script's own counts serve as well, so a busy relay needs no extra command.
+pub const SAMPLE: Duration = Duration::from_millis(20);
+
+/// A batch's first count, unless its answers came first: they usually do, within milliseconds.
+pub const FIRST_SAMPLE: Duration = Duration::from_millis(10);
+
+#[derive(Debug)]
+pub struct Confirming {
+    mode: Confirm,
+    timeout: Duration,
+    /// What every confirmation request ID of this process starts with: `<relay prefix>c`.
+    prefix: String,
+    next: u64,
+    batches: Vec<Batch>,
+}
+
+#[derive(Debug)]
+struct Batch {
+    published: Published,
+    /// The confirmation request that followed the entries, when it went out.
+    request: Option<String>,
+    at: Instant,
+    answers: u64,
+    /// The fewest servers seen subscribed to the namespace since it was published.
+    fewest: u64,
+    /// When they were last counted since it was published.
+    counted: Option<Instant>,
+}
+
+impl Batch {
+    /// When its servers must be counted next to decide it, if they must.
+    fn count_due(&self) -> Option<Instant> {
+        match (self.counted, &self.request) {
+            (None, None) => Some(self.at),
+            (Some(_), None) => None,
+            _ if self.answers >= self.published.servers => None,
+            (None, Some(_)) => Some(self.at + FIRST_SAMPLE),
+            (Some(at), Some(_)) => Some(at + SAMPLE),
+        }
+    }
+}
+
+/// What [`Confirming::decide`] found.
+#[derive(Debug, Default, PartialEq)]
+pub struct Decided {
+    /// The servers have them: to acknowledge.
+    pub delivered: Vec<Published>,
+    /// A server left without saying it had them: to publish again.
+    pub again: Vec<Published>,
+    /// Delivered without every server's answer (namespace, servers counted, answers): to say.
+    pub unanswered: Vec<(String, u64, u64)>,
+}
+
+impl Decided {
+    pub fn is_empty(&self) -> bool {
+        self.delivered.is_empty() && self.again.is_empty()
+    }
+
+    /// The IDs to acknowledge, and those to publish again.
+    pub fn ids(&self) -> (Vec<EntryId>, Vec<EntryId>) {
+        let ids = |batches: &[Published]| {
+            batches
+                .iter()
+                .flat_map(|b| b.claims.iter().map(|c| c.id))
+                .collect()
+        };
+        (ids(&self.delivered), ids(&self.again))
+    }
+}
+
+impl Confirming {
+    /// `prefix`: this process's request IDs' (see [`crate::awaiting::Awaiting::prefix`]).
+    pub fn new(mode: Confirm, timeout: Duration, prefix: &str) -> Confirming {
+        Confirming {
+            mode,
+            timeout,
+            prefix: format!("{prefix}c"),
+            next: 0,
+            batches: Vec::new(),
+        }
+    }
+
+    /// Whether batches are followed by a confirmation request.
+    pub fn asks(&self) -> bool {
+        self.mode == Confirm::Processed
+    }
+
+    /// A new confirmation request ID.
+    pub fn request_id(&mut self) -> String {
+        self.next += 1;
+        format!("{}{}", self.prefix, self.next)
+    }
+
+    /// Follows `published`, sent at `now`, and the confirmation `request` after it (if it went out).
+    pub fn add(&mut self, published: Published, request: Option<String>, now: Instant) {
+        let fewest = published.servers;
+        self.batches.push(Batch {
+            published,
+            request: request.filter(|_| self.asks()),
+            at: now,
+            answers: 0,
+            fewest,
+            counted: None,
+        });
+    }
+
+    /// Takes in servers counted per namespace at `now` (by the relay, or by a later delivery
+    /// script), after every batch followed so far was published.
+    pub fn observe(&mut self, counts: &[(String, u64)], now: Instant) {
+        for batch in &mut self.batches {
+            if let Some((_, servers)) = counts.iter().find(|(nsp, _)| *nsp == batch.published.nsp) {
+                batch.fewest = batch.fewest.min(*servers);
+                batch.counted = Some(now);
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    /// True once [`MAX_BATCHES`] batches wait: publish no more until some are decided.
+    pub fn is_full(&self) -> bool {
+        self.batches.len() >= MAX_BATCHES
+    }
+
+    /// The entries published and not yet decided.
+    pub fn ids(&self) -> impl Iterator<Item = EntryId> + '_ {
+        self.batches
+            .iter()
+            .flat_map(|b| b.published.claims.iter().map(|c| c.id))
+    }
+
+    /// Takes `reply` in if it answers a confirmation request of this process; false otherwise.
+    pub fn answer(&mut self, reply: &Reply) -> bool {
+        if !reply.request_id.starts_with(&self.prefix) {
+            return false;
+        }
+        if let Answer::Count(_) = reply.answer {
+            if let Some(batch) = self
+                .batches
+                .iter_mut()
+                .find(|b| b.request.as_deref() == Some(reply.request_id.as_str()))
+            {
+                batch.answers = batch.answers.saturating_add(1);
+            }
+        }
+        true
+    }
+
+    /// The namespaces whose servers must be counted before [`Confirming::decide`] at `now`: those
+    /// of batches without a confirmation request not counted since, and of batches missing answers
+    /// not counted for [`SAMPLE`].
+    pub fn to_count(&self, now: Instant) -> Vec<String> {
+        let mut nsps: Vec<String> = self
+            .batches
+            .iter()
+            .filter(|b| b.count_due().is_some_and(|due| now >= due))
+            .map(|b| b.published.nsp.clone())
+            .collect();
+        nsps.sort_unstable();
+        nsps.dedup();
+        nsps
+    }
+
+    /// Decides what can be at `now`, given the servers counted now on the namespaces
+    /// [`Confirming::to_count`] named, and forgets it.
+    pub fn decide(
+        &mut self,
+        now: Instant,
+        servers_now: &[(String, u64)],
+        min_receivers: u32,
+    ) -> Decided {
+        self.observe(servers_now, now);
+        let mut decided = Decided::default();
+        let timeout = self.timeout;
+        self.batches.retain_mut(|batch| {
+            let servers = batch.published.servers;
+            let again = if batch.request.is_none() {
+                if batch.counted.is_none() {
+                    return true;
+                }
+                batch.fewest < u64::from(min_receivers)
+            } else if batch.answers >= servers {
+                false
+            } else if batch.fewest < servers {
+                true
+            } else if now >= batch.at + timeout {
+                decided
+                    .unanswered
+                    .push((batch.published.nsp.clone(), servers, batch.answers));
+                false
+            } else {
+                return true;
+            };
+            let published = std::mem::replace(
+                &mut batch.published,
+                Published {
+                    nsp: String::new(),
+                    servers: 0,
+                    claims: Vec::new(),
+                },
+            );
+            if again {
+                decided.again.push(published);
+            } else {
+                decided.delivered.push(published);
+            }
+            false
+        });
+        decided
+    }
+
+    /// When undecided batches should be looked at again: their next count, or their timeout.
+    pub fn next_wake(&self, now: Instant) -> Option<Instant> {
+        self.batches
+            .iter()
+            .map(|b| {
+                let timeout = b.at + self.timeout;
+                b.count_due()
+                    .map_or(timeout, |due| due.min(timeout))
+                    .max(now)
+            })
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::Claim;
+
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    fn published(nsp: &str, servers: u64, seq: u64) -> Published {
+        Published {
+            nsp: nsp.into(),
+            servers,
+            claims: vec![Claim {
+                id: EntryId { ms: 1, seq },
+                deliveries: 1,
+                redelivery: false,
+                recorded: false,
+            }],
+        }
+    }
+
+    fn count(request_id: &str, at: Instant) -> Reply {
+        Reply {
+            request_id: request_id.into(),
+            answer: Answer::Count(0),
+            at,
+        }
+    }
+
+    fn processed() -> Confirming {
+        Confirming::new(Confirm::Processed, TIMEOUT, "sio-relay:n:")
+    }
+
+    #[test]
+    fn a_batch_is_delivered_once_every_server_counted_answered() {
+        let mut confirming = processed();
+        let t0 = Instant::now();
+        let request = confirming.request_id();
+        assert_eq!(request, "sio-relay:n:c1");
+        confirming.add(published("/", 2, 0), Some(request.clone()), t0);
+        assert!(confirming.answer(&count(&request, t0)));
+        assert!(
+            !confirming.answer(&count("sio-relay:n:1-0:1", t0)),
+            "an attempt's answer is not a confirmation's"
+        );
+        assert!(
+            confirming.to_count(t0).is_empty(),
+            "answers are not late yet"
+        );
+        assert!(confirming.decide(t0, &[], 1).is_empty());
+        confirming.answer(&count(&request, t0));
+        let decided = confirming.decide(t0, &[], 1);
+        assert_eq!(decided.delivered, [published("/", 2, 0)]);
+        assert!(confirming.is_empty());
+    }
+
+    #[test]
+    fn a_server_that_left_without_answering_makes_the_batch_go_out_again() {
+        let mut confirming = processed();
+        let t0 = Instant::now();
+        let request = confirming.request_id();
+        confirming.add(published("/", 2, 0), Some(request.clone()), t0);
+        confirming.answer(&count(&request, t0));
+        assert!(
+            confirming.to_count(t0).is_empty(),
+            "the answers may come first"
+        );
+        assert_eq!(confirming.next_wake(t0), Some(t0 + FIRST_SAMPLE));
+        let first = t0 + FIRST_SAMPLE;
+        assert_eq!(confirming.to_count(first), ["/"]);
+        let both = [("/".to_owned(), 2)];
+        assert!(confirming.decide(first, &both, 1).is_empty());
+        assert_eq!(confirming.next_wake(first), Some(first + SAMPLE));
+        // One server went away, to come back at once: the count in between is what tells.
+        confirming.observe(&[("/".to_owned(), 1)], first + SAMPLE / 2);
+        let decided = confirming.decide(first + SAMPLE, &both, 1);
+        assert_eq!(decided.again, [published("/", 2, 0)]);
+        assert!(decided.delivered.is_empty());
+    }
+
+    #[test]
+    fn servers_that_stay_silent_are_waited_for_until_the_timeout() {
+        let mut confirming = processed();
+        let t0 = Instant::now();
+        let request = confirming.request_id();
+        confirming.add(published("/", 1, 0), Some(request), t0);
+        let still = [("/".to_owned(), 1)];
+        assert!(confirming.decide(t0 + TIMEOUT / 2, &still, 1).is_empty());
+        assert_eq!(
+            confirming.next_wake(t0 + TIMEOUT / 2),
+            Some(t0 + TIMEOUT / 2 + SAMPLE)
+        );
+        let decided = confirming.decide(t0 + TIMEOUT, &still, 1);
+        assert_eq!(decided.delivered, [published("/", 1, 0)]);
+        assert_eq!(decided.unanswered, [("/".to_owned(), 1, 0)]);
+    }
+
+    #[test]
+    fn without_a_request_the_servers_still_subscribed_decide() {
+        let mut confirming = Confirming::new(Confirm::Published, TIMEOUT, "p:");
+        assert!(!confirming.asks());
+        let t0 = Instant::now();
+        confirming.add(published("/", 2, 0), Some("p:c1".into()), t0);
+        confirming.add(published("/admin", 1, 1), None, t0);
+        assert_eq!(confirming.to_count(t0), ["/", "/admin"]);
+        assert!(
+            confirming.decide(t0, &[], 1).is_empty(),
+            "not before its servers are counted"
+        );
+        let now = [("/".to_owned(), 1), ("/admin".to_owned(), 0)];
+        let decided = confirming.decide(t0, &now, 1);
+        assert_eq!(decided.delivered, [published("/", 2, 0)]);
+        assert_eq!(decided.again, [published("/admin", 1, 1)]);
+    }
+
+    #[test]
+    fn fire_and_forget_batches_need_no_answer() {
+        let mut confirming = processed();
+        let t0 = Instant::now();
+        let request = confirming.request_id();
+        confirming.add(published("/", 0, 0), Some(request), t0);
+        let decided = confirming.decide(t0, &[], 0);
+        assert_eq!(decided.delivered.len(), 1);
+    }
+
+    #[test]
+    fn at_most_max_batches_wait() {
+        let mut confirming = processed();
+        let t0 = Instant::now();
+        for seq in 0..MAX_BATCHES as u64 {
+            assert!(!confirming.is_full());
+            let request = confirming.request_id();
+            confirming.add(published("/", 1, seq), Some(request), t0);
+        }
+        assert!(confirming.is_full());
+        assert_eq!(confirming.ids().count(), MAX_BATCHES);
+    }
+}

@@ -1,0 +1,143 @@
+//! Hearing the servers' answers and confirming what was published: the decisions are
+//! [`crate::confirming`]'s; here they are carried out (acknowledged, or held to go out again) and
+//! told to operators.
+
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+
+use super::session::Session;
+use super::Relay;
+use crate::awaiting::{Taken, MAX_CLIENTS_PER_SERVER};
+use crate::confirming::Decided;
+use crate::fault::Fault;
+use crate::servers;
+
+impl Relay {
+    /// Takes in the answers heard since the last look: to confirmation requests and to attempts.
+    pub(super) fn hear(&mut self, s: &mut Session) {
+        let mut implausible = 0;
+        for reply in s.listener.drain() {
+            if s.confirming.answer(&reply) {
+                continue;
+            }
+            match self.awaiting.answer(&reply) {
+                Taken::Ack(latency) => {
+                    self.metrics.client_acks.inc();
+                    self.metrics.ack_latency.observe(latency.as_secs_f64());
+                }
+                Taken::Implausible => implausible += 1,
+                Taken::Counted => {}
+            }
+        }
+        if implausible > 0 {
+            warn!(
+                answers = implausible,
+                max = MAX_CLIENTS_PER_SERVER,
+                "ignored answers that claim more clients than a Socket.IO server holds (not a server's: who else may PUBLISH on the response channels?)"
+            );
+        }
+        let dropped = s.listener.take_dropped();
+        if dropped > 0 {
+            warn!(dropped, "the relay fell behind the servers' answers and dropped some; the entries they were for are sent again");
+        }
+    }
+
+    /// Hears the answers, counts the servers where that decides something, and returns what can
+    /// be decided about the batches published so far.
+    pub(super) async fn decide(&mut self, s: &mut Session) -> Result<Decided, Fault> {
+        self.hear(s);
+        if s.confirming.is_empty() {
+            return Ok(Decided::default());
+        }
+        let now = Instant::now();
+        let nsps = s.confirming.to_count(now);
+        let mut servers_now = Vec::new();
+        if !nsps.is_empty() {
+            let counts = servers::count(&mut s.all_nodes, &self.target, &nsps).await?;
+            servers_now = nsps.into_iter().zip(counts).collect();
+        }
+        Ok(s.confirming
+            .decide(now, &servers_now, self.cfg.delivery.min_receivers))
+    }
+
+    /// Decides and confirms what can be, at once.
+    pub(super) async fn confirm(&mut self, s: &mut Session) -> Result<(), Fault> {
+        let decided = self.decide(s).await?;
+        if decided.is_empty() {
+            return Ok(());
+        }
+        let (delivered, again) = decided.ids();
+        self.scripts
+            .confirm(&mut s.writer, &delivered, &again)
+            .await?;
+        self.confirmed(decided);
+        Ok(())
+    }
+
+    /// Confirms within `delivery.confirm_timeout` everything published, for a clean stop.
+    pub(super) async fn confirm_all(&mut self, s: &mut Session) -> Result<(), Fault> {
+        loop {
+            self.confirm(s).await?;
+            let Some(wake) = self.confirm_wake(s) else {
+                return Ok(());
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wake) => {}
+                _ = s.listener.heard() => {}
+            }
+        }
+    }
+
+    /// Records a confirmation: `delivered` entries are acknowledged; the others are held, to be
+    /// published again.
+    pub(super) fn confirmed(&mut self, decided: Decided) {
+        let Decided {
+            delivered,
+            again,
+            unanswered,
+        } = decided;
+        for batch in delivered {
+            for claim in batch.claims {
+                self.metrics.delivered(self.age(claim.id));
+            }
+        }
+        for (nsp, servers, answers) in unanswered {
+            if self.silent.insert(nsp.clone()) {
+                warn!(
+                    ?nsp,
+                    servers,
+                    answers,
+                    timeout = %humantime::format_duration(self.cfg.delivery.confirm_timeout),
+                    "Socket.IO servers still subscribed did not answer within delivery.confirm_timeout (an event loop blocked? servers older than Socket.IO 4.5, which cannot answer: set delivery.confirm = \"published\"); confirmed without them"
+                );
+            }
+        }
+        let mut lost_any = false;
+        for batch in again {
+            lost_any = true;
+            let lost = batch.claims.len() as u64;
+            for claim in batch.claims {
+                self.held.insert(&batch.nsp, claim);
+            }
+            self.metrics.unconfirmed.inc_by(lost);
+            warn!(
+                nsp = ?batch.nsp,
+                entries = lost,
+                servers_when_published = batch.servers,
+                "Socket.IO servers disconnected from Redis before saying they had these entries (their packets may have been dropped with them); they stay pending and are published again once servers, and the clients of their rooms, are back"
+            );
+        }
+        if lost_any {
+            self.timers.retry = Instant::now();
+        }
+    }
+
+    /// When the batches waiting for answers should next be looked at.
+    pub(super) fn confirm_wake(&self, s: &Session) -> Option<Duration> {
+        let now = Instant::now();
+        s.confirming
+            .next_wake(now)
+            .map(|at| at.saturating_duration_since(now))
+    }
+}
