@@ -5,14 +5,15 @@
 //!
 //! - after an outage of every Socket.IO server, held entries wait for the clients of their rooms to
 //!   reconnect (up to `delivery.release_wait`, default 10 s, left at its default here) instead of
-//!   going out the moment the first server's adapter subscribes, to no client at all.
+//!   going out the moment the first server's adapter subscribes, to no client at all;
+//! - a server that dies with packets unread in its socket gets them again once it is back.
 //!
 //! Each test counts, per entry, which client got it how many times (or that it was dead-lettered),
 //! and prints one `chaos ...` line as the chaos suite does. Each fails against the relay as it was
 //! when it was written (f3ebcf3); its comment says how.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::Commands;
 use serde_json::json;
@@ -316,6 +317,86 @@ fn every_server_down_then_back(adapter: Adapter, relays: usize) {
         ledger.summary(&format!(
             "every Socket.IO server down then back, clients reconnecting ({adapter:?}, {} relay(s), shares {shares:?})",
             relays.len()
+        ))
+    );
+    ledger.assert_each_member_once_in_order();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. A server that dies with packets unread gets them again.
+// ---------------------------------------------------------------------------------------------
+
+const UNREAD_ENTRIES: usize = 20;
+
+/// Server S1 is frozen (SIGSTOP: still subscribed, reading nothing) while entries for room `r`,
+/// whose only client `c1` is on S1, are produced; the relay publishes them (S2 reads and drops
+/// them, S1's socket holds them), then S1 is SIGKILLed and a server restarted on its port, where
+/// `c1` reconnects by itself. `c1` must get every entry, once, in order.
+///
+/// Fails on f3ebcf3: the relay acknowledges once Redis wrote the packets to S1's socket, S1 still
+/// being subscribed; they die with S1 and `c1` never gets them (lost: every entry).
+#[test]
+fn a_server_that_dies_with_packets_unread_gets_them_again() {
+    a_server_dies_with_packets_unread(2);
+}
+
+/// As [`a_server_that_dies_with_packets_unread_gets_them_again`], with S1 the only server.
+#[test]
+fn the_only_server_dies_with_packets_unread_and_gets_them_again() {
+    a_server_dies_with_packets_unread(1);
+}
+
+fn a_server_dies_with_packets_unread(servers: usize) {
+    let redis = RedisServer::start();
+    let mut s1 = SocketIoServer::start(&redis);
+    let _s2 = (servers == 2).then(|| SocketIoServer::start(&redis));
+    wait_servers(&redis, servers as i64);
+    let clients = Clients::start_specs(vec![
+        json!({"name": "c1", "url": s1.url("/"), "rooms": ["r"]}),
+    ]);
+    let relay = Relay::start(&redis, "relay-1", &[]);
+    relay.wait_ready(10 * SECOND);
+    // What the relay publishes, broadcast or request, seen by pattern subscribers (which no relay
+    // counts as servers).
+    let watchers = [
+        Subscriber::pattern_only(&redis, "socket.io#*"),
+        Subscriber::pattern_only(&redis, "socket.io-request#*"),
+    ];
+    let fanout = Fanout {
+        rooms: vec!["r".into(); UNREAD_ENTRIES],
+        members: BTreeMap::from([("r".into(), vec!["c1".into()])]),
+    };
+
+    s1.signal("STOP");
+    let mut con = redis.connection();
+    let mut pipe = redis::pipe();
+    for n in 0..UNREAD_ENTRIES {
+        pipe.xadd(STREAM, "*", &entry(n, "r")).ignore();
+    }
+    pipe.exec(&mut con).unwrap();
+    // The relay publishes them while S1 is frozen. A relay that publishes nothing while a server
+    // does not read is allowed to: then, after 10 s, the test goes on.
+    let published = |n: usize| {
+        let tag = tag(n).into_bytes();
+        watchers.iter().flat_map(Subscriber::messages).any(|m| {
+            m.payload
+                .windows(tag.len())
+                .any(|window| window == tag.as_slice())
+        })
+    };
+    let deadline = Instant::now() + 10 * SECOND;
+    while !(0..UNREAD_ENTRIES).all(published) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seen = (0..UNREAD_ENTRIES).filter(|&n| published(n)).count();
+    // SIGKILL of the frozen process (reaped), and a new server on its port.
+    s1.restart();
+    let lane = |_: usize| "r".to_owned();
+    let ledger = settle(&redis, &clients, &fanout, 2, &lane);
+    eprintln!(
+        "{} (published while S1 was frozen: {seen})",
+        ledger.summary(&format!(
+            "the server of the room's client ({servers} server(s)) frozen, then killed with packets unread"
         ))
     );
     ledger.assert_each_member_once_in_order();
