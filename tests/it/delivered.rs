@@ -6,7 +6,8 @@
 //! - after an outage of every Socket.IO server, held entries wait for the clients of their rooms to
 //!   reconnect (up to `delivery.release_wait`, default 10 s, left at its default here) instead of
 //!   going out the moment the first server's adapter subscribes, to no client at all;
-//! - a server that dies with packets unread in its socket gets them again once it is back.
+//! - a server that dies with packets unread in its socket gets them again once it is back;
+//! - a relay frozen while another one completed its `ack` entries does not send them again.
 //!
 //! Each test counts, per entry, which client got it how many times (or that it was dead-lettered),
 //! and prints one `chaos ...` line as the chaos suite does. Each fails against the relay as it was
@@ -19,6 +20,7 @@ use redis::Commands;
 use serde_json::json;
 
 use crate::common::*;
+use crate::ops::reading;
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -400,4 +402,171 @@ fn a_server_dies_with_packets_unread(servers: usize) {
         ))
     );
     ledger.assert_each_member_once_in_order();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. A frozen relay never sends again an `ack` entry another relay completed.
+// ---------------------------------------------------------------------------------------------
+
+/// The results stream's entries, in order: (source entry ID, fields).
+fn results(con: &mut redis::Connection) -> Vec<(String, BTreeMap<String, String>)> {
+    let reply: redis::streams::StreamRangeReply = con.xrange_all("sio-relay:acks").unwrap();
+    reply
+        .ids
+        .into_iter()
+        .map(|entry| {
+            let fields: BTreeMap<String, String> = entry
+                .map
+                .into_iter()
+                .map(|(k, v)| (k, redis::from_redis_value::<String>(v).unwrap()))
+                .collect();
+            (fields["id"].clone(), fields)
+        })
+        .collect()
+}
+
+/// How many results there are for `id`.
+fn results_for(results: &[(String, BTreeMap<String, String>)], id: &str) -> usize {
+    results.iter().filter(|(of, _)| of == id).count()
+}
+
+/// How many times `client` received an event whose last argument is the entry ID `id`.
+fn times_received(clients: &Clients, client: &str, id: &str) -> usize {
+    clients
+        .events_of(client)
+        .iter()
+        .filter(|(_, args)| args.as_array().and_then(|a| a.last()) == Some(&json!(id)))
+        .count()
+}
+
+fn metrics_reading(relay: &Relay, name: &str) -> Option<f64> {
+    reading(&http_get(relay.http_port(), "/metrics").1, name)
+}
+
+const FROZEN_ENTRIES: usize = 10;
+
+/// How long relay B rests an entry between two attempts no client acknowledged.
+const FROZEN_REST: Duration = Duration::from_secs(1);
+
+/// Relay B sends 10 entries with `ack` to room `r`, where no client is yet: each attempt reaches
+/// nobody (the server answers 0 clients at once), and the entries rest `acks.retry_interval`
+/// (1 s) between attempts. B is frozen (SIGSTOP) while they rest; a client that acknowledges joins
+/// `r` and relay A starts: A reclaims B's entries after `claim_idle` (1 s, which B could not keep
+/// from passing), the client acknowledges, and each entry gets its result. A is stopped, B thawed
+/// (SIGCONT), its rest over. B must not send any of them again: the client gets each entry as many
+/// times as before the thaw.
+///
+/// Frozen while they rest: B's attempts end within a step of their count replies (50 ms polls)
+/// and the next comes a second later, so B is frozen 300 ms after it sent them. That pause only
+/// matters on a relay that sends again what it no longer owns (frozen while an attempt is still
+/// open, B would end it and rest first, and find out it lost the entries before the rest is over):
+/// on a correct relay the test passes wherever the freeze lands.
+///
+/// "B has done what it does after the thaw" is observed as: B read a new `ack` entry (a fence,
+/// which only B can read with A gone), the client acknowledged it and its result was written, and
+/// B's `acks_waiting` gauge is 0. B looks at the entries that rest before it reads new ones, and
+/// what it sends goes through the one server in order, so whatever B sent again before the fence
+/// has reached the client once the fence has.
+///
+/// Fails on f3ebcf3: B sends its due attempts again without checking that it still owns them, so
+/// the client gets each of the 10 entries once more (re-sent after their result: 10).
+#[test]
+fn a_frozen_relay_never_resends_a_completed_ack_entry() {
+    let rest = format!("{}ms", FROZEN_REST.as_millis());
+    let settings = [
+        ("DELIVERY__CLAIM_IDLE", "1s"),
+        ("DELIVERY__CLAIM_INTERVAL", "200ms"),
+        ("ACKS__RETRY_INTERVAL", rest.as_str()),
+    ];
+    let redis = RedisServer::start();
+    let server = SocketIoServer::start(&redis);
+    wait_servers(&redis, 1);
+    let b = Relay::start(&redis, "relay-b", &settings);
+    b.wait_ready(10 * SECOND);
+    let mut con = redis.connection();
+    let ask = |con: &mut redis::Connection, event: &str, n: usize, wait: &str| {
+        xadd(
+            con,
+            &[
+                ("event", event),
+                ("room", "r"),
+                ("data", &n.to_string()),
+                ("ack", wait),
+                ("append_id", "true"),
+            ],
+        )
+    };
+    let ids: Vec<String> = (0..FROZEN_ENTRIES)
+        .map(|n| ask(&mut con, "e", n, "500ms"))
+        .collect();
+    wait_until(10 * SECOND, "B sent every entry and they wait", || {
+        metrics_reading(&b, "ack_requests_total").is_some_and(|n| n >= FROZEN_ENTRIES as f64)
+            && metrics_reading(&b, "acks_waiting") == Some(FROZEN_ENTRIES as f64)
+    });
+    std::thread::sleep(Duration::from_millis(300)); // into the rest (see above)
+    b.signal("STOP");
+    let frozen = Instant::now();
+
+    let clients = Clients::start_specs(vec![
+        json!({"name": "c", "url": server.url("/"), "rooms": ["r"], "ack": true}),
+    ]);
+    let mut a = Relay::start(&redis, "relay-a", &settings);
+    wait_until(
+        30 * SECOND,
+        "A reclaimed B's entries and the client acknowledged each",
+        || {
+            let results = results(&mut con);
+            ids.iter().all(|id| results_for(&results, id) > 0)
+        },
+    );
+    let before: Vec<usize> = ids
+        .iter()
+        .map(|id| times_received(&clients, "c", id))
+        .collect();
+    a.kill();
+
+    // Thawed once the rest is over, as it would be after any freeze long enough for a reclaim.
+    while frozen.elapsed() < FROZEN_REST {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    b.signal("CONT");
+    let fence = ask(&mut con, "fence", FROZEN_ENTRIES, "5s");
+    wait_until(
+        30 * SECOND,
+        "B has completed a new entry after the thaw",
+        || {
+            results_for(&results(&mut con), &fence) == 1
+                && times_received(&clients, "c", &fence) >= 1
+                && metrics_reading(&b, "acks_waiting") == Some(0.0)
+        },
+    );
+
+    let results = results(&mut con);
+    let after: Vec<usize> = ids
+        .iter()
+        .map(|id| times_received(&clients, "c", id))
+        .collect();
+    let resent: usize = after
+        .iter()
+        .zip(&before)
+        .map(|(now, then)| now.saturating_sub(*then))
+        .sum();
+    let with_one_result = ids
+        .iter()
+        .filter(|id| results_for(&results, id) == 1)
+        .count();
+    eprintln!(
+        "chaos a relay frozen while another completed its ack entries, then thawed: produced {FROZEN_ENTRIES}, with one result {with_one_result}, received before the thaw {before:?}, re-sent after their result {resent}"
+    );
+    assert!(
+        before.iter().all(|&n| n >= 1),
+        "the client got each entry before the thaw: {before:?}"
+    );
+    assert_eq!(with_one_result, FROZEN_ENTRIES, "one result per entry");
+    assert_eq!(
+        after, before,
+        "no entry reached the client again after its result was written"
+    );
+    assert!(pending(&mut con).is_empty());
+    assert!(dead_letters(&mut con).is_empty());
 }
