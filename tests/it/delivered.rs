@@ -7,17 +7,22 @@
 //!   reconnect (up to `delivery.release_wait`, default 10 s, left at its default here) instead of
 //!   going out the moment the first server's adapter subscribes, to no client at all;
 //! - a server that dies with packets unread in its socket gets them again once it is back;
-//! - a relay frozen while another one completed its `ack` entries does not send them again.
+//! - a relay frozen while another one completed its `ack` entries does not send them again;
+//! - answers forged on the response channel with absurd client counts neither crash the relay nor
+//!   end up in the results.
 //!
 //! Each test counts, per entry, which client got it how many times (or that it was dead-lettered),
 //! and prints one `chaos ...` line as the chaos suite does. Each fails against the relay as it was
 //! when it was written (f3ebcf3); its comment says how.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use redis::Commands;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::common::*;
 use crate::ops::reading;
@@ -569,4 +574,179 @@ fn a_frozen_relay_never_resends_a_completed_ack_entry() {
     );
     assert!(pending(&mut con).is_empty());
     assert!(dead_letters(&mut con).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Forged answers with absurd client counts.
+// ---------------------------------------------------------------------------------------------
+
+/// A connection that sees the relay's broadcasts with acknowledgements (PSUBSCRIBE
+/// `socket.io-request#*`, which servers are not counted by) and answers each at once, on the
+/// response channel every server also answers on, with client counts no server can send.
+struct Forger {
+    /// The request IDs answered.
+    forged: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The forged counts: 2^64 - 1 (what a u64 holds at most), and 2^53 + 1 (no JavaScript number).
+const FORGED_COUNTS: [&str; 2] = ["18446744073709551615", "9007199254740993"];
+
+impl Forger {
+    fn start(redis: &RedisServer) -> Forger {
+        let (forged, subscribed, stop) = (
+            Arc::new(Mutex::new(Vec::new())),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let url = redis.url();
+        let thread = {
+            let (forged, subscribed, stop) = (forged.clone(), subscribed.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let client = redis::Client::open(url).unwrap();
+                let mut publisher = client.get_connection().unwrap();
+                let mut con = client.get_connection().unwrap();
+                con.set_read_timeout(Some(Duration::from_millis(100)))
+                    .unwrap();
+                let mut pubsub = con.as_pubsub();
+                pubsub.psubscribe("socket.io-request#*").unwrap();
+                subscribed.store(true, Ordering::SeqCst);
+                while !stop.load(Ordering::SeqCst) {
+                    let message = match pubsub.get_message() {
+                        Ok(message) => message,
+                        Err(e) if e.is_timeout() => continue,
+                        Err(e) => panic!("the forger's subscription failed: {e}"),
+                    };
+                    let Some(id) = request_id(message.get_payload_bytes()) else {
+                        continue;
+                    };
+                    if !id.starts_with("sio-relay:") {
+                        continue;
+                    }
+                    for count in FORGED_COUNTS {
+                        let answer =
+                            format!(r#"{{"type":8,"requestId":"{id}","clientCount":{count}}}"#);
+                        let _: i64 = publisher.publish("socket.io-response#/#", answer).unwrap();
+                    }
+                    forged.lock().unwrap().push(id);
+                }
+            })
+        };
+        wait_until(10 * SECOND, "the forger is subscribed", || {
+            subscribed.load(Ordering::SeqCst)
+        });
+        Forger {
+            forged,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn forged(&self) -> Vec<String> {
+        self.forged.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Forger {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The `requestId` of a classic adapter request, JSON or MessagePack.
+fn request_id(payload: &[u8]) -> Option<String> {
+    if payload.first() == Some(&b'{') {
+        let value: Value = serde_json::from_slice(payload).ok()?;
+        return value["requestId"].as_str().map(str::to_owned);
+    }
+    let value = rmpv::decode::read_value(&mut &payload[..]).ok()?;
+    value
+        .as_map()?
+        .iter()
+        .find(|(key, _)| key.as_str() == Some("requestId"))
+        .and_then(|(_, id)| id.as_str().map(str::to_owned))
+}
+
+const FORGED_ENTRIES: usize = 5;
+
+/// One server, one client in room `r` that acknowledges after 300 ms; a forger answers each of
+/// the relay's broadcasts with acknowledgements with the client counts 2^64 - 1 and 2^53 + 1 before
+/// the client does. The relay must keep running, and each entry must get one result with the true
+/// counts: 1 server, 1 client.
+///
+/// Fails on f3ebcf3: the relay adds the counts up unchecked; the debug build panics ("attempt to
+/// add with overflow") and exits, a release build would write a wrapped number of clients.
+#[test]
+fn forged_answers_with_absurd_counts_keep_results_true() {
+    let redis = RedisServer::start();
+    let server = SocketIoServer::start(&redis);
+    wait_servers(&redis, 1);
+    let clients = Clients::start_specs(vec![json!({
+        "name": "c", "url": server.url("/"), "rooms": ["r"], "ack": true, "ackDelay": 300
+    })]);
+    let forger = Forger::start(&redis);
+    let mut relay = Relay::start(&redis, "relay-1", &[]);
+    relay.wait_ready(10 * SECOND);
+    let mut con = redis.connection();
+    let ids: Vec<String> = (0..FORGED_ENTRIES)
+        .map(|n| {
+            xadd(
+                &mut con,
+                &[
+                    ("event", "e"),
+                    ("room", "r"),
+                    ("data", &n.to_string()),
+                    ("ack", "2s"),
+                    ("append_id", "true"),
+                ],
+            )
+        })
+        .collect();
+    wait_until(
+        30 * SECOND,
+        "every entry has a result, or the relay exited",
+        || {
+            let results = results(&mut con);
+            ids.iter().all(|id| results_for(&results, id) > 0) || !relay.is_running()
+        },
+    );
+    let running = relay.is_running();
+    let results = results(&mut con);
+    let forged = forger.forged();
+    let true_counts = ids
+        .iter()
+        .filter(|id| {
+            let of: Vec<_> = results.iter().filter(|(of, _)| of == *id).collect();
+            of.len() == 1 && of[0].1["clients"] == "1" && of[0].1["servers"] == "1"
+        })
+        .count();
+    eprintln!(
+        "chaos answers forged with client counts {FORGED_COUNTS:?}: produced {FORGED_ENTRIES}, results {}, with the true counts {true_counts}, requests answered by the forger {}, relay running {running}",
+        results.len(),
+        forged.len()
+    );
+    assert!(running, "the relay exited (its log follows)");
+    for id in &ids {
+        assert!(
+            forged.iter().any(|f| f.contains(&format!(":{id}:"))),
+            "the forger answered {id}'s request: {forged:?}"
+        );
+        assert!(
+            times_received(&clients, "c", id) >= 1,
+            "the client got {id}"
+        );
+        let of: Vec<_> = results.iter().filter(|(of, _)| of == id).collect();
+        assert_eq!(of.len(), 1, "one result for {id}: {results:?}");
+        let fields = &of[0].1;
+        assert_eq!(
+            (fields["servers"].as_str(), fields["clients"].as_str()),
+            ("1", "1"),
+            "the true counts for {id}: {fields:?}"
+        );
+    }
+    assert_eq!(true_counts, FORGED_ENTRIES);
 }
