@@ -81,6 +81,12 @@ async function main() {
   });
 }
 
+// @socket.io/redis-adapter 8.3 publishes its answers (and its own broadcasts) without handling the
+// promise: a Redis connection dropped at that moment would otherwise end the process.
+process.on("unhandledRejection", (err) => {
+  console.error(`sio-relay demo: unhandled rejection: ${err && err.stack ? err.stack : err}`);
+});
+
 main().catch((err) => {
   console.error(`sio-relay demo: ${err.message} (is Redis running at ${redisUrl}?)`);
   process.exit(1);

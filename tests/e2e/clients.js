@@ -2,7 +2,9 @@
 // Usage: node clients.js '[{"name":"a1","url":"http://127.0.0.1:PORT/nsp","rooms":["lobby"]}, ...]'
 // Prints {"ready":true} once every socket has joined its rooms, then
 // {"client":NAME,"event":EVENT,"args":[...]} per event, bytes shown as {"$bytes": hex}, and
-// {"client":NAME,"disconnected":REASON} when its connection ends. A spec with
+// {"client":NAME,"disconnected":REASON} when its connection ends, and
+// {"client":NAME,"joined":[ROOMS]} each time it has joined its rooms (again after a reconnection,
+// which socket.io-client does by itself, with its default delays). A spec with
 // "brief": true prints, instead of the arguments, [n] where n is the first argument's `n` field
 // (for big payloads). An event sent with an acknowledgement id is printed with "ackable": true;
 // a spec with "ack": true acknowledges it with {"who": NAME}, after "ackDelay" milliseconds if
@@ -18,7 +20,8 @@ for (const spec of specs) {
   // forceNew: one connection per socket, or sockets to the same server would share the first
   // one's handshake query (and so its rooms).
   const socket = io(spec.url, { query, transports: ["websocket"], forceNew: true });
-  socket.on("joined", () => {
+  socket.on("joined", (rooms) => {
+    console.log(JSON.stringify({ client: spec.name, joined: rooms }));
     joined.add(spec.name);
     if (joined.size === specs.length) console.log(JSON.stringify({ ready: true }));
   });

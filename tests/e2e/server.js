@@ -88,6 +88,12 @@ async function main() {
   console.log(JSON.stringify({ listening: Number(port) }));
 }
 
+// @socket.io/redis-adapter 8.3 publishes its answers (and its own broadcasts) without handling the
+// promise: a Redis connection dropped at that moment would otherwise end the process.
+process.on("unhandledRejection", (err) => {
+  console.error("unhandled rejection:", err);
+});
+
 // Exit with the test that started us.
 process.stdin.on("end", () => process.exit(0));
 process.stdin.resume();

@@ -15,6 +15,7 @@ mod cli;
 mod client_acks;
 mod cluster;
 mod console;
+mod delivered;
 mod delivery_script;
 mod demo;
 mod deploy;

@@ -465,6 +465,13 @@ impl Relay {
         self.child.as_ref().expect("relay running").id()
     }
 
+    /// True while the relay process has not exited (a panic, a fatal error).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| child.try_wait().is_ok_and(|status| status.is_none()))
+    }
+
     /// Sends `signal` (e.g. "TERM") and waits up to `timeout` for the exit status.
     pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> ExitStatus {
         let pid = self.pid().to_string();
@@ -1027,10 +1034,31 @@ impl Node {
 }
 
 impl Node {
+    /// SIGKILL (which also ends a stopped process), then reaped: gone when this returns.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// The process's ID (node's own: the script is run directly, not through a shell).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` ("STOP", "CONT", ...) without waiting for anything.
+    pub fn signal(&self, signal: &str) {
+        send_signal(self.pid(), signal);
+    }
+}
+
+/// `kill -s <signal> <pid>`, which must succeed.
+pub fn send_signal(pid: u32, signal: &str) {
+    let pid = pid.to_string();
+    let sent = Command::new("kill").args(["-s", signal, &pid]).status();
+    assert!(
+        sent.is_ok_and(|s| s.success()),
+        "kill -s {signal} {pid} failed"
+    );
 }
 
 impl Drop for Node {
@@ -1099,6 +1127,17 @@ impl Clients {
             .filter(|v| v["client"] == client)
             .filter_map(|v| v[key].as_str().map(str::to_owned))
             .collect()
+    }
+
+    /// How many times `client` joined its rooms: once per connection, so 2 once it has reconnected
+    /// after losing its server.
+    pub fn joins(&self, client: &str) -> usize {
+        self.0
+            .lines()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|v| v["client"] == client && v.get("joined").is_some())
+            .count()
     }
 
     /// The events `client` acknowledged, in order.
@@ -1194,7 +1233,14 @@ impl SocketIoServer {
         self.node.kill();
     }
 
-    /// Starts the server again on the same port, where its clients reconnect.
+    /// Sends `signal` to the server's process: "STOP" freezes it with its Redis connections open
+    /// (still subscribed, reading nothing), "CONT" thaws it.
+    pub fn signal(&self, signal: &str) {
+        self.node.signal(signal);
+    }
+
+    /// Starts the server again on the same port, where its clients reconnect. The old process is
+    /// SIGKILLed (stopped or not) and reaped first.
     pub fn restart(&mut self) {
         self.node.kill();
         self.node = SocketIoServer::spawn(self.port, &self.urls, &self.options);

@@ -1,0 +1,752 @@
+//! Issue 21, "delivered" means a user got it: black-box tests, with real parts only (a
+//! `redis-server` of the test's own, Node Socket.IO servers with `@socket.io/redis-adapter`,
+//! `socket.io-client` sockets), of what the relay must do so that an entry it acknowledges has
+//! reached the clients of its room, not only Redis or a server:
+//!
+//! - after an outage of every Socket.IO server, held entries wait for the clients of their rooms to
+//!   reconnect (up to `delivery.release_wait`, default 10 s, left at its default here) instead of
+//!   going out the moment the first server's adapter subscribes, to no client at all;
+//! - a server that dies with packets unread in its socket gets them again once it is back;
+//! - a relay frozen while another one completed its `ack` entries does not send them again;
+//! - answers forged on the response channel with absurd client counts neither crash the relay nor
+//!   end up in the results.
+//!
+//! Each test counts, per entry, which client got it how many times (or that it was dead-lettered),
+//! and prints one `chaos ...` line as the chaos suite does. Each fails against the relay as it was
+//! when it was written (f3ebcf3); its comment says how.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use redis::Commands;
+use serde_json::{json, Value};
+
+use crate::common::*;
+use crate::ops::reading;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// Entry `n` for `room`: event `n` with the arguments `n` and `"entry:<n>;"` (a tag the tests find
+/// in whatever bytes the relay publishes), and `x-seq` `n` (kept in a dead letter).
+fn entry(n: usize, room: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("event", "n".into()),
+        ("room", room.into()),
+        ("args", format!(r#"[{n},"{}"]"#, tag(n))),
+        ("x-seq", n.to_string()),
+    ]
+}
+
+fn tag(n: usize) -> String {
+    format!("entry:{n};")
+}
+
+/// Who must get what: entry `n` goes to room `rooms[n]`, whose clients are `members[room]`.
+struct Fanout {
+    rooms: Vec<String>,
+    members: BTreeMap<String, Vec<String>>,
+}
+
+impl Fanout {
+    fn clients(&self) -> Vec<String> {
+        self.members.values().flatten().cloned().collect()
+    }
+}
+
+/// What each client received of the numbered entries, per entry; `lane(n)` names the sequence
+/// entry `n` must arrive in order within (its room for one relay; its room and the relay that read
+/// it for several, which the README lets interleave).
+struct ClientLedger {
+    produced: usize,
+    /// Per entry: times each member of its room got it (every member listed, 0 included).
+    received: Vec<BTreeMap<String, u32>>,
+    /// Per entry: times it reached a client that is not in its room.
+    strays: Vec<u32>,
+    dead: Vec<u32>,
+    /// "client got n after m", for each entry a client got after a later one of the same lane.
+    out_of_order: Vec<String>,
+}
+
+impl ClientLedger {
+    fn count(
+        clients: &Clients,
+        fanout: &Fanout,
+        lane: &dyn Fn(usize) -> String,
+        con: &mut redis::Connection,
+    ) -> ClientLedger {
+        let produced = fanout.rooms.len();
+        let mut ledger = ClientLedger {
+            produced,
+            received: fanout
+                .rooms
+                .iter()
+                .map(|room| {
+                    fanout.members[room]
+                        .iter()
+                        .map(|c| (c.clone(), 0))
+                        .collect()
+                })
+                .collect(),
+            strays: vec![0; produced],
+            dead: vec![0; produced],
+            out_of_order: Vec::new(),
+        };
+        for (client, events) in clients.received() {
+            let mut last_of_lane: BTreeMap<String, usize> = BTreeMap::new();
+            for (event, args) in events {
+                if event != "n" {
+                    continue;
+                }
+                let n = args[0].as_u64().expect("entry number") as usize;
+                match ledger.received[n].get_mut(&client) {
+                    Some(times) => *times += 1,
+                    None => ledger.strays[n] += 1,
+                }
+                let previous = last_of_lane.insert(lane(n), n);
+                if let Some(m) = previous.filter(|&m| m > n) {
+                    ledger
+                        .out_of_order
+                        .push(format!("{client} got {n} after {m}"));
+                }
+            }
+        }
+        for (_, fields) in dead_letters(con) {
+            if let Some(n) = field(&fields, "x-seq").and_then(|n| n.parse::<usize>().ok()) {
+                ledger.dead[n] += 1;
+            }
+        }
+        ledger
+    }
+
+    /// Entries some member of their room never got (and that were not dead-lettered).
+    fn lost(&self) -> Vec<usize> {
+        (0..self.produced)
+            .filter(|&n| self.dead[n] == 0 && self.received[n].values().any(|&t| t == 0))
+            .collect()
+    }
+
+    /// Entries some member got more than once.
+    fn duplicated(&self) -> Vec<usize> {
+        (0..self.produced)
+            .filter(|&n| self.received[n].values().any(|&t| t > 1))
+            .collect()
+    }
+
+    fn summary(&self, scenario: &str) -> String {
+        let delivered = (0..self.produced)
+            .filter(|&n| self.received[n].values().all(|&t| t > 0))
+            .count();
+        let dead = self.dead.iter().filter(|&&d| d > 0).count();
+        let strays: u32 = self.strays.iter().sum();
+        format!(
+            "chaos {scenario}: produced {}, delivered {delivered}, dead-lettered {dead}, lost {}, duplicated {}, out of order {}, to clients outside the room {strays}",
+            self.produced,
+            self.lost().len(),
+            self.duplicated().len(),
+            self.out_of_order.len(),
+        )
+    }
+
+    /// Every member of each entry's room got it exactly once, in order within its lane, and
+    /// nobody else got it; nothing was dead-lettered.
+    fn assert_each_member_once_in_order(&self) {
+        let who = |n: usize| format!("{n}: {:?}", self.received[n]);
+        let first =
+            |entries: Vec<usize>| -> Vec<String> { entries.into_iter().take(8).map(who).collect() };
+        assert!(
+            self.lost().is_empty() && self.duplicated().is_empty(),
+            "lost {} (first, times each member got them: {:?}), duplicated {} (first {:?})",
+            self.lost().len(),
+            first(self.lost()),
+            self.duplicated().len(),
+            first(self.duplicated()),
+        );
+        assert!(
+            self.out_of_order.is_empty(),
+            "out of order: {:?}",
+            self.out_of_order
+        );
+        assert_eq!(self.strays.iter().sum::<u32>(), 0, "outside their rooms");
+        assert_eq!(self.dead.iter().sum::<u32>(), 0, "dead-lettered");
+    }
+}
+
+/// Waits until every client of `fanout` is connected again (joined its rooms `joins` times), the
+/// relays have nothing pending nor held, and an `end` emit to everyone produced after that reached
+/// every client: everything published before it has arrived too. Then counts.
+fn settle(
+    redis: &RedisServer,
+    clients: &Clients,
+    fanout: &Fanout,
+    joins: usize,
+    lane: &dyn Fn(usize) -> String,
+) -> ClientLedger {
+    let mut con = redis.connection();
+    for client in fanout.clients() {
+        wait_until(
+            60 * SECOND,
+            &format!("{client} is back in its rooms (socket.io-client reconnects by itself)"),
+            || clients.joins(&client) >= joins,
+        );
+    }
+    wait_until(60 * SECOND, "nothing is pending nor held", || {
+        pending(&mut con).is_empty() && held_record(&mut con) == 0
+    });
+    xadd(&mut con, &[("event", "end")]);
+    for client in fanout.clients() {
+        wait_until(30 * SECOND, &format!("{client} gets `end`"), || {
+            clients.events_of(&client).iter().any(|(e, _)| e == "end")
+        });
+    }
+    ClientLedger::count(clients, fanout, lane, &mut con)
+}
+
+/// Produces entry `n` to `fanout.rooms[n]` for every `n`, one at a time, each read by a relay
+/// before the next is added (so that several relays each read their share); returns their IDs.
+fn produce_one_by_one(con: &mut redis::Connection, fanout: &Fanout) -> Vec<String> {
+    let mut ids = Vec::new();
+    for (n, room) in fanout.rooms.iter().enumerate() {
+        let fields = entry(n, room);
+        let id: String = con.xadd(STREAM, "*", &fields).unwrap();
+        ids.push(id);
+        wait_until(10 * SECOND, &format!("a relay reads entry {n}"), || {
+            pending(con).len() > n
+        });
+    }
+    ids
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Every server down, then back: held entries wait for the clients of their rooms.
+// ---------------------------------------------------------------------------------------------
+
+const OUTAGE_SERVERS: usize = 3;
+const OUTAGE_USERS: usize = 12;
+const OUTAGE_PER_ROOM: usize = 4;
+
+/// Every Socket.IO server is killed; entries for every room are produced while none runs and the
+/// relay holds them; every server is restarted on its port, and the clients reconnect by
+/// themselves, with socket.io-client's default delays (1 s doubling to 5 s, ±50 %). Each member
+/// of each room must get each of its room's entries exactly once, in order.
+///
+/// Fails on f3ebcf3: the relay publishes its held backlog as soon as the first restarted server's
+/// adapter subscribes, before any client is back, and acknowledges it; the clients get nothing of
+/// it (lost: every entry).
+#[test]
+fn every_server_down_then_back_reaches_clients() {
+    every_server_down_then_back(Adapter::Classic, 1);
+}
+
+/// As [`every_server_down_then_back_reaches_clients`], with the sharded adapter.
+#[test]
+fn every_server_down_then_back_reaches_clients_sharded() {
+    every_server_down_then_back(Adapter::Sharded("dynamic"), 1);
+}
+
+/// As [`every_server_down_then_back_reaches_clients`], with two relays in the group, each holding
+/// the share of the entries it read while the servers were down.
+#[test]
+fn every_server_down_then_back_reaches_clients_with_two_relays() {
+    every_server_down_then_back(Adapter::Classic, 2);
+}
+
+/// Three servers with `adapter`; the client of room `user:<i>` (named `u<i>`) on server `i % 3`,
+/// and room `pair` with one client on server 0 (`pair-0`) and one on server 1 (`pair-1`); `relays`
+/// relays with default settings.
+fn every_server_down_then_back(adapter: Adapter, relays: usize) {
+    let redis = RedisServer::start();
+    let mut servers: Vec<SocketIoServer> = (0..OUTAGE_SERVERS)
+        .map(|_| SocketIoServer::start_with(&redis.url(), &adapter))
+        .collect();
+    wait_adapter_servers(&redis, &adapter, OUTAGE_SERVERS as i64);
+    let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut specs = Vec::new();
+    for u in 0..OUTAGE_USERS {
+        let (name, room) = (format!("u{u}"), format!("user:{u}"));
+        let url = servers[u % OUTAGE_SERVERS].url("/");
+        specs.push(json!({"name": name, "url": url, "rooms": [room]}));
+        members.insert(room, vec![name]);
+    }
+    for (s, server) in servers.iter().take(2).enumerate() {
+        let name = format!("pair-{s}");
+        specs.push(json!({"name": name, "url": server.url("/"), "rooms": ["pair"]}));
+        members.entry("pair".into()).or_default().push(name);
+    }
+    let clients = Clients::start_specs(specs);
+    let relays: Vec<Relay> = (1..=relays)
+        .map(|r| Relay::start(&redis, &format!("relay-{r}"), &adapter.settings()))
+        .collect();
+    for relay in &relays {
+        relay.wait_ready(10 * SECOND);
+    }
+    let room_names: Vec<String> = members.keys().cloned().collect();
+    let fanout = Fanout {
+        rooms: (0..room_names.len() * OUTAGE_PER_ROOM)
+            .map(|n| room_names[n % room_names.len()].clone())
+            .collect(),
+        members,
+    };
+
+    for server in &mut servers {
+        server.kill();
+    }
+    wait_adapter_servers(&redis, &adapter, 0);
+    let mut con = redis.connection();
+    let ids = produce_one_by_one(&mut con, &fanout);
+    let total = ids.len();
+    wait_held(&mut con, total);
+    // Which relay holds which entry: each relay's share must arrive in order.
+    let holder: BTreeMap<String, String> = pending(&mut con)
+        .into_iter()
+        .map(|(id, consumer, _)| (id, consumer))
+        .collect();
+    let relay_of: Vec<String> = ids.iter().map(|id| holder[id].clone()).collect();
+    let mut shares: BTreeMap<&str, usize> = BTreeMap::new();
+    for consumer in &relay_of {
+        *shares.entry(consumer).or_default() += 1;
+    }
+    assert_eq!(
+        shares.len(),
+        relays.len(),
+        "every relay holds a share: {shares:?}"
+    );
+
+    for server in &mut servers {
+        server.restart();
+    }
+    let lane = |n: usize| format!("{} {}", fanout.rooms[n], relay_of[n]);
+    let ledger = settle(&redis, &clients, &fanout, 2, &lane);
+    eprintln!(
+        "{}",
+        ledger.summary(&format!(
+            "every Socket.IO server down then back, clients reconnecting ({adapter:?}, {} relay(s), shares {shares:?})",
+            relays.len()
+        ))
+    );
+    ledger.assert_each_member_once_in_order();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. A server that dies with packets unread gets them again.
+// ---------------------------------------------------------------------------------------------
+
+const UNREAD_ENTRIES: usize = 20;
+
+/// Server S1 is frozen (SIGSTOP: still subscribed, reading nothing) while entries for room `r`,
+/// whose only client `c1` is on S1, are produced; the relay publishes them (S2 reads and drops
+/// them, S1's socket holds them), then S1 is SIGKILLed and a server restarted on its port, where
+/// `c1` reconnects by itself. `c1` must get every entry, once, in order.
+///
+/// Fails on f3ebcf3: the relay acknowledges once Redis wrote the packets to S1's socket, S1 still
+/// being subscribed; they die with S1 and `c1` never gets them (lost: every entry).
+#[test]
+fn a_server_that_dies_with_packets_unread_gets_them_again() {
+    a_server_dies_with_packets_unread(2);
+}
+
+/// As [`a_server_that_dies_with_packets_unread_gets_them_again`], with S1 the only server.
+#[test]
+fn the_only_server_dies_with_packets_unread_and_gets_them_again() {
+    a_server_dies_with_packets_unread(1);
+}
+
+fn a_server_dies_with_packets_unread(servers: usize) {
+    let redis = RedisServer::start();
+    let mut s1 = SocketIoServer::start(&redis);
+    let _s2 = (servers == 2).then(|| SocketIoServer::start(&redis));
+    wait_servers(&redis, servers as i64);
+    let clients = Clients::start_specs(vec![
+        json!({"name": "c1", "url": s1.url("/"), "rooms": ["r"]}),
+    ]);
+    let relay = Relay::start(&redis, "relay-1", &[]);
+    relay.wait_ready(10 * SECOND);
+    // What the relay publishes, broadcast or request, seen by pattern subscribers (which no relay
+    // counts as servers).
+    let watchers = [
+        Subscriber::pattern_only(&redis, "socket.io#*"),
+        Subscriber::pattern_only(&redis, "socket.io-request#*"),
+    ];
+    let fanout = Fanout {
+        rooms: vec!["r".into(); UNREAD_ENTRIES],
+        members: BTreeMap::from([("r".into(), vec!["c1".into()])]),
+    };
+
+    s1.signal("STOP");
+    let mut con = redis.connection();
+    let mut pipe = redis::pipe();
+    for n in 0..UNREAD_ENTRIES {
+        pipe.xadd(STREAM, "*", &entry(n, "r")).ignore();
+    }
+    pipe.exec(&mut con).unwrap();
+    // The relay publishes them while S1 is frozen. A relay that publishes nothing while a server
+    // does not read is allowed to: then, after 10 s, the test goes on.
+    let published = |n: usize| {
+        let tag = tag(n).into_bytes();
+        watchers.iter().flat_map(Subscriber::messages).any(|m| {
+            m.payload
+                .windows(tag.len())
+                .any(|window| window == tag.as_slice())
+        })
+    };
+    let deadline = Instant::now() + 10 * SECOND;
+    while !(0..UNREAD_ENTRIES).all(published) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seen = (0..UNREAD_ENTRIES).filter(|&n| published(n)).count();
+    // SIGKILL of the frozen process (reaped), and a new server on its port.
+    s1.restart();
+    let lane = |_: usize| "r".to_owned();
+    let ledger = settle(&redis, &clients, &fanout, 2, &lane);
+    eprintln!(
+        "{} (published while S1 was frozen: {seen})",
+        ledger.summary(&format!(
+            "the server of the room's client ({servers} server(s)) frozen, then killed with packets unread"
+        ))
+    );
+    ledger.assert_each_member_once_in_order();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. A frozen relay never sends again an `ack` entry another relay completed.
+// ---------------------------------------------------------------------------------------------
+
+/// The results stream's entries, in order: (source entry ID, fields).
+fn results(con: &mut redis::Connection) -> Vec<(String, BTreeMap<String, String>)> {
+    let reply: redis::streams::StreamRangeReply = con.xrange_all("sio-relay:acks").unwrap();
+    reply
+        .ids
+        .into_iter()
+        .map(|entry| {
+            let fields: BTreeMap<String, String> = entry
+                .map
+                .into_iter()
+                .map(|(k, v)| (k, redis::from_redis_value::<String>(v).unwrap()))
+                .collect();
+            (fields["id"].clone(), fields)
+        })
+        .collect()
+}
+
+/// How many results there are for `id`.
+fn results_for(results: &[(String, BTreeMap<String, String>)], id: &str) -> usize {
+    results.iter().filter(|(of, _)| of == id).count()
+}
+
+/// How many times `client` received an event whose last argument is the entry ID `id`.
+fn times_received(clients: &Clients, client: &str, id: &str) -> usize {
+    clients
+        .events_of(client)
+        .iter()
+        .filter(|(_, args)| args.as_array().and_then(|a| a.last()) == Some(&json!(id)))
+        .count()
+}
+
+fn metrics_reading(relay: &Relay, name: &str) -> Option<f64> {
+    reading(&http_get(relay.http_port(), "/metrics").1, name)
+}
+
+const FROZEN_ENTRIES: usize = 10;
+
+/// How long relay B rests an entry between two attempts no client acknowledged.
+const FROZEN_REST: Duration = Duration::from_secs(1);
+
+/// Relay B sends 10 entries with `ack` to room `r`, where no client is yet: each attempt reaches
+/// nobody (the server answers 0 clients at once), and the entries rest `acks.retry_interval`
+/// (1 s) between attempts. B is frozen (SIGSTOP) while they rest; a client that acknowledges joins
+/// `r` and relay A starts: A reclaims B's entries after `claim_idle` (1 s, which B could not keep
+/// from passing), the client acknowledges, and each entry gets its result. A is stopped, B thawed
+/// (SIGCONT), its rest over. B must not send any of them again: the client gets each entry as many
+/// times as before the thaw.
+///
+/// Frozen while they rest: B's attempts end within a step of their count replies (50 ms polls)
+/// and the next comes a second later, so B is frozen 300 ms after it sent them. That pause only
+/// matters on a relay that sends again what it no longer owns (frozen while an attempt is still
+/// open, B would end it and rest first, and find out it lost the entries before the rest is over):
+/// on a correct relay the test passes wherever the freeze lands.
+///
+/// "B has done what it does after the thaw" is observed as: B read a new `ack` entry (a fence,
+/// which only B can read with A gone), the client acknowledged it and its result was written, and
+/// B's `acks_waiting` gauge is 0. B looks at the entries that rest before it reads new ones, and
+/// what it sends goes through the one server in order, so whatever B sent again before the fence
+/// has reached the client once the fence has.
+///
+/// Fails on f3ebcf3: B sends its due attempts again without checking that it still owns them, so
+/// the client gets each of the 10 entries once more (re-sent after their result: 10).
+#[test]
+fn a_frozen_relay_never_resends_a_completed_ack_entry() {
+    let rest = format!("{}ms", FROZEN_REST.as_millis());
+    let settings = [
+        ("DELIVERY__CLAIM_IDLE", "1s"),
+        ("DELIVERY__CLAIM_INTERVAL", "200ms"),
+        ("ACKS__RETRY_INTERVAL", rest.as_str()),
+    ];
+    let redis = RedisServer::start();
+    let server = SocketIoServer::start(&redis);
+    wait_servers(&redis, 1);
+    let b = Relay::start(&redis, "relay-b", &settings);
+    b.wait_ready(10 * SECOND);
+    let mut con = redis.connection();
+    let ask = |con: &mut redis::Connection, event: &str, n: usize, wait: &str| {
+        xadd(
+            con,
+            &[
+                ("event", event),
+                ("room", "r"),
+                ("data", &n.to_string()),
+                ("ack", wait),
+                ("append_id", "true"),
+            ],
+        )
+    };
+    let ids: Vec<String> = (0..FROZEN_ENTRIES)
+        .map(|n| ask(&mut con, "e", n, "500ms"))
+        .collect();
+    wait_until(10 * SECOND, "B sent every entry and they wait", || {
+        metrics_reading(&b, "ack_requests_total").is_some_and(|n| n >= FROZEN_ENTRIES as f64)
+            && metrics_reading(&b, "acks_waiting") == Some(FROZEN_ENTRIES as f64)
+    });
+    std::thread::sleep(Duration::from_millis(300)); // into the rest (see above)
+    b.signal("STOP");
+    let frozen = Instant::now();
+
+    let clients = Clients::start_specs(vec![
+        json!({"name": "c", "url": server.url("/"), "rooms": ["r"], "ack": true}),
+    ]);
+    let mut a = Relay::start(&redis, "relay-a", &settings);
+    wait_until(
+        30 * SECOND,
+        "A reclaimed B's entries and the client acknowledged each",
+        || {
+            let results = results(&mut con);
+            ids.iter().all(|id| results_for(&results, id) > 0)
+        },
+    );
+    let before: Vec<usize> = ids
+        .iter()
+        .map(|id| times_received(&clients, "c", id))
+        .collect();
+    a.kill();
+
+    // Thawed once the rest is over, as it would be after any freeze long enough for a reclaim.
+    while frozen.elapsed() < FROZEN_REST {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    b.signal("CONT");
+    let fence = ask(&mut con, "fence", FROZEN_ENTRIES, "5s");
+    wait_until(
+        30 * SECOND,
+        "B has completed a new entry after the thaw",
+        || {
+            results_for(&results(&mut con), &fence) == 1
+                && times_received(&clients, "c", &fence) >= 1
+                && metrics_reading(&b, "acks_waiting") == Some(0.0)
+        },
+    );
+
+    let results = results(&mut con);
+    let after: Vec<usize> = ids
+        .iter()
+        .map(|id| times_received(&clients, "c", id))
+        .collect();
+    let resent: usize = after
+        .iter()
+        .zip(&before)
+        .map(|(now, then)| now.saturating_sub(*then))
+        .sum();
+    let with_one_result = ids
+        .iter()
+        .filter(|id| results_for(&results, id) == 1)
+        .count();
+    eprintln!(
+        "chaos a relay frozen while another completed its ack entries, then thawed: produced {FROZEN_ENTRIES}, with one result {with_one_result}, received before the thaw {before:?}, re-sent after their result {resent}"
+    );
+    assert!(
+        before.iter().all(|&n| n >= 1),
+        "the client got each entry before the thaw: {before:?}"
+    );
+    assert_eq!(with_one_result, FROZEN_ENTRIES, "one result per entry");
+    assert_eq!(
+        after, before,
+        "no entry reached the client again after its result was written"
+    );
+    assert!(pending(&mut con).is_empty());
+    assert!(dead_letters(&mut con).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Forged answers with absurd client counts.
+// ---------------------------------------------------------------------------------------------
+
+/// A connection that sees the relay's broadcasts with acknowledgements (PSUBSCRIBE
+/// `socket.io-request#*`, which servers are not counted by) and answers each at once, on the
+/// response channel every server also answers on, with client counts no server can send.
+struct Forger {
+    /// The request IDs answered.
+    forged: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The forged counts: 2^64 - 1 (what a u64 holds at most), and 2^53 + 1 (no JavaScript number).
+const FORGED_COUNTS: [&str; 2] = ["18446744073709551615", "9007199254740993"];
+
+impl Forger {
+    fn start(redis: &RedisServer) -> Forger {
+        let (forged, subscribed, stop) = (
+            Arc::new(Mutex::new(Vec::new())),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let url = redis.url();
+        let thread = {
+            let (forged, subscribed, stop) = (forged.clone(), subscribed.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let client = redis::Client::open(url).unwrap();
+                let mut publisher = client.get_connection().unwrap();
+                let mut con = client.get_connection().unwrap();
+                con.set_read_timeout(Some(Duration::from_millis(100)))
+                    .unwrap();
+                let mut pubsub = con.as_pubsub();
+                pubsub.psubscribe("socket.io-request#*").unwrap();
+                subscribed.store(true, Ordering::SeqCst);
+                while !stop.load(Ordering::SeqCst) {
+                    let message = match pubsub.get_message() {
+                        Ok(message) => message,
+                        Err(e) if e.is_timeout() => continue,
+                        Err(e) => panic!("the forger's subscription failed: {e}"),
+                    };
+                    let Some(id) = request_id(message.get_payload_bytes()) else {
+                        continue;
+                    };
+                    if !id.starts_with("sio-relay:") {
+                        continue;
+                    }
+                    for count in FORGED_COUNTS {
+                        let answer =
+                            format!(r#"{{"type":8,"requestId":"{id}","clientCount":{count}}}"#);
+                        let _: i64 = publisher.publish("socket.io-response#/#", answer).unwrap();
+                    }
+                    forged.lock().unwrap().push(id);
+                }
+            })
+        };
+        wait_until(10 * SECOND, "the forger is subscribed", || {
+            subscribed.load(Ordering::SeqCst)
+        });
+        Forger {
+            forged,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn forged(&self) -> Vec<String> {
+        self.forged.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Forger {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The `requestId` of a classic adapter request, JSON or MessagePack.
+fn request_id(payload: &[u8]) -> Option<String> {
+    if payload.first() == Some(&b'{') {
+        let value: Value = serde_json::from_slice(payload).ok()?;
+        return value["requestId"].as_str().map(str::to_owned);
+    }
+    let value = rmpv::decode::read_value(&mut &payload[..]).ok()?;
+    value
+        .as_map()?
+        .iter()
+        .find(|(key, _)| key.as_str() == Some("requestId"))
+        .and_then(|(_, id)| id.as_str().map(str::to_owned))
+}
+
+const FORGED_ENTRIES: usize = 5;
+
+/// One server, one client in room `r` that acknowledges after 300 ms; a forger answers each of
+/// the relay's broadcasts with acknowledgements with the client counts 2^64 - 1 and 2^53 + 1 before
+/// the client does. The relay must keep running, and each entry must get one result with the true
+/// counts: 1 server, 1 client.
+///
+/// Fails on f3ebcf3: the relay adds the counts up unchecked; the debug build panics ("attempt to
+/// add with overflow") and exits, a release build would write a wrapped number of clients.
+#[test]
+fn forged_answers_with_absurd_counts_keep_results_true() {
+    let redis = RedisServer::start();
+    let server = SocketIoServer::start(&redis);
+    wait_servers(&redis, 1);
+    let clients = Clients::start_specs(vec![json!({
+        "name": "c", "url": server.url("/"), "rooms": ["r"], "ack": true, "ackDelay": 300
+    })]);
+    let forger = Forger::start(&redis);
+    let mut relay = Relay::start(&redis, "relay-1", &[]);
+    relay.wait_ready(10 * SECOND);
+    let mut con = redis.connection();
+    let ids: Vec<String> = (0..FORGED_ENTRIES)
+        .map(|n| {
+            xadd(
+                &mut con,
+                &[
+                    ("event", "e"),
+                    ("room", "r"),
+                    ("data", &n.to_string()),
+                    ("ack", "2s"),
+                    ("append_id", "true"),
+                ],
+            )
+        })
+        .collect();
+    wait_until(
+        30 * SECOND,
+        "every entry has a result, or the relay exited",
+        || {
+            let results = results(&mut con);
+            ids.iter().all(|id| results_for(&results, id) > 0) || !relay.is_running()
+        },
+    );
+    let running = relay.is_running();
+    let results = results(&mut con);
+    let forged = forger.forged();
+    let true_counts = ids
+        .iter()
+        .filter(|id| {
+            let of: Vec<_> = results.iter().filter(|(of, _)| of == *id).collect();
+            of.len() == 1 && of[0].1["clients"] == "1" && of[0].1["servers"] == "1"
+        })
+        .count();
+    eprintln!(
+        "chaos answers forged with client counts {FORGED_COUNTS:?}: produced {FORGED_ENTRIES}, results {}, with the true counts {true_counts}, requests answered by the forger {}, relay running {running}",
+        results.len(),
+        forged.len()
+    );
+    assert!(running, "the relay exited (its log follows)");
+    for id in &ids {
+        assert!(
+            forged.iter().any(|f| f.contains(&format!(":{id}:"))),
+            "the forger answered {id}'s request: {forged:?}"
+        );
+        assert!(
+            times_received(&clients, "c", id) >= 1,
+            "the client got {id}"
+        );
+        let of: Vec<_> = results.iter().filter(|(of, _)| of == id).collect();
+        assert_eq!(of.len(), 1, "one result for {id}: {results:?}");
+        let fields = &of[0].1;
+        assert_eq!(
+            (fields["servers"].as_str(), fields["clients"].as_str()),
+            ("1", "1"),
+            "the true counts for {id}: {fields:?}"
+        );
+    }
+    assert_eq!(true_counts, FORGED_ENTRIES);
+}
