@@ -263,7 +263,6 @@ impl Awaiting {
                 }
                 Taken::Ack(latency)
             }
-            Answer::Sockets(_) => Taken::Counted,
         }
     }
 
@@ -363,6 +362,7 @@ mod tests {
             deliveries: 1,
             redelivery: false,
             recorded: false,
+            released: false,
         }
     }
 

@@ -282,6 +282,7 @@ mod tests {
                 deliveries: 1,
                 redelivery: false,
                 recorded: false,
+                released: false,
             }],
         }
     }

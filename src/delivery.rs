@@ -63,6 +63,9 @@ pub struct Claim {
     pub redelivery: bool,
     /// Recorded in the held hash: it waits for servers, and its count is the recorded one.
     pub recorded: bool,
+    /// Held, and let out before older held entries of its namespace that still wait for their
+    /// clients (see [`crate::presence`]): not to be held behind them.
+    pub released: bool,
 }
 
 impl Claim {
@@ -384,6 +387,7 @@ impl Scripts {
                 deliveries: 1,
                 redelivery: false,
                 recorded: false,
+                released: false,
             };
             if kind == "P" && claim == new && !behind && !external {
                 // The common case in fewer arguments: what the script would make of its flags.

@@ -48,9 +48,6 @@ pub enum Answer {
     /// One client acknowledged, with the first argument of its `ack()` (`None` without one). Bytes
     /// are written `{"$binary": "<base64>"}`, as producers write them.
     Ack(Option<Value>),
-    /// How many of its sockets are in the rooms a `SOCKETS` request asked about (classic adapter;
-    /// see [`crate::presence`]).
-    Sockets(u64),
 }
 
 /// An answer, with the request it is for and when it arrived.
@@ -64,9 +61,6 @@ pub struct Reply {
 /// Reads a payload from a response channel as an answer to a broadcast with acknowledgements;
 /// `None` for anything else (other requests' answers, what no server would send).
 pub fn decode(adapter: Adapter, payload: &[u8]) -> Option<(String, Answer)> {
-    if let (Adapter::Classic, Ok(reply)) = (adapter, serde_json::from_slice::<Sockets>(payload)) {
-        return Some((reply.request_id, Answer::Sockets(reply.sockets.0)));
-    }
     let value = if payload.first() == Some(&b'{') {
         serde_json::from_slice(payload).ok()?
     } else {
@@ -92,42 +86,6 @@ pub fn decode(adapter: Adapter, payload: &[u8]) -> Option<(String, Answer)> {
         return None;
     };
     Some((request_id, answer))
-}
-
-/// The classic adapter's answer to a `SOCKETS` request: `{requestId, sockets: [<socket ID>, ...]}`,
-/// always JSON. The IDs are counted, not kept: a room may hold many thousands.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Sockets {
-    #[serde(rename = "requestId")]
-    request_id: String,
-    sockets: Count,
-}
-
-/// The length of a JSON array, read without keeping its items.
-struct Count(u64);
-
-impl<'de> serde::Deserialize<'de> for Count {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Count, D::Error> {
-        struct Items;
-        impl<'de> serde::de::Visitor<'de> for Items {
-            type Value = Count;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an array")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Count, A::Error> {
-                let mut n = 0u64;
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
-                    n += 1;
-                }
-                Ok(Count(n))
-            }
-        }
-        deserializer.deserialize_seq(Items)
-    }
 }
 
 /// notepack 2's `undefined`: the extension type 0 with one zero byte.
@@ -400,24 +358,6 @@ mod tests {
                 "sr1".into(),
                 Answer::Ack(Some(serde_json::json!({"$binary": "3q2+7w=="})))
             ))
-        );
-    }
-
-    #[test]
-    fn counts_the_sockets_a_server_has_in_the_rooms_asked_about() {
-        let classic = |payload: &[u8]| decode(Adapter::Classic, payload);
-        assert_eq!(
-            classic(br#"{"requestId":"p1","sockets":["Ab3_dEfGhIjKlMnOpQrS","x2"]}"#),
-            Some(("p1".into(), Answer::Sockets(2)))
-        );
-        assert_eq!(
-            classic(br#"{"requestId":"p1","sockets":[]}"#),
-            Some(("p1".into(), Answer::Sockets(0)))
-        );
-        // A REMOTE_FETCH answer has sockets too, with more fields: not a SOCKETS answer.
-        assert_eq!(
-            classic(br#"{"requestId":"p1","sockets":[{"id":"a"}],"extra":1}"#),
-            None
         );
     }
 

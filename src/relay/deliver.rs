@@ -322,7 +322,7 @@ impl Relay {
             .map(|plan| match plan {
                 Plan::Publish(entry) => Op::Publish {
                     entry,
-                    behind: self.held.holds_before(&entry.nsp, entry.id()),
+                    behind: !entry.claim.released && self.held.holds_before(&entry.nsp, entry.id()),
                     external: self.external(entry),
                 },
                 Plan::DeadLetter { claim, reason } => Op::DeadLetter {
@@ -549,6 +549,7 @@ impl Relay {
         let started_holding = !self.held.is_holding(&entry.nsp);
         let claim = Claim {
             recorded: true,
+            released: false,
             ..entry.claim
         };
         if !self.held.contains(claim.id) {

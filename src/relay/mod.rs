@@ -24,6 +24,7 @@ mod group;
 mod link;
 mod pending;
 mod read;
+mod release;
 mod session;
 
 use std::sync::Arc;

@@ -14,6 +14,7 @@ use redis::AsyncCommands;
 use tracing::info;
 
 use super::deliver::Plan;
+use super::release::RELEASE_LOOK;
 use super::session::Session;
 use super::{parse_error, Relay, CLAIM_PAGES_PER_ROUND};
 use crate::delivery::Claim;
@@ -72,6 +73,7 @@ impl Relay {
                             deliveries,
                             redelivery: true,
                             recorded: was_recorded,
+                            released: false,
                         },
                     );
                 }
@@ -142,7 +144,7 @@ impl Relay {
     }
 
     /// The entries with these IDs, in ID order, read within the limits (see [`crate::reader`]).
-    async fn fetch(
+    pub(super) async fn fetch(
         &self,
         s: &mut Session,
         ids: impl Iterator<Item = EntryId>,
@@ -243,6 +245,7 @@ impl Relay {
                                 deliveries: recorded_count.unwrap_or(count? + 1),
                                 redelivery: true,
                                 recorded: recorded_count.is_some(),
+                                released: false,
                             },
                         ))
                     })
@@ -311,21 +314,27 @@ impl Relay {
         let min = u64::from(self.cfg.delivery.min_receivers);
         let namespaces = self.held.namespaces();
         let counts = servers::count(&mut s.all_nodes, &self.target, &namespaces).await?;
-        let ready: Vec<String> = namespaces
-            .into_iter()
-            .zip(counts)
-            .filter(|(_, servers)| *servers >= min)
-            .map(|(nsp, _)| nsp)
-            .collect();
+        let mut ready = Vec::new();
+        for (nsp, servers) in namespaces.into_iter().zip(counts) {
+            if servers >= min {
+                ready.push(nsp);
+            } else {
+                // Gone (again): its wait for clients starts afresh when servers are back.
+                self.held.unready(&nsp);
+            }
+        }
         let before = self.held.len();
+        let mut waiting = false;
         for nsp in ready {
-            let claims = self.held.take_front(&nsp, self.cfg.source.batch_size);
-            self.redeliver(s, claims).await?;
+            waiting |= self.release(s, &nsp).await?;
             if !self.held.is_holding(&nsp) {
                 info!(?nsp, "Socket.IO servers listen on this namespace again; its held entries are delivered");
             }
         }
-        if self.held.len() < before {
+        if waiting {
+            // What comes meanwhile is let out this often; what waits, at its release_wait.
+            self.timers.retry = self.timers.retry.min(Instant::now() + RELEASE_LOOK);
+        } else if self.held.len() < before {
             // Progress: the rest follows at once, not a retry interval later.
             self.timers.retry = Instant::now();
         }

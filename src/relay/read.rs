@@ -120,6 +120,7 @@ impl Relay {
             deliveries: 1,
             redelivery: false,
             recorded: false,
+            released: false,
         };
         self.deliver_fetched(s, fetched, &new).await
     }

@@ -34,6 +34,7 @@ pub(super) struct Session {
     pub flow: Flow,
     /// Published by the delivery scripts, until confirmed.
     pub confirming: Confirming,
+
     /// The next batch's read, already on its way.
     pub read: Option<ReadTask>,
     pub group_ready: bool,

@@ -26,6 +26,7 @@ fn claim(id: &str, deliveries: u64) -> Claim {
         deliveries,
         redelivery: deliveries > 1,
         recorded: false,
+        released: false,
     }
 }
 
