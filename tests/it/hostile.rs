@@ -9,17 +9,22 @@ use crate::common::*;
 
 const SECOND: Duration = Duration::from_secs(1);
 
-/// A field name with a newline (a forged log line) and an ANSI escape sequence: the relay's log
-/// shows them escaped, and so does `sio-relay dead list`.
+/// A field name with a newline (a forged log line), an ANSI escape sequence, and a right-to-left
+/// override (U+202E: `invoice<RLO>fdp.exe` reads as `invoiceexe.pdf`): the relay's log shows them
+/// escaped, and so does `sio-relay dead list`.
 #[test]
 fn producer_text_never_forges_a_log_line_nor_reaches_a_terminal_raw() {
     let redis = RedisServer::start();
     let relay = Relay::start(&redis, "relay-1", &[]);
     let mut con = redis.connection();
-    let forged = "rom\n2020-01-01T00:00:00.000000Z  INFO sio_relay: forged line";
+    let forged = "rom\n2020-01-01T00:00:00.000000Z  INFO sio_relay: forged line\u{202e}";
     xadd(
         &mut con,
-        &[("event", "e\u{1b}[31mred"), (forged, "lobby\u{1b}[2J")],
+        &[
+            ("event", "e\u{1b}[31mred"),
+            (forged, "lobby\u{1b}[2J"),
+            ("x-file", "invoice\u{202e}fdp.exe\u{200b}"),
+        ],
     );
     wait_until(10 * SECOND, "the entry is dead-lettered", || {
         dead_letters(&mut con).len() == 1
@@ -31,6 +36,7 @@ fn producer_text_never_forges_a_log_line_nor_reaches_a_terminal_raw() {
         "a forged line:\n{log}"
     );
     assert!(!log.contains('\u{1b}'), "a raw escape sequence:\n{log}");
+    assert!(!log.contains('\u{202e}'), "a raw override:\n{log}");
 
     let out = sio_relay()
         .args(["dead", "list"])
@@ -41,6 +47,11 @@ fn producer_text_never_forges_a_log_line_nor_reaches_a_terminal_raw() {
     assert!(out.status.success(), "{text}");
     assert!(!text.contains('\u{1b}'), "{text:?}");
     assert!(text.contains(r"rom\n2020"), "{text}");
+    assert!(
+        text.contains(r"x-file=invoice\u{202e}fdp.exe\u{200b}"),
+        "{text:?}"
+    );
+    assert!(!text.contains(['\u{202e}', '\u{200b}']), "{text:?}");
     assert_eq!(
         text.lines().count(),
         2,
