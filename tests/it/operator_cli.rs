@@ -326,3 +326,26 @@ fn dead_list_pages_through_the_oldest_dead_letters() {
     assert_eq!(text.lines().count(), 202, "{text}");
     assert!(text.ends_with("    event=e100\n"), "{text}");
 }
+
+/// A consumer of the group is named by whoever read with it (any client the ACL lets read the
+/// stream): `status` shows its name escaped, as it shows namespaces, so it can neither send escape
+/// sequences to the terminal nor read backwards.
+#[test]
+fn status_shows_consumer_names_escaped() {
+    let redis = RedisServer::start();
+    let relay = Relay::start(&redis, "relay-1", &[]);
+    relay.wait_ready(10 * SECOND);
+    let mut con = redis.connection();
+    let name = "evil\u{1b}[2J\u{202e}1-yaler";
+    let created: i64 = redis::cmd("XGROUP")
+        .arg(&["CREATECONSUMER", STREAM, GROUP, name])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(created, 1);
+    let text = stdout(&cli(&redis, &["status"]));
+    assert!(
+        text.contains(r"evil\u{1b}[2J\u{202e}1-yaler: 0 pending"),
+        "{text:?}"
+    );
+    assert!(!text.contains(['\u{1b}', '\u{202e}']), "{text:?}");
+}
