@@ -107,7 +107,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum DeadAction {
-    /// Show the oldest dead letters with their reasons.
+    /// Show the oldest dead letters with their reasons, each value cut to 1 KiB and 100 fields
+    /// (as the console shows them; what was cut is said, with its size).
     List {
         #[arg(long, default_value_t = 20)]
         limit: usize,
@@ -208,24 +209,29 @@ fn main() -> ExitCode {
             emit(&text);
             failure
         }),
-        Command::Dead { action } => dead::run(
-            &cfg,
-            match action {
-                DeadAction::List { limit, json } => dead::Command::List { limit, json },
-                DeadAction::Replay {
-                    ids,
-                    all,
-                    reason,
-                    dry_run,
-                } => dead::Command::Replay {
+        Command::Dead { action } => match action {
+            DeadAction::List { limit, json } => {
+                dead::list(&cfg, limit, json, &mut std::io::stdout()).map(|()| String::new())
+            }
+            DeadAction::Replay {
+                ids,
+                all,
+                reason,
+                dry_run,
+            } => dead::run(
+                &cfg,
+                dead::Command::Replay {
                     chosen: dead::Chosen { ids, all, reason },
                     dry_run,
                 },
-                DeadAction::Drop { ids, all, reason } => dead::Command::Drop {
+            ),
+            DeadAction::Drop { ids, all, reason } => dead::run(
+                &cfg,
+                dead::Command::Drop {
                     chosen: dead::Chosen { ids, all, reason },
                 },
-            },
-        ),
+            ),
+        },
     };
     match outcome {
         Ok(text) => {

@@ -27,6 +27,12 @@ pub enum Source {
     reclaimed,
 }
 
+impl Source {
+    /// Every source: each has a series from the start, so that a rate over `entries_read_total`
+    /// sees the first read instead of a series born at its first value.
+    pub const ALL: [Source; 3] = [Source::new, Source::own_pending, Source::reclaimed];
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
     pub source: Source,
@@ -134,6 +140,9 @@ impl Metrics {
             end_to_end_count: Counter::default(),
             registry: Registry::default(),
         };
+        for source in Source::ALL {
+            let _ = metrics.entries_read.get_or_create(&SourceLabels { source });
+        }
         registry.register(
             "entries_read",
             "Stream entries read, by where they came from",
@@ -323,7 +332,7 @@ impl Metrics {
 
     /// Entries read, whatever their source.
     pub fn entries_read_total(&self) -> u64 {
-        [Source::new, Source::own_pending, Source::reclaimed]
+        Source::ALL
             .into_iter()
             .filter_map(|source| {
                 self.entries_read
@@ -365,6 +374,18 @@ mod tests {
         let text = Metrics::new().render();
         for reason in dead_letter::REASON_CODES {
             let line = format!("sio_relay_dead_lettered_total{{reason=\"{reason}\"}} 0");
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_read_source_is_exported_from_the_start() {
+        let text = Metrics::new().render();
+        for source in ["new", "own_pending", "reclaimed"] {
+            let line = format!("sio_relay_entries_read_total{{source=\"{source}\"}} 0");
             assert!(
                 text.lines().any(|l| l == line),
                 "{line} missing from\n{text}"

@@ -1,17 +1,25 @@
 //! `sio-relay dead list | replay | drop`: look into the dead-letter stream and repair.
 //!
+//! `list` reads through `lua/browse.lua`, as the console's pages do ([`browse`]): every value is cut
+//! to [`VALUE_BYTES`] inside Redis, and fields to [`FIELDS_SHOWN`], with what was cut counted, so a
+//! dead letter of many megabytes costs the command (and the relay's console) a bounded amount of
+//! memory, and the listing is written a page at a time.
+//!
 //! Replay moves a dead letter back to the source stream atomically with its removal (one Lua script,
 //! `lua/replay.lua`), so a replay interrupted at any point neither loses nor doubles an entry. `--all`
 //! walks a snapshot: the dead letters up to the last one present when the command starts. A running
 //! relay dead-letters malformed entries again as they are replayed; those new dead letters lie past
 //! the snapshot, so the command ends instead of chasing its own tail.
 
+use std::io::Write;
+
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Script};
+use serde::Serialize;
 
-use super::{block_on, connect, printable, Failure};
+use super::{block_on, connect, printable, Failure, EXIT_FAILURE};
 use crate::config::Config;
-use crate::dead_letter::{self, FIELD_PREFIX};
+use crate::dead_letter::{self, FIELD_PREFIX, PACKED_FIELDS};
 
 /// Which dead letters a command acts on.
 pub struct Selection {
@@ -35,6 +43,37 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
+    /// As [`Letter`], nothing cut (`replay --dry-run` shows what it read whole, as it always did).
+    fn whole(self) -> Letter {
+        let field = |name: &str| self.field(&format!("{FIELD_PREFIX}{name}")).to_owned();
+        Letter {
+            time_ms: self
+                .id
+                .split('-')
+                .next()
+                .and_then(|ms| ms.parse().ok())
+                .unwrap_or(0),
+            reason: field("reason"),
+            error: field("error"),
+            source_id: field("id"),
+            deliveries: field("deliveries"),
+            fields: self
+                .fields
+                .iter()
+                .filter(|(f, _)| !f.starts_with(FIELD_PREFIX))
+                .map(|(name, value)| Field {
+                    name: name.clone(),
+                    value: value.clone(),
+                    bytes: value.len(),
+                    truncated: false,
+                })
+                .collect(),
+            fields_not_shown: 0,
+            stream: self.stream,
+            id: self.id,
+        }
+    }
+
     fn field(&self, name: &str) -> &str {
         self.fields
             .iter()
@@ -64,9 +103,8 @@ type RawFields = Vec<(Vec<u8>, Vec<u8>)>;
 /// Dead letters read per round trip while walking the stream.
 const PAGE: usize = 100;
 
-/// `sio-relay dead ...`.
+/// `sio-relay dead replay | drop` (`list` is [`list`]).
 pub enum Command {
-    List { limit: usize, json: bool },
     Replay { chosen: Chosen, dry_run: bool },
     Drop { chosen: Chosen },
 }
@@ -96,17 +134,6 @@ impl Chosen {
 pub fn run(cfg: &Config, command: Command) -> Result<String, Failure> {
     let partitions = cfg.partitions();
     match command {
-        Command::List { limit, json } => {
-            let mut letters = Vec::new();
-            for partition in &partitions {
-                letters.extend(block_on(list(partition, limit))?);
-            }
-            Ok(if json {
-                serde_json::to_string_pretty(&letters).expect("dead letters serialize") + "\n"
-            } else {
-                render(&letters)
-            })
-        }
         Command::Replay {
             chosen,
             dry_run: true,
@@ -115,10 +142,11 @@ pub fn run(cfg: &Config, command: Command) -> Result<String, Failure> {
             for partition in &partitions {
                 letters.extend(block_on(preview(partition, chosen.selection()))?);
             }
-            let mut text = render(&letters);
+            let whole: Vec<Letter> = letters.into_iter().map(DeadLetter::whole).collect();
+            let mut text = render(&whole);
             text.push_str(&format!(
                 "would replay {} dead letter(s); nothing changed (--dry-run)\n",
-                letters.len()
+                whole.len()
             ));
             Ok(text)
         }
@@ -147,44 +175,327 @@ pub fn run(cfg: &Config, command: Command) -> Result<String, Failure> {
     }
 }
 
-/// The oldest `limit` dead letters.
-pub async fn list(cfg: &Config, limit: usize) -> Result<Vec<DeadLetter>, Failure> {
-    let mut con = connect(cfg).await?;
-    let rows: Vec<(String, RawFields)> = con
-        .xrange_count(&cfg.dead_letter.stream, "-", "+", limit)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, fields)| DeadLetter::from_raw(&cfg.dead_letter.stream, id, &fields))
-        .collect())
+/// Bytes shown of each field name and value.
+pub const VALUE_BYTES: usize = 1024;
+/// Packed fields (see [`PACKED_FIELDS`]) up to this size are unpacked and shown; longer ones are
+/// shown cut, as any value.
+pub const PACKED_BYTES: usize = 64 << 10;
+/// Producer fields shown per dead letter.
+pub const FIELDS_SHOWN: usize = 100;
+/// Dead letters `list` asks for per round trip: a page costs Redis one short script and the
+/// command at most this many cut letters in memory, whatever `--limit` says.
+pub const LIST_PAGE: usize = 100;
+
+/// A dead letter as shown by `dead list` and the console: the relay's fields by name, and the
+/// producer's fields, each value cut to [`VALUE_BYTES`] and at most [`FIELDS_SHOWN`] of them.
+#[derive(Debug, Serialize)]
+pub struct Letter {
+    pub stream: String,
+    pub id: String,
+    pub time_ms: u64,
+    pub reason: String,
+    pub error: String,
+    pub source_id: String,
+    pub deliveries: String,
+    /// The producer's fields; the relay's `x-dead-*` ones are the fields above (packed fields too
+    /// large to unpack are listed as `x-dead-fields`, cut).
+    pub fields: Vec<Field>,
+    /// Producer fields not shown (past [`FIELDS_SHOWN`]).
+    pub fields_not_shown: usize,
 }
 
-/// Text for `dead list`: one header line per dead letter, then its producer fields; with several
+#[derive(Debug, Serialize)]
+pub struct Field {
+    pub name: String,
+    pub value: String,
+    /// The value's whole size.
+    pub bytes: usize,
+    pub truncated: bool,
+}
+
+/// Where a [`browse`] starts, excluded.
+pub enum Start {
+    /// Newest first, before this: `+`, or `(<id>`.
+    Newest(String),
+    /// Oldest first, after this: `-`, or `(<id>`.
+    Oldest(String),
+}
+
+/// What [`browse`] read.
+pub struct Browsed {
+    pub letters: Vec<Letter>,
+    /// The last dead letter looked at (empty when none was): the next page starts after it.
+    pub last: String,
+    pub scanned: usize,
+}
+
+type Shown = (String, Vec<redis::Value>, usize);
+
+/// Up to `limit` dead letters of `stream` from `from`, looking at `scan` of them at most, only
+/// those of `reason` (empty: any), read by `lua/browse.lua`, which cuts every value inside Redis:
+/// what reaches this process is bounded by `limit` whatever the dead letters hold.
+pub async fn browse(
+    con: &mut MultiplexedConnection,
+    stream: &str,
+    from: &Start,
+    limit: usize,
+    scan: usize,
+    reason: &str,
+) -> Result<Browsed, Failure> {
+    let (direction, start) = match from {
+        Start::Newest(end) => ("newest", end),
+        Start::Oldest(start) => ("oldest", start),
+    };
+    let (rows, last, scanned): (Vec<Shown>, String, usize) =
+        Script::new(include_str!("../lua/browse.lua"))
+            .key(stream)
+            .arg(direction)
+            .arg(start)
+            .arg(limit)
+            .arg(scan)
+            .arg(reason)
+            .arg(VALUE_BYTES)
+            .arg(PACKED_BYTES)
+            .arg(FIELDS_SHOWN)
+            .invoke_async(con)
+            .await?;
+    Ok(Browsed {
+        letters: rows.into_iter().map(|row| letter(stream, row)).collect(),
+        last,
+        scanned,
+    })
+}
+
+fn letter(stream: &str, (id, shown, total): Shown) -> Letter {
+    // name, value, size of the value, ...
+    let mut raw = Vec::new();
+    let mut sizes = Vec::new();
+    for triple in shown.chunks(3) {
+        if let [name, value, redis::Value::Int(size)] = triple {
+            let bytes = |v: &redis::Value| match v {
+                redis::Value::BulkString(b) => b.clone(),
+                _ => Vec::new(),
+            };
+            raw.push((bytes(name), bytes(value)));
+            sizes.push(*size as usize);
+        }
+    }
+    let packed = raw
+        .iter()
+        .zip(&sizes)
+        .find(|((f, _), _)| f == PACKED_FIELDS.as_bytes());
+    let packed_whole = packed.is_some_and(|((_, v), size)| v.len() == *size);
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let dead = |name: &str| {
+        raw.iter()
+            .find(|(f, _)| f == format!("{FIELD_PREFIX}{name}").as_bytes())
+            .map_or(String::new(), |(_, v)| text(v))
+    };
+    let mut fields: Vec<Field> = if packed_whole {
+        dead_letter::unpacked(&raw)
+            .into_iter()
+            .filter(|(f, _)| !f.starts_with(FIELD_PREFIX.as_bytes()))
+            .map(|(f, v)| Field {
+                name: text(&f[..f.len().min(VALUE_BYTES)]),
+                value: text(&v[..v.len().min(VALUE_BYTES)]),
+                bytes: v.len(),
+                truncated: v.len() > VALUE_BYTES,
+            })
+            .collect()
+    } else {
+        raw.iter()
+            .zip(&sizes)
+            .filter(|((f, _), _)| !f.starts_with(FIELD_PREFIX.as_bytes()))
+            .map(|((f, v), size)| Field {
+                name: text(f),
+                value: text(v),
+                bytes: *size,
+                truncated: v.len() < *size,
+            })
+            .collect()
+    };
+    // browse.lua kept FIELDS_SHOWN of the stored ones; unpacked fields are cut here.
+    let relays = raw
+        .iter()
+        .filter(|(f, _)| f.starts_with(FIELD_PREFIX.as_bytes()))
+        .count();
+    let stored = if packed_whole {
+        fields.len()
+    } else {
+        total - relays
+    };
+    let fields_not_shown = stored.saturating_sub(FIELDS_SHOWN);
+    fields.truncate(FIELDS_SHOWN);
+    // Packed fields too large to unpack here are what the dead letter holds: shown cut, with their
+    // size, rather than not at all.
+    if let (Some(((_, v), size)), false) = (packed, packed_whole) {
+        fields.push(Field {
+            name: PACKED_FIELDS.into(),
+            value: text(v),
+            bytes: *size,
+            truncated: true,
+        });
+    }
+    Letter {
+        stream: stream.to_owned(),
+        time_ms: id
+            .split('-')
+            .next()
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(0),
+        id,
+        reason: dead("reason"),
+        error: dead("error"),
+        source_id: dead("id"),
+        deliveries: dead("deliveries"),
+        fields,
+        fields_not_shown,
+    }
+}
+
+/// `dead list`: the oldest `limit` dead letters of each partition's dead-letter stream, written to
+/// `out` a page at a time ([`LIST_PAGE`] letters, each cut by [`browse`]), as text or as one JSON
+/// array of [`Letter`]s. A closed pipe (`dead list | head`) ends it quietly.
+pub fn list(cfg: &Config, limit: usize, json: bool, out: &mut impl Write) -> Result<(), Failure> {
+    let partitions = cfg.partitions();
+    let mut listing = Listing {
+        out,
+        json,
+        several: partitions.len() > 1,
+        written: 0,
+    };
+    let done = (|| {
+        listing.write(if json { "[" } else { "" })?;
+        for partition in &partitions {
+            block_on(async { Ok(list_partition(partition, limit, &mut listing).await) })??;
+        }
+        listing.write(if json { "\n]\n" } else { "" })
+    })();
+    match done {
+        Err(ListError::Closed) => Ok(()),
+        Err(ListError::Failed(failure)) => Err(failure),
+        Ok(()) => Ok(()),
+    }
+}
+
+async fn list_partition(
+    cfg: &Config,
+    limit: usize,
+    listing: &mut Listing<'_, impl Write>,
+) -> Result<(), ListError> {
+    let mut con = connect(cfg).await?;
+    let stream = &cfg.dead_letter.stream;
+    let mut from = Start::Oldest("-".into());
+    let mut left = limit;
+    let mut first = true;
+    while left > 0 {
+        let page = left.min(LIST_PAGE);
+        let browsed = browse(&mut con, stream, &from, page, page, "").await?;
+        for letter in &browsed.letters {
+            if first && listing.several && !listing.json {
+                listing.write(&format!("== {}\n", printable(stream)))?;
+            }
+            first = false;
+            listing.letter(letter)?;
+        }
+        left -= browsed.letters.len();
+        if browsed.letters.len() < page || browsed.last.is_empty() {
+            break;
+        }
+        from = Start::Oldest(format!("({}", browsed.last));
+    }
+    Ok(())
+}
+
+/// Where `list` writes, and how.
+struct Listing<'a, W: Write> {
+    out: &'a mut W,
+    json: bool,
+    /// Several dead-letter streams (partitions): each one's letters after a line naming it.
+    several: bool,
+    written: usize,
+}
+
+enum ListError {
+    /// The reader went away (`dead list | head`): nothing more to write.
+    Closed,
+    Failed(Failure),
+}
+
+impl From<Failure> for ListError {
+    fn from(f: Failure) -> Self {
+        ListError::Failed(f)
+    }
+}
+
+impl<W: Write> Listing<'_, W> {
+    fn write(&mut self, text: &str) -> Result<(), ListError> {
+        self.out
+            .write_all(text.as_bytes())
+            .and_then(|()| self.out.flush())
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::BrokenPipe => ListError::Closed,
+                _ => ListError::Failed(Failure {
+                    code: EXIT_FAILURE,
+                    message: format!("cannot write the list: {e}"),
+                }),
+            })
+    }
+
+    fn letter(&mut self, letter: &Letter) -> Result<(), ListError> {
+        let text = if self.json {
+            let separator = if self.written == 0 { "\n" } else { ",\n" };
+            let json = serde_json::to_string(letter).expect("a dead letter serializes");
+            format!("{separator}{json}")
+        } else {
+            render_letter(letter)
+        };
+        self.written += 1;
+        self.write(&text)
+    }
+}
+
+/// Text for dead letters: one header line per dead letter, then its producer fields; with several
 /// dead-letter streams (partitions), a line naming each before its dead letters.
-pub fn render(letters: &[DeadLetter]) -> String {
+pub fn render(letters: &[Letter]) -> String {
     let mut out = String::new();
     let several = letters.iter().any(|l| l.stream != letters[0].stream);
     for (i, letter) in letters.iter().enumerate() {
         if several && (i == 0 || letters[i - 1].stream != letter.stream) {
             out.push_str(&format!("== {}\n", printable(&letter.stream)));
         }
-        out.push_str(&format!(
-            "{}  {}  {}  (source entry {}, delivered {}x)\n",
-            letter.id,
-            printable(letter.field("x-dead-reason")),
-            printable(letter.field("x-dead-error")),
-            printable(letter.field("x-dead-id")),
-            printable(letter.field("x-dead-deliveries")),
-        ));
-        let fields: Vec<String> = letter
-            .fields
-            .iter()
-            .filter(|(f, _)| !f.starts_with(FIELD_PREFIX))
-            .map(|(f, v)| format!("{}={}", printable(f), printable(v)))
-            .collect();
-        out.push_str(&format!("    {}\n", fields.join(" ")));
+        out.push_str(&render_letter(letter));
     }
     out
+}
+
+/// One dead letter's header line and fields line. A value cut says so, with its whole size; fields
+/// not shown are counted.
+fn render_letter(letter: &Letter) -> String {
+    let mut fields: Vec<String> = letter
+        .fields
+        .iter()
+        .map(|f| {
+            let cut = if f.truncated {
+                format!("… (cut at {VALUE_BYTES} of {} bytes)", f.bytes)
+            } else {
+                String::new()
+            };
+            format!("{}={}{cut}", printable(&f.name), printable(&f.value))
+        })
+        .collect();
+    if letter.fields_not_shown > 0 {
+        fields.push(format!("… {} more fields", letter.fields_not_shown));
+    }
+    format!(
+        "{}  {}  {}  (source entry {}, delivered {}x)\n    {}\n",
+        letter.id,
+        printable(&letter.reason),
+        printable(&letter.error),
+        printable(&letter.source_id),
+        printable(&letter.deliveries),
+        fields.join(" ")
+    )
 }
 
 /// A dead letter's ID and what became of it.

@@ -294,7 +294,8 @@ pub fn render(status: &Status) -> String {
                     if i == 0 { "Consumers" } else { "" },
                     format!(
                         "{}: {} pending, idle {}",
-                        c.name,
+                        // Named by whoever read from the group: any client the ACL lets do so.
+                        printable(&c.name),
                         c.pending,
                         humantime::format_duration(Duration::from_millis(c.idle_ms))
                     ),

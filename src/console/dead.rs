@@ -1,28 +1,22 @@
 //! The console's dead letters: pages of them, newest first, and the replay and drop requests.
 //!
-//! A page is read by `lua/browse.lua`, which cuts every value to [`VALUE_BYTES`] inside Redis, so
-//! a page costs the relay a bounded amount of memory whatever the dead letters hold. Replay and
-//! drop are `sio-relay dead replay | drop` ([`commands::dead`]): the same atomic move and the same
-//! snapshot of "all of a reason".
+//! A page is read as `sio-relay dead list` reads ([`dead_command::browse`], `lua/browse.lua`), which
+//! cuts every value to [`dead_command::VALUE_BYTES`] inside Redis, so a page costs the relay a bounded amount of
+//! memory whatever the dead letters hold. Replay and drop are `sio-relay dead replay | drop`
+//! ([`commands::dead`]): the same atomic move and the same snapshot of "all of a reason".
 
-use redis::Script;
 use serde::{Deserialize, Serialize};
 
+pub use crate::commands::dead::Letter;
 use crate::commands::{self, dead as dead_command, Failure};
 use crate::config::Config;
-use crate::dead_letter::{self, FIELD_PREFIX, PACKED_FIELDS};
+use crate::dead_letter;
 
 /// Dead letters per page at most (the default: [`DEFAULT_LIMIT`]).
 pub const MAX_LIMIT: usize = 100;
 pub const DEFAULT_LIMIT: usize = 50;
 /// Dead letters looked at per page when filtering by reason.
 pub const SCAN: usize = 1000;
-/// Bytes shown of each field name and value.
-pub const VALUE_BYTES: usize = 1024;
-/// Packed fields (see [`PACKED_FIELDS`]) up to this size are unpacked and shown.
-pub const PACKED_BYTES: usize = 64 << 10;
-/// Producer fields shown per dead letter.
-pub const FIELDS_SHOWN: usize = 100;
 /// IDs one request may name.
 pub const MAX_IDS: usize = 1000;
 
@@ -48,30 +42,6 @@ pub struct Page {
     /// Pass as `before` for the next, older page; `None` at the end.
     pub next_before: Option<String>,
     pub scanned: usize,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Letter {
-    pub stream: String,
-    pub id: String,
-    pub time_ms: u64,
-    pub reason: String,
-    pub error: String,
-    pub source_id: String,
-    pub deliveries: String,
-    /// The producer's fields; the relay's `x-dead-*` ones are the fields above.
-    pub fields: Vec<Field>,
-    /// Producer fields not shown (past [`FIELDS_SHOWN`]).
-    pub fields_not_shown: usize,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Field {
-    pub name: String,
-    pub value: String,
-    /// The value's whole size.
-    pub bytes: usize,
-    pub truncated: bool,
 }
 
 /// The partitions' dead-letter streams.
@@ -111,8 +81,6 @@ fn end_of(before: &str) -> Result<String, String> {
     }
 }
 
-type Shown = (String, Vec<redis::Value>, usize);
-
 pub async fn page(cfg: &Config, query: &PageQuery) -> Result<Page, Failure> {
     let bad = |message: String| Failure {
         code: commands::EXIT_DATA,
@@ -122,107 +90,28 @@ pub async fn page(cfg: &Config, query: &PageQuery) -> Result<Page, Failure> {
     let end = end_of(&query.before).map_err(bad)?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let scan = if query.reason.is_empty() { limit } else { SCAN };
-    let stream = partition.dead_letter.stream.clone();
+    let stream = &partition.dead_letter.stream;
     let mut con = commands::connect(&partition).await?;
-    let (rows, last, scanned): (Vec<Shown>, String, usize) =
-        Script::new(include_str!("../lua/browse.lua"))
-            .key(&stream)
-            .arg(&end)
-            .arg(limit)
-            .arg(scan)
-            .arg(&query.reason)
-            .arg(VALUE_BYTES)
-            .arg(PACKED_BYTES)
-            .arg(FIELDS_SHOWN)
-            .invoke_async(&mut con)
-            .await?;
+    let browsed = dead_command::browse(
+        &mut con,
+        stream,
+        &dead_command::Start::Newest(end),
+        limit,
+        scan,
+        &query.reason,
+    )
+    .await?;
     // More may lie before the last one looked at when the page or the scan was filled.
-    let next_before = (rows.len() == limit || scanned == scan)
-        .then_some(last)
+    let next_before = (browsed.letters.len() == limit || browsed.scanned == scan)
+        .then_some(browsed.last)
         .filter(|last| !last.is_empty());
     Ok(Page {
         reasons: &dead_letter::REASON_CODES,
         streams: streams(cfg),
-        letters: rows.into_iter().map(|row| letter(&stream, row)).collect(),
+        letters: browsed.letters,
         next_before,
-        scanned,
+        scanned: browsed.scanned,
     })
-}
-
-fn letter(stream: &str, (id, shown, total): Shown) -> Letter {
-    // name, value, size of the value, ...
-    let mut raw = Vec::new();
-    let mut sizes = Vec::new();
-    for triple in shown.chunks(3) {
-        if let [name, value, redis::Value::Int(size)] = triple {
-            let bytes = |v: &redis::Value| match v {
-                redis::Value::BulkString(b) => b.clone(),
-                _ => Vec::new(),
-            };
-            raw.push((bytes(name), bytes(value)));
-            sizes.push(*size as usize);
-        }
-    }
-    let packed_whole = raw
-        .iter()
-        .zip(&sizes)
-        .any(|((f, v), size)| f == PACKED_FIELDS.as_bytes() && v.len() == *size);
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    let dead = |name: &str| {
-        raw.iter()
-            .find(|(f, _)| f == format!("{FIELD_PREFIX}{name}").as_bytes())
-            .map_or(String::new(), |(_, v)| text(v))
-    };
-    let mut fields: Vec<Field> = if packed_whole {
-        dead_letter::unpacked(&raw)
-            .into_iter()
-            .filter(|(f, _)| !f.starts_with(FIELD_PREFIX.as_bytes()))
-            .map(|(f, v)| Field {
-                name: text(&f[..f.len().min(VALUE_BYTES)]),
-                value: text(&v[..v.len().min(VALUE_BYTES)]),
-                bytes: v.len(),
-                truncated: v.len() > VALUE_BYTES,
-            })
-            .collect()
-    } else {
-        raw.iter()
-            .zip(&sizes)
-            .filter(|((f, _), _)| !f.starts_with(FIELD_PREFIX.as_bytes()))
-            .map(|((f, v), size)| Field {
-                name: text(f),
-                value: text(v),
-                bytes: *size,
-                truncated: v.len() < *size,
-            })
-            .collect()
-    };
-    // browse.lua kept FIELDS_SHOWN of the stored ones; unpacked fields are cut here.
-    let relays = raw
-        .iter()
-        .filter(|(f, _)| f.starts_with(FIELD_PREFIX.as_bytes()))
-        .count();
-    let stored = if packed_whole {
-        fields.len()
-    } else {
-        total - relays
-    };
-    let fields_not_shown = stored.saturating_sub(FIELDS_SHOWN);
-    fields.truncate(FIELDS_SHOWN);
-    Letter {
-        stream: stream.to_owned(),
-        time_ms: id
-            .split('-')
-            .next()
-            .and_then(|ms| ms.parse().ok())
-            .unwrap_or(0),
-        id,
-        reason: dead("reason"),
-        error: dead("error"),
-        source_id: dead("id"),
-        deliveries: dead("deliveries"),
-        fields,
-        fields_not_shown,
-    }
 }
 
 /// What a replay or drop acts on (the body of `POST /console/dead/replay | drop`).

@@ -1,28 +1,35 @@
--- The console's page of dead letters, newest first, each value cut to a size the page can show: a
--- dead letter can hold many megabytes (its entry was too large), and a page must not bring them
--- all into the relay's memory.
+-- A page of dead letters, each value cut to a size a page or a terminal can show: a dead letter can
+-- hold many megabytes (its entry was too large), and neither the console (in the relay) nor
+-- `sio-relay dead list` may bring them all into its memory. Both read dead letters through here.
 -- KEYS[1] the dead-letter stream
--- ARGV[1] the end of the range ('+', or '(<id>' for the letters before <id>)
--- ARGV[2] at most this many letters returned
--- ARGV[3] at most this many letters scanned (those of another reason included)
--- ARGV[4] only letters with this x-dead-reason ('' = any)
--- ARGV[5] bytes kept of each field name and value
--- ARGV[6] bytes of x-dead-fields (the packed fields) kept whole, to be unpacked; longer ones are cut
--- ARGV[7] producer fields kept per letter (the relay's x-dead-* ones are always kept)
+-- ARGV[1] 'newest' (newest first: the console) or 'oldest' (oldest first: dead list)
+-- ARGV[2] where the page starts, excluded: newest first '+' or '(<id>' for the letters before
+--         <id>; oldest first '-' or '(<id>' for the letters after <id>
+-- ARGV[3] at most this many letters returned
+-- ARGV[4] at most this many letters scanned (those of another reason included)
+-- ARGV[5] only letters with this x-dead-reason ('' = any)
+-- ARGV[6] bytes kept of each field name and value
+-- ARGV[7] bytes of x-dead-fields (the packed fields) kept whole, to be unpacked; longer ones are cut
+-- ARGV[8] producer fields kept per letter (the relay's x-dead-* ones are always kept)
 -- Returns {letters, last scanned ID or '', letters scanned}; a letter is
 -- {id, {name, value, bytes of the value, ...}, fields it had}.
-local wanted, scan = tonumber(ARGV[2]), tonumber(ARGV[3])
-local cut, packed_whole, max_fields = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local rows = redis.call('XREVRANGE', KEYS[1], ARGV[1], '-', 'COUNT', scan)
+local wanted, scan = tonumber(ARGV[3]), tonumber(ARGV[4])
+local cut, packed_whole, max_fields = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local rows
+if ARGV[1] == 'oldest' then
+  rows = redis.call('XRANGE', KEYS[1], ARGV[2], '+', 'COUNT', scan)
+else
+  rows = redis.call('XREVRANGE', KEYS[1], ARGV[2], '-', 'COUNT', scan)
+end
 local letters, last, scanned = {}, '', 0
 for _, row in ipairs(rows) do
   if #letters >= wanted then break end
   local id, fields = row[1], row[2]
   last, scanned = id, scanned + 1
-  local keep = ARGV[4] == ''
+  local keep = ARGV[5] == ''
   for i = 1, #fields, 2 do
     if fields[i] == 'x-dead-reason' then
-      keep = keep or fields[i + 1] == ARGV[4]
+      keep = keep or fields[i + 1] == ARGV[5]
       break
     end
   end

@@ -290,6 +290,91 @@ fn the_console_shows_the_flow_and_replays_a_dead_letter_to_a_client() {
     );
 }
 
+/// What producers write is shown as `sio-relay dead list` shows it: a field name with a
+/// right-to-left override (U+202E turns `rom<RLO>txt.exe` into what reads as `romexe.txt`), and
+/// every other character the CLI escapes (control, format, line and paragraph separators), reach
+/// the page escaped, exactly as `commands::printable` writes them, in the dead letter's fields and
+/// error and in a held namespace of the live view; letters, marks and emoji stay as they are.
+#[test]
+fn the_page_escapes_what_the_cli_escapes() {
+    use sio_relay::commands::printable;
+    let redis = RedisServer::start();
+    let relay = Relay::start(&redis, "relay-1", &[("HTTP__CONSOLE", "true")]);
+    relay.wait_ready(30 * SECOND);
+    let mut con = redis.connection();
+    // Every character the CLI's rule escapes, 48 to a value: under the page's 1 KiB cut.
+    let escaped: Vec<char> = (0..=u32::from(char::MAX))
+        .filter_map(char::from_u32)
+        .filter(|c| printable(&c.to_string()) != c.to_string())
+        .collect();
+    assert!(escaped.contains(&'\u{202e}') && escaped.contains(&'\u{200b}'));
+    let chunks: Vec<(String, String)> = escaped
+        .chunks(48)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let value: String = chunk.iter().flat_map(|&c| ['·', c]).collect();
+            (format!("x-all-{i}"), value)
+        })
+        .collect();
+    let spoofed = "rom\u{202e}txt.exe";
+    let mut fields = vec![
+        ("event", "invoice"),
+        (spoofed, "lobby"),
+        ("x-kept", "नमस्ते e\u{301} 🙂 a\u{a0}b"),
+    ];
+    fields.extend(chunks.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    xadd(&mut con, &fields);
+    // Nobody listens on this namespace: its entry is held, and the live view names it.
+    let nsp = "/admin\u{202e}nimda";
+    xadd(&mut con, &[("event", "e"), ("nsp", nsp)]);
+    wait_until(10 * SECOND, "the entry is dead-lettered", || {
+        dead_letters(&mut con).len() == 1
+    });
+    let (_, stored) = dead_letters(&mut con).remove(0);
+    let error = field(&stored, "x-dead-error").unwrap().to_owned();
+    assert!(error.contains(spoofed), "{error}");
+    let producers: Vec<&(String, String)> = stored
+        .iter()
+        .filter(|(name, _)| !name.starts_with("x-dead-"))
+        .collect();
+
+    let url = format!("http://127.0.0.1:{}/", relay.http_port());
+    let mut browser = Browser::open(&url);
+    let held = "#held-table tr[data-held-nsp] [data-field=nsp]";
+    browser.wait(held);
+    assert_eq!(browser.text(held), printable(nsp));
+    browser.click("#tab-dead");
+    browser.wait("body[data-dead-loaded] .dead-letter[data-reason=malformed]");
+    let texts = |browser: &mut Browser, selector: &str| -> Vec<String> {
+        let answer = browser.step(json!({"do": "texts", "selector": selector}));
+        answer["texts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let cli = |text: &str| printable(text).into_owned();
+    assert_eq!(
+        texts(&mut browser, ".dead-letter .field .name"),
+        producers.iter().map(|(n, _)| cli(n)).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        texts(&mut browser, ".dead-letter .field .value"),
+        producers.iter().map(|(_, v)| cli(v)).collect::<Vec<_>>()
+    );
+    assert_eq!(texts(&mut browser, ".dead-letter .error"), [cli(&error)]);
+    let card = texts(&mut browser, ".dead-letter").remove(0);
+    assert_eq!(printable(&card), card, "nothing left to escape in {card:?}");
+    assert!(card.contains(r"rom\u{202e}txt.exe"), "{card}");
+    assert!(card.contains("नमस्ते e\u{301} 🙂 a\u{a0}b"), "{card}");
+    assert!(
+        browser.page_errors().is_empty(),
+        "{:?}",
+        browser.page_errors()
+    );
+}
+
 #[test]
 fn changes_without_the_token_or_from_another_site_are_refused() {
     let password = "s3cret-redis-password";

@@ -9,17 +9,22 @@ use crate::common::*;
 
 const SECOND: Duration = Duration::from_secs(1);
 
-/// A field name with a newline (a forged log line) and an ANSI escape sequence: the relay's log
-/// shows them escaped, and so does `sio-relay dead list`.
+/// A field name with a newline (a forged log line), an ANSI escape sequence, and a right-to-left
+/// override (U+202E: `invoice<RLO>fdp.exe` reads as `invoiceexe.pdf`): the relay's log shows them
+/// escaped, and so does `sio-relay dead list`.
 #[test]
 fn producer_text_never_forges_a_log_line_nor_reaches_a_terminal_raw() {
     let redis = RedisServer::start();
     let relay = Relay::start(&redis, "relay-1", &[]);
     let mut con = redis.connection();
-    let forged = "rom\n2020-01-01T00:00:00.000000Z  INFO sio_relay: forged line";
+    let forged = "rom\n2020-01-01T00:00:00.000000Z  INFO sio_relay: forged line\u{202e}";
     xadd(
         &mut con,
-        &[("event", "e\u{1b}[31mred"), (forged, "lobby\u{1b}[2J")],
+        &[
+            ("event", "e\u{1b}[31mred"),
+            (forged, "lobby\u{1b}[2J"),
+            ("x-file", "invoice\u{202e}fdp.exe\u{200b}"),
+        ],
     );
     wait_until(10 * SECOND, "the entry is dead-lettered", || {
         dead_letters(&mut con).len() == 1
@@ -31,6 +36,7 @@ fn producer_text_never_forges_a_log_line_nor_reaches_a_terminal_raw() {
         "a forged line:\n{log}"
     );
     assert!(!log.contains('\u{1b}'), "a raw escape sequence:\n{log}");
+    assert!(!log.contains('\u{202e}'), "a raw override:\n{log}");
 
     let out = sio_relay()
         .args(["dead", "list"])
@@ -41,6 +47,11 @@ fn producer_text_never_forges_a_log_line_nor_reaches_a_terminal_raw() {
     assert!(out.status.success(), "{text}");
     assert!(!text.contains('\u{1b}'), "{text:?}");
     assert!(text.contains(r"rom\n2020"), "{text}");
+    assert!(
+        text.contains(r"x-file=invoice\u{202e}fdp.exe\u{200b}"),
+        "{text:?}"
+    );
+    assert!(!text.contains(['\u{202e}', '\u{200b}']), "{text:?}");
     assert_eq!(
         text.lines().count(),
         2,
@@ -297,4 +308,124 @@ fn memory_stays_bounded_whatever_the_entries_size() {
     let peak = peak_rss(relay.pid());
     eprintln!("relay peak RSS: {} MiB", peak >> 20);
     assert!(peak < 64 << 20, "the relay peaked at {} MiB", peak >> 20);
+}
+
+/// `sio-relay` with `args` and `settings`: its exit status, output, error output and peak resident
+/// memory in bytes. The peak is GNU time's (`%M`, from wait4 on the command it forked): a command
+/// that has exited has no /proc to read, and the test's own wait4 would count the test process,
+/// whose memory a forked child starts with.
+fn run_measured(args: &[&str], settings: &[(&str, &str)]) -> (i32, String, String, u64) {
+    let time = require("time", "apt-get install time");
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let wrapper = [
+        time.to_string_lossy().into_owned(),
+        "-f".into(),
+        "%M".into(),
+        "-o".into(),
+    ]
+    .into_iter()
+    .chain([report.path().to_string_lossy().into_owned()])
+    .collect::<Vec<_>>();
+    let mut cmd = sio_relay_under(&wrapper);
+    cmd.args(args);
+    for (key, value) in settings {
+        cmd.env(format!("SIO_RELAY_{key}"), value);
+    }
+    let out = cmd.output().unwrap();
+    let kib: u64 = std::fs::read_to_string(report.path())
+        .unwrap()
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("time wrote the peak in KiB");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        kib * 1024,
+    )
+}
+
+/// `sio-relay dead list` on two 20 MB dead letters, one with a 20 MB value and one whose fields
+/// are packed in 20 MB of `x-dead-fields`, and a small one after them: values are cut inside Redis
+/// as the console cuts them, the list says which were cut and how long they were (as text and as
+/// JSON), every dead letter is listed, and the command stays under 32 MiB of peak memory.
+#[test]
+fn dead_list_cuts_20_mb_dead_letters_in_bounded_memory() {
+    // The command's own pages (17 MiB for a debug build, most of it the binary) and a page of cut
+    // dead letters; reading them whole took 150 MiB.
+    const CAP: u64 = 32 << 20;
+    let redis = RedisServer::start();
+    let mut con = redis.connection();
+    let huge = "z".repeat(20_000_000);
+    let mut dead = |fields: &[(&str, &[u8])], reason: &str| {
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(DEAD).arg("*");
+        for (name, value) in fields {
+            xadd.arg(*name).arg(*value);
+        }
+        xadd.arg(&[
+            ("x-dead-reason", reason),
+            ("x-dead-error", "too large"),
+            ("x-dead-id", "1-0"),
+            ("x-dead-deliveries", "1"),
+        ]);
+        xadd.query::<String>(&mut con).unwrap()
+    };
+    dead(&[("event", b"big"), ("args", huge.as_bytes())], "malformed");
+    let packed = rmpv::Value::Array(
+        ["event", "packed", "args", &huge]
+            .into_iter()
+            .map(rmpv::Value::from)
+            .collect(),
+    );
+    let mut bytes = Vec::new();
+    rmpv::encode::write_value(&mut bytes, &packed).unwrap();
+    dead(&[("x-dead-fields", &bytes)], "refused");
+    dead(&[("event", b"small")], "expired");
+    drop(huge);
+
+    let list = |args: &[&str]| {
+        let args: Vec<&str> = ["dead", "list"].iter().chain(args).copied().collect();
+        let (code, out, err, peak) = run_measured(&args, &[("REDIS__URL", &redis.url())]);
+        eprintln!(
+            "{}: {} bytes out, peak RSS {} MiB",
+            args.join(" "),
+            out.len(),
+            peak >> 20
+        );
+        assert_eq!(code, 0, "{err}");
+        assert!(out.len() < 16 << 10, "{} bytes of output", out.len());
+        (out, peak)
+    };
+    let (text, peak) = list(&[]);
+    let kept = "z".repeat(1024);
+    assert!(
+        text.contains(&format!("args={kept}… (cut at 1024 of 20000000 bytes)\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("(cut at 1024 of {} bytes)\n", bytes.len())),
+        "the packed fields: {text}"
+    );
+    assert!(text.contains("    event=small\n"), "{text}");
+    assert_eq!(text.lines().count(), 6, "three dead letters: {text}");
+    assert!(peak < CAP, "dead list peaked at {} MiB", peak >> 20);
+
+    let (json, peak) = list(&["--json"]);
+    let letters: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let letters = letters.as_array().unwrap();
+    assert_eq!(letters.len(), 3, "{json}");
+    let args = &letters[0]["fields"][1];
+    assert_eq!(args["name"], "args");
+    assert_eq!(args["bytes"], 20_000_000);
+    assert_eq!(args["truncated"], true);
+    assert_eq!(args["value"], kept);
+    let packed = &letters[1]["fields"][0];
+    assert_eq!(packed["name"], "x-dead-fields", "{}", letters[1]);
+    assert_eq!(packed["bytes"], bytes.len());
+    assert_eq!(packed["truncated"], true);
+    assert_eq!(letters[1]["reason"], "refused");
+    assert_eq!(letters[2]["fields"][0]["value"], "small");
+    assert!(peak < CAP, "dead list --json peaked at {} MiB", peak >> 20);
 }

@@ -285,3 +285,67 @@ fn dead_letters_can_be_listed_replayed_and_dropped() {
     let out = cli(&redis, &["dead", "replay"]);
     assert_eq!(out.status.code(), Some(2), "IDs or --all are required");
 }
+
+/// `dead list` reads a page of dead letters at a time: a limit past one page lists the oldest ones
+/// in order, each once, and stops at the limit or at the end of the stream.
+#[test]
+fn dead_list_pages_through_the_oldest_dead_letters() {
+    let redis = RedisServer::start();
+    let mut con = redis.connection();
+    let mut pipe = redis::pipe();
+    for i in 0..250 {
+        pipe.xadd(
+            DEAD,
+            "*",
+            &[
+                ("event", format!("e{i}")),
+                ("x-dead-reason", "expired".into()),
+            ],
+        )
+        .ignore();
+    }
+    pipe.exec(&mut con).unwrap();
+    let stored: Vec<String> = stored_dead_letters(&mut con)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let listed = |limit: &str| -> Vec<String> {
+        let out = cli(&redis, &["dead", "list", "--json", "--limit", limit]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        json.as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(listed("150"), stored[..150]);
+    assert_eq!(listed("200"), stored[..200]);
+    assert_eq!(listed("1000"), stored);
+    let text = stdout(&cli(&redis, &["dead", "list", "--limit", "101"]));
+    assert_eq!(text.lines().count(), 202, "{text}");
+    assert!(text.ends_with("    event=e100\n"), "{text}");
+}
+
+/// A consumer of the group is named by whoever read with it (any client the ACL lets read the
+/// stream): `status` shows its name escaped, as it shows namespaces, so it can neither send escape
+/// sequences to the terminal nor read backwards.
+#[test]
+fn status_shows_consumer_names_escaped() {
+    let redis = RedisServer::start();
+    let relay = Relay::start(&redis, "relay-1", &[]);
+    relay.wait_ready(10 * SECOND);
+    let mut con = redis.connection();
+    let name = "evil\u{1b}[2J\u{202e}1-yaler";
+    let created: i64 = redis::cmd("XGROUP")
+        .arg(&["CREATECONSUMER", STREAM, GROUP, name])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(created, 1);
+    let text = stdout(&cli(&redis, &["status"]));
+    assert!(
+        text.contains(r"evil\u{1b}[2J\u{202e}1-yaler: 0 pending"),
+        "{text:?}"
+    );
+    assert!(!text.contains(['\u{1b}', '\u{202e}']), "{text:?}");
+}

@@ -79,6 +79,32 @@ fn probes_follow_redis_and_metrics_count_what_happened() {
     drop(relay);
 }
 
+/// A relay that has read nothing exports `entries_read_total` at 0 for every source the README
+/// lists: a dashboard's `rate()` shows 0 instead of no data, and sees the first read.
+#[test]
+fn every_read_source_is_exported_at_0_before_the_first_read() {
+    let redis = RedisServer::start();
+    let relay = Relay::start(&redis, "relay-1", &[]);
+    relay.wait_ready(10 * SECOND);
+    let sources: Vec<String> = readme_metrics()
+        .into_iter()
+        .filter(|name| name.starts_with("entries_read_total{"))
+        .collect();
+    assert_eq!(sources.len(), 3, "the README's sources: {sources:?}");
+    let (status, body) = http_get(relay.http_port(), "/metrics");
+    assert_eq!(status, 200);
+    for series in &sources {
+        let line = format!("sio_relay_{series} 0");
+        assert!(body.lines().any(|l| l == line), "no {line:?} in\n{body}");
+    }
+    let mut con = redis.connection();
+    assert_eq!(
+        redis::Commands::xlen::<_, usize>(&mut con, STREAM).unwrap(),
+        0,
+        "nothing was there to read"
+    );
+}
+
 #[test]
 fn a_taken_http_port_stops_the_relay_at_start() {
     let redis = RedisServer::start();

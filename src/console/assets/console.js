@@ -1,6 +1,7 @@
 // sio-relay operator console. Vanilla ES2020, no dependencies, CSP-friendly (no inline code).
 // Every string that comes from the API is untrusted (producers write it): it only ever reaches the
-// DOM through textContent, text nodes, attribute values or Option(), never through innerHTML.
+// DOM through textContent, text nodes, attribute values or Option(), never through innerHTML, and
+// what is shown of it passes through shown() (el, svgEl, setText, Option texts).
 'use strict';
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -14,23 +15,35 @@
 
   // ---------- small helpers ----------
 
+  // Text as the page shows it: control characters (C0, DEL, C1), format characters (bidirectional
+  // marks, embeddings, overrides and isolates; zero-width ones; the byte-order mark; tags) and the
+  // line and paragraph separators are written out as Rust writes them (`\n`, `\t`, `\r`,
+  // `\u{202e}`): a producer's U+202E cannot make `exe.txt` read as `txt.exe`, nor a zero-width
+  // space hide a difference. This is `sio-relay dead list`'s rule (commands::printable in the
+  // crate); tests/it/console.rs holds the two equal on every character it escapes. Only what is
+  // shown is escaped: data-* attributes and requests keep the API's values.
+  const INVISIBLE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu;
+  const NAMED = { '\t': '\\t', '\n': '\\n', '\r': '\\r' };
+  const shown = (s) => String(s).replace(INVISIBLE, (c) => NAMED[c] || `\\u{${c.codePointAt(0).toString(16)}}`);
+  const setText = (e, s) => { e.textContent = shown(s); };
+
   // el('td', {class: 'num', data: {field: 'lag'}}, 'text', child...): strings become text nodes.
   function el(tag, props = {}, ...kids) {
     const e = document.createElement(tag);
     for (const [k, v] of Object.entries(props)) {
       if (k === 'class') e.className = v;
-      else if (k === 'text') e.textContent = v;
+      else if (k === 'text') setText(e, v);
       else if (k === 'data') for (const [dk, dv] of Object.entries(v)) e.setAttribute('data-' + dk, String(dv));
       else e.setAttribute(k, v);
     }
-    for (const kid of kids) if (kid != null) e.append(kid);
+    for (const kid of kids) if (kid != null) e.append(typeof kid === 'string' ? shown(kid) : kid);
     return e;
   }
 
   function svgEl(tag, attrs = {}, text) {
     const e = document.createElementNS(SVG, tag);
     for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
-    if (text != null) e.textContent = text;
+    if (text != null) setText(e, text);
     return e;
   }
 
@@ -104,7 +117,7 @@
   function setBanner(text) {
     const b = $('banner');
     b.hidden = !text;
-    b.textContent = text || '';
+    setText(b, text || '');
   }
 
   // Disconnected wins over refusing: the relay keeps the refusing flag across a disconnection.
@@ -135,24 +148,24 @@
 
   function renderCards(s, iv) {
     const last = iv.length ? iv[iv.length - 1] : null;
-    $('rate-in').textContent = num(last && last.in);
-    $('rate-out').textContent = num(last && last.out);
-    $('rate-dead').textContent = num(last && last.dead);
-    $('latency').textContent = num(last && last.latency);
+    setText($('rate-in'), num(last && last.in));
+    setText($('rate-out'), num(last && last.out));
+    setText($('rate-dead'), num(last && last.dead));
+    setText($('latency'), num(last && last.latency));
 
     // Group lag and pending summed over the streams that have a group.
     const groups = (s.status.streams || []).map((x) => x.group).filter(Boolean);
     if (!groups.length) {
-      $('lag').textContent = 'no group';
-      $('pending').textContent = 'no group';
+      setText($('lag'), 'no group');
+      setText($('pending'), 'no group');
     } else {
-      $('lag').textContent = groups.some((g) => g.lag == null) ? 'unknown' : String(groups.reduce((n, g) => n + g.lag, 0));
-      $('pending').textContent = String(groups.reduce((n, g) => n + (g.pending || 0), 0));
+      setText($('lag'), groups.some((g) => g.lag == null) ? 'unknown' : String(groups.reduce((n, g) => n + g.lag, 0)));
+      setText($('pending'), String(groups.reduce((n, g) => n + (g.pending || 0), 0)));
     }
     const relay = s.relay || {};
-    $('held').textContent = plain(relay.held_entries);
-    $('parked').textContent = relay.parked_entries ? `parked ${relay.parked_entries}` : '';
-    $('acks-waiting').textContent = plain(relay.acks_waiting);
+    setText($('held'), plain(relay.held_entries));
+    setText($('parked'), relay.parked_entries ? `parked ${relay.parked_entries}` : '');
+    setText($('acks-waiting'), plain(relay.acks_waiting));
   }
 
   function problemText(p) {
@@ -165,7 +178,7 @@
     const h = $('health');
     const problems = status.problems || [];
     h.className = 'health ' + (status.healthy ? 'ok' : 'bad');
-    h.textContent = status.healthy ? 'healthy' : `unhealthy: ${problems.length} problem${problems.length === 1 ? '' : 's'}`;
+    setText(h, status.healthy ? 'healthy' : `unhealthy: ${problems.length} problem${problems.length === 1 ? '' : 's'}`);
     $('problems').replaceChildren(...problems.map((p) => el('li', { text: problemText(p) })));
   }
 
@@ -181,7 +194,7 @@
     'nothing held');
     const more = relay.held_namespaces_not_shown || 0;
     $('held-more').hidden = !more;
-    $('held-more').textContent = `${more} more namespace${more === 1 ? '' : 's'} not shown`;
+    setText($('held-more'), `${more} more namespace${more === 1 ? '' : 's'} not shown`);
   }
 
   function renderStreams(streams) {
@@ -212,24 +225,24 @@
 
   function yesNo(id, value, yes, no, good) {
     const e = $(id);
-    e.textContent = value == null ? 'unknown' : value ? yes : no;
+    setText(e, value == null ? 'unknown' : value ? yes : no);
     e.className = value == null ? '' : value === good ? 'yes' : 'no';
   }
 
   function renderRedis(redis, relay) {
-    $('redis-url').textContent = plain(redis.url);
-    $('redis-version').textContent = redis.version == null ? 'unknown' : redis.version;
+    setText($('redis-url'), plain(redis.url));
+    setText($('redis-version'), redis.version == null ? 'unknown' : redis.version);
     yesNo('redis-reachable', redis.reachable, 'yes', 'no', true);
-    $('relay-consumer').textContent = plain(relay.consumer);
+    setText($('relay-consumer'), plain(relay.consumer));
     yesNo('relay-connected', relay.redis_connected, 'connected', 'disconnected', true);
     yesNo('relay-refusing', relay.redis_refusing, 'yes', 'no', false);
   }
 
   function renderState(s) {
     const relay = s.relay || {};
-    $('version').textContent = s.version ? `v${s.version}` : '';
+    setText($('version'), s.version ? `v${s.version}` : '');
     const rs = redisState(s.relay);
-    $('redis-state').textContent = rs;
+    setText($('redis-state'), rs);
     $('redis-state').dataset.state = rs;
     setWritable(!!s.writable);
     const iv = intervals(s.history || []);
@@ -372,7 +385,7 @@
     } catch (e) {
       if (seq !== dead.seq || silent) return;
       // The list shown (if any) stays; the failure is said next to the pager.
-      $('dead-info').textContent = `could not load dead letters: ${e.message}`;
+      setText($('dead-info'), `could not load dead letters: ${e.message}`);
     } finally {
       if (seq === dead.seq) dead.loading = false;
     }
@@ -386,7 +399,7 @@
     const key = JSON.stringify(list);
     if (key === dead.reasonsKey) return; // rebuilding would close a select the user has open
     dead.reasonsKey = key;
-    sel.replaceChildren(new Option('all reasons', ''), ...list.map((r) => new Option(r, r)));
+    sel.replaceChildren(new Option('all reasons', ''), ...list.map((r) => new Option(shown(r), r)));
     sel.value = cur;
   }
 
@@ -426,7 +439,7 @@
     if (key === dead.streamsKey) return;
     dead.streamsKey = key;
     const cur = sel.value;
-    sel.replaceChildren(...list.map((s) => new Option(s, s)));
+    sel.replaceChildren(...list.map((s) => new Option(shown(s), s)));
     if (list.includes(cur)) sel.value = cur;
   }
 
@@ -441,8 +454,8 @@
     $('older').disabled = !dead.next;
     $('newer').disabled = !dead.newer.length;
     const page = dead.newer.length ? `page ${dead.newer.length + 1} · ` : '';
-    $('dead-info').textContent = `${page}${letters.length} shown · ${plain(d.scanned)} scanned` +
-      (d.streams && d.streams.length ? ` · ${d.streams.join(', ')}` : '');
+    setText($('dead-info'), `${page}${letters.length} shown · ${plain(d.scanned)} scanned` +
+      (d.streams && d.streams.length ? ` · ${d.streams.join(', ')}` : ''));
     $('select-all').checked = false;
     updateControls();
   }
@@ -464,8 +477,8 @@
     const all = cards(), n = selectedCards().length;
     for (const c of all) c.classList.toggle('selected', c.querySelector('input.select').checked);
     $('replay-selected').disabled = $('drop-selected').disabled = !can || n === 0;
-    $('replay-selected').textContent = n ? `Replay selected (${n})` : 'Replay selected';
-    $('drop-selected').textContent = n ? `Drop selected (${n})` : 'Drop selected';
+    setText($('replay-selected'), n ? `Replay selected (${n})` : 'Replay selected');
+    setText($('drop-selected'), n ? `Drop selected (${n})` : 'Drop selected');
     $('replay-reason').disabled = $('drop-reason').disabled = !can || $('reason').value === '';
     $('select-all').checked = n > 0 && n === all.length;
     $('select-all').indeterminate = n > 0 && n < all.length;
@@ -481,7 +494,7 @@
   function showMessage(outcome, text) {
     const m = $('message');
     if (outcome) m.dataset.outcome = outcome; else m.removeAttribute('data-outcome');
-    m.textContent = text || '';
+    setText(m, text || '');
   }
 
   // Request bodies per dead-letter stream: the API takes one stream per request.
@@ -549,7 +562,7 @@
     const ask = kind === 'drop'
       ? `Drop every dead letter with reason "${reason}"? This cannot be undone.`
       : `Replay every dead letter with reason "${reason}"?`;
-    if (window.confirm(ask)) mutate(kind, [{ reason, all: true }]);
+    if (window.confirm(shown(ask))) mutate(kind, [{ reason, all: true }]);
   }
 
   // The list refreshes by itself only when that cannot disturb the operator: nothing selected,
