@@ -299,6 +299,16 @@ pub struct AcksConfig {
     /// (or sooner, by `delivery.max_age`, as `expired`).
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
+    /// The `ack` of every emit that says none and is not volatile; zero: none.
+    #[serde(with = "humantime_serde")]
+    pub default: Duration,
+}
+
+impl AcksConfig {
+    /// [`AcksConfig::default`] as an entry's `ack`: `None` when zero.
+    pub fn default_wait(&self) -> Option<Duration> {
+        (!self.default.is_zero()).then_some(self.default)
+    }
 }
 
 impl Default for AcksConfig {
@@ -309,6 +319,7 @@ impl Default for AcksConfig {
             max_waiting: 10_000,
             retry_interval: Duration::from_secs(5),
             max_age: Duration::from_secs(3600),
+            default: Duration::ZERO,
         }
     }
 }
@@ -980,6 +991,14 @@ impl Config {
                 HOUR,
                 false,
                 "",
+            ),
+            (
+                "acks.default",
+                self.acks.default,
+                MS,
+                crate::entry::MAX_ACK_TIMEOUT,
+                true,
+                ": it is one attempt's wait, as an entry's `ack`",
             ),
             (
                 "acks.max_age",

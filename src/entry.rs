@@ -167,7 +167,7 @@ pub enum Malformed {
     #[error("`{field}` must be `true` or `false`, not {value:?}")]
     BadFlag { field: &'static str, value: String },
     #[error(
-        "`ack` must be a duration between 1ms and {}, such as \"10s\", not {value:?}",
+        "`ack` must be a duration between 1ms and {}, such as \"10s\", or `none`, not {value:?}",
         humantime::format_duration(MAX_ACK_TIMEOUT)
     )]
     BadAck { value: String },
@@ -205,10 +205,10 @@ pub enum Operation {
         volatile: bool,
         /// `None` when the producer did not say, so the servers keep their own default.
         compress: Option<bool>,
-        /// `ack`: how long to wait for the clients' acknowledgements, per attempt. The entry is
-        /// sent as a broadcast with acknowledgements and stays pending until a client acknowledges
-        /// it (see [`crate::awaiting`]).
-        ack: Option<Duration>,
+        /// `ack`: whether, and how long per attempt, to wait for the clients' acknowledgements.
+        /// An entry that waits is sent as a broadcast with acknowledgements and stays pending until
+        /// a client acknowledges it (see [`crate::awaiting`]).
+        ack: Ack,
         /// `append_id`: the stream entry ID is appended to the arguments, for clients to tell an
         /// entry sent again from a new one.
         append_id: bool,
@@ -222,6 +222,17 @@ pub enum Operation {
     Disconnect { close: bool },
     /// `server_emit`: the namespace's `serverSideEmit` listeners run on every server.
     ServerEmit(Message),
+}
+
+/// What an emit says about its clients' acknowledgements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ack {
+    /// No `ack` field: the stream's default (`acks.default`) applies.
+    Unsaid,
+    /// `ack none`: not waited for, whatever the default.
+    Off,
+    /// `ack <duration>`: waited for this long per attempt.
+    Within(Duration),
 }
 
 /// An event name and its arguments. An argument may hold bytes as `{"$binary": "<base64>"}`
@@ -337,10 +348,19 @@ impl Entry {
         }
     }
 
-    /// How long to wait for the clients' acknowledgements, when the entry asks for them.
-    pub fn ack(&self) -> Option<Duration> {
+    /// How long to wait for the clients' acknowledgements, when the entry asks for them or, saying
+    /// nothing, when the stream waits `default` for every emit that is not volatile.
+    pub fn ack(&self, default: Option<Duration>) -> Option<Duration> {
         match &self.operation {
-            Operation::Emit { ack, .. } => *ack,
+            Operation::Emit {
+                ack: Ack::Within(wait),
+                ..
+            } => Some(*wait),
+            Operation::Emit {
+                ack: Ack::Unsaid,
+                volatile: false,
+                ..
+            } => default,
             _ => None,
         }
     }
@@ -509,7 +529,7 @@ impl<'a> Fields<'a> {
                 )?,
                 volatile: flag("volatile", self.volatile)?.unwrap_or(false),
                 compress: flag("compress", self.compress)?,
-                ack: self.ack.map(ack_timeout).transpose()?,
+                ack: self.ack.map_or(Ok(Ack::Unsaid), ack)?,
                 append_id: flag("append_id", self.append_id)?.unwrap_or(false),
             },
             "server_emit" => Operation::ServerEmit(message(
@@ -534,7 +554,7 @@ impl<'a> Fields<'a> {
         };
         if let Operation::Emit {
             volatile: true,
-            ack: Some(_),
+            ack: Ack::Within(_),
             ..
         } = operation
         {
@@ -832,12 +852,15 @@ fn binaries(field: &'static str, value: &Value) -> Result<usize, Malformed> {
     }
 }
 
-/// The `ack` field: a duration such as `10s`, at least a millisecond and at most
+/// The `ack` field: `none`, or a duration such as `10s`, at least a millisecond and at most
 /// [`MAX_ACK_TIMEOUT`].
-fn ack_timeout(text: &str) -> Result<Duration, Malformed> {
+fn ack(text: &str) -> Result<Ack, Malformed> {
+    if text == "none" {
+        return Ok(Ack::Off);
+    }
     match humantime::parse_duration(text.trim()) {
         Ok(timeout) if timeout >= Duration::from_millis(1) && timeout <= MAX_ACK_TIMEOUT => {
-            Ok(timeout)
+            Ok(Ack::Within(timeout))
         }
         _ => Err(Malformed::BadAck {
             value: text.to_owned(),
@@ -884,14 +907,35 @@ mod tests {
             ("append_id", "true"),
         ])
         .unwrap();
-        assert_eq!(entry.ack(), Some(Duration::from_secs(90)));
+        assert_eq!(entry.ack(None), Some(Duration::from_secs(90)));
         entry.append_id(EntryId { ms: 5, seq: 1 });
         assert_eq!(emit(&entry).0.args, [json!(1), json!("5-1")]);
         // Without `append_id`, the arguments stay as produced.
         let mut plain = parse(&[("event", "paid"), ("data", "1")]).unwrap();
-        assert_eq!(plain.ack(), None);
+        assert_eq!(plain.ack(None), None);
         plain.append_id(EntryId { ms: 5, seq: 1 });
         assert_eq!(emit(&plain).0.args, [json!(1)]);
+    }
+
+    #[test]
+    fn the_streams_default_ack_applies_to_emits_that_say_nothing() {
+        let default = Some(Duration::from_secs(10));
+        let unsaid = parse(&[("event", "paid")]).unwrap();
+        assert_eq!(unsaid.ack(default), default);
+        let own = parse(&[("event", "paid"), ("ack", "2s")]).unwrap();
+        assert_eq!(own.ack(default), Some(Duration::from_secs(2)));
+        let off = parse(&[("event", "typing"), ("ack", "none")]).unwrap();
+        assert_eq!(off.ack(default), None);
+        let volatile = parse(&[("event", "typing"), ("volatile", "true")]).unwrap();
+        assert_eq!(
+            volatile.ack(default),
+            None,
+            "a volatile event may be dropped"
+        );
+        let off_volatile = parse(&[("event", "t"), ("ack", "none"), ("volatile", "true")]);
+        assert!(off_volatile.is_ok());
+        let join = parse(&[("join", "r"), ("room", "a")]).unwrap();
+        assert_eq!(join.ack(default), None, "only emits are acknowledged");
     }
 
     fn parse(pairs: &[(&str, &str)]) -> Result<Entry, Malformed> {

@@ -199,7 +199,7 @@ mod tests {
             [("event", "paid"), ("ack", "10s"), ("append_id", "true")]
                 .map(|(f, v)| (f.to_owned(), v.to_owned()))
         );
-        assert_eq!(asked.ack(), Some(std::time::Duration::from_secs(10)));
+        assert_eq!(asked.ack(None), Some(std::time::Duration::from_secs(10)));
         assert_eq!(
             fields,
             [

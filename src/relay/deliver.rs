@@ -160,7 +160,7 @@ impl Relay {
             return Plan::DeadLetter { claim, reason };
         }
         entry.append_id(claim.id);
-        if let Some(wait) = entry.ack() {
+        if let Some(wait) = entry.ack(self.cfg.acks.default_wait()) {
             let request_id = self.awaiting.next_request_id(claim.id);
             return match self.target.ack_request(&entry, &request_id) {
                 Ok(packet) => Plan::AwaitAcks {

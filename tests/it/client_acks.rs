@@ -406,3 +406,49 @@ fn after_an_outage_of_every_server_entries_wait_for_the_clients() {
         clients.disconnections("u7")
     );
 }
+
+/// `acks.default`: every event entry that says nothing waits for a client's acknowledgement, as if
+/// it had `ack`; `ack none` and volatile entries do not.
+#[test]
+fn the_streams_default_makes_every_entry_wait_for_its_clients() {
+    let redis = RedisServer::start();
+    let server = SocketIoServer::start(&redis);
+    wait_adapter_servers(&redis, &Adapter::Classic, 1);
+    let clients = Clients::start_specs(vec![
+        json!({"name": "u1", "url": server.url("/"), "rooms": ["user:1"], "ack": true}),
+    ]);
+    let _relay = Relay::start(&redis, "relay-1", &[("ACKS__DEFAULT", "2s")]);
+    let mut con = redis.connection();
+    let entry = |con: &mut redis::Connection, event: &str, extra: &[(&str, &str)]| {
+        let mut fields = vec![("event", event), ("room", "user:1"), ("append_id", "true")];
+        fields.extend_from_slice(extra);
+        xadd(con, &fields)
+    };
+    let unsaid = entry(&mut con, "paid", &[]);
+    let off = entry(&mut con, "typing", &[("ack", "none")]);
+    let volatile = entry(&mut con, "cursor", &[("volatile", "true")]);
+    wait_results(&mut con, 1, 20 * SECOND);
+    wait_until(10 * SECOND, "nothing pending", || {
+        pending(&mut con).is_empty()
+    });
+    // The volatile entry was delivered and acknowledged without waiting for the client (which,
+    // volatile, it may not have received at all); the others are in the client's hands.
+    clients.wait_events("u1", 2, 10 * SECOND);
+    let results = results(&mut con);
+    assert_eq!(results.keys().collect::<Vec<_>>(), [&unsaid]);
+    assert_eq!(results[&unsaid]["clients"], "1");
+    let ackable: Vec<(String, bool)> = clients
+        .events_of("u1")
+        .iter()
+        .filter(|(event, _)| event != "cursor")
+        .map(|(event, _)| (event.clone(), clients.acked_by("u1").contains(event)))
+        .collect();
+    assert_eq!(
+        ackable,
+        [("paid".to_owned(), true), ("typing".to_owned(), false)]
+    );
+    for id in [&unsaid, &off] {
+        assert_eq!(times_received(&clients, "u1", id), 1, "{id}");
+    }
+    assert!(times_received(&clients, "u1", &volatile) <= 1);
+}

@@ -72,7 +72,15 @@ fn a_server_dropped_with_its_buffer_gets_the_entry_again() {
     let mut con = redis.connection();
     set_pubsub_limit(&mut con, "pubsub 4096 0 0");
     let sub = Subscriber::start(&redis, "/");
-    let relay = Relay::start(&redis, "relay-1", &[("DELIVERY__RETRY_INTERVAL", "100ms")]);
+    let relay = Relay::start(
+        &redis,
+        "relay-1",
+        &[
+            ("DELIVERY__RETRY_INTERVAL", "100ms"),
+            // The stand-in server has no clients to wait for.
+            ("DELIVERY__RELEASE_WAIT", "0s"),
+        ],
+    );
     let port = relay.http_port();
     let pad = "x".repeat(20_000);
     xadd(

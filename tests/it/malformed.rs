@@ -77,7 +77,7 @@ malformed! {
     unknown_field_typo: &[("event", "e"), ("rom", "lobby")] => "unknown field `rom`";
     bad_flag: &[("event", "e"), ("volatile", "yes")] => "`volatile` must be `true` or `false`";
     ack_not_a_duration: &[("event", "e"), ("ack", "soon")] => "`ack` must be a duration between 1ms and 10m";
-    ack_too_long: &[("event", "e"), ("ack", "1h")] => "`ack` must be a duration between 1ms and 10m, such as \"10s\", not \"1h\"";
+    ack_too_long: &[("event", "e"), ("ack", "1h")] => "`ack` must be a duration between 1ms and 10m, such as \"10s\", or `none`, not \"1h\"";
     ack_and_volatile: &[("event", "e"), ("ack", "5s"), ("volatile", "true")] => "`ack` and `volatile` cannot both be present";
     ack_on_a_join: &[("join", r#"["g"]"#), ("all", "true"), ("ack", "5s")] => "`ack` does not apply to `join` entries";
     append_id_not_a_flag: &[("event", "e"), ("append_id", "1")] => "`append_id` must be `true` or `false`";

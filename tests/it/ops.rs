@@ -351,6 +351,8 @@ fn every_metric_in_the_readme_moves() {
         ("DELIVERY__MAX_HELD", "1"),
         ("SOURCE__BATCH_SIZE", "1"),
         ("REDIS__BACKOFF_MAX", "200ms"),
+        // The stand-in server has no clients to wait for.
+        ("DELIVERY__RELEASE_WAIT", "0s"),
     ];
     let relay = Relay::start(&redis, "relay-1", &settings);
     let port = relay.http_port();

@@ -455,6 +455,11 @@ fn corpus() -> Vec<Case> {
             &[("event", "e"), ("ack", "1\u{a0}s\u{2003}")],
         ),
         valid("ack of 10m", &[("event", "e"), ("ack", "10m")]),
+        valid("ack none", &[("event", "e"), ("ack", "none")]),
+        valid(
+            "ack none on a volatile event",
+            &[("event", "e"), ("ack", "none"), ("volatile", "true")],
+        ),
         valid("append_id", &[("event", "e"), ("append_id", "true")]),
         valid(
             "bytes",

@@ -244,6 +244,8 @@ fn entries_wait_for_servers_without_using_up_attempts() {
             ("DELIVERY__MAX_DELIVERIES", "1"),
             ("DELIVERY__RETRY_INTERVAL", "100ms"),
             ("DELIVERY__CLAIM_IDLE", "1s"),
+            // The stand-in servers have no clients to wait for.
+            ("DELIVERY__RELEASE_WAIT", "0s"),
         ],
     );
     let mut con = redis.connection();
@@ -303,6 +305,8 @@ fn reading_pauses_when_too_many_entries_are_held() {
             ("SOURCE__BATCH_SIZE", "2"),
             ("DELIVERY__MAX_HELD", "4"),
             ("DELIVERY__RETRY_INTERVAL", "100ms"),
+            // The stand-in servers have no clients to wait for.
+            ("DELIVERY__RELEASE_WAIT", "0s"),
         ],
     );
     let mut con = redis.connection();
