@@ -934,7 +934,7 @@ mod tests {
         );
         let off_volatile = parse(&[("event", "t"), ("ack", "none"), ("volatile", "true")]);
         assert!(off_volatile.is_ok());
-        let join = parse(&[("join", "r"), ("room", "a")]).unwrap();
+        let join = parse(&[("join", r#"["r"]"#), ("room", "a")]).unwrap();
         assert_eq!(join.ack(default), None, "only emits are acknowledged");
     }
 
