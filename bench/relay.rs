@@ -78,8 +78,9 @@ fn main() {
 }
 
 /// sio-relay's drain in other configurations, each against the default measured right before it
-/// on the same Redis: the sharded adapter's target (SPUBLISH, JSON), and `redis.wait_replicas = 1`
-/// with a replica attached (WAIT after each step).
+/// on the same Redis: confirming without the servers' answers (`delivery.confirm = "published"`,
+/// what the default costs), the sharded adapter's target (SPUBLISH, JSON), and
+/// `redis.wait_replicas = 1` with a replica attached (WAIT after each step).
 fn variants(
     redis: &Redis,
     subscriber: &Subscriber,
@@ -87,6 +88,21 @@ fn variants(
 ) -> Vec<(&'static str, Drain, Drain)> {
     let place = Place::standalone(redis);
     let mut out = Vec::new();
+    {
+        eprintln!("== variant baseline: confirmed by the servers' answers");
+        let base = drain(&place, subscriber, RelayKind::SioRelay, entries, SMALL);
+        eprintln!("== variant: confirm = published");
+        let settings = [("DELIVERY__CONFIRM", "published")];
+        let variant = drain_with(
+            &place,
+            subscriber,
+            RelayKind::SioRelay,
+            entries,
+            SMALL,
+            &settings,
+        );
+        out.push(("delivery.confirm = \"published\"", base, variant));
+    }
     {
         eprintln!("== variant baseline: classic target");
         let base = drain(&place, subscriber, RelayKind::SioRelay, entries, SMALL);
@@ -913,6 +929,42 @@ impl<'a> Place<'a> {
 
 /// A pattern subscriber on every broadcast channel: counts packets, and when asked, the latency
 /// from the `t` (µs since the epoch) in each packet's first argument.
+/// Answers a broadcast with acknowledgements (the relay's confirmation request) as a server with
+/// no socket in its room does; true when `payload` was one. Classic requests are JSON on the
+/// request channel; sharded ones carry a `requestId` in their `data`.
+fn answer(con: &mut redis::Connection, payload: &[u8], sharded: bool) -> bool {
+    if payload.first() != Some(&b'{') {
+        return false;
+    }
+    let Ok(request) = serde_json::from_slice::<serde_json::Value>(payload) else {
+        return false;
+    };
+    let (channel, reply) = if sharded {
+        let id = &request["data"]["requestId"];
+        if request["type"] != 3 || id.is_null() {
+            return false;
+        }
+        let reply = serde_json::json!({"type": 11, "data": {"requestId": id, "clientCount": 0}, "uid": "bench", "nsp": "/"});
+        (
+            format!("socket.io#/#{}#", request["uid"].as_str().unwrap_or("")),
+            reply,
+        )
+    } else {
+        if request["type"] != 7 {
+            return false;
+        }
+        let reply =
+            serde_json::json!({"type": 8, "requestId": request["requestId"], "clientCount": 0});
+        ("socket.io-response#/#".to_owned(), reply)
+    };
+    let publish = if sharded { "SPUBLISH" } else { "PUBLISH" };
+    let _: redis::RedisResult<u64> = redis::cmd(publish)
+        .arg(channel)
+        .arg(reply.to_string())
+        .query(con);
+    true
+}
+
 struct Subscriber {
     count: Arc<AtomicUsize>,
     recording: Arc<AtomicBool>,
@@ -931,7 +983,8 @@ impl Subscriber {
         std::thread::spawn(move || loop {
             // Subscribed again whenever Redis drops it (its output buffer overflowed): what was
             // queued then is lost, as for a real server, and shows as fewer received.
-            let Ok(mut con) = client.get_connection() else {
+            let (Ok(mut con), Ok(mut answers)) = (client.get_connection(), client.get_connection())
+            else {
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             };
@@ -943,6 +996,11 @@ impl Subscriber {
             let _ = ready_tx.send(());
             while let Ok(message) = pubsub.get_message() {
                 let received = now_micros();
+                if !message.from_pattern() {
+                    // A request: answered as a server does, after what came before it.
+                    answer(&mut answers, message.get_payload_bytes(), false);
+                    continue;
+                }
                 if r.load(Ordering::Relaxed) {
                     if let Ok(packet) =
                         sio_relay::packet::decode(message.get_payload_bytes(), &target)
@@ -975,12 +1033,13 @@ impl Subscriber {
             subscribe.arg(format!("socket.io#/#room{room}#"));
         }
         subscribe.exec(&mut con).unwrap();
+        let mut answers = redis::Client::open(url).unwrap().get_connection().unwrap();
         std::thread::spawn(move || {
             while let Ok(reply) = con.recv_response() {
-                if let Ok((kind, _, _)) =
+                if let Ok((kind, _, payload)) =
                     redis::from_redis_value::<(String, String, Vec<u8>)>(reply)
                 {
-                    if kind == "smessage" {
+                    if kind == "smessage" && !answer(&mut answers, &payload, true) {
                         c.fetch_add(1, Ordering::Relaxed);
                     }
                 }

@@ -216,6 +216,11 @@ pub enum Confirm {
     /// Once Redis has written it to the servers' sockets and they are still subscribed: what an
     /// emitter can know. For servers that cannot answer (older than Socket.IO 4.5).
     Published,
+    /// As `Processed`, and every emit that is not volatile goes out as a broadcast with
+    /// acknowledgements, whose answers say how many clients it reached: the clients' listeners get
+    /// an extra callback argument, and the servers keep it (with the packet) per socket until it is
+    /// called or the socket disconnects.
+    Clients,
 }
 
 impl Default for DeliveryConfig {

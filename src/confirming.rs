@@ -22,11 +22,19 @@
 //! at once the way an emitter can know: delivered when at least `delivery.min_receivers` of the
 //! servers counted at publishing are still subscribed, else published again.
 //!
+//! With `delivery.confirm = "clients"`, emits also go out as broadcasts with acknowledgements, each
+//! under a request ID of its own: every server answers it with how many clients it sent the entry
+//! to, before it answers the batch's confirmation request, so once a batch is decided the relay
+//! knows which of its entries reached no client.
+//!
 //! Only IDs and counters are kept, for at most [`MAX_BATCHES`] batches: past that, the relay stops
 //! publishing until answers come or time out.
 
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+
+use crate::awaiting::MAX_CLIENTS_PER_SERVER;
 use crate::config::Confirm;
 use crate::delivery::Published;
 use crate::entry::EntryId;
@@ -66,6 +74,9 @@ struct Batch {
     fewest: u64,
     /// When they were last counted since it was published.
     counted: Option<Instant>,
+    /// The request IDs of its counted entries (`delivery.confirm = "clients"`), and the clients
+    /// the servers said they sent each to.
+    reached: HashMap<String, u64>,
 }
 
 impl Batch {
@@ -90,6 +101,8 @@ pub struct Decided {
     pub again: Vec<Published>,
     /// Delivered without every server's answer (namespace, servers counted, answers): to say.
     pub unanswered: Vec<(String, u64, u64)>,
+    /// Delivered entries the servers said they sent to no client (counted ones only).
+    pub reached_no_client: u64,
 }
 
 impl Decided {
@@ -123,7 +136,7 @@ impl Confirming {
 
     /// Whether batches are followed by a confirmation request.
     pub fn asks(&self) -> bool {
-        self.mode == Confirm::Processed
+        self.mode != Confirm::Published
     }
 
     /// A new confirmation request ID.
@@ -132,8 +145,15 @@ impl Confirming {
         format!("{}{}", self.prefix, self.next)
     }
 
-    /// Follows `published`, sent at `now`, and the confirmation `request` after it (if it went out).
-    pub fn add(&mut self, published: Published, request: Option<String>, now: Instant) {
+    /// Follows `published`, sent at `now`, the confirmation `request` after it (if it went out), and
+    /// the request IDs of its entries that were counted.
+    pub fn add(
+        &mut self,
+        published: Published,
+        request: Option<String>,
+        counted: Vec<String>,
+        now: Instant,
+    ) {
         let fewest = published.servers;
         self.batches.push(Batch {
             published,
@@ -142,6 +162,7 @@ impl Confirming {
             answers: 0,
             fewest,
             counted: None,
+            reached: counted.into_iter().map(|id| (id, 0)).collect(),
         });
     }
 
@@ -177,14 +198,20 @@ impl Confirming {
         if !reply.request_id.starts_with(&self.prefix) {
             return false;
         }
-        if let Answer::Count(_) = reply.answer {
-            if let Some(batch) = self
-                .batches
-                .iter_mut()
-                .find(|b| b.request.as_deref() == Some(reply.request_id.as_str()))
-            {
+        let Answer::Count(clients) = reply.answer else {
+            return true;
+        };
+        for batch in &mut self.batches {
+            if batch.request.as_deref() == Some(reply.request_id.as_str()) {
                 batch.answers = batch.answers.saturating_add(1);
+            } else if let Some(reached) = batch.reached.get_mut(&reply.request_id) {
+                if clients <= MAX_CLIENTS_PER_SERVER {
+                    *reached = reached.saturating_add(clients);
+                }
+            } else {
+                continue;
             }
+            break;
         }
         true
     }
@@ -245,6 +272,11 @@ impl Confirming {
             if again {
                 decided.again.push(published);
             } else {
+                decided.reached_no_client += batch
+                    .reached
+                    .values()
+                    .filter(|clients| **clients == 0)
+                    .count() as u64;
                 decided.delivered.push(published);
             }
             false
@@ -305,7 +337,7 @@ mod tests {
         let t0 = Instant::now();
         let request = confirming.request_id();
         assert_eq!(request, "sio-relay:n:c1");
-        confirming.add(published("/", 2, 0), Some(request.clone()), t0);
+        confirming.add(published("/", 2, 0), Some(request.clone()), Vec::new(), t0);
         assert!(confirming.answer(&count(&request, t0)));
         assert!(
             !confirming.answer(&count("sio-relay:n:1-0:1", t0)),
@@ -327,7 +359,7 @@ mod tests {
         let mut confirming = processed();
         let t0 = Instant::now();
         let request = confirming.request_id();
-        confirming.add(published("/", 2, 0), Some(request.clone()), t0);
+        confirming.add(published("/", 2, 0), Some(request.clone()), Vec::new(), t0);
         confirming.answer(&count(&request, t0));
         assert!(
             confirming.to_count(t0).is_empty(),
@@ -351,7 +383,7 @@ mod tests {
         let mut confirming = processed();
         let t0 = Instant::now();
         let request = confirming.request_id();
-        confirming.add(published("/", 1, 0), Some(request), t0);
+        confirming.add(published("/", 1, 0), Some(request), Vec::new(), t0);
         let still = [("/".to_owned(), 1)];
         assert!(confirming.decide(t0 + TIMEOUT / 2, &still, 1).is_empty());
         assert_eq!(
@@ -368,8 +400,8 @@ mod tests {
         let mut confirming = Confirming::new(Confirm::Published, TIMEOUT, "p:");
         assert!(!confirming.asks());
         let t0 = Instant::now();
-        confirming.add(published("/", 2, 0), Some("p:c1".into()), t0);
-        confirming.add(published("/admin", 1, 1), None, t0);
+        confirming.add(published("/", 2, 0), Some("p:c1".into()), Vec::new(), t0);
+        confirming.add(published("/admin", 1, 1), None, Vec::new(), t0);
         assert_eq!(confirming.to_count(t0), ["/", "/admin"]);
         assert!(
             confirming.decide(t0, &[], 1).is_empty(),
@@ -386,7 +418,7 @@ mod tests {
         let mut confirming = processed();
         let t0 = Instant::now();
         let request = confirming.request_id();
-        confirming.add(published("/", 0, 0), Some(request), t0);
+        confirming.add(published("/", 0, 0), Some(request), Vec::new(), t0);
         let decided = confirming.decide(t0, &[], 0);
         assert_eq!(decided.delivered.len(), 1);
     }
@@ -398,9 +430,41 @@ mod tests {
         for seq in 0..MAX_BATCHES as u64 {
             assert!(!confirming.is_full());
             let request = confirming.request_id();
-            confirming.add(published("/", 1, seq), Some(request), t0);
+            confirming.add(published("/", 1, seq), Some(request), Vec::new(), t0);
         }
         assert!(confirming.is_full());
         assert_eq!(confirming.ids().count(), MAX_BATCHES);
+    }
+
+    #[test]
+    fn counted_entries_say_which_reached_no_client() {
+        let mut confirming = Confirming::new(Confirm::Clients, TIMEOUT, "sio-relay:n:");
+        assert!(confirming.asks());
+        let t0 = Instant::now();
+        let (one, two) = (confirming.request_id(), confirming.request_id());
+        let request = confirming.request_id();
+        let mut batch = published("/", 2, 0);
+        batch.claims.push(batch.claims[0]);
+        confirming.add(
+            batch,
+            Some(request.clone()),
+            vec![one.clone(), two.clone()],
+            t0,
+        );
+        let reached = |request_id: &str, clients| Reply {
+            request_id: request_id.into(),
+            answer: Answer::Count(clients),
+            at: t0,
+        };
+        // Two servers: the first entry reached a client on one of them, the second none.
+        for (id, clients) in [(&one, 0), (&two, 0), (&one, 1), (&two, 0)] {
+            assert!(confirming.answer(&reached(id, clients)));
+        }
+        confirming.answer(&reached(&one, u64::MAX));
+        confirming.answer(&count(&request, t0));
+        confirming.answer(&count(&request, t0));
+        let decided = confirming.decide(t0, &[], 1);
+        assert_eq!(decided.delivered.len(), 1);
+        assert_eq!(decided.reached_no_client, 1);
     }
 }

@@ -37,6 +37,8 @@ pub struct Keys {
     pub leases: String,
     /// The results of entries clients acknowledged (see [`crate::config::Config::acks_stream`]).
     pub acks: String,
+    /// The group's statistics, a hash: `<stream>:stats:<group>` (`reached_no_client`).
+    pub stats: String,
 }
 
 impl Keys {
@@ -49,6 +51,7 @@ impl Keys {
             held: format!("{stream}:held:{group}"),
             leases: format!("{stream}:leases:{group}"),
             acks: cfg.acks_stream(),
+            stats: format!("{stream}:stats:{group}"),
         }
     }
 }
@@ -92,6 +95,9 @@ pub struct Deliverable {
     pub claim: Claim,
     pub nsp: String,
     pub packet: Packet,
+    /// Sent as a broadcast with acknowledgements under this request ID, whose answers say how many
+    /// clients each server sent it to (`delivery.confirm = "clients"`, see [`crate::confirming`]).
+    pub counted: Option<String>,
 }
 
 impl Deliverable {
@@ -272,8 +278,11 @@ pub struct Scripts {
     replies_count_servers: bool,
     /// `redis.wait_replicas` is on: the ACL user must be allowed WAIT.
     waits_for_replicas: bool,
-    /// `delivery.confirm = "processed"`: the ACL user must be allowed to ask and hear the servers.
+    /// `delivery.confirm` is `"processed"` or `"clients"`: the ACL user must be allowed to ask and
+    /// hear the servers.
     confirms_by_answers: bool,
+    /// `delivery.confirm = "clients"`: the ACL user must be allowed to count in the statistics.
+    counts_clients: bool,
 }
 
 /// `source` with `prelude` (functions it shares with other scripts) after its first line, the
@@ -313,7 +322,8 @@ impl Scripts {
             acks_max_len: cfg.acks.max_len,
             replies_count_servers: cfg.redis.mode != RedisMode::Cluster,
             waits_for_replicas: cfg.redis.wait_replicas > 0,
-            confirms_by_answers: cfg.delivery.confirm == crate::config::Confirm::Processed,
+            confirms_by_answers: cfg.delivery.confirm != crate::config::Confirm::Published,
+            counts_clients: cfg.delivery.confirm == crate::config::Confirm::Clients,
         }
     }
 
@@ -422,18 +432,21 @@ impl Scripts {
     }
 
     /// Records what the relay decided about entries it published (see [`crate::confirming`]):
-    /// acknowledges `delivered`, and takes them and `again` (to be published again) out of this
-    /// consumer's journal.
+    /// acknowledges `delivered`, takes them and `again` (to be published again) out of this
+    /// consumer's journal, and counts `reached_no_client` in the group's statistics.
     pub async fn confirm(
         &self,
         con: &mut MultiplexedConnection,
         delivered: &[EntryId],
         again: &[EntryId],
+        reached_no_client: u64,
     ) -> RedisResult<()> {
         let mut call = self.confirm.key(&self.keys.stream);
         call.key(&self.keys.journal)
+            .key(&self.keys.stats)
             .arg(&self.group)
             .arg(&self.consumer)
+            .arg(reached_no_client)
             .arg(delivered.len());
         for id in delivered.iter().chain(again) {
             call.arg(id.to_string());
@@ -538,6 +551,7 @@ impl Scripts {
             .key(&keys.journal)
             .key(&keys.held)
             .key(&keys.leases)
+            .key(&keys.stats)
             .arg(&self.group)
             .arg(self.target.namespace_channel("/"))
             .arg(self.target.servers_channel("/"))
@@ -546,6 +560,7 @@ impl Scripts {
             .arg(if self.waits_for_replicas { "1" } else { "0" })
             .arg(if self.confirms_by_answers { "1" } else { "0" })
             .arg(self.target.servers_channel("/"))
+            .arg(if self.counts_clients { "1" } else { "0" })
             .arg(answers.0)
             .arg(answers.1)
             .invoke_async(con)

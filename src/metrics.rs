@@ -72,6 +72,8 @@ pub struct Metrics {
     pub redis_refusing: Gauge,
     pub group_recreated: Counter,
     pub unconfirmed: Counter,
+    /// Entries the servers said they sent to no client (`delivery.confirm = "clients"`).
+    pub reached_no_client: Counter,
     pub parked: Gauge,
     pub replicas_short: Counter,
     pub acks_waiting: Gauge,
@@ -128,6 +130,7 @@ impl Metrics {
             redis_refusing: Gauge::default(),
             group_recreated: Counter::default(),
             unconfirmed: Counter::default(),
+            reached_no_client: Counter::default(),
             parked: Gauge::default(),
             replicas_short: Counter::default(),
             acks_waiting: Gauge::default(),
@@ -238,8 +241,13 @@ impl Metrics {
         );
         registry.register(
             "unconfirmed",
-            "Entries published but not confirmed because Socket.IO servers disconnected before confirmation; published again",
+            "Entries published but not confirmed because a Socket.IO server left without saying it had them; published again",
             metrics.unconfirmed.clone(),
+        );
+        registry.register(
+            "reached_no_client",
+            "Entries delivered that the Socket.IO servers sent to no client (counted with delivery.confirm = \"clients\")",
+            metrics.reached_no_client.clone(),
         );
         registry.register(
             "parked_entries",

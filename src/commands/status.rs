@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::{block_on, connect, connect_all_nodes, printable, Failure, EXIT_FAILURE};
 use crate::config::Config;
 use crate::connection::AllNodes;
+use crate::delivery::Keys;
 use crate::servers;
 
 #[derive(Debug, Serialize)]
@@ -55,6 +56,9 @@ pub struct GroupStatus {
     pub lag: Option<u64>,
     pub pending: u64,
     pub consumers: Vec<Consumer>,
+    /// Entries delivered that the servers sent to no client, counted by relays with
+    /// `delivery.confirm = "clients"`; `None` when no relay counted any.
+    pub reached_no_client: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -216,7 +220,12 @@ async fn look_at_stream(
                 .xinfo_consumers(stream, &cfg.source.group)
                 .await
                 .map_err(redis_error)?;
+            let reached_no_client: Option<u64> = con
+                .hget(Keys::new(cfg).stats, "reached_no_client")
+                .await
+                .map_err(redis_error)?;
             Some(GroupStatus {
+                reached_no_client,
                 name: group.name,
                 lag: group.lag.map(|l| l as u64),
                 pending: group.pending as u64,
@@ -251,6 +260,15 @@ async fn look_at_stream(
     })
 }
 
+/// "entry" or "entries", as `n` needs.
+fn entries(n: u64) -> &'static str {
+    if n == 1 {
+        "entry"
+    } else {
+        "entries"
+    }
+}
+
 /// The text report.
 pub fn render(status: &Status) -> String {
     let mut out = String::new();
@@ -281,7 +299,12 @@ pub fn render(status: &Status) -> String {
     for stream in &status.streams {
         line(
             "Stream",
-            format!("{}: {} entries", stream.name, stream.length),
+            format!(
+                "{}: {} {}",
+                stream.name,
+                stream.length,
+                entries(stream.length)
+            ),
         );
         if let Some(group) = &stream.group {
             let lag = group.lag.map_or("unknown".to_owned(), |l| l.to_string());
@@ -289,6 +312,12 @@ pub fn render(status: &Status) -> String {
                 "Group",
                 format!("{}: lag {lag}, pending {}", group.name, group.pending),
             );
+            if let Some(n) = group.reached_no_client {
+                line(
+                    "No client",
+                    format!("{n} delivered {} reached no client", entries(n)),
+                );
+            }
             for (i, c) in group.consumers.iter().enumerate() {
                 line(
                     if i == 0 { "Consumers" } else { "" },
@@ -305,8 +334,10 @@ pub fn render(status: &Status) -> String {
         line(
             "Dead letters",
             format!(
-                "{}: {} entries",
-                stream.dead_letter_stream, stream.dead_letters
+                "{}: {} {}",
+                stream.dead_letter_stream,
+                stream.dead_letters,
+                entries(stream.dead_letters)
             ),
         );
     }

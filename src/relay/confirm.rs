@@ -69,7 +69,7 @@ impl Relay {
         }
         let (delivered, again) = decided.ids();
         self.scripts
-            .confirm(&mut s.writer, &delivered, &again)
+            .confirm(&mut s.writer, &delivered, &again, decided.reached_no_client)
             .await?;
         self.confirmed(decided);
         Ok(())
@@ -96,7 +96,9 @@ impl Relay {
             delivered,
             again,
             unanswered,
+            reached_no_client,
         } = decided;
+        self.metrics.reached_no_client.inc_by(reached_no_client);
         for batch in delivered {
             for claim in batch.claims {
                 self.metrics.delivered(self.age(claim.id));

@@ -11,9 +11,10 @@ use tracing::{debug, error, warn};
 
 use super::session::Session;
 use super::Relay;
+use crate::config::Confirm;
 use crate::dead_letter::{self, Reason};
 use crate::delivery::{Claim, ConfirmRequest, Deliverable, Op, Outcome, Published};
-use crate::entry::{Entry, EntryId, Malformed, RawEntry};
+use crate::entry::{Entry, EntryId, Malformed, Operation, RawEntry};
 use crate::fault::Fault;
 use crate::packet::Adapter;
 use crate::reader::Fetched;
@@ -87,7 +88,7 @@ impl Relay {
                 match item {
                     Fetched::Entry(raw) if !self.held.contains(raw.id) => {
                         let claim = claim(raw.id);
-                        plans.push(self.plan(Taken { raw, claim }));
+                        plans.push(self.plan(s, Taken { raw, claim }));
                     }
                     Fetched::Entry(_) => {}
                     Fetched::TooBig { id, bytes, fields } => plans.push(Plan::DeadLetter {
@@ -137,7 +138,7 @@ impl Relay {
         }
     }
 
-    pub(super) fn plan(&self, taken: Taken) -> Plan {
+    pub(super) fn plan(&self, s: &mut Session, taken: Taken) -> Plan {
         let Taken { raw, claim } = taken;
         let limit = self.cfg.delivery.max_deliveries;
         if claim.deliveries > u64::from(limit) {
@@ -168,6 +169,7 @@ impl Relay {
                         packet,
                         nsp: entry.nsp().to_owned(),
                         claim,
+                        counted: None,
                     },
                     wait,
                 },
@@ -177,11 +179,27 @@ impl Relay {
                 },
             };
         }
-        match self.target.encode(&entry) {
+        // Counted: sent as a broadcast with acknowledgements, whose answers say how many clients
+        // it reached. Not a volatile one: the adapter passes no flags on with such a request.
+        let counted = (self.cfg.delivery.confirm == Confirm::Clients
+            && matches!(
+                entry.operation(),
+                Operation::Emit {
+                    volatile: false,
+                    ..
+                }
+            ))
+        .then(|| s.confirming.request_id());
+        let packet = match &counted {
+            Some(request_id) => self.target.ack_request(&entry, request_id),
+            None => self.target.encode(&entry),
+        };
+        match packet {
             Ok(packet) => Plan::Publish(Deliverable {
                 packet,
                 nsp: entry.nsp().to_owned(),
                 claim,
+                counted,
             }),
             Err(problem) => Plan::DeadLetter {
                 claim,
@@ -399,6 +417,7 @@ impl Relay {
         s.confirming.observe(&counts, Instant::now());
         let servers: HashMap<String, u64> = counts.into_iter().collect();
         let mut published: Vec<Published> = Vec::new();
+        let mut counted: Vec<(String, String)> = Vec::new();
         let mut nobody_listens = Vec::new();
         for (plan, outcome) in plans.iter().zip(outcomes) {
             let claim = plan.claim();
@@ -437,6 +456,9 @@ impl Relay {
                             servers,
                             claims: vec![claim],
                         }),
+                    }
+                    if let Some(request_id) = &entry.counted {
+                        counted.push((entry.nsp.clone(), request_id.clone()));
                     }
                 }
                 (Plan::Publish(entry), held) if held.is_held() => {
@@ -479,7 +501,12 @@ impl Relay {
                 .iter()
                 .find(|c| c.nsp == batch.nsp && confirming.contains(&c.nsp))
                 .map(|c| c.request_id.clone());
-            s.confirming.add(batch, request, now);
+            let counts = counted
+                .iter()
+                .filter(|(nsp, _)| *nsp == batch.nsp)
+                .map(|(_, request_id)| request_id.clone())
+                .collect();
+            s.confirming.add(batch, request, counts, now);
         }
         for nsp in nobody_listens {
             // Servers of the other adapter are a configuration mistake, not an outage: say so.

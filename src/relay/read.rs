@@ -41,7 +41,7 @@ impl Relay {
                         return Ok(());
                     }
                     self.scripts
-                        .confirm(&mut s.writer, &delivered, &again)
+                        .confirm(&mut s.writer, &delivered, &again, decided.reached_no_client)
                         .await
                 };
                 let mut confirm = std::pin::pin!(confirm);

@@ -750,3 +750,78 @@ fn forged_answers_with_absurd_counts_keep_results_true() {
     }
     assert_eq!(true_counts, FORGED_ENTRIES);
 }
+
+/// `delivery.confirm = "clients"`: how many clients an entry reached is known. An entry for a room
+/// with a client is received by it (with the acknowledgement callback that comes with the
+/// mechanism), one for a room nobody is in is counted as having reached no client, in the metric,
+/// the group's statistics and `status`; a volatile entry keeps the emitter's bytes and is not
+/// counted; everything is acknowledged. On both adapters.
+#[test]
+fn entries_that_reached_no_client_are_counted() {
+    for adapter in [Adapter::Classic, Adapter::Sharded("dynamic")] {
+        entries_that_reached_no_client_are_counted_on(adapter);
+    }
+}
+
+fn entries_that_reached_no_client_are_counted_on(adapter: Adapter) {
+    let redis = RedisServer::start();
+    let server = SocketIoServer::start_with(&redis.url(), &adapter);
+    let other = SocketIoServer::start_with(&redis.url(), &adapter);
+    wait_adapter_servers(&redis, &adapter, 2);
+    let clients = Clients::connect(&[("u1", server.url("/"), &["user:1"])]);
+    let mut settings = adapter.settings();
+    settings.push(("DELIVERY__CONFIRM", "clients"));
+    let relay = Relay::start(&redis, "relay-1", &settings);
+    let mut con = redis.connection();
+    xadd(&mut con, &[("event", "paid"), ("room", "user:1")]);
+    xadd(&mut con, &[("event", "paid"), ("room", "user:2")]);
+    xadd(
+        &mut con,
+        &[
+            ("event", "cursor"),
+            ("room", "user:2"),
+            ("volatile", "true"),
+        ],
+    );
+    wait_until(10 * SECOND, "every entry acknowledged", || {
+        pending(&mut con).is_empty() && xlen(&mut con) == 3
+    });
+    wait_until(10 * SECOND, "the count is recorded", || {
+        metrics_reading(&relay, "reached_no_client_total") == Some(1.0)
+    });
+    clients.wait_events("u1", 1, 10 * SECOND);
+    assert_eq!(
+        clients.ackable_of("u1"),
+        ["paid"],
+        "the listener gets the callback that comes with counting"
+    );
+    let stats: Option<u64> = con
+        .hget("sio-relay:stats:sio-relay", "reached_no_client")
+        .unwrap();
+    assert_eq!(stats, Some(1));
+    let status = sio_relay()
+        .args(["status", "--json"])
+        .env("SIO_RELAY_REDIS__URL", redis.url())
+        .envs(
+            adapter
+                .settings()
+                .iter()
+                .map(|(k, v)| (format!("SIO_RELAY_{k}"), *v)),
+        )
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        status["streams"][0]["group"]["reached_no_client"], 1,
+        "{status}"
+    );
+    println!(
+        "chaos delivery.confirm = clients ({adapter:?}): produced 3, acknowledged 3, reached no client 1 (user:2), received by u1 {:?}",
+        clients.events_of("u1").len()
+    );
+    drop(other);
+}
+
+fn xlen(con: &mut redis::Connection) -> usize {
+    con.xlen(STREAM).unwrap()
+}

@@ -37,6 +37,7 @@ fn deliverable(id: &str) -> Deliverable {
         claim: claim(id, 1),
         nsp: "/".into(),
         packet: Config::default().target().encode(&entry).unwrap(),
+        counted: None,
     }
 }
 
@@ -203,7 +204,7 @@ async fn confirm_acknowledges_and_clears_the_journal() {
         mut writer,
     } = one_entry_published_by_relay_a(&redis).await;
     scripts
-        .confirm(&mut writer, &[entry.id()], &[])
+        .confirm(&mut writer, &[entry.id()], &[], 0)
         .await
         .unwrap();
     assert!(pending(&mut con).is_empty());
@@ -227,7 +228,7 @@ async fn entries_to_publish_again_stay_pending_out_of_the_journal() {
         mut writer,
     } = one_entry_published_by_relay_a(&redis).await;
     scripts
-        .confirm(&mut writer, &[], &[entry.id()])
+        .confirm(&mut writer, &[], &[entry.id()], 0)
         .await
         .unwrap();
     assert_eq!(pending(&mut con).len(), 1, "still pending");
@@ -645,6 +646,7 @@ async fn published_entries_are_followed_by_their_confirmation_request() {
             .target()
             .encode(&Entry::parse(&admin_fields).unwrap())
             .unwrap(),
+        counted: None,
     };
     let target = Config::default().target();
     let confirms: Vec<ConfirmRequest> = ["/", "/admin"]

@@ -214,7 +214,7 @@ fn status_reports_the_cluster_and_fails_when_unhealthy() {
     assert!(text.contains("sio-relay: 2 entries"), "{text}");
     assert!(text.contains("lag 0, pending 0"), "{text}");
     assert!(text.contains("relay-1: 0 pending"), "{text}");
-    assert!(text.contains("sio-relay:dead: 1 entries"), "{text}");
+    assert!(text.contains("sio-relay:dead: 1 entry"), "{text}");
     assert!(text.contains("Healthy       yes"), "{text}");
 
     let json: serde_json::Value =

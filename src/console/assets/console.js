@@ -205,6 +205,8 @@
         td('name', x.name, 'mono'), td('length', plain(x.length), 'num'),
         td('group', g ? g.name : 'none', g ? 'mono' : 'empty'), td('lag', lag, 'num'),
         td('pending', g ? plain(g.pending) : '–', 'num'),
+        // Counted by relays with delivery.confirm = "clients" only.
+        td('reached_no_client', g && g.reached_no_client != null ? plain(g.reached_no_client) : '–', 'num'),
         td('dead_letter_stream', plain(x.dead_letter_stream), 'mono'), td('dead_letters', plain(x.dead_letters), 'num'));
     }), 'no streams');
   }

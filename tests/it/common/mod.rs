@@ -1140,6 +1140,17 @@ impl Clients {
             .count()
     }
 
+    /// The events `client` received with an acknowledgement callback, in order.
+    pub fn ackable_of(&self, client: &str) -> Vec<String> {
+        self.0
+            .lines()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|v| v["client"] == client && v["ackable"] == true)
+            .filter_map(|v| v["event"].as_str().map(str::to_owned))
+            .collect()
+    }
+
     /// The events `client` acknowledged, in order.
     pub fn acked_by(&self, client: &str) -> Vec<String> {
         self.said(client, "acked")
