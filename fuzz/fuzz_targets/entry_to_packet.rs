@@ -64,7 +64,10 @@ fuzz_target!(|input: &[u8]| {
             }
             Err(other) => panic!("an accepted entry refused: {other}"),
         };
-        if entry.ack().is_some() {
+        // Every emit that may go out as a broadcast with acknowledgements: with its own `ack`, the
+        // stream's `acks.default`, or `delivery.confirm = "clients"` (which, like the default,
+        // leaves volatile emits as they are).
+        if entry.ack(Some(std::time::Duration::from_secs(1))).is_some() {
             let asked = target
                 .ack_request(&entry, "sio-relay:f:1-0:1")
                 .expect("what encodes also encodes with acknowledgements");
