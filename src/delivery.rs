@@ -442,9 +442,12 @@ impl Scripts {
         reached_no_client: u64,
     ) -> RedisResult<()> {
         let mut call = self.confirm.key(&self.keys.stream);
-        call.key(&self.keys.journal)
-            .key(&self.keys.stats)
-            .arg(&self.group)
+        call.key(&self.keys.journal);
+        if reached_no_client > 0 {
+            // Only then: an ACL user without `delivery.confirm = "clients"` need not reach it.
+            call.key(&self.keys.stats);
+        }
+        call.arg(&self.group)
             .arg(&self.consumer)
             .arg(reached_no_client)
             .arg(delivered.len());
@@ -545,14 +548,16 @@ impl Scripts {
     ) -> RedisResult<(Vec<String>, Vec<String>)> {
         let keys = &self.keys;
         let answers = self.target.answers_subscription("/");
-        self.preflight
-            .key(&keys.stream)
-            .key(&keys.dead_letter)
+        let mut call = self.preflight.key(&keys.stream);
+        call.key(&keys.dead_letter)
             .key(&keys.journal)
             .key(&keys.held)
-            .key(&keys.leases)
-            .key(&keys.stats)
-            .arg(&self.group)
+            .key(&keys.leases);
+        if self.counts_clients {
+            // Only then: an ACL user without `delivery.confirm = "clients"` need not reach it.
+            call.key(&keys.stats);
+        }
+        call.arg(&self.group)
             .arg(self.target.namespace_channel("/"))
             .arg(self.target.servers_channel("/"))
             .arg(self.target.publish_command())

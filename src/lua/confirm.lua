@@ -6,7 +6,8 @@
 -- allow-oom: acknowledging only frees memory, and must not wait while Redis is full. What could
 -- fail (ACL, key type) is checked first, so a refused confirmation has no effect.
 --
--- KEYS[1] source stream; KEYS[2] journal; KEYS[3] the group's statistics (a hash)
+-- KEYS[1] source stream; KEYS[2] journal; KEYS[3] the group's statistics (a hash), given only when
+-- something is to be counted there
 -- ARGV[1] consumer group; ARGV[2] this consumer; ARGV[3] how many of the delivered entries reached no
 -- client, added to the statistics' `reached_no_client`; ARGV[4] n; then the n IDs delivered; then the
 -- IDs to be published again.
@@ -26,7 +27,7 @@ for _, command in ipairs(needs) do
     return redis.error_reply('SIORELAY NOPERM the ACL user may not run ' .. command[1] .. ' on ' .. command[2])
   end
 end
-for _, key in ipairs({ { journal, 'journal' }, { stats, 'statistics' } }) do
+for _, key in ipairs({ { journal, 'journal' }, { stats or journal, 'statistics' } }) do
   local found = redis.call('TYPE', key[1])['ok']
   if found ~= 'none' and found ~= 'hash' then
     return redis.error_reply('SIORELAY WRONGTYPE the ' .. key[2] .. ' key ' .. key[1] .. ' holds a ' .. found .. ', not a hash')

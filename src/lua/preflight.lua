@@ -4,7 +4,7 @@
 -- and its channel), and the types of its keys.
 --
 -- KEYS[1] source stream; KEYS[2] dead-letter stream; KEYS[3] journal; KEYS[4] held record;
--- KEYS[5] leases; KEYS[6] the group's statistics. ARGV[1] consumer group; ARGV[2] a broadcast channel; ARGV[3] the channel servers
+-- KEYS[5] leases; KEYS[6] the group's statistics, with delivery.confirm = "clients" only. ARGV[1] consumer group; ARGV[2] a broadcast channel; ARGV[3] the channel servers
 -- are counted on; ARGV[4] PUBLISH or SPUBLISH; ARGV[5] the PUBSUB subcommand counting servers;
 -- ARGV[6] '1' when the relay WAITs for replicas (redis.wait_replicas); ARGV[7] '1' when it confirms
 -- batches by the servers' answers (delivery.confirm = "processed"), with ARGV[8] the channel its
@@ -68,7 +68,7 @@ for _, command in ipairs({ { 'CLIENT', 'LIST' }, { 'CONFIG', 'GET', 'client-outp
 end
 for _, key in ipairs({ { stream, 'stream', 'source.stream' }, { dead, 'stream', 'dead_letter.stream' },
   { journal, 'hash', 'the journal' }, { held, 'hash', 'the held record' }, { leases, 'hash', 'the leases' },
-  { stats, 'hash', 'the statistics' } }) do
+  { stats or leases, 'hash', 'the statistics' } }) do
   local found = redis.call('TYPE', key[1])['ok']
   if found ~= 'none' and found ~= key[2] then
     problems[#problems + 1] = key[3] .. ' key ' .. key[1] .. ' holds a ' .. found .. ', not a ' .. key[2]
