@@ -23,7 +23,9 @@
 //!    entries PUBLISHed by the bench on the same nodes without a relay (the cluster bus's share).
 //!
 //! Results go to `bench/results.md` (a table) and `bench/results.svg` (a chart), and to stdout.
-//! Environment: `BENCH_ENTRIES`, `BENCH_RATE`, `BENCH_SECONDS`, `BENCH_BIG_ENTRIES`.
+//! Environment: `BENCH_ENTRIES`, `BENCH_RATE`, `BENCH_SECONDS`, `BENCH_BIG_ENTRIES`;
+//! `BENCH_OTHER_RELAY=<path of another sio-relay build>` adds three drains of that build, each right
+//! after one of this build, to the configurations (an A/B of a change in the same run).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -88,6 +90,16 @@ fn variants(
 ) -> Vec<(&'static str, Drain, Drain)> {
     let place = Place::standalone(redis);
     let mut out = Vec::new();
+    if std::env::var_os("BENCH_OTHER_RELAY").is_some() {
+        // Alternated, so that neither build always runs on a warmer (or more loaded) machine.
+        for round in 0..3 {
+            eprintln!("== variant baseline: this build (round {round})");
+            let base = drain(&place, subscriber, RelayKind::SioRelay, entries, SMALL);
+            eprintln!("== variant: BENCH_OTHER_RELAY (round {round})");
+            let other = drain(&place, subscriber, RelayKind::OtherBuild, entries, SMALL);
+            out.push(("the build at BENCH_OTHER_RELAY", base, other));
+        }
+    }
     {
         eprintln!("== variant baseline: confirmed by the servers' answers");
         let base = drain(&place, subscriber, RelayKind::SioRelay, entries, SMALL);
@@ -266,6 +278,8 @@ fn env_number(name: &str, default: usize) -> usize {
 #[derive(Clone, Copy, PartialEq)]
 enum RelayKind {
     SioRelay,
+    /// Another build of sio-relay, at `BENCH_OTHER_RELAY` (an older commit's, to A/B a change).
+    OtherBuild,
     NodeBaseline,
 }
 
@@ -273,6 +287,7 @@ impl RelayKind {
     fn name(self) -> &'static str {
         match self {
             RelayKind::SioRelay => "sio-relay",
+            RelayKind::OtherBuild => "sio-relay (BENCH_OTHER_RELAY)",
             RelayKind::NodeBaseline => "Node baseline (redis-emitter)",
         }
     }
@@ -282,14 +297,19 @@ impl RelayKind {
     fn spawn(self, place: &Place, settings: &[(&str, &str)]) -> Child {
         let mut cmd = pinned("1");
         match self {
-            RelayKind::SioRelay => {
+            RelayKind::SioRelay | RelayKind::OtherBuild => {
                 for (key, value) in place.settings() {
                     cmd.env(format!("SIO_RELAY_{key}"), value);
                 }
                 for (key, value) in settings {
                     cmd.env(format!("SIO_RELAY_{key}"), value);
                 }
-                cmd.arg(env!("CARGO_BIN_EXE_sio-relay"))
+                let binary = match self {
+                    RelayKind::OtherBuild => std::env::var("BENCH_OTHER_RELAY")
+                        .expect("BENCH_OTHER_RELAY names the other build"),
+                    _ => env!("CARGO_BIN_EXE_sio-relay").to_owned(),
+                };
+                cmd.arg(binary)
                     .arg("run")
                     .env("SIO_RELAY_SOURCE__START_ID", "0")
                     .env("SIO_RELAY_SOURCE__CONSUMER", "bench")
