@@ -24,8 +24,9 @@
 //!
 //! Results go to `bench/results.md` (a table) and `bench/results.svg` (a chart), and to stdout.
 //! Environment: `BENCH_ENTRIES`, `BENCH_RATE`, `BENCH_SECONDS`, `BENCH_BIG_ENTRIES`;
-//! `BENCH_OTHER_RELAY=<path of another sio-relay build>` adds three drains of that build, each right
-//! after one of this build, to the configurations (an A/B of a change in the same run).
+//! `BENCH_OTHER_RELAY=<path of another sio-relay build>` adds `BENCH_AB_ROUNDS` (3) drains of that
+//! build, each right after one of this build, to the configurations (an A/B of a change in the same
+//! run).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -92,7 +93,7 @@ fn variants(
     let mut out = Vec::new();
     if std::env::var_os("BENCH_OTHER_RELAY").is_some() {
         // Alternated, so that neither build always runs on a warmer (or more loaded) machine.
-        for round in 0..3 {
+        for round in 0..env_number("BENCH_AB_ROUNDS", 3) {
             eprintln!("== variant baseline: this build (round {round})");
             let base = drain(&place, subscriber, RelayKind::SioRelay, entries, SMALL);
             eprintln!("== variant: BENCH_OTHER_RELAY (round {round})");
@@ -947,8 +948,6 @@ impl<'a> Place<'a> {
     }
 }
 
-/// A pattern subscriber on every broadcast channel: counts packets, and when asked, the latency
-/// from the `t` (µs since the epoch) in each packet's first argument.
 /// Answers a broadcast with acknowledgements (the relay's confirmation request) as a server with
 /// no socket in its room does; true when `payload` was one. Classic requests are JSON on the
 /// request channel; sharded ones carry a `requestId` in their `data`.
@@ -985,6 +984,8 @@ fn answer(con: &mut redis::Connection, payload: &[u8], sharded: bool) -> bool {
     true
 }
 
+/// A pattern subscriber on every broadcast channel: counts packets, and when asked, the latency
+/// from the `t` (µs since the epoch) in each packet's first argument.
 struct Subscriber {
     count: Arc<AtomicUsize>,
     recording: Arc<AtomicBool>,

@@ -36,7 +36,7 @@ use std::collections::HashMap;
 
 use crate::awaiting::MAX_CLIENTS_PER_SERVER;
 use crate::config::Confirm;
-use crate::delivery::Published;
+use crate::delivery::{Confirmation, Published};
 use crate::entry::EntryId;
 use crate::replies::{Answer, Reply};
 
@@ -60,6 +60,9 @@ pub struct Confirming {
     /// What every confirmation request ID of this process starts with: `<relay prefix>c`.
     prefix: String,
     next: u64,
+    /// What this session's journal fields start with, and the delivery script calls so far.
+    journal: String,
+    calls: u64,
     batches: Vec<Batch>,
 }
 
@@ -77,6 +80,9 @@ struct Batch {
     /// The request IDs of its counted entries (`delivery.confirm = "clients"`), and the clients
     /// the servers said they sent each to.
     reached: HashMap<String, u64>,
+    /// The journal field of the delivery script call that published it (shared by the call's
+    /// batches of other namespaces).
+    journal: String,
 }
 
 impl Batch {
@@ -103,6 +109,10 @@ pub struct Decided {
     pub unanswered: Vec<(String, u64, u64)>,
     /// Delivered entries the servers said they sent to no client (counted ones only).
     pub reached_no_client: u64,
+    /// Journal fields whose batches are all decided now.
+    pub journal_done: Vec<String>,
+    /// Journal fields of batches to publish again whose call has batches still undecided.
+    pub journal_partly: Vec<String>,
 }
 
 impl Decided {
@@ -110,26 +120,35 @@ impl Decided {
         self.delivered.is_empty() && self.again.is_empty()
     }
 
-    /// The IDs to acknowledge, and those to publish again.
-    pub fn ids(&self) -> (Vec<EntryId>, Vec<EntryId>) {
+    /// What [`crate::delivery::Scripts::confirm`] records of it.
+    pub fn confirmation(&self) -> Confirmation {
         let ids = |batches: &[Published]| {
             batches
                 .iter()
                 .flat_map(|b| b.claims.iter().map(|c| c.id))
                 .collect()
         };
-        (ids(&self.delivered), ids(&self.again))
+        Confirmation {
+            delivered: ids(&self.delivered),
+            again: ids(&self.again),
+            drop: self.journal_done.clone(),
+            rewrite: self.journal_partly.clone(),
+            reached_no_client: self.reached_no_client,
+        }
     }
 }
 
 impl Confirming {
-    /// `prefix`: this process's request IDs' (see [`crate::awaiting::Awaiting::prefix`]).
-    pub fn new(mode: Confirm, timeout: Duration, prefix: &str) -> Confirming {
+    /// `prefix`: this session's request IDs' (see [`crate::awaiting::Awaiting::prefix`]);
+    /// `journal`: its journal fields' (`<consumer>:<session>:`).
+    pub fn new(mode: Confirm, timeout: Duration, prefix: &str, journal: &str) -> Confirming {
         Confirming {
             mode,
             timeout,
             prefix: format!("{prefix}c"),
             next: 0,
+            journal: journal.to_owned(),
+            calls: 0,
             batches: Vec::new(),
         }
     }
@@ -145,11 +164,12 @@ impl Confirming {
         format!("{}{}", self.prefix, self.next)
     }
 
-    /// Follows `published`, sent at `now`, the confirmation `request` after it (if it went out), and
-    /// the request IDs of its entries that were counted.
+    /// Follows `published`, sent at `now` by the call journaled under `journal`, the confirmation
+    /// `request` after it (if it went out), and the request IDs of its entries that were counted.
     pub fn add(
         &mut self,
         published: Published,
+        journal: &str,
         request: Option<String>,
         counted: Vec<String>,
         now: Instant,
@@ -163,7 +183,19 @@ impl Confirming {
             fewest,
             counted: None,
             reached: counted.into_iter().map(|id| (id, 0)).collect(),
+            journal: journal.to_owned(),
         });
+    }
+
+    /// A journal field for the next delivery script call: `<prefix><n>`.
+    pub fn journal_field(&mut self) -> String {
+        self.calls += 1;
+        format!("{}{}", self.journal, self.calls)
+    }
+
+    /// What every journal field of this session starts with.
+    pub fn journal_prefix(&self) -> &str {
+        &self.journal
     }
 
     /// Takes in servers counted per namespace at `now` (by the relay, or by a later delivery
@@ -241,6 +273,7 @@ impl Confirming {
     ) -> Decided {
         self.observe(servers_now, now);
         let mut decided = Decided::default();
+        let mut decided_fields: Vec<(String, bool)> = Vec::new();
         let timeout = self.timeout;
         self.batches.retain_mut(|batch| {
             let servers = batch.published.servers;
@@ -269,6 +302,7 @@ impl Confirming {
                     claims: Vec::new(),
                 },
             );
+            decided_fields.push((batch.journal.clone(), again));
             if again {
                 decided.again.push(published);
             } else {
@@ -281,6 +315,19 @@ impl Confirming {
             }
             false
         });
+        // A call's field goes once all its batches are decided; before, it loses only what is
+        // to be published again.
+        for (field, again) in decided_fields {
+            let pending = self.batches.iter().any(|b| b.journal == field);
+            let list = match (pending, again) {
+                (false, _) => &mut decided.journal_done,
+                (true, true) => &mut decided.journal_partly,
+                (true, false) => continue,
+            };
+            if !list.contains(&field) {
+                list.push(field);
+            }
+        }
         decided
     }
 
@@ -328,7 +375,7 @@ mod tests {
     }
 
     fn processed() -> Confirming {
-        Confirming::new(Confirm::Processed, TIMEOUT, "sio-relay:n:")
+        Confirming::new(Confirm::Processed, TIMEOUT, "sio-relay:n:", "relay-1:n.1:")
     }
 
     #[test]
@@ -337,7 +384,13 @@ mod tests {
         let t0 = Instant::now();
         let request = confirming.request_id();
         assert_eq!(request, "sio-relay:n:c1");
-        confirming.add(published("/", 2, 0), Some(request.clone()), Vec::new(), t0);
+        confirming.add(
+            published("/", 2, 0),
+            "j:1",
+            Some(request.clone()),
+            Vec::new(),
+            t0,
+        );
         assert!(confirming.answer(&count(&request, t0)));
         assert!(
             !confirming.answer(&count("sio-relay:n:1-0:1", t0)),
@@ -359,7 +412,13 @@ mod tests {
         let mut confirming = processed();
         let t0 = Instant::now();
         let request = confirming.request_id();
-        confirming.add(published("/", 2, 0), Some(request.clone()), Vec::new(), t0);
+        confirming.add(
+            published("/", 2, 0),
+            "j:1",
+            Some(request.clone()),
+            Vec::new(),
+            t0,
+        );
         confirming.answer(&count(&request, t0));
         assert!(
             confirming.to_count(t0).is_empty(),
@@ -383,7 +442,7 @@ mod tests {
         let mut confirming = processed();
         let t0 = Instant::now();
         let request = confirming.request_id();
-        confirming.add(published("/", 1, 0), Some(request), Vec::new(), t0);
+        confirming.add(published("/", 1, 0), "j:1", Some(request), Vec::new(), t0);
         let still = [("/".to_owned(), 1)];
         assert!(confirming.decide(t0 + TIMEOUT / 2, &still, 1).is_empty());
         assert_eq!(
@@ -397,11 +456,17 @@ mod tests {
 
     #[test]
     fn without_a_request_the_servers_still_subscribed_decide() {
-        let mut confirming = Confirming::new(Confirm::Published, TIMEOUT, "p:");
+        let mut confirming = Confirming::new(Confirm::Published, TIMEOUT, "p:", "relay-1:n.1:");
         assert!(!confirming.asks());
         let t0 = Instant::now();
-        confirming.add(published("/", 2, 0), Some("p:c1".into()), Vec::new(), t0);
-        confirming.add(published("/admin", 1, 1), None, Vec::new(), t0);
+        confirming.add(
+            published("/", 2, 0),
+            "j:1",
+            Some("p:c1".into()),
+            Vec::new(),
+            t0,
+        );
+        confirming.add(published("/admin", 1, 1), "j:1", None, Vec::new(), t0);
         assert_eq!(confirming.to_count(t0), ["/", "/admin"]);
         assert!(
             confirming.decide(t0, &[], 1).is_empty(),
@@ -411,6 +476,7 @@ mod tests {
         let decided = confirming.decide(t0, &now, 1);
         assert_eq!(decided.delivered, [published("/", 2, 0)]);
         assert_eq!(decided.again, [published("/admin", 1, 1)]);
+        assert_eq!(decided.journal_done, ["j:1"], "the call is all decided");
     }
 
     #[test]
@@ -418,7 +484,7 @@ mod tests {
         let mut confirming = processed();
         let t0 = Instant::now();
         let request = confirming.request_id();
-        confirming.add(published("/", 0, 0), Some(request), Vec::new(), t0);
+        confirming.add(published("/", 0, 0), "j:1", Some(request), Vec::new(), t0);
         let decided = confirming.decide(t0, &[], 0);
         assert_eq!(decided.delivered.len(), 1);
     }
@@ -430,7 +496,7 @@ mod tests {
         for seq in 0..MAX_BATCHES as u64 {
             assert!(!confirming.is_full());
             let request = confirming.request_id();
-            confirming.add(published("/", 1, seq), Some(request), Vec::new(), t0);
+            confirming.add(published("/", 1, seq), "j:1", Some(request), Vec::new(), t0);
         }
         assert!(confirming.is_full());
         assert_eq!(confirming.ids().count(), MAX_BATCHES);
@@ -438,7 +504,8 @@ mod tests {
 
     #[test]
     fn counted_entries_say_which_reached_no_client() {
-        let mut confirming = Confirming::new(Confirm::Clients, TIMEOUT, "sio-relay:n:");
+        let mut confirming =
+            Confirming::new(Confirm::Clients, TIMEOUT, "sio-relay:n:", "relay-1:n.1:");
         assert!(confirming.asks());
         let t0 = Instant::now();
         let (one, two) = (confirming.request_id(), confirming.request_id());
@@ -447,6 +514,7 @@ mod tests {
         batch.claims.push(batch.claims[0]);
         confirming.add(
             batch,
+            "j:1",
             Some(request.clone()),
             vec![one.clone(), two.clone()],
             t0,
@@ -466,5 +534,38 @@ mod tests {
         let decided = confirming.decide(t0, &[], 1);
         assert_eq!(decided.delivered.len(), 1);
         assert_eq!(decided.reached_no_client, 1);
+    }
+
+    #[test]
+    fn a_calls_journal_field_goes_once_all_its_batches_are_decided() {
+        let mut confirming = processed();
+        let t0 = Instant::now();
+        let field = confirming.journal_field();
+        assert_eq!(field, "relay-1:n.1:1");
+        assert_eq!(confirming.journal_prefix(), "relay-1:n.1:");
+        let (a, b) = (confirming.request_id(), confirming.request_id());
+        confirming.add(
+            published("/", 1, 0),
+            &field,
+            Some(a.clone()),
+            Vec::new(),
+            t0,
+        );
+        confirming.add(published("/x", 1, 1), &field, Some(b), Vec::new(), t0);
+        confirming.answer(&count(&a, t0));
+        let decided = confirming.decide(t0, &[], 1);
+        assert_eq!(decided.delivered.len(), 1);
+        assert!(decided.journal_done.is_empty(), "/x is still undecided");
+        assert!(
+            decided.journal_partly.is_empty(),
+            "nothing to publish again"
+        );
+        // /x's server left without answering: out of the field at once, the field then goes.
+        let first = t0 + FIRST_SAMPLE;
+        let decided = confirming.decide(first, &[("/x".to_owned(), 0)], 1);
+        assert_eq!(decided.again.len(), 1);
+        assert_eq!(decided.journal_done, [field]);
+        let confirmation = decided.confirmation();
+        assert_eq!(confirmation.again, [EntryId { ms: 1, seq: 1 }]);
     }
 }

@@ -29,7 +29,8 @@ use crate::packet::{Packet, Target};
 pub struct Keys {
     pub stream: String,
     pub dead_letter: String,
-    /// Published, not yet confirmed entries, one field per consumer: `<stream>:published:<group>`.
+    /// Published, not yet confirmed entries, one field per delivery script call that published
+    /// (`<consumer>:<session>:<call>` -> `<run_id> <id>,<id>,...`): `<stream>:published:<group>`.
     pub journal: String,
     /// Entries waiting for Socket.IO servers, with their delivery count: `<stream>:held:<group>`.
     pub held: String,
@@ -238,6 +239,21 @@ impl FromRedisValue for Report {
     }
 }
 
+/// What the relay decided about entries it published, for [`Scripts::confirm`] to record.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Confirmation {
+    /// To acknowledge.
+    pub delivered: Vec<EntryId>,
+    /// To publish again: out of the journal, still pending.
+    pub again: Vec<EntryId>,
+    /// Journal fields whose entries are all decided.
+    pub drop: Vec<String>,
+    /// Journal fields still partly undecided that hold entries of `again`.
+    pub rewrite: Vec<String>,
+    /// How many of `delivered` reached no client, for the group's statistics.
+    pub reached_no_client: u64,
+}
+
 /// The request that follows a batch's entries of one namespace, for the servers to say they have
 /// them (see [`crate::confirming`]).
 #[derive(Clone, Debug)]
@@ -260,6 +276,7 @@ pub struct Published {
 pub struct Scripts {
     deliver: Script,
     confirm: Script,
+    prune: Script,
     keep: Script,
     forget: Script,
     isolate: Script,
@@ -307,6 +324,7 @@ impl Scripts {
         Scripts {
             deliver: with_servers(include_str!("lua/deliver.lua")),
             confirm: Script::new(include_str!("lua/confirm.lua")),
+            prune: Script::new(include_str!("lua/prune.lua")),
             keep: Script::new(include_str!("lua/keep.lua")),
             forget: Script::new(include_str!("lua/forget.lua")),
             isolate: with_settle(include_str!("lua/isolate.lua")),
@@ -331,7 +349,8 @@ impl Scripts {
         &self.keys
     }
 
-    /// Runs `ops` in one script call. `run_id` identifies the Redis process `con` is connected to;
+    /// Runs `ops` in one script call, journaling what it publishes under `journal_field` (unique to
+    /// the call: see [`Keys::journal`]). `run_id` identifies the Redis process `con` is connected to;
     /// `also_pending` is how many other entries this consumer may have pending in the batch's ID
     /// range (held ones), so that one scan finds the batch's; `servers`, the servers the relay
     /// counted per namespace itself (in a cluster; the script counts the others); `confirms`, the
@@ -345,6 +364,7 @@ impl Scripts {
         also_pending: usize,
         servers: &[(String, u64)],
         confirms: &[ConfirmRequest],
+        journal_field: &str,
     ) -> RedisResult<Report> {
         let ids = ops.iter().map(|op| op.claim().id);
         let (Some(first), Some(last)) = (ids.clone().min(), ids.max()) else {
@@ -372,6 +392,7 @@ impl Scripts {
             .arg(self.target.monitor_prefix())
             .arg(self.target.publish_command())
             .arg(if self.replies_count_servers { "1" } else { "0" })
+            .arg(journal_field)
             .arg(servers.len());
         for (nsp, count) in servers {
             call.arg(nsp).arg(count);
@@ -432,29 +453,50 @@ impl Scripts {
     }
 
     /// Records what the relay decided about entries it published (see [`crate::confirming`]):
-    /// acknowledges `delivered`, takes them and `again` (to be published again) out of this
-    /// consumer's journal, and counts `reached_no_client` in the group's statistics.
+    /// acknowledges the delivered ones, takes decided entries out of the journal, and counts those
+    /// that reached no client in the group's statistics.
     pub async fn confirm(
         &self,
         con: &mut MultiplexedConnection,
-        delivered: &[EntryId],
-        again: &[EntryId],
-        reached_no_client: u64,
+        confirmation: &Confirmation,
     ) -> RedisResult<()> {
+        let Confirmation {
+            delivered,
+            again,
+            drop,
+            rewrite,
+            reached_no_client,
+        } = confirmation;
         let mut call = self.confirm.key(&self.keys.stream);
         call.key(&self.keys.journal);
-        if reached_no_client > 0 {
+        if *reached_no_client > 0 {
             // Only then: an ACL user without `delivery.confirm = "clients"` need not reach it.
             call.key(&self.keys.stats);
         }
         call.arg(&self.group)
-            .arg(&self.consumer)
             .arg(reached_no_client)
-            .arg(delivered.len());
-        for id in delivered.iter().chain(again) {
+            .arg(delivered.len())
+            .arg(drop.len())
+            .arg(rewrite.len());
+        for id in delivered {
+            call.arg(id.to_string());
+        }
+        call.arg(drop).arg(rewrite);
+        for id in again {
             call.arg(id.to_string());
         }
         call.invoke_async(con).await
+    }
+
+    /// Drops this consumer's journal fields of earlier sessions, those not starting with `current`
+    /// (see `lua/prune.lua`); returns how many.
+    pub async fn prune(&self, con: &mut MultiplexedConnection, current: &str) -> RedisResult<u64> {
+        self.prune
+            .key(&self.keys.journal)
+            .arg(&self.consumer)
+            .arg(current)
+            .invoke_async(con)
+            .await
     }
 
     /// Dead-letters one entry that Redis refused in every batch, with `error` as the reason.

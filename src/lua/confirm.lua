@@ -1,24 +1,28 @@
 #!lua flags=allow-oom
 -- Records what the relay decided about entries it published (see confirming.rs): acknowledges those
--- delivered, and takes every decided entry out of this consumer's journal field, the delivered and
--- those to be published again alike (a journaled entry found pending is taken as published in this
--- Redis process and acknowledged without a publish, so one left there would never go out again).
+-- delivered, and takes decided entries out of the journal. The journal holds one field per delivery
+-- script call; a call whose entries are all decided loses its field whole. An entry to be published
+-- again leaves the journal at once, so a call still partly undecided keeps its field without it (a
+-- journaled entry found pending is taken as published in this Redis process and acknowledged
+-- without a publish: one left there would never go out again).
 -- allow-oom: acknowledging only frees memory, and must not wait while Redis is full. What could
 -- fail (ACL, key type) is checked first, so a refused confirmation has no effect.
 --
 -- KEYS[1] source stream; KEYS[2] journal; KEYS[3] the group's statistics (a hash), given only when
 -- something is to be counted there
--- ARGV[1] consumer group; ARGV[2] this consumer; ARGV[3] how many of the delivered entries reached no
--- client, added to the statistics' `reached_no_client`; ARGV[4] n; then the n IDs delivered; then the
--- IDs to be published again.
+-- ARGV[1] consumer group; ARGV[2] how many of the delivered entries reached no client, added to the
+-- statistics' `reached_no_client`; ARGV[3] n, ARGV[4] f, ARGV[5] r; then the n IDs delivered, the f
+-- journal fields to drop, the r journal fields to take the rest out of: the IDs to be published
+-- again.
 local stream, journal, stats = KEYS[1], KEYS[2], KEYS[3]
-local group, consumer = ARGV[1], ARGV[2]
-local reached_no_client = tonumber(ARGV[3])
-local delivered = tonumber(ARGV[4])
-local FIRST = 5
+local group = ARGV[1]
+local reached_no_client = tonumber(ARGV[2])
+local n, f, r = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local FIRST_ID, FIRST_DROP = 6, 6 + n
+local FIRST_REWRITE = FIRST_DROP + f
+local FIRST_AGAIN = FIRST_REWRITE + r
 
-local needs = { { 'XACK', stream, group, '0-1' }, { 'HSET', journal, consumer, 'v' },
-  { 'HDEL', journal, consumer } }
+local needs = { { 'XACK', stream, group, '0-1' }, { 'HDEL', journal, 'f' }, { 'HSET', journal, 'f', 'v' } }
 if reached_no_client > 0 then
   needs[#needs + 1] = { 'HINCRBY', stats, 'reached_no_client', '1' }
 end
@@ -34,30 +38,36 @@ for _, key in ipairs({ { journal, 'journal' }, { stats or journal, 'statistics' 
   end
 end
 
-local last = FIRST + delivered - 1
-for first = FIRST, last, 1000 do
-  redis.call('XACK', stream, group, unpack(ARGV, first, math.min(first + 999, last)))
+for from = FIRST_ID, FIRST_DROP - 1, 1000 do
+  redis.call('XACK', stream, group, unpack(ARGV, from, math.min(from + 999, FIRST_DROP - 1)))
 end
 if reached_no_client > 0 then
   redis.call('HINCRBY', stats, 'reached_no_client', reached_no_client)
 end
-local recorded = redis.call('HGET', journal, consumer)
-if recorded then
-  local decided = {}
-  for j = FIRST, #ARGV do
-    decided[ARGV[j]] = true
+for from = FIRST_DROP, FIRST_REWRITE - 1, 1000 do
+  redis.call('HDEL', journal, unpack(ARGV, from, math.min(from + 999, FIRST_REWRITE - 1)))
+end
+if r > 0 then
+  local again = {}
+  for j = FIRST_AGAIN, #ARGV do
+    again[ARGV[j]] = true
   end
-  local space = string.find(recorded, ' ', 1, true) or #recorded
-  local kept = {}
-  for id in string.gmatch(string.sub(recorded, space + 1), '[^,]+') do
-    if not decided[id] then
-      kept[#kept + 1] = id
+  for j = FIRST_REWRITE, FIRST_AGAIN - 1 do
+    local recorded = redis.call('HGET', journal, ARGV[j])
+    if recorded then
+      local space = string.find(recorded, ' ', 1, true) or #recorded
+      local kept = {}
+      for id in string.gmatch(string.sub(recorded, space + 1), '[^,]+') do
+        if not again[id] then
+          kept[#kept + 1] = id
+        end
+      end
+      if #kept == 0 then
+        redis.call('HDEL', journal, ARGV[j])
+      else
+        redis.call('HSET', journal, ARGV[j], string.sub(recorded, 1, space) .. table.concat(kept, ','))
+      end
     end
-  end
-  if #kept == 0 then
-    redis.call('HDEL', journal, consumer)
-  else
-    redis.call('HSET', journal, consumer, string.sub(recorded, 1, space) .. table.concat(kept, ','))
   end
 end
 return redis.status_reply('OK')

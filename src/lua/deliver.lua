@@ -15,8 +15,9 @@
 -- cluster the relay counts the servers of every node itself and passes the counts in, since a
 -- script sees one node only.
 --
--- A published entry is not acknowledged here but written to the journal (a hash: consumer ->
--- "<run_id of this Redis process> <id>,<id>,..."); the relay's confirmation script acknowledges it
+-- A published entry is not acknowledged here but written to the journal (a hash, one field per
+-- delivery script call that published anything: "<consumer>:<call>" -> "<run_id of this Redis
+-- process> <id>,<id>,..."); the relay's confirmation script acknowledges it
 -- once Redis has written this batch's packets to the servers' sockets. Anyone who later finds a
 -- journaled entry still pending acknowledges it without publishing again if the journal holds the
 -- current run_id, and publishes it again if Redis restarted in between (the packets may never have
@@ -32,7 +33,8 @@
 -- KEYS[4] held record        ARGV[4] dead-letter MAXLEN ~ (0: none)   ARGV[10] servers channel prefix
 --                            ARGV[5] run_id of this Redis process     ARGV[11] monitor channel prefix
 -- ARGV[12] PUBLISH or SPUBLISH; ARGV[13] '1' when its reply counts every listening server;
--- ARGV[14] n, the number of namespaces whose servers the relay counted; then n pairs namespace,
+-- ARGV[14] the journal field this call writes, if it publishes anything;
+-- ARGV[15] n, the number of namespaces whose servers the relay counted; then n pairs namespace,
 -- servers; then c, the number of confirmation requests, and c triples namespace, channel, payload:
 -- the request published after the batch's entries of that namespace, if any was published (see
 -- confirming.rs); then the operations, each opening with its kind:
@@ -73,9 +75,10 @@ local dead_max_len = tonumber(ARGV[4])
 local run_id = ARGV[5]
 local servers_command, servers_prefix, monitor_prefix = ARGV[9], ARGV[10], ARGV[11]
 local publish_command, replies_count_servers = ARGV[12], ARGV[13] == '1'
-local given = tonumber(ARGV[14])
-local FIRST_CONFIRM = 16 + 2 * given
-local FIRST_OP = FIRST_CONFIRM + 3 * tonumber(ARGV[15 + 2 * given])
+local journal_field = ARGV[14]
+local given = tonumber(ARGV[15])
+local FIRST_CONFIRM = 17 + 2 * given
+local FIRST_OP = FIRST_CONFIRM + 3 * tonumber(ARGV[16 + 2 * given])
 -- Lua cannot pass many more than 8000 values to one redis.call; a dead letter with more fields than
 -- fit keeps them packed (MessagePack) in one field instead.
 local MAX_XADD_VALUES = 7800
@@ -167,7 +170,7 @@ local function owned(id)
 end
 
 local servers, counted = {}, {}
-for j = 15, 14 + 2 * given, 2 do
+for j = 16, 15 + 2 * given, 2 do
   servers[ARGV[j]] = tonumber(ARGV[j + 1])
 end
 local function servers_of(namespace)
@@ -390,14 +393,8 @@ end
 
 call_in_chunks({ 'XACK', stream, group }, acked)
 if n_published > 0 then
-  -- Appended to what this consumer published earlier in this Redis process and has not confirmed.
-  local ids = table.concat(published, ',')
-  local earlier = redis.call('HGET', journal, consumer)
-  if earlier and string.sub(earlier, 1, #run_id + 1) == run_id .. ' ' then
-    redis.call('HSET', journal, consumer, earlier .. ',' .. ids)
-  else
-    redis.call('HSET', journal, consumer, run_id .. ' ' .. ids)
-  end
+  -- A field of its own: confirmed, it goes whole, whatever else is in flight.
+  redis.call('HSET', journal, journal_field, run_id .. ' ' .. table.concat(published, ','))
 end
 call_in_chunks({ 'HSET', held_record }, hold)
 call_in_chunks({ 'HDEL', held_record }, unhold)

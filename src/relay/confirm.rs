@@ -67,9 +67,8 @@ impl Relay {
         if decided.is_empty() {
             return Ok(());
         }
-        let (delivered, again) = decided.ids();
         self.scripts
-            .confirm(&mut s.writer, &delivered, &again, decided.reached_no_client)
+            .confirm(&mut s.writer, &decided.confirmation())
             .await?;
         self.confirmed(decided);
         Ok(())
@@ -97,6 +96,7 @@ impl Relay {
             again,
             unanswered,
             reached_no_client,
+            ..
         } = decided;
         self.metrics.reached_no_client.inc_by(reached_no_client);
         for batch in delivered {

@@ -391,6 +391,7 @@ impl Relay {
             s.listener.listen(&self.cfg, nsp).await?;
         }
         let started = Instant::now();
+        let journal = s.confirming.journal_field();
         let report = self
             .scripts
             .deliver(
@@ -400,6 +401,7 @@ impl Relay {
                 self.held.len() + self.awaiting.len(),
                 &counted,
                 &confirms,
+                &journal,
             )
             .await
             .map_err(Fault::of_batch)?;
@@ -506,7 +508,7 @@ impl Relay {
                 .filter(|(nsp, _)| *nsp == batch.nsp)
                 .map(|(_, request_id)| request_id.clone())
                 .collect();
-            s.confirming.add(batch, request, counts, now);
+            s.confirming.add(batch, &journal, request, counts, now);
         }
         for nsp in nobody_listens {
             // Servers of the other adapter are a configuration mistake, not an outage: say so.

@@ -125,7 +125,10 @@ pub struct Relay {
     reading_paused: bool,
     /// Redis's clock minus this host's, in milliseconds: entry IDs are Redis time.
     clock_offset_ms: i64,
-    /// Sessions opened, to tell one session's confirmation requests from another's.
+    /// Tells this process's requests and journal fields from an earlier one's.
+    nonce: String,
+    /// Sessions opened, to tell one session's confirmation requests and journal fields from
+    /// another's.
     sessions: u64,
     /// Namespaces whose servers were said not to answer confirmations (said once).
     silent: std::collections::HashSet<String>,
@@ -145,13 +148,15 @@ impl Relay {
         metrics: Arc<Metrics>,
     ) -> Relay {
         let now = Instant::now();
+        let nonce = nonce();
         Relay {
             target: cfg.target(),
             scripts: Arc::new(Scripts::new(&cfg)),
             lease: Lease::new(),
             link: Link::new(&cfg, health.clone(), metrics.clone()),
             held: Held::new(cfg.delivery.max_held),
-            awaiting: Awaiting::new(cfg.acks.max_waiting, cfg.acks.retry_interval, &nonce()),
+            awaiting: Awaiting::new(cfg.acks.max_waiting, cfg.acks.retry_interval, &nonce),
+            nonce,
             timers: Timers {
                 claim: now,
                 retry: now,
@@ -230,6 +235,10 @@ impl Relay {
             self.cfg.delivery.confirm,
             self.cfg.delivery.confirm_timeout,
             &format!("{}{}-", self.awaiting.prefix(), self.sessions),
+            &format!(
+                "{}:{}.{}:",
+                self.cfg.source.consumer, self.nonce, self.sessions
+            ),
         );
         let mut s = Session::new(conns, listener, confirming).await;
         if !self.recovered_once {
@@ -300,6 +309,9 @@ impl Relay {
         }
         if !s.recovered {
             self.recover_own_pending(s).await?;
+            // What earlier sessions journaled told the recovery what they published; no more use.
+            let current = s.confirming.journal_prefix().to_owned();
+            self.scripts.prune(&mut s.writer, &current).await?;
             s.recovered = true;
             self.link_up();
         }

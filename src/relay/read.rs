@@ -35,14 +35,12 @@ impl Relay {
             };
             let mut until_read_or_wake = std::pin::pin!(until_read_or_wake);
             let (confirmed, read_done) = {
-                let (delivered, again) = decided.ids();
+                let confirmation = decided.confirmation();
                 let confirm = async {
                     if decided.is_empty() {
                         return Ok(());
                     }
-                    self.scripts
-                        .confirm(&mut s.writer, &delivered, &again, decided.reached_no_client)
-                        .await
+                    self.scripts.confirm(&mut s.writer, &confirmation).await
                 };
                 let mut confirm = std::pin::pin!(confirm);
                 tokio::select! {

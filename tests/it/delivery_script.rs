@@ -9,7 +9,9 @@ use std::time::Duration;
 use crate::common::*;
 use redis::Commands;
 use sio_relay::config::Config;
-use sio_relay::delivery::{Claim, ConfirmRequest, Deliverable, Keys, Op, Outcome, Scripts};
+use sio_relay::delivery::{
+    Claim, ConfirmRequest, Confirmation, Deliverable, Keys, Op, Outcome, Scripts,
+};
 use sio_relay::entry::Entry;
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -89,6 +91,7 @@ async fn one_entry_published_by_relay_a(redis: &RedisServer) -> Setup {
             0,
             &[],
             &[],
+            "relay-a:t:1",
         )
         .await
         .unwrap();
@@ -130,6 +133,7 @@ async fn an_entry_reclaimed_by_another_relay_is_not_published_again() {
             0,
             &[],
             &[],
+            "relay-a:t:1",
         )
         .await
         .unwrap();
@@ -152,11 +156,19 @@ async fn journaled_entries_are_published_once_per_redis_process() {
 
     // Published, journaled, not yet confirmed: the relay dies here.
     let report = scripts
-        .deliver(&mut writer, "process-1", &[publish(&entry)], 0, &[], &[])
+        .deliver(
+            &mut writer,
+            "process-1",
+            &[publish(&entry)],
+            0,
+            &[],
+            &[],
+            "relay-a:t:1",
+        )
         .await
         .unwrap();
     assert_eq!(report.outcomes, [Outcome::Published { receivers: 1 }]);
-    let journal: Option<String> = con.hget(keys().journal, "relay-a").unwrap();
+    let journal: Option<String> = con.hget(keys().journal, "relay-a:t:1").unwrap();
     assert_eq!(journal, Some(format!("process-1 {id}")));
     assert_eq!(
         pending(&mut con).len(),
@@ -168,21 +180,33 @@ async fn journaled_entries_are_published_once_per_redis_process() {
     let mut entry = entry;
     entry.claim = claim(&id, 2);
     let report = scripts
-        .deliver(&mut writer, "process-2", &[publish(&entry)], 0, &[], &[])
+        .deliver(
+            &mut writer,
+            "process-2",
+            &[publish(&entry)],
+            0,
+            &[],
+            &[],
+            "relay-a:t:2",
+        )
         .await
         .unwrap();
     assert_eq!(report.outcomes, [Outcome::Published { receivers: 1 }]);
     assert_eq!(sub.wait_count(2, 5 * SECOND).len(), 2);
-    let journal: Option<String> = con.hget(keys().journal, "relay-a").unwrap();
-    assert_eq!(
-        journal,
-        Some(format!("process-2 {id}")),
-        "the old process's record is replaced"
-    );
+    let journal: Option<String> = con.hget(keys().journal, "relay-a:t:2").unwrap();
+    assert_eq!(journal, Some(format!("process-2 {id}")), "a field per call");
 
     // Same process: acknowledged without a second publish.
     let report = scripts
-        .deliver(&mut writer, "process-2", &[publish(&entry)], 0, &[], &[])
+        .deliver(
+            &mut writer,
+            "process-2",
+            &[publish(&entry)],
+            0,
+            &[],
+            &[],
+            "relay-a:t:3",
+        )
         .await
         .unwrap();
     assert_eq!(report.outcomes, [Outcome::AlreadyPublished]);
@@ -203,37 +227,94 @@ async fn confirm_acknowledges_and_clears_the_journal() {
         scripts,
         mut writer,
     } = one_entry_published_by_relay_a(&redis).await;
-    scripts
-        .confirm(&mut writer, &[entry.id()], &[], 0)
-        .await
-        .unwrap();
+    let confirmation = Confirmation {
+        delivered: vec![entry.id()],
+        drop: vec!["relay-a:t:1".into()],
+        ..Default::default()
+    };
+    scripts.confirm(&mut writer, &confirmation).await.unwrap();
     assert!(pending(&mut con).is_empty());
-    let journaled: bool = con.hexists(keys().journal, "relay-a").unwrap();
+    let journaled: bool = con.hexists(keys().journal, "relay-a:t:1").unwrap();
     assert!(
         !journaled,
-        "the confirmation clears the consumer's journal field"
+        "the confirmation drops the call's journal field"
     );
 }
 
 /// Entries the relay will publish again (a server left without saying it had them, see
-/// `confirming.rs`) stay pending and leave the journal, so that they are not taken for published.
+/// `confirming.rs`) stay pending and leave the journal at once, so that they are not taken for
+/// published, while the rest of their call's field stays until it is decided.
 #[tokio::test(flavor = "current_thread")]
 async fn entries_to_publish_again_stay_pending_out_of_the_journal() {
     let redis = RedisServer::start();
     let _sub = Subscriber::start(&redis, "/");
-    let Setup {
-        mut con,
-        entry,
-        scripts,
-        mut writer,
-    } = one_entry_published_by_relay_a(&redis).await;
-    scripts
-        .confirm(&mut writer, &[], &[entry.id()], 0)
+    let mut con = redis.connection();
+    let first = xadd(&mut con, &[("event", "e")]);
+    let second = xadd(&mut con, &[("event", "e")]);
+    read_as(&mut con, "relay-a", 2);
+    let (a, b) = (deliverable(&first), deliverable(&second));
+    let scripts = Scripts::new(&config("relay-a"));
+    let mut writer = writer(&redis).await;
+    let report = scripts
+        .deliver(
+            &mut writer,
+            "p",
+            &[publish(&a), publish(&b)],
+            0,
+            &[],
+            &[],
+            "relay-a:t:1",
+        )
         .await
         .unwrap();
-    assert_eq!(pending(&mut con).len(), 1, "still pending");
-    let journaled: bool = con.hexists(keys().journal, "relay-a").unwrap();
-    assert!(!journaled, "no longer taken for published");
+    assert_eq!(report.outcomes.len(), 2);
+    let again = Confirmation {
+        again: vec![a.id()],
+        rewrite: vec!["relay-a:t:1".into()],
+        ..Default::default()
+    };
+    scripts.confirm(&mut writer, &again).await.unwrap();
+    assert_eq!(pending(&mut con).len(), 2, "still pending");
+    let journal: Option<String> = con.hget(keys().journal, "relay-a:t:1").unwrap();
+    assert_eq!(
+        journal,
+        Some(format!("p {second}")),
+        "only the other one is left"
+    );
+    let rest = Confirmation {
+        delivered: vec![b.id()],
+        drop: vec!["relay-a:t:1".into()],
+        ..Default::default()
+    };
+    scripts.confirm(&mut writer, &rest).await.unwrap();
+    assert_eq!(pending(&mut con).len(), 1, "the one to publish again");
+    let journaled: bool = con.hexists(keys().journal, "relay-a:t:1").unwrap();
+    assert!(!journaled);
+}
+
+/// A relay's journal fields of its earlier sessions go once it has taken its pending entries back;
+/// its current session's fields and other relays' stay.
+#[tokio::test(flavor = "current_thread")]
+async fn a_relay_prunes_only_its_own_earlier_sessions_journal_fields() {
+    let redis = RedisServer::start();
+    let mut con = redis.connection();
+    for field in [
+        "relay-a:old:1",
+        "relay-a:cur:1",
+        "relay-b:x:1",
+        "relay-a",
+        "relay-ab:y:1",
+    ] {
+        let _: () = con.hset(keys().journal, field, "p 1-0").unwrap();
+    }
+    let dropped = Scripts::new(&config("relay-a"))
+        .prune(&mut writer(&redis).await, "relay-a:cur:")
+        .await
+        .unwrap();
+    assert_eq!(dropped, 2);
+    let mut left: Vec<String> = con.hkeys(keys().journal).unwrap();
+    left.sort();
+    assert_eq!(left, ["relay-a:cur:1", "relay-ab:y:1", "relay-b:x:1"]);
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -245,7 +326,15 @@ async fn too_few_servers_hold_the_rest_of_the_namespace_and_record_it() {
     let entries: Vec<Deliverable> = ids.iter().map(|id| deliverable(id)).collect();
     let ops: Vec<Op> = entries.iter().map(publish).collect();
     let report = Scripts::new(&config("relay-a"))
-        .deliver(&mut writer(&redis).await, "p", &ops, 0, &[], &[])
+        .deliver(
+            &mut writer(&redis).await,
+            "p",
+            &ops,
+            0,
+            &[],
+            &[],
+            "relay-a:t:1",
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -275,7 +364,15 @@ async fn a_pattern_subscriber_is_not_a_server() {
         mut writer,
     } = one_entry_read_by_relay_a(&redis).await;
     let report = scripts
-        .deliver(&mut writer, "p", &[publish(&entry)], 0, &[], &[])
+        .deliver(
+            &mut writer,
+            "p",
+            &[publish(&entry)],
+            0,
+            &[],
+            &[],
+            "relay-a:t:1",
+        )
         .await
         .unwrap();
     assert_eq!(report.outcomes, [Outcome::TooFewServers { servers: 0 }]);
@@ -303,6 +400,7 @@ async fn below_min_receivers_nothing_is_published() {
             0,
             &[],
             &[],
+            "relay-a:t:1",
         )
         .await
         .unwrap();
@@ -337,6 +435,7 @@ async fn dead_letters_are_copied_inside_redis_and_acknowledged_together() {
             0,
             &[],
             &[],
+            "relay-a:t:1",
         )
         .await
         .unwrap();
@@ -384,6 +483,7 @@ async fn an_entry_with_thousands_of_fields_is_dead_lettered_packed() {
             0,
             &[],
             &[],
+            "relay-a:t:1",
         )
         .await
         .unwrap();
@@ -422,14 +522,22 @@ async fn a_refused_batch_publishes_nothing() {
     ];
     let scripts = Scripts::new(&config("relay-a"));
     let err = scripts
-        .deliver(&mut writer(&redis).await, "p", &ops, 0, &[], &[])
+        .deliver(
+            &mut writer(&redis).await,
+            "p",
+            &ops,
+            0,
+            &[],
+            &[],
+            "relay-a:t:1",
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some("SIORELAY"), "{err}");
     assert!(err.to_string().contains("dead-letter stream"), "{err}");
     assert_eq!(sub.flush(&redis), 0, "nothing published");
     assert_eq!(pending(&mut con).len(), 2, "nothing acknowledged");
-    let journaled: bool = con.hexists(keys().journal, "relay-a").unwrap();
+    let journaled: bool = con.hexists(keys().journal, "relay-a:t:1").unwrap();
     assert!(!journaled);
 }
 
@@ -451,7 +559,15 @@ async fn out_of_memory_the_script_does_not_run_at_all() {
         .query(&mut con)
         .unwrap();
     let err = scripts
-        .deliver(&mut writer, "p", &[publish(&entry)], 0, &[], &[])
+        .deliver(
+            &mut writer,
+            "p",
+            &[publish(&entry)],
+            0,
+            &[],
+            &[],
+            "relay-a:t:1",
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some("OOM"), "{err}");
@@ -491,7 +607,15 @@ async fn a_revoked_command_refuses_the_batch_before_publishing() {
         .unwrap();
     let entry = deliverable(&id);
     let err = Scripts::new(&config("relay-a"))
-        .deliver(&mut relay_con, "p", &[publish(&entry)], 0, &[], &[])
+        .deliver(
+            &mut relay_con,
+            "p",
+            &[publish(&entry)],
+            0,
+            &[],
+            &[],
+            "relay-a:t:1",
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("XACK"), "{err}");
@@ -516,7 +640,7 @@ async fn a_published_entry_is_not_dead_lettered_while_awaiting_confirmation() {
         detail: "too old".into(),
     };
     let report = scripts
-        .deliver(&mut writer, "p", &[dead_letter], 0, &[], &[])
+        .deliver(&mut writer, "p", &[dead_letter], 0, &[], &[], "relay-a:t:1")
         .await
         .unwrap();
     assert_eq!(outcomes(report), [Outcome::AlreadyPublished]);
@@ -591,7 +715,7 @@ async fn an_attempt_goes_out_only_while_the_entry_is_this_consumers() {
         external: false,
     };
     let report = scripts
-        .deliver(&mut writer, "p", &[attempt], 0, &[], &[])
+        .deliver(&mut writer, "p", &[attempt], 0, &[], &[], "relay-a:t:1")
         .await
         .unwrap();
     assert_eq!(report.outcomes, [Outcome::AttemptSent { servers: 1 }]);
@@ -615,7 +739,7 @@ async fn an_attempt_goes_out_only_while_the_entry_is_this_consumers() {
         external: false,
     };
     let report = scripts
-        .deliver(&mut writer, "p", &[again], 0, &[], &[])
+        .deliver(&mut writer, "p", &[again], 0, &[], &[], "relay-a:t:1")
         .await
         .unwrap();
     assert_eq!(report.outcomes, [Outcome::NotOwned]);
@@ -665,6 +789,7 @@ async fn published_entries_are_followed_by_their_confirmation_request() {
             0,
             &[],
             &confirms,
+            "relay-a:t:1",
         )
         .await
         .unwrap();
