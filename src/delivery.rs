@@ -239,6 +239,14 @@ impl FromRedisValue for Report {
     }
 }
 
+/// What a delivery script call does after publishing: it journals what it published under a field
+/// of its own (see [`Keys::journal`]), and follows each namespace's entries with its confirmation
+/// request, if any was published (see [`crate::confirming`]).
+pub struct After<'a> {
+    pub journal: &'a str,
+    pub confirms: &'a [ConfirmRequest],
+}
+
 /// What the relay decided about entries it published, for [`Scripts::confirm`] to record.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Confirmation {
@@ -349,13 +357,11 @@ impl Scripts {
         &self.keys
     }
 
-    /// Runs `ops` in one script call, journaling what it publishes under `journal_field` (unique to
-    /// the call: see [`Keys::journal`]). `run_id` identifies the Redis process `con` is connected to;
-    /// `also_pending` is how many other entries this consumer may have pending in the batch's ID
-    /// range (held ones), so that one scan finds the batch's; `servers`, the servers the relay
-    /// counted per namespace itself (in a cluster; the script counts the others); `confirms`, the
-    /// confirmation request to publish after the entries of each namespace, if any is published
-    /// (see [`crate::confirming`]).
+    /// Runs `ops` in one script call, followed by `after` (see [`After`]). `run_id` identifies the
+    /// Redis process `con` is connected to; `also_pending` is how many other entries this consumer
+    /// may have pending in the batch's ID range (held ones), so that one scan finds the batch's;
+    /// `servers`, the servers the relay counted per namespace itself (in a cluster; the script
+    /// counts the others).
     pub async fn deliver(
         &self,
         con: &mut MultiplexedConnection,
@@ -363,9 +369,12 @@ impl Scripts {
         ops: &[Op<'_>],
         also_pending: usize,
         servers: &[(String, u64)],
-        confirms: &[ConfirmRequest],
-        journal_field: &str,
+        after: &After<'_>,
     ) -> RedisResult<Report> {
+        let After {
+            journal: journal_field,
+            confirms,
+        } = after;
         let ids = ops.iter().map(|op| op.claim().id);
         let (Some(first), Some(last)) = (ids.clone().min(), ids.max()) else {
             return Ok(Report {
@@ -398,7 +407,7 @@ impl Scripts {
             call.arg(nsp).arg(count);
         }
         call.arg(confirms.len());
-        for request in confirms {
+        for request in *confirms {
             call.arg(&request.nsp)
                 .arg(&request.packet.channel)
                 .arg(&request.packet.payload);

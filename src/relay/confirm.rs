@@ -50,15 +50,20 @@ impl Relay {
         if s.confirming.is_empty() {
             return Ok(Decided::default());
         }
-        let now = Instant::now();
-        let nsps = s.confirming.to_count(now);
-        let mut servers_now = Vec::new();
+        let nsps = s.confirming.to_count(Instant::now());
         if !nsps.is_empty() {
             let counts = servers::count(&mut s.all_nodes, &self.target, &nsps).await?;
-            servers_now = nsps.into_iter().zip(counts).collect();
+            let counts: Vec<(String, u64)> = nsps.into_iter().zip(counts).collect();
+            s.confirming.observe(&counts, Instant::now());
         }
-        Ok(s.confirming
-            .decide(now, &servers_now, self.cfg.delivery.min_receivers))
+        Ok(self.decide_counted(s))
+    }
+
+    /// Hears the answers and returns what can be decided on them and the counts taken so far.
+    pub(super) fn decide_counted(&mut self, s: &mut Session) -> Decided {
+        self.hear(s);
+        s.confirming
+            .decide(Instant::now(), &[], self.cfg.delivery.min_receivers)
     }
 
     /// Decides and confirms what can be, at once.

@@ -13,7 +13,7 @@ use super::session::Session;
 use super::Relay;
 use crate::config::Confirm;
 use crate::dead_letter::{self, Reason};
-use crate::delivery::{Claim, ConfirmRequest, Deliverable, Op, Outcome, Published};
+use crate::delivery::{After, Claim, ConfirmRequest, Deliverable, Op, Outcome, Published};
 use crate::entry::{Entry, EntryId, Malformed, Operation, RawEntry};
 use crate::fault::Fault;
 use crate::packet::Adapter;
@@ -400,8 +400,10 @@ impl Relay {
                 &ops,
                 self.held.len() + self.awaiting.len(),
                 &counted,
-                &confirms,
-                &journal,
+                &After {
+                    journal: &journal,
+                    confirms: &confirms,
+                },
             )
             .await
             .map_err(Fault::of_batch)?;

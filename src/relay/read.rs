@@ -9,6 +9,7 @@ use crate::entry::EntryId;
 use crate::fault::Fault;
 use crate::metrics::Source;
 use crate::reader::Fetched;
+use crate::servers;
 
 impl Relay {
     /// Reads and delivers one batch of new entries, waiting up to `source.block` for them. What can
@@ -22,7 +23,10 @@ impl Relay {
             Some(read) => read,
             None => self.start_read(s)?,
         };
-        let decided = self.decide(s).await?;
+        // Decided on the counts taken so far; the counts still needed are taken beside the read,
+        // with the confirmation, for the next step: nothing here waits on a round trip.
+        let decided = self.decide_counted(s);
+        let to_count = s.confirming.to_count(Instant::now());
         let wake = self.wake(s);
         let (confirm_failed, read_done) = {
             let heard = s.listener.heard();
@@ -36,11 +40,18 @@ impl Relay {
             let mut until_read_or_wake = std::pin::pin!(until_read_or_wake);
             let (confirmed, read_done) = {
                 let confirmation = decided.confirmation();
+                let (scripts, target) = (&self.scripts, &self.target);
                 let confirm = async {
-                    if decided.is_empty() {
-                        return Ok(());
+                    if !decided.is_empty() {
+                        scripts.confirm(&mut s.writer, &confirmation).await?;
                     }
-                    self.scripts.confirm(&mut s.writer, &confirmation).await
+                    if to_count.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    let counts = servers::count(&mut s.all_nodes, target, &to_count).await?;
+                    Ok::<Vec<(String, u64)>, redis::RedisError>(
+                        to_count.iter().cloned().zip(counts).collect(),
+                    )
                 };
                 let mut confirm = std::pin::pin!(confirm);
                 tokio::select! {
@@ -52,8 +63,9 @@ impl Relay {
             // `source.block` returns: the metrics (acknowledged, end-to-end latency) and the
             // entries to publish again are those of the moment of the XACK.
             let failed = match confirmed {
-                Ok(()) => {
+                Ok(counts) => {
                     self.confirmed(decided);
+                    s.confirming.observe(&counts, Instant::now());
                     None
                 }
                 Err(e) => Some(e),

@@ -10,7 +10,7 @@ use crate::common::*;
 use redis::Commands;
 use sio_relay::config::Config;
 use sio_relay::delivery::{
-    Claim, ConfirmRequest, Confirmation, Deliverable, Keys, Op, Outcome, Scripts,
+    After, Claim, ConfirmRequest, Confirmation, Deliverable, Keys, Op, Outcome, Scripts,
 };
 use sio_relay::entry::Entry;
 
@@ -40,6 +40,14 @@ fn deliverable(id: &str) -> Deliverable {
         nsp: "/".into(),
         packet: Config::default().target().encode(&entry).unwrap(),
         counted: None,
+    }
+}
+
+/// A call journaled under `journal`, with no confirmation request.
+fn after(journal: &str) -> After<'_> {
+    After {
+        journal,
+        confirms: &[],
     }
 }
 
@@ -90,8 +98,7 @@ async fn one_entry_published_by_relay_a(redis: &RedisServer) -> Setup {
             &[publish(&setup.entry)],
             0,
             &[],
-            &[],
-            "relay-a:t:1",
+            &after("relay-a:t:1"),
         )
         .await
         .unwrap();
@@ -132,8 +139,7 @@ async fn an_entry_reclaimed_by_another_relay_is_not_published_again() {
             &[publish(&entry)],
             0,
             &[],
-            &[],
-            "relay-a:t:1",
+            &after("relay-a:t:1"),
         )
         .await
         .unwrap();
@@ -162,8 +168,7 @@ async fn journaled_entries_are_published_once_per_redis_process() {
             &[publish(&entry)],
             0,
             &[],
-            &[],
-            "relay-a:t:1",
+            &after("relay-a:t:1"),
         )
         .await
         .unwrap();
@@ -186,8 +191,7 @@ async fn journaled_entries_are_published_once_per_redis_process() {
             &[publish(&entry)],
             0,
             &[],
-            &[],
-            "relay-a:t:2",
+            &after("relay-a:t:2"),
         )
         .await
         .unwrap();
@@ -204,8 +208,7 @@ async fn journaled_entries_are_published_once_per_redis_process() {
             &[publish(&entry)],
             0,
             &[],
-            &[],
-            "relay-a:t:3",
+            &after("relay-a:t:3"),
         )
         .await
         .unwrap();
@@ -262,8 +265,7 @@ async fn entries_to_publish_again_stay_pending_out_of_the_journal() {
             &[publish(&a), publish(&b)],
             0,
             &[],
-            &[],
-            "relay-a:t:1",
+            &after("relay-a:t:1"),
         )
         .await
         .unwrap();
@@ -332,8 +334,7 @@ async fn too_few_servers_hold_the_rest_of_the_namespace_and_record_it() {
             &ops,
             0,
             &[],
-            &[],
-            "relay-a:t:1",
+            &after("relay-a:t:1"),
         )
         .await
         .unwrap();
@@ -370,8 +371,7 @@ async fn a_pattern_subscriber_is_not_a_server() {
             &[publish(&entry)],
             0,
             &[],
-            &[],
-            "relay-a:t:1",
+            &after("relay-a:t:1"),
         )
         .await
         .unwrap();
@@ -399,8 +399,7 @@ async fn below_min_receivers_nothing_is_published() {
             &[publish(&entry)],
             0,
             &[],
-            &[],
-            "relay-a:t:1",
+            &after("relay-a:t:1"),
         )
         .await
         .unwrap();
@@ -434,8 +433,7 @@ async fn dead_letters_are_copied_inside_redis_and_acknowledged_together() {
             }],
             0,
             &[],
-            &[],
-            "relay-a:t:1",
+            &after("relay-a:t:1"),
         )
         .await
         .unwrap();
@@ -482,8 +480,7 @@ async fn an_entry_with_thousands_of_fields_is_dead_lettered_packed() {
             }],
             0,
             &[],
-            &[],
-            "relay-a:t:1",
+            &after("relay-a:t:1"),
         )
         .await
         .unwrap();
@@ -528,8 +525,7 @@ async fn a_refused_batch_publishes_nothing() {
             &ops,
             0,
             &[],
-            &[],
-            "relay-a:t:1",
+            &after("relay-a:t:1"),
         )
         .await
         .unwrap_err();
@@ -565,8 +561,7 @@ async fn out_of_memory_the_script_does_not_run_at_all() {
             &[publish(&entry)],
             0,
             &[],
-            &[],
-            "relay-a:t:1",
+            &after("relay-a:t:1"),
         )
         .await
         .unwrap_err();
@@ -613,8 +608,7 @@ async fn a_revoked_command_refuses_the_batch_before_publishing() {
             &[publish(&entry)],
             0,
             &[],
-            &[],
-            "relay-a:t:1",
+            &after("relay-a:t:1"),
         )
         .await
         .unwrap_err();
@@ -640,7 +634,14 @@ async fn a_published_entry_is_not_dead_lettered_while_awaiting_confirmation() {
         detail: "too old".into(),
     };
     let report = scripts
-        .deliver(&mut writer, "p", &[dead_letter], 0, &[], &[], "relay-a:t:1")
+        .deliver(
+            &mut writer,
+            "p",
+            &[dead_letter],
+            0,
+            &[],
+            &after("relay-a:t:1"),
+        )
         .await
         .unwrap();
     assert_eq!(outcomes(report), [Outcome::AlreadyPublished]);
@@ -715,7 +716,7 @@ async fn an_attempt_goes_out_only_while_the_entry_is_this_consumers() {
         external: false,
     };
     let report = scripts
-        .deliver(&mut writer, "p", &[attempt], 0, &[], &[], "relay-a:t:1")
+        .deliver(&mut writer, "p", &[attempt], 0, &[], &after("relay-a:t:1"))
         .await
         .unwrap();
     assert_eq!(report.outcomes, [Outcome::AttemptSent { servers: 1 }]);
@@ -739,7 +740,7 @@ async fn an_attempt_goes_out_only_while_the_entry_is_this_consumers() {
         external: false,
     };
     let report = scripts
-        .deliver(&mut writer, "p", &[again], 0, &[], &[], "relay-a:t:1")
+        .deliver(&mut writer, "p", &[again], 0, &[], &after("relay-a:t:1"))
         .await
         .unwrap();
     assert_eq!(report.outcomes, [Outcome::NotOwned]);
@@ -788,8 +789,10 @@ async fn published_entries_are_followed_by_their_confirmation_request() {
             &[publish(&entry), publish(&admin)],
             0,
             &[],
-            &confirms,
-            "relay-a:t:1",
+            &After {
+                journal: "relay-a:t:1",
+                confirms: &confirms,
+            },
         )
         .await
         .unwrap();
