@@ -77,6 +77,8 @@ struct Batch {
     fewest: u64,
     /// When they were last counted since it was published.
     counted: Option<Instant>,
+    /// When a count was last asked for (it may still be on its way).
+    asked: Option<Instant>,
     /// The request IDs of its counted entries (`delivery.confirm = "clients"`), and the clients
     /// the servers said they sent each to.
     reached: HashMap<String, u64>,
@@ -86,9 +88,14 @@ struct Batch {
 }
 
 impl Batch {
-    /// When its servers must be counted next to decide it, if they must.
+    /// When its servers must be counted next to decide it, if they must (none while a count it
+    /// asked for is on its way).
     fn count_due(&self) -> Option<Instant> {
-        match (self.counted, &self.request) {
+        let last = match (self.asked, self.counted) {
+            (Some(asked), counted) if counted.is_none_or(|c| c < asked) => return None,
+            (_, counted) => counted,
+        };
+        match (last, &self.request) {
             (None, None) => Some(self.at),
             (Some(_), None) => None,
             _ if self.answers >= self.published.servers => None,
@@ -182,6 +189,7 @@ impl Confirming {
             answers: 0,
             fewest,
             counted: None,
+            asked: None,
             reached: counted.into_iter().map(|id| (id, 0)).collect(),
             journal: journal.to_owned(),
         });
@@ -248,16 +256,17 @@ impl Confirming {
         true
     }
 
-    /// The namespaces whose servers must be counted before [`Confirming::decide`] at `now`: those
-    /// of batches without a confirmation request not counted since, and of batches missing answers
-    /// not counted for [`SAMPLE`].
-    pub fn to_count(&self, now: Instant) -> Vec<String> {
-        let mut nsps: Vec<String> = self
-            .batches
-            .iter()
-            .filter(|b| b.count_due().is_some_and(|due| now >= due))
-            .map(|b| b.published.nsp.clone())
-            .collect();
+    /// The namespaces whose servers must be counted, as of `now`, for [`Confirming::decide`]:
+    /// those of batches without a confirmation request not counted since, and of batches missing
+    /// answers not counted for [`SAMPLE`]. They count as asked until [`Confirming::observe`].
+    pub fn to_count(&mut self, now: Instant) -> Vec<String> {
+        let mut nsps = Vec::new();
+        for batch in &mut self.batches {
+            if batch.count_due().is_some_and(|due| now >= due) {
+                batch.asked = Some(now);
+                nsps.push(batch.published.nsp.clone());
+            }
+        }
         nsps.sort_unstable();
         nsps.dedup();
         nsps

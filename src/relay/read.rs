@@ -62,9 +62,11 @@ impl Relay {
             // What was confirmed is recorded now, not when a read that may block for
             // `source.block` returns: the metrics (acknowledged, end-to-end latency) and the
             // entries to publish again are those of the moment of the XACK.
+            let mut counted = false;
             let failed = match confirmed {
                 Ok(counts) => {
                     self.confirmed(decided);
+                    counted = !counts.is_empty();
                     s.confirming.observe(&counts, Instant::now());
                     None
                 }
@@ -72,6 +74,8 @@ impl Relay {
             };
             let read_done = match read_done {
                 Some(read_done) => read_done,
+                // New counts decide something: the next step looks, the read stays in flight.
+                None if counted => None,
                 None => until_read_or_wake.await,
             };
             (failed, read_done)
