@@ -331,7 +331,7 @@ impl Scripts {
     pub fn new(cfg: &Config) -> Scripts {
         Scripts {
             deliver: with_servers(include_str!("lua/deliver.lua")),
-            confirm: Script::new(include_str!("lua/confirm.lua")),
+            confirm: with_servers(include_str!("lua/confirm.lua")),
             prune: Script::new(include_str!("lua/prune.lua")),
             keep: Script::new(include_str!("lua/keep.lua")),
             forget: Script::new(include_str!("lua/forget.lua")),
@@ -463,12 +463,14 @@ impl Scripts {
 
     /// Records what the relay decided about entries it published (see [`crate::confirming`]):
     /// acknowledges the delivered ones, takes decided entries out of the journal, and counts those
-    /// that reached no client in the group's statistics.
+    /// that reached no client in the group's statistics. Also counts the servers of `count`, for
+    /// the relay's next decisions (one round trip for both), and returns them in order.
     pub async fn confirm(
         &self,
         con: &mut MultiplexedConnection,
         confirmation: &Confirmation,
-    ) -> RedisResult<()> {
+        count: &[String],
+    ) -> RedisResult<Vec<u64>> {
         let Confirmation {
             delivered,
             again,
@@ -484,6 +486,11 @@ impl Scripts {
         }
         call.arg(&self.group)
             .arg(reached_no_client)
+            .arg(self.target.servers_command())
+            .arg(self.target.servers_prefix())
+            .arg(self.target.monitor_prefix())
+            .arg(count.len())
+            .arg(count)
             .arg(delivered.len())
             .arg(drop.len())
             .arg(rewrite.len());

@@ -73,7 +73,7 @@ impl Relay {
             return Ok(());
         }
         self.scripts
-            .confirm(&mut s.writer, &decided.confirmation())
+            .confirm(&mut s.writer, &decided.confirmation(), &[])
             .await?;
         self.confirmed(decided);
         Ok(())

@@ -42,13 +42,21 @@ impl Relay {
                 let confirmation = decided.confirmation();
                 let (scripts, target) = (&self.scripts, &self.target);
                 let confirm = async {
-                    if !decided.is_empty() {
-                        scripts.confirm(&mut s.writer, &confirmation).await?;
+                    // A script sees its own node only: in a cluster, servers are counted apart.
+                    let in_script: &[String] = if s.all_nodes.is_cluster() {
+                        &[]
+                    } else {
+                        &to_count
+                    };
+                    let mut counts = Vec::new();
+                    if !decided.is_empty() || !in_script.is_empty() {
+                        counts = scripts
+                            .confirm(&mut s.writer, &confirmation, in_script)
+                            .await?;
                     }
-                    if to_count.is_empty() {
-                        return Ok(Vec::new());
+                    if in_script.is_empty() && !to_count.is_empty() {
+                        counts = servers::count(&mut s.all_nodes, target, &to_count).await?;
                     }
-                    let counts = servers::count(&mut s.all_nodes, target, &to_count).await?;
                     Ok::<Vec<(String, u64)>, redis::RedisError>(
                         to_count.iter().cloned().zip(counts).collect(),
                     )

@@ -235,7 +235,10 @@ async fn confirm_acknowledges_and_clears_the_journal() {
         drop: vec!["relay-a:t:1".into()],
         ..Default::default()
     };
-    scripts.confirm(&mut writer, &confirmation).await.unwrap();
+    scripts
+        .confirm(&mut writer, &confirmation, &[])
+        .await
+        .unwrap();
     assert!(pending(&mut con).is_empty());
     let journaled: bool = con.hexists(keys().journal, "relay-a:t:1").unwrap();
     assert!(
@@ -275,7 +278,7 @@ async fn entries_to_publish_again_stay_pending_out_of_the_journal() {
         rewrite: vec!["relay-a:t:1".into()],
         ..Default::default()
     };
-    scripts.confirm(&mut writer, &again).await.unwrap();
+    scripts.confirm(&mut writer, &again, &[]).await.unwrap();
     assert_eq!(pending(&mut con).len(), 2, "still pending");
     let journal: Option<String> = con.hget(keys().journal, "relay-a:t:1").unwrap();
     assert_eq!(
@@ -288,7 +291,15 @@ async fn entries_to_publish_again_stay_pending_out_of_the_journal() {
         drop: vec!["relay-a:t:1".into()],
         ..Default::default()
     };
-    scripts.confirm(&mut writer, &rest).await.unwrap();
+    let counts = scripts
+        .confirm(&mut writer, &rest, &["/".into(), "/none".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        counts,
+        [1, 0],
+        "the servers of each namespace asked, counted by the way"
+    );
     assert_eq!(pending(&mut con).len(), 1, "the one to publish again");
     let journaled: bool = con.hexists(keys().journal, "relay-a:t:1").unwrap();
     assert!(!journaled);
