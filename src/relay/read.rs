@@ -34,7 +34,9 @@ impl Relay {
                 tokio::select! {
                     done = &mut read => Some(done),
                     _ = sleep_for(wake) => None,
-                    _ = heard => None,
+                    // A busy relay's read returns within that; an idle one's blocks: only then do
+                    // answers end the wait (each would otherwise cost a step of its own).
+                    _ = async { tokio::time::sleep(SETTLE).await; heard.await } => None,
                 }
             };
             let mut until_read_or_wake = std::pin::pin!(until_read_or_wake);
@@ -82,8 +84,12 @@ impl Relay {
             };
             let read_done = match read_done {
                 Some(read_done) => read_done,
-                // New counts decide something: the next step looks, the read stays in flight.
-                None if counted => None,
+                // New counts decide something: the next step looks, unless the read returns first
+                // (a busy relay's does), or the read stays in flight.
+                None if counted => tokio::select! {
+                    done = &mut until_read_or_wake => done,
+                    _ = tokio::time::sleep(SETTLE) => None,
+                },
                 None => until_read_or_wake.await,
             };
             (failed, read_done)
@@ -173,6 +179,10 @@ impl Relay {
         }))
     }
 }
+
+/// How long a read may keep answers and counts waiting for a look: a busy relay's read returns
+/// sooner, and the look is made with the next batch instead of in a step of its own.
+const SETTLE: Duration = Duration::from_millis(2);
 
 /// Sleeps for `wake`, or forever without one.
 async fn sleep_for(wake: Option<Duration>) {
