@@ -68,7 +68,7 @@ pub struct Claim {
     /// Recorded in the held hash: it waits for servers, and its count is the recorded one.
     pub recorded: bool,
     /// Held, and let out before older held entries of its namespace that still wait for their
-    /// clients (see [`crate::presence`]): not to be held behind them.
+    /// clients (see [`crate::held::releasable`]): not to be held behind them.
     pub released: bool,
 }
 
