@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::entry::Limits;
 use crate::packet::{Adapter, Parser, SubscriptionMode, Target};
 
 /// Prefix of the environment variables that override config keys: `SIO_RELAY_REDIS__URL`.
@@ -34,7 +35,7 @@ pub struct Config {
     pub target: TargetConfig,
     pub dead_letter: DeadLetterConfig,
     pub acks: AcksConfig,
-    pub limits: LimitsConfig,
+    pub limits: Limits,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
     pub http: HttpConfig,
@@ -329,29 +330,6 @@ impl Default for AcksConfig {
     }
 }
 
-/// What one entry may hold. Past a limit an entry is dead-lettered as malformed with the limit
-/// named, without ever being held whole in the relay's memory (see [`crate::reader`]).
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    /// Field names and values together, in bytes.
-    pub max_entry_bytes: usize,
-    /// Fields, `x-` metadata included.
-    pub max_fields: usize,
-    /// Rooms in `rooms`, and in `except`.
-    pub max_rooms: usize,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig {
-            max_entry_bytes: 1 << 20,
-            max_fields: 64,
-            max_rooms: 10_000,
-        }
-    }
-}
-
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownConfig {
@@ -517,7 +495,7 @@ impl Config {
     /// Range and consistency checks that types alone cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_redis_url(&self.redis.url)
-            .and_then(|()| crate::reader::check_url(&self.redis.url))
+            .and_then(|()| check_url(&self.redis.url))
             .map_err(|problem| invalid("redis.url", problem))?;
         let tls = self.redis.url.starts_with("rediss://");
         for (key, path) in [
@@ -714,7 +692,7 @@ impl Config {
         let mut first: Option<(String, String, Option<String>)> = None;
         for url in &redis.urls {
             check_redis_url(url)
-                .and_then(|()| crate::reader::check_url(url))
+                .and_then(|()| check_url(url))
                 .map_err(|problem| {
                     invalid("redis.urls", format!("{}: {problem}", mask_password(url)))
                 })?;
@@ -1219,6 +1197,21 @@ fn default_consumer_name() -> String {
     match std::env::var("HOSTNAME") {
         Ok(name) if !name.is_empty() => name,
         _ => gethostname::gethostname().to_string_lossy().into_owned(),
+    }
+}
+
+/// The URL parts the relay's reader connects with (it speaks RESP itself, see `reader.rs`):
+/// `#insecure` TLS is refused.
+fn check_url(url: &str) -> Result<(), String> {
+    use redis::{ConnectionAddr, IntoConnectionInfo};
+    match url.into_connection_info() {
+        Ok(info) => match info.addr() {
+            ConnectionAddr::TcpTls { insecure: true, .. } => Err(
+                "`#insecure` (no certificate check) is not supported: give the server's CA in redis.tls_ca_file".into(),
+            ),
+            _ => Ok(()),
+        },
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -10,9 +10,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-use crate::config::LimitsConfig;
 
 /// The ID Redis gave a stream entry: `<milliseconds>-<sequence>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -185,6 +184,29 @@ pub enum Malformed {
     },
 }
 
+/// What one entry may hold. Past a limit an entry is dead-lettered as malformed with the limit
+/// named, without ever being held whole in the relay's memory (see `reader.rs`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Field names and values together, in bytes.
+    pub max_entry_bytes: usize,
+    /// Fields, `x-` metadata included.
+    pub max_fields: usize,
+    /// Rooms in `rooms`, and in `except`.
+    pub max_rooms: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_entry_bytes: 1 << 20,
+            max_fields: 64,
+            max_rooms: 10_000,
+        }
+    }
+}
+
 /// A validated entry: everything needed to build the adapter packet, nothing that could hurt a server.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entry {
@@ -295,13 +317,13 @@ impl Entry {
     /// Validates the fields of a stream entry against the producers' contract, with the default
     /// limits.
     pub fn parse(fields: &[(Vec<u8>, Vec<u8>)]) -> Result<Entry, Malformed> {
-        Entry::parse_within(fields, &LimitsConfig::default())
+        Entry::parse_within(fields, &Limits::default())
     }
 
     /// Validates the fields of a stream entry against the producers' contract and `limits`.
     pub fn parse_within(
         fields: &[(Vec<u8>, Vec<u8>)],
-        limits: &LimitsConfig,
+        limits: &Limits,
     ) -> Result<Entry, Malformed> {
         if fields.len() > limits.max_fields {
             return Err(Malformed::TooManyFields {

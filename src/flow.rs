@@ -18,7 +18,7 @@ use redis::aio::MultiplexedConnection;
 use redis::RedisResult;
 use tracing::{info, warn};
 
-use crate::commands::monitor::MONITOR_CLIENT_NAME;
+use crate::servers::MONITOR_CLIENT_NAME;
 
 /// How long a subscriber may keep a full buffer before the relay stops waiting for it.
 pub const STALL_AFTER: Duration = Duration::from_secs(10);

@@ -16,8 +16,8 @@ use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::commands::EXIT_CONFIG;
 use crate::delivery::{LeaseAction, LeaseReply, Scripts};
+use crate::exit::EXIT_CONFIG;
 use crate::fault::Fault;
 
 /// How long a lease lasts without renewal.

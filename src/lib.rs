@@ -27,6 +27,7 @@
 //! - [`flow`]: flow control towards the servers' Pub/Sub output buffers.
 //! - [`lease`]: one relay per consumer name.
 //! - [`fault`]: what went wrong in a step, sorted by what to do about it.
+//! - [`exit`]: how the process ends: a failure and the exit status that says why.
 //! - [`connection`]: the connections to the Redis that holds the stream (found through the
 //!   sentinels or the cluster's slots) and to every node of a cluster, and the reconnection backoff.
 //! - [`relay`]: the consumer loop that ties these together.
@@ -49,6 +50,7 @@ pub mod console;
 pub mod dead_letter;
 pub mod delivery;
 pub mod entry;
+pub mod exit;
 pub mod fault;
 pub mod flow;
 pub mod health;
@@ -69,8 +71,8 @@ pub mod systemd;
 
 use std::sync::Arc;
 
-use commands::{Failure, EXIT_FAILURE};
 use config::Config;
+use exit::{Failure, EXIT_FAILURE};
 use tokio_util::sync::CancellationToken;
 
 /// Runs the relay daemon until SIGTERM or SIGINT, then drains within `shutdown.timeout`. SIGHUP

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sio_relay::commands::{self, block_on, dead, monitor, send, status, EXIT_CONFIG};
+use sio_relay::commands::{self, block_on, dead, monitor, send, status};
 use sio_relay::config::Config;
+use sio_relay::exit::EXIT_CONFIG;
 
 /// Durable relay from a Redis Stream to Socket.IO servers (@socket.io/redis-adapter).
 #[derive(Parser)]

@@ -16,7 +16,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{ConnectionAddr, IntoConnectionInfo, RedisError, RedisResult};
+use redis::{ConnectionAddr, RedisError, RedisResult};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::BufReader;
@@ -543,19 +543,6 @@ fn timed_out(doing: &str) -> RedisError {
 
 fn is_server_error(e: &RedisError) -> bool {
     e.code().is_some()
-}
-
-/// The URL parts the reader connects with, for a configuration check: `#insecure` TLS is refused.
-pub fn check_url(url: &str) -> Result<(), String> {
-    match url.into_connection_info() {
-        Ok(info) => match info.addr() {
-            ConnectionAddr::TcpTls { insecure: true, .. } => Err(
-                "`#insecure` (no certificate check) is not supported: give the server's CA in redis.tls_ca_file".into(),
-            ),
-            _ => Ok(()),
-        },
-        Err(e) => Err(e.to_string()),
-    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,9 @@ use redis::RedisResult;
 
 use crate::packet::{Adapter, Target};
 
+/// The client name of a `sio-relay monitor`'s connection: flow control leaves it out.
+pub const MONITOR_CLIENT_NAME: &str = "sio-relay-monitor";
+
 /// Namespaces per PUBSUB call.
 const CHUNK: usize = 500;
 

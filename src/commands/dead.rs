@@ -17,9 +17,10 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Script};
 use serde::Serialize;
 
-use super::{block_on, connect, printable, Failure, EXIT_FAILURE};
+use super::{block_on, connect, printable};
 use crate::config::Config;
 use crate::dead_letter::{self, FIELD_PREFIX, PACKED_FIELDS};
+use crate::exit::{Failure, EXIT_FAILURE};
 
 /// Which dead letters a command acts on.
 pub struct Selection {

@@ -9,94 +9,11 @@ pub mod monitor;
 pub mod send;
 pub mod status;
 
-use std::fmt;
-
 use redis::aio::MultiplexedConnection;
 
 use crate::config::{Config, RedisMode};
 use crate::connection::{self, AllNodes};
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn control_characters_are_escaped_and_the_rest_kept() {
-        assert_eq!(super::printable("chat ünïcode"), "chat ünïcode");
-        assert_eq!(
-            super::printable("a\nINFO forged\u{1b}[31m"),
-            "a\\nINFO forged\\u{1b}[31m"
-        );
-    }
-
-    #[test]
-    fn bidirectional_and_invisible_characters_are_escaped() {
-        assert_eq!(
-            super::printable("invoice\u{202e}fdp.exe"),
-            "invoice\\u{202e}fdp.exe"
-        );
-        assert_eq!(
-            super::printable("\u{2066}a\u{2069}\u{200b}b\u{feff}\u{85}\u{2028}\u{e0041}"),
-            "\\u{2066}a\\u{2069}\\u{200b}b\\u{feff}\\u{85}\\u{2028}\\u{e0041}"
-        );
-        // Marks, spaces and symbols of real text stay as they are.
-        for kept in ["नमस्ते", "e\u{301}", "a\u{a0}b", "\u{3000}", "🙂", "\u{fe0f}"] {
-            assert_eq!(super::printable(kept), kept);
-        }
-    }
-
-    /// The rule is exactly the general categories Cc, Cf, Zl and Zp, for every character.
-    #[test]
-    fn the_escaped_characters_are_unicodes_control_format_and_separator_categories() {
-        let hir = regex_syntax::Parser::new()
-            .parse(r"[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]")
-            .unwrap();
-        let regex_syntax::hir::HirKind::Class(regex_syntax::hir::Class::Unicode(class)) =
-            hir.kind()
-        else {
-            panic!("a Unicode class: {hir:?}");
-        };
-        let in_class = |c: char| {
-            class
-                .ranges()
-                .iter()
-                .any(|r| r.start() <= c && c <= r.end())
-        };
-        let differ: Vec<char> = (0..=u32::from(char::MAX))
-            .filter_map(char::from_u32)
-            .filter(|&c| super::shown_escaped(c) != in_class(c))
-            .collect();
-        assert!(differ.is_empty(), "{differ:?}");
-    }
-}
-
-/// Why a command failed, with the exit status that says so to scripts.
-#[derive(Debug)]
-pub struct Failure {
-    pub code: u8,
-    pub message: String,
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-/// Exit status of a command that could not do its job (Redis unreachable, unhealthy, ...).
-pub const EXIT_FAILURE: u8 = 1;
-/// Exit status for input that is not a valid entry (EX_DATAERR).
-pub const EXIT_DATA: u8 = 65;
-/// Exit status for a configuration or setup the relay refuses to run with (EX_CONFIG): a bad
-/// config file, Redis keys or ACL rules it cannot work with, another relay under its consumer name.
-pub const EXIT_CONFIG: u8 = 78;
-
-impl From<redis::RedisError> for Failure {
-    fn from(e: redis::RedisError) -> Self {
-        Failure {
-            code: EXIT_FAILURE,
-            message: format!("Redis: {e}"),
-        }
-    }
-}
+use crate::exit::{Failure, EXIT_FAILURE};
 
 /// `text` safe for a terminal and for a page: what would act instead of being seen is shown
 /// escaped (`\n`, `\u{1b}`, `\u{202e}`), everything else as it is. For text that came from
@@ -213,5 +130,57 @@ pub async fn connect_all_nodes(cfg: &Config) -> Result<AllNodes, Failure> {
             .await
             .map_err(|e| unreachable(cfg, e)),
         _ => connect(cfg).await.map(AllNodes::One),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(super::printable("chat ünïcode"), "chat ünïcode");
+        assert_eq!(
+            super::printable("a\nINFO forged\u{1b}[31m"),
+            "a\\nINFO forged\\u{1b}[31m"
+        );
+    }
+
+    #[test]
+    fn bidirectional_and_invisible_characters_are_escaped() {
+        assert_eq!(
+            super::printable("invoice\u{202e}fdp.exe"),
+            "invoice\\u{202e}fdp.exe"
+        );
+        assert_eq!(
+            super::printable("\u{2066}a\u{2069}\u{200b}b\u{feff}\u{85}\u{2028}\u{e0041}"),
+            "\\u{2066}a\\u{2069}\\u{200b}b\\u{feff}\\u{85}\\u{2028}\\u{e0041}"
+        );
+        // Marks, spaces and symbols of real text stay as they are.
+        for kept in ["नमस्ते", "e\u{301}", "a\u{a0}b", "\u{3000}", "🙂", "\u{fe0f}"] {
+            assert_eq!(super::printable(kept), kept);
+        }
+    }
+
+    /// The rule is exactly the general categories Cc, Cf, Zl and Zp, for every character.
+    #[test]
+    fn the_escaped_characters_are_unicodes_control_format_and_separator_categories() {
+        let hir = regex_syntax::Parser::new()
+            .parse(r"[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]")
+            .unwrap();
+        let regex_syntax::hir::HirKind::Class(regex_syntax::hir::Class::Unicode(class)) =
+            hir.kind()
+        else {
+            panic!("a Unicode class: {hir:?}");
+        };
+        let in_class = |c: char| {
+            class
+                .ranges()
+                .iter()
+                .any(|r| r.start() <= c && c <= r.end())
+        };
+        let differ: Vec<char> = (0..=u32::from(char::MAX))
+            .filter_map(char::from_u32)
+            .filter(|&c| super::shown_escaped(c) != in_class(c))
+            .collect();
+        assert!(differ.is_empty(), "{differ:?}");
     }
 }

@@ -14,13 +14,12 @@ use std::io::Write;
 
 use futures_util::StreamExt;
 
-use super::{printable, Failure, EXIT_FAILURE};
+use super::printable;
 use crate::config::Config;
 use crate::connection;
+use crate::exit::{Failure, EXIT_FAILURE};
 use crate::packet::{self, Adapter, Decoded, Target};
-
-/// The client name of a monitor's connection, which flow control leaves out.
-pub const MONITOR_CLIENT_NAME: &str = "sio-relay-monitor";
+use crate::servers::MONITOR_CLIENT_NAME;
 
 /// Packets waiting to be printed.
 const QUEUE: usize = 256;

@@ -4,9 +4,10 @@
 
 use redis::AsyncCommands;
 
-use super::{connect_all_nodes, Failure, EXIT_DATA, EXIT_FAILURE};
+use super::connect_all_nodes;
 use crate::config::Config;
 use crate::entry::Entry;
+use crate::exit::{Failure, EXIT_DATA, EXIT_FAILURE};
 use crate::servers;
 
 /// What to send, as on the command line: an emit, or another operation.

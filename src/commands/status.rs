@@ -9,10 +9,11 @@ use redis::streams::{StreamInfoConsumersReply, StreamInfoGroupsReply};
 use redis::AsyncCommands;
 use serde::Serialize;
 
-use super::{block_on, connect, connect_all_nodes, printable, Failure, EXIT_FAILURE};
+use super::{block_on, connect, connect_all_nodes, printable};
 use crate::config::Config;
 use crate::connection::AllNodes;
 use crate::delivery::Keys;
+use crate::exit::{Failure, EXIT_FAILURE};
 use crate::servers;
 
 #[derive(Debug, Serialize)]

@@ -8,9 +8,10 @@
 use serde::{Deserialize, Serialize};
 
 pub use crate::commands::dead::Letter;
-use crate::commands::{self, dead as dead_command, Failure};
+use crate::commands::{self, dead as dead_command};
 use crate::config::Config;
 use crate::dead_letter;
+use crate::exit::Failure;
 
 /// Dead letters per page at most (the default: [`DEFAULT_LIMIT`]).
 pub const MAX_LIMIT: usize = 100;
@@ -83,7 +84,7 @@ fn end_of(before: &str) -> Result<String, String> {
 
 pub async fn page(cfg: &Config, query: &PageQuery) -> Result<Page, Failure> {
     let bad = |message: String| Failure {
-        code: commands::EXIT_DATA,
+        code: crate::exit::EXIT_DATA,
         message,
     };
     let partition = partition(cfg, &query.stream).map_err(bad)?;

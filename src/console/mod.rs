@@ -217,7 +217,7 @@ impl Console {
         }
         match dead::page(&self.cfg, &page).await {
             Ok(page) => json(StatusCode::OK, &page),
-            Err(f) if f.code == crate::commands::EXIT_DATA => {
+            Err(f) if f.code == crate::exit::EXIT_DATA => {
                 error(StatusCode::BAD_REQUEST, &f.message)
             }
             Err(f) => error(StatusCode::BAD_GATEWAY, &f.message),

@@ -34,12 +34,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::awaiting::Awaiting;
-use crate::commands::{Failure, EXIT_CONFIG};
 use crate::config::{Config, RedisMode};
 use crate::confirming::Confirming;
 use crate::connection;
 use crate::delivery::Scripts;
 use crate::entry::EntryId;
+use crate::exit::{Failure, EXIT_CONFIG};
 use crate::fault::Fault;
 use crate::health::Health;
 use crate::held::Held;

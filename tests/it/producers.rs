@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use redis::Commands;
 use serde_json::{json, Value};
-use sio_relay::config::LimitsConfig;
+use sio_relay::entry::Limits;
 use sio_relay::entry::{
     Entry, Malformed, MAX_ACK_TIMEOUT, MAX_BINARY_ARGS, MAX_JSON_DEPTH, RESERVED_EVENTS,
     RESERVED_SERVER_EVENTS,
@@ -378,7 +378,7 @@ fn with_metadata(n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 fn corpus() -> Vec<Case> {
-    let limits = LimitsConfig::default();
+    let limits = Limits::default();
     let nested = |levels: usize| format!("{}{}", "[".repeat(levels), "]".repeat(levels));
     let binaries = |n: usize| format!("[{}]", vec![r#"{"$binary":"AA=="}"#; n].join(","));
     let rooms = |n: usize| {
@@ -1035,7 +1035,7 @@ fn the_schema_lists_what_only_the_relay_checks() {
             "the schema's description does not name {check:?} ({words:?})"
         );
     }
-    let limits = LimitsConfig::default();
+    let limits = Limits::default();
     for (limit, words) in [
         (limits.max_entry_bytes == 1 << 20, "1 MiB by default"),
         (limits.max_fields == 64, "limits.max_fields, 64"),
