@@ -743,10 +743,59 @@ pub struct Decoded {
     pub request_id: Option<String>,
 }
 
+/// Why a server could not read a payload as the relay's (see [`decode`]): what `sio-relay
+/// monitor` shows for it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unreadable {
+    #[error("not MessagePack: {0}")]
+    NotMsgpack(String),
+    #[error("{0} trailing bytes after the packet (notepack throws on them)")]
+    TrailingBytes(usize),
+    #[error("not JSON (JSON.parse throws on it): {0}")]
+    NotJson(String),
+    #[error("not an array [uid, packet, opts]")]
+    NotAnArray,
+    #[error("an array of {0} items, not [uid, packet, opts]")]
+    ArrayOf(usize),
+    #[error("the packet is not a map")]
+    PacketNotAMap,
+    #[error("a broadcast with acks whose packet is not a map (servers crash on it)")]
+    AckPacketNotAMap,
+    #[error("a request without a numeric type")]
+    NoRequestType,
+    /// A type servers send each other, but the relay never does.
+    #[error("a message of type {0}, which the relay never sends")]
+    NotFromTheRelay(u64),
+    #[error("a request without opts (servers treat it as another request)")]
+    NoOpts,
+    #[error("a {0} without rooms")]
+    NoRooms(&'static str),
+    #[error("a server-side emit whose data is not [event, ...args]")]
+    ServerEmitData,
+    #[error("{key} is {value}, not an array (servers crash on it)")]
+    NotAList { key: String, value: String },
+    #[error("not a ClusterMessage object {{uid, nsp, type, data}}")]
+    NotAClusterMessage,
+    #[error("type is {0}, not a number: servers drop it")]
+    TypeNotANumber(String),
+    #[error("no nsp: servers drop it")]
+    NoNsp,
+    #[error("a message without data (servers crash on it)")]
+    NoData,
+    #[error("data.packet is not an object")]
+    DataPacketNotAnObject,
+    #[error("opts is not a map (servers crash on it)")]
+    OptsNotAMap,
+    #[error("packet.data is not a non-empty array")]
+    NoEvent,
+    #[error("the event name is {0}, not a string")]
+    EventName(String),
+}
+
 /// Reads a payload published on a broadcast channel as the servers of `target` do; `Err` says why
 /// a server could not read it as a broadcast (or, on the sharded adapter's channels, as one of the
 /// requests the relay sends).
-pub fn decode(payload: &[u8], target: &Target) -> Result<Decoded, String> {
+pub fn decode(payload: &[u8], target: &Target) -> Result<Decoded, Unreadable> {
     match (target.adapter, target.parser) {
         (Adapter::Classic, Parser::Msgpack) => classic(&msgpack(payload)?),
         (Adapter::Classic, Parser::Json) => classic(&json(payload)?),
@@ -756,27 +805,24 @@ pub fn decode(payload: &[u8], target: &Target) -> Result<Decoded, String> {
     }
 }
 
-fn msgpack(payload: &[u8]) -> Result<Value, String> {
+fn msgpack(payload: &[u8]) -> Result<Value, Unreadable> {
     let mut reader = payload;
     let value =
-        rmpv::decode::read_value(&mut reader).map_err(|e| format!("not MessagePack: {e}"))?;
+        rmpv::decode::read_value(&mut reader).map_err(|e| Unreadable::NotMsgpack(e.to_string()))?;
     if !reader.is_empty() {
-        return Err(format!(
-            "{} trailing bytes after the packet (notepack throws on them)",
-            reader.len()
-        ));
+        return Err(Unreadable::TrailingBytes(reader.len()));
     }
     Ok(to_json(&value))
 }
 
-fn json(payload: &[u8]) -> Result<Value, String> {
-    serde_json::from_slice(payload).map_err(|e| format!("not JSON (JSON.parse throws on it): {e}"))
+fn json(payload: &[u8]) -> Result<Value, Unreadable> {
+    serde_json::from_slice(payload).map_err(|e| Unreadable::NotJson(e.to_string()))
 }
 
 /// Reads a payload published on the classic adapter's request channel (`<key>-request#<nsp>#`),
 /// as its servers do: JSON when the first byte is `{`, else with their parser. Its namespace is in
 /// the channel's name, so `nsp` is left empty.
-pub fn decode_request(payload: &[u8], target: &Target) -> Result<Decoded, String> {
+pub fn decode_request(payload: &[u8], target: &Target) -> Result<Decoded, Unreadable> {
     let value = match target.parser {
         _ if payload.first() == Some(&b'{') => json(payload)?,
         Parser::Msgpack => msgpack(payload)?,
@@ -786,25 +832,22 @@ pub fn decode_request(payload: &[u8], target: &Target) -> Result<Decoded, String
 }
 
 /// `[uid, packet, opts]`.
-fn classic(value: &Value) -> Result<Decoded, String> {
+fn classic(value: &Value) -> Result<Decoded, Unreadable> {
     let Value::Array(parts) = value else {
-        return Err("not an array [uid, packet, opts]".into());
+        return Err(Unreadable::NotAnArray);
     };
     let [uid, packet, opts] = parts.as_slice() else {
-        return Err(format!(
-            "an array of {} items, not [uid, packet, opts]",
-            parts.len()
-        ));
+        return Err(Unreadable::ArrayOf(parts.len()));
     };
     if !packet.is_object() {
-        return Err("the packet is not a map".into());
+        return Err(Unreadable::PacketNotAMap);
     }
     let nsp = packet.get("nsp").and_then(Value::as_str).unwrap_or("/");
     broadcast(uid, nsp, packet, opts)
 }
 
 /// `{type, opts, rooms}`, `{type, opts, close}` or `{uid, type, data}`.
-fn classic_request(value: &Value) -> Result<Decoded, String> {
+fn classic_request(value: &Value) -> Result<Decoded, Unreadable> {
     let uid = value.get("uid").cloned().unwrap_or(Value::Null);
     match value.get("type").and_then(Value::as_u64) {
         Some(kind) if kind == u64::from(SERVER_SIDE_EMIT) => {
@@ -812,15 +855,14 @@ fn classic_request(value: &Value) -> Result<Decoded, String> {
         }
         Some(kind) if kind == u64::from(BROADCAST_WITH_ACK) => {
             let packet = value.get("packet").filter(|p| p.is_object());
-            let packet = packet
-                .ok_or("a broadcast with acks whose packet is not a map (servers crash on it)")?;
+            let packet = packet.ok_or(Unreadable::AckPacketNotAMap)?;
             let mut decoded =
                 broadcast(&uid, "", packet, value.get("opts").unwrap_or(&Value::Null))?;
             decoded.request_id = Some(request_id(value));
             Ok(decoded)
         }
         Some(kind) => selection(&uid, "", request_kind(kind, REQUESTS)?, value),
-        None => Err("a request without a numeric type".into()),
+        None => Err(Unreadable::NoRequestType),
     }
 }
 
@@ -836,15 +878,12 @@ const CLUSTER_REQUESTS: [(u8, &str); 3] = [
     (CLUSTER_DISCONNECT_SOCKETS, "disconnect"),
 ];
 
-/// How [`decode`] describes a message of a type servers send each other but the relay never does.
-pub const NOT_FROM_THE_RELAY: &str = "which the relay never sends";
-
-fn request_kind(kind: u64, known: [(u8, &'static str); 3]) -> Result<&'static str, String> {
+fn request_kind(kind: u64, known: [(u8, &'static str); 3]) -> Result<&'static str, Unreadable> {
     known
         .iter()
         .find(|(k, _)| u64::from(*k) == kind)
         .map(|(_, name)| *name)
-        .ok_or_else(|| format!("a message of type {kind}, {NOT_FROM_THE_RELAY}"))
+        .ok_or(Unreadable::NotFromTheRelay(kind))
 }
 
 /// A join, leave or disconnect: `{opts: {rooms, except}, rooms | close}`.
@@ -853,13 +892,13 @@ fn selection(
     nsp: &str,
     operation: &'static str,
     body: &Value,
-) -> Result<Decoded, String> {
+) -> Result<Decoded, Unreadable> {
     let Some(opts) = body.get("opts").filter(|o| o.is_object()) else {
-        return Err("a request without opts (servers treat it as another request)".into());
+        return Err(Unreadable::NoOpts);
     };
     let target_rooms = list(body, "rooms")?;
     if operation != "disconnect" && target_rooms.is_empty() {
-        return Err(format!("a {operation} without rooms"));
+        return Err(Unreadable::NoRooms(operation));
     }
     Ok(Decoded {
         uid: uid.as_str().map_or_else(|| uid.to_string(), str::to_owned),
@@ -877,9 +916,9 @@ fn selection(
 }
 
 /// `[event, ...args]` of a server-side emit.
-fn server_emit(uid: &Value, nsp: &str, data: &Value) -> Result<Decoded, String> {
+fn server_emit(uid: &Value, nsp: &str, data: &Value) -> Result<Decoded, Unreadable> {
     let Some((event, args)) = data.as_array().and_then(|d| d.split_first()) else {
-        return Err("a server-side emit whose data is not [event, ...args]".into());
+        return Err(Unreadable::ServerEmitData);
     };
     Ok(Decoded {
         uid: uid.as_str().map_or_else(|| uid.to_string(), str::to_owned),
@@ -899,30 +938,31 @@ fn server_emit(uid: &Value, nsp: &str, data: &Value) -> Result<Decoded, String> 
 }
 
 /// The array at `key`, empty when absent; anything else is what crashes servers.
-fn list(value: &Value, key: &str) -> Result<Vec<Value>, String> {
+fn list(value: &Value, key: &str) -> Result<Vec<Value>, Unreadable> {
     match value.get(key) {
         None => Ok(Vec::new()),
         Some(Value::Array(items)) => Ok(items.clone()),
-        Some(other) => Err(format!(
-            "{key} is {other}, not an array (servers crash on it)"
-        )),
+        Some(other) => Err(Unreadable::NotAList {
+            key: key.to_owned(),
+            value: other.to_string(),
+        }),
     }
 }
 
 /// `{uid, nsp, type, data}`: a broadcast, or one of the other messages the relay sends.
-fn sharded(value: &Value) -> Result<Decoded, String> {
+fn sharded(value: &Value) -> Result<Decoded, Unreadable> {
     if !value.is_object() {
-        return Err("not a ClusterMessage object {uid, nsp, type, data}".into());
+        return Err(Unreadable::NotAClusterMessage);
     }
     let Some(kind) = value.get("type").and_then(Value::as_u64) else {
         let kind = value.get("type").map_or("missing".into(), Value::to_string);
-        return Err(format!("type is {kind}, not a number: servers drop it"));
+        return Err(Unreadable::TypeNotANumber(kind));
     };
     let Some(nsp) = value.get("nsp").and_then(Value::as_str) else {
-        return Err("no nsp: servers drop it".into());
+        return Err(Unreadable::NoNsp);
     };
     let Some(data) = value.get("data").filter(|d| d.is_object()) else {
-        return Err("a message without data (servers crash on it)".into());
+        return Err(Unreadable::NoData);
     };
     let uid = value.get("uid").cloned().unwrap_or(Value::Null);
     if kind == u64::from(CLUSTER_SERVER_SIDE_EMIT) {
@@ -933,7 +973,7 @@ fn sharded(value: &Value) -> Result<Decoded, String> {
     }
     let packet = data.get("packet").cloned().unwrap_or(Value::Null);
     if !packet.is_object() {
-        return Err("data.packet is not an object".into());
+        return Err(Unreadable::DataPacketNotAnObject);
     }
     let mut decoded = broadcast(&uid, nsp, &packet, data.get("opts").unwrap_or(&Value::Null))?;
     if data.get("requestId").is_some() {
@@ -952,18 +992,18 @@ fn request_id(value: &Value) -> String {
 }
 
 /// The packet and options of a broadcast, in either format.
-fn broadcast(uid: &Value, nsp: &str, packet: &Value, opts: &Value) -> Result<Decoded, String> {
+fn broadcast(uid: &Value, nsp: &str, packet: &Value, opts: &Value) -> Result<Decoded, Unreadable> {
     if !opts.is_object() {
-        return Err("opts is not a map (servers crash on it)".into());
+        return Err(Unreadable::OptsNotAMap);
     }
     let data = match packet.get("data") {
         Some(Value::Array(data)) if !data.is_empty() => data,
-        _ => return Err("packet.data is not a non-empty array".into()),
+        _ => return Err(Unreadable::NoEvent),
     };
     let event = match &data[0] {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
-        other => return Err(format!("the event name is {other}, not a string")),
+        other => return Err(Unreadable::EventName(other.to_string())),
     };
     let flags = match opts.get("flags") {
         Some(Value::Object(flags)) => flags.clone(),
@@ -1303,19 +1343,25 @@ mod tests {
         let decode = |payload: &[u8]| decode(payload, &target());
         assert!(decode(b"[\"json\"]")
             .unwrap_err()
+            .to_string()
             .contains("trailing bytes"));
         assert!(decode(&[0xc1]).is_err());
         assert!(decode(&[0x93, 0xc1])
             .unwrap_err()
+            .to_string()
             .contains("not MessagePack"));
         let no_opts = [0x92, 0xa1, b'u', 0x80];
         assert!(decode(&no_opts)
             .unwrap_err()
+            .to_string()
             .contains("[uid, packet, opts]"));
         let nil_opts = [
             0x93, 0xa1, b'u', 0x81, 0xa4, b'd', b'a', b't', b'a', 0x91, 0xa1, b'e', 0xc0,
         ];
-        assert!(decode(&nil_opts).unwrap_err().contains("opts is not a map"));
+        assert!(decode(&nil_opts)
+            .unwrap_err()
+            .to_string()
+            .contains("opts is not a map"));
     }
 
     #[test]
@@ -1351,6 +1397,7 @@ mod tests {
         assert_eq!(decoded.rooms, ["a"]);
         assert!(decode(&encode(&[("event", "e")]).payload, &target)
             .unwrap_err()
+            .to_string()
             .contains("not JSON"));
     }
 
@@ -1380,10 +1427,12 @@ mod tests {
         );
         assert!(decode(br#"{"uid":"x","nsp":"/","type":3}"#, &target)
             .unwrap_err()
+            .to_string()
             .contains("crash"));
         assert!(
             decode(br#"{"uid":"x","nsp":"/","type":"3","data":{}}"#, &target)
                 .unwrap_err()
+                .to_string()
                 .contains("not a number")
         );
         assert!(decode(
@@ -1391,6 +1440,7 @@ mod tests {
             &target
         )
         .unwrap_err()
+        .to_string()
         .contains("type 7, which the relay never sends"));
     }
 

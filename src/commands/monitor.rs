@@ -18,7 +18,7 @@ use super::printable;
 use crate::config::Config;
 use crate::connection;
 use crate::exit::{Failure, EXIT_FAILURE};
-use crate::packet::{self, Adapter, Decoded, Target};
+use crate::packet::{self, Adapter, Decoded, Target, Unreadable};
 use crate::servers::MONITOR_CLIENT_NAME;
 
 /// Packets waiting to be printed.
@@ -158,13 +158,13 @@ pub fn describe(target: &Target, channel: &str, payload: &[u8], json: bool) -> S
         (Ok(decoded), false) => text(channel, &decoded),
         (Err(error), true) => serde_json::json!({
             "channel": channel,
-            "error": error,
+            "error": error.to_string(),
             "hex": packet::hex(payload),
         })
         .to_string(),
         // The servers' own requests to each other (fetchSockets, serverCount's peers...): valid,
         // just not what the relay sends.
-        (Err(error), false) if error.contains(packet::NOT_FROM_THE_RELAY) => {
+        (Err(error @ Unreadable::NotFromTheRelay(_)), false) => {
             format!("{} OTHER ({error})", printable(channel))
         }
         (Err(error), false) => format!(
