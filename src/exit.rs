@@ -23,6 +23,9 @@ pub const EXIT_DATA: u8 = 65;
 /// Exit status for a configuration or setup the relay refuses to run with (EX_CONFIG): a bad
 /// config file, Redis keys or ACL rules it cannot work with, another relay under its consumer name.
 pub const EXIT_CONFIG: u8 = 78;
+/// Exit status for a bug of the relay's own (EX_SOFTWARE): an invariant broken, a task that
+/// panicked. Said as such, never taken for an outage.
+pub const EXIT_SOFTWARE: u8 = 70;
 
 impl From<redis::RedisError> for Failure {
     fn from(e: redis::RedisError) -> Self {

@@ -12,6 +12,8 @@ use std::fmt;
 
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
+use crate::exit::EXIT_SOFTWARE;
+
 /// Why a step of the relay stopped.
 #[derive(Debug)]
 pub enum Fault {
@@ -30,6 +32,15 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// A bug of the relay's own (see [`EXIT_SOFTWARE`]): it stops, saying what went wrong,
+    /// instead of reconnecting as after an outage and hiding it.
+    pub fn bug(what: impl fmt::Display) -> Fault {
+        Fault::Fatal {
+            code: EXIT_SOFTWARE,
+            message: format!("bug: {what} (please report it)"),
+        }
+    }
+
     /// Sorts an error returned by a command other than the delivery script.
     pub fn of(err: RedisError) -> Fault {
         match classify(&err) {
@@ -180,5 +191,23 @@ mod tests {
                 "{code}"
             );
         }
+    }
+
+    #[test]
+    fn a_bug_stops_the_relay_and_says_so() {
+        let panicked = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(async { tokio::spawn(async { panic!("boom") }).await.unwrap_err() });
+        let fault = Fault::bug(format!("the read task failed: {panicked}"));
+        let Fault::Fatal { code, message } = &fault else {
+            panic!("not fatal: {fault:?}");
+        };
+        assert_eq!(*code, EXIT_SOFTWARE);
+        assert!(
+            message.starts_with("bug: the read task failed"),
+            "{message}"
+        );
+        assert!(message.contains("panicked"), "{message}");
     }
 }

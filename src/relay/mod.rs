@@ -466,10 +466,9 @@ impl Relay {
     }
 }
 
+/// Redis gave an entry ID that does not parse: nothing an outage explains.
 fn parse_error(problem: String) -> Fault {
-    Fault::Link(redis::RedisError::from((
-        redis::ErrorKind::Parse,
-        "unexpected entry ID from Redis",
-        problem,
-    )))
+    Fault::bug(format!(
+        "Redis gave an entry ID that does not parse: {problem}"
+    ))
 }

@@ -33,7 +33,10 @@ impl Relay {
     pub(super) async fn recover_own_pending(&mut self, s: &mut Session) -> Result<(), Fault> {
         // A read in flight delivers its entries to this consumer's pending list, where this scan
         // finds them: wait for it rather than race it.
-        let _ = s.finish_read().await;
+        // What it read is found by the scan; a bug in it is not.
+        if let Some(Err(bug @ Fault::Fatal { .. })) = s.finish_read().await {
+            return Err(bug);
+        }
         let counting = !self.recovered_once;
         let page = self.cfg.source.batch_size;
         let mut start = "-".to_owned();

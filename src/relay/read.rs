@@ -98,13 +98,8 @@ impl Relay {
             s.read = Some(read);
             return confirm_failed.map_or(Ok(()), |e| Err(e.into()));
         };
-        let (reader, fetched) = read_done.map_err(|e| {
-            Fault::Link(redis::RedisError::from((
-                redis::ErrorKind::Client,
-                "the read task failed",
-                e.to_string(),
-            )))
-        })?;
+        let (reader, fetched) =
+            read_done.map_err(|e| Fault::bug(format!("the read task failed: {e}")))?;
         s.reader = Some(reader);
         if let Some(e) = confirm_failed {
             return Err(e.into());
@@ -155,12 +150,10 @@ impl Relay {
 
     /// Sends XREADGROUP `>` on the reader, as a task of its own so that it goes out at once.
     fn start_read(&self, s: &mut Session) -> Result<ReadTask, Fault> {
-        let mut reader = s.reader.take().ok_or_else(|| {
-            Fault::Link(redis::RedisError::from((
-                redis::ErrorKind::Client,
-                "the reader connection is busy",
-            )))
-        })?;
+        let mut reader = s
+            .reader
+            .take()
+            .ok_or_else(|| Fault::bug("a read was started while another was in flight"))?;
         let mut block = self.cfg.source.block;
         if !self.held.is_empty() {
             block = block.min(self.timers.retry.saturating_duration_since(Instant::now()));

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use crate::confirming::Confirming;
 use crate::connection::{AllNodes, Connections};
 use crate::delivery::Scripts;
+use crate::fault::Fault;
 use crate::flow::Flow;
 use crate::lease::Lease;
 use crate::reader::{Fetched, Reader};
@@ -80,18 +81,14 @@ impl Session {
     }
 
     /// Waits for the read in flight, if any, takes its connection back, and returns what it read.
-    pub async fn finish_read(&mut self) -> Option<RedisResult<Vec<Fetched>>> {
+    pub async fn finish_read(&mut self) -> Option<Result<Vec<Fetched>, Fault>> {
         let read = self.read.take()?;
         match read.await {
             Ok((reader, fetched)) => {
                 self.reader = Some(reader);
-                Some(fetched)
+                Some(fetched.map_err(Fault::from))
             }
-            Err(e) => Some(Err(redis::RedisError::from((
-                redis::ErrorKind::Client,
-                "the read task failed",
-                e.to_string(),
-            )))),
+            Err(e) => Some(Err(Fault::bug(format!("the read task failed: {e}")))),
         }
     }
 }
