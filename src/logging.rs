@@ -13,23 +13,32 @@ use tracing_subscriber::{fmt, reload, EnvFilter, Layer, Registry};
 
 use crate::config::{LogConfig, LogFormat};
 
+/// Why the logger could not be set up or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("invalid log filter {directives:?}: {problem}")]
+    Filter { directives: String, problem: String },
+    #[error("cannot change the log level: {0}")]
+    Reload(#[from] reload::Error),
+    #[error("cannot install the logger: {0}")]
+    Install(#[from] tracing_subscriber::util::TryInitError),
+}
+
 /// Changes the level of the installed logger.
 pub struct LevelHandle(reload::Handle<EnvFilter, Registry>);
 
 impl LevelHandle {
     /// Applies `level` unless `RUST_LOG` is set (it wins, as at start). Returns what is in force.
-    pub fn set(&self, level: &str) -> Result<String, String> {
+    pub fn set(&self, level: &str) -> Result<String, LogError> {
         let directives = effective_directives(level);
         let filter = parse(&directives)?;
-        self.0
-            .reload(filter)
-            .map_err(|e| format!("cannot change the log level: {e}"))?;
+        self.0.reload(filter)?;
         Ok(directives)
     }
 }
 
 /// Installs the global subscriber. `RUST_LOG`, when set, takes precedence over `log.level`.
-pub fn init(cfg: &LogConfig) -> Result<LevelHandle, String> {
+pub fn init(cfg: &LogConfig) -> Result<LevelHandle, LogError> {
     let filter = parse(&effective_directives(&cfg.level))?;
     let (filter, handle) = reload::Layer::new(filter);
     let output = match cfg.format {
@@ -47,8 +56,7 @@ pub fn init(cfg: &LogConfig) -> Result<LevelHandle, String> {
     tracing_subscriber::registry()
         .with(filter)
         .with(output)
-        .try_init()
-        .map_err(|e| format!("cannot install the logger: {e}"))?;
+        .try_init()?;
     Ok(LevelHandle(handle))
 }
 
@@ -73,10 +81,13 @@ fn quiet_redis_rs(level: &str) -> String {
     }
 }
 
-fn parse(directives: &str) -> Result<EnvFilter, String> {
+fn parse(directives: &str) -> Result<EnvFilter, LogError> {
     EnvFilter::builder()
         .parse(directives)
-        .map_err(|e| format!("invalid log filter {directives:?}: {e}"))
+        .map_err(|e| LogError::Filter {
+            directives: directives.to_owned(),
+            problem: e.to_string(),
+        })
 }
 
 #[cfg(test)]
