@@ -417,22 +417,42 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Why a console token is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("cannot read {path}: {error}")]
+    Unreadable { path: String, error: std::io::Error },
+    #[error("the token is shorter than {MIN_CONSOLE_TOKEN} characters: use a random one (openssl rand -hex 32)")]
+    TooShort,
+    #[error("the token holds whitespace or control characters")]
+    Whitespace,
+    #[error("{path}: {problem}")]
+    InFile {
+        path: String,
+        problem: Box<TokenError>,
+    },
+}
+
 /// The token in `path`, surrounding whitespace (a file's last newline) removed.
-pub fn read_console_token(path: &str) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+pub fn read_console_token(path: &str) -> Result<String, TokenError> {
+    let text = std::fs::read_to_string(path).map_err(|error| TokenError::Unreadable {
+        path: path.to_owned(),
+        error,
+    })?;
     let token = text.trim().to_owned();
-    check_console_token(&token).map_err(|problem| format!("{path}: {problem}"))?;
+    check_console_token(&token).map_err(|problem| TokenError::InFile {
+        path: path.to_owned(),
+        problem: Box::new(problem),
+    })?;
     Ok(token)
 }
 
-fn check_console_token(token: &str) -> Result<(), String> {
+fn check_console_token(token: &str) -> Result<(), TokenError> {
     if token.chars().count() < MIN_CONSOLE_TOKEN {
-        return Err(format!(
-            "the token is shorter than {MIN_CONSOLE_TOKEN} characters: use a random one (openssl rand -hex 32)"
-        ));
+        return Err(TokenError::TooShort);
     }
     if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("the token holds whitespace or control characters".into());
+        return Err(TokenError::Whitespace);
     }
     Ok(())
 }
@@ -623,10 +643,10 @@ impl Config {
         }
         if !http.console_token_file.is_empty() {
             read_console_token(&http.console_token_file)
-                .map_err(|problem| invalid("http.console_token_file", problem))?;
+                .map_err(|problem| invalid("http.console_token_file", problem.to_string()))?;
         } else if !http.console_token.is_empty() {
             check_console_token(&http.console_token)
-                .map_err(|problem| invalid("http.console_token", problem))?;
+                .map_err(|problem| invalid("http.console_token", problem.to_string()))?;
         }
         Ok(())
     }

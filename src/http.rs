@@ -48,11 +48,19 @@ pub struct Probes {
 }
 
 /// Binds `addr` at start; the error says which address could not be used.
-pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, String> {
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, BindError> {
     let listener = std::net::TcpListener::bind(addr)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .map_err(|e| format!("http.listen: cannot listen on {addr}: {e}"))?;
+        .map_err(|error| BindError { addr, error })?;
     Ok(listener)
+}
+
+/// The listener's address cannot be listened on.
+#[derive(Debug, thiserror::Error)]
+#[error("http.listen: cannot listen on {addr}: {error}")]
+pub struct BindError {
+    addr: SocketAddr,
+    error: std::io::Error,
 }
 
 /// Serves the endpoints on a thread of its own until `shutdown` is cancelled.

@@ -109,7 +109,7 @@ pub async fn run(
         })
         .collect();
     if let Some(addr) = cfg.http.addr() {
-        let listener = http::bind(addr).map_err(failure)?;
+        let listener = http::bind(addr).map_err(|e| failure(e.to_string()))?;
         let probes = http::Probes {
             health: loops.clone(),
             metrics: metrics.clone(),
