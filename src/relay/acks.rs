@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info};
 
-use super::deliver::Plan;
+use super::plan::Plan;
 use super::session::Session;
 use super::Relay;
 use crate::awaiting::{Acknowledged, Finished, Unanswered};

@@ -1,6 +1,7 @@
-//! From entries in hand to the delivery script: what to do with each entry (a [`Plan`]), batches
-//! bounded in bytes with room made in the servers' buffers first, and batches Redis refuses split in
-//! halves until the one entry at fault is found and dead-lettered on its own.
+//! The deliver stage: plans (see [`super::plan`]) through the delivery script, batch by batch, with
+//! room made in the servers' buffers first, batches Redis refuses split in halves until the one
+//! entry at fault is found and dead-lettered on its own, and what the script did to each entry
+//! recorded.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -9,64 +10,16 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, error, warn};
 
+use super::plan::{self, Plan, RequestIds, Taken};
 use super::session::Session;
 use super::Relay;
-use crate::config::Confirm;
-use crate::dead_letter::{self, Reason};
+use crate::dead_letter;
 use crate::delivery::{After, Claim, ConfirmRequest, Deliverable, Op, Outcome, Published};
-use crate::entry::{Entry, EntryId, Malformed, Operation, RawEntry};
+use crate::entry::EntryId;
 use crate::fault::Fault;
 use crate::packet::Adapter;
 use crate::reader::Fetched;
 use crate::servers;
-
-/// An entry in hand: its fields as read, and what the relay knows of it.
-pub(super) struct Taken {
-    pub raw: RawEntry,
-    pub claim: Claim,
-}
-
-/// What the relay decided to do with one entry.
-pub(super) enum Plan {
-    Publish(Deliverable),
-    DeadLetter {
-        claim: Claim,
-        reason: Reason,
-    },
-    /// Deleted from the stream before it could be delivered.
-    Gone(Claim),
-    /// Asks for the clients' acknowledgements: `request`, the next attempt's broadcast with
-    /// acknowledgements, waits `wait` for them (see [`crate::awaiting`]).
-    AwaitAcks {
-        request: Deliverable,
-        wait: Duration,
-    },
-}
-
-impl Plan {
-    pub fn claim(&self) -> Claim {
-        match self {
-            Plan::Publish(entry) | Plan::AwaitAcks { request: entry, .. } => entry.claim,
-            Plan::DeadLetter { claim, .. } | Plan::Gone(claim) => *claim,
-        }
-    }
-
-    /// Packet bytes it publishes.
-    fn bytes(&self) -> usize {
-        match self {
-            Plan::Publish(entry) | Plan::AwaitAcks { request: entry, .. } => entry.bytes(),
-            Plan::DeadLetter { .. } | Plan::Gone(_) => 0,
-        }
-    }
-
-    /// What it publishes, if anything.
-    fn publishes(&self) -> Option<&Deliverable> {
-        match self {
-            Plan::Publish(entry) | Plan::AwaitAcks { request: entry, .. } => Some(entry),
-            Plan::DeadLetter { .. } | Plan::Gone(_) => None,
-        }
-    }
-}
 
 type Step<'a> = Pin<Box<dyn Future<Output = Result<(), Fault>> + 'a>>;
 
@@ -84,17 +37,21 @@ impl Relay {
         loop {
             let mut plans = Vec::with_capacity(fetched.len());
             let mut again = Vec::new();
+            let planner = self.planner();
+            let mut ids = RequestIds {
+                awaiting: &self.awaiting,
+                confirming: &mut s.confirming,
+            };
             for item in fetched {
                 match item {
                     Fetched::Entry(raw) if !self.held.contains(raw.id) => {
                         let claim = claim(raw.id);
-                        plans.push(self.plan(s, Taken { raw, claim }));
+                        plans.push(planner.plan(Taken { raw, claim }, &mut ids));
                     }
                     Fetched::Entry(_) => {}
-                    Fetched::TooBig { id, bytes, fields } => plans.push(Plan::DeadLetter {
-                        claim: claim(id),
-                        reason: Reason::Malformed(self.too_big(bytes, fields)),
-                    }),
+                    Fetched::TooBig { id, bytes, fields } => {
+                        plans.push(planner.too_big(claim(id), bytes, fields))
+                    }
                     Fetched::Deferred { id, bytes } => again.push((id, bytes)),
                     Fetched::Deleted(id) => plans.push(Plan::Gone(claim(id))),
                 }
@@ -122,102 +79,6 @@ impl Relay {
         }
     }
 
-    /// Which limit an entry the reader measured but did not keep is over.
-    fn too_big(&self, bytes: u64, fields: u64) -> Malformed {
-        let limits = &self.cfg.limits;
-        if fields > limits.max_fields as u64 {
-            Malformed::TooManyFields {
-                fields,
-                limit: limits.max_fields,
-            }
-        } else {
-            Malformed::TooLarge {
-                bytes,
-                limit: limits.max_entry_bytes,
-            }
-        }
-    }
-
-    pub(super) fn plan(&self, s: &mut Session, taken: Taken) -> Plan {
-        let Taken { raw, claim } = taken;
-        let limit = self.cfg.delivery.max_deliveries;
-        if claim.deliveries > u64::from(limit) {
-            let reason = Reason::MaxDeliveries {
-                deliveries: claim.deliveries,
-                limit,
-            };
-            return Plan::DeadLetter { claim, reason };
-        }
-        let mut entry = match Entry::parse_within(&raw.fields, &self.cfg.limits) {
-            Ok(entry) => entry,
-            Err(problem) => {
-                return Plan::DeadLetter {
-                    claim,
-                    reason: Reason::Malformed(problem),
-                }
-            }
-        };
-        if let Some(reason) = self.expiry(claim) {
-            return Plan::DeadLetter { claim, reason };
-        }
-        entry.append_id(claim.id);
-        if let Some(wait) = entry.ack(self.cfg.acks.default_wait()) {
-            let request_id = self.awaiting.next_request_id(claim.id);
-            return match self.target.ack_request(&entry, &request_id) {
-                Ok(packet) => Plan::AwaitAcks {
-                    request: Deliverable {
-                        packet,
-                        nsp: entry.nsp().to_owned(),
-                        claim,
-                        counted: None,
-                    },
-                    wait,
-                },
-                Err(problem) => Plan::DeadLetter {
-                    claim,
-                    reason: Reason::Malformed(problem),
-                },
-            };
-        }
-        // Counted: sent as a broadcast with acknowledgements, whose answers say how many clients
-        // it reached. Not a volatile one: the adapter passes no flags on with such a request.
-        let counted = (self.cfg.delivery.confirm == Confirm::Clients
-            && matches!(
-                entry.operation(),
-                Operation::Emit {
-                    volatile: false,
-                    ..
-                }
-            ))
-        .then(|| s.confirming.request_id());
-        let packet = match &counted {
-            Some(request_id) => self.target.ack_request(&entry, request_id),
-            None => self.target.encode(&entry),
-        };
-        match packet {
-            Ok(packet) => Plan::Publish(Deliverable {
-                packet,
-                nsp: entry.nsp().to_owned(),
-                claim,
-                counted,
-            }),
-            Err(problem) => Plan::DeadLetter {
-                claim,
-                reason: Reason::Malformed(problem),
-            },
-        }
-    }
-
-    /// `Some` when `delivery.max_age` is set and the entry's ID says it is older.
-    pub(super) fn expiry(&self, claim: Claim) -> Option<Reason> {
-        let limit = self.cfg.delivery.max_age;
-        if limit.is_zero() {
-            return None;
-        }
-        let age = self.age(claim.id);
-        (age > limit).then_some(Reason::Expired { age, limit })
-    }
-
     /// Runs `plans` in stream order through the delivery script, in batches of at most
     /// `delivery.max_batch_bytes` of packets.
     pub(super) async fn run_plans(
@@ -226,17 +87,10 @@ impl Relay {
         plans: Vec<Plan>,
     ) -> Result<(), Fault> {
         let limit = s.flow.batch_bytes(self.cfg.delivery.max_batch_bytes);
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        for plan in plans {
-            if !batch.is_empty() && bytes + plan.bytes() > limit {
-                self.run_batch(s, std::mem::take(&mut batch)).await?;
-                bytes = 0;
-            }
-            bytes += plan.bytes();
-            batch.push(plan);
+        for batch in plan::batches(plans, limit) {
+            self.run_batch(s, batch).await?;
         }
-        self.run_batch(s, batch).await
+        Ok(())
     }
 
     /// Runs one batch once its packets fit in the servers' buffers. When Redis refuses it for

@@ -10,17 +10,51 @@ use super::Relay;
 use crate::entry::EntryId;
 use crate::fault::Fault;
 
+/// Where this relay stood with its consumer group, to create a vanished group again without
+/// skipping what it had not read nor repeating what it had.
+#[derive(Debug, Default)]
+pub(super) struct Standing {
+    group: Known,
+    /// The last entry this relay handed over after reading it as new.
+    pub last_read: Option<EntryId>,
+    /// The group's last delivered ID when this relay last looked.
+    group_last_delivered: Option<EntryId>,
+}
+
+/// What this relay knows of its group's existence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Known {
+    /// Not found nor created yet by this process.
+    #[default]
+    Unseen,
+    /// It existed (or was created): if it vanishes now, that is news.
+    Seen,
+    /// It existed, then Redis said it does not (NOGROUP): finding it again means someone else
+    /// created it meanwhile.
+    Lost,
+}
+
+impl Standing {
+    /// Redis said the group does not exist.
+    pub fn lost(&mut self) {
+        if self.group == Known::Seen {
+            self.group = Known::Lost;
+        }
+    }
+
+    fn known(&self) -> Option<EntryId> {
+        self.last_read.max(self.group_last_delivered)
+    }
+}
+
 impl Relay {
     /// Creates the group (and the stream) unless it exists; an existing group is used as it is. A
     /// group that existed and vanished (`XGROUP DESTROY`, the stream deleted) is created again at
     /// the last entry this relay knows the group had read, not at `source.start_id`: from `0` the
     /// whole history would be delivered again, from `$` the unread backlog skipped.
     pub(super) async fn create_group(&mut self, s: &mut Session) -> Result<(), Fault> {
-        let recreate_at = self
-            .standing
-            .group_seen
-            .then(|| self.standing.known())
-            .flatten();
+        let seen = self.standing.group != Known::Unseen;
+        let recreate_at = seen.then(|| self.standing.known()).flatten();
         let start =
             recreate_at.map_or_else(|| self.cfg.source.start_id.clone(), |id| id.to_string());
         let src = &self.cfg.source;
@@ -33,7 +67,7 @@ impl Relay {
             Err(e) if e.code() == Some("BUSYGROUP") => false,
             Err(e) => return Err(e.into()),
         };
-        match (self.standing.group_seen, created) {
+        match (seen, created) {
             (false, true) => self.created(s).await?,
             (true, true) => {
                 self.metrics.group_recreated.inc();
@@ -45,15 +79,14 @@ impl Relay {
                 );
                 self.reown(s).await?;
             }
-            (true, false) if self.standing.group_lost => {
+            (true, false) if self.standing.group == Known::Lost => {
                 warn!(group = %src.group, "the consumer group was deleted and another relay created it again; taking back this relay's entries");
                 self.reown(s).await?;
             }
             // Found again after a reconnection, as the relay knew it.
             (_, false) => {}
         }
-        self.standing.group_seen = true;
-        self.standing.group_lost = false;
+        self.standing.group = Known::Seen;
         Ok(())
     }
 

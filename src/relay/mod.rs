@@ -23,6 +23,7 @@ mod deliver;
 mod group;
 mod link;
 mod pending;
+mod plan;
 mod read;
 mod release;
 mod session;
@@ -48,8 +49,9 @@ use crate::metrics::Metrics;
 use crate::packet::Target;
 use crate::replies::Listener;
 use crate::systemd::Notifier;
+use group::Standing;
 use link::Link;
-use session::Session;
+use session::{Replicas, Session, Setup};
 
 /// XAUTOCLAIM pages per reclaim round, so that a huge pending list cannot starve new entries.
 const CLAIM_PAGES_PER_ROUND: usize = 10;
@@ -80,29 +82,24 @@ struct Timers {
     census: Instant,
 }
 
+/// Whether new entries are read: not while as many entries wait, for servers or for clients'
+/// acknowledgements, as their limit allows (said once when it pauses, once when it resumes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reading {
+    Open,
+    Paused,
+}
+
+/// This process's first recovery of its consumer's pending entries, after which a recovery (a lost
+/// link) is the same process taking its entries back, not a new delivery attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Takeover {
+    Pending,
+    Done,
+}
+
 /// How often the held census is taken: it walks every held namespace.
 const CENSUS_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Where this relay stood with its consumer group, to create a vanished group again without
-/// skipping what it had not read nor repeating what it had.
-#[derive(Debug, Default)]
-struct Standing {
-    /// The group existed (or was created) once: if it vanishes now, that is news.
-    group_seen: bool,
-    /// Redis said the group does not exist (NOGROUP): finding it again means someone else
-    /// created it meanwhile.
-    group_lost: bool,
-    /// The last entry this relay handed over after reading it as new.
-    last_read: Option<EntryId>,
-    /// The group's last delivered ID when this relay last looked.
-    group_last_delivered: Option<EntryId>,
-}
-
-impl Standing {
-    fn known(&self) -> Option<EntryId> {
-        self.last_read.max(self.group_last_delivered)
-    }
-}
 
 pub struct Relay {
     cfg: Config,
@@ -115,14 +112,14 @@ pub struct Relay {
     timers: Timers,
     link: Link,
     standing: Standing,
-    /// This process recovered its own pending entries once: later recoveries (after a lost link)
-    /// are not new delivery attempts.
-    recovered_once: bool,
+    /// Whether this process took over its consumer's pending entries yet: later recoveries (after a
+    /// lost link) are not new delivery attempts.
+    takeover: Takeover,
     claim_cursor: String,
     /// Entries asked for per read, adapted to their size so that a read stays near
     /// `delivery.max_batch_bytes`.
     read_count: usize,
-    reading_paused: bool,
+    reading: Reading,
     /// Redis's clock minus this host's, in milliseconds: entry IDs are Redis time.
     clock_offset_ms: i64,
     /// Tells this process's requests and journal fields from an earlier one's.
@@ -165,10 +162,10 @@ impl Relay {
                 census: now,
             },
             standing: Standing::default(),
-            recovered_once: false,
+            takeover: Takeover::Pending,
             claim_cursor: "0-0".into(),
             read_count: cfg.source.batch_size,
-            reading_paused: false,
+            reading: Reading::Open,
             clock_offset_ms: 0,
             sessions: 0,
             silent: Default::default(),
@@ -241,7 +238,7 @@ impl Relay {
             ),
         );
         let mut s = Session::new(conns, listener, confirming).await;
-        if !self.recovered_once {
+        if self.takeover == Takeover::Pending {
             // Once per process: a setup error later (an ACL rule changed while Redis was away)
             // is waited out like any refusal, not a reason to stop.
             self.preflight(&mut s).await?;
@@ -291,28 +288,32 @@ impl Relay {
             .await?;
         if reached < wanted {
             self.metrics.replicas_short.inc();
-            if !s.replicas_short {
+            if s.replicas == Replicas::Enough {
                 warn!(reached, wanted, ?timeout, "fewer replicas than redis.wait_replicas confirmed the relay's writes; going on (a failover now may deliver entries again)");
             }
-        } else if s.replicas_short {
+        } else if s.replicas == Replicas::Short {
             info!(reached, "the replicas confirm the relay's writes again");
         }
-        s.replicas_short = reached < wanted;
+        s.replicas = if reached < wanted {
+            Replicas::Short
+        } else {
+            Replicas::Enough
+        };
         Ok(())
     }
 
     async fn step(&mut self, s: &mut Session) -> Result<(), Fault> {
         self.lease.check(&self.cfg.source.consumer)?;
-        if !s.group_ready {
+        if s.setup == Setup::Group {
             self.create_group(s).await?;
-            s.group_ready = true;
+            s.setup = Setup::Recovery;
         }
-        if !s.recovered {
+        if s.setup == Setup::Recovery {
             self.recover_own_pending(s).await?;
             // What earlier sessions journaled told the recovery what they published; no more use.
             let current = s.confirming.journal_prefix().to_owned();
             self.scripts.prune(&mut s.writer, &current).await?;
-            s.recovered = true;
+            s.setup = Setup::Done;
             self.link_up();
         }
 
@@ -340,7 +341,7 @@ impl Relay {
         }
 
         if self.full() || s.confirming.is_full() {
-            if !self.reading_paused && self.full() {
+            if self.reading == Reading::Open && self.full() {
                 if self.held.is_full() {
                     warn!(
                         held = self.held.len(),
@@ -352,7 +353,7 @@ impl Relay {
                         "acks.max_waiting entries are waiting for their clients' acknowledgements; reading paused until they drain"
                     );
                 }
-                self.reading_paused = true;
+                self.reading = Reading::Paused;
             }
             self.confirm(s).await?;
             let mut pause = self.cfg.source.block;
@@ -369,9 +370,9 @@ impl Relay {
             }
             return Ok(());
         }
-        if self.reading_paused {
+        if self.reading == Reading::Paused {
             info!(held = self.held.len(), "reading resumed");
-            self.reading_paused = false;
+            self.reading = Reading::Open;
         }
         self.read_new(s).await
     }
@@ -385,10 +386,9 @@ impl Relay {
                 return Some(Failure { code, message });
             }
             Fault::NoGroup => {
-                self.standing.group_lost = true;
+                self.standing.lost();
                 if let Some(s) = session.as_mut() {
-                    s.group_ready = false;
-                    s.recovered = false;
+                    s.setup = Setup::Group;
                 }
                 // Created again at once: every moment without it is a moment producers' entries
                 // are not read.
@@ -398,7 +398,7 @@ impl Relay {
                 // Whatever the failed step had in hand is pending for this consumer: the next step
                 // takes it back (without counting a delivery) before reading anything new.
                 if let Some(s) = session.as_mut() {
-                    s.recovered = false;
+                    s.setup = s.setup.min(Setup::Recovery);
                 }
                 let reason = match fault {
                     Fault::Refused(reason) => reason,
@@ -424,10 +424,23 @@ impl Relay {
         self.held.is_full() || self.awaiting.is_full()
     }
 
+    /// Redis's clock now, in milliseconds since the epoch: entry IDs are Redis time.
+    fn redis_now_ms(&self) -> u64 {
+        (connection::now_ms() + self.clock_offset_ms).max(0) as u64
+    }
+
     /// How old an entry is, by the time in its ID and Redis's clock.
     fn age(&self, id: EntryId) -> Duration {
-        let now = connection::now_ms() + self.clock_offset_ms;
-        Duration::from_millis(now.saturating_sub(id.ms as i64).max(0) as u64)
+        plan::age(id, self.redis_now_ms())
+    }
+
+    /// The plan stage's rules, now.
+    fn planner(&self) -> plan::Planner<'_> {
+        plan::Planner {
+            cfg: &self.cfg,
+            target: &self.target,
+            now_ms: self.redis_now_ms(),
+        }
     }
 
     /// The relay works again (or for the first time).

@@ -13,10 +13,10 @@ use redis::streams::StreamPendingCountReply;
 use redis::AsyncCommands;
 use tracing::info;
 
-use super::deliver::Plan;
+use super::plan::Plan;
 use super::release::RELEASE_LOOK;
 use super::session::Session;
-use super::{parse_error, Relay, CLAIM_PAGES_PER_ROUND};
+use super::{parse_error, Relay, Takeover, CLAIM_PAGES_PER_ROUND};
 use crate::delivery::Claim;
 use crate::entry::EntryId;
 use crate::fault::Fault;
@@ -37,7 +37,7 @@ impl Relay {
         if let Some(Err(bug @ Fault::Fatal { .. })) = s.finish_read().await {
             return Err(bug);
         }
-        let counting = !self.recovered_once;
+        let counting = self.takeover == Takeover::Pending;
         let page = self.cfg.source.batch_size;
         let mut start = "-".to_owned();
         let mut recovered = 0usize;
@@ -90,7 +90,7 @@ impl Relay {
                 break;
             }
         }
-        self.recovered_once = true;
+        self.takeover = Takeover::Done;
         if recovered > 0 {
             info!(
                 entries = recovered,
@@ -300,7 +300,7 @@ impl Relay {
             .claims()
             .into_iter()
             .filter_map(|claim| {
-                let reason = self.expiry(claim)?;
+                let reason = self.planner().expiry(claim)?;
                 Some(Plan::DeadLetter { claim, reason })
             })
             .collect();

@@ -9,7 +9,6 @@ use tracing::info;
 
 use super::session::Session;
 use super::Relay;
-use crate::connection;
 use crate::delivery::Claim;
 use crate::entry::{Entry, EntryId};
 use crate::fault::Fault;
@@ -27,7 +26,7 @@ impl Relay {
         let now = Instant::now();
         let wait = self.cfg.delivery.release_wait;
         let batch = self.cfg.source.batch_size;
-        let now_ms = (connection::now_ms() + self.clock_offset_ms).max(0) as u64;
+        let now_ms = self.redis_now_ms();
         let back = self.held.back(nsp, now, now_ms, wait);
         if wait.is_zero() || now >= back.release_at {
             let claims = self.held.take_front(nsp, batch);

@@ -20,6 +20,25 @@ use crate::replies::Listener;
 /// A read on its way, with the connection it runs on.
 pub(super) type ReadTask = JoinHandle<(Reader, RedisResult<Vec<Fetched>>)>;
 
+/// What a session still has to do before it reads new entries, in this order: a fault sends it
+/// back to the step it must redo (a vanished group to [`Setup::Group`], a refused step to
+/// [`Setup::Recovery`], to take back what it had in hand).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Setup {
+    /// Create the consumer group, or find it.
+    Group,
+    /// Take back this consumer's pending entries, before anything new.
+    Recovery,
+    Done,
+}
+
+/// Whether the last WAIT reached `redis.wait_replicas` replicas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Replicas {
+    Enough,
+    Short,
+}
+
 pub(super) struct Session {
     /// The blocking XREADGROUP's own connection; `None` while a read is in flight.
     pub reader: Option<Reader>,
@@ -38,10 +57,10 @@ pub(super) struct Session {
 
     /// The next batch's read, already on its way.
     pub read: Option<ReadTask>,
-    pub group_ready: bool,
-    pub recovered: bool,
-    /// The last WAIT reached fewer replicas than `redis.wait_replicas` (said once).
-    pub replicas_short: bool,
+    /// What is left to set up before new entries are read.
+    pub setup: Setup,
+    /// What the last WAIT found (a shortfall is said once).
+    pub replicas: Replicas,
     /// The servers' answers to broadcasts with acknowledgements.
     pub listener: Listener,
     renewal: Option<JoinHandle<()>>,
@@ -67,9 +86,8 @@ impl Session {
             flow,
             confirming,
             read: None,
-            group_ready: false,
-            recovered: false,
-            replicas_short: false,
+            setup: Setup::Group,
+            replicas: Replicas::Enough,
             listener,
             renewal: None,
         }
