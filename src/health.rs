@@ -51,18 +51,25 @@ impl Health {
         self.ready.store(false, Ordering::Relaxed);
     }
 
-    /// `Ok` when ready, else the one-line reason.
-    pub fn readiness(&self) -> Result<(), String> {
+    pub fn readiness(&self) -> Readiness {
         if self.ready.load(Ordering::Relaxed) {
-            Ok(())
+            Readiness::Ready
         } else {
-            Err(self
-                .reason
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone())
+            Readiness::NotReady(
+                self.reason
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+            )
         }
     }
+}
+
+/// Whether the relay can do its work now, and if not, why in one line (what `/readyz` says).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    NotReady(String),
 }
 
 /// The health of every relay loop of the process (one per stream of `source.streams`): live while
@@ -79,16 +86,16 @@ impl Loops {
         self.0.iter().all(|(_, health)| health.is_live())
     }
 
-    pub fn readiness(&self) -> Result<(), String> {
+    pub fn readiness(&self) -> Readiness {
         for (stream, health) in &self.0 {
-            if let Err(reason) = health.readiness() {
-                return Err(match self.0.len() {
+            if let Readiness::NotReady(reason) = health.readiness() {
+                return Readiness::NotReady(match self.0.len() {
                     1 => reason,
                     _ => format!("{stream}: {reason}"),
                 });
             }
         }
-        Ok(())
+        Readiness::Ready
     }
 
     pub fn set_not_ready(&self, reason: &str) {
@@ -105,13 +112,13 @@ mod tests {
     #[test]
     fn readiness_carries_its_reason() {
         let health = Health::new(Duration::from_secs(10));
-        assert_eq!(health.readiness(), Err("starting".into()));
+        assert_eq!(health.readiness(), Readiness::NotReady("starting".into()));
         health.set_ready();
-        assert_eq!(health.readiness(), Ok(()));
+        assert_eq!(health.readiness(), Readiness::Ready);
         health.set_not_ready("Redis is unavailable: connection refused");
         assert_eq!(
             health.readiness(),
-            Err("Redis is unavailable: connection refused".into())
+            Readiness::NotReady("Redis is unavailable: connection refused".into())
         );
     }
 
@@ -125,14 +132,20 @@ mod tests {
         loops.add("s:{a}".into(), a.clone());
         loops.add("s:{b}".into(), b.clone());
         a.set_ready();
-        assert_eq!(loops.readiness(), Err("s:{b}: starting".into()));
+        assert_eq!(
+            loops.readiness(),
+            Readiness::NotReady("s:{b}: starting".into())
+        );
         b.set_ready();
-        assert_eq!(loops.readiness(), Ok(()));
+        assert_eq!(loops.readiness(), Readiness::Ready);
         a.beat();
         b.beat();
         assert!(loops.is_live());
         loops.set_not_ready("shutting down");
-        assert_eq!(loops.readiness(), Err("s:{a}: shutting down".into()));
+        assert_eq!(
+            loops.readiness(),
+            Readiness::NotReady("s:{a}: shutting down".into())
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::console::Console;
-use crate::health::Loops;
+use crate::health::{Loops, Readiness};
 use crate::metrics::Metrics;
 
 /// Connections served at once; probes and scrapes need a handful.
@@ -160,8 +160,10 @@ fn respond<B>(req: &Request<B>, probes: &Probes) -> Response<Full<Bytes>> {
             "the relay loop is stuck\n".into(),
         ),
         "/readyz" => match probes.health.readiness() {
-            Ok(()) => text(StatusCode::OK, "ok\n".into()),
-            Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+            Readiness::Ready => text(StatusCode::OK, "ok\n".into()),
+            Readiness::NotReady(reason) => {
+                text(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n"))
+            }
         },
         "/metrics" => {
             let mut response = Response::new(Full::new(Bytes::from(probes.metrics.render())));

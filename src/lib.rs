@@ -9,6 +9,8 @@
 //! # Layout
 //!
 //! - [`commands`]: the operator subcommands (`check-config`, ...), one module each.
+//! - [`admin`]: what the commands and the console both do from outside the relay: one-off
+//!   connections, the status report, dead-letter browsing, replay and drop.
 //! - [`config`]: the configuration file and `SIO_RELAY_*` overrides, validated at start.
 //! - [`entry`]: the producers' contract; turns raw stream fields into a validated [`entry::Entry`].
 //! - [`packet`]: encodes an entry as the servers' adapter reads it (classic or sharded) and picks
@@ -41,6 +43,7 @@
 //! - [`reload`]: SIGHUP re-reads the configuration and applies what can change live.
 //! - [`logging`]: the `tracing` subscriber (text or JSON).
 
+pub mod admin;
 pub mod awaiting;
 pub mod commands;
 pub mod config;

@@ -34,7 +34,7 @@ pub async fn run(
     out: &mut impl Write,
 ) -> Result<(), Failure> {
     let target = cfg.target();
-    let unreachable = |e| super::unreachable(cfg, e);
+    let unreachable = |e| crate::admin::unreachable(cfg, e);
     let (tx, mut packets) = tokio::sync::mpsc::channel::<(String, Vec<u8>)>(QUEUE);
     match target.adapter {
         Adapter::Classic => {

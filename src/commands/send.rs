@@ -4,7 +4,7 @@
 
 use redis::AsyncCommands;
 
-use super::connect_all_nodes;
+use crate::admin::{connect_all_nodes, connection_to};
 use crate::config::Config;
 use crate::entry::Entry;
 use crate::exit::{Failure, EXIT_DATA, EXIT_FAILURE};
@@ -133,8 +133,8 @@ pub async fn to_stream(cfg: &Config, emit: &Request) -> Result<String, Failure> 
     // In a cluster, to the primary that serves that stream.
     let client = crate::connection::client_for(cfg, stream)
         .await
-        .map_err(|e| super::unreachable(cfg, e))?;
-    let mut con = super::connection_to(cfg, &client).await?;
+        .map_err(|e| crate::admin::unreachable(cfg, e))?;
+    let mut con = connection_to(cfg, &client).await?;
     Ok(con.xadd(stream, "*", &fields).await?)
 }
 

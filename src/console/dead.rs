@@ -1,14 +1,15 @@
 //! The console's dead letters: pages of them, newest first, and the replay and drop requests.
 //!
-//! A page is read as `sio-relay dead list` reads ([`dead_command::browse`], `lua/browse.lua`), which
-//! cuts every value to [`dead_command::VALUE_BYTES`] inside Redis, so a page costs the relay a bounded amount of
-//! memory whatever the dead letters hold. Replay and drop are `sio-relay dead replay | drop`
-//! ([`commands::dead`]): the same atomic move and the same snapshot of "all of a reason".
+//! A page is read as `sio-relay dead list` reads ([`operations::browse`], `lua/browse.lua`), which
+//! cuts every value to [`operations::VALUE_BYTES`] inside Redis, so a page costs the relay a
+//! bounded amount of memory whatever the dead letters hold. Replay and drop are those of `sio-relay
+//! dead replay | drop` ([`crate::admin::dead`]): the same atomic move and the same snapshot of "all
+//! of a reason".
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::commands::dead::Letter;
-use crate::commands::{self, dead as dead_command};
+pub use crate::admin::dead::Letter;
+use crate::admin::{self, dead as operations};
 use crate::config::Config;
 use crate::dead_letter;
 use crate::exit::Failure;
@@ -53,8 +54,25 @@ pub fn streams(cfg: &Config) -> Vec<String> {
         .collect()
 }
 
+/// What is wrong with a request, said to the page (400).
+#[derive(Debug, thiserror::Error)]
+pub enum BadRequest {
+    #[error("{0:?} is not a dead-letter stream of this relay")]
+    UnknownStream(String),
+    #[error("before: {0:?} is neither an entry ID nor a time in milliseconds")]
+    Before(String),
+    #[error("all needs a reason: the console acts on every dead letter of one reason")]
+    AllWithoutReason,
+    #[error("at most {MAX_IDS} ids per request")]
+    TooManyIds,
+    #[error("nothing selected: give ids, or all and a reason")]
+    NothingSelected,
+    #[error("give ids or all, not both")]
+    IdsAndAll,
+}
+
 /// The partition whose dead-letter stream is `stream` (the first one when empty).
-fn partition(cfg: &Config, stream: &str) -> Result<Config, String> {
+fn partition(cfg: &Config, stream: &str) -> Result<Config, BadRequest> {
     let partitions = cfg.partitions();
     if stream.is_empty() {
         return Ok(partitions
@@ -65,38 +83,36 @@ fn partition(cfg: &Config, stream: &str) -> Result<Config, String> {
     partitions
         .into_iter()
         .find(|p| p.dead_letter.stream == stream)
-        .ok_or_else(|| format!("{stream:?} is not a dead-letter stream of this relay"))
+        .ok_or_else(|| BadRequest::UnknownStream(stream.to_owned()))
 }
 
 /// An exclusive end for XREVRANGE: `(<id>`, or `+`.
-fn end_of(before: &str) -> Result<String, String> {
+fn end_of(before: &str) -> Result<String, BadRequest> {
     if before.is_empty() {
         return Ok("+".into());
     }
     let (ms, seq) = before.split_once('-').unwrap_or((before, "0"));
     match (ms.parse::<u64>(), seq.parse::<u64>()) {
         (Ok(ms), Ok(seq)) => Ok(format!("({ms}-{seq}")),
-        _ => Err(format!(
-            "before: {before:?} is neither an entry ID nor a time in milliseconds"
-        )),
+        _ => Err(BadRequest::Before(before.to_owned())),
     }
 }
 
 pub async fn page(cfg: &Config, query: &PageQuery) -> Result<Page, Failure> {
-    let bad = |message: String| Failure {
+    let bad = |problem: BadRequest| Failure {
         code: crate::exit::EXIT_DATA,
-        message,
+        message: problem.to_string(),
     };
     let partition = partition(cfg, &query.stream).map_err(bad)?;
     let end = end_of(&query.before).map_err(bad)?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let scan = if query.reason.is_empty() { limit } else { SCAN };
     let stream = &partition.dead_letter.stream;
-    let mut con = commands::connect(&partition).await?;
-    let browsed = dead_command::browse(
+    let mut con = admin::connect(&partition).await?;
+    let browsed = operations::browse(
         &mut con,
         stream,
-        &dead_command::Start::Newest(end),
+        &operations::Start::Newest(end),
         limit,
         scan,
         &query.reason,
@@ -136,38 +152,36 @@ pub struct Action {
 fn targets(
     cfg: &Config,
     action: &Action,
-) -> Result<Vec<(Config, dead_command::Selection)>, String> {
+) -> Result<Vec<(Config, operations::Selection)>, BadRequest> {
     match (action.all, action.ids.is_empty()) {
         (true, true) if !action.reason.is_empty() => Ok(cfg
             .partitions()
             .into_iter()
             .map(|p| {
-                let selection = dead_command::Selection {
-                    which: dead_command::Which::All,
+                let selection = operations::Selection {
+                    which: operations::Which::All,
                     reason: Some(action.reason.clone()),
                 };
                 (p, selection)
             })
             .collect()),
-        (true, true) => {
-            Err("all needs a reason: the console acts on every dead letter of one reason".into())
-        }
+        (true, true) => Err(BadRequest::AllWithoutReason),
         (false, false) if action.ids.len() <= MAX_IDS => {
-            let selection = dead_command::Selection {
-                which: dead_command::Which::Ids(action.ids.clone()),
+            let selection = operations::Selection {
+                which: operations::Which::Ids(action.ids.clone()),
                 reason: None,
             };
             Ok(vec![(partition(cfg, &action.stream)?, selection)])
         }
-        (false, false) => Err(format!("at most {MAX_IDS} ids per request")),
-        (false, true) => Err("nothing selected: give ids, or all and a reason".into()),
-        (true, false) => Err("give ids or all, not both".into()),
+        (false, false) => Err(BadRequest::TooManyIds),
+        (false, true) => Err(BadRequest::NothingSelected),
+        (true, false) => Err(BadRequest::IdsAndAll),
     }
 }
 
 /// A failure of the request itself (400) or of the work (Redis, 502).
 pub enum ActionError {
-    Request(String),
+    Request(BadRequest),
     Work(Failure),
 }
 
@@ -177,10 +191,10 @@ impl From<Failure> for ActionError {
     }
 }
 
-pub async fn replay(cfg: &Config, action: &Action) -> Result<dead_command::Replayed, ActionError> {
-    let mut replayed = dead_command::Replayed::default();
+pub async fn replay(cfg: &Config, action: &Action) -> Result<operations::Replayed, ActionError> {
+    let mut replayed = operations::Replayed::default();
     for (partition, selection) in targets(cfg, action).map_err(ActionError::Request)? {
-        let done = dead_command::replay(&partition, selection).await?;
+        let done = operations::replay(&partition, selection).await?;
         replayed.moved.extend(done.moved);
         replayed.skipped.extend(done.skipped);
     }
@@ -191,7 +205,7 @@ pub async fn replay(cfg: &Config, action: &Action) -> Result<dead_command::Repla
 pub async fn drop(cfg: &Config, action: &Action) -> Result<usize, ActionError> {
     let mut dropped = 0;
     for (partition, selection) in targets(cfg, action).map_err(ActionError::Request)? {
-        dropped += dead_command::drop(&partition, selection).await?;
+        dropped += operations::drop(&partition, selection).await?;
     }
     Ok(dropped)
 }
@@ -205,7 +219,10 @@ mod tests {
         assert_eq!(end_of("").unwrap(), "+");
         assert_eq!(end_of("17-3").unwrap(), "(17-3");
         assert_eq!(end_of("1764750000000").unwrap(), "(1764750000000-0");
-        assert!(end_of("yesterday").unwrap_err().contains("before"));
+        assert!(end_of("yesterday")
+            .unwrap_err()
+            .to_string()
+            .contains("before"));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::status::{self, Status};
+use crate::admin::status::{self, Status};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use guard::Token;
@@ -259,7 +259,9 @@ impl Console {
             })
         };
         outcome.unwrap_or_else(|e| match e {
-            dead::ActionError::Request(message) => error(StatusCode::BAD_REQUEST, &message),
+            dead::ActionError::Request(problem) => {
+                error(StatusCode::BAD_REQUEST, &problem.to_string())
+            }
             dead::ActionError::Work(f) => error(StatusCode::BAD_GATEWAY, &f.message),
         })
     }
