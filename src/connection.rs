@@ -22,10 +22,11 @@ use redis::io::tcp::TcpSettings;
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{
     AsyncConnectionConfig, Client, ClientTlsConfig, ConnectionAddr, ConnectionInfo,
-    IntoConnectionInfo, RedisError, RedisFuture, RedisResult, TlsCertificates, TlsMode, Value,
+    IntoConnectionInfo, RedisFuture, RedisResult, TlsCertificates, TlsMode, Value,
 };
 
 use crate::config::{Config, RedisMode};
+use crate::fault::LinkError;
 use crate::reader::Reader;
 
 /// The relay's connections.
@@ -45,7 +46,7 @@ pub struct Connections {
 
 /// `redis.url` with the password from `redis.password_file` and Nagle off: the relay sends small
 /// batches and waits for them.
-pub fn connection_info(cfg: &Config) -> RedisResult<redis::ConnectionInfo> {
+pub fn connection_info(cfg: &Config) -> Result<redis::ConnectionInfo, LinkError> {
     let mut info = cfg
         .redis
         .url
@@ -65,24 +66,27 @@ pub fn connection_info(cfg: &Config) -> RedisResult<redis::ConnectionInfo> {
 /// sentinels name at this moment, or the primary that serves the stream's slot in a cluster (asked
 /// anew at every connection, which is how a failover or a slot migration is followed: redis-rs
 /// does not watch for one on a plain connection).
-pub async fn client(cfg: &Config) -> RedisResult<Client> {
+pub async fn client(cfg: &Config) -> Result<Client, LinkError> {
     client_for(cfg, &cfg.source.stream).await
 }
 
 /// [`client`] for the Redis that serves `key`: in a cluster, the primary of its slot.
-pub async fn client_for(cfg: &Config, key: &str) -> RedisResult<Client> {
+pub async fn client_for(cfg: &Config, key: &str) -> Result<Client, LinkError> {
     Ok(locate(cfg, key).await?.0)
 }
 
 /// The client of the Redis that serves `key`, and in a cluster the connection to every node that
 /// told where it is.
-async fn locate(cfg: &Config, key: &str) -> RedisResult<(Client, Option<AllNodes>)> {
+async fn locate(cfg: &Config, key: &str) -> Result<(Client, Option<AllNodes>), LinkError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let info = connection_info(cfg)?;
     // Each node asked may take up to connect_timeout, and then the one found.
     let patience = cfg.redis.connect_timeout * (cfg.redis.urls.len() as u32 + 1);
     let within = |what: &'static str| {
-        move |_| RedisError::from((redis::ErrorKind::Io, what, format!("{patience:?}")))
+        move |_| LinkError::NoAnswer {
+            what,
+            within: patience,
+        }
     };
     match cfg.redis.mode {
         RedisMode::Standalone => Ok((with_certificates(cfg, info)?, None)),
@@ -108,11 +112,11 @@ async fn locate(cfg: &Config, key: &str) -> RedisResult<(Client, Option<AllNodes
     }
 }
 
-fn with_certificates(cfg: &Config, info: ConnectionInfo) -> RedisResult<Client> {
-    match certificates(cfg)? {
-        None => Client::open(info),
-        Some(certificates) => Client::build_with_tls(info, certificates),
-    }
+fn with_certificates(cfg: &Config, info: ConnectionInfo) -> Result<Client, LinkError> {
+    Ok(match certificates(cfg)? {
+        None => Client::open(info)?,
+        Some(certificates) => Client::build_with_tls(info, certificates)?,
+    })
 }
 
 /// `base` (scheme, TLS, credentials) at another host and port.
@@ -138,7 +142,7 @@ fn at(base: &ConnectionInfo, host: String, port: u16) -> ConnectionInfo {
 /// nodes. The relay uses it for what concerns the whole cluster (counting servers, SPUBLISH to
 /// another shard), never for what must run exactly once: it re-sends a request whose connection
 /// broke.
-pub async fn cluster(cfg: &Config) -> RedisResult<ClusterConnection> {
+pub async fn cluster(cfg: &Config) -> Result<ClusterConnection, LinkError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let info = connection_info(cfg)?;
     let mut seeds = Vec::new();
@@ -149,11 +153,10 @@ pub async fn cluster(cfg: &Config) -> RedisResult<ClusterConnection> {
                 (host.clone(), *port)
             }
             other => {
-                return Err(RedisError::from((
-                    redis::ErrorKind::InvalidClientConfig,
-                    "a cluster node must be reached over TCP",
-                    other.to_string(),
-                )))
+                return Err(LinkError::Address {
+                    why: "a cluster node must be reached over TCP",
+                    address: other.to_string(),
+                })
             }
         };
         seeds.push(at(&info, host, port));
@@ -176,7 +179,7 @@ pub async fn cluster(cfg: &Config) -> RedisResult<ClusterConnection> {
             builder = builder.certs(certificates);
         }
     }
-    builder.build()?.get_async_connection().await
+    Ok(builder.build()?.get_async_connection().await?)
 }
 
 /// A range of slots: start, end, and the host and port of its primary then of each replica.
@@ -215,18 +218,15 @@ async fn slot_ranges(nodes: &mut ClusterConnection) -> RedisResult<Vec<SlotRange
 }
 
 /// The host and port of the primary that serves `key`'s slot among `ranges`.
-fn owner_of(ranges: &[SlotRange], key: &str) -> RedisResult<(String, u16)> {
+fn owner_of(ranges: &[SlotRange], key: &str) -> Result<(String, u16), LinkError> {
     let slot = crate::partition::key_slot(key);
     ranges
         .iter()
         .find(|(start, end, _)| (*start..=*end).contains(&slot))
         .and_then(|(_, _, addrs)| addrs.first().cloned())
-        .ok_or_else(|| {
-            RedisError::from((
-                redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
-                "no node of the cluster serves the stream's slot",
-                format!("{key:?}, slot {slot}"),
-            ))
+        .ok_or_else(|| LinkError::NoSlotOwner {
+            key: key.to_owned(),
+            slot,
         })
 }
 
@@ -254,7 +254,7 @@ pub enum AllNodes {
 }
 
 impl AllNodes {
-    pub async fn cluster(cfg: &Config) -> RedisResult<AllNodes> {
+    pub async fn cluster(cfg: &Config) -> Result<AllNodes, LinkError> {
         let mut con = cluster(cfg).await?;
         let nodes = node_list(&slot_ranges(&mut con).await?);
         Ok(AllNodes::Cluster { con, nodes })
@@ -268,7 +268,7 @@ impl AllNodes {
     /// (a failed primary back as a replica, with servers subscribed to it) only when a redirection
     /// makes it look, and a node it does not know is a node whose servers are not counted.
     /// Returns whether it did.
-    pub async fn follow(&mut self, cfg: &Config) -> RedisResult<bool> {
+    pub async fn follow(&mut self, cfg: &Config) -> Result<bool, LinkError> {
         let AllNodes::Cluster { con, nodes } = self else {
             return Ok(false);
         };
@@ -311,7 +311,7 @@ impl ConnectionLike for AllNodes {
 /// Asks the sentinels of `redis.urls` in turn for the master `redis.sentinel_master` (one that
 /// they do not consider down and that answers ROLE as a master), reached with `node`'s
 /// credentials and database and the TLS files.
-async fn master(cfg: &Config, node: &redis::RedisConnectionInfo) -> RedisResult<Client> {
+async fn master(cfg: &Config, node: &redis::RedisConnectionInfo) -> Result<Client, LinkError> {
     let mut sentinels = Vec::new();
     for url in &cfg.redis.urls {
         sentinels.push(url.as_str().into_connection_info()?);
@@ -349,11 +349,11 @@ async fn master(cfg: &Config, node: &redis::RedisConnectionInfo) -> RedisResult<
             builder = builder.set_client_to_sentinel_certificates(certificates);
         }
     }
-    builder.build()?.async_get_client().await
+    Ok(builder.build()?.async_get_client().await?)
 }
 
 /// The CA and client certificate of the TLS files, if any is set.
-fn certificates(cfg: &Config) -> RedisResult<Option<TlsCertificates>> {
+fn certificates(cfg: &Config) -> Result<Option<TlsCertificates>, LinkError> {
     let (ca, cert, key) = (
         &cfg.redis.tls_ca_file,
         &cfg.redis.tls_cert_file,
@@ -379,13 +379,11 @@ fn certificates(cfg: &Config) -> RedisResult<Option<TlsCertificates>> {
     }))
 }
 
-fn read(key: &str, path: &str) -> RedisResult<Vec<u8>> {
-    std::fs::read(path).map_err(|e| {
-        redis::RedisError::from((
-            redis::ErrorKind::Io,
-            "cannot read a file named in the configuration",
-            format!("{key} = {path}: {e}"),
-        ))
+fn read(key: &'static str, path: &str) -> Result<Vec<u8>, LinkError> {
+    std::fs::read(path).map_err(|source| LinkError::File {
+        key,
+        path: path.to_owned(),
+        source,
     })
 }
 
@@ -397,7 +395,7 @@ pub fn read_timeout(block: Duration) -> Duration {
 
 /// Opens the connections. The client is built anew each time, so files it reads (a rotated
 /// password) are read again.
-pub async fn connect(cfg: &Config) -> RedisResult<Connections> {
+pub async fn connect(cfg: &Config) -> Result<Connections, LinkError> {
     let (client, cluster) = locate(cfg, &cfg.source.stream).await?;
     let base = AsyncConnectionConfig::new().set_connection_timeout(Some(cfg.redis.connect_timeout));
     let mut writer = client
@@ -412,9 +410,7 @@ pub async fn connect(cfg: &Config) -> RedisResult<Connections> {
         .arg("server")
         .query_async(&mut writer)
         .await?;
-    let run_id = info.get::<String>("run_id").ok_or_else(|| {
-        redis::RedisError::from((redis::ErrorKind::Client, "INFO server has no run_id"))
-    })?;
+    let run_id = info.get::<String>("run_id").ok_or(LinkError::NoRunId)?;
     let clock_offset_ms = clock_offset(&mut writer).await?;
     let all_nodes = cluster.unwrap_or_else(|| AllNodes::One(writer.clone()));
     Ok(Connections {

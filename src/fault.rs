@@ -9,6 +9,8 @@
 //! or wedges on one entry forever.
 
 use std::fmt;
+use std::io;
+use std::time::Duration;
 
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
@@ -19,7 +21,7 @@ use crate::exit::EXIT_SOFTWARE;
 pub enum Fault {
     /// The connection is gone or Redis cannot serve yet (I/O error, timeout, loading, failover):
     /// reconnect after a backoff delay.
-    Link(RedisError),
+    Link(LinkError),
     /// The consumer group, or the stream with it, does not exist any more: create it again.
     NoGroup,
     /// Redis refuses work for a reason of its own (out of memory, ACL, a key of the wrong type,
@@ -45,7 +47,7 @@ impl Fault {
     pub fn of(err: RedisError) -> Fault {
         match classify(&err) {
             Class::Batch => Fault::Refused(describe(&err)),
-            Class::Link => Fault::Link(err),
+            Class::Link => Fault::Link(LinkError::Redis(err)),
             Class::NoGroup => Fault::NoGroup,
             Class::Refused => Fault::Refused(describe(&err)),
         }
@@ -63,6 +65,47 @@ impl Fault {
 impl From<RedisError> for Fault {
     fn from(err: RedisError) -> Fault {
         Fault::of(err)
+    }
+}
+
+/// What the relay's own connection code found wrong with the link to Redis, besides what Redis and
+/// redis-rs said: each one a lost link, reconnected after a backoff delay.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// What redis-rs or Redis said; a [`Fault`] sorts it (a refusal, a vanished group, ...).
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error("unexpected reply from Redis: {0}")]
+    Protocol(String),
+    #[error("timed out {0}")]
+    TimedOut(&'static str),
+    #[error("{what} did not answer within {within:?}")]
+    NoAnswer {
+        what: &'static str,
+        within: Duration,
+    },
+    #[error("cannot read a file named in the configuration: {key} = {path}: {source}")]
+    File {
+        key: &'static str,
+        path: String,
+        source: io::Error,
+    },
+    #[error("no node of the cluster serves the stream's slot ({key:?}, slot {slot})")]
+    NoSlotOwner { key: String, slot: u16 },
+    #[error("{why}: {address}")]
+    Address { why: &'static str, address: String },
+    #[error("INFO server has no run_id")]
+    NoRunId,
+}
+
+impl From<LinkError> for Fault {
+    fn from(err: LinkError) -> Fault {
+        match err {
+            LinkError::Redis(err) => Fault::of(err),
+            other => Fault::Link(other),
+        }
     }
 }
 
@@ -144,6 +187,25 @@ fn describe(err: &RedisError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_links_own_errors_are_a_lost_link_and_redis_errors_are_sorted_as_redis_errors() {
+        for own in [
+            LinkError::Protocol("a reply line too long".into()),
+            LinkError::TimedOut("reading a reply"),
+            LinkError::NoRunId,
+            LinkError::NoSlotOwner {
+                key: "s".into(),
+                slot: 1,
+            },
+        ] {
+            assert!(matches!(Fault::from(own), Fault::Link(_)));
+        }
+        let nogroup = LinkError::Redis(server("NOGROUP", "No such key"));
+        assert!(matches!(Fault::from(nogroup), Fault::NoGroup));
+        let oom = LinkError::Redis(server("OOM", "command not allowed"));
+        assert!(matches!(Fault::from(oom), Fault::Refused(_)));
+    }
 
     fn server(code: &str, detail: &str) -> RedisError {
         redis::make_extension_error(code.into(), Some(detail.into()))

@@ -16,13 +16,17 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{ConnectionAddr, RedisError, RedisResult};
+use redis::ConnectionAddr;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::BufReader;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::config::Config;
+use crate::fault::LinkError;
+
+/// What a read gives: entries, or why the link failed (Redis's error replies included).
+type Result<T> = std::result::Result<T, LinkError>;
 use crate::entry::{EntryId, RawEntry};
 
 /// What one entry of a reply turned out to be.
@@ -96,7 +100,7 @@ impl Reader {
         cfg: &Config,
         info: &redis::ConnectionInfo,
         response_timeout: Duration,
-    ) -> RedisResult<Reader> {
+    ) -> Result<Reader> {
         let connect = async {
             let stream: Box<dyn Stream> = match info.addr() {
                 ConnectionAddr::Tcp(host, port) => {
@@ -115,14 +119,13 @@ impl Reader {
                     Box::new(tokio::net::UnixStream::connect(path).await?)
                 }
                 other => {
-                    return Err(RedisError::from((
-                        redis::ErrorKind::InvalidClientConfig,
-                        "an address the relay cannot connect to",
-                        format!("{other:?}"),
-                    )))
+                    return Err(LinkError::Address {
+                        why: "an address the relay cannot connect to",
+                        address: format!("{other:?}"),
+                    })
                 }
             };
-            Ok::<_, RedisError>(stream)
+            Ok::<_, LinkError>(stream)
         };
         let stream = tokio::time::timeout(cfg.redis.connect_timeout, connect)
             .await
@@ -157,7 +160,7 @@ impl Reader {
         consumer: &str,
         count: usize,
         block: Duration,
-    ) -> RedisResult<Vec<Fetched>> {
+    ) -> Result<Vec<Fetched>> {
         let (count, block) = (count.to_string(), block.as_millis().to_string());
         let command: [&[u8]; 10] = [
             b"XREADGROUP",
@@ -195,7 +198,7 @@ impl Reader {
     }
 
     /// The entries with these IDs (one XRANGE each, pipelined), in the order given.
-    pub async fn by_id(&mut self, stream: &str, ids: &[EntryId]) -> RedisResult<Vec<Fetched>> {
+    pub async fn by_id(&mut self, stream: &str, ids: &[EntryId]) -> Result<Vec<Fetched>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -240,7 +243,7 @@ impl Reader {
     }
 
     /// A command whose reply is only checked for errors (AUTH, SELECT).
-    async fn simple(&mut self, args: &[&[u8]]) -> RedisResult<()> {
+    async fn simple(&mut self, args: &[&[u8]]) -> Result<()> {
         let timeout = self.response_timeout;
         self.timed(timeout, |r| async move {
             r.send(&[args]).await?;
@@ -260,9 +263,9 @@ impl Reader {
         &'a mut self,
         timeout: Duration,
         work: impl FnOnce(&'a mut Reader) -> F,
-    ) -> RedisResult<T>
+    ) -> Result<T>
     where
-        F: std::future::Future<Output = RedisResult<T>> + 'a,
+        F: std::future::Future<Output = Result<T>> + 'a,
     {
         tokio::time::timeout(timeout, work(self))
             .await
@@ -270,7 +273,7 @@ impl Reader {
     }
 
     /// Writes `commands` as RESP arrays of bulk strings, in one go.
-    async fn send(&mut self, commands: &[&[&[u8]]]) -> RedisResult<()> {
+    async fn send(&mut self, commands: &[&[&[u8]]]) -> Result<()> {
         let mut out = Vec::new();
         for args in commands {
             out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
@@ -287,7 +290,7 @@ impl Reader {
     }
 
     /// One reply line without its CRLF; an error reply becomes the error.
-    async fn line(&mut self) -> RedisResult<Vec<u8>> {
+    async fn line(&mut self) -> Result<Vec<u8>> {
         let mut line = Vec::new();
         let read = (&mut self.io)
             .take(MAX_LINE as u64)
@@ -303,16 +306,17 @@ impl Reader {
         if line.first() == Some(&b'-') {
             let text = String::from_utf8_lossy(&line[1..]).into_owned();
             let (code, detail) = text.split_once(' ').unwrap_or((&text, ""));
-            return Err(redis::make_extension_error(
-                code.to_owned(),
-                Some(detail.to_owned()),
-            ));
+            // Redis's own error reply, carried as redis-rs carries one, so that it is sorted the
+            // same way (NOGROUP, BUSY, ...) whichever connection it came on.
+            return Err(
+                redis::make_extension_error(code.to_owned(), Some(detail.to_owned())).into(),
+            );
         }
         Ok(line)
     }
 
     /// The length in a `<kind><n>` header line; `None` for a nil (`-1`).
-    async fn header(&mut self, kind: u8) -> RedisResult<Option<u64>> {
+    async fn header(&mut self, kind: u8) -> Result<Option<u64>> {
         let line = self.line().await?;
         if line.first() != Some(&kind) {
             return Err(protocol(format!(
@@ -328,11 +332,11 @@ impl Reader {
         Ok(u64::try_from(n).ok())
     }
 
-    async fn array_header(&mut self) -> RedisResult<Option<u64>> {
+    async fn array_header(&mut self) -> Result<Option<u64>> {
         self.header(b'*').await
     }
 
-    async fn expect_array(&mut self, n: u64) -> RedisResult<()> {
+    async fn expect_array(&mut self, n: u64) -> Result<()> {
         match self.array_header().await? {
             Some(m) if m == n => Ok(()),
             other => Err(protocol(format!("expected an array of {n}, got {other:?}"))),
@@ -340,7 +344,7 @@ impl Reader {
     }
 
     /// A short bulk string (a stream name, an ID): at most [`MAX_LINE`] bytes.
-    async fn small_bulk(&mut self) -> RedisResult<Vec<u8>> {
+    async fn small_bulk(&mut self) -> Result<Vec<u8>> {
         let len = self
             .header(b'$')
             .await?
@@ -351,7 +355,7 @@ impl Reader {
         self.bulk_body(len).await
     }
 
-    async fn bulk_body(&mut self, len: u64) -> RedisResult<Vec<u8>> {
+    async fn bulk_body(&mut self, len: u64) -> Result<Vec<u8>> {
         let mut body = vec![0; len as usize + 2];
         self.io.read_exact(&mut body).await?;
         if !body.ends_with(b"\r\n") {
@@ -362,7 +366,7 @@ impl Reader {
     }
 
     /// Reads and drops `len` bytes of a bulk string and its CRLF.
-    async fn skip_body(&mut self, len: u64) -> RedisResult<()> {
+    async fn skip_body(&mut self, len: u64) -> Result<()> {
         let mut left = len + 2;
         while left > 0 {
             let available = self.io.fill_buf().await?;
@@ -377,7 +381,7 @@ impl Reader {
     }
 
     /// A list of entries, as XRANGE and XREADGROUP give them, into `out` under `budget`.
-    async fn entry_list(&mut self, budget: &mut Budget, out: &mut Vec<Fetched>) -> RedisResult<()> {
+    async fn entry_list(&mut self, budget: &mut Budget, out: &mut Vec<Fetched>) -> Result<()> {
         let Some(entries) = self.array_header().await? else {
             return Ok(());
         };
@@ -401,12 +405,7 @@ impl Reader {
     }
 
     /// One entry's `items` field names and values: kept while it fits, else only measured.
-    async fn entry(
-        &mut self,
-        id: EntryId,
-        items: u64,
-        budget: &mut Budget,
-    ) -> RedisResult<Fetched> {
+    async fn entry(&mut self, id: EntryId, items: u64, budget: &mut Budget) -> Result<Fetched> {
         if !items.is_multiple_of(2) {
             return Err(protocol(format!(
                 "entry {id} has an odd number of field items"
@@ -518,7 +517,7 @@ fn tls_connector(cfg: &Config) -> io::Result<tokio_rustls::TlsConnector> {
     } else {
         let certs = CertificateDer::pem_file_iter(&cfg.redis.tls_cert_file)
             .map_err(|e| invalid("redis.tls_cert_file", &e))?
-            .collect::<Result<Vec<_>, _>>()
+            .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| invalid("redis.tls_cert_file", &e))?;
         let key = PrivateKeyDer::from_pem_file(&cfg.redis.tls_key_file)
             .map_err(|e| invalid("redis.tls_key_file", &e))?;
@@ -529,25 +528,22 @@ fn tls_connector(cfg: &Config) -> io::Result<tokio_rustls::TlsConnector> {
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
-fn protocol(problem: impl std::fmt::Display) -> RedisError {
-    RedisError::from((
-        redis::ErrorKind::Parse,
-        "unexpected reply from Redis",
-        problem.to_string(),
-    ))
+fn protocol(problem: impl std::fmt::Display) -> LinkError {
+    LinkError::Protocol(problem.to_string())
 }
 
-fn timed_out(doing: &str) -> RedisError {
-    io::Error::new(io::ErrorKind::TimedOut, format!("timed out {doing}")).into()
+fn timed_out(doing: &'static str) -> LinkError {
+    LinkError::TimedOut(doing)
 }
 
-fn is_server_error(e: &RedisError) -> bool {
-    e.code().is_some()
+fn is_server_error(e: &LinkError) -> bool {
+    matches!(e, LinkError::Redis(e) if e.code().is_some())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fault::Fault;
 
     /// A reader over canned reply bytes.
     fn reader(reply: &[u8], limits: Limits) -> Reader {
@@ -673,7 +669,10 @@ mod tests {
             .read_group("s", "g", "c", 10, Duration::from_millis(1))
             .await
             .unwrap_err();
-        assert_eq!(err.code(), Some("NOGROUP"));
+        assert!(
+            matches!(Fault::from(err), Fault::NoGroup),
+            "an error reply is sorted as Redis's own"
+        );
         // XRANGE of a deleted entry is an empty list.
         let reply = format!("*0\r\n*1\r\n{}", entry("2-0", &[("event", "a")]));
         let mut r = reader(reply.as_bytes(), limits(100, 8, 100));

@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::connection;
 use crate::entry::BINARY_KEY;
+use crate::fault::Fault;
 use crate::packet::{self, Adapter, Target};
 
 /// Answers waiting for the relay loop; when it falls this far behind, later ones are dropped and
@@ -145,7 +146,7 @@ impl Listener {
     /// Makes sure the answers to a request on `nsp` will be heard: subscribes, and waits for the
     /// subscription to be confirmed, before the request is sent. A subscription whose connection
     /// closed is made again.
-    pub async fn listen(&mut self, cfg: &Config, nsp: &str) -> RedisResult<()> {
+    pub async fn listen(&mut self, cfg: &Config, nsp: &str) -> Result<(), Fault> {
         match self.target.adapter {
             Adapter::Classic => {
                 if self
@@ -187,13 +188,7 @@ impl Listener {
                     Ok(con)
                 })
                 .await
-                .map_err(|e| {
-                    redis::RedisError::from((
-                        redis::ErrorKind::Client,
-                        "the subscription task failed",
-                        e.to_string(),
-                    ))
-                })??;
+                .map_err(|e| Fault::bug(format!("the subscription task failed: {e}")))??;
                 let stop = Arc::new(AtomicBool::new(false));
                 self.sharded.insert(nsp.to_owned(), stop.clone());
                 let forward = self.forwarder();

@@ -10,8 +10,10 @@ use redis::aio::MultiplexedConnection;
 use crate::config::{Config, RedisMode};
 use crate::connection::{self, AllNodes};
 use crate::exit::{Failure, EXIT_FAILURE};
+use crate::fault::LinkError;
 
-pub fn unreachable(cfg: &Config, e: redis::RedisError) -> Failure {
+pub fn unreachable(cfg: &Config, e: impl Into<LinkError>) -> Failure {
+    let e = e.into();
     Failure {
         code: EXIT_FAILURE,
         message: format!("cannot reach Redis ({}): {e}", cfg.redis.describe()),

@@ -18,6 +18,7 @@ use super::printable;
 use crate::config::Config;
 use crate::connection;
 use crate::exit::{Failure, EXIT_FAILURE};
+use crate::fault::LinkError;
 use crate::packet::{self, Adapter, Decoded, Target, Unreadable};
 use crate::servers::MONITOR_CLIENT_NAME;
 
@@ -34,7 +35,7 @@ pub async fn run(
     out: &mut impl Write,
 ) -> Result<(), Failure> {
     let target = cfg.target();
-    let unreachable = |e| crate::admin::unreachable(cfg, e);
+    let unreachable = |e: LinkError| crate::admin::unreachable(cfg, e);
     let (tx, mut packets) = tokio::sync::mpsc::channel::<(String, Vec<u8>)>(QUEUE);
     match target.adapter {
         Adapter::Classic => {

@@ -261,6 +261,13 @@ impl Relay {
             )
             .await
             .map_err(Fault::of_batch)?;
+        if report.outcomes.len() != ops.len() {
+            return Err(Fault::bug(format!(
+                "the delivery script returned {} results for {} operations",
+                report.outcomes.len(),
+                ops.len()
+            )));
+        }
         let mut outcomes = report.outcomes;
         let mut confirming = report.confirming;
         confirming.extend(

@@ -9,6 +9,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::connection::Backoff;
+use crate::fault::LinkError;
 use crate::health::Health;
 use crate::metrics::Metrics;
 
@@ -75,7 +76,7 @@ impl Link {
     }
 
     /// The connection is gone or unusable: the relay reconnects.
-    pub fn down(&mut self, err: &redis::RedisError) {
+    pub fn down(&mut self, err: &LinkError) {
         self.health.set_not_ready(format!("Redis: {err}"));
         self.metrics.connected(false);
         self.state = match self.state {

@@ -5,20 +5,19 @@
 use std::sync::Arc;
 
 use redis::aio::MultiplexedConnection;
-use redis::RedisResult;
 use tokio::task::JoinHandle;
 
 use crate::confirming::Confirming;
 use crate::connection::{AllNodes, Connections};
 use crate::delivery::Scripts;
-use crate::fault::Fault;
+use crate::fault::{Fault, LinkError};
 use crate::flow::Flow;
 use crate::lease::Lease;
 use crate::reader::{Fetched, Reader};
 use crate::replies::Listener;
 
 /// A read on its way, with the connection it runs on.
-pub(super) type ReadTask = JoinHandle<(Reader, RedisResult<Vec<Fetched>>)>;
+pub(super) type ReadTask = JoinHandle<(Reader, Result<Vec<Fetched>, LinkError>)>;
 
 /// What a session still has to do before it reads new entries, in this order: a fault sends it
 /// back to the step it must redo (a vanished group to [`Setup::Group`], a refused step to
