@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
+use super::duties::Duty;
 use super::session::Session;
 use super::Relay;
 use crate::awaiting::{Taken, MAX_CLIENTS_PER_SERVER};
@@ -136,7 +137,7 @@ impl Relay {
             );
         }
         if lost_any {
-            self.timers.retry = Instant::now();
+            self.duties.due_now(Duty::Retry);
         }
     }
 

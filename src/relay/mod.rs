@@ -11,15 +11,20 @@
 //! Entries are acknowledged only by the delivery script (dead letters, entries already published) and
 //! by the confirmation that follows it (see [`crate::delivery`]).
 //!
-//! `read.rs` reads new entries; `deliver.rs` turns entries into plans and runs the delivery script on
-//! them (splitting batches Redis refuses); `pending.rs` handles the entries the relay did not just
-//! read (its own after a reconnection, other consumers' idle ones, the held ones); `group.rs`
-//! creates and looks after the consumer group; `session.rs` is the connected state; `link.rs` tells
-//! operators how the link to Redis is doing.
+//! The stages, a module each: `read.rs` reads new entries (with the confirmation of what was
+//! published travelling beside the read); `plan.rs` decides what to do with each entry, without
+//! Redis; `deliver.rs` runs the plans through the delivery script (splitting batches Redis refuses)
+//! and records what it did; `confirm.rs` hears the servers' answers and confirms; `acks.rs` follows
+//! entries that wait for their clients' acknowledgements; `pending.rs` takes entries the relay did
+//! not just read (its own after a reconnection, other consumers' idle ones, the held ones) and
+//! `release.rs` lets held ones out. Around them: `duties.rs` says when each periodic duty is due;
+//! `group.rs` creates and looks after the consumer group; `session.rs` is the connected state and
+//! how far its setup got; `link.rs` tells operators how the link to Redis is doing.
 
 mod acks;
 mod confirm;
 mod deliver;
+mod duties;
 mod group;
 mod link;
 mod pending;
@@ -29,7 +34,7 @@ mod release;
 mod session;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -49,6 +54,7 @@ use crate::metrics::Metrics;
 use crate::packet::Target;
 use crate::replies::Listener;
 use crate::systemd::Notifier;
+use duties::{Duties, Duty};
 use group::Standing;
 use link::Link;
 use session::{Replicas, Session, Setup};
@@ -70,16 +76,6 @@ fn nonce() -> String {
         "{:08x}",
         (nanos ^ u64::from(std::process::id()) << 32) as u32 ^ (nanos >> 32) as u32
     )
-}
-
-/// When each periodic duty is next due.
-struct Timers {
-    claim: Instant,
-    retry: Instant,
-    keep: Instant,
-    group_check: Instant,
-    /// The held census for the console (see [`Metrics::held_census`]).
-    census: Instant,
 }
 
 /// Whether new entries are read: not while as many entries wait, for servers or for clients'
@@ -109,7 +105,7 @@ pub struct Relay {
     held: Held,
     /// Entries waiting for their clients' acknowledgements.
     awaiting: Awaiting,
-    timers: Timers,
+    duties: Duties,
     link: Link,
     standing: Standing,
     /// Whether this process took over its consumer's pending entries yet: later recoveries (after a
@@ -144,7 +140,6 @@ impl Relay {
         health: Arc<Health>,
         metrics: Arc<Metrics>,
     ) -> Relay {
-        let now = Instant::now();
         let nonce = nonce();
         Relay {
             target: cfg.target(),
@@ -154,13 +149,7 @@ impl Relay {
             held: Held::new(cfg.delivery.max_held),
             awaiting: Awaiting::new(cfg.acks.max_waiting, cfg.acks.retry_interval, &nonce),
             nonce,
-            timers: Timers {
-                claim: now,
-                retry: now,
-                keep: now,
-                group_check: now,
-                census: now,
-            },
+            duties: Duties::new(),
             standing: Standing::default(),
             takeover: Takeover::Pending,
             claim_cursor: "0-0".into(),
@@ -203,8 +192,9 @@ impl Relay {
                 },
             };
             self.metrics.held_now.set(self.held.len() as i64);
-            if Instant::now() >= self.timers.census {
-                self.timers.census = Instant::now() + CENSUS_INTERVAL;
+            let now = tokio::time::Instant::now();
+            if self.duties.is_due(Duty::Census, now) {
+                self.duties.done(Duty::Census, now, CENSUS_INTERVAL);
                 self.metrics
                     .held_census(&self.cfg.source.stream, self.held.counts());
             }
@@ -320,24 +310,28 @@ impl Relay {
         if !self.awaiting.is_empty() {
             self.follow_acks(s).await?;
         }
-        let now = Instant::now();
-        if (!self.held.is_empty() || !self.awaiting.is_empty()) && now >= self.timers.keep {
+        let now = tokio::time::Instant::now();
+        let waiting = !self.held.is_empty() || !self.awaiting.is_empty();
+        if waiting && self.duties.is_due(Duty::Keep, now) {
             self.keep_held(s).await?;
-            self.timers.keep = now + self.cfg.delivery.claim_idle / 3;
+            let every = self.cfg.delivery.claim_idle / 3;
+            self.duties.done(Duty::Keep, now, every);
         }
-        if !self.held.is_empty() && now >= self.timers.retry {
+        if !self.held.is_empty() && self.duties.is_due(Duty::Retry, now) {
             self.retry_held(s).await?;
         }
-        if !self.full() && now >= self.timers.claim {
+        if !self.full() && self.duties.is_due(Duty::Reclaim, now) {
             self.reclaim(s).await?;
-            self.timers.claim = now + self.cfg.delivery.claim_interval;
+            let every = self.cfg.delivery.claim_interval;
+            self.duties.done(Duty::Reclaim, now, every);
         }
-        if now >= self.timers.group_check {
+        if self.duties.is_due(Duty::GroupCheck, now) {
             self.check_group(s).await?;
             if s.all_nodes.follow(&self.cfg).await? {
                 info!("the cluster lists other nodes than before; counting Socket.IO servers on those it lists now");
             }
-            self.timers.group_check = now + GROUP_CHECK_INTERVAL;
+            self.duties
+                .done(Duty::GroupCheck, now, GROUP_CHECK_INTERVAL);
         }
 
         if self.full() || s.confirming.is_full() {
@@ -356,13 +350,7 @@ impl Relay {
                 self.reading = Reading::Paused;
             }
             self.confirm(s).await?;
-            let mut pause = self.cfg.source.block;
-            if !self.held.is_empty() {
-                pause = pause.min(self.timers.retry.saturating_duration_since(Instant::now()));
-            }
-            if let Some(wake) = self.wake(s) {
-                pause = pause.min(wake);
-            }
+            let pause = self.rest(s);
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = s.listener.heard() => {}
@@ -417,6 +405,13 @@ impl Relay {
             _ = self.shutdown.cancelled() => {}
         }
         None
+    }
+
+    /// How long the loop may rest (a read's BLOCK, a pause while full): `source.block`, or less
+    /// when a retry or an attempt is due sooner.
+    fn rest(&self, s: &Session) -> Duration {
+        self.duties
+            .rest(self.cfg.source.block, !self.held.is_empty(), self.wake(s))
     }
 
     /// Entries wait, for servers or for acknowledgements, up to their limit: no more reading.

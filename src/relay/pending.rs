@@ -7,12 +7,12 @@
 //! and none more when the same process takes them back after a lost link.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
 
 use redis::streams::StreamPendingCountReply;
 use redis::AsyncCommands;
 use tracing::info;
 
+use super::duties::Duty;
 use super::plan::Plan;
 use super::release::RELEASE_LOOK;
 use super::session::Session;
@@ -294,7 +294,9 @@ impl Relay {
     /// for all held namespaces in one command, so namespaces without listeners cost next to nothing
     /// however many there are.
     pub(super) async fn retry_held(&mut self, s: &mut Session) -> Result<(), Fault> {
-        self.timers.retry = Instant::now() + self.cfg.delivery.retry_interval;
+        let every = self.cfg.delivery.retry_interval;
+        self.duties
+            .done(Duty::Retry, tokio::time::Instant::now(), every);
         let expired: Vec<Plan> = self
             .held
             .claims()
@@ -336,10 +338,10 @@ impl Relay {
         }
         if waiting {
             // What comes meanwhile is let out this often; what waits, at its release_wait.
-            self.timers.retry = self.timers.retry.min(Instant::now() + RELEASE_LOOK);
+            self.duties.due_within(Duty::Retry, RELEASE_LOOK);
         } else if self.held.len() < before {
             // Progress: the rest follows at once, not a retry interval later.
-            self.timers.retry = Instant::now();
+            self.duties.due_now(Duty::Retry);
         }
         Ok(())
     }

@@ -154,14 +154,7 @@ impl Relay {
             .reader
             .take()
             .ok_or_else(|| Fault::bug("a read was started while another was in flight"))?;
-        let mut block = self.cfg.source.block;
-        if !self.held.is_empty() {
-            block = block.min(self.timers.retry.saturating_duration_since(Instant::now()));
-        }
-        if let Some(wake) = self.wake(s) {
-            block = block.min(wake);
-        }
-        let block = block.max(Duration::from_millis(1));
+        let block = self.rest(s).max(Duration::from_millis(1));
         let src = self.cfg.source.clone();
         let count = self.read_count;
         Ok(tokio::spawn(async move {
