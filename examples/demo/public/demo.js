@@ -9,6 +9,8 @@ $("rooms").value = params.get("rooms") ?? $("rooms").value;
 
 let socket = null;
 let received = 0;
+// The socket was connected once: a later connection is a reconnection, marked in the list.
+let connectedBefore = false;
 
 function namespace() {
   const nsp = $("nsp").value.trim() || "/";
@@ -64,6 +66,14 @@ function record(nsp, event, args) {
   $("events").prepend(item);
 }
 
+// A line in the list between events: where the socket reconnected.
+function mark(text) {
+  const item = document.createElement("li");
+  item.className = "mark";
+  item.textContent = text;
+  $("events").prepend(item);
+}
+
 function setStatus(text) {
   $("status").textContent = text;
   $("status").className = text;
@@ -82,9 +92,20 @@ function connect() {
   setStatus("connecting");
   // `auth`, not `query`: the query belongs to the connection that sockets of every namespace share.
   socket = io(nsp, { auth: { rooms } });
-  socket.on("connect", () => setStatus("connected"));
-  socket.on("disconnect", () => setStatus("disconnected"));
-  socket.on("connect_error", (err) => setStatus(`error: ${err.message}`));
+  connectedBefore = false;
+  socket.on("connect", () => {
+    if (connectedBefore) mark(`reconnected at ${new Date().toLocaleTimeString()}: what follows came after the outage`);
+    connectedBefore = true;
+    setStatus("connected");
+  });
+  // While the client retries on its own (`socket.active`), the page says so rather than an error:
+  // the server being away is what the demo's outage story is about.
+  const away = (why) => setStatus(socket.active ? "reconnecting" : why);
+  socket.on("disconnect", () => away("disconnected"));
+  socket.on("connect_error", (err) => {
+    away(`error: ${err.message}`);
+    $("status").title = err.message;
+  });
   socket.on("demo:joined", ({ nsp: joined, id, rooms: inRooms }) => {
     $("joined-nsp").textContent = joined;
     $("socket-id").textContent = id;
