@@ -56,6 +56,9 @@ impl Relay {
             self.redeliver(s, again).await?;
         }
         self.metrics.acks_waiting.set(self.awaiting.len() as i64);
+        if self.awaiting.is_empty() {
+            info!("no entry waits for its clients' acknowledgements any more");
+        }
         Ok(())
     }
 

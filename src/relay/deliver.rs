@@ -8,7 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::plan::{self, Plan, RequestIds, Taken};
 use super::session::Session;
@@ -284,6 +284,7 @@ impl Relay {
         let mut published: Vec<Published> = Vec::new();
         let mut counted: Vec<(String, String)> = Vec::new();
         let mut nobody_listens = Vec::new();
+        let none_waited = self.awaiting.is_empty();
         for (plan, outcome) in plans.iter().zip(outcomes) {
             let claim = plan.claim();
             if !claim.redelivery {
@@ -358,6 +359,14 @@ impl Relay {
             }
         }
         debug!(entries = plans.len(), "batch done");
+        if none_waited && !self.awaiting.is_empty() {
+            info!(
+                entries = self.awaiting.len(),
+                retry_interval = %humantime::format_duration(self.cfg.acks.retry_interval),
+                max_age = %humantime::format_duration(self.cfg.acks.max_age),
+                "entries wait for their clients' acknowledgements (ack); each is sent again about every acks.retry_interval until a client acknowledges it or it is older than acks.max_age"
+            );
+        }
         self.metrics.acks_waiting.set(self.awaiting.len() as i64);
         let now = Instant::now();
         for batch in published {
