@@ -11,8 +11,44 @@ use super::session::Session;
 use super::Relay;
 use crate::awaiting::{Taken, MAX_CLIENTS_PER_SERVER};
 use crate::confirming::Decided;
+use crate::connection::AllNodes;
+use crate::delivery::Scripts;
 use crate::fault::Fault;
+use crate::packet::Target;
 use crate::servers;
+
+/// The session's connections a confirmation travels on, borrowed apart from the rest of the
+/// session so that it can run while the session waits for a read and for answers.
+pub(super) struct Links<'a> {
+    pub writer: &'a mut redis::aio::MultiplexedConnection,
+    pub all_nodes: &'a mut AllNodes,
+}
+
+/// Sends what `decided` confirms and takes the server counts `to_count` still needs: in the same
+/// script outside a cluster, apart in one (a script sees its own node only). Returns the counts.
+pub(super) async fn send_confirmation(
+    scripts: &Scripts,
+    target: &Target,
+    links: Links<'_>,
+    decided: &Decided,
+    to_count: &[String],
+) -> redis::RedisResult<Vec<(String, u64)>> {
+    let in_script: &[String] = if links.all_nodes.is_cluster() {
+        &[]
+    } else {
+        to_count
+    };
+    let mut counts = Vec::new();
+    if !decided.is_empty() || !in_script.is_empty() {
+        counts = scripts
+            .confirm(links.writer, &decided.confirmation(), in_script)
+            .await?;
+    }
+    if in_script.is_empty() && !to_count.is_empty() {
+        counts = servers::count(links.all_nodes, target, to_count).await?;
+    }
+    Ok(to_count.iter().cloned().zip(counts).collect())
+}
 
 impl Relay {
     /// Takes in the answers heard since the last look: to confirmation requests and to attempts.
@@ -73,9 +109,11 @@ impl Relay {
         if decided.is_empty() {
             return Ok(());
         }
-        self.scripts
-            .confirm(&mut s.writer, &decided.confirmation(), &[])
-            .await?;
+        let links = Links {
+            writer: &mut s.writer,
+            all_nodes: &mut s.all_nodes,
+        };
+        send_confirmation(&self.scripts, &self.target, links, &decided, &[]).await?;
         self.confirmed(decided);
         Ok(())
     }

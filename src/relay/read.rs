@@ -1,7 +1,9 @@
-//! Reading new entries (XREADGROUP `>`), overlapped with confirming what was published.
+//! The read stage: new entries (XREADGROUP `>`), with the confirmation of what was published
+//! travelling beside the read (see [`super::confirm`]) so that neither waits for the other.
 
 use std::time::{Duration, Instant};
 
+use super::confirm::{send_confirmation, Links};
 use super::session::{ReadTask, Session};
 use super::Relay;
 use crate::delivery::Claim;
@@ -9,7 +11,6 @@ use crate::entry::EntryId;
 use crate::fault::Fault;
 use crate::metrics::Source;
 use crate::reader::Fetched;
-use crate::servers;
 
 impl Relay {
     /// Reads and delivers one batch of new entries, waiting up to `source.block` for them. What can
@@ -41,28 +42,16 @@ impl Relay {
             };
             let mut until_read_or_wake = std::pin::pin!(until_read_or_wake);
             let (confirmed, read_done) = {
-                let confirmation = decided.confirmation();
-                let (scripts, target) = (&self.scripts, &self.target);
-                let confirm = async {
-                    // A script sees its own node only: in a cluster, servers are counted apart.
-                    let in_script: &[String] = if s.all_nodes.is_cluster() {
-                        &[]
-                    } else {
-                        &to_count
-                    };
-                    let mut counts = Vec::new();
-                    if !decided.is_empty() || !in_script.is_empty() {
-                        counts = scripts
-                            .confirm(&mut s.writer, &confirmation, in_script)
-                            .await?;
-                    }
-                    if in_script.is_empty() && !to_count.is_empty() {
-                        counts = servers::count(&mut s.all_nodes, target, &to_count).await?;
-                    }
-                    Ok::<Vec<(String, u64)>, redis::RedisError>(
-                        to_count.iter().cloned().zip(counts).collect(),
-                    )
-                };
+                let confirm = send_confirmation(
+                    &self.scripts,
+                    &self.target,
+                    Links {
+                        writer: &mut s.writer,
+                        all_nodes: &mut s.all_nodes,
+                    },
+                    &decided,
+                    &to_count,
+                );
                 let mut confirm = std::pin::pin!(confirm);
                 tokio::select! {
                     confirmed = &mut confirm => (confirmed, None),
