@@ -1,5 +1,6 @@
 //! The benchmark: sio-relay against the Node.js relay users would write instead, and against
-//! Redis's own ceiling, all measured in one run. `cargo bench --bench relay` (README, "Benchmark").
+//! Redis's own ceiling, all measured in one run. `cargo bench --bench relay`
+//! (docs/07-benchmark.md).
 //!
 //! A real `redis-server` is started on a free port (pinned to CPU 0 when `taskset` exists); each relay
 //! under test runs as its own process (pinned to CPU 1); a subscriber stands in for the Socket.IO

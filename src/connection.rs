@@ -1,7 +1,8 @@
 //! Redis connections and the backoff between attempts to (re)open them.
 //!
 //! The relay keeps three connections. The blocking XREADGROUP gets its own, with a response timeout
-//! well above the BLOCK time: Redis reads nothing else from a blocked client (rust-crates.md §1.4).
+//! well above the BLOCK time: Redis reads nothing else from a blocked client
+//! (docs/08-internals/loop.md, "Connections").
 //! Entries read by ID (own pending, reclaimed, held) come through a second one; both are
 //! [`Reader`]s, which keep entries within the configured limits whatever producers put in them.
 //! Everything else (the delivery script, claims by ID, group setup) shares the writer. None

@@ -13,6 +13,9 @@
 //! crash therefore never loses nor duplicates; a Redis crash never loses, and may repeat only the
 //! batch in flight when it crashed.
 //!
+//! The scripts, their keys and the delivery script's operations and outcomes are described in
+//! docs/08-internals/lua-protocol.md.
+//!
 //! The script is all or nothing (see its header): when Redis refuses it, nothing happened, so the
 //! relay can wait, or split the batch to find an entry at fault (`lua/isolate.lua`), without ever
 //! publishing twice.

@@ -2,7 +2,7 @@
 //!
 //! A [`RawEntry`] is what Redis handed us: an ID and its field/value pairs, in the producer's order,
 //! unchecked. [`Entry::parse`] is the only way to build an [`Entry`], so holding one proves that every
-//! rule of the contract (README, "The stream entry") holds. Anything else is a [`Malformed`] that names
+//! rule of the contract (docs/01-entry-contract.md) holds. Anything else is a [`Malformed`] that names
 //! the field and the problem; the relay dead-letters it and never publishes it, because a single bad
 //! packet on the adapter channels can crash or disconnect every Socket.IO server and client.
 
@@ -61,7 +61,7 @@ impl RawEntry {
 }
 
 /// Event names that Socket.IO clients treat as protocol events: publishing one makes every
-/// receiving client drop its connection (wire-format.md §0).
+/// receiving client drop its connection (docs/08-internals/wire-format.md, "Reserved event names").
 pub const RESERVED_EVENTS: [&str; 6] = [
     "connect",
     "connect_error",
@@ -72,7 +72,7 @@ pub const RESERVED_EVENTS: [&str; 6] = [
 ];
 
 /// The most binary values one event may carry: socket.io-parser 4.2.6 and later refuse a packet
-/// with more attachments, and the client disconnects (wire-format.md §8).
+/// with more attachments, and the client disconnects (docs/08-internals/wire-format.md, "Bytes").
 pub const MAX_BINARY_ARGS: usize = 10;
 
 /// The key that marks bytes in a JSON argument: `{"$binary": "<base64>"}`, the only key.

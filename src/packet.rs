@@ -4,13 +4,14 @@
 //! - The classic adapter (`createAdapter`) with its default parser: MessagePack
 //!   `[uid, {type: 2, data: [event, ...args], nsp}, {rooms, flags, except}]`, written with the same
 //!   marker choices as notepack.io 3 (the adapter's codec), key for key in the emitter's order, so the
-//!   bytes match `@socket.io/redis-emitter` 5.x (wire-format.md §1.3, §1.8, §3, §7). It is written
+//!   bytes match `@socket.io/redis-emitter` 5.x (docs/08-internals/wire-format.md: "Layout of a
+//!   broadcast", "Captured bytes", "MessagePack as notepack.io writes and reads it"). It is written
 //!   with `rmp` directly: one pass into one buffer, no intermediate value tree.
 //! - The classic adapter with a JSON parser (`parser: { encode: JSON.stringify, decode: JSON.parse }`):
 //!   the same array as JSON text.
 //! - The sharded adapter (`createShardedAdapter`): the JSON `ClusterMessage`
 //!   `{uid, nsp, type: 3, data: {packet, opts}}` its servers send each other, published with
-//!   SPUBLISH (wire-format.md §2, scale-out.md §1).
+//!   SPUBLISH (docs/08-internals/wire-format.md, "The sharded adapter").
 //!
 //! [`decode`] reads any of them back, for `sio-relay monitor`, and says why when a payload is not one
 //! a server can read.
@@ -36,7 +37,8 @@ const REMOTE_JOIN: u8 = 2;
 const REMOTE_LEAVE: u8 = 3;
 const REMOTE_DISCONNECT: u8 = 4;
 const SERVER_SIDE_EMIT: u8 = 6;
-/// A broadcast whose clients' acknowledgements the servers send back (client-acks.md).
+/// A broadcast whose clients' acknowledgements the servers send back
+/// (docs/08-internals/wire-format.md, "Broadcasts with acknowledgements").
 const BROADCAST_WITH_ACK: u8 = 7;
 
 /// The room and event of [`Target::confirm_request`]: a room name no socket has (not 20
@@ -222,8 +224,9 @@ impl Target {
     }
 
     /// Encodes `entry` as the servers' adapter expects it: an emit as a broadcast, the other
-    /// operations as the requests the adapter's servers send each other (wire-format.md §1.6,
-    /// scale-out.md §2). `Err` when the servers' format cannot carry it: bytes through a JSON
+    /// operations as the requests the adapter's servers send each other
+    /// (docs/08-internals/wire-format.md: "Requests: join, leave, disconnect, server-side emit",
+    /// "The sharded adapter"). `Err` when the servers' format cannot carry it: bytes through a JSON
     /// parser.
     pub fn encode(&self, entry: &Entry) -> Result<Packet, Malformed> {
         let binary = self.carries(entry)?;
@@ -247,11 +250,11 @@ impl Target {
     }
 
     /// Encodes an emit as a broadcast whose clients' acknowledgements come back, tagged
-    /// `request_id` (client-acks.md): the classic adapter's request of type 7 on the request channel
-    /// (JSON, or MessagePack when it carries bytes), the sharded adapter's broadcast with a
-    /// `requestId` on the namespace's channel. Every field a server reads without checking is
-    /// written, since a request missing one crashes every server that receives it. `Err` as for
-    /// [`Target::encode`].
+    /// `request_id` (docs/08-internals/wire-format.md, "Broadcasts with acknowledgements"): the
+    /// classic adapter's request of type 7 on the request channel (JSON, or MessagePack when it
+    /// carries bytes), the sharded adapter's broadcast with a `requestId` on the namespace's
+    /// channel. Every field a server reads without checking is written, since a request missing
+    /// one crashes every server that receives it. `Err` as for [`Target::encode`].
     pub fn ack_request(&self, entry: &Entry, request_id: &str) -> Result<Packet, Malformed> {
         let Operation::Emit {
             message,
@@ -355,7 +358,8 @@ impl Target {
 
     /// A single-room broadcast to classic servers goes to the room's channel, as the emitter's
     /// does (the servers' pattern covers it); with several rooms it goes to the namespace's channel,
-    /// which would otherwise lose the servers that hold only the other rooms (wire-format.md §1.4).
+    /// which would otherwise lose the servers that hold only the other rooms
+    /// (docs/08-internals/wire-format.md, "Rooms in the channel name").
     /// So does a room named by a number: servers look a room channel's name up as a string.
     ///
     /// Sharded servers get everything on the namespace's channel. In their `dynamic` modes they
@@ -603,7 +607,8 @@ struct AckBroadcast<'a> {
     opts: Opts<'a>,
 }
 
-/// The `data` of the sharded adapter's other messages (scale-out.md §2).
+/// The `data` of the sharded adapter's other messages (docs/08-internals/wire-format.md, "The
+/// sharded adapter").
 #[derive(Serialize)]
 #[serde(untagged)]
 enum ClusterData<'a> {
@@ -1159,8 +1164,8 @@ mod tests {
         }
     }
 
-    /// client-acks.md "Full exchange": the request the servers answered, with every field a server
-    /// reads unchecked.
+    /// docs/08-internals/wire-format.md, "Broadcasts with acknowledgements": the request the
+    /// servers answered, with every field a server reads unchecked.
     #[test]
     fn a_broadcast_with_acks_is_the_request_servers_answer() {
         let e = entry(&[
@@ -1218,7 +1223,8 @@ mod tests {
         );
     }
 
-    /// wire-format.md §1.8 A, as captured from `@socket.io/redis-emitter` 5.1.0.
+    /// docs/08-internals/wire-format.md, "Captured bytes": `io.emit("hello", "world")`, as captured
+    /// from `@socket.io/redis-emitter` 5.1.0.
     #[test]
     fn broadcast_matches_the_emitter_bytes() {
         let packet = encode(&[("event", "hello"), ("data", r#""world""#)]);
@@ -1229,7 +1235,8 @@ mod tests {
         );
     }
 
-    /// wire-format.md §3: `io.to(['a','b']).except('c').volatile.emit('multi',{k:true})`.
+    /// docs/08-internals/wire-format.md, "Captured bytes":
+    /// `io.to(['a','b']).except('c').volatile.emit('multi',{k:true})`.
     #[test]
     fn rooms_except_and_flags_match_the_emitter_bytes() {
         let packet = encode(&[
@@ -1249,7 +1256,8 @@ mod tests {
         );
     }
 
-    /// wire-format.md §1.8 B content (`io.to("room1").emit("hello", 1)`), in the emitter's key order.
+    /// docs/08-internals/wire-format.md, "Captured bytes": `io.to("room1").emit("hello", 1)`, in
+    /// the emitter's key order.
     #[test]
     fn one_room_uses_the_room_channel() {
         let packet = encode(&[("event", "hello"), ("data", "1"), ("room", "room1")]);
@@ -1260,7 +1268,8 @@ mod tests {
         );
     }
 
-    /// wire-format.md §1.8 D content (`/admin`, volatile), in the emitter's key order.
+    /// docs/08-internals/wire-format.md, "Captured bytes": `/admin`, volatile, in the emitter's key
+    /// order.
     #[test]
     fn namespace_and_volatile() {
         let packet = encode(&[
@@ -1401,7 +1410,8 @@ mod tests {
             .contains("not JSON"));
     }
 
-    /// scale-out.md §1: the `ClusterMessage` a sharded adapter's servers accept.
+    /// docs/08-internals/wire-format.md, "The sharded adapter": the `ClusterMessage` its servers
+    /// accept.
     #[test]
     fn the_sharded_adapter_gets_a_cluster_message() {
         let target = sharded();
@@ -1473,7 +1483,8 @@ mod tests {
         assert_eq!(sharded.servers_command(), "SHARDNUMSUB");
     }
 
-    /// wire-format.md §1.6: the requests `@socket.io/redis-emitter` sends, captured byte for byte.
+    /// docs/08-internals/wire-format.md, "Requests: join, leave, disconnect, server-side emit": the
+    /// requests `@socket.io/redis-emitter` sends, captured byte for byte.
     #[test]
     fn requests_match_the_emitter_bytes() {
         let request = |pairs: &[(&str, &str)]| {
@@ -1512,8 +1523,8 @@ mod tests {
         assert_eq!(decoded.target_rooms, [serde_json::json!(42)]);
     }
 
-    /// scale-out.md §2: the same operations as the sharded adapter's messages, on the namespace's
-    /// channel.
+    /// docs/08-internals/wire-format.md, "The sharded adapter": the same operations as the sharded
+    /// adapter's messages, on the namespace's channel.
     #[test]
     fn the_sharded_adapter_gets_its_own_requests() {
         let target = sharded();

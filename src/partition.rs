@@ -43,7 +43,8 @@ pub fn of(entry: &Entry, partitions: usize) -> usize {
 mod tests {
     use super::*;
 
-    /// The slots the Redis documentation and scale-out.md give for `CLUSTER KEYSLOT`.
+    /// The slots the Redis documentation and docs/08-internals/loop.md ("Redis Cluster") give for
+    /// `CLUSTER KEYSLOT`.
     #[test]
     fn key_slots_are_redis_clusters() {
         assert_eq!(key_slot("somekey"), 11058);

@@ -1,7 +1,8 @@
 //! The servers' answers to a broadcast with acknowledgements: listening for them, and reading them.
 //!
 //! Each server that receives the relay's request answers once with how many of its sockets it sent
-//! the event to, then once per client that acknowledges (client-acks.md). The classic adapter
+//! the event to, then once per client that acknowledges (docs/08-internals/wire-format.md,
+//! "Broadcasts with acknowledgements"). The classic adapter
 //! answers on `<key>-response#<nsp>#`, or on `<key>-response#<nsp>#<uid>#` where a server sets
 //! `publishOnSpecificResponseChannel`: one pattern subscription, `<key>-response#*`, hears both
 //! for every namespace. The relay must never subscribe to the request channel itself, where every
@@ -303,7 +304,8 @@ mod tests {
             .collect()
     }
 
-    /// The replies captured from live servers in client-acks.md.
+    /// The replies captured from live servers, as docs/08-internals/wire-format.md ("Broadcasts
+    /// with acknowledgements") gives them.
     #[test]
     fn reads_the_answers_servers_sent() {
         let classic = |payload: &[u8]| decode(Adapter::Classic, payload);

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::ops::{reading, readme_metrics, ACK_METRICS};
+use crate::ops::{documented_metrics, reading, ACK_METRICS};
 use serde_json::{json, Value};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -152,12 +152,12 @@ fn clients_confirm_delivery(adapter: Adapter) {
     wait_until(10 * SECOND, "nothing pending", || {
         pending(&mut con).is_empty()
     });
-    // Every metric of acknowledgements the README lists moved.
+    // Every metric of acknowledgements the docs list (docs/03-operating.md) moved.
     let metrics = http_get(port, "/metrics").1;
     for name in ACK_METRICS {
-        // The README names the reasons of dead_lettered_total in its text.
-        let listed = name.contains('{') || readme_metrics().iter().any(|n| n == name);
-        assert!(listed, "{name} is not in the README");
+        // The docs name the reasons of dead_lettered_total in their text.
+        let listed = name.contains('{') || documented_metrics().iter().any(|n| n == name);
+        assert!(listed, "{name} is not in docs/03-operating.md");
         let value = reading(&metrics, name).unwrap_or_else(|| panic!("no {name} in {metrics}"));
         match name {
             "acks_waiting" => assert_eq!(value, 0.0, "{name}"),

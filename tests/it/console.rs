@@ -77,7 +77,7 @@ impl Browser {
             .collect()
     }
 
-    /// A screenshot of the page as `name` in `RELAY_TEST_SCREENSHOTS` (the README's are made with
+    /// A screenshot of the page as `name` in `RELAY_TEST_SCREENSHOTS` (the docs' are made with
     /// `RELAY_TEST_SCREENSHOTS=docs`), else in the target directory.
     fn screenshot(&mut self, name: &str) {
         let dir = std::env::var("RELAY_TEST_SCREENSHOTS")

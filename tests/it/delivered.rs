@@ -58,7 +58,7 @@ impl Fanout {
 
 /// What each client received of the numbered entries, per entry; `lane(n)` names the sequence
 /// entry `n` must arrive in order within (its room for one relay; its room and the relay that read
-/// it for several, which the README lets interleave).
+/// it for several, which docs/02-guarantees.md lets interleave).
 struct ClientLedger {
     produced: usize,
     /// Per entry: times each member of its room got it (every member listed, 0 included).

@@ -201,10 +201,10 @@ fn set_maxmemory(con: &mut redis::Connection, value: &str) {
         .unwrap();
 }
 
-/// The README's ACL user, and a relay running as it.
+/// The ACL user of docs/05-security.md, and a relay running as it.
 fn relay_as_acl_user(redis: &RedisServer, settings: &[(&str, &str)]) -> Relay {
     let mut admin = redis.connection();
-    let rule = readme_acl_rule("pw");
+    let rule = documented_acl_rule("pw");
     let _: () = redis::cmd(&rule[0])
         .arg(&rule[1..])
         .query(&mut admin)

@@ -15,7 +15,7 @@ use serde_json::Value;
 use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::common::*;
-use crate::ops::{reading, readme_metrics};
+use crate::ops::{documented_metrics, reading};
 
 const SECOND: Duration = Duration::from_secs(1);
 const RULES: &str = "deploy/prometheus/sio-relay-rules.yaml";
@@ -25,7 +25,8 @@ const INSTALL: &str =
     "apt-get install --no-install-recommends prometheus (Debian's package ships promtool too)";
 
 /// The alerts the rules file must hold, each with the metric it watches: one per alert of the
-/// README's "Alerts worth having" (checked below against that paragraph), and the relay down.
+/// "Alerts worth having" of docs/03-operating.md (checked below against that paragraph), and the
+/// relay down.
 const ALERTS: [(&str, &str); 9] = [
     ("SioRelayGroupLagGrowing", "sio_relay_group_lag"),
     ("SioRelayGroupPendingGrowing", "sio_relay_group_pending"),
@@ -317,7 +318,7 @@ fn exported_metrics() -> Exposition {
 
 /// Every metric the dashboard and the rules name exists in a real relay's `/metrics` (a sample of
 /// that exact name); every family the relay exports has a panel, each histogram its p50 and p99;
-/// every alert of the README has its rule.
+/// every alert docs/03-operating.md recommends has its rule.
 #[test]
 fn the_dashboard_and_the_rules_name_exported_metrics_and_cover_them_all() {
     let exported = exported_metrics();
@@ -331,12 +332,12 @@ fn the_dashboard_and_the_rules_name_exported_metrics_and_cover_them_all() {
             "{family} has no series yet: drive the relay further"
         );
     }
-    // The README's table names nothing that is not exported here (so nothing escapes coverage).
-    for name in readme_metrics() {
+    // The docs' table names nothing that is not exported here (so nothing escapes coverage).
+    for name in documented_metrics() {
         let base = format!("sio_relay_{}", name.split('{').next().unwrap());
         assert!(
             exported.samples.contains(&base) || exported.samples.contains(&format!("{base}_count")),
-            "README's {name} is not in /metrics: {:?}",
+            "docs/03-operating.md's {name} is not in /metrics: {:?}",
             exported.samples
         );
     }
@@ -420,12 +421,13 @@ fn the_dashboard_and_the_rules_name_exported_metrics_and_cover_them_all() {
             rule.alert
         );
     }
-    // The README's recommended alerts, by the metrics its paragraph names, all have a rule.
-    let readme = read("README.md");
-    let paragraph = readme
+    // The recommended alerts of docs/03-operating.md, by the metrics its paragraph names, all
+    // have a rule.
+    let chapter = read("docs/03-operating.md");
+    let paragraph = chapter
         .split("Alerts worth having:")
         .nth(1)
-        .expect("the README's alerts paragraph")
+        .expect("the alerts paragraph of docs/03-operating.md")
         .split("\n\n")
         .next()
         .unwrap();
@@ -445,7 +447,7 @@ fn the_dashboard_and_the_rules_name_exported_metrics_and_cover_them_all() {
         .collect();
     assert_eq!(
         recommended, watched,
-        "the README's alerts and the rules' metrics"
+        "the documented alerts and the rules' metrics"
     );
 }
 

@@ -79,18 +79,18 @@ fn probes_follow_redis_and_metrics_count_what_happened() {
     drop(relay);
 }
 
-/// A relay that has read nothing exports `entries_read_total` at 0 for every source the README
-/// lists: a dashboard's `rate()` shows 0 instead of no data, and sees the first read.
+/// A relay that has read nothing exports `entries_read_total` at 0 for every source the docs list
+/// (docs/03-operating.md): a dashboard's `rate()` shows 0 instead of no data, and sees the first read.
 #[test]
 fn every_read_source_is_exported_at_0_before_the_first_read() {
     let redis = RedisServer::start();
     let relay = Relay::start(&redis, "relay-1", &[]);
     relay.wait_ready(10 * SECOND);
-    let sources: Vec<String> = readme_metrics()
+    let sources: Vec<String> = documented_metrics()
         .into_iter()
         .filter(|name| name.starts_with("entries_read_total{"))
         .collect();
-    assert_eq!(sources.len(), 3, "the README's sources: {sources:?}");
+    assert_eq!(sources.len(), 3, "the documented sources: {sources:?}");
     let (status, body) = http_get(relay.http_port(), "/metrics");
     assert_eq!(status, 200);
     for series in &sources {
@@ -260,7 +260,8 @@ fn sighup_applies_the_log_level_and_names_what_needs_a_restart() {
     relay.wait_log("configuration reload failed", 10 * SECOND);
 }
 
-/// The README's metric names: the first column of its metrics table, one entry per series it
+/// The metric names of docs/03-operating.md ("Health and metrics"): the first column of its metrics
+/// table, one entry per series it
 /// names (`entries_read_total{source="new"|...}` gives one per source).
 /// The metrics of entries with `ack`, which only real clients move (see `client_acks.rs`).
 pub(crate) const ACK_METRICS: [&str; 6] = [
@@ -272,9 +273,9 @@ pub(crate) const ACK_METRICS: [&str; 6] = [
     "dead_lettered_total{reason=\"unacknowledged\"}",
 ];
 
-pub(crate) fn readme_metrics() -> Vec<String> {
-    let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
-    let table = readme
+pub(crate) fn documented_metrics() -> Vec<String> {
+    let chapter = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/03-operating.md"));
+    let table = chapter
         .split("Metrics, all prefixed `sio_relay_`:")
         .nth(1)
         .expect("the metrics table")
@@ -329,13 +330,13 @@ pub(crate) fn reading(body: &str, name: &str) -> Option<f64> {
     found
 }
 
-/// Every metric the README lists exists and is seen to change, through one relay's life: a dead
+/// Every metric docs/03-operating.md lists exists and is seen to change, through one relay's life: a dead
 /// consumer's entries reclaimed, its own pending recovered, valid and malformed entries, an entry
 /// for a namespace nobody listens on (held, then deleted), reading paused (lag), a dead-letter key
 /// of the wrong type (Redis refuses), an exhausted dead-letter stream (parked), a server dropped for
 /// its output buffer (unconfirmed), the group destroyed, and Redis killed.
 #[test]
-fn every_metric_in_the_readme_moves() {
+fn every_metric_in_the_docs_moves() {
     let mut redis = RedisServer::start();
     let mut con = redis.connection();
     let sub = Subscriber::start(&redis, "/");
@@ -356,7 +357,7 @@ fn every_metric_in_the_readme_moves() {
     ];
     let relay = Relay::start(&redis, "relay-1", &settings);
     let port = relay.http_port();
-    let names = readme_metrics();
+    let names = documented_metrics();
     let mut seen: std::collections::HashMap<String, Vec<f64>> = Default::default();
     let mut look = || {
         let body = http_get(port, "/metrics").1;

@@ -9,7 +9,7 @@ use crate::common::*;
 const SECOND: Duration = Duration::from_secs(1);
 const STREAMS: [&str; 3] = ["orders:{a}", "orders:{b}", "orders:{c}"];
 
-/// The producers' rule (README, "Partitioned streams"): KEYSLOT of the first room, modulo the
+/// The producers' rule (docs/04-scaling-out.md, "Partitioned streams"): KEYSLOT of the first room, modulo the
 /// number of streams.
 fn partition_of(room: &str) -> &'static str {
     STREAMS[usize::from(sio_relay::partition::key_slot(room)) % STREAMS.len()]

@@ -423,10 +423,10 @@ fn a_deleted_group_is_created_again() {
     assert_eq!(sub.wait_count(1, 10 * SECOND)[0].event(), "after");
 }
 
-/// The README's one-line replay moves a dead letter back to the source stream, where it is
+/// The one-line replay of docs/02-guarantees.md ("Dead letters") moves a dead letter back to the source stream, where it is
 /// delivered like any entry (its `x-dead-*` fields are ignored).
 #[test]
-fn a_dead_letter_replayed_as_the_readme_shows_is_delivered() {
+fn a_dead_letter_replayed_as_the_docs_show_is_delivered() {
     let redis = RedisServer::start();
     let mut con = redis.connection();
     let old = xadd_id(&mut con, "1000-0", &[("event", "late"), ("data", "1")]);
@@ -437,11 +437,14 @@ fn a_dead_letter_replayed_as_the_readme_shows_is_delivered() {
     });
     let dead_id = dead_letters(&mut con)[0].0.clone();
     relay.kill();
-    let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
-    let script = readme
+    let chapter = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/02-guarantees.md"
+    ));
+    let script = chapter
         .lines()
         .find(|l| l.starts_with("redis-cli EVAL \"local e = redis.call('XRANGE'"))
-        .expect("the replay one-liner is in the README");
+        .expect("the replay one-liner is in docs/02-guarantees.md");
     let script = script
         .strip_prefix("redis-cli EVAL \"")
         .and_then(|s| s.split_once("\" 2 "))

@@ -1,5 +1,6 @@
-//! The relay against a Redis that requires credentials: under exactly the ACL rule the README
-//! gives (password from a file), and over TLS with a CA and client certificate made here.
+//! The relay against a Redis that requires credentials: under exactly the ACL rule
+//! docs/05-security.md gives (password from a file), and over TLS with a CA and client
+//! certificate made here.
 
 use std::path::Path;
 use std::process::Command;
@@ -10,10 +11,10 @@ use crate::common::*;
 const SECOND: Duration = Duration::from_secs(1);
 
 #[test]
-fn the_relay_works_under_the_readme_acl_rule() {
+fn the_relay_works_under_the_documented_acl_rule() {
     let redis = RedisServer::start();
     let mut admin = redis.connection();
-    let rule = readme_acl_rule("s3cret-pw");
+    let rule = documented_acl_rule("s3cret-pw");
     let _: () = redis::cmd(&rule[0])
         .arg(&rule[1..])
         .query(&mut admin)
@@ -79,7 +80,7 @@ fn the_relay_works_under_the_readme_acl_rule() {
 fn a_wrong_password_is_reported_and_retried() {
     let redis = RedisServer::start();
     let mut admin = redis.connection();
-    let rule = readme_acl_rule("right");
+    let rule = documented_acl_rule("right");
     let _: () = redis::cmd(&rule[0])
         .arg(&rule[1..])
         .query(&mut admin)

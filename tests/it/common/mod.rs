@@ -1569,13 +1569,14 @@ pub fn find_metric(body: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
 }
 
-/// The README's ACL rule, with `password` instead of the placeholder.
-pub fn readme_acl_rule(password: &str) -> Vec<String> {
-    let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
-    let line = readme
+/// The ACL rule of docs/05-security.md ("Secure Redis"), with `password` instead of the
+/// placeholder.
+pub fn documented_acl_rule(password: &str) -> Vec<String> {
+    let chapter = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/05-security.md"));
+    let line = chapter
         .lines()
         .find(|l| l.starts_with("ACL SETUSER sio-relay "))
-        .expect("the ACL rule is in the README");
+        .expect("the ACL rule is in docs/05-security.md");
     line.replace(">CHANGE-ME", &format!(">{password}"))
         .split_whitespace()
         .map(str::to_owned)
