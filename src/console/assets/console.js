@@ -146,6 +146,18 @@
     return out;
   }
 
+  // Group lag and pending summed over the streams that have a group, as the status look found
+  // them; null without a group. The cards show them, and the lag chart ends on them, so that the
+  // two never disagree (the chart's samples are the relay's gauges, refreshed every few seconds).
+  function groupTotals(s) {
+    const groups = ((s.status && s.status.streams) || []).map((x) => x.group).filter(Boolean);
+    if (!groups.length) return null;
+    return {
+      lag: groups.some((g) => g.lag == null) ? null : groups.reduce((n, g) => n + g.lag, 0),
+      pending: groups.reduce((n, g) => n + (g.pending || 0), 0),
+    };
+  }
+
   function renderCards(s, iv) {
     const last = iv.length ? iv[iv.length - 1] : null;
     setText($('rate-in'), num(last && last.in));
@@ -153,15 +165,9 @@
     setText($('rate-dead'), num(last && last.dead));
     setText($('latency'), num(last && last.latency));
 
-    // Group lag and pending summed over the streams that have a group.
-    const groups = (s.status.streams || []).map((x) => x.group).filter(Boolean);
-    if (!groups.length) {
-      setText($('lag'), 'no group');
-      setText($('pending'), 'no group');
-    } else {
-      setText($('lag'), groups.some((g) => g.lag == null) ? 'unknown' : String(groups.reduce((n, g) => n + g.lag, 0)));
-      setText($('pending'), String(groups.reduce((n, g) => n + (g.pending || 0), 0)));
-    }
+    const g = groupTotals(s);
+    setText($('lag'), g ? (g.lag == null ? 'unknown' : String(g.lag)) : 'no group');
+    setText($('pending'), g ? String(g.pending) : 'no group');
     const relay = s.relay || {};
     setText($('held'), plain(relay.held_entries));
     setText($('parked'), relay.parked_entries ? `parked ${relay.parked_entries}` : '');
@@ -340,9 +346,16 @@
       { name: 'out', color: '#1a7f37', unit: '/s', points: pts('out') },
       { name: 'dead', color: '#cf222e', unit: '/s', points: pts('dead') },
     ], tEnd);
+    const lag = h.map((p) => [p.t_ms, p.lag == null ? null : p.lag]);
+    const pending = h.map((p) => [p.t_ms, p.pending == null ? null : p.pending]);
+    const now = groupTotals(state);
+    if (now && h.length) {
+      lag.push([tEnd, now.lag]);
+      pending.push([tEnd, now.pending]);
+    }
     drawChart($('chart-lag'), $('legend-lag'), [
-      { name: 'lag', color: '#8250df', points: h.map((p) => [p.t_ms, p.lag == null ? null : p.lag]) },
-      { name: 'pending', color: '#bc4c00', points: h.map((p) => [p.t_ms, p.pending == null ? null : p.pending]) },
+      { name: 'lag', color: '#8250df', points: lag },
+      { name: 'pending', color: '#bc4c00', points: pending },
     ], tEnd);
     drawChart($('chart-latency'), $('legend-latency'), [
       { name: 'latency', color: '#0969da', unit: ' ms', points: pts('latency') },
