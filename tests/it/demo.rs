@@ -13,8 +13,12 @@ const SECOND: Duration = Duration::from_secs(1);
 
 /// The demo, started with its own script as the README says, on a free port.
 fn start_demo(redis: &RedisServer) -> (Node, String) {
+    start_demo_on(redis, free_port())
+}
+
+/// The demo on `port`.
+fn start_demo_on(redis: &RedisServer, port: u16) -> (Node, String) {
     require("npm", "install npm (Debian/Ubuntu: apt-get install npm)");
-    let port = free_port();
     let mut command = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo/start"));
     command
         .env("PORT", port.to_string())
@@ -124,6 +128,22 @@ fn the_quickstart_xadd_appears_in_the_demo_page_in_a_real_browser() {
     let id = run_redis_cli(&redis, &quickstart_line("redis-cli XADD"));
     assert!(id.contains('-'), "XADD printed an ID: {id}");
     wait_shown(&browser, 0, "chat");
+    // The screenshot for the README, of the page as the quickstart leaves it (its one `chat`):
+    // RELAY_TEST_SCREENSHOTS=docs writes it there.
+    let dir = std::env::var("RELAY_TEST_SCREENSHOTS")
+        .unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").to_owned());
+    // Absolute: the browser script runs in another directory.
+    let path = std::fs::canonicalize(&dir)
+        .expect("RELAY_TEST_SCREENSHOTS names a directory")
+        .join("demo.png");
+    browser.send(&format!("screenshot 0 {}", path.display()));
+    browser.wait_line("\"screenshot\"", 20 * SECOND);
+    let png = std::fs::read(&path).expect("the screenshot was written");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
     run_redis_cli(&redis, &command);
     wait_shown(&browser, 1, "chat");
 
@@ -181,20 +201,58 @@ fn the_quickstart_xadd_appears_in_the_demo_page_in_a_real_browser() {
         "{:?}",
         browser.lines()
     );
+}
 
-    // The screenshot for the README: RELAY_TEST_SCREENSHOTS=docs writes it there.
-    let dir = std::env::var("RELAY_TEST_SCREENSHOTS")
-        .unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").to_owned());
-    // Absolute: the browser script runs in another directory.
-    let path = std::fs::canonicalize(&dir)
-        .expect("RELAY_TEST_SCREENSHOTS names a directory")
-        .join("demo.png");
-    browser.send(&format!("screenshot 0 {}", path.display()));
-    browser.wait_line("\"screenshot\"", 20 * SECOND);
-    let png = std::fs::read(&path).expect("the screenshot was written");
+/// The README's outage story: the demo's server stopped, an entry produced, the server started
+/// again. The page says it is reconnecting (not an error) while the server is away, and shows the
+/// entry once it is back, above the line that marks the reconnection: the relay held it, then gave
+/// the page `delivery.release_wait` (its default) to reconnect.
+#[test]
+fn the_demo_page_says_it_is_reconnecting_in_an_outage_and_then_shows_what_came_meanwhile() {
+    let redis = RedisServer::start();
+    let _relay = Relay::start(&redis, "relay-1", &[]);
+    let port = free_port();
+    let (mut demo, url) = start_demo_on(&redis, port);
+    let mut browser = browser(&json!([{"url": url, "ready": "body[data-joined]"}]));
+    let mut step = 0;
+    let mut wait_for = |browser: &mut Node, selector: &str| {
+        step += 1;
+        let request = json!({"n": step, "page": 0, "do": "wait", "selector": selector});
+        browser.send(&request.to_string());
+        let done = format!("{{\"done\":{step}");
+        browser.wait_line(&done, 20 * SECOND);
+        let answer = browser
+            .lines()
+            .into_iter()
+            .find(|l| l.starts_with(&done))
+            .unwrap();
+        assert!(!answer.contains("error"), "{selector}: {answer}");
+    };
+
+    demo.kill();
+    wait_for(&mut browser, "body[data-status=reconnecting]");
+    let mut con = redis.connection();
+    xadd(&mut con, &[("room", "demo"), ("event", "missed")]);
+    let (_demo, _) = start_demo_on(&redis, port);
+    wait_for(&mut browser, "body[data-status=connected]");
+    wait_until(30 * SECOND, "the page shows what came meanwhile", || {
+        shown_on(&browser, 0).iter().any(|(e, _)| e == "missed")
+    });
+    // Newest first: the entry, then the line that marks the reconnection.
+    let request = json!({"n": 100, "page": 0, "do": "texts", "selector": "#events li"});
+    browser.send(&request.to_string());
+    browser.wait_line("{\"done\":100", 20 * SECOND);
+    let answer = browser
+        .lines()
+        .into_iter()
+        .find(|l| l.starts_with("{\"done\":100"))
+        .unwrap();
+    let texts: Value = serde_json::from_str(&answer).unwrap();
+    let texts = texts["texts"].as_array().expect("texts").clone();
     assert!(
-        png.starts_with(b"\x89PNG") && png.len() > 10_000,
-        "{} bytes",
-        png.len()
+        texts.len() == 2
+            && texts[0].as_str().unwrap().starts_with("missed")
+            && texts[1].as_str().unwrap().starts_with("reconnected at"),
+        "{texts:?}"
     );
 }
