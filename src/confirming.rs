@@ -259,7 +259,7 @@ impl Confirming {
     /// The namespaces whose servers must be counted, as of `now`, for [`Confirming::decide`]:
     /// those of batches without a confirmation request not counted since, and of batches missing
     /// answers not counted for [`SAMPLE`]. They count as asked until [`Confirming::observe`].
-    pub fn to_count(&mut self, now: Instant) -> Vec<String> {
+    pub fn counts_due(&mut self, now: Instant) -> Vec<String> {
         let mut nsps = Vec::new();
         for batch in &mut self.batches {
             if batch.count_due().is_some_and(|due| now >= due) {
@@ -273,7 +273,7 @@ impl Confirming {
     }
 
     /// Decides what can be at `now`, given the servers counted now on the namespaces
-    /// [`Confirming::to_count`] named, and forgets it.
+    /// [`Confirming::counts_due`] named, and forgets it.
     pub fn decide(
         &mut self,
         now: Instant,
@@ -406,7 +406,7 @@ mod tests {
             "an attempt's answer is not a confirmation's"
         );
         assert!(
-            confirming.to_count(t0).is_empty(),
+            confirming.counts_due(t0).is_empty(),
             "answers are not late yet"
         );
         assert!(confirming.decide(t0, &[], 1).is_empty());
@@ -430,12 +430,12 @@ mod tests {
         );
         confirming.answer(&count(&request, t0));
         assert!(
-            confirming.to_count(t0).is_empty(),
+            confirming.counts_due(t0).is_empty(),
             "the answers may come first"
         );
         assert_eq!(confirming.next_wake(t0), Some(t0 + FIRST_SAMPLE));
         let first = t0 + FIRST_SAMPLE;
-        assert_eq!(confirming.to_count(first), ["/"]);
+        assert_eq!(confirming.counts_due(first), ["/"]);
         let both = [("/".to_owned(), 2)];
         assert!(confirming.decide(first, &both, 1).is_empty());
         assert_eq!(confirming.next_wake(first), Some(first + SAMPLE));
@@ -476,7 +476,7 @@ mod tests {
             t0,
         );
         confirming.add(published("/admin", 1, 1), "j:1", None, Vec::new(), t0);
-        assert_eq!(confirming.to_count(t0), ["/", "/admin"]);
+        assert_eq!(confirming.counts_due(t0), ["/", "/admin"]);
         assert!(
             confirming.decide(t0, &[], 1).is_empty(),
             "not before its servers are counted"

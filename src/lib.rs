@@ -43,34 +43,39 @@
 //! - [`reload`]: SIGHUP re-reads the configuration and applies what can change live.
 //! - [`logging`]: the `tracing` subscriber (text or JSON).
 
-pub mod admin;
-pub mod awaiting;
+// Public: what the binary, the integration tests and the fuzz targets use (the domain, the
+// configuration, the commands). The rest is the daemon's inside, reachable only through [`run`];
+// `cargo doc --document-private-items` shows it, and the Layout above links it.
+#![cfg_attr(doc, allow(rustdoc::private_intra_doc_links))]
+
+pub(crate) mod admin;
+pub(crate) mod awaiting;
 pub mod commands;
 pub mod config;
-pub mod confirming;
+pub(crate) mod confirming;
 pub mod connection;
-pub mod console;
+pub(crate) mod console;
 pub mod dead_letter;
 pub mod delivery;
 pub mod entry;
 pub mod exit;
-pub mod fault;
-pub mod flow;
-pub mod health;
-pub mod held;
-pub mod http;
-pub mod lease;
+pub(crate) mod fault;
+pub(crate) mod flow;
+pub(crate) mod health;
+pub(crate) mod held;
+pub(crate) mod http;
+pub(crate) mod lease;
 pub mod logging;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod packet;
 pub mod partition;
-pub mod reader;
-pub mod relay;
-pub mod reload;
-pub mod replies;
-pub mod servers;
-pub mod shutdown;
-pub mod systemd;
+pub(crate) mod reader;
+pub(crate) mod relay;
+pub(crate) mod reload;
+pub(crate) mod replies;
+pub(crate) mod servers;
+pub(crate) mod shutdown;
+pub(crate) mod systemd;
 
 use std::sync::Arc;
 

@@ -87,7 +87,7 @@ impl Relay {
         if s.confirming.is_empty() {
             return Ok(Decided::default());
         }
-        let nsps = s.confirming.to_count(Instant::now());
+        let nsps = s.confirming.counts_due(Instant::now());
         if !nsps.is_empty() {
             let counts = servers::count(&mut s.all_nodes, &self.target, &nsps).await?;
             let counts: Vec<(String, u64)> = nsps.into_iter().zip(counts).collect();

@@ -27,7 +27,7 @@ impl Relay {
         // Decided on the counts taken so far; the counts still needed are taken beside the read,
         // with the confirmation, for the next step: nothing here waits on a round trip.
         let decided = self.decide_counted(s);
-        let to_count = s.confirming.to_count(Instant::now());
+        let to_count = s.confirming.counts_due(Instant::now());
         let wake = self.wake(s);
         let (confirm_failed, read_done) = {
             let heard = s.listener.heard();
