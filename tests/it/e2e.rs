@@ -166,6 +166,7 @@ fn relay_kill_9_during_a_flow_loses_and_duplicates_nothing() {
         ]
     });
     for _ in 0..4 {
+        // Random moments within the flow (pacing the faults); the end marker below waits on state.
         std::thread::sleep(Duration::from_millis(150 + fastrand::u64(0..300)));
         relay.restart(); // SIGKILL, then the same consumer starts again
     }
