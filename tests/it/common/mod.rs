@@ -655,26 +655,45 @@ pub struct Subscriber {
 impl Subscriber {
     pub fn start(redis: &RedisServer, nsp: &str) -> Subscriber {
         let channels = vec![format!("socket.io-request#{nsp}#")];
-        Subscriber::launch(redis, format!("socket.io#{nsp}#*"), channels)
+        Subscriber::launch(redis, format!("socket.io#{nsp}#*"), channels, None)
+    }
+
+    /// As [`Subscriber::start`], handing each broadcast's payload to `hook` as it arrives instead
+    /// of keeping it ([`Subscriber::messages`] stays empty): for flows too large to keep, such as
+    /// the benchmark's.
+    pub fn start_with_hook(
+        redis: &RedisServer,
+        nsp: &str,
+        hook: impl Fn(&[u8]) + Send + Sync + 'static,
+    ) -> Subscriber {
+        let channels = vec![format!("socket.io-request#{nsp}#")];
+        let pattern = format!("socket.io#{nsp}#*");
+        Subscriber::launch(redis, pattern, channels, Some(Arc::new(hook)))
     }
 
     /// A pattern subscriber that is not a Socket.IO server.
     pub fn pattern_only(redis: &RedisServer, pattern: &str) -> Subscriber {
-        Subscriber::launch(redis, pattern.to_owned(), Vec::new())
+        Subscriber::launch(redis, pattern.to_owned(), Vec::new(), None)
     }
 
-    fn launch(redis: &RedisServer, pattern: String, channels: Vec<String>) -> Subscriber {
+    fn launch(
+        redis: &RedisServer,
+        pattern: String,
+        channels: Vec<String>,
+        hook: Option<Hook>,
+    ) -> Subscriber {
         let url = redis.url();
         let messages = Arc::new(Mutex::new(Vec::new()));
         let markers = Arc::new(Mutex::new(Vec::new()));
         let subscribed = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (messages, markers, subscribed, stop) = (
+            let (messages, markers, subscribed, stop, hook) = (
                 messages.clone(),
                 markers.clone(),
                 subscribed.clone(),
                 stop.clone(),
+                hook.clone(),
             );
             std::thread::spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
@@ -682,7 +701,7 @@ impl Subscriber {
                         &url,
                         &pattern,
                         &channels,
-                        (&messages, &markers),
+                        (&messages, &markers, &hook),
                         &subscribed,
                         &stop,
                     );
@@ -774,13 +793,20 @@ impl Drop for Subscriber {
 /// What [`Subscriber::flush`] publishes, followed by a number.
 const MARKER: &str = "sio-relay-test-marker-";
 
-type Inbox<'a> = (&'a Mutex<Vec<Message>>, &'a Mutex<Vec<Vec<u8>>>);
+/// What a [`Subscriber`] hands each broadcast's payload to, instead of keeping it.
+pub type Hook = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
+type Inbox<'a> = (
+    &'a Mutex<Vec<Message>>,
+    &'a Mutex<Vec<Vec<u8>>>,
+    &'a Option<Hook>,
+);
 
 fn subscribe_until_error(
     url: &str,
     pattern: &str,
     channels: &[String],
-    (messages, markers): Inbox,
+    (messages, markers, hook): Inbox,
     subscribed: &AtomicBool,
     stop: &AtomicBool,
 ) -> redis::RedisResult<()> {
@@ -803,7 +829,9 @@ fn subscribe_until_error(
                 .lock()
                 .unwrap()
                 .push(msg.get_payload_bytes().to_vec());
-        } else if msg.from_pattern() {
+        } else if let Some(hook) = hook {
+            hook(msg.get_payload_bytes());
+        } else {
             messages.lock().unwrap().push(Message {
                 channel: msg.get_channel_name().to_owned(),
                 payload: msg.get_payload_bytes().to_vec(),
