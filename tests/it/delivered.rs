@@ -194,12 +194,9 @@ fn settle(
     wait_until(60 * SECOND, "nothing is pending nor held", || {
         pending(&mut con).is_empty() && held_record(&mut con) == 0
     });
-    xadd(&mut con, &[("event", "end")]);
-    for client in fanout.clients() {
-        wait_until(30 * SECOND, &format!("{client} gets `end`"), || {
-            clients.events_of(&client).iter().any(|(e, _)| e == "end")
-        });
-    }
+    let names = fanout.clients();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    end_marker(&mut con, STREAM, &[], clients, &names);
     ClientLedger::count(clients, fanout, lane, &mut con)
 }
 
