@@ -29,6 +29,12 @@
 //! build, each right after one of this build, to the configurations (an A/B of a change in the same
 //! run).
 
+/// The integration tests' kit: Redis servers and clusters, npm, the relay's command line.
+#[path = "../tests/it/common/mod.rs"]
+#[allow(unused_imports)] // the kit's re-exports the bench does not use
+mod common;
+
+use common::{Cluster, RedisServer};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -45,11 +51,11 @@ fn main() {
     let seconds = env_number("BENCH_SECONDS", 5);
     let big_entries = env_number("BENCH_BIG_ENTRIES", 128);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    npm_ci(&root.join("bench/node-baseline"));
+    common::npm_install(&root.join("bench/node-baseline"));
 
-    let redis = Redis::start();
+    let redis = pinned_redis(RedisServer::start());
     let place = Place::standalone(&redis);
-    let subscriber = Subscriber::start(&redis.url());
+    let subscriber = Subscriber::start(&redis);
     let mut results = Vec::new();
     for relay in [RelayKind::SioRelay, RelayKind::NodeBaseline] {
         eprintln!("== {}: draining {entries} entries", relay.name());
@@ -86,7 +92,7 @@ fn main() {
 /// what the default costs), the sharded adapter's target (SPUBLISH, JSON), and
 /// `redis.wait_replicas = 1` with a replica attached (WAIT after each step).
 fn variants(
-    redis: &Redis,
+    redis: &RedisServer,
     subscriber: &Subscriber,
     entries: usize,
 ) -> Vec<(&'static str, Drain, Drain)> {
@@ -134,8 +140,8 @@ fn variants(
         out.push(("target.adapter = \"sharded\"", base, variant));
     }
     {
-        let subscriber = Subscriber::start(&redis.url());
-        let replica = Redis::start_replica_of(redis);
+        let subscriber = Subscriber::start(redis);
+        let replica = pinned_redis(RedisServer::start_replica_of(redis));
         eprintln!("== variant baseline: no WAIT (one replica attached)");
         let base = drain(&place, &subscriber, RelayKind::SioRelay, entries, SMALL);
         eprintln!("== variant: wait_replicas = 1");
@@ -188,11 +194,27 @@ sio-relay in other configurations, each against the default drained right before
 /// sio-relay on a Redis Cluster of three primaries, reading 1, 2 and 3 partitions (each on a primary
 /// of its own), the classic adapter's subscriber on the first node.
 fn partitions(entries: usize, rate: usize, seconds: usize) -> Vec<Partitioned> {
-    let cluster = Cluster::start(3);
-    let subscriber = Subscriber::start(&cluster.nodes[0].url());
+    // Three primaries without replicas, each pinned to CPU 0 as the standalone Redis is.
+    let cluster = Cluster::start_with(3, 0);
+    for node in &cluster.nodes {
+        pin(node.pid(), "0");
+    }
+    // For each node, a hash tag whose slot it serves: each partition lands on a primary of its own.
+    let tags: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            cluster
+                .tag_on_each_primary()
+                .into_iter()
+                .find(|tag| cluster.owner(&format!("{{{tag}}}")).port == node.port)
+                .expect("a tag on each primary")
+        })
+        .collect();
+    let subscriber = Subscriber::start(&cluster.nodes[0]);
     (1..=cluster.nodes.len())
         .map(|count| {
-            let place = Place::partitioned(&cluster, count);
+            let place = Place::partitioned(&cluster, &tags, count);
             eprintln!("== cluster, {count} partitions: draining {entries} entries");
             let drain = drain(&place, &subscriber, RelayKind::SioRelay, entries, SMALL);
             eprintln!("== cluster, {count} partitions: {rate} entries/s for {seconds} s");
@@ -300,6 +322,7 @@ impl RelayKind {
         let mut cmd = pinned("1");
         match self {
             RelayKind::SioRelay | RelayKind::OtherBuild => {
+                // What the bench sets is all the relay sees (see `common::hermetic`).
                 for (key, value) in place.settings() {
                     cmd.env(format!("SIO_RELAY_{key}"), value);
                 }
@@ -309,7 +332,7 @@ impl RelayKind {
                 let binary = match self {
                     RelayKind::OtherBuild => std::env::var("BENCH_OTHER_RELAY")
                         .expect("BENCH_OTHER_RELAY names the other build"),
-                    _ => env!("CARGO_BIN_EXE_sio-relay").to_owned(),
+                    _ => common::binary().to_string_lossy().into_owned(),
                 };
                 cmd.arg(binary)
                     .arg("run")
@@ -338,17 +361,49 @@ impl RelayKind {
     }
 }
 
-/// `taskset -c <cpu>` when available, so Redis and the relay do not share a core.
-fn pinned(cpu: &str) -> Command {
-    if Path::new("/usr/bin/taskset").exists()
+/// Whether processes can be pinned to CPUs: `taskset` exists and there are two CPUs at least.
+fn can_pin() -> bool {
+    Path::new("/usr/bin/taskset").exists()
         && std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2
-    {
-        let mut cmd = Command::new("taskset");
+}
+
+/// `taskset -c <cpu>` when available, so Redis and the relay do not share a core; without the
+/// caller's `SIO_RELAY_*` variables either way.
+fn pinned(cpu: &str) -> Command {
+    if can_pin() {
+        let mut cmd = common::hermetic("taskset");
         cmd.args(["-c", cpu]);
         cmd
     } else {
-        Command::new("env")
+        common::hermetic("env")
     }
+}
+
+/// Moves the running process `pid` to `cpu` (`taskset -p`), when pinning is available.
+fn pin(pid: u32, cpu: &str) {
+    if can_pin() {
+        let pinned = Command::new("taskset")
+            .args(["-p", "-c", cpu, &pid.to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(pinned, "taskset -p -c {cpu} {pid} failed");
+    }
+}
+
+/// The test kit's `redis-server` (no persistence), pinned to CPU 0.
+fn pinned_redis(redis: RedisServer) -> RedisServer {
+    pin(redis.pid(), "0");
+    redis
+}
+
+/// `used_cpu_sys + used_cpu_user` of a Redis process.
+fn redis_cpu_seconds(redis: &RedisServer) -> f64 {
+    let info: redis::InfoDict = redis::cmd("INFO")
+        .arg("cpu")
+        .query(&mut redis.connection())
+        .unwrap();
+    info.get::<f64>("used_cpu_sys").unwrap_or(0.0) + info.get::<f64>("used_cpu_user").unwrap_or(0.0)
 }
 
 struct Result {
@@ -459,22 +514,17 @@ fn steady(
 ) -> Latency {
     let mut child = relay.spawn(place, &[]);
     // Let it connect and create its groups before timing anything.
-    let started = Instant::now();
     for ((stream, _), mut con) in place.partitions.iter().zip(place.connections()) {
-        while redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(stream)
-            .query::<Vec<redis::Value>>(&mut con)
-            .map_or(true, |g| g.is_empty())
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "{} did not start",
-                relay.name()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let what = format!("{} created its group on {stream}", relay.name());
+        common::wait_until(Duration::from_secs(30), &what, || {
+            redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(stream)
+                .query::<Vec<redis::Value>>(&mut con)
+                .is_ok_and(|g| !g.is_empty())
+        });
     }
+    // And settle after its start (neither relay under test says when it is done starting).
     std::thread::sleep(Duration::from_millis(500));
     let latency = paced(place, subscriber, rate, seconds, |pipe, stream, fields| {
         pipe.cmd("XADD").arg(stream).arg("*");
@@ -620,226 +670,17 @@ fn stop(mut child: Child) {
     let _ = child.wait();
 }
 
-fn npm_ci(dir: &Path) {
-    if dir.join("node_modules/@socket.io/redis-emitter").is_dir() {
-        return;
-    }
-    let ok = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-        .current_dir(dir)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "npm ci in {} failed (Node.js and npm are needed)",
-        dir.display()
-    );
-}
-
-/// The benchmark's own `redis-server`, without persistence, pinned to CPU 0.
-struct Redis {
-    port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        Redis::launch(&[])
-    }
-
-    fn launch(extra: &[&str]) -> Redis {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = pinned("0")
-            .arg("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .args(extra)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed");
-        let redis = Redis {
-            port,
-            child,
-            _dir: dir,
-        };
-        let started = Instant::now();
-        while redis::Client::open(redis.url())
-            .and_then(|c| c.get_connection())
-            .is_err()
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        redis
-    }
-
-    /// A replica of `primary`, in sync, on CPU 0 as well.
-    fn start_replica_of(primary: &Redis) -> Redis {
-        let replica = Redis::launch(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
-        let mut con = replica.connection();
-        let started = Instant::now();
-        loop {
-            let info: redis::InfoDict = redis::cmd("INFO")
-                .arg("replication")
-                .query(&mut con)
-                .unwrap();
-            if info.get::<String>("master_link_status").as_deref() == Some("up") {
-                return replica;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "the replica did not sync"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn connection(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_connection()
-            .unwrap()
-    }
-
-    /// The slot ranges this cluster node serves, from its `myself` line in `CLUSTER NODES`.
-    fn own_slots(&self) -> Vec<(u16, u16)> {
-        let nodes: String = redis::cmd("CLUSTER")
-            .arg("NODES")
-            .query(&mut self.connection())
-            .unwrap();
-        let myself = nodes.lines().find(|l| l.contains("myself")).unwrap();
-        myself
-            .split_whitespace()
-            .skip(8)
-            .filter_map(|range| {
-                let (start, end) = range.split_once('-').unwrap_or((range, range));
-                Some((start.parse().ok()?, end.parse().ok()?))
-            })
-            .collect()
-    }
-
-    /// `used_cpu_sys + used_cpu_user` of the Redis process.
-    fn cpu_seconds(&self) -> f64 {
-        let info: redis::InfoDict = redis::cmd("INFO")
-            .arg("cpu")
-            .query(&mut self.connection())
-            .unwrap();
-        info.get::<f64>("used_cpu_sys").unwrap_or(0.0)
-            + info.get::<f64>("used_cpu_user").unwrap_or(0.0)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A Redis Cluster of primaries without replicas, each node pinned to CPU 0 as the standalone
-/// Redis is, joined by `redis-cli --cluster create`; and for each node a hash tag whose slot it
-/// serves, so that each partition of the bench lands on a primary of its own.
-struct Cluster {
-    nodes: Vec<Redis>,
-    tags: Vec<String>,
-}
-
-impl Cluster {
-    fn start(primaries: usize) -> Cluster {
-        let nodes: Vec<Redis> = (0..primaries)
-            .map(|_| {
-                Redis::launch(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-port",
-                    &free_port().to_string(),
-                ])
-            })
-            .collect();
-        let created = Command::new("redis-cli")
-            .arg("--cluster")
-            .arg("create")
-            .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .stdout(Stdio::null())
-            .status()
-            .expect("redis-cli must be installed");
-        assert!(created.success(), "redis-cli --cluster create failed");
-        let started = Instant::now();
-        for node in &nodes {
-            let mut con = node.connection();
-            while !redis::cmd("CLUSTER")
-                .arg("INFO")
-                .query::<String>(&mut con)
-                .unwrap()
-                .contains("cluster_state:ok")
-            {
-                assert!(
-                    started.elapsed() < Duration::from_secs(30),
-                    "the cluster did not come up"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        let tags = nodes
-            .iter()
-            .map(|node| {
-                let slots = node.own_slots();
-                (0..)
-                    .map(|i| format!("p{i}"))
-                    .find(|tag| {
-                        let slot = sio_relay::partition::key_slot(tag);
-                        slots
-                            .iter()
-                            .any(|(start, end)| (*start..=*end).contains(&slot))
-                    })
-                    .unwrap()
-            })
-            .collect();
-        Cluster { nodes, tags }
-    }
-}
-
 /// Where the relay under test reads: its streams, each with the node that serves it, and the
 /// nodes whose CPU counts.
 struct Place<'a> {
-    partitions: Vec<(String, &'a Redis)>,
-    nodes: Vec<&'a Redis>,
+    partitions: Vec<(String, &'a RedisServer)>,
+    nodes: Vec<&'a RedisServer>,
     cluster: bool,
 }
 
 impl<'a> Place<'a> {
     /// The stream `bench` on one Redis.
-    fn standalone(redis: &'a Redis) -> Place<'a> {
+    fn standalone(redis: &'a RedisServer) -> Place<'a> {
         Place {
             partitions: vec![("bench".into(), redis)],
             nodes: vec![redis],
@@ -848,10 +689,10 @@ impl<'a> Place<'a> {
     }
 
     /// `count` partitions `bench:{tag}` of `cluster`, each on a primary of its own.
-    fn partitioned(cluster: &'a Cluster, count: usize) -> Place<'a> {
+    /// `tags` holds a hash tag for each node of `cluster`, in the same order.
+    fn partitioned(cluster: &'a Cluster, tags: &[String], count: usize) -> Place<'a> {
         Place {
-            partitions: cluster
-                .tags
+            partitions: tags
                 .iter()
                 .zip(&cluster.nodes)
                 .take(count)
@@ -945,101 +786,68 @@ impl<'a> Place<'a> {
 
     /// Each node's CPU seconds so far.
     fn redis_cpu(&self) -> Vec<f64> {
-        self.nodes.iter().map(|n| n.cpu_seconds()).collect()
+        self.nodes.iter().map(|n| redis_cpu_seconds(n)).collect()
     }
 }
 
-/// Answers a broadcast with acknowledgements (the relay's confirmation request) as a server with
-/// no socket in its room does; true when `payload` was one. Classic requests are JSON on the
-/// request channel; sharded ones carry a `requestId` in their `data`.
-fn answer(con: &mut redis::Connection, payload: &[u8], sharded: bool) -> bool {
+/// Answers a sharded adapter's broadcast with acknowledgements (the relay's confirmation request,
+/// a `requestId` in its `data`) as a server with no socket in its room does; true when `payload`
+/// was one. (The kit's subscriber answers the classic adapter's requests.)
+fn answer_sharded(con: &mut redis::Connection, payload: &[u8]) -> bool {
     if payload.first() != Some(&b'{') {
         return false;
     }
     let Ok(request) = serde_json::from_slice::<serde_json::Value>(payload) else {
         return false;
     };
-    let (channel, reply) = if sharded {
-        let id = &request["data"]["requestId"];
-        if request["type"] != 3 || id.is_null() {
-            return false;
-        }
-        let reply = serde_json::json!({"type": 11, "data": {"requestId": id, "clientCount": 0}, "uid": "bench", "nsp": "/"});
-        (
-            format!("socket.io#/#{}#", request["uid"].as_str().unwrap_or("")),
-            reply,
-        )
-    } else {
-        if request["type"] != 7 {
-            return false;
-        }
-        let reply =
-            serde_json::json!({"type": 8, "requestId": request["requestId"], "clientCount": 0});
-        ("socket.io-response#/#".to_owned(), reply)
-    };
-    let publish = if sharded { "SPUBLISH" } else { "PUBLISH" };
-    let _: redis::RedisResult<u64> = redis::cmd(publish)
+    let id = &request["data"]["requestId"];
+    if request["type"] != 3 || id.is_null() {
+        return false;
+    }
+    let reply = serde_json::json!({"type": 11, "data": {"requestId": id, "clientCount": 0}, "uid": "bench", "nsp": "/"});
+    let channel = format!("socket.io#/#{}#", request["uid"].as_str().unwrap_or(""));
+    let _: redis::RedisResult<u64> = redis::cmd("SPUBLISH")
         .arg(channel)
         .arg(reply.to_string())
         .query(con);
     true
 }
 
-/// A pattern subscriber on every broadcast channel: counts packets, and when asked, the latency
-/// from the `t` (µs since the epoch) in each packet's first argument.
+/// A stand-in for the Socket.IO servers of `/`: counts packets, and when asked, the latency from
+/// the `t` (µs since the epoch) in each packet's first argument.
 struct Subscriber {
     count: Arc<AtomicUsize>,
     recording: Arc<AtomicBool>,
     latencies: Arc<Mutex<Vec<u64>>>,
+    /// The kit's subscriber that feeds the counts (subscribed again whenever Redis drops it, its
+    /// output buffer overflowed: what was queued then is lost, as for a real server, and shows as
+    /// fewer received); none for the sharded stand-in.
+    _feed: Option<common::Subscriber>,
 }
 
 impl Subscriber {
-    fn start(url: &str) -> Subscriber {
+    fn start(redis: &RedisServer) -> Subscriber {
         let count = Arc::new(AtomicUsize::new(0));
         let recording = Arc::new(AtomicBool::new(false));
         let latencies = Arc::new(Mutex::new(Vec::new()));
         let (c, r, l) = (count.clone(), recording.clone(), latencies.clone());
-        let client = redis::Client::open(url).unwrap();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let target = sio_relay::packet::Target::classic("socket.io", "sio-relay");
-        std::thread::spawn(move || loop {
-            // Subscribed again whenever Redis drops it (its output buffer overflowed): what was
-            // queued then is lost, as for a real server, and shows as fewer received.
-            let (Ok(mut con), Ok(mut answers)) = (client.get_connection(), client.get_connection())
-            else {
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            };
-            let mut pubsub = con.as_pubsub();
-            pubsub.psubscribe("socket.io#*").unwrap();
-            // What makes it count as a Socket.IO server (the relay counts servers as the adapter
-            // does, by the subscribers of the request channel).
-            pubsub.subscribe("socket.io-request#/#").unwrap();
-            let _ = ready_tx.send(());
-            while let Ok(message) = pubsub.get_message() {
-                let received = now_micros();
-                if !message.from_pattern() {
-                    // A request: answered as a server does, after what came before it.
-                    answer(&mut answers, message.get_payload_bytes(), false);
-                    continue;
-                }
-                if r.load(Ordering::Relaxed) {
-                    if let Ok(packet) =
-                        sio_relay::packet::decode(message.get_payload_bytes(), &target)
-                    {
-                        if let Some(sent) = packet.args.first().and_then(|a| a["t"].as_u64()) {
-                            l.lock().unwrap().push(received.saturating_sub(sent));
-                        }
+        let feed = common::Subscriber::start_with_hook(redis, "/", move |payload| {
+            let received = now_micros();
+            if r.load(Ordering::Relaxed) {
+                if let Ok(packet) = sio_relay::packet::decode(payload, &target) {
+                    if let Some(sent) = packet.args.first().and_then(|a| a["t"].as_u64()) {
+                        l.lock().unwrap().push(received.saturating_sub(sent));
                     }
                 }
-                c.fetch_add(1, Ordering::Relaxed);
             }
+            c.fetch_add(1, Ordering::Relaxed);
         });
-        ready_rx.recv().unwrap();
         Subscriber {
             count,
             recording,
             latencies,
+            _feed: Some(feed),
         }
     }
 
@@ -1061,7 +869,7 @@ impl Subscriber {
                 if let Ok((kind, _, payload)) =
                     redis::from_redis_value::<(String, String, Vec<u8>)>(reply)
                 {
-                    if kind == "smessage" && !answer(&mut answers, &payload, true) {
+                    if kind == "smessage" && !answer_sharded(&mut answers, &payload) {
                         c.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -1071,6 +879,7 @@ impl Subscriber {
             count,
             recording: Arc::new(AtomicBool::new(false)),
             latencies: Arc::new(Mutex::new(Vec::new())),
+            _feed: None,
         }
     }
 

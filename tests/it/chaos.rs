@@ -40,6 +40,7 @@ fn relay_killed_at_random_moments_and_restarted() {
     let total = 3000;
     let producer = produce_in_background(&redis, total, Duration::from_millis(20), numbered);
     for _ in 0..5 {
+        // Random moments within the flow (pacing the faults); the ledger waits on state.
         std::thread::sleep(Duration::from_millis(100 + fastrand::u64(0..250)));
         relay.restart(); // SIGKILL, then the same consumer again
     }
@@ -63,7 +64,8 @@ fn three_relays_one_killed_for_good() {
     let _c = Relay::start(&redis, "relay-c", &settings);
     let total = 3000;
     let producer = produce_in_background(&redis, total, Duration::from_millis(20), numbered);
-    std::thread::sleep(Duration::from_millis(300));
+    // Mid-flow: some of it is delivered.
+    sub.wait_count(50, 10 * SECOND);
     b.kill();
     producer.join().unwrap();
     let mut con = redis.connection();
@@ -100,6 +102,7 @@ fn redis_crashed_and_restarted_with_aof() {
     }
     sub.wait_count(50, 10 * SECOND);
     redis.kill();
+    // Redis stays down a while (the outage's length, not a wait for the relay).
     std::thread::sleep(Duration::from_millis(300));
     redis.restart();
     let producer = produce_in_background(&redis, total / 2, Duration::ZERO, |i| numbered(i + 500));
@@ -133,7 +136,7 @@ fn redis_crashed_and_restarted_with_aof() {
 fn redis_paused_longer_than_the_timeouts() {
     let redis = RedisServer::start();
     let sub = Subscriber::start(&redis, "/");
-    let _relay = Relay::start(
+    let relay = Relay::start(
         &redis,
         "relay-1",
         &[
@@ -149,7 +152,10 @@ fn redis_paused_longer_than_the_timeouts() {
     sub.wait_count(100, 10 * SECOND);
     let pid = redis_pid(&redis);
     signal(pid, "STOP");
-    std::thread::sleep(Duration::from_millis(2500));
+    // Frozen until the relay's commands timed out and it counts Redis as unavailable, then for
+    // 2 s more (several reconnection attempts timing out).
+    relay.wait_unready("Redis:", 10 * SECOND);
+    std::thread::sleep(2 * SECOND);
     signal(pid, "CONT");
     producer.join().unwrap();
     let ledger = Ledger::settle(&sub, &redis, total);
@@ -173,7 +179,7 @@ fn every_socketio_server_down_for_a_while() {
     let redis = RedisServer::start();
     let sub = Subscriber::start(&redis, "/");
     let batch = 50;
-    let _relay = Relay::start(
+    let relay = Relay::start(
         &redis,
         "relay-1",
         &[
@@ -185,7 +191,8 @@ fn every_socketio_server_down_for_a_while() {
     let producer = produce_in_background(&redis, total, Duration::from_millis(20), numbered);
     sub.wait_count(100, 10 * SECOND);
     let before = sub.stop();
-    std::thread::sleep(SECOND);
+    // Down until the relay holds entries for want of servers.
+    relay.wait_metric("held_entries", 10 * SECOND, |n| n > 0.0);
     let sub = Subscriber::start(&redis, "/");
     producer.join().unwrap();
     // One ledger over both subscribers' receipts.
@@ -233,7 +240,8 @@ fn stream_trimmed_under_the_relay() {
     let ledger = Ledger::settle_excusing(&sub, &redis, total, &trimmed, &[]);
     report(&ledger, "stream trimmed under the relay");
     ledger.assert_exactly_once();
-    relay.wait_log("deleted from the stream", 5 * SECOND);
+    relay.wait_metric("deleted_pending_total", 5 * SECOND, |n| n >= 1.0);
+    relay.assert_logged("deleted from the stream");
     wait_until(5 * SECOND, "nothing left pending", || {
         pending(&mut con).is_empty()
     });

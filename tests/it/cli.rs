@@ -233,10 +233,39 @@ fn check_config_prints_the_values_in_force_with_secrets_masked() {
 
 /// The README's quick test path sets `FUZZ_SECONDS`; a caller's `SIO_RELAY_*` variable (such as the
 /// old `SIO_RELAY_FUZZ_SECONDS`) never reaches the relays the tests start, which would refuse it as
-/// an unknown key.
+/// an unknown key. The caller is a child run of this test binary with the variable in its
+/// environment: setting it in this process would hand it to every test running alongside.
 #[test]
 fn the_callers_sio_relay_variables_never_reach_the_relays_under_test() {
-    std::env::set_var("SIO_RELAY_FUZZ_SECONDS", "0");
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "cli::a_relay_started_by_a_caller_with_sio_relay_variables",
+            "--include-ignored",
+        ])
+        .env("SIO_RELAY_FUZZ_SECONDS", "0")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "the caller's test ran: {stdout}"
+    );
+}
+
+/// Run by [`the_callers_sio_relay_variables_never_reach_the_relays_under_test`] with
+/// `SIO_RELAY_FUZZ_SECONDS` set; it checks nothing without it.
+#[test]
+#[ignore = "run by the_callers_sio_relay_variables_never_reach_the_relays_under_test"]
+fn a_relay_started_by_a_caller_with_sio_relay_variables() {
+    if std::env::var_os("SIO_RELAY_FUZZ_SECONDS").is_none() {
+        return;
+    }
     let redis = crate::common::RedisServer::start();
     let relay = crate::common::Relay::start(&redis, "relay-1", &[]);
     relay.wait_ready(std::time::Duration::from_secs(10));

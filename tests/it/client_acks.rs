@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::ops::{documented_metrics, reading, ACK_METRICS};
+use crate::ops::{documented_metrics, ACK_METRICS};
 use serde_json::{json, Value};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -252,11 +252,11 @@ fn an_offline_user_gets_what_was_sent_within_max_age() {
     };
     let started = Instant::now();
     let old = [ask(&mut con, 1), ask(&mut con, 2)];
-    std::thread::sleep(5 * SECOND);
-    let recent = [ask(&mut con, 3), ask(&mut con, 4)];
+    // The recent entries come once the old ones are past acks.max_age, given up on.
     wait_until(10 * SECOND, "the old entries are dead-lettered", || {
         dead_letters(&mut con).len() == 2
     });
+    let recent = [ask(&mut con, 3), ask(&mut con, 4)];
     let clients = Clients::start_specs(vec![
         json!({"name": "user9", "url": server.url("/"), "rooms": ["user:9"], "ack": true}),
     ]);
@@ -329,7 +329,8 @@ fn a_relay_killed_while_waiting_for_acks_loses_nothing() {
     wait_until(5 * SECOND, "nothing pending", || {
         pending(&mut con).is_empty()
     });
-    std::thread::sleep(2 * SECOND);
+    // Nothing more comes to the client: a later entry reaches it after anything sent before.
+    end_marker(&mut con, STREAM, &[("room", "user:5")], &clients, &["slow"]);
 
     let results = results(&mut con);
     let (mut delivered, mut duplicated, mut lost) = (0, 0, 0);
@@ -380,7 +381,10 @@ fn after_an_outage_of_every_server_entries_wait_for_the_clients() {
             )
         })
         .collect();
-    std::thread::sleep(SECOND);
+    // The relay has read them with no server to take them.
+    wait_until(10 * SECOND, "the entries are read and pending", || {
+        pending(&mut con).len() == ENTRIES
+    });
     server.restart();
     wait_results(&mut con, ENTRIES, 30 * SECOND);
     wait_until(5 * SECOND, "nothing pending", || {

@@ -183,8 +183,15 @@ fn the_console_shows_the_flow_and_replays_a_dead_letter_to_a_client() {
         "the relay's consumer is listed"
     );
     assert_eq!(browser.text("#redis-state"), "connected");
-    // Samples every 2 s: a few of them for the chart.
-    std::thread::sleep(5 * SECOND);
+    // Samples every 2 s: a few of them for the chart, drawn on the page (its legend shows a rate
+    // once two samples make an interval).
+    let port = relay.http_port();
+    wait_until(20 * SECOND, "the chart has a few samples", || {
+        let (_, body) = http_request(port, "GET /console/state", &[], "");
+        let state: Value = serde_json::from_str(&body).unwrap_or_default();
+        state["history"].as_array().is_some_and(|h| h.len() >= 3)
+            && !browser.text("#legend-rates").contains('–')
+    });
     browser.screenshot("console-live.png");
     for width in [375, 1200] {
         let widths = browser.step(json!({"do": "widths", "width": width}));
@@ -648,6 +655,8 @@ fn the_console_keeps_its_connections_and_reconnects() {
     assert_eq!(state()["status"]["redis"]["reachable"], true);
     let before = connections(&redis);
     for _ in 0..3 {
+        // Past the console's STATUS_TTL (1 s), so that each call is a new look at Redis: the
+        // looks are paced, nothing is waited for.
         std::thread::sleep(Duration::from_millis(1100));
         assert_eq!(state()["status"]["redis"]["reachable"], true);
     }
@@ -660,6 +669,7 @@ fn the_console_keeps_its_connections_and_reconnects() {
 
     redis.restart();
     wait_until(10 * SECOND, "the console sees Redis again", || {
+        // A new look at Redis each time (past STATUS_TTL).
         std::thread::sleep(Duration::from_millis(1100));
         state()["status"]["redis"]["reachable"] == true
     });

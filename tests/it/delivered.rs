@@ -25,7 +25,6 @@ use redis::Commands;
 use serde_json::{json, Value};
 
 use crate::common::*;
-use crate::ops::reading;
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -195,12 +194,9 @@ fn settle(
     wait_until(60 * SECOND, "nothing is pending nor held", || {
         pending(&mut con).is_empty() && held_record(&mut con) == 0
     });
-    xadd(&mut con, &[("event", "end")]);
-    for client in fanout.clients() {
-        wait_until(30 * SECOND, &format!("{client} gets `end`"), || {
-            clients.events_of(&client).iter().any(|(e, _)| e == "end")
-        });
-    }
+    let names = fanout.clients();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    end_marker(&mut con, STREAM, &[], clients, &names);
     ClientLedger::count(clients, fanout, lane, &mut con)
 }
 
@@ -444,10 +440,6 @@ fn times_received(clients: &Clients, client: &str, id: &str) -> usize {
         .count()
 }
 
-fn metrics_reading(relay: &Relay, name: &str) -> Option<f64> {
-    reading(&http_get(relay.http_port(), "/metrics").1, name)
-}
-
 const FROZEN_ENTRIES: usize = 10;
 
 /// How long relay B rests an entry between two attempts no client acknowledged.
@@ -505,10 +497,13 @@ fn a_frozen_relay_never_resends_a_completed_ack_entry() {
         .map(|n| ask(&mut con, "e", n, "500ms"))
         .collect();
     wait_until(10 * SECOND, "B sent every entry and they wait", || {
-        metrics_reading(&b, "ack_requests_total").is_some_and(|n| n >= FROZEN_ENTRIES as f64)
-            && metrics_reading(&b, "acks_waiting") == Some(FROZEN_ENTRIES as f64)
+        b.metric("ack_requests_total")
+            .is_some_and(|n| n >= FROZEN_ENTRIES as f64)
+            && b.metric("acks_waiting") == Some(FROZEN_ENTRIES as f64)
     });
-    std::thread::sleep(Duration::from_millis(300)); // into the rest (see above)
+    // Into the rest (see above): places the freeze, nothing is waited for; no metric tells when
+    // an attempt has ended.
+    std::thread::sleep(Duration::from_millis(300));
     b.signal("STOP");
     let frozen = Instant::now();
 
@@ -542,7 +537,7 @@ fn a_frozen_relay_never_resends_a_completed_ack_entry() {
         || {
             results_for(&results(&mut con), &fence) == 1
                 && times_received(&clients, "c", &fence) >= 1
-                && metrics_reading(&b, "acks_waiting") == Some(0.0)
+                && b.metric("acks_waiting") == Some(0.0)
         },
     );
 
@@ -787,7 +782,7 @@ fn entries_that_reached_no_client_are_counted_on(adapter: Adapter) {
         pending(&mut con).is_empty() && xlen(&mut con) == 3
     });
     wait_until(10 * SECOND, "the count is recorded", || {
-        metrics_reading(&relay, "reached_no_client_total") == Some(1.0)
+        relay.metric("reached_no_client_total") == Some(1.0)
     });
     clients.wait_events("u1", 1, 10 * SECOND);
     assert_eq!(

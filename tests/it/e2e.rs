@@ -166,6 +166,7 @@ fn relay_kill_9_during_a_flow_loses_and_duplicates_nothing() {
         ]
     });
     for _ in 0..4 {
+        // Random moments within the flow (pacing the faults); the end marker below waits on state.
         std::thread::sleep(Duration::from_millis(150 + fastrand::u64(0..300)));
         relay.restart(); // SIGKILL, then the same consumer starts again
     }
@@ -179,12 +180,13 @@ fn relay_kill_9_during_a_flow_loses_and_duplicates_nothing() {
     wait_until(30 * SECOND, "nothing is pending", || {
         pending(&mut con).is_empty()
     });
-    xadd(&mut con, &[("room", "orders"), ("event", "end")]);
-    for client in ["a-member", "b-member"] {
-        wait_until(20 * SECOND, &format!("{client} gets `end`"), || {
-            clients.events_of(client).iter().any(|(e, _)| e == "end")
-        });
-    }
+    end_marker(
+        &mut con,
+        STREAM,
+        &[("room", "orders")],
+        &clients,
+        &["a-member", "b-member"],
+    );
     for client in ["a-member", "b-member"] {
         let mut counts = vec![0u32; total];
         for (event, args) in clients.events_of(client) {

@@ -102,7 +102,11 @@ fn every_operation(adapter: Adapter) {
     wait_until(10 * SECOND, "u2 is disconnected", || {
         !clients.disconnections("u2").is_empty()
     });
-    std::thread::sleep(SECOND / 2);
+    // Nothing more comes: every entry is acknowledged (so none is published again), and `done`,
+    // the last one, reached every client after what was published before it.
+    wait_until(10 * SECOND, "every entry is acknowledged", || {
+        pending(&mut con).is_empty()
+    });
 
     let ev = |name: &str, args: Value| (name.to_owned(), args);
     let done = ev("done", json!([]));
@@ -134,6 +138,11 @@ fn every_operation(adapter: Adapter) {
         if binary {
             expected.push(json!(["/admin", "cache:flush", {"$bytes": "01"}]));
         }
+        wait_until(
+            10 * SECOND,
+            "the server prints its serverSideEmit calls",
+            || server.server_side_emits().len() >= expected.len(),
+        );
         assert_eq!(server.server_side_emits(), expected);
     }
 

@@ -29,7 +29,8 @@ fn producer_text_never_forges_a_log_line_nor_reaches_a_terminal_raw() {
     wait_until(10 * SECOND, "the entry is dead-lettered", || {
         dead_letters(&mut con).len() == 1
     });
-    relay.wait_log("dead-lettered an entry", 5 * SECOND);
+    relay.wait_metric("dead_lettered_total", 5 * SECOND, |n| n == 1.0);
+    relay.assert_logged("dead-lettered an entry");
     let log = relay.log();
     assert!(
         !log.lines().any(|l| l.starts_with("2020-01-01")),
@@ -84,6 +85,7 @@ fn monitor_into_a_closed_pipe_exits_zero() {
         if patterns == 2 {
             break;
         }
+        // A poll of the state above, which ends the loop.
         if shell.try_wait().unwrap().is_some() || std::time::Instant::now() > deadline {
             // The whole group: the monitor holds the stderr pipe open after bash is gone.
             let group = format!("-{}", shell.id());
@@ -100,6 +102,7 @@ fn monitor_into_a_closed_pipe_exits_zero() {
     }
     for _ in 0..3 {
         let _: i64 = redis::Commands::publish(&mut con, "socket.io#/#", "x").unwrap();
+        // Paces the publisher; the loop below waits on the monitor's exit.
         std::thread::sleep(Duration::from_millis(50));
     }
     let deadline = std::time::Instant::now() + 10 * SECOND;

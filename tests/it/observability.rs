@@ -15,7 +15,7 @@ use serde_json::Value;
 use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::common::*;
-use crate::ops::{documented_metrics, reading};
+use crate::ops::documented_metrics;
 
 const SECOND: Duration = Duration::from_secs(1);
 const RULES: &str = "deploy/prometheus/sio-relay-rules.yaml";
@@ -731,6 +731,7 @@ fn a_real_prometheus_scraping_a_relay_shows_every_panel_and_raises_every_alert()
                 xadd(&mut con, &[("event", "e")]);
                 xadd(&mut con, &[("event", "e")]);
                 read_as(&mut con, "dead-pod", 1);
+                // Paces the producer; the alerts below are waited for.
                 std::thread::sleep(Duration::from_millis(300));
             }
         });

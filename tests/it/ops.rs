@@ -189,7 +189,8 @@ fn stale_consumers_are_removed_but_never_one_with_pending_entries() {
         .arg("old-pod-idle")
         .query(&mut con)
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1200));
+    wait_consumer_idle(&mut con, "old-pod-idle", Duration::from_millis(1200));
+    wait_consumer_idle(&mut con, "old-pod-busy", Duration::from_millis(1200));
     let relay = Relay::start(
         &redis,
         "relay-1",
@@ -198,19 +199,17 @@ fn stale_consumers_are_removed_but_never_one_with_pending_entries() {
             ("DELIVERY__CLAIM_IDLE", "1h"),
         ],
     );
-    relay.wait_log("removed consumers", 10 * SECOND);
-    let mut consumers = || -> Vec<String> {
-        let rows: Vec<Vec<redis::Value>> = redis::cmd("XINFO")
-            .arg("CONSUMERS")
-            .arg(STREAM)
-            .arg(GROUP)
-            .query(&mut con)
-            .unwrap();
-        rows.iter()
-            .map(|c| redis::FromRedisValue::from_redis_value(c[1].clone()).unwrap())
+    let mut names = || -> Vec<String> {
+        consumers(&mut con)
+            .into_iter()
+            .map(|(name, _, _)| name)
             .collect()
     };
-    let names = consumers();
+    wait_until(10 * SECOND, "the idle consumer is removed", || {
+        !names().contains(&"old-pod-idle".to_owned())
+    });
+    relay.assert_logged("removed consumers");
+    let names = names();
     assert!(names.contains(&"old-pod-busy".to_owned()), "{names:?}");
     assert!(!names.contains(&"old-pod-idle".to_owned()), "{names:?}");
     assert_eq!(
@@ -223,7 +222,7 @@ fn stale_consumers_are_removed_but_never_one_with_pending_entries() {
 #[test]
 fn sighup_applies_the_log_level_and_names_what_needs_a_restart() {
     let redis = RedisServer::start();
-    let _sub = Subscriber::start(&redis, "/");
+    let sub = Subscriber::start(&redis, "/");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.toml");
     std::fs::write(&file, "[log]\nlevel = \"info\"\n").unwrap();
@@ -231,9 +230,9 @@ fn sighup_applies_the_log_level_and_names_what_needs_a_restart() {
     relay.wait_ready(10 * SECOND);
     let mut con = redis.connection();
     xadd(&mut con, &[("event", "quiet")]);
-    wait_until(10 * SECOND, "the entry is delivered", || {
+    sub.wait_count(1, 10 * SECOND);
+    wait_until(10 * SECOND, "the entry is acknowledged", || {
         pending(&mut con).is_empty()
-            && redis::Commands::xlen::<_, usize>(&mut con, STREAM).unwrap() == 1
     });
     assert!(
         !relay.log().contains("batch done"),
@@ -246,18 +245,33 @@ fn sighup_applies_the_log_level_and_names_what_needs_a_restart() {
     )
     .unwrap();
     relay.signal("HUP");
+    // What a reload did is only in the log (no metric nor state tells it), and the log is what this
+    // test is about: the lines are waited for.
     relay.wait_log("configuration reloaded", 10 * SECOND);
-    relay.wait_log("take effect only after a restart", SECOND);
+    relay.assert_logged("take effect only after a restart");
     let log = relay.log();
     assert!(log.contains("log.level"), "{log}");
     assert!(log.contains("source.batch_size"), "{log}");
     xadd(&mut con, &[("event", "loud")]);
-    relay.wait_log("batch done", 10 * SECOND);
+    sub.wait_count(2, 10 * SECOND);
+    wait_until(10 * SECOND, "the entry is acknowledged", || {
+        pending(&mut con).is_empty()
+    });
+    relay.assert_logged("batch done");
 
     // A broken file is refused and the running configuration stays.
     std::fs::write(&file, "[log]\nlevel = 5\n[nope]\n").unwrap();
     relay.signal("HUP");
     relay.wait_log("configuration reload failed", 10 * SECOND);
+    // Still at debug: an entry's batch is still logged.
+    xadd(&mut con, &[("event", "still-loud")]);
+    sub.wait_count(3, 10 * SECOND);
+    wait_until(10 * SECOND, "the entry is acknowledged", || {
+        pending(&mut con).is_empty()
+    });
+    wait_until(2 * SECOND, "the batch is logged at debug", || {
+        relay.log().matches("batch done").count() >= 2
+    });
 }
 
 /// The metric names of docs/03-operating.md ("Health and metrics"): the first column of its metrics
@@ -300,34 +314,6 @@ pub(crate) fn documented_metrics() -> Vec<String> {
         }
     }
     names
-}
-
-/// Every series of `/metrics` whose name starts with `sio_relay_<name>` (a histogram counts by
-/// its `_count`), summed: what "it moved" is judged on.
-pub(crate) fn reading(body: &str, name: &str) -> Option<f64> {
-    let full = format!("sio_relay_{name}");
-    let (base, labels) = full
-        .split_once('{')
-        .map_or((full.as_str(), ""), |(b, l)| (b, l));
-    let mut found = None;
-    for line in body.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let matches = if labels.is_empty() {
-            series == base
-                || series == format!("{base}_count")
-                || series.starts_with(&format!("{base}{{"))
-        } else {
-            series == full
-        };
-        if matches {
-            let value: f64 = value.parse().unwrap_or(f64::NAN);
-            let value = if value.is_nan() { -1.0 } else { value };
-            found = Some(found.unwrap_or(0.0) + value);
-        }
-    }
-    found
 }
 
 /// Every metric docs/03-operating.md lists exists and is seen to change, through one relay's life: a dead

@@ -53,7 +53,14 @@ fn entries_spread_over_partitions_arrive_once_and_in_order_per_room() {
             relay.restart(); // SIGKILL, then the same consumer again
         }
     }
-    assert_each_room_in_order(&clients, &rooms, 100);
+    assert_each_room_in_order(&clients, &rooms, 100, |room, fields| {
+        redis::cmd("XADD")
+            .arg(partition_of(room))
+            .arg("*")
+            .arg(fields)
+            .query::<String>(&mut con)
+            .unwrap();
+    });
 
     let run = |args: &[&str]| {
         sio_relay()

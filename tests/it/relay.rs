@@ -44,7 +44,8 @@ fn start_id_decides_whether_a_new_group_reads_the_backlog() {
     let mut con = redis.connection();
     xadd(&mut con, &[("event", "old")]);
     let relay = Relay::start(&redis, "relay-1", &[("SOURCE__START_ID", "$")]);
-    relay.wait_log("created the consumer group", 10 * SECOND);
+    // Ready: the group exists, created at the stream's end.
+    relay.wait_ready(10 * SECOND);
     xadd(&mut con, &[("event", "new")]);
     let messages = sub.wait_count(1, 10 * SECOND);
     assert_eq!(sub.flush(&redis), 1, "the backlog was skipped");
@@ -105,7 +106,11 @@ fn own_pending_entries_are_finished_after_a_restart() {
     wait_until(5 * SECOND, "all acknowledged", || {
         pending(&mut con).is_empty()
     });
-    relay.wait_log("recovered this consumer's pending entries", SECOND);
+    assert_eq!(
+        relay.metric("entries_read_total{source=\"own_pending\"}"),
+        Some(3.0)
+    );
+    relay.assert_logged("recovered this consumer's pending entries");
 }
 
 #[test]
@@ -136,7 +141,11 @@ fn a_dead_consumers_entries_are_reclaimed() {
     wait_until(5 * SECOND, "all acknowledged", || {
         pending(&mut con).is_empty()
     });
-    relay.wait_log("reclaimed idle entries of other consumers", SECOND);
+    assert_eq!(
+        relay.metric("entries_read_total{source=\"reclaimed\"}"),
+        Some(5.0)
+    );
+    relay.assert_logged("reclaimed idle entries of other consumers");
 }
 
 #[test]
@@ -158,7 +167,8 @@ fn reclaimed_entries_deleted_from_the_stream_are_reported_not_fatal() {
     );
     let messages = sub.wait_count(1, 10 * SECOND);
     assert_eq!(messages[0].event(), "kept");
-    relay.wait_log("deleted from the stream", 5 * SECOND);
+    relay.wait_metric("deleted_pending_total", 5 * SECOND, |n| n == 1.0);
+    relay.assert_logged("deleted from the stream");
     wait_until(5 * SECOND, "the pending list is empty", || {
         pending(&mut con).is_empty()
     });
@@ -267,9 +277,12 @@ fn entries_wait_for_servers_without_using_up_attempts() {
         .map(|m| m.arg())
         .collect();
     assert_eq!(admin_args, [0, 1, 2]);
-    relay.wait_log("too few Socket.IO servers listen", 5 * SECOND);
-    // Well past claim_idle and many retries: still pending, still delivered only once.
-    std::thread::sleep(Duration::from_millis(2500));
+    relay.wait_metric("held_total", 5 * SECOND, |n| n == 3.0);
+    relay.assert_logged("too few Socket.IO servers listen");
+    // Well past claim_idle (1 s) and many retries (every 100 ms, each counting the servers):
+    // still pending, still delivered only once.
+    let before = servers_counted(&mut con);
+    wait_attempts(&mut con, before, 20);
     let held = pending(&mut con);
     assert_eq!(held.len(), 3, "{held:?}");
     assert!(
@@ -292,7 +305,7 @@ fn entries_wait_for_servers_without_using_up_attempts() {
     // Order holds for entries produced after the servers came back, too.
     xadd(&mut con, &[("event", "root"), ("data", "3")]);
     root.wait_count(4, 5 * SECOND);
-    relay.wait_log("listen on this namespace again", SECOND);
+    relay.assert_logged("listen on this namespace again");
 }
 
 #[test]
@@ -313,8 +326,12 @@ fn reading_pauses_when_too_many_entries_are_held() {
     for i in 0..10 {
         xadd(&mut con, &[("event", "e"), ("data", &i.to_string())]);
     }
-    relay.wait_log("reading paused", 10 * SECOND);
-    std::thread::sleep(Duration::from_millis(300));
+    relay.wait_metric("held_entries", 10 * SECOND, |n| n == 4.0);
+    // Paused: the relay keeps retrying the held entries (each retry refreshes their idle time),
+    // and a retry after the pause proves no read came in between.
+    let before = servers_counted(&mut con);
+    wait_attempts(&mut con, before, 2);
+    relay.assert_logged("reading paused");
     assert_eq!(pending(&mut con).len(), 4, "no more is read than max_held");
     let sub = Subscriber::start(&redis, "/");
     let args: Vec<_> = sub
@@ -323,7 +340,7 @@ fn reading_pauses_when_too_many_entries_are_held() {
         .map(|m| m.arg())
         .collect();
     assert_eq!(args, (0..10).collect::<Vec<_>>());
-    relay.wait_log("reading resumed", SECOND);
+    relay.assert_logged("reading resumed");
 }
 
 #[test]
@@ -368,7 +385,7 @@ fn sigterm_finishes_the_batch_in_flight_and_exits_zero() {
     let status = relay.signal_and_wait("TERM", 10 * SECOND);
     assert!(status.success(), "exit status {status:?}");
     assert!(started.elapsed() < 5 * SECOND, "within shutdown.timeout");
-    relay.wait_log("stopped", SECOND);
+    relay.assert_logged("stopped");
     producer.join().unwrap();
     // Whatever was not delivered is still pending or unread; a new start delivers it, once.
     let _next = Relay::start(&redis, "relay-1", &[]);
@@ -384,7 +401,8 @@ fn sigint_with_redis_down_still_exits_promptly() {
     let mut relay = Relay::start(&redis, "relay-1", &[("SHUTDOWN__TIMEOUT", "2s")]);
     relay.wait_ready(10 * SECOND);
     redis.kill();
-    relay.wait_log("Redis is unavailable", 10 * SECOND);
+    relay.wait_unready("Redis:", 10 * SECOND);
+    relay.assert_logged("Redis is unavailable");
     let started = Instant::now();
     let status = relay.signal_and_wait("INT", 5 * SECOND);
     assert!(status.success(), "exit status {status:?}");
@@ -396,11 +414,17 @@ fn relay_waits_for_redis_that_is_not_up_yet() {
     let mut redis = RedisServer::start();
     redis.kill();
     let relay = Relay::start(&redis, "relay-1", &[("REDIS__BACKOFF_MAX", "200ms")]);
-    relay.wait_log("Redis is unavailable", 10 * SECOND);
+    relay.wait_unready("Redis:", 10 * SECOND);
+    relay.assert_logged("Redis is unavailable");
+    // Redis stays down for a while, so that the relay tries several times (backoff at most
+    // 200 ms): the length of the outage, not a wait for the relay. Nothing counts connection
+    // attempts to a Redis that is down (no metric), so the assertion below on saying it once is
+    // only as strong as the attempts made meanwhile.
     std::thread::sleep(Duration::from_millis(800));
     redis.restart();
     let sub = Subscriber::start(&redis, "/");
-    relay.wait_log("Redis is back", 10 * SECOND);
+    relay.wait_ready(10 * SECOND);
+    relay.assert_logged("Redis is back");
     let mut con = redis.connection();
     xadd(&mut con, &[("event", "e")]);
     sub.wait_count(1, 10 * SECOND);
@@ -415,10 +439,8 @@ fn a_deleted_group_is_created_again() {
     relay.wait_ready(10 * SECOND);
     let mut con = redis.connection();
     destroy_group(&mut con);
-    relay.wait_log(
-        "created it again at the last entry this relay knew read",
-        10 * SECOND,
-    );
+    relay.wait_metric("group_recreated_total", 10 * SECOND, |n| n == 1.0);
+    relay.assert_logged("created it again at the last entry this relay knew read");
     xadd(&mut con, &[("event", "after")]);
     assert_eq!(sub.wait_count(1, 10 * SECOND)[0].event(), "after");
 }

@@ -34,7 +34,7 @@ fn the_relay_works_under_the_documented_acl_rule() {
         .arg("stale-pod")
         .query(&mut admin)
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1100));
+    wait_consumer_idle(&mut admin, "stale-pod", Duration::from_millis(1100));
 
     let url = format!("redis://sio-relay@127.0.0.1:{}", redis.port);
     let password_file = password_file.to_str().unwrap();
@@ -64,7 +64,12 @@ fn the_relay_works_under_the_documented_acl_rule() {
     wait_until(10 * SECOND, "everything is acknowledged", || {
         pending(&mut admin).is_empty()
     });
-    relay.wait_log("removed consumers", 10 * SECOND);
+    wait_until(10 * SECOND, "the stale consumer is removed", || {
+        !consumers(&mut admin)
+            .iter()
+            .any(|(name, _, _)| name == "stale-pod")
+    });
+    relay.assert_logged("removed consumers");
     let log = relay.log();
     for refused in [
         "NOPERM",
@@ -87,7 +92,8 @@ fn a_wrong_password_is_reported_and_retried() {
         .unwrap();
     let url = format!("redis://sio-relay:wrong@127.0.0.1:{}", redis.port);
     let relay = Relay::start(&redis, "relay-1", &[("REDIS__URL", &url)]);
-    relay.wait_log("Redis is unavailable", 10 * SECOND);
+    relay.wait_unready("Redis:", 10 * SECOND);
+    relay.assert_logged("Redis is unavailable");
     let log = relay.log();
     assert!(log.contains("authentication failed"), "{log}");
     assert!(
@@ -214,5 +220,6 @@ fn the_relay_speaks_tls_with_a_private_ca_and_a_client_certificate() {
         "relay-2",
         &[("REDIS__URL", &url), ("REDIS__TLS_CA_FILE", &ca)],
     );
-    relay.wait_log("Redis is unavailable", 10 * SECOND);
+    relay.wait_unready("Redis:", 10 * SECOND);
+    relay.assert_logged("Redis is unavailable");
 }

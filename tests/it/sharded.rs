@@ -88,7 +88,7 @@ fn sharded_servers_are_counted_for_min_receivers() {
     let mut con = redis.connection();
     add_numbered(&mut con, 0..10);
     wait_held(&mut con, 10);
-    relay.wait_log("too few Socket.IO servers listen", 10 * SECOND);
+    relay.assert_logged("too few Socket.IO servers listen");
     let b = SocketIoServer::start_with(&redis.url(), &SHARDED);
     let clients = Clients::connect(&[("a", a.url("/"), &[]), ("b", b.url("/"), &[])]);
     for client in ["a", "b"] {
@@ -128,7 +128,8 @@ fn an_adapter_that_does_not_match_the_servers_is_named() {
         let relay = Relay::start(&redis, "relay-1", &relay_adapter.settings());
         let mut con = redis.connection();
         add_numbered(&mut con, 0..3);
-        relay.wait_log(hint, 10 * SECOND);
+        wait_held(&mut con, 3);
+        relay.assert_logged(hint);
         assert_eq!(pending(&mut con).len(), 3, "held, not acknowledged");
         let out = cli(&redis, &relay_adapter, &["status"]);
         assert_eq!(out.status.code(), Some(1));

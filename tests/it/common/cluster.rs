@@ -1,6 +1,7 @@
 //! A Redis Cluster of the test's own: six `redis-server --cluster-enabled yes` nodes on free ports,
 //! joined by `redis-cli --cluster create --cluster-replicas 1` (three primaries, three replicas,
-//! `cluster-node-timeout` 2 s), so that a test can kill a primary or migrate a slot mid-flow.
+//! `cluster-node-timeout` 2 s), so that a test can kill a primary or migrate a slot mid-flow. The
+//! benchmark starts one of primaries only ([`Cluster::start_with`]).
 
 use std::process::Command;
 use std::time::Duration;
@@ -14,7 +15,12 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start() -> Cluster {
-        let nodes: Vec<RedisServer> = (0..6)
+        Cluster::start_with(3, 1)
+    }
+
+    /// A cluster of `primaries`, each with `replicas` replicas.
+    pub fn start_with(primaries: usize, replicas: usize) -> Cluster {
+        let nodes: Vec<RedisServer> = (0..primaries * (1 + replicas))
             .map(|i| {
                 RedisServer::start_with(&[
                     "--cluster-enabled".into(),
@@ -37,7 +43,7 @@ impl Cluster {
             .arg("--cluster")
             .arg("create")
             .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("run redis-cli --cluster create");
         assert!(

@@ -104,7 +104,8 @@ impl FailoverProducer {
     }
 
     /// Once every entry in `stream` (on the primary `con` reaches) was delivered to client `c` of
-    /// `clients` or dead-lettered to `dead`, and nothing is pending: the ledger. Entries missing
+    /// `clients` or dead-lettered to `dead`, nothing is pending, and an end entry reached `c` after
+    /// them: the ledger. Entries missing
     /// from the stream must be ones the producer never saw replicated (asynchronous replication
     /// lost them with the old primary, before anyone read them: not the relay's to lose); they are
     /// excused.
@@ -141,6 +142,9 @@ impl FailoverProducer {
                         .all(|&i| got.contains(&(i as u64)) || dead.contains(&i))
             },
         );
+        // Nothing pending, so nothing is published again; and one last entry: once `c` has it, it
+        // has whatever was published before it (a duplicate included).
+        super::end_marker(con, stream, &[], clients, &["c"]);
         let mut ledger = Ledger {
             produced: total,
             delivered: vec![0; total],

@@ -246,6 +246,29 @@ impl RedisServer {
         self.child.is_some()
     }
 
+    /// The process ID of the running server.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("redis-server running").id()
+    }
+
+    /// A server replicating `primary`, once in sync with it.
+    pub fn start_replica_of(primary: &RedisServer) -> RedisServer {
+        let replica = RedisServer::start_with(&[
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            primary.port.to_string(),
+        ]);
+        let mut con = replica.connection();
+        wait_until(Duration::from_secs(30), "the replica is in sync", || {
+            let info: redis::InfoDict = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut con)
+                .unwrap();
+            info.get::<String>("master_link_status").as_deref() == Some("up")
+        });
+        replica
+    }
+
     pub fn try_connection(&self) -> redis::RedisResult<redis::Connection> {
         let client = redis::Client::open(self.url())?;
         client.get_connection_with_timeout(Duration::from_secs(2))
@@ -442,13 +465,54 @@ impl Relay {
         });
     }
 
-    /// Waits until the log holds `needle` at least `n` times (the log spans restarts).
-    pub fn wait_log_count(&self, needle: &str, n: usize, timeout: Duration) {
+    /// The relay's metric `name` (as [`reading`] names it: `held_total`,
+    /// `entries_read_total{source="reclaimed"}`), if it has that series now.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        reading(&http_get(self.http_port(), "/metrics").1, name)
+    }
+
+    /// Waits until the relay's metric `name` satisfies `check`; returns its value then.
+    pub fn wait_metric(&self, name: &str, timeout: Duration, check: impl Fn(f64) -> bool) -> f64 {
+        let mut value = None;
         wait_until(
             timeout,
-            &format!("the relay logs {needle:?} {n} times"),
-            || self.log().matches(needle).count() >= n,
+            &format!("the relay's {name} is as expected"),
+            || {
+                value = self.metric(name);
+                value.is_some_and(&check)
+            },
         );
+        value.unwrap()
+    }
+
+    /// Waits until `/readyz` answers 503 with a reason that contains `reason` (such as `Redis:`,
+    /// which the relay says once it has found Redis unavailable).
+    pub fn wait_unready(&self, reason: &str, timeout: Duration) {
+        let port = self.http_port();
+        wait_until(
+            timeout,
+            &format!("/readyz says the relay is not ready: {reason:?}"),
+            || {
+                let (status, body) = http_get(port, "/readyz");
+                status == 503 && body.contains(reason)
+            },
+        );
+    }
+
+    /// Asserts that the log holds `needle`, once the test has waited on the state the line is
+    /// about (a metric, a readiness, an entry acknowledged): the line is written by the same step
+    /// that changed that state, a moment after it, so this allows that step 2 s to write it. Not a
+    /// way to wait for something to happen.
+    pub fn assert_logged(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "the relay did not log {needle:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends `signal` without waiting for anything.
@@ -591,26 +655,45 @@ pub struct Subscriber {
 impl Subscriber {
     pub fn start(redis: &RedisServer, nsp: &str) -> Subscriber {
         let channels = vec![format!("socket.io-request#{nsp}#")];
-        Subscriber::launch(redis, format!("socket.io#{nsp}#*"), channels)
+        Subscriber::launch(redis, format!("socket.io#{nsp}#*"), channels, None)
+    }
+
+    /// As [`Subscriber::start`], handing each broadcast's payload to `hook` as it arrives instead
+    /// of keeping it ([`Subscriber::messages`] stays empty): for flows too large to keep, such as
+    /// the benchmark's.
+    pub fn start_with_hook(
+        redis: &RedisServer,
+        nsp: &str,
+        hook: impl Fn(&[u8]) + Send + Sync + 'static,
+    ) -> Subscriber {
+        let channels = vec![format!("socket.io-request#{nsp}#")];
+        let pattern = format!("socket.io#{nsp}#*");
+        Subscriber::launch(redis, pattern, channels, Some(Arc::new(hook)))
     }
 
     /// A pattern subscriber that is not a Socket.IO server.
     pub fn pattern_only(redis: &RedisServer, pattern: &str) -> Subscriber {
-        Subscriber::launch(redis, pattern.to_owned(), Vec::new())
+        Subscriber::launch(redis, pattern.to_owned(), Vec::new(), None)
     }
 
-    fn launch(redis: &RedisServer, pattern: String, channels: Vec<String>) -> Subscriber {
+    fn launch(
+        redis: &RedisServer,
+        pattern: String,
+        channels: Vec<String>,
+        hook: Option<Hook>,
+    ) -> Subscriber {
         let url = redis.url();
         let messages = Arc::new(Mutex::new(Vec::new()));
         let markers = Arc::new(Mutex::new(Vec::new()));
         let subscribed = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (messages, markers, subscribed, stop) = (
+            let (messages, markers, subscribed, stop, hook) = (
                 messages.clone(),
                 markers.clone(),
                 subscribed.clone(),
                 stop.clone(),
+                hook.clone(),
             );
             std::thread::spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
@@ -618,7 +701,7 @@ impl Subscriber {
                         &url,
                         &pattern,
                         &channels,
-                        (&messages, &markers),
+                        (&messages, &markers, &hook),
                         &subscribed,
                         &stop,
                     );
@@ -710,13 +793,20 @@ impl Drop for Subscriber {
 /// What [`Subscriber::flush`] publishes, followed by a number.
 const MARKER: &str = "sio-relay-test-marker-";
 
-type Inbox<'a> = (&'a Mutex<Vec<Message>>, &'a Mutex<Vec<Vec<u8>>>);
+/// What a [`Subscriber`] hands each broadcast's payload to, instead of keeping it.
+pub type Hook = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
+type Inbox<'a> = (
+    &'a Mutex<Vec<Message>>,
+    &'a Mutex<Vec<Vec<u8>>>,
+    &'a Option<Hook>,
+);
 
 fn subscribe_until_error(
     url: &str,
     pattern: &str,
     channels: &[String],
-    (messages, markers): Inbox,
+    (messages, markers, hook): Inbox,
     subscribed: &AtomicBool,
     stop: &AtomicBool,
 ) -> redis::RedisResult<()> {
@@ -739,7 +829,9 @@ fn subscribe_until_error(
                 .lock()
                 .unwrap()
                 .push(msg.get_payload_bytes().to_vec());
-        } else if msg.from_pattern() {
+        } else if let Some(hook) = hook {
+            hook(msg.get_payload_bytes());
+        } else {
             messages.lock().unwrap().push(Message {
                 channel: msg.get_channel_name().to_owned(),
                 payload: msg.get_payload_bytes().to_vec(),
@@ -906,6 +998,99 @@ pub fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> 
         .iter()
         .find(|(f, _)| f == name)
         .map(|(_, v)| v.as_str())
+}
+
+/// The group's consumers: (name, pending entries, idle milliseconds), as XINFO CONSUMERS gives them.
+pub fn consumers(con: &mut redis::Connection) -> Vec<(String, u64, u64)> {
+    let rows: Vec<std::collections::HashMap<String, Value>> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(STREAM)
+        .arg(GROUP)
+        .query(con)
+        .expect("XINFO CONSUMERS");
+    let get = |row: &std::collections::HashMap<String, Value>, key: &str| -> u64 {
+        redis::FromRedisValue::from_redis_value(row[key].clone()).unwrap()
+    };
+    rows.iter()
+        .map(|row| {
+            let name = redis::FromRedisValue::from_redis_value(row["name"].clone()).unwrap();
+            (name, get(row, "pending"), get(row, "idle"))
+        })
+        .collect()
+}
+
+/// Waits until the consumer `name` has been idle for longer than `idle`.
+pub fn wait_consumer_idle(con: &mut redis::Connection, name: &str, idle: Duration) {
+    wait_until(
+        Duration::from_secs(10),
+        &format!("{name} is idle for longer than {idle:?}"),
+        || {
+            consumers(con)
+                .iter()
+                .any(|(n, _, ms)| n == name && *ms > idle.as_millis() as u64)
+        },
+    );
+}
+
+/// Per command of INFO commandstats: (calls, rejected_calls, failed_calls) so far.
+pub fn command_stats(con: &mut redis::Connection) -> std::collections::HashMap<String, [u64; 3]> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(con).unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("cmdstat_")?;
+            let (name, stats) = rest.split_once(':')?;
+            let value = |key: &str| -> u64 {
+                stats
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            };
+            Some((
+                name.to_owned(),
+                [
+                    value("calls"),
+                    value("rejected_calls"),
+                    value("failed_calls"),
+                ],
+            ))
+        })
+        .collect()
+}
+
+/// How often Redis refused or failed `command` so far (rejected_calls + failed_calls).
+pub fn command_errors(con: &mut redis::Connection, command: &str) -> u64 {
+    command_stats(con)
+        .get(command)
+        .map_or(0, |[_, rejected, failed]| rejected + failed)
+}
+
+/// How many times Socket.IO servers were counted (PUBSUB NUMSUB), which the relay does on every
+/// attempt to deliver, retries of held entries included.
+pub fn servers_counted(con: &mut redis::Connection) -> u64 {
+    command_stats(con)
+        .get("pubsub|numsub")
+        .map_or(0, |[calls, _, _]| *calls)
+}
+
+/// Waits until the relay has counted the servers `n` more times than `before` (a
+/// [`servers_counted`]): `n` attempts, retries of held entries included.
+pub fn wait_attempts(con: &mut redis::Connection, before: u64, n: u64) {
+    wait_until(
+        Duration::from_secs(20),
+        &format!("{n} more delivery attempts"),
+        || servers_counted(con) >= before + n,
+    );
+}
+
+/// Waits until Redis has refused or failed `command` `n` more times than `before` (a
+/// [`command_errors`]): the relay keeps trying while Redis refuses its work.
+pub fn wait_refused(con: &mut redis::Connection, command: &str, before: u64, n: u64) {
+    wait_until(
+        Duration::from_secs(20),
+        &format!("Redis refuses {command} {n} more times"),
+        || command_errors(con, command) >= before + n,
+    );
 }
 
 /// XGROUP DESTROY of the relays' group, as an operator's mistake would.
@@ -1167,6 +1352,37 @@ impl Clients {
     }
 }
 
+/// XADDs an `end` event with `fields` (a room, a namespace) to `stream`, and waits until each of
+/// `names` has it: whatever the relay published before it has reached them too (a server gets the
+/// relay's packets in order and passes them on in order). How a test knows that something did
+/// *not* arrive, without sleeping.
+pub fn end_marker(
+    con: &mut redis::Connection,
+    stream: &str,
+    fields: &[(&str, &str)],
+    clients: &Clients,
+    names: &[&str],
+) {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let data = json!({ "end": n }).to_string();
+    let mut all = vec![("event", "end"), ("data", data.as_str())];
+    all.extend_from_slice(fields);
+    let _: String = con.xadd(stream, "*", &all).expect("XADD");
+    for name in names {
+        wait_until(
+            Duration::from_secs(20),
+            &format!("{name} gets the end marker"),
+            || {
+                clients
+                    .events_of(name)
+                    .iter()
+                    .any(|(event, args)| event == "end" && args[0]["end"] == n)
+            },
+        );
+    }
+}
+
 /// The rooms `user:0` .. `user:<n-1>`, and one client per room (named after it) on `url`.
 pub fn one_client_per_room(url: &str, n: usize) -> (Vec<String>, Clients) {
     let rooms: Vec<String> = (0..n).map(|u| format!("user:{u}")).collect();
@@ -1180,12 +1396,33 @@ pub fn one_client_per_room(url: &str, n: usize) -> (Vec<String>, Clients) {
 }
 
 /// Entry `i` (data `i`) went to room `i % rooms.len()`: each room's client must get exactly its
-/// `per_room` entries, once each and in order.
-pub fn assert_each_room_in_order(clients: &Clients, rooms: &[String], per_room: usize) {
+/// `per_room` entries, once each and in order. `add(room, fields)` XADDs an entry for `room`
+/// where that room's entries go: one `end` entry per room, once its client has it, tells that it
+/// has everything the relay sent before it (a duplicate included).
+pub fn assert_each_room_in_order(
+    clients: &Clients,
+    rooms: &[String],
+    per_room: usize,
+    mut add: impl FnMut(&str, &[(&str, &str)]),
+) {
     for room in rooms {
         clients.wait_events(room, per_room, Duration::from_secs(30));
     }
-    std::thread::sleep(Duration::from_millis(500));
+    for room in rooms {
+        add(room, &[("event", "end"), ("room", room)]);
+    }
+    for room in rooms {
+        wait_until(
+            Duration::from_secs(30),
+            &format!("{room} gets `end`"),
+            || {
+                clients
+                    .events_of(room)
+                    .iter()
+                    .any(|(event, _)| event == "end")
+            },
+        );
+    }
     for (u, room) in rooms.iter().enumerate() {
         let got: Vec<u64> = clients
             .events_of(room)
@@ -1557,6 +1794,34 @@ pub fn exhaust_dead_letter_stream(con: &mut redis::Connection) {
             &[("f", "v")],
         )
         .unwrap();
+}
+
+/// Every series of `/metrics` whose name starts with `sio_relay_<name>` (a histogram counts by
+/// its `_count`), summed: what "it moved" is judged on.
+pub fn reading(body: &str, name: &str) -> Option<f64> {
+    let full = format!("sio_relay_{name}");
+    let (base, labels) = full
+        .split_once('{')
+        .map_or((full.as_str(), ""), |(b, l)| (b, l));
+    let mut found = None;
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let matches = if labels.is_empty() {
+            series == base
+                || series == format!("{base}_count")
+                || series.starts_with(&format!("{base}{{"))
+        } else {
+            series == full
+        };
+        if matches {
+            let value: f64 = value.parse().unwrap_or(f64::NAN);
+            let value = if value.is_nan() { -1.0 } else { value };
+            found = Some(found.unwrap_or(0.0) + value);
+        }
+    }
+    found
 }
 
 pub fn metric(body: &str, name: &str) -> f64 {

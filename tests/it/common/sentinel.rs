@@ -20,19 +20,7 @@ pub struct Sentinels {
 impl Sentinels {
     pub fn start() -> Sentinels {
         let primary = RedisServer::start();
-        let replica = RedisServer::start_with(&[
-            "--replicaof".into(),
-            "127.0.0.1".into(),
-            primary.port.to_string(),
-        ]);
-        let mut con = replica.connection();
-        wait_until(Duration::from_secs(20), "the replica is in sync", || {
-            let info: redis::InfoDict = redis::cmd("INFO")
-                .arg("replication")
-                .query(&mut con)
-                .unwrap();
-            info.get::<String>("master_link_status").as_deref() == Some("up")
-        });
+        let replica = RedisServer::start_replica_of(&primary);
         let dir = tempfile::tempdir().expect("temp dir");
         let binary = require(
             "redis-server",
