@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -113,6 +114,25 @@ pub fn require(binary: &str, install: &str) -> PathBuf {
             .find(|p| p.is_file())
     });
     found.unwrap_or_else(|| panic!("`{binary}` is not on PATH; the tests need it: {install}"))
+}
+
+/// libfaketime's library, where Debian, Ubuntu and a `make install` put it.
+pub fn libfaketime() -> PathBuf {
+    let candidates = ["/usr/lib", "/usr/local/lib", "/usr/lib64"]
+        .into_iter()
+        .flat_map(|lib| {
+            let arch = std::fs::read_dir(lib)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path().join("faketime"));
+            std::iter::once(PathBuf::from(lib).join("faketime")).chain(arch)
+        })
+        .map(|dir| dir.join("libfaketime.so.1"));
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .expect("libfaketime is not installed; the tests need it: apt-get install faketime")
 }
 
 pub fn free_port() -> u16 {
@@ -319,8 +339,13 @@ pub struct Relay {
     _dir: tempfile::TempDir,
     env: Vec<(String, String)>,
     config: Option<PathBuf>,
-    /// A program the relay runs under (`faketime ...`), empty for none.
+    /// A program the relay runs under (`bash -c 'ulimit ...; exec'`), empty for none.
     wrapper: Vec<String>,
+    /// Variables for the process itself, not the relay's `SIO_RELAY_*` (libfaketime's).
+    process_env: Vec<(String, String)>,
+    /// The process group of the last start: the relay and whatever runs it. Checked empty once the
+    /// relay is gone, so that no test leaves a process behind.
+    group: Option<u32>,
 }
 
 /// The relay's `http.listen` port, when the test did not choose one: `/readyz` is how the harness
@@ -371,6 +396,8 @@ impl Relay {
             env,
             config: file.map(Path::to_path_buf),
             wrapper: Vec::new(),
+            process_env: Vec::new(),
+            group: None,
         };
         relay.spawn();
         relay
@@ -392,19 +419,26 @@ impl Relay {
     }
 
     /// As [`Relay::start`], with the relay's clock `offset` away from the real one (`+2d`,
-    /// `-3h`), through libfaketime.
+    /// `-3h`), through libfaketime, preloaded into the relay itself: Debian's `faketime` wrapper
+    /// forks the program and keeps shared memory, so killing it left the relay and
+    /// `/dev/shm/faketime_*` behind.
     pub fn start_with_clock(
         redis: &RedisServer,
         consumer: &str,
         offset: &str,
         settings: &[(&str, &str)],
     ) -> Relay {
-        let faketime = require(
-            "faketime",
-            "install libfaketime (Debian/Ubuntu: apt-get install faketime)",
-        );
-        let faketime = faketime.to_string_lossy();
-        Relay::start_under(redis, consumer, &[&faketime, "-f", offset], settings)
+        let library = libfaketime();
+        let mut relay = Relay::start(redis, consumer, settings);
+        relay.kill();
+        relay.process_env = vec![
+            ("LD_PRELOAD".into(), library.to_string_lossy().into_owned()),
+            ("FAKETIME".into(), offset.into()),
+            // A clock moved for the relay's wall time only: its timers stay real.
+            ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+        ];
+        relay.spawn();
+        relay
     }
 
     /// As [`Relay::start`], with at most `files` open file descriptors (`ulimit -n`).
@@ -425,8 +459,9 @@ impl Relay {
             .open(&self.log)
             .expect("relay log file");
         let mut cmd = sio_relay_under(&self.wrapper);
-        // A clock moved for the relay's wall time only: its timers stay real.
-        cmd.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        cmd.envs(self.process_env.iter().map(|(k, v)| (k, v)));
+        // A group of its own: whatever the relay (or its wrapper) leaves running is found there.
+        cmd.process_group(0);
         cmd.arg("run");
         if let Some(config) = &self.config {
             cmd.arg("--config").arg(config);
@@ -437,7 +472,52 @@ impl Relay {
         for (key, value) in &self.env {
             cmd.env(format!("SIO_RELAY_{key}"), value);
         }
-        self.child = Some(cmd.spawn().expect("spawn sio-relay"));
+        let child = cmd.spawn().expect("spawn sio-relay");
+        self.group = Some(child.id());
+        self.child = Some(child);
+    }
+
+    /// Fails the test when a process of the relay's group outlives the relay (a wrapper's child,
+    /// say), after killing it: every process a test starts is gone when it ends.
+    fn check_group_empty(&mut self) {
+        let Some(group) = self.group.take() else {
+            return;
+        };
+        if self.process_env.iter().any(|(k, _)| k == "LD_PRELOAD") {
+            // libfaketime keeps a segment and a semaphore per process, named by its PID (the
+            // group's leader), removed at exit: not after a SIGKILL.
+            for name in [
+                format!("faketime_shm_{group}"),
+                format!("sem.faketime_sem_{group}"),
+            ] {
+                let _ = std::fs::remove_file(Path::new("/dev/shm").join(name));
+            }
+        }
+        let alive = |group: u32| {
+            Command::new("kill")
+                .args(["-0", "--", &format!("-{group}")])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !alive(group) {
+            return;
+        }
+        let left: String = Command::new("ps")
+            .args(["-eo", "pgid=,pid=,args="])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.split_whitespace().next() == Some(&group.to_string()))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{group}")])
+            .status();
+        if !std::thread::panicking() {
+            panic!("the relay's process group outlived it; killed:\n{left}");
+        }
     }
 
     pub fn log(&self) -> String {
@@ -553,6 +633,7 @@ impl Relay {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = child.try_wait().expect("wait for the relay") {
+                self.check_group_empty();
                 return status;
             }
             if Instant::now() > deadline {
@@ -572,6 +653,7 @@ impl Relay {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.check_group_empty();
     }
 
     /// Starts the same relay (same consumer name and settings) again.
