@@ -23,6 +23,7 @@ use redis::{FromRedisValue, RedisResult, Script, Value};
 use crate::config::{Config, RedisMode};
 use crate::entry::EntryId;
 use crate::packet::{Packet, Target};
+use crate::protocol::{Flag, Lua, OpKind, OutcomeCode, ReasonCode};
 
 /// The keys the relay keeps in Redis besides the stream itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,17 +74,18 @@ pub struct Claim {
 }
 
 impl Claim {
-    /// The delivery script's flags for this entry (see `lua/deliver.lua`).
+    /// The delivery script's flags for this entry (see `lua/deliver.lua`): `-`, then its
+    /// [`Flag`]s.
     fn flags(&self, behind: bool, external: bool) -> String {
         let mut flags = String::from("-");
         for (set, flag) in [
-            (self.redelivery, 'r'),
-            (self.recorded, 'h'),
-            (behind, 'b'),
-            (external, 'x'),
+            (self.redelivery, Flag::Redelivery),
+            (self.recorded, Flag::Recorded),
+            (behind, Flag::Behind),
+            (external, Flag::External),
         ] {
             if set {
-                flags.push(flag);
+                flags.push_str(flag.wire());
             }
         }
         flags
@@ -125,7 +127,7 @@ pub enum Op<'a> {
     /// Moves the entry (its fields copied inside Redis) to the dead-letter stream.
     DeadLetter {
         claim: Claim,
-        reason: &'static str,
+        reason: ReasonCode,
         detail: String,
     },
     /// The entry was deleted from the stream before it could be delivered: acknowledge it.
@@ -211,24 +213,24 @@ impl FromRedisValue for Report {
         let (results, servers, errors, confirming): Parts = FromRedisValue::from_redis_value(v)?;
         let mut outcomes = Vec::with_capacity(results.len());
         for (at, result) in results.into_iter().enumerate() {
-            let value = result / 16;
-            outcomes.push(match result % 16 {
-                1 => Outcome::Published { receivers: value },
-                2 => Outcome::TooFewServers { servers: value },
-                3 => Outcome::HeldBehind,
-                4 => Outcome::NotOwned,
-                5 => Outcome::Acknowledged,
-                6 => Outcome::AlreadyPublished,
-                7 => Outcome::PublishRefused {
+            let (code, value) = OutcomeCode::split(result)
+                .map_err(|other| format!("unknown delivery outcome {other}"))?;
+            outcomes.push(match code {
+                OutcomeCode::Published => Outcome::Published { receivers: value },
+                OutcomeCode::TooFewServers => Outcome::TooFewServers { servers: value },
+                OutcomeCode::HeldBehind => Outcome::HeldBehind,
+                OutcomeCode::NotOwned => Outcome::NotOwned,
+                OutcomeCode::Acknowledged => Outcome::Acknowledged,
+                OutcomeCode::AlreadyPublished => Outcome::AlreadyPublished,
+                OutcomeCode::PublishRefused => Outcome::PublishRefused {
                     error: errors
                         .iter()
                         .find(|(op, _)| *op == at + 1)
                         .map_or_else(String::new, |(_, error)| error.clone()),
                 },
-                8 => Outcome::TooFewReceivers { receivers: value },
-                9 => Outcome::ToPublish { servers: value },
-                10 => Outcome::AttemptSent { servers: value },
-                other => return Err(format!("unknown delivery outcome {other}").into()),
+                OutcomeCode::TooFewReceivers => Outcome::TooFewReceivers { receivers: value },
+                OutcomeCode::ToPublish => Outcome::ToPublish { servers: value },
+                OutcomeCode::AttemptSent => Outcome::AttemptSent { servers: value },
             });
         }
         Ok(Report {
@@ -310,35 +312,18 @@ pub struct Scripts {
     counts_clients: bool,
 }
 
-/// `source` with `prelude` (functions it shares with other scripts) after its first line, the
-/// shebang.
-fn with(prelude: &str, source: &str) -> Script {
-    let (shebang, body) = source.split_once('\n').unwrap_or((source, ""));
-    Script::new(&format!("{shebang}\n{prelude}{body}"))
-}
-
-/// `source` with `lua/servers.lua`: how servers are counted.
-fn with_servers(source: &str) -> Script {
-    with(include_str!("lua/servers.lua"), source)
-}
-
-/// `source` with `lua/settle.lua`: how an entry leaves the group with a record of it.
-fn with_settle(source: &str) -> Script {
-    with(include_str!("lua/settle.lua"), source)
-}
-
 impl Scripts {
     pub fn new(cfg: &Config) -> Scripts {
         Scripts {
-            deliver: with_servers(include_str!("lua/deliver.lua")),
-            confirm: with_servers(include_str!("lua/confirm.lua")),
-            prune: Script::new(include_str!("lua/prune.lua")),
-            keep: Script::new(include_str!("lua/keep.lua")),
-            forget: Script::new(include_str!("lua/forget.lua")),
-            isolate: with_settle(include_str!("lua/isolate.lua")),
-            acked: with_settle(include_str!("lua/acked.lua")),
-            lease: Script::new(include_str!("lua/lease.lua")),
-            preflight: Script::new(include_str!("lua/preflight.lua")),
+            deliver: Lua::Deliver.script(),
+            confirm: Lua::Confirm.script(),
+            prune: Lua::Prune.script(),
+            keep: Lua::Keep.script(),
+            forget: Lua::Forget.script(),
+            isolate: Lua::Isolate.script(),
+            acked: Lua::Acked.script(),
+            lease: Lua::Lease.script(),
+            preflight: Lua::Preflight.script(),
             target: cfg.target(),
             keys: Keys::new(cfg),
             group: cfg.source.group.clone(),
@@ -417,10 +402,10 @@ impl Scripts {
             let (kind, behind, external) = match op {
                 Op::Publish {
                     behind, external, ..
-                } => ("P", *behind, *external),
-                Op::Attempt { external, .. } => ("A", false, *external),
-                Op::DeadLetter { .. } => ("D", false, false),
-                Op::Gone(_) => ("G", false, false),
+                } => (OpKind::Publish, *behind, *external),
+                Op::Attempt { external, .. } => (OpKind::Attempt, false, *external),
+                Op::DeadLetter { .. } => (OpKind::DeadLetter, false, false),
+                Op::Gone(_) => (OpKind::Gone, false, false),
             };
             let new = Claim {
                 id: claim.id,
@@ -429,11 +414,11 @@ impl Scripts {
                 recorded: false,
                 released: false,
             };
-            if kind == "P" && claim == new && !behind && !external {
+            if kind == OpKind::Publish && claim == new && !behind && !external {
                 // The common case in fewer arguments: what the script would make of its flags.
-                call.arg("N").arg(claim.id.to_string());
+                call.arg(OpKind::New.wire()).arg(claim.id.to_string());
             } else {
-                call.arg(kind)
+                call.arg(kind.wire())
                     .arg(claim.flags(behind, external))
                     .arg(claim.id.to_string())
                     .arg(claim.deliveries);
@@ -445,7 +430,7 @@ impl Scripts {
                         .arg(&entry.packet.payload);
                 }
                 Op::DeadLetter { reason, detail, .. } => {
-                    call.arg(*reason).arg(detail);
+                    call.arg(reason.wire()).arg(detail);
                 }
                 Op::Gone(_) => {}
             }

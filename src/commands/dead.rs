@@ -14,13 +14,14 @@
 use std::io::Write;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncCommands, Script};
+use redis::AsyncCommands;
 use serde::Serialize;
 
 use super::{block_on, connect, printable};
 use crate::config::Config;
 use crate::dead_letter::{self, FIELD_PREFIX, PACKED_FIELDS};
 use crate::exit::{Failure, EXIT_FAILURE};
+use crate::protocol::Lua;
 
 /// Which dead letters a command acts on.
 pub struct Selection {
@@ -247,19 +248,19 @@ pub async fn browse(
         Start::Newest(end) => ("newest", end),
         Start::Oldest(start) => ("oldest", start),
     };
-    let (rows, last, scanned): (Vec<Shown>, String, usize) =
-        Script::new(include_str!("../lua/browse.lua"))
-            .key(stream)
-            .arg(direction)
-            .arg(start)
-            .arg(limit)
-            .arg(scan)
-            .arg(reason)
-            .arg(VALUE_BYTES)
-            .arg(PACKED_BYTES)
-            .arg(FIELDS_SHOWN)
-            .invoke_async(con)
-            .await?;
+    let (rows, last, scanned): (Vec<Shown>, String, usize) = Lua::Browse
+        .script()
+        .key(stream)
+        .arg(direction)
+        .arg(start)
+        .arg(limit)
+        .arg(scan)
+        .arg(reason)
+        .arg(VALUE_BYTES)
+        .arg(PACKED_BYTES)
+        .arg(FIELDS_SHOWN)
+        .invoke_async(con)
+        .await?;
     Ok(Browsed {
         letters: rows.into_iter().map(|row| letter(stream, row)).collect(),
         last,
@@ -512,7 +513,7 @@ pub struct Replayed {
 /// Moves the selected dead letters back to the source stream.
 pub async fn replay(cfg: &Config, selection: Selection) -> Result<Replayed, Failure> {
     let mut con = connect(cfg).await?;
-    let script = Script::new(include_str!("../lua/replay.lua"));
+    let script = Lua::Replay.script();
     let mut replayed = Replayed::default();
     let mut walk = Walk::new(selection);
     while let Some(page) = walk.next_page(cfg, &mut con).await? {

@@ -6,7 +6,6 @@
 -- KEYS[1] dead-letter stream; KEYS[2] source stream; ARGV dead-letter IDs.
 -- Returns { moved, skipped }: flat pairs of dead-letter ID and new source entry ID, and of
 -- dead-letter ID and why it was not moved. IDs not found are left out.
-local MAX_XADD_VALUES = 7800
 local moved, skipped = {}, {}
 for i = 1, #ARGV do
   local entry = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])[1]

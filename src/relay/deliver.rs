@@ -12,11 +12,12 @@ use tracing::{debug, error, warn};
 use super::session::Session;
 use super::Relay;
 use crate::config::Confirm;
-use crate::dead_letter::{self, Reason};
+use crate::dead_letter::Reason;
 use crate::delivery::{After, Claim, ConfirmRequest, Deliverable, Op, Outcome, Published};
 use crate::entry::{Entry, EntryId, Malformed, Operation, RawEntry};
 use crate::fault::Fault;
 use crate::packet::Adapter;
+use crate::protocol::ReasonCode;
 use crate::reader::Fetched;
 use crate::servers;
 
@@ -295,7 +296,7 @@ impl Relay {
         self.held.remove(&[claim.id]);
         if moved {
             self.metrics.acknowledged.inc();
-            self.metrics.dead_lettered(dead_letter::REFUSED);
+            self.metrics.dead_lettered(ReasonCode::Refused);
             error!(
                 id = %claim.id,
                 error = ?error,
@@ -478,7 +479,7 @@ impl Relay {
                     self.metrics.dead_lettered(reason.code());
                     warn!(
                         id = %claim.id,
-                        reason = reason.code(),
+                        reason = reason.code().wire(),
                         error = ?reason.detail(),
                         dead_letter_stream = %self.cfg.dead_letter.stream,
                         "dead-lettered an entry"
