@@ -8,20 +8,13 @@
 use std::time::Duration;
 
 use crate::entry::{Malformed, RawEntry};
-use crate::protocol::ReasonCode;
+use crate::protocol::{DeadField, ReasonCode};
 
-/// Prefix of the fields the relay adds; fields with it are replaced when an entry dies again.
-pub const FIELD_PREFIX: &str = "x-dead-";
-
-/// Where a dead letter keeps the original fields, packed, when there are more than one Redis call
-/// from a script can carry (about 4,000), or when Redis refused the entry itself: a MessagePack array
-/// of alternating names and values.
-pub const PACKED_FIELDS: &str = "x-dead-fields";
-
-/// A dead letter's fields with packed original fields (see [`PACKED_FIELDS`]) unpacked in front of
-/// the `x-dead-*` ones; a dead letter without them is returned as it is.
+/// A dead letter's fields with packed original fields (see [`DeadField::Packed`]) unpacked in front
+/// of the `x-dead-*` ones; a dead letter without them is returned as it is.
 pub fn unpacked(fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let Some((_, packed)) = fields.iter().find(|(f, _)| f == PACKED_FIELDS.as_bytes()) else {
+    let packed_name = DeadField::Packed.wire().as_bytes();
+    let Some((_, packed)) = fields.iter().find(|(f, _)| f == packed_name) else {
         return fields.to_vec();
     };
     let items = match rmpv::decode::read_value(&mut packed.as_slice()) {
@@ -38,12 +31,7 @@ pub fn unpacked(fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
     while let (Some(name), Some(value)) = (items.next(), items.next()) {
         out.push((bytes(name), bytes(value)));
     }
-    out.extend(
-        fields
-            .iter()
-            .filter(|(f, _)| f != PACKED_FIELDS.as_bytes())
-            .cloned(),
-    );
+    out.extend(fields.iter().filter(|(f, _)| f != packed_name).cloned());
     out
 }
 
@@ -113,20 +101,17 @@ pub fn fields(
     let mut out: Vec<(Vec<u8>, Vec<u8>)> = entry
         .fields
         .iter()
-        .filter(|(name, _)| !name.starts_with(FIELD_PREFIX.as_bytes()))
+        .filter(|(name, _)| !name.starts_with(DeadField::PREFIX.as_bytes()))
         .cloned()
         .collect();
-    let mut add = |name: &str, value: String| {
-        out.push((
-            format!("{FIELD_PREFIX}{name}").into_bytes(),
-            value.into_bytes(),
-        ));
+    let mut add = |field: DeadField, value: String| {
+        out.push((field.wire().as_bytes().to_vec(), value.into_bytes()));
     };
-    add("reason", reason.code().wire().to_owned());
-    add("error", reason.detail());
-    add("stream", stream.to_owned());
-    add("id", entry.id.to_string());
-    add("deliveries", deliveries.to_string());
+    add(DeadField::Reason, reason.code().wire().to_owned());
+    add(DeadField::Error, reason.detail());
+    add(DeadField::Stream, stream.to_owned());
+    add(DeadField::Id, entry.id.to_string());
+    add(DeadField::Deliveries, deliveries.to_string());
     out
 }
 
@@ -224,7 +209,7 @@ mod tests {
             rmp::encode::write_str(&mut packed, item).unwrap();
         }
         let letter = vec![
-            (PACKED_FIELDS.as_bytes().to_vec(), packed),
+            (DeadField::Packed.wire().as_bytes().to_vec(), packed),
             (
                 b"x-dead-reason".to_vec(),
                 ReasonCode::Refused.wire().as_bytes().to_vec(),

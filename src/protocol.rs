@@ -1,6 +1,7 @@
 //! What the relay and its Lua scripts (`lua/*.lua`) must spell alike, defined once, here: the
-//! dead-letter reasons ([`ReasonCode`]), the delivery script's operations ([`OpKind`]) and flags
-//! ([`Flag`]), and the outcomes it returns ([`OutcomeCode`], [`OUTCOME_BASE`]).
+//! dead-letter reasons ([`ReasonCode`]) and fields ([`DeadField`]), the delivery script's
+//! operations ([`OpKind`]) and flags ([`Flag`]), and the outcomes it returns ([`OutcomeCode`],
+//! [`OUTCOME_BASE`]).
 //!
 //! Rust uses these enums; the scripts get the same values as Lua constants, `<PREFIX>_<VARIANT>`
 //! (`REASON_REFUSED`, `OP_NEW`, `OUTCOME_NOT_OWNED`, ...), from a preamble generated from the enums
@@ -133,6 +134,33 @@ impl prometheus_client::encoding::EncodeLabelValue for ReasonCode {
 }
 
 codes! {
+    /// The fields the relay adds to a dead letter, after the entry's own (those of an earlier death
+    /// replaced). Producers' `x-` fields are ignored by validation, so a dead letter's fields can be
+    /// XADDed back to the source stream unchanged.
+    pub enum DeadField: &'static str, in Lua "DEAD" {
+        /// The entry's fields, packed, when there are more than one Redis call from a script can
+        /// carry, or when Redis refused the entry itself: a MessagePack array of alternating names
+        /// and values.
+        Packed = "x-dead-fields",
+        /// Its [`ReasonCode`].
+        Reason = "x-dead-reason",
+        /// What an operator reads to understand the reason.
+        Error = "x-dead-error",
+        /// The stream the entry came from.
+        Stream = "x-dead-stream",
+        /// Its ID there.
+        Id = "x-dead-id",
+        /// Its delivery count.
+        Deliveries = "x-dead-deliveries",
+    }
+}
+
+impl DeadField {
+    /// What every one starts with.
+    pub const PREFIX: &str = "x-dead-";
+}
+
+codes! {
     /// What the delivery script does to one entry: the first argument of each of its operations
     /// (see `lua/deliver.lua` for the arguments that follow).
     pub enum OpKind: &'static str, in Lua "OP" {
@@ -198,7 +226,9 @@ fn constants() -> impl Iterator<Item = (String, String)> {
         .chain(OpKind::constants())
         .chain(Flag::constants())
         .chain(OutcomeCode::constants())
+        .chain(DeadField::constants())
         .chain([
+            ("DEAD_PREFIX".into(), DeadField::PREFIX.literal()),
             ("OUTCOME_BASE".into(), OUTCOME_BASE.literal()),
             ("MAX_XADD_VALUES".into(), MAX_XADD_VALUES.literal()),
         ])
@@ -413,7 +443,12 @@ mod tests {
             .map(|c| c.lua_name())
             .chain(Flag::ALL.iter().map(|c| c.lua_name()))
             .chain(OutcomeCode::ALL.iter().map(|c| c.lua_name()))
-            .chain(["OUTCOME_BASE".into(), "MAX_XADD_VALUES".into()]);
+            .chain(DeadField::ALL.iter().map(|c| c.lua_name()))
+            .chain([
+                "DEAD_PREFIX".into(),
+                "OUTCOME_BASE".into(),
+                "MAX_XADD_VALUES".into(),
+            ]);
         for name in lua_side {
             assert!(used.contains(&name), "no script uses {name}");
         }
@@ -442,7 +477,9 @@ mod tests {
             assert!(names.insert(name.clone()), "{name} twice");
             let plain = value.trim_matches('\'');
             assert!(
-                plain.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                plain
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
                 "{name} = {value}"
             );
         }
@@ -450,6 +487,7 @@ mod tests {
             ReasonCode::ALL.iter().map(|c| c.wire()).collect::<Vec<_>>(),
             OpKind::ALL.iter().map(|c| c.wire()).collect(),
             Flag::ALL.iter().map(|c| c.wire()).collect(),
+            DeadField::ALL.iter().map(|c| c.wire()).collect(),
         ] {
             assert_eq!(
                 codes.iter().collect::<BTreeSet<_>>().len(),
@@ -463,6 +501,9 @@ mod tests {
         assert!(Flag::ALL
             .iter()
             .all(|flag| flag.wire().len() == 1 && flag.wire() != "-"));
+        assert!(DeadField::ALL
+            .iter()
+            .all(|field| field.wire().starts_with(DeadField::PREFIX)));
     }
 
     #[test]

@@ -28,7 +28,7 @@ for _, row in ipairs(rows) do
   last, scanned = id, scanned + 1
   local keep = ARGV[5] == ''
   for i = 1, #fields, 2 do
-    if fields[i] == 'x-dead-reason' then
+    if fields[i] == DEAD_REASON then
       keep = keep or fields[i + 1] == ARGV[5]
       break
     end
@@ -37,11 +37,11 @@ for _, row in ipairs(rows) do
     local shown, producers = {}, 0
     for i = 1, #fields, 2 do
       local name, value = fields[i], fields[i + 1]
-      local relays = string.sub(name, 1, 7) == 'x-dead-'
+      local relays = string.sub(name, 1, #DEAD_PREFIX) == DEAD_PREFIX
       if not relays then producers = producers + 1 end
       if relays or producers <= max_fields then
         local limit = cut
-        if name == 'x-dead-fields' and #value <= packed_whole then limit = #value end
+        if name == DEAD_PACKED and #value <= packed_whole then limit = #value end
         shown[#shown + 1] = string.sub(name, 1, cut)
         shown[#shown + 1] = string.sub(value, 1, limit)
         shown[#shown + 1] = #value

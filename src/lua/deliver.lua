@@ -215,7 +215,7 @@ local function dead_letter(id, deliveries, reason, detail)
   end
   local fields = {}
   for j = 1, #found[2], 2 do
-    if string.sub(found[2][j], 1, 7) ~= 'x-dead-' then
+    if string.sub(found[2][j], 1, #DEAD_PREFIX) ~= DEAD_PREFIX then
       fields[#fields + 1] = found[2][j]
       fields[#fields + 1] = found[2][j + 1]
     end
@@ -228,15 +228,15 @@ local function dead_letter(id, deliveries, reason, detail)
   end
   xadd[#xadd + 1] = '*'
   if #fields > MAX_XADD_VALUES then
-    xadd[#xadd + 1] = 'x-dead-fields'
+    xadd[#xadd + 1] = DEAD_PACKED
     xadd[#xadd + 1] = cmsgpack.pack(fields)
   else
     for _, item in ipairs(fields) do
       xadd[#xadd + 1] = item
     end
   end
-  for _, pair in ipairs({ { 'x-dead-reason', reason }, { 'x-dead-error', detail },
-    { 'x-dead-stream', stream }, { 'x-dead-id', id }, { 'x-dead-deliveries', deliveries } }) do
+  for _, pair in ipairs({ { DEAD_REASON, reason }, { DEAD_ERROR, detail }, { DEAD_STREAM, stream },
+    { DEAD_ID, id }, { DEAD_DELIVERIES, deliveries } }) do
     xadd[#xadd + 1] = pair[1]
     xadd[#xadd + 1] = pair[2]
   end

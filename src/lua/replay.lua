@@ -12,7 +12,7 @@ for i = 1, #ARGV do
   if entry then
     local fields, packed = {}, nil
     for j = 1, #entry[2], 2 do
-      if entry[2][j] == 'x-dead-fields' then
+      if entry[2][j] == DEAD_PACKED then
         packed = cmsgpack.unpack(entry[2][j + 1])
       else
         fields[#fields + 1] = entry[2][j]
