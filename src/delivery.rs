@@ -23,7 +23,7 @@ use redis::{FromRedisValue, RedisResult, Script, Value};
 use crate::config::{Config, RedisMode};
 use crate::entry::EntryId;
 use crate::packet::{Packet, Target};
-use crate::protocol::{Flag, Lua, OpKind, OutcomeCode, ReasonCode};
+use crate::protocol::{Flag, LeaseOp, Lua, OpKind, OutcomeCode, ReasonCode};
 
 /// The keys the relay keeps in Redis besides the stream itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -629,13 +629,13 @@ impl Scripts {
             .arg(ttl.as_millis() as u64);
         match action {
             LeaseAction::Take { dead_value } => {
-                call.arg("take").arg(dead_value.unwrap_or(""));
+                call.arg(LeaseOp::Take.wire()).arg(dead_value.unwrap_or(""));
             }
             LeaseAction::Renew => {
-                call.arg("renew");
+                call.arg(LeaseOp::Renew.wire());
             }
             LeaseAction::Release => {
-                call.arg("release");
+                call.arg(LeaseOp::Release.wire());
             }
         }
         let reply: Vec<Value> = call.invoke_async(con).await?;

@@ -1,7 +1,8 @@
 //! What the relay and its Lua scripts (`lua/*.lua`) must spell alike, defined once, here: the
 //! dead-letter reasons ([`ReasonCode`]) and fields ([`DeadField`]), the delivery script's
-//! operations ([`OpKind`]) and flags ([`Flag`]), and the outcomes it returns ([`OutcomeCode`],
-//! [`OUTCOME_BASE`]).
+//! operations ([`OpKind`]) and flags ([`Flag`]), the outcomes it returns ([`OutcomeCode`],
+//! [`OUTCOME_BASE`]), and what the lease and browse scripts are asked to do ([`LeaseOp`],
+//! [`Order`]).
 //!
 //! Rust uses these enums; the scripts get the same values as Lua constants, `<PREFIX>_<VARIANT>`
 //! (`REASON_REFUSED`, `OP_NEW`, `OUTCOME_NOT_OWNED`, ...), from a preamble generated from the enums
@@ -220,6 +221,28 @@ impl OutcomeCode {
     }
 }
 
+codes! {
+    /// What the lease script does (`lua/lease.lua`).
+    pub enum LeaseOp: &'static str, in Lua "LEASE" {
+        /// Take the lease if it is free, expired, or still holds a holder known to be dead.
+        Take = "take",
+        /// Extend the lease this relay holds.
+        Renew = "renew",
+        /// Drop the lease this relay holds.
+        Release = "release",
+    }
+}
+
+codes! {
+    /// In which order the browse script reads dead letters (`lua/browse.lua`).
+    pub enum Order: &'static str, in Lua "ORDER" {
+        /// Newest first: the console.
+        Newest = "newest",
+        /// Oldest first: `sio-relay dead list`.
+        Oldest = "oldest",
+    }
+}
+
 /// Every constant of the preamble, with its value as a Lua literal.
 fn constants() -> impl Iterator<Item = (String, String)> {
     ReasonCode::constants()
@@ -227,6 +250,8 @@ fn constants() -> impl Iterator<Item = (String, String)> {
         .chain(Flag::constants())
         .chain(OutcomeCode::constants())
         .chain(DeadField::constants())
+        .chain(LeaseOp::constants())
+        .chain(Order::constants())
         .chain([
             ("DEAD_PREFIX".into(), DeadField::PREFIX.literal()),
             ("OUTCOME_BASE".into(), OUTCOME_BASE.literal()),
@@ -444,6 +469,8 @@ mod tests {
             .chain(Flag::ALL.iter().map(|c| c.lua_name()))
             .chain(OutcomeCode::ALL.iter().map(|c| c.lua_name()))
             .chain(DeadField::ALL.iter().map(|c| c.lua_name()))
+            .chain(LeaseOp::ALL.iter().map(|c| c.lua_name()))
+            .chain(Order::ALL.iter().map(|c| c.lua_name()))
             .chain([
                 "DEAD_PREFIX".into(),
                 "OUTCOME_BASE".into(),
@@ -488,6 +515,8 @@ mod tests {
             OpKind::ALL.iter().map(|c| c.wire()).collect(),
             Flag::ALL.iter().map(|c| c.wire()).collect(),
             DeadField::ALL.iter().map(|c| c.wire()).collect(),
+            LeaseOp::ALL.iter().map(|c| c.wire()).collect(),
+            Order::ALL.iter().map(|c| c.wire()).collect(),
         ] {
             assert_eq!(
                 codes.iter().collect::<BTreeSet<_>>().len(),

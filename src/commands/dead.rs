@@ -21,7 +21,7 @@ use super::{block_on, connect, printable};
 use crate::config::Config;
 use crate::dead_letter;
 use crate::exit::{Failure, EXIT_FAILURE};
-use crate::protocol::{DeadField, Lua};
+use crate::protocol::{DeadField, Lua, Order};
 
 /// Which dead letters a command acts on.
 pub struct Selection {
@@ -245,13 +245,13 @@ pub async fn browse(
     reason: &str,
 ) -> Result<Browsed, Failure> {
     let (direction, start) = match from {
-        Start::Newest(end) => ("newest", end),
-        Start::Oldest(start) => ("oldest", start),
+        Start::Newest(end) => (Order::Newest, end),
+        Start::Oldest(start) => (Order::Oldest, start),
     };
     let (rows, last, scanned): (Vec<Shown>, String, usize) = Lua::Browse
         .script()
         .key(stream)
-        .arg(direction)
+        .arg(direction.wire())
         .arg(start)
         .arg(limit)
         .arg(scan)
