@@ -366,7 +366,13 @@ mod tests {
 
     /// `text` without its comments and string literals, which name nothing.
     fn code_only(text: &str) -> String {
+        split(text).0
+    }
+
+    /// `text` without its comments and string literals, and the string literals.
+    fn split(text: &str) -> (String, Vec<String>) {
         let mut out = String::new();
+        let mut literals = Vec::new();
         let mut chars = text.chars().peekable();
         while let Some(c) = chars.next() {
             match c {
@@ -379,19 +385,23 @@ mod tests {
                     }
                 }
                 '\'' | '"' => {
+                    let mut literal = String::new();
                     while let Some(inner) = chars.next() {
                         if inner == '\\' {
-                            chars.next();
+                            literal.extend(chars.next());
                         } else if inner == c {
                             break;
+                        } else {
+                            literal.push(inner);
                         }
                     }
+                    literals.push(literal);
                     out.push_str("''");
                 }
                 _ => out.push(c),
             }
         }
-        out
+        (out, literals)
     }
 
     /// The names of `code` written in capitals (constants by this code base's convention), and
@@ -457,6 +467,45 @@ mod tests {
                 again.is_empty(),
                 "{lua:?} declares {again:?} itself; they come from src/protocol.rs"
             );
+        }
+    }
+
+    /// No script spells a value of its own instead of using the constant: no string literal is a
+    /// code of several letters, nor, in a script that uses operations or flags, one of theirs.
+    #[test]
+    fn no_script_spells_a_code() {
+        let words: Vec<&str> = ReasonCode::ALL
+            .iter()
+            .map(|c| c.wire())
+            .chain(DeadField::ALL.iter().map(|c| c.wire()))
+            .chain(LeaseOp::ALL.iter().map(|c| c.wire()))
+            .chain(Order::ALL.iter().map(|c| c.wire()))
+            .chain([DeadField::PREFIX])
+            .collect();
+        let letters: Vec<&str> = OpKind::ALL
+            .iter()
+            .map(|c| c.wire())
+            .chain(Flag::ALL.iter().map(|c| c.wire()))
+            .collect();
+        for lua in Lua::ALL {
+            let mut own = String::new();
+            for library in lua.libraries() {
+                own.push_str(library);
+            }
+            own.push_str(lua.source());
+            let (code, literals) = split(&own);
+            let (used, _) = capitals(&code);
+            let reads_letters = used
+                .iter()
+                .any(|name| name.starts_with("OP_") || name.starts_with("FLAG_"));
+            for literal in literals.iter().map(String::as_str) {
+                let spelled =
+                    words.contains(&literal) || (reads_letters && letters.contains(&literal));
+                assert!(
+                    !spelled,
+                    "{lua:?} spells '{literal}'; use its constant from src/protocol.rs"
+                );
+            }
         }
     }
 
