@@ -7,8 +7,10 @@
 //! Rust uses these enums; the scripts get the same values as Lua constants, `<PREFIX>_<VARIANT>`
 //! (`REASON_REFUSED`, `OP_NEW`, `OUTCOME_NOT_OWNED`, ...), from a preamble generated from the enums
 //! and put in front of every script when it is loaded ([`Lua::text`]). So no script spells a code of
-//! its own: the tests below fail when a script uses a constant the preamble does not define, or
-//! when a code is used by neither side.
+//! its own: the tests below fail when a script uses a constant the preamble does not define,
+//! declares one itself, or spells a code as a literal, and when a code is used by neither side (the
+//! integration test `delivery_script::every_script_compiles_with_the_protocols_constants` loads
+//! every script, preamble included, into Redis).
 
 use std::fmt::Write as _;
 

@@ -83,8 +83,6 @@ local journal_field = ARGV[14]
 local given = tonumber(ARGV[15])
 local FIRST_CONFIRM = 17 + 2 * given
 local FIRST_OP = FIRST_CONFIRM + 3 * tonumber(ARGV[16 + 2 * given])
--- A dead letter with more fields than one redis.call can carry (MAX_XADD_VALUES) keeps them packed
--- (MessagePack) in one field instead.
 
 local function refuse(problem)
   return redis.error_reply('SIORELAY ' .. problem)
@@ -207,7 +205,8 @@ local function was_published(id)
 end
 
 -- The dead letter of entry `id`: its fields as produced (minus x-dead-* fields of an earlier death),
--- then the reason. Copied here, so that an entry of any size never travels through the relay.
+-- then the reason. Copied here, so that an entry of any size never travels through the relay. More
+-- fields than one redis.call can carry (MAX_XADD_VALUES) go packed (MessagePack) in DEAD_PACKED.
 local function dead_letter(id, deliveries, reason, detail)
   local found = redis.call('XRANGE', stream, id, id)[1]
   if not found then
