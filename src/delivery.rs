@@ -149,6 +149,52 @@ impl Op<'_> {
             Op::DeadLetter { claim, .. } | Op::Gone(claim) => *claim,
         }
     }
+
+    /// Gives `push` its arguments to the delivery script, [`OpKind::arity`] of them, the first its
+    /// kind, which it returns.
+    fn encode(&self, mut push: impl FnMut(&[u8])) -> OpKind {
+        let claim = self.claim();
+        let (kind, behind, external) = match self {
+            Op::Publish {
+                behind, external, ..
+            } => (OpKind::Publish, *behind, *external),
+            Op::Attempt { external, .. } => (OpKind::Attempt, false, *external),
+            Op::DeadLetter { .. } => (OpKind::DeadLetter, false, false),
+            Op::Gone(_) => (OpKind::Gone, false, false),
+        };
+        let new = Claim {
+            id: claim.id,
+            deliveries: 1,
+            redelivery: false,
+            recorded: false,
+            released: false,
+        };
+        let kind = if kind == OpKind::Publish && claim == new && !behind && !external {
+            // The common case in fewer arguments: what the script would make of its flags.
+            push(OpKind::New.wire().as_bytes());
+            push(claim.id.to_string().as_bytes());
+            OpKind::New
+        } else {
+            push(kind.wire().as_bytes());
+            push(claim.flags(behind, external).as_bytes());
+            push(claim.id.to_string().as_bytes());
+            push(claim.deliveries.to_string().as_bytes());
+            kind
+        };
+        match self {
+            Op::Publish { entry, .. } | Op::Attempt { request: entry, .. } => {
+                push(entry.nsp.as_bytes());
+                push(entry.packet.channel.as_bytes());
+                push(&entry.packet.payload);
+            }
+            Op::DeadLetter { reason, detail, .. } => {
+                push(reason.wire().as_bytes());
+                push(detail.as_bytes());
+            }
+            Op::Gone(_) => {}
+        }
+        kind
+    }
 }
 
 /// What became of one operation.
@@ -398,42 +444,9 @@ impl Scripts {
                 .arg(&request.packet.payload);
         }
         for op in ops {
-            let claim = op.claim();
-            let (kind, behind, external) = match op {
-                Op::Publish {
-                    behind, external, ..
-                } => (OpKind::Publish, *behind, *external),
-                Op::Attempt { external, .. } => (OpKind::Attempt, false, *external),
-                Op::DeadLetter { .. } => (OpKind::DeadLetter, false, false),
-                Op::Gone(_) => (OpKind::Gone, false, false),
-            };
-            let new = Claim {
-                id: claim.id,
-                deliveries: 1,
-                redelivery: false,
-                recorded: false,
-                released: false,
-            };
-            if kind == OpKind::Publish && claim == new && !behind && !external {
-                // The common case in fewer arguments: what the script would make of its flags.
-                call.arg(OpKind::New.wire()).arg(claim.id.to_string());
-            } else {
-                call.arg(kind.wire())
-                    .arg(claim.flags(behind, external))
-                    .arg(claim.id.to_string())
-                    .arg(claim.deliveries);
-            }
-            match op {
-                Op::Publish { entry, .. } | Op::Attempt { request: entry, .. } => {
-                    call.arg(&entry.nsp)
-                        .arg(&entry.packet.channel)
-                        .arg(&entry.packet.payload);
-                }
-                Op::DeadLetter { reason, detail, .. } => {
-                    call.arg(reason.wire()).arg(detail);
-                }
-                Op::Gone(_) => {}
-            }
+            op.encode(|item| {
+                call.arg(item);
+            });
         }
         let report: Report = call.invoke_async(con).await?;
         if report.outcomes.len() != ops.len() {
@@ -676,4 +689,68 @@ pub enum LeaseReply {
     Held,
     /// Someone else does: the lease's value and the milliseconds it has left.
     Taken { value: String, left_ms: u64 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What Rust gives the delivery script per operation is what the script reads: `OP_SIZE`,
+    /// from the same [`OpKind::arity`].
+    #[test]
+    fn every_operation_is_as_long_as_its_kind_says() {
+        let claim = Claim {
+            id: EntryId { ms: 1, seq: 0 },
+            deliveries: 1,
+            redelivery: false,
+            recorded: false,
+            released: false,
+        };
+        let again = Claim {
+            deliveries: 2,
+            redelivery: true,
+            ..claim
+        };
+        let entry = |claim| Deliverable {
+            claim,
+            nsp: "/".into(),
+            packet: Packet {
+                channel: "c".into(),
+                payload: vec![1, 2],
+            },
+            counted: None,
+        };
+        let (first, later) = (entry(claim), entry(again));
+        let ops = [
+            Op::Publish {
+                entry: &first,
+                behind: false,
+                external: false,
+            },
+            Op::Publish {
+                entry: &later,
+                behind: false,
+                external: false,
+            },
+            Op::DeadLetter {
+                claim,
+                reason: ReasonCode::Malformed,
+                detail: "d".into(),
+            },
+            Op::Gone(again),
+            Op::Attempt {
+                request: &first,
+                external: true,
+            },
+        ];
+        let mut kinds = Vec::new();
+        for op in &ops {
+            let mut items = Vec::new();
+            let kind = op.encode(|item| items.push(item.to_vec()));
+            assert_eq!(items.len(), kind.arity(), "{kind:?}");
+            assert_eq!(items[0], kind.wire().as_bytes());
+            kinds.push(kind);
+        }
+        assert_eq!(kinds, OpKind::ALL);
+    }
 }

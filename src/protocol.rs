@@ -1,6 +1,6 @@
 //! What the relay and its Lua scripts (`lua/*.lua`) must spell alike, defined once, here: the
 //! dead-letter reasons ([`ReasonCode`]) and fields ([`DeadField`]), the delivery script's
-//! operations ([`OpKind`]) and flags ([`Flag`]), the outcomes it returns ([`OutcomeCode`],
+//! operations ([`OpKind`], with their number of arguments) and flags ([`Flag`]), the outcomes it returns ([`OutcomeCode`],
 //! [`OUTCOME_BASE`]), and what the lease and browse scripts are asked to do ([`LeaseOp`],
 //! [`Order`]).
 //!
@@ -180,6 +180,28 @@ codes! {
     }
 }
 
+impl OpKind {
+    /// How many arguments an operation of this kind takes, its kind included (`OP_SIZE[kind]` in
+    /// the scripts).
+    pub const fn arity(self) -> usize {
+        match self {
+            OpKind::New => 5,
+            OpKind::Publish | OpKind::Attempt => 7,
+            OpKind::DeadLetter => 6,
+            OpKind::Gone => 4,
+        }
+    }
+
+    /// `OP_SIZE`: each kind's [`OpKind::arity`], by its letter.
+    fn sizes() -> String {
+        let sizes: Vec<String> = Self::ALL
+            .iter()
+            .map(|kind| format!("[{}] = {}", kind.wire().literal(), kind.arity()))
+            .collect();
+        format!("{{ {} }}", sizes.join(", "))
+    }
+}
+
 codes! {
     /// What the delivery script is told about an entry: letters of an operation's flags argument
     /// (`-` when none).
@@ -255,6 +277,7 @@ fn constants() -> impl Iterator<Item = (String, String)> {
         .chain(LeaseOp::constants())
         .chain(Order::constants())
         .chain([
+            ("OP_SIZE".into(), OpKind::sizes()),
             ("DEAD_PREFIX".into(), DeadField::PREFIX.literal()),
             ("OUTCOME_BASE".into(), OUTCOME_BASE.literal()),
             ("MAX_XADD_VALUES".into(), MAX_XADD_VALUES.literal()),
@@ -523,6 +546,7 @@ mod tests {
             .chain(LeaseOp::ALL.iter().map(|c| c.lua_name()))
             .chain(Order::ALL.iter().map(|c| c.lua_name()))
             .chain([
+                "OP_SIZE".into(),
                 "DEAD_PREFIX".into(),
                 "OUTCOME_BASE".into(),
                 "MAX_XADD_VALUES".into(),
@@ -549,17 +573,10 @@ mod tests {
     }
 
     #[test]
-    fn every_value_is_a_plain_distinct_literal() {
+    fn every_constant_is_distinct_and_quotes_plainly() {
         let mut names = BTreeSet::new();
-        for (name, value) in constants() {
+        for (name, _) in constants() {
             assert!(names.insert(name.clone()), "{name} twice");
-            let plain = value.trim_matches('\'');
-            assert!(
-                plain
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
-                "{name} = {value}"
-            );
         }
         for codes in [
             ReasonCode::ALL.iter().map(|c| c.wire()).collect::<Vec<_>>(),
@@ -573,6 +590,12 @@ mod tests {
                 codes.iter().collect::<BTreeSet<_>>().len(),
                 codes.len(),
                 "{codes:?}"
+            );
+            assert!(
+                codes.iter().all(|code| code
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')),
+                "{codes:?} would not stay as they are between quotes"
             );
         }
         let outcomes: BTreeSet<u64> = OutcomeCode::ALL.iter().map(|c| c.wire()).collect();
@@ -596,6 +619,9 @@ mod tests {
         assert_eq!(OutcomeCode::NotOwned.lua_name(), "OUTCOME_NOT_OWNED");
         assert!(preamble().contains("local REASON_REFUSED = 'refused'\n"));
         assert!(preamble().contains("local OUTCOME_ATTEMPT_SENT = 10\n"));
+        assert!(preamble().contains(
+            "local OP_SIZE = { ['N'] = 5, ['P'] = 7, ['D'] = 6, ['G'] = 4, ['A'] = 7 }\n"
+        ));
     }
 
     #[test]

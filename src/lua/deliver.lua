@@ -37,8 +37,8 @@
 -- ARGV[15] n, the number of namespaces whose servers the relay counted; then n pairs namespace,
 -- servers; then c, the number of confirmation requests, and c triples namespace, channel, payload:
 -- the request published after the batch's entries of that namespace, if any was published (see
--- confirming.rs); then the operations, each opening with its kind (the OP_*, FLAG_* and OUTCOME_*
--- constants come from src/protocol.rs):
+-- confirming.rs); then the operations, each opening with its kind and OP_SIZE[kind] arguments long
+-- in all (the OP_*, FLAG_* and OUTCOME_* constants come from src/protocol.rs):
 --   OP_NEW, id, namespace, channel, payload      publish a new entry: first read, delivery count 1
 --   OP_PUBLISH, flags, id, deliveries, namespace, channel, payload   publish any other entry
 --   OP_DEAD_LETTER, flags, id, deliveries, reason, detail   dead-letter (fields copied here)
@@ -137,18 +137,13 @@ local argc = #ARGV
 while i <= argc do
   starts[#starts + 1] = i
   local kind = ARGV[i]
-  if kind == OP_NEW then
-    i = i + 5
-  elseif kind == OP_PUBLISH or kind == OP_ATTEMPT then
-    i = i + 7
-  elseif kind == OP_DEAD_LETTER then
-    i = i + 6
-    any_dead = true
-  elseif kind == OP_GONE then
-    i = i + 4
-    any_dead = true
-  else
+  local size = OP_SIZE[kind]
+  if size == nil then
     return refuse('BUG unknown operation ' .. tostring(kind))
+  end
+  i = i + size
+  if kind == OP_DEAD_LETTER or kind == OP_GONE then
+    any_dead = true
   end
 end
 
