@@ -8,19 +8,13 @@
 use std::time::Duration;
 
 use crate::entry::{Malformed, RawEntry};
+use crate::protocol::{DeadField, ReasonCode};
 
-/// Prefix of the fields the relay adds; fields with it are replaced when an entry dies again.
-pub const FIELD_PREFIX: &str = "x-dead-";
-
-/// Where a dead letter keeps the original fields, packed, when there are more than one Redis call
-/// from a script can carry (about 4,000), or when Redis refused the entry itself: a MessagePack array
-/// of alternating names and values.
-pub const PACKED_FIELDS: &str = "x-dead-fields";
-
-/// A dead letter's fields with packed original fields (see [`PACKED_FIELDS`]) unpacked in front of
-/// the `x-dead-*` ones; a dead letter without them is returned as it is.
+/// A dead letter's fields with packed original fields (see [`DeadField::Packed`]) unpacked in front
+/// of the `x-dead-*` ones; a dead letter without them is returned as it is.
 pub fn unpacked(fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let Some((_, packed)) = fields.iter().find(|(f, _)| f == PACKED_FIELDS.as_bytes()) else {
+    let packed_name = DeadField::Packed.wire().as_bytes();
+    let Some((_, packed)) = fields.iter().find(|(f, _)| f == packed_name) else {
         return fields.to_vec();
     };
     let items = match rmpv::decode::read_value(&mut packed.as_slice()) {
@@ -37,30 +31,11 @@ pub fn unpacked(fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
     while let (Some(name), Some(value)) = (items.next(), items.next()) {
         out.push((bytes(name), bytes(value)));
     }
-    out.extend(
-        fields
-            .iter()
-            .filter(|(f, _)| f != PACKED_FIELDS.as_bytes())
-            .cloned(),
-    );
+    out.extend(fields.iter().filter(|(f, _)| f != packed_name).cloned());
     out
 }
 
-/// The reason the isolate script writes for an entry Redis itself refused (see the module doc).
-pub const REFUSED: &str = "refused";
-
-/// Every `x-dead-reason` the relay writes: each [`Reason::code`] and [`REFUSED`]. The metrics
-/// create a series for each at start, so that a rate over `dead_lettered_total` sees the first
-/// dead letter of a reason instead of a series born at 1.
-pub const REASON_CODES: [&str; 5] = [
-    "malformed",
-    "max_deliveries",
-    "expired",
-    REFUSED,
-    "unacknowledged",
-];
-
-/// Why an entry was dead-lettered.
+/// Why the relay dead-lettered an entry (the scripts dead-letter others: see [`ReasonCode`]).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Reason {
     /// The entry breaks the producers' contract.
@@ -80,14 +55,13 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// The stable, machine-readable reason: `malformed`, `max_deliveries`, `expired` or
-    /// `unacknowledged`.
-    pub fn code(&self) -> &'static str {
+    /// The stable, machine-readable reason.
+    pub fn code(&self) -> ReasonCode {
         match self {
-            Reason::Malformed(_) => "malformed",
-            Reason::MaxDeliveries { .. } => "max_deliveries",
-            Reason::Expired { .. } => "expired",
-            Reason::Unacknowledged { .. } => "unacknowledged",
+            Reason::Malformed(_) => ReasonCode::Malformed,
+            Reason::MaxDeliveries { .. } => ReasonCode::MaxDeliveries,
+            Reason::Expired { .. } => ReasonCode::Expired,
+            Reason::Unacknowledged { .. } => ReasonCode::Unacknowledged,
         }
     }
 
@@ -127,21 +101,40 @@ pub fn fields(
     let mut out: Vec<(Vec<u8>, Vec<u8>)> = entry
         .fields
         .iter()
-        .filter(|(name, _)| !name.starts_with(FIELD_PREFIX.as_bytes()))
+        .filter(|(name, _)| !name.starts_with(DeadField::PREFIX.as_bytes()))
         .cloned()
         .collect();
-    let mut add = |name: &str, value: String| {
-        out.push((
-            format!("{FIELD_PREFIX}{name}").into_bytes(),
-            value.into_bytes(),
-        ));
+    let mut add = |field: DeadField, value: String| {
+        out.push((field.wire().as_bytes().to_vec(), value.into_bytes()));
     };
-    add("reason", reason.code().to_owned());
-    add("error", reason.detail());
-    add("stream", stream.to_owned());
-    add("id", entry.id.to_string());
-    add("deliveries", deliveries.to_string());
+    add(DeadField::Reason, reason.code().wire().to_owned());
+    add(DeadField::Error, reason.detail());
+    add(DeadField::Stream, stream.to_owned());
+    add(DeadField::Id, entry.id.to_string());
+    add(DeadField::Deliveries, deliveries.to_string());
     out
+}
+
+/// One reason of each kind, for the tests.
+#[cfg(test)]
+pub(crate) fn one_of_each() -> [Reason; 4] {
+    [
+        Reason::Malformed(Malformed::MissingEvent),
+        Reason::MaxDeliveries {
+            deliveries: 6,
+            limit: 5,
+        },
+        Reason::Expired {
+            age: Duration::from_secs(2),
+            limit: Duration::from_secs(1),
+        },
+        Reason::Unacknowledged {
+            attempts: 1,
+            clients: 0,
+            age: Duration::from_secs(2),
+            limit: Duration::from_secs(1),
+        },
+    ]
 }
 
 #[cfg(test)]
@@ -209,30 +202,6 @@ mod tests {
     }
 
     #[test]
-    fn every_reason_code_is_listed() {
-        let reasons = [
-            Reason::Malformed(Malformed::MissingEvent),
-            Reason::MaxDeliveries {
-                deliveries: 6,
-                limit: 5,
-            },
-            Reason::Expired {
-                age: Duration::from_secs(2),
-                limit: Duration::from_secs(1),
-            },
-            Reason::Unacknowledged {
-                attempts: 1,
-                clients: 0,
-                age: Duration::from_secs(2),
-                limit: Duration::from_secs(1),
-            },
-        ];
-        for reason in reasons {
-            assert!(REASON_CODES.contains(&reason.code()), "{reason:?}");
-        }
-    }
-
-    #[test]
     fn packed_fields_unpack_in_front() {
         let mut packed = Vec::new();
         rmp::encode::write_array_len(&mut packed, 4).unwrap();
@@ -240,8 +209,11 @@ mod tests {
             rmp::encode::write_str(&mut packed, item).unwrap();
         }
         let letter = vec![
-            (PACKED_FIELDS.as_bytes().to_vec(), packed),
-            (b"x-dead-reason".to_vec(), REFUSED.as_bytes().to_vec()),
+            (DeadField::Packed.wire().as_bytes().to_vec(), packed),
+            (
+                b"x-dead-reason".to_vec(),
+                ReasonCode::Refused.wire().as_bytes().to_vec(),
+            ),
         ];
         let names: Vec<Vec<u8>> = unpacked(&letter).into_iter().map(|(f, _)| f).collect();
         assert_eq!(
@@ -260,7 +232,7 @@ mod tests {
             age: Duration::from_millis(3_600_500),
             limit: Duration::from_secs(60),
         };
-        assert_eq!(expired.code(), "expired");
+        assert_eq!(expired.code().wire(), "expired");
         assert_eq!(
             expired.detail(),
             "1h 500ms old, older than delivery.max_age = 1m"

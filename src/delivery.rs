@@ -26,6 +26,7 @@ use redis::{FromRedisValue, RedisResult, Script, Value};
 use crate::config::{Config, RedisMode};
 use crate::entry::EntryId;
 use crate::packet::{Packet, Target};
+use crate::protocol::{Flag, LeaseOp, Lua, OpKind, OutcomeCode, ReasonCode};
 
 /// The keys the relay keeps in Redis besides the stream itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,17 +77,18 @@ pub struct Claim {
 }
 
 impl Claim {
-    /// The delivery script's flags for this entry (see `lua/deliver.lua`).
+    /// The delivery script's flags for this entry (see `lua/deliver.lua`): `-`, then its
+    /// [`Flag`]s.
     fn flags(&self, behind: bool, external: bool) -> String {
         let mut flags = String::from("-");
         for (set, flag) in [
-            (self.redelivery, 'r'),
-            (self.recorded, 'h'),
-            (behind, 'b'),
-            (external, 'x'),
+            (self.redelivery, Flag::Redelivery),
+            (self.recorded, Flag::Recorded),
+            (behind, Flag::Behind),
+            (external, Flag::External),
         ] {
             if set {
-                flags.push(flag);
+                flags.push_str(flag.wire());
             }
         }
         flags
@@ -128,7 +130,7 @@ pub enum Op<'a> {
     /// Moves the entry (its fields copied inside Redis) to the dead-letter stream.
     DeadLetter {
         claim: Claim,
-        reason: &'static str,
+        reason: ReasonCode,
         detail: String,
     },
     /// The entry was deleted from the stream before it could be delivered: acknowledge it.
@@ -149,6 +151,52 @@ impl Op<'_> {
             Op::Attempt { request, .. } => request.claim,
             Op::DeadLetter { claim, .. } | Op::Gone(claim) => *claim,
         }
+    }
+
+    /// Gives `push` its arguments to the delivery script, [`OpKind::arity`] of them, the first its
+    /// kind, which it returns.
+    fn encode(&self, mut push: impl FnMut(&[u8])) -> OpKind {
+        let claim = self.claim();
+        let (kind, behind, external) = match self {
+            Op::Publish {
+                behind, external, ..
+            } => (OpKind::Publish, *behind, *external),
+            Op::Attempt { external, .. } => (OpKind::Attempt, false, *external),
+            Op::DeadLetter { .. } => (OpKind::DeadLetter, false, false),
+            Op::Gone(_) => (OpKind::Gone, false, false),
+        };
+        let new = Claim {
+            id: claim.id,
+            deliveries: 1,
+            redelivery: false,
+            recorded: false,
+            released: false,
+        };
+        let kind = if kind == OpKind::Publish && claim == new && !behind && !external {
+            // The common case in fewer arguments: what the script would make of its flags.
+            push(OpKind::New.wire().as_bytes());
+            push(claim.id.to_string().as_bytes());
+            OpKind::New
+        } else {
+            push(kind.wire().as_bytes());
+            push(claim.flags(behind, external).as_bytes());
+            push(claim.id.to_string().as_bytes());
+            push(claim.deliveries.to_string().as_bytes());
+            kind
+        };
+        match self {
+            Op::Publish { entry, .. } | Op::Attempt { request: entry, .. } => {
+                push(entry.nsp.as_bytes());
+                push(entry.packet.channel.as_bytes());
+                push(&entry.packet.payload);
+            }
+            Op::DeadLetter { reason, detail, .. } => {
+                push(reason.wire().as_bytes());
+                push(detail.as_bytes());
+            }
+            Op::Gone(_) => {}
+        }
+        kind
     }
 }
 
@@ -214,24 +262,24 @@ impl FromRedisValue for Report {
         let (results, servers, errors, confirming): Parts = FromRedisValue::from_redis_value(v)?;
         let mut outcomes = Vec::with_capacity(results.len());
         for (at, result) in results.into_iter().enumerate() {
-            let value = result / 16;
-            outcomes.push(match result % 16 {
-                1 => Outcome::Published { receivers: value },
-                2 => Outcome::TooFewServers { servers: value },
-                3 => Outcome::HeldBehind,
-                4 => Outcome::NotOwned,
-                5 => Outcome::Acknowledged,
-                6 => Outcome::AlreadyPublished,
-                7 => Outcome::PublishRefused {
+            let (code, value) = OutcomeCode::split(result)
+                .map_err(|other| format!("unknown delivery outcome {other}"))?;
+            outcomes.push(match code {
+                OutcomeCode::Published => Outcome::Published { receivers: value },
+                OutcomeCode::TooFewServers => Outcome::TooFewServers { servers: value },
+                OutcomeCode::HeldBehind => Outcome::HeldBehind,
+                OutcomeCode::NotOwned => Outcome::NotOwned,
+                OutcomeCode::Acknowledged => Outcome::Acknowledged,
+                OutcomeCode::AlreadyPublished => Outcome::AlreadyPublished,
+                OutcomeCode::PublishRefused => Outcome::PublishRefused {
                     error: errors
                         .iter()
                         .find(|(op, _)| *op == at + 1)
                         .map_or_else(String::new, |(_, error)| error.clone()),
                 },
-                8 => Outcome::TooFewReceivers { receivers: value },
-                9 => Outcome::ToPublish { servers: value },
-                10 => Outcome::AttemptSent { servers: value },
-                other => return Err(format!("unknown delivery outcome {other}").into()),
+                OutcomeCode::TooFewReceivers => Outcome::TooFewReceivers { receivers: value },
+                OutcomeCode::ToPublish => Outcome::ToPublish { servers: value },
+                OutcomeCode::AttemptSent => Outcome::AttemptSent { servers: value },
             });
         }
         Ok(Report {
@@ -313,35 +361,18 @@ pub struct Scripts {
     counts_clients: bool,
 }
 
-/// `source` with `prelude` (functions it shares with other scripts) after its first line, the
-/// shebang.
-fn with(prelude: &str, source: &str) -> Script {
-    let (shebang, body) = source.split_once('\n').unwrap_or((source, ""));
-    Script::new(&format!("{shebang}\n{prelude}{body}"))
-}
-
-/// `source` with `lua/servers.lua`: how servers are counted.
-fn with_servers(source: &str) -> Script {
-    with(include_str!("lua/servers.lua"), source)
-}
-
-/// `source` with `lua/settle.lua`: how an entry leaves the group with a record of it.
-fn with_settle(source: &str) -> Script {
-    with(include_str!("lua/settle.lua"), source)
-}
-
 impl Scripts {
     pub fn new(cfg: &Config) -> Scripts {
         Scripts {
-            deliver: with_servers(include_str!("lua/deliver.lua")),
-            confirm: with_servers(include_str!("lua/confirm.lua")),
-            prune: Script::new(include_str!("lua/prune.lua")),
-            keep: Script::new(include_str!("lua/keep.lua")),
-            forget: Script::new(include_str!("lua/forget.lua")),
-            isolate: with_settle(include_str!("lua/isolate.lua")),
-            acked: with_settle(include_str!("lua/acked.lua")),
-            lease: Script::new(include_str!("lua/lease.lua")),
-            preflight: Script::new(include_str!("lua/preflight.lua")),
+            deliver: Lua::Deliver.script(),
+            confirm: Lua::Confirm.script(),
+            prune: Lua::Prune.script(),
+            keep: Lua::Keep.script(),
+            forget: Lua::Forget.script(),
+            isolate: Lua::Isolate.script(),
+            acked: Lua::Acked.script(),
+            lease: Lua::Lease.script(),
+            preflight: Lua::Preflight.script(),
             target: cfg.target(),
             keys: Keys::new(cfg),
             group: cfg.source.group.clone(),
@@ -416,42 +447,9 @@ impl Scripts {
                 .arg(&request.packet.payload);
         }
         for op in ops {
-            let claim = op.claim();
-            let (kind, behind, external) = match op {
-                Op::Publish {
-                    behind, external, ..
-                } => ("P", *behind, *external),
-                Op::Attempt { external, .. } => ("A", false, *external),
-                Op::DeadLetter { .. } => ("D", false, false),
-                Op::Gone(_) => ("G", false, false),
-            };
-            let new = Claim {
-                id: claim.id,
-                deliveries: 1,
-                redelivery: false,
-                recorded: false,
-                released: false,
-            };
-            if kind == "P" && claim == new && !behind && !external {
-                // The common case in fewer arguments: what the script would make of its flags.
-                call.arg("N").arg(claim.id.to_string());
-            } else {
-                call.arg(kind)
-                    .arg(claim.flags(behind, external))
-                    .arg(claim.id.to_string())
-                    .arg(claim.deliveries);
-            }
-            match op {
-                Op::Publish { entry, .. } | Op::Attempt { request: entry, .. } => {
-                    call.arg(&entry.nsp)
-                        .arg(&entry.packet.channel)
-                        .arg(&entry.packet.payload);
-                }
-                Op::DeadLetter { reason, detail, .. } => {
-                    call.arg(*reason).arg(detail);
-                }
-                Op::Gone(_) => {}
-            }
+            op.encode(|item| {
+                call.arg(item);
+            });
         }
         call.invoke_async(con).await
     }
@@ -639,13 +637,13 @@ impl Scripts {
             .arg(ttl.as_millis() as u64);
         match action {
             LeaseAction::Take { dead_value } => {
-                call.arg("take").arg(dead_value.unwrap_or(""));
+                call.arg(LeaseOp::Take.wire()).arg(dead_value.unwrap_or(""));
             }
             LeaseAction::Renew => {
-                call.arg("renew");
+                call.arg(LeaseOp::Renew.wire());
             }
             LeaseAction::Release => {
-                call.arg("release");
+                call.arg(LeaseOp::Release.wire());
             }
         }
         let reply: Vec<Value> = call.invoke_async(con).await?;
@@ -686,4 +684,68 @@ pub enum LeaseReply {
     Held,
     /// Someone else does: the lease's value and the milliseconds it has left.
     Taken { value: String, left_ms: u64 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What Rust gives the delivery script per operation is what the script reads: `OP_SIZE`,
+    /// from the same [`OpKind::arity`].
+    #[test]
+    fn every_operation_is_as_long_as_its_kind_says() {
+        let claim = Claim {
+            id: EntryId { ms: 1, seq: 0 },
+            deliveries: 1,
+            redelivery: false,
+            recorded: false,
+            released: false,
+        };
+        let again = Claim {
+            deliveries: 2,
+            redelivery: true,
+            ..claim
+        };
+        let entry = |claim| Deliverable {
+            claim,
+            nsp: "/".into(),
+            packet: Packet {
+                channel: "c".into(),
+                payload: vec![1, 2],
+            },
+            counted: None,
+        };
+        let (first, later) = (entry(claim), entry(again));
+        let ops = [
+            Op::Publish {
+                entry: &first,
+                behind: false,
+                external: false,
+            },
+            Op::Publish {
+                entry: &later,
+                behind: false,
+                external: false,
+            },
+            Op::DeadLetter {
+                claim,
+                reason: ReasonCode::Malformed,
+                detail: "d".into(),
+            },
+            Op::Gone(again),
+            Op::Attempt {
+                request: &first,
+                external: true,
+            },
+        ];
+        let mut kinds = Vec::new();
+        for op in &ops {
+            let mut items = Vec::new();
+            let kind = op.encode(|item| items.push(item.to_vec()));
+            assert_eq!(items.len(), kind.arity(), "{kind:?}");
+            assert_eq!(items[0], kind.wire().as_bytes());
+            kinds.push(kind);
+        }
+        assert_eq!(kinds, OpKind::ALL);
+    }
 }

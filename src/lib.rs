@@ -22,6 +22,8 @@
 //! - [`delivery`]: the Lua scripts that publish, hold, dead-letter and acknowledge a batch, all or
 //!   nothing, and confirm it once the servers have it.
 //! - [`dead_letter`]: dead-letter reasons and the fields a dead letter carries.
+//! - [`protocol`]: what the relay and its Lua scripts spell alike (dead-letter reasons, the
+//!   delivery script's operations, flags and outcomes), defined once and given to every script.
 //! - [`held`]: entries waiting, per namespace and in order, for Socket.IO servers to listen.
 //! - [`confirming`]: published entries until the servers say they have them (or left without).
 //! - [`awaiting`]: entries waiting for their clients' acknowledgements, sent again until one comes.
@@ -69,6 +71,7 @@ pub mod logging;
 pub(crate) mod metrics;
 pub mod packet;
 pub mod partition;
+pub mod protocol;
 pub(crate) mod reader;
 pub(crate) mod relay;
 pub(crate) mod reload;

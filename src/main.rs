@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use sio_relay::commands::{self, block_on, dead, monitor, send, status};
 use sio_relay::config::Config;
 use sio_relay::exit::EXIT_CONFIG;
+use sio_relay::protocol::ReasonCode;
 
 /// Durable relay from a Redis Stream to Socket.IO servers (@socket.io/redis-adapter).
 #[derive(Parser)]
@@ -124,8 +125,7 @@ enum DeadAction {
         /// Every dead letter present when the command starts (not those added while it runs).
         #[arg(long, conflicts_with = "ids")]
         all: bool,
-        /// Only dead letters with this reason (malformed, max_deliveries, expired, refused).
-        #[arg(long, value_name = "REASON")]
+        #[arg(long, value_name = "REASON", help = reason_help())]
         reason: Option<String>,
         /// List what would be replayed, and change nothing.
         #[arg(long)]
@@ -138,10 +138,17 @@ enum DeadAction {
         /// Every dead letter present when the command starts.
         #[arg(long, conflicts_with = "ids")]
         all: bool,
-        /// Only dead letters with this reason.
-        #[arg(long, value_name = "REASON")]
+        #[arg(long, value_name = "REASON", help = reason_help())]
         reason: Option<String>,
     },
+}
+
+/// The help of `--reason`, naming every reason there is.
+fn reason_help() -> String {
+    format!(
+        "Only dead letters with this reason ({})",
+        ReasonCode::listed()
+    )
 }
 
 fn main() -> ExitCode {

@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::dead_letter;
+use crate::protocol::ReasonCode;
 
 /// Where entries were read from.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -40,7 +40,7 @@ pub struct SourceLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
-    pub reason: String,
+    pub reason: ReasonCode,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -166,11 +166,12 @@ impl Metrics {
             "Entries reclaimed from other consumers (XAUTOCLAIM)",
             metrics.redelivered.clone(),
         );
-        // A series for every reason from the start (see dead_letter::REASON_CODES).
-        for reason in dead_letter::REASON_CODES {
-            let _ = metrics.dead_lettered.get_or_create(&ReasonLabels {
-                reason: reason.into(),
-            });
+        // A series for every reason from the start, so that a rate over `dead_lettered_total` sees
+        // the first dead letter of a reason instead of a series born at 1.
+        for &reason in ReasonCode::ALL {
+            let _ = metrics
+                .dead_lettered
+                .get_or_create(&ReasonLabels { reason });
         }
         registry.register(
             "dead_lettered",
@@ -299,11 +300,9 @@ impl Metrics {
             .inc_by(n as u64);
     }
 
-    pub fn dead_lettered(&self, reason: &str) {
+    pub fn dead_lettered(&self, reason: ReasonCode) {
         self.dead_lettered
-            .get_or_create(&ReasonLabels {
-                reason: reason.into(),
-            })
+            .get_or_create(&ReasonLabels { reason })
             .inc();
     }
 
@@ -352,13 +351,11 @@ impl Metrics {
 
     /// Entries dead-lettered, whatever the reason.
     pub fn dead_lettered_total(&self) -> u64 {
-        dead_letter::REASON_CODES
+        ReasonCode::ALL
             .iter()
-            .filter_map(|reason| {
+            .filter_map(|&reason| {
                 self.dead_lettered
-                    .get(&ReasonLabels {
-                        reason: (*reason).into(),
-                    })
+                    .get(&ReasonLabels { reason })
                     .map(|c| c.get())
             })
             .sum()
@@ -380,7 +377,8 @@ mod tests {
     #[test]
     fn every_dead_letter_reason_is_exported_from_the_start() {
         let text = Metrics::new().render();
-        for reason in dead_letter::REASON_CODES {
+        for reason in ReasonCode::ALL {
+            let reason = reason.wire();
             let line = format!("sio_relay_dead_lettered_total{{reason=\"{reason}\"}} 0");
             assert!(
                 text.lines().any(|l| l == line),
@@ -405,7 +403,7 @@ mod tests {
     fn names_follow_prometheus_conventions() {
         let metrics = Metrics::new();
         metrics.read(Source::new, 3);
-        metrics.dead_lettered("malformed");
+        metrics.dead_lettered(ReasonCode::Malformed);
         metrics.connected(true);
         metrics.end_to_end.observe(0.002);
         let text = metrics.render();

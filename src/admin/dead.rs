@@ -9,13 +9,14 @@
 //! the snapshot, so the walk ends instead of chasing its own tail.
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncCommands, Script};
+use redis::AsyncCommands;
 use serde::Serialize;
 
 use super::connect;
 use crate::config::Config;
-use crate::dead_letter::{self, FIELD_PREFIX, PACKED_FIELDS};
+use crate::dead_letter;
 use crate::exit::Failure;
+use crate::protocol::{DeadField, Lua, Order};
 
 /// Which dead letters a command acts on.
 pub struct Selection {
@@ -41,7 +42,7 @@ pub struct DeadLetter {
 impl DeadLetter {
     /// As [`Letter`], nothing cut (`replay --dry-run` shows what it read whole, as it always did).
     pub fn whole(self) -> Letter {
-        let field = |name: &str| self.field(&format!("{FIELD_PREFIX}{name}")).to_owned();
+        let field = |name: DeadField| self.field(name.wire()).to_owned();
         Letter {
             time_ms: self
                 .id
@@ -49,14 +50,14 @@ impl DeadLetter {
                 .next()
                 .and_then(|ms| ms.parse().ok())
                 .unwrap_or(0),
-            reason: field("reason"),
-            error: field("error"),
-            source_id: field("id"),
-            deliveries: field("deliveries"),
+            reason: field(DeadField::Reason),
+            error: field(DeadField::Error),
+            source_id: field(DeadField::Id),
+            deliveries: field(DeadField::Deliveries),
             fields: self
                 .fields
                 .iter()
-                .filter(|(f, _)| !f.starts_with(FIELD_PREFIX))
+                .filter(|(f, _)| !f.starts_with(DeadField::PREFIX))
                 .map(|(name, value)| Field {
                     name: name.clone(),
                     value: value.clone(),
@@ -101,7 +102,7 @@ const PAGE: usize = 100;
 
 /// Bytes shown of each field name and value.
 pub const VALUE_BYTES: usize = 1024;
-/// Packed fields (see [`PACKED_FIELDS`]) up to this size are unpacked and shown; longer ones are
+/// Packed fields (see [`DeadField::Packed`]) up to this size are unpacked and shown; longer ones are
 /// shown cut, as any value.
 pub const PACKED_BYTES: usize = 64 << 10;
 /// Producer fields shown per dead letter.
@@ -167,22 +168,22 @@ pub async fn browse(
     reason: &str,
 ) -> Result<Browsed, Failure> {
     let (direction, start) = match from {
-        Start::Newest(end) => ("newest", end),
-        Start::Oldest(start) => ("oldest", start),
+        Start::Newest(end) => (Order::Newest, end),
+        Start::Oldest(start) => (Order::Oldest, start),
     };
-    let (rows, last, scanned): (Vec<Shown>, String, usize) =
-        Script::new(include_str!("../lua/browse.lua"))
-            .key(stream)
-            .arg(direction)
-            .arg(start)
-            .arg(limit)
-            .arg(scan)
-            .arg(reason)
-            .arg(VALUE_BYTES)
-            .arg(PACKED_BYTES)
-            .arg(FIELDS_SHOWN)
-            .invoke_async(con)
-            .await?;
+    let (rows, last, scanned): (Vec<Shown>, String, usize) = Lua::Browse
+        .script()
+        .key(stream)
+        .arg(direction.wire())
+        .arg(start)
+        .arg(limit)
+        .arg(scan)
+        .arg(reason)
+        .arg(VALUE_BYTES)
+        .arg(PACKED_BYTES)
+        .arg(FIELDS_SHOWN)
+        .invoke_async(con)
+        .await?;
     Ok(Browsed {
         letters: rows.into_iter().map(|row| letter(stream, row)).collect(),
         last,
@@ -207,18 +208,18 @@ fn letter(stream: &str, (id, shown, total): Shown) -> Letter {
     let packed = raw
         .iter()
         .zip(&sizes)
-        .find(|((f, _), _)| f == PACKED_FIELDS.as_bytes());
+        .find(|((f, _), _)| f == DeadField::Packed.wire().as_bytes());
     let packed_whole = packed.is_some_and(|((_, v), size)| v.len() == *size);
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    let dead = |name: &str| {
+    let dead = |name: DeadField| {
         raw.iter()
-            .find(|(f, _)| f == format!("{FIELD_PREFIX}{name}").as_bytes())
+            .find(|(f, _)| f == name.wire().as_bytes())
             .map_or(String::new(), |(_, v)| text(v))
     };
     let mut fields: Vec<Field> = if packed_whole {
         dead_letter::unpacked(&raw)
             .into_iter()
-            .filter(|(f, _)| !f.starts_with(FIELD_PREFIX.as_bytes()))
+            .filter(|(f, _)| !f.starts_with(DeadField::PREFIX.as_bytes()))
             .map(|(f, v)| Field {
                 name: text(&f[..f.len().min(VALUE_BYTES)]),
                 value: text(&v[..v.len().min(VALUE_BYTES)]),
@@ -229,7 +230,7 @@ fn letter(stream: &str, (id, shown, total): Shown) -> Letter {
     } else {
         raw.iter()
             .zip(&sizes)
-            .filter(|((f, _), _)| !f.starts_with(FIELD_PREFIX.as_bytes()))
+            .filter(|((f, _), _)| !f.starts_with(DeadField::PREFIX.as_bytes()))
             .map(|((f, v), size)| Field {
                 name: text(f),
                 value: text(v),
@@ -241,7 +242,7 @@ fn letter(stream: &str, (id, shown, total): Shown) -> Letter {
     // browse.lua kept FIELDS_SHOWN of the stored ones; unpacked fields are cut here.
     let relays = raw
         .iter()
-        .filter(|(f, _)| f.starts_with(FIELD_PREFIX.as_bytes()))
+        .filter(|(f, _)| f.starts_with(DeadField::PREFIX.as_bytes()))
         .count();
     let stored = if packed_whole {
         fields.len()
@@ -254,7 +255,7 @@ fn letter(stream: &str, (id, shown, total): Shown) -> Letter {
     // size, rather than not at all.
     if let (Some(((_, v), size)), false) = (packed, packed_whole) {
         fields.push(Field {
-            name: PACKED_FIELDS.into(),
+            name: DeadField::Packed.wire().into(),
             value: text(v),
             bytes: *size,
             truncated: true,
@@ -268,10 +269,10 @@ fn letter(stream: &str, (id, shown, total): Shown) -> Letter {
             .and_then(|ms| ms.parse().ok())
             .unwrap_or(0),
         id,
-        reason: dead("reason"),
-        error: dead("error"),
-        source_id: dead("id"),
-        deliveries: dead("deliveries"),
+        reason: dead(DeadField::Reason),
+        error: dead(DeadField::Error),
+        source_id: dead(DeadField::Id),
+        deliveries: dead(DeadField::Deliveries),
         fields,
         fields_not_shown,
     }
@@ -290,7 +291,7 @@ pub struct Replayed {
 /// Moves the selected dead letters back to the source stream.
 pub async fn replay(cfg: &Config, selection: Selection) -> Result<Replayed, Failure> {
     let mut con = connect(cfg).await?;
-    let script = Script::new(include_str!("../lua/replay.lua"));
+    let script = Lua::Replay.script();
     let mut replayed = Replayed::default();
     let mut walk = Walk::new(selection);
     while let Some(page) = walk.next_page(cfg, &mut con).await? {
@@ -405,7 +406,7 @@ impl Walk {
         Ok(Some(
             rows.into_iter()
                 .map(|(id, fields)| DeadLetter::from_raw(stream, id, &fields))
-                .filter(|letter| reason.is_none_or(|r| letter.field("x-dead-reason") == r))
+                .filter(|letter| reason.is_none_or(|r| letter.field(DeadField::Reason.wire()) == r))
                 .collect(),
         ))
     }

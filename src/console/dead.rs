@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 pub use crate::admin::dead::Letter;
 use crate::admin::{self, dead as operations};
 use crate::config::Config;
-use crate::dead_letter;
 use crate::exit::Failure;
+use crate::protocol::ReasonCode;
 
 /// Dead letters per page at most (the default: [`DEFAULT_LIMIT`]).
 pub const MAX_LIMIT: usize = 100;
@@ -37,7 +37,7 @@ pub struct PageQuery {
 #[derive(Debug, Serialize)]
 pub struct Page {
     /// Every reason the relay writes, for the page's filter.
-    pub reasons: &'static [&'static str],
+    pub reasons: &'static [ReasonCode],
     /// The dead-letter streams (one per partition).
     pub streams: Vec<String>,
     pub letters: Vec<Letter>,
@@ -123,7 +123,7 @@ pub async fn page(cfg: &Config, query: &PageQuery) -> Result<Page, Failure> {
         .then_some(browsed.last)
         .filter(|last| !last.is_empty());
     Ok(Page {
-        reasons: &dead_letter::REASON_CODES,
+        reasons: ReasonCode::ALL,
         streams: streams(cfg),
         letters: browsed.letters,
         next_before,

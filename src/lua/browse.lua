@@ -2,7 +2,7 @@
 -- hold many megabytes (its entry was too large), and neither the console (in the relay) nor
 -- `sio-relay dead list` may bring them all into its memory. Both read dead letters through here.
 -- KEYS[1] the dead-letter stream
--- ARGV[1] 'newest' (newest first: the console) or 'oldest' (oldest first: dead list)
+-- ARGV[1] ORDER_NEWEST (newest first: the console) or ORDER_OLDEST (oldest first: dead list)
 -- ARGV[2] where the page starts, excluded: newest first '+' or '(<id>' for the letters before
 --         <id>; oldest first '-' or '(<id>' for the letters after <id>
 -- ARGV[3] at most this many letters returned
@@ -16,10 +16,12 @@
 local wanted, scan = tonumber(ARGV[3]), tonumber(ARGV[4])
 local cut, packed_whole, max_fields = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local rows
-if ARGV[1] == 'oldest' then
+if ARGV[1] == ORDER_OLDEST then
   rows = redis.call('XRANGE', KEYS[1], ARGV[2], '+', 'COUNT', scan)
-else
+elseif ARGV[1] == ORDER_NEWEST then
   rows = redis.call('XREVRANGE', KEYS[1], ARGV[2], '-', 'COUNT', scan)
+else
+  return redis.error_reply('SIORELAY BUG unknown order ' .. tostring(ARGV[1]))
 end
 local letters, last, scanned = {}, '', 0
 for _, row in ipairs(rows) do
@@ -28,7 +30,7 @@ for _, row in ipairs(rows) do
   last, scanned = id, scanned + 1
   local keep = ARGV[5] == ''
   for i = 1, #fields, 2 do
-    if fields[i] == 'x-dead-reason' then
+    if fields[i] == DEAD_REASON then
       keep = keep or fields[i + 1] == ARGV[5]
       break
     end
@@ -37,11 +39,11 @@ for _, row in ipairs(rows) do
     local shown, producers = {}, 0
     for i = 1, #fields, 2 do
       local name, value = fields[i], fields[i + 1]
-      local relays = string.sub(name, 1, 7) == 'x-dead-'
+      local relays = string.sub(name, 1, #DEAD_PREFIX) == DEAD_PREFIX
       if not relays then producers = producers + 1 end
       if relays or producers <= max_fields then
         local limit = cut
-        if name == 'x-dead-fields' and #value <= packed_whole then limit = #value end
+        if name == DEAD_PACKED and #value <= packed_whole then limit = #value end
         shown[#shown + 1] = string.sub(name, 1, cut)
         shown[#shown + 1] = string.sub(value, 1, limit)
         shown[#shown + 1] = #value

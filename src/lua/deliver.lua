@@ -23,9 +23,9 @@
 -- current run_id, and publishes it again if Redis restarted in between (the packets may never have
 -- left). Entries held because too few servers listen are recorded in the held hash (id -> delivery
 -- count) so that waiting never spends delivery attempts, across restarts and relays. An entry whose
--- channel another node of a cluster serves ('x') is checked, counted and held here like any other,
--- but published by the relay after the script (code 9), unjournaled: if the relay dies before it
--- confirms, the entry is published again (at least once, never lost).
+-- channel another node of a cluster serves (FLAG_EXTERNAL) is checked, counted and held here like
+-- any other, but published by the relay after the script (OUTCOME_TO_PUBLISH), unjournaled: if the
+-- relay dies before it confirms, the entry is published again (at least once, never lost).
 --
 -- KEYS[1] source stream      ARGV[1] consumer group       ARGV[6], ARGV[7] lowest and highest ID
 -- KEYS[2] dead-letter stream ARGV[2] this consumer        ARGV[8] how many pending entries to scan
@@ -37,37 +37,41 @@
 -- ARGV[15] n, the number of namespaces whose servers the relay counted; then n pairs namespace,
 -- servers; then c, the number of confirmation requests, and c triples namespace, channel, payload:
 -- the request published after the batch's entries of that namespace, if any was published (see
--- confirming.rs); then the operations, each opening with its kind:
---   'N', id, namespace, channel, payload        publish a new entry: first read, delivery count 1
---   'P', flags, id, deliveries, namespace, channel, payload   publish any other entry
---   'D', flags, id, deliveries, reason, detail   dead-letter (fields copied here)
---   'G', flags, id, deliveries                   deleted from the stream: acknowledge
---   'A', flags, id, deliveries, namespace, channel, payload   send an attempt of an entry that
---                                                waits for its clients' acknowledgements (a
+-- confirming.rs); then the operations, each opening with its kind and OP_SIZE[kind] arguments long
+-- in all (the OP_*, FLAG_* and OUTCOME_* constants come from src/protocol.rs):
+--   OP_NEW, id, namespace, channel, payload      publish a new entry: first read, delivery count 1
+--   OP_PUBLISH, flags, id, deliveries, namespace, channel, payload   publish any other entry
+--   OP_DEAD_LETTER, flags, id, deliveries, reason, detail   dead-letter (fields copied here)
+--   OP_GONE, flags, id, deliveries               deleted from the stream: acknowledge
+--   OP_ATTEMPT, flags, id, deliveries, namespace, channel, payload   send an attempt of an entry
+--                                                that waits for its clients' acknowledgements (a
 --                                                broadcast with acknowledgements): never held,
 --                                                journaled nor acknowledged here, but sent only while
 --                                                the entry is still this consumer's, so that a relay
 --                                                that was frozen or lost it never sends it again
--- flags: 'r' a redelivery, which may have been journaled; 'h' recorded in the held hash; 'b' behind
--- an older entry the relay holds for its namespace, so to be held unpublished; 'x' published by
--- the relay (code 9); '-' none.
+-- flags, letters: FLAG_REDELIVERY a redelivery, which may have been journaled; FLAG_RECORDED
+-- recorded in the held hash; FLAG_BEHIND behind an older entry the relay holds for its namespace,
+-- so to be held unpublished; FLAG_EXTERNAL published by the relay (OUTCOME_TO_PUBLISH); '-' none.
 --
--- Returns { results, servers, errors, confirming }: one integer per operation, 16 * value + code;
--- servers, a flat list of namespace, server count for every namespace counted; errors, a flat list
--- of operation number, error text for code 7; confirming, the namespaces whose confirmation request
--- went out.
---   code 1, value receivers   published and journaled
---   code 2, value servers     not published: too few servers listen on its namespace; held
---   code 3                    not published: an earlier entry of its namespace is held; held
---   code 4                    skipped: no longer pending for this consumer (another relay owns it,
+-- Returns { results, servers, errors, confirming }: one integer per operation, OUTCOME_BASE * value
+-- + code; servers, a flat list of namespace, server count for every namespace counted; errors, a
+-- flat list of operation number, error text for OUTCOME_PUBLISH_REFUSED; confirming, the namespaces
+-- whose confirmation request went out.
+--   OUTCOME_PUBLISHED, value receivers   published and journaled
+--   OUTCOME_TOO_FEW_SERVERS, value servers   not published: too few servers listen on its
+--                             namespace; held
+--   OUTCOME_HELD_BEHIND       not published: an earlier entry of its namespace is held; held
+--   OUTCOME_NOT_OWNED         skipped: no longer pending for this consumer (another relay owns it,
 --                             or it is acknowledged), so publishing it here would duplicate it
---   code 5                    dead-lettered and acknowledged (or acknowledged, for 'G')
---   code 6                    already published by this Redis process: acknowledged, not published
---   code 7                    PUBLISH was refused (see errors); held
---   code 8, value receivers   published, but PUBLISH reached fewer than min receivers; not
---                             journaled; held
---   code 9, value servers     enough servers listen: for the relay to publish ('x')
---   code 10, value servers    an attempt ('A') sent to the servers counted (none sent to no server)
+--   OUTCOME_ACKNOWLEDGED      dead-lettered and acknowledged (or acknowledged, for OP_GONE)
+--   OUTCOME_ALREADY_PUBLISHED already published by this Redis process: acknowledged, not published
+--   OUTCOME_PUBLISH_REFUSED   PUBLISH was refused (see errors); held
+--   OUTCOME_TOO_FEW_RECEIVERS, value receivers   published, but PUBLISH reached fewer than min
+--                             receivers; not journaled; held
+--   OUTCOME_TO_PUBLISH, value servers   enough servers listen: for the relay to publish
+--                             (FLAG_EXTERNAL)
+--   OUTCOME_ATTEMPT_SENT, value servers   an attempt (OP_ATTEMPT) sent to the servers counted
+--                             (none sent to no server)
 local stream, dead, journal, held_record = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, consumer = ARGV[1], ARGV[2]
 local min_receivers = tonumber(ARGV[3])
@@ -79,9 +83,6 @@ local journal_field = ARGV[14]
 local given = tonumber(ARGV[15])
 local FIRST_CONFIRM = 17 + 2 * given
 local FIRST_OP = FIRST_CONFIRM + 3 * tonumber(ARGV[16 + 2 * given])
--- Lua cannot pass many more than 8000 values to one redis.call; a dead letter with more fields than
--- fit keeps them packed (MessagePack) in one field instead.
-local MAX_XADD_VALUES = 7800
 
 local function refuse(problem)
   return redis.error_reply('SIORELAY ' .. problem)
@@ -136,18 +137,13 @@ local argc = #ARGV
 while i <= argc do
   starts[#starts + 1] = i
   local kind = ARGV[i]
-  if kind == 'N' then
-    i = i + 5
-  elseif kind == 'P' or kind == 'A' then
-    i = i + 7
-  elseif kind == 'D' then
-    i = i + 6
-    any_dead = true
-  elseif kind == 'G' then
-    i = i + 4
-    any_dead = true
-  else
+  local size = OP_SIZE[kind]
+  if size == nil then
     return refuse('BUG unknown operation ' .. tostring(kind))
+  end
+  i = i + size
+  if kind == OP_DEAD_LETTER or kind == OP_GONE then
+    any_dead = true
   end
 end
 
@@ -204,7 +200,8 @@ local function was_published(id)
 end
 
 -- The dead letter of entry `id`: its fields as produced (minus x-dead-* fields of an earlier death),
--- then the reason. Copied here, so that an entry of any size never travels through the relay.
+-- then the reason. Copied here, so that an entry of any size never travels through the relay. More
+-- fields than one redis.call can carry (MAX_XADD_VALUES) go packed (MessagePack) in DEAD_PACKED.
 local function dead_letter(id, deliveries, reason, detail)
   local found = redis.call('XRANGE', stream, id, id)[1]
   if not found then
@@ -212,7 +209,7 @@ local function dead_letter(id, deliveries, reason, detail)
   end
   local fields = {}
   for j = 1, #found[2], 2 do
-    if string.sub(found[2][j], 1, 7) ~= 'x-dead-' then
+    if string.sub(found[2][j], 1, #DEAD_PREFIX) ~= DEAD_PREFIX then
       fields[#fields + 1] = found[2][j]
       fields[#fields + 1] = found[2][j + 1]
     end
@@ -225,15 +222,15 @@ local function dead_letter(id, deliveries, reason, detail)
   end
   xadd[#xadd + 1] = '*'
   if #fields > MAX_XADD_VALUES then
-    xadd[#xadd + 1] = 'x-dead-fields'
+    xadd[#xadd + 1] = DEAD_PACKED
     xadd[#xadd + 1] = cmsgpack.pack(fields)
   else
     for _, item in ipairs(fields) do
       xadd[#xadd + 1] = item
     end
   end
-  for _, pair in ipairs({ { 'x-dead-reason', reason }, { 'x-dead-error', detail },
-    { 'x-dead-stream', stream }, { 'x-dead-id', id }, { 'x-dead-deliveries', deliveries } }) do
+  for _, pair in ipairs({ { DEAD_REASON, reason }, { DEAD_ERROR, detail }, { DEAD_STREAM, stream },
+    { DEAD_ID, id }, { DEAD_DELIVERIES, deliveries } }) do
     xadd[#xadd + 1] = pair[1]
     xadd[#xadd + 1] = pair[2]
   end
@@ -271,47 +268,47 @@ local function acknowledged_as_published(k, id, recorded)
   n_acked = n_acked + 1
   acked[n_acked] = id
   resolved(id, recorded)
-  results[k] = 6
+  results[k] = OUTCOME_ALREADY_PUBLISHED
   return true
 end
 
 -- An operation's common items: kind, id, delivery count, flags, and where its own items start.
 local function common(at)
   local kind = ARGV[at]
-  if kind == 'N' then
+  if kind == OP_NEW then
     return kind, ARGV[at + 1], 1, false, false, false, false, at + 2
   end
   local flags = ARGV[at + 1]
-  return kind, ARGV[at + 2], ARGV[at + 3], find(flags, 'r', 1, true) ~= nil,
-    find(flags, 'h', 1, true) ~= nil, find(flags, 'b', 1, true) ~= nil,
-    find(flags, 'x', 1, true) ~= nil, at + 4
+  return kind, ARGV[at + 2], ARGV[at + 3], find(flags, FLAG_REDELIVERY, 1, true) ~= nil,
+    find(flags, FLAG_RECORDED, 1, true) ~= nil, find(flags, FLAG_BEHIND, 1, true) ~= nil,
+    find(flags, FLAG_EXTERNAL, 1, true) ~= nil, at + 4
 end
 
 for k, at in ipairs(any_dead and starts or {}) do
   local kind = ARGV[at]
-  if kind == 'D' or kind == 'G' then
+  if kind == OP_DEAD_LETTER or kind == OP_GONE then
     local _, id, deliveries, redelivery, recorded, _, _, own = common(at)
     if not owned(id) then
-      results[k] = 4
+      results[k] = OUTCOME_NOT_OWNED
     elseif redelivery and acknowledged_as_published(k, id, recorded) then
       -- Published already (it expired or ran out of attempts only while awaiting confirmation).
     else
-      if kind == 'D' then
+      if kind == OP_DEAD_LETTER then
         dead_letter(id, deliveries, ARGV[own], ARGV[own + 1])
       end
       n_acked = n_acked + 1
       acked[n_acked] = id
       resolved(id, recorded)
-      results[k] = 5
+      results[k] = OUTCOME_ACKNOWLEDGED
     end
   end
 end
 
 for k, at in ipairs(starts) do
   local kind = ARGV[at]
-  if kind == 'N' or kind == 'P' then
+  if kind == OP_NEW or kind == OP_PUBLISH then
     local id, deliveries, redelivery, recorded, behind, external, own
-    if kind == 'N' then
+    if kind == OP_NEW then
       id, deliveries, redelivery, recorded, behind, external, own = ARGV[at + 1], 1, false, false,
         false, false, at + 2
     else
@@ -320,31 +317,31 @@ for k, at in ipairs(starts) do
     end
     local namespace, channel, payload = ARGV[own], ARGV[own + 1], ARGV[own + 2]
     if not (mine[id] or (not complete and owned(id))) then
-      results[k] = 4
+      results[k] = OUTCOME_NOT_OWNED
     elseif redelivery and acknowledged_as_published(k, id, recorded) then
       -- Published in this Redis process already: acknowledged, not published again.
     elseif behind or holding[namespace] then
       held(id, recorded, deliveries, namespace)
-      results[k] = 3
+      results[k] = OUTCOME_HELD_BEHIND
     else
       local listening = servers[namespace] or servers_of(namespace)
       if listening < min_receivers then
         held(id, recorded, deliveries, namespace)
-        results[k] = listening * 16 + 2
+        results[k] = listening * OUTCOME_BASE + OUTCOME_TOO_FEW_SERVERS
       elseif external then
         resolved(id, recorded)
-        results[k] = listening * 16 + 9
+        results[k] = listening * OUTCOME_BASE + OUTCOME_TO_PUBLISH
       else
         local receivers = pcall_redis(publish_command, channel, payload)
         if type(receivers) == 'table' then
           held(id, recorded, deliveries, namespace)
           errors[#errors + 1] = k
           errors[#errors + 1] = tostring(receivers.err)
-          results[k] = 7
+          results[k] = OUTCOME_PUBLISH_REFUSED
         elseif replies_count_servers and receivers < min_receivers
           and (publish_command == 'PUBLISH' or channel == servers_prefix .. namespace .. '#') then
           held(id, recorded, deliveries, namespace)
-          results[k] = receivers * 16 + 8
+          results[k] = receivers * OUTCOME_BASE + OUTCOME_TOO_FEW_RECEIVERS
         else
           n_published = n_published + 1
           published[n_published] = id
@@ -352,32 +349,32 @@ for k, at in ipairs(starts) do
           if recorded then
             unhold[#unhold + 1] = id
           end
-          results[k] = receivers * 16 + 1
+          results[k] = receivers * OUTCOME_BASE + OUTCOME_PUBLISHED
         end
       end
     end
-  elseif kind == 'A' then
+  elseif kind == OP_ATTEMPT then
     local _, id, _, redelivery, recorded, _, external, own = common(at)
     local namespace, channel, payload = ARGV[own], ARGV[own + 1], ARGV[own + 2]
     if not (mine[id] or (not complete and owned(id))) then
-      results[k] = 4
+      results[k] = OUTCOME_NOT_OWNED
     elseif redelivery and acknowledged_as_published(k, id, recorded) then
       -- Published as a plain entry by this Redis process (before `acks.default` was set).
     else
       local listening = servers[namespace] or servers_of(namespace)
       if listening > 0 and external then
-        results[k] = listening * 16 + 9
+        results[k] = listening * OUTCOME_BASE + OUTCOME_TO_PUBLISH
       elseif listening > 0 then
         local receivers = pcall_redis(publish_command, channel, payload)
         if type(receivers) == 'table' then
           errors[#errors + 1] = k
           errors[#errors + 1] = tostring(receivers.err)
-          results[k] = 7
+          results[k] = OUTCOME_PUBLISH_REFUSED
         else
-          results[k] = listening * 16 + 10
+          results[k] = listening * OUTCOME_BASE + OUTCOME_ATTEMPT_SENT
         end
       else
-        results[k] = 10
+        results[k] = OUTCOME_ATTEMPT_SENT
       end
     end
   end

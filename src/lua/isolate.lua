@@ -17,7 +17,7 @@ return settle(stream, group, consumer, id, held_record, dead, 'dead-letter strea
   if not found then
     return nil
   end
-  return { 'x-dead-fields', cmsgpack.pack(found[2]), 'x-dead-reason', 'refused',
-    'x-dead-error', 'Redis refused every batch holding this entry: ' .. ARGV[5],
-    'x-dead-stream', stream, 'x-dead-id', id, 'x-dead-deliveries', ARGV[4] }
+  return { DEAD_PACKED, cmsgpack.pack(found[2]), DEAD_REASON, REASON_REFUSED,
+    DEAD_ERROR, 'Redis refused every batch holding this entry: ' .. ARGV[5],
+    DEAD_STREAM, stream, DEAD_ID, id, DEAD_DELIVERIES, ARGV[4] }
 end)

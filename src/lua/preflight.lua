@@ -45,19 +45,19 @@ end
 for _, command in ipairs(required) do
   if not redis.acl_check_cmd(unpack(command)) then
     problems[#problems + 1] = 'the ACL user may not run ' .. command[1] .. ' ' .. (command[2] or '') ..
-      ' (see the README\'s ACL rule)'
+      ' (see the ACL rule in docs/05-security.md)'
   end
 end
 if ARGV[9] == '1' and not redis.acl_check_cmd('HINCRBY', stats, 'reached_no_client', '1') then
   problems[#problems + 1] = 'the ACL user may not run HINCRBY ' .. stats .. ', which delivery.confirm = "clients"' ..
-    ' needs to count the entries that reached no client (see the README\'s ACL rule)'
+    ' needs to count the entries that reached no client (see the ACL rule in docs/05-security.md)'
 end
 if ARGV[7] == '1' then
   for _, command in ipairs({ { publish, ARGV[8], 'x' }, { ARGV[10], ARGV[11] } }) do
     if not redis.acl_check_cmd(unpack(command)) then
       problems[#problems + 1] = 'the ACL user may not run ' .. command[1] .. ' ' .. command[2] ..
         ', which delivery.confirm = "processed" needs to hear the servers say they have a batch' ..
-        ' (see the README\'s ACL rule; delivery.confirm = "published" does without)'
+        ' (see the ACL rule in docs/05-security.md; delivery.confirm = "published" does without)'
     end
   end
 end

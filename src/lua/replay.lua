@@ -6,14 +6,13 @@
 -- KEYS[1] dead-letter stream; KEYS[2] source stream; ARGV dead-letter IDs.
 -- Returns { moved, skipped }: flat pairs of dead-letter ID and new source entry ID, and of
 -- dead-letter ID and why it was not moved. IDs not found are left out.
-local MAX_XADD_VALUES = 7800
 local moved, skipped = {}, {}
 for i = 1, #ARGV do
   local entry = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])[1]
   if entry then
     local fields, packed = {}, nil
     for j = 1, #entry[2], 2 do
-      if entry[2][j] == 'x-dead-fields' then
+      if entry[2][j] == DEAD_PACKED then
         packed = cmsgpack.unpack(entry[2][j + 1])
       else
         fields[#fields + 1] = entry[2][j]

@@ -13,11 +13,11 @@ use tracing::{debug, error, info, warn};
 use super::plan::{self, Plan, RequestIds, Taken};
 use super::session::Session;
 use super::Relay;
-use crate::dead_letter;
 use crate::delivery::{After, Claim, ConfirmRequest, Deliverable, Op, Outcome, Published};
 use crate::entry::EntryId;
 use crate::fault::Fault;
 use crate::packet::Adapter;
+use crate::protocol::ReasonCode;
 use crate::reader::Fetched;
 use crate::servers;
 
@@ -149,7 +149,7 @@ impl Relay {
         self.held.remove(&[claim.id]);
         if moved {
             self.metrics.acknowledged.inc();
-            self.metrics.dead_lettered(dead_letter::REFUSED);
+            self.metrics.dead_lettered(ReasonCode::Refused);
             error!(
                 id = %claim.id,
                 error = ?error,
@@ -340,7 +340,7 @@ impl Relay {
                     self.metrics.dead_lettered(reason.code());
                     warn!(
                         id = %claim.id,
-                        reason = reason.code(),
+                        reason = reason.code().wire(),
                         error = ?reason.detail(),
                         dead_letter_stream = %self.cfg.dead_letter.stream,
                         "dead-lettered an entry"

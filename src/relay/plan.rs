@@ -193,6 +193,7 @@ pub(super) fn batches(plans: Vec<Plan>, limit: usize) -> Vec<Vec<Plan>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::ReasonCode;
 
     const NOW_MS: u64 = 1_700_000_000_000;
 
@@ -279,13 +280,13 @@ mod tests {
         ));
         // Even a malformed entry says it was tried too often: that is what an operator acts on.
         let plan = plan_with(&cfg, &[("nope", "1")], claim(NOW_MS, limit + 1));
-        assert_eq!(reason(&plan).code(), "max_deliveries");
+        assert_eq!(reason(&plan).code(), ReasonCode::MaxDeliveries);
     }
 
     #[test]
     fn a_malformed_entry_is_dead_lettered_with_its_problem() {
         let plan = plan_with(&Config::default(), &[("event", "e"), ("rom", "x")], fresh());
-        assert_eq!(reason(&plan).code(), "malformed");
+        assert_eq!(reason(&plan).code(), ReasonCode::Malformed);
         assert!(
             reason(&plan).detail().contains("rom"),
             "{:?}",
@@ -299,7 +300,10 @@ mod tests {
         let old = claim(NOW_MS - 61_000, 1);
         assert!(matches!(plan_with(&cfg, EVENT, old), Plan::Publish(_)));
         cfg.delivery.max_age = Duration::from_secs(60);
-        assert_eq!(reason(&plan_with(&cfg, EVENT, old)).code(), "expired");
+        assert_eq!(
+            reason(&plan_with(&cfg, EVENT, old)).code(),
+            ReasonCode::Expired
+        );
         assert!(matches!(
             plan_with(&cfg, EVENT, claim(NOW_MS - 59_000, 1)),
             Plan::Publish(_)

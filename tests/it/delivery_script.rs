@@ -13,6 +13,7 @@ use sio_relay::delivery::{
     After, Claim, ConfirmRequest, Confirmation, Deliverable, Keys, Op, Outcome, Scripts,
 };
 use sio_relay::entry::Entry;
+use sio_relay::protocol::{Lua, ReasonCode};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -439,7 +440,7 @@ async fn dead_letters_are_copied_inside_redis_and_acknowledged_together() {
             "p",
             &[Op::DeadLetter {
                 claim: claim(&id, 1),
-                reason: "malformed",
+                reason: ReasonCode::Malformed,
                 detail: "event `connect` is reserved".into(),
             }],
             0,
@@ -486,7 +487,7 @@ async fn an_entry_with_thousands_of_fields_is_dead_lettered_packed() {
             "p",
             &[Op::DeadLetter {
                 claim: claim(&id, 1),
-                reason: "malformed",
+                reason: ReasonCode::Malformed,
                 detail: "unknown field `evnt`".into(),
             }],
             0,
@@ -524,7 +525,7 @@ async fn a_refused_batch_publishes_nothing() {
         publish(&entry),
         Op::DeadLetter {
             claim: claim(&bad, 1),
-            reason: "malformed",
+            reason: ReasonCode::Malformed,
             detail: "reserved".into(),
         },
     ];
@@ -641,7 +642,7 @@ async fn a_published_entry_is_not_dead_lettered_while_awaiting_confirmation() {
     // The relay died before confirming; on its return the entry has expired.
     let dead_letter = Op::DeadLetter {
         claim: claim(&entry.id().to_string(), 2),
-        reason: "expired",
+        reason: ReasonCode::Expired,
         detail: "too old".into(),
     };
     let report = scripts
@@ -835,4 +836,20 @@ async fn published_entries_are_followed_by_their_confirmation_request() {
         request["opts"]["rooms"],
         serde_json::json!(["sio-relay:confirm"])
     );
+}
+
+/// Every script compiles in Redis as the relay loads it: its shebang, the constants of
+/// `src/protocol.rs`, the functions it shares, then its own text.
+#[test]
+fn every_script_compiles_with_the_protocols_constants() {
+    let redis = RedisServer::start();
+    let mut con = redis.connection();
+    for lua in Lua::ALL {
+        let sha: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(lua.text())
+            .query(&mut con)
+            .unwrap_or_else(|e| panic!("{lua:?}: {e}"));
+        assert_eq!(sha, lua.script().get_hash(), "{lua:?}");
+    }
 }
