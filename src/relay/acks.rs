@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info};
 
+use super::depart::Departure;
 use super::plan::Plan;
 use super::session::Session;
 use super::Relay;
@@ -107,8 +108,7 @@ impl Relay {
             .await
             .map_err(Fault::of)?;
         if done {
-            self.metrics.delivered(self.age(claim.id));
-            self.metrics.acked_by_clients.inc();
+            self.departed(claim.id, Departure::AckedByClients);
             debug!(id = %claim.id, acks, clients, attempts, "clients acknowledged an entry");
         } else {
             info!(id = %claim.id, "an entry clients acknowledged is no longer pending for this consumer (reclaimed or acknowledged elsewhere); no result written");

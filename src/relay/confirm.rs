@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
+use super::depart::Departure;
 use super::duties::Duty;
 use super::session::Session;
 use super::Relay;
@@ -145,7 +146,7 @@ impl Relay {
         self.metrics.reached_no_client.inc_by(reached_no_client);
         for batch in delivered {
             for claim in batch.claims {
-                self.metrics.delivered(self.age(claim.id));
+                self.departed(claim.id, Departure::Delivered);
             }
         }
         for (nsp, servers, answers) in unanswered {

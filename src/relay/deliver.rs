@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info, warn};
 
+use super::depart::Departure;
 use super::plan::{self, Plan, RequestIds, Taken};
 use super::session::Session;
 use super::Relay;
@@ -146,17 +147,18 @@ impl Relay {
                 fault => return Err(fault),
             },
         };
-        self.held.remove(&[claim.id]);
-        if moved {
-            self.metrics.acknowledged.inc();
-            self.metrics.dead_lettered(ReasonCode::Refused);
-            error!(
-                id = %claim.id,
-                error = ?error,
-                dead_letter_stream = %self.cfg.dead_letter.stream,
-                "Redis refused every batch holding this entry; dead-lettered it as `refused` with its fields packed in x-dead-fields"
-            );
+        if !moved {
+            // No longer this consumer's: nothing to record, only to forget.
+            self.held.remove(&[claim.id]);
+            return Ok(());
         }
+        self.departed(claim.id, Departure::DeadLettered(ReasonCode::Refused));
+        error!(
+            id = %claim.id,
+            error = ?error,
+            dead_letter_stream = %self.cfg.dead_letter.stream,
+            "Redis refused every batch holding this entry; dead-lettered it as `refused` with its fields packed in x-dead-fields"
+        );
         Ok(())
     }
 
@@ -333,11 +335,10 @@ impl Relay {
                     }
                 }
                 (_, Outcome::AlreadyPublished) => {
-                    self.metrics.acknowledged.inc();
+                    self.departed(claim.id, Departure::AlreadyPublished);
                 }
                 (Plan::DeadLetter { reason, .. }, Outcome::Acknowledged) => {
-                    self.metrics.acknowledged.inc();
-                    self.metrics.dead_lettered(reason.code());
+                    self.departed(claim.id, Departure::DeadLettered(reason.code()));
                     warn!(
                         id = %claim.id,
                         reason = reason.code().wire(),
@@ -347,8 +348,7 @@ impl Relay {
                     )
                 }
                 (Plan::Gone(_), Outcome::Acknowledged) => {
-                    self.metrics.acknowledged.inc();
-                    self.metrics.deleted_pending.inc();
+                    self.departed(claim.id, Departure::Deleted { acknowledged: true });
                     warn!(id = %claim.id, "a held entry was deleted from the stream (trimmed or XDEL) before delivery; nothing left to deliver");
                 }
                 (_, Outcome::NotOwned) => debug!(

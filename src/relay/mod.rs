@@ -17,13 +17,15 @@
 //! and records what it did; `confirm.rs` hears the servers' answers and confirms; `acks.rs` follows
 //! entries that wait for their clients' acknowledgements; `pending.rs` takes entries the relay did
 //! not just read (its own after a reconnection, other consumers' idle ones, the held ones) and
-//! `release.rs` lets held ones out. Around them: `duties.rs` says when each periodic duty is due;
-//! `group.rs` creates and looks after the consumer group; `session.rs` is the connected state and
-//! how far its setup got; `link.rs` tells operators how the link to Redis is doing.
+//! `release.rs` lets held ones out; whichever way an entry leaves, `depart.rs` records it. Around
+//! them: `duties.rs` says when each periodic duty is due; `group.rs` creates and looks after the
+//! consumer group; `session.rs` is the connected state and how far its setup got; `link.rs` tells
+//! operators how the link to Redis is doing.
 
 mod acks;
 mod confirm;
 mod deliver;
+mod depart;
 mod duties;
 mod group;
 mod link;

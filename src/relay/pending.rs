@@ -12,6 +12,7 @@ use redis::streams::StreamPendingCountReply;
 use redis::AsyncCommands;
 use tracing::info;
 
+use super::depart::Departure;
 use super::duties::Duty;
 use super::plan::Plan;
 use super::release::RELEASE_LOOK;
@@ -359,14 +360,19 @@ impl Relay {
             deleted.extend(chunk_deleted);
         }
         if !deleted.is_empty() {
-            self.metrics.deleted_pending.inc_by(deleted.len() as u64);
             tracing::warn!(
                 count = deleted.len(),
                 first = %deleted[0],
                 "held entries were deleted from the stream (trimmed or XDEL) before delivery; nothing left to deliver"
             );
-            self.held.remove(&deleted);
-            self.awaiting.remove(&deleted);
+            for id in deleted {
+                self.departed(
+                    id,
+                    Departure::Deleted {
+                        acknowledged: false,
+                    },
+                );
+            }
         }
         if !lost.is_empty() {
             info!(

@@ -152,6 +152,10 @@ fn clients_confirm_delivery(adapter: Adapter) {
     wait_until(10 * SECOND, "nothing pending", || {
         pending(&mut con).is_empty()
     });
+    // The relay records what its scripts did once their replies are back: a moment after Redis.
+    wait_until(10 * SECOND, "the relay shows nothing waiting", || {
+        reading(&http_get(port, "/metrics").1, "acks_waiting") == Some(0.0)
+    });
     // Every metric of acknowledgements the docs list (docs/03-operating.md) moved.
     let metrics = http_get(port, "/metrics").1;
     for name in ACK_METRICS {
