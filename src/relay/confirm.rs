@@ -18,6 +18,13 @@ use crate::fault::Fault;
 use crate::packet::Target;
 use crate::servers;
 
+/// What the confirm stage keeps from one step to the next: the namespaces whose servers were said
+/// not to answer confirmations (said once per namespace).
+#[derive(Default)]
+pub(super) struct ConfirmState {
+    silent: std::collections::HashSet<String>,
+}
+
 /// The session's connections a confirmation travels on, borrowed apart from the rest of the
 /// session so that it can run while the session waits for a read and for answers.
 pub(super) struct Links<'a> {
@@ -150,7 +157,7 @@ impl Relay {
             }
         }
         for (nsp, servers, answers) in unanswered {
-            if self.silent.insert(nsp.clone()) {
+            if self.confirms.silent.insert(nsp.clone()) {
                 warn!(
                     ?nsp,
                     servers,

@@ -56,9 +56,12 @@ use crate::metrics::Metrics;
 use crate::packet::Target;
 use crate::replies::Listener;
 use crate::systemd::Notifier;
+use confirm::ConfirmState;
 use duties::{Duties, Duty};
 use group::Standing;
 use link::Link;
+use pending::PendingState;
+use read::ReadState;
 use session::{Replicas, Session, Setup};
 
 /// XAUTOCLAIM pages per reclaim round, so that a huge pending list cannot starve new entries.
@@ -80,22 +83,6 @@ fn nonce() -> String {
     )
 }
 
-/// Whether new entries are read: not while as many entries wait, for servers or for clients'
-/// acknowledgements, as their limit allows (said once when it pauses, once when it resumes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Reading {
-    Open,
-    Paused,
-}
-
-/// This process's first recovery of its consumer's pending entries, after which a recovery (a lost
-/// link) is the same process taking its entries back, not a new delivery attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Takeover {
-    Pending,
-    Done,
-}
-
 /// How often the held census is taken: it walks every held namespace.
 const CENSUS_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -110,14 +97,10 @@ pub struct Relay {
     duties: Duties,
     link: Link,
     standing: Standing,
-    /// Whether this process took over its consumer's pending entries yet: later recoveries (after a
-    /// lost link) are not new delivery attempts.
-    takeover: Takeover,
-    claim_cursor: String,
-    /// Entries asked for per read, adapted to their size so that a read stays near
-    /// `delivery.max_batch_bytes`.
-    read_count: usize,
-    reading: Reading,
+    /// The pending stage's own state: this process's takeover, the reclaim cursor.
+    pending: PendingState,
+    /// The read stage's own state: entries asked for per read, and whether reading is paused.
+    read: ReadState,
     /// Redis's clock minus this host's, in milliseconds: entry IDs are Redis time.
     clock_offset_ms: i64,
     /// Tells this process's requests and journal fields from an earlier one's.
@@ -125,8 +108,8 @@ pub struct Relay {
     /// Sessions opened, to tell one session's confirmation requests and journal fields from
     /// another's.
     sessions: u64,
-    /// Namespaces whose servers were said not to answer confirmations (said once).
-    silent: std::collections::HashSet<String>,
+    /// The confirm stage's own state: the namespaces whose servers were said not to answer.
+    confirms: ConfirmState,
     /// In a cluster, the slot of the stream and of every key of the relay (see the config check).
     stream_slot: Option<redis::cluster_routing::Slot>,
     shutdown: CancellationToken,
@@ -153,13 +136,11 @@ impl Relay {
             nonce,
             duties: Duties::new(),
             standing: Standing::default(),
-            takeover: Takeover::Pending,
-            claim_cursor: "0-0".into(),
-            read_count: cfg.source.batch_size,
-            reading: Reading::Open,
+            pending: PendingState::new(),
+            read: ReadState::new(cfg.source.batch_size),
             clock_offset_ms: 0,
             sessions: 0,
-            silent: Default::default(),
+            confirms: ConfirmState::default(),
             stream_slot: (cfg.redis.mode == RedisMode::Cluster)
                 .then(|| redis::cluster_routing::Slot::for_key(&cfg.source.stream)),
             shutdown,
@@ -230,7 +211,7 @@ impl Relay {
             ),
         );
         let mut s = Session::new(conns, listener, confirming).await;
-        if self.takeover == Takeover::Pending {
+        if !self.pending.taken_over() {
             // Once per process: a setup error later (an ACL rule changed while Redis was away)
             // is waited out like any refusal, not a reason to stop.
             self.preflight(&mut s).await?;
@@ -337,19 +318,8 @@ impl Relay {
         }
 
         if self.full() || s.confirming.is_full() {
-            if self.reading == Reading::Open && self.full() {
-                if self.held.is_full() {
-                    warn!(
-                        held = self.held.len(),
-                        "delivery.max_held entries are waiting for Socket.IO servers; reading paused until they drain"
-                    );
-                } else {
-                    warn!(
-                        waiting = self.awaiting.len(),
-                        "acks.max_waiting entries are waiting for their clients' acknowledgements; reading paused until they drain"
-                    );
-                }
-                self.reading = Reading::Paused;
+            if self.full() {
+                self.pause_reading();
             }
             self.confirm(s).await?;
             let pause = self.rest(s);
@@ -360,10 +330,7 @@ impl Relay {
             }
             return Ok(());
         }
-        if self.reading == Reading::Paused {
-            info!(held = self.held.len(), "reading resumed");
-            self.reading = Reading::Open;
-        }
+        self.resume_reading();
         self.read_new(s).await
     }
 

@@ -17,12 +17,41 @@ use super::duties::Duty;
 use super::plan::Plan;
 use super::release::RELEASE_LOOK;
 use super::session::Session;
-use super::{parse_error, Relay, Takeover, CLAIM_PAGES_PER_ROUND};
+use super::{parse_error, Relay, CLAIM_PAGES_PER_ROUND};
 use crate::delivery::Claim;
 use crate::entry::EntryId;
 use crate::fault::Fault;
 use crate::metrics::Source;
 use crate::servers;
+
+/// What the pending stage keeps from one step to the next.
+pub(super) struct PendingState {
+    takeover: Takeover,
+    /// Where the next XAUTOCLAIM round goes on from.
+    claim_cursor: String,
+}
+
+/// This process's first recovery of its consumer's pending entries, after which a recovery (a lost
+/// link) is the same process taking its entries back, not a new delivery attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Takeover {
+    Pending,
+    Done,
+}
+
+impl PendingState {
+    pub fn new() -> PendingState {
+        PendingState {
+            takeover: Takeover::Pending,
+            claim_cursor: "0-0".into(),
+        }
+    }
+
+    /// This process recovered its consumer's pending entries once already.
+    pub fn taken_over(&self) -> bool {
+        self.takeover == Takeover::Done
+    }
+}
 
 /// IDs per keep-alive script call, within Lua's limits.
 const KEEP_CHUNK: usize = 1000;
@@ -38,7 +67,7 @@ impl Relay {
         if let Some(Err(bug @ Fault::Fatal { .. })) = s.finish_read().await {
             return Err(bug);
         }
-        let counting = self.takeover == Takeover::Pending;
+        let counting = self.pending.takeover == Takeover::Pending;
         let page = self.cfg.source.batch_size;
         let mut start = "-".to_owned();
         let mut recovered = 0usize;
@@ -91,7 +120,7 @@ impl Relay {
                 break;
             }
         }
-        self.takeover = Takeover::Done;
+        self.pending.takeover = Takeover::Done;
         if recovered > 0 {
             info!(
                 entries = recovered,
@@ -206,13 +235,13 @@ impl Relay {
                     .arg(&src.group)
                     .arg(&src.consumer)
                     .arg(min_idle)
-                    .arg(&self.claim_cursor)
+                    .arg(&self.pending.claim_cursor)
                     .arg("COUNT")
                     .arg(src.batch_size)
                     .arg("JUSTID")
                     .query_async(&mut s.writer)
                     .await?;
-            self.claim_cursor = cursor;
+            self.pending.claim_cursor = cursor;
             if !deleted.is_empty() {
                 self.metrics.deleted_pending.inc_by(deleted.len() as u64);
                 tracing::warn!(
@@ -258,7 +287,7 @@ impl Relay {
                 let fetched = self.fetch(s, claims.keys().copied()).await?;
                 self.deliver_fetched(s, fetched, &|id| claims[&id]).await?;
             }
-            if self.claim_cursor == "0-0" || self.full() {
+            if self.pending.claim_cursor == "0-0" || self.full() {
                 break;
             }
         }

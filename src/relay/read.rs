@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use tracing::{info, warn};
+
 use super::confirm::{send_confirmation, Links};
 use super::session::{ReadTask, Session};
 use super::Relay;
@@ -12,7 +14,60 @@ use crate::fault::Fault;
 use crate::metrics::Source;
 use crate::reader::Fetched;
 
+/// What the read stage keeps from one step to the next.
+pub(super) struct ReadState {
+    /// Entries asked for per read, adapted to their size so that a read stays near
+    /// `delivery.max_batch_bytes`.
+    count: usize,
+    reading: Reading,
+}
+
+/// Whether new entries are read: not while as many entries wait, for servers or for clients'
+/// acknowledgements, as their limit allows (said once when it pauses, once when it resumes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reading {
+    Open,
+    Paused,
+}
+
+impl ReadState {
+    pub fn new(batch_size: usize) -> ReadState {
+        ReadState {
+            count: batch_size,
+            reading: Reading::Open,
+        }
+    }
+}
+
 impl Relay {
+    /// Stops reading while entries wait up to their limit (`delivery.max_held`,
+    /// `acks.max_waiting`); said once.
+    pub(super) fn pause_reading(&mut self) {
+        if self.read.reading == Reading::Paused {
+            return;
+        }
+        if self.held.is_full() {
+            warn!(
+                held = self.held.len(),
+                "delivery.max_held entries are waiting for Socket.IO servers; reading paused until they drain"
+            );
+        } else {
+            warn!(
+                waiting = self.awaiting.len(),
+                "acks.max_waiting entries are waiting for their clients' acknowledgements; reading paused until they drain"
+            );
+        }
+        self.read.reading = Reading::Paused;
+    }
+
+    /// Reads again, if it was paused; said once.
+    pub(super) fn resume_reading(&mut self) {
+        if self.read.reading == Reading::Paused {
+            info!(held = self.held.len(), "reading resumed");
+            self.read.reading = Reading::Open;
+        }
+    }
+
     /// Reads and delivers one batch of new entries, waiting up to `source.block` for them. What can
     /// be confirmed of earlier batches travels on the writer while the read waits on the reader,
     /// and is recorded as soon as it is done; and while entries keep coming, the next read is sent
@@ -124,7 +179,7 @@ impl Relay {
         // Entries asked for per read follow their size, so that a read stays near its budget.
         let bytes: u64 = fetched.iter().map(Fetched::bytes).sum();
         let average = (bytes / fetched.len() as u64).max(1) as usize;
-        self.read_count =
+        self.read.count =
             (self.cfg.delivery.max_batch_bytes / average).clamp(1, self.cfg.source.batch_size);
         self.metrics.read(Source::new, fetched.len());
         let new = |id: EntryId| Claim {
@@ -145,7 +200,7 @@ impl Relay {
             .ok_or_else(|| Fault::bug("a read was started while another was in flight"))?;
         let block = self.rest(s).max(Duration::from_millis(1));
         let src = self.cfg.source.clone();
-        let count = self.read_count;
+        let count = self.read.count;
         Ok(tokio::spawn(async move {
             let fetched = reader
                 .read_group(&src.stream, &src.group, &src.consumer, count, block)
