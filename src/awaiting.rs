@@ -357,13 +357,7 @@ mod tests {
     const REST: Duration = Duration::from_secs(1);
 
     fn claim(seq: u64) -> Claim {
-        Claim {
-            id: EntryId { ms: 1, seq },
-            deliveries: 1,
-            redelivery: false,
-            recorded: false,
-            released: false,
-        }
+        Claim::first_read(EntryId { ms: 1, seq })
     }
 
     fn reply(request_id: &str, answer: Answer, at: Instant) -> Reply {

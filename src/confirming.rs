@@ -365,13 +365,7 @@ mod tests {
         Published {
             nsp: nsp.into(),
             servers,
-            claims: vec![Claim {
-                id: EntryId { ms: 1, seq },
-                deliveries: 1,
-                redelivery: false,
-                recorded: false,
-                released: false,
-            }],
+            claims: vec![Claim::first_read(EntryId { ms: 1, seq })],
         }
     }
 

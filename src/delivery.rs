@@ -77,6 +77,17 @@ pub struct Claim {
 }
 
 impl Claim {
+    /// An entry just read as new: its first delivery attempt, nothing recorded about it.
+    pub fn first_read(id: EntryId) -> Claim {
+        Claim {
+            id,
+            deliveries: 1,
+            redelivery: false,
+            recorded: false,
+            released: false,
+        }
+    }
+
     /// The delivery script's flags for this entry (see `lua/deliver.lua`): `-`, then its
     /// [`Flag`]s.
     fn flags(&self, behind: bool, external: bool) -> String {
@@ -165,14 +176,11 @@ impl Op<'_> {
             Op::DeadLetter { .. } => (OpKind::DeadLetter, false, false),
             Op::Gone(_) => (OpKind::Gone, false, false),
         };
-        let new = Claim {
-            id: claim.id,
-            deliveries: 1,
-            redelivery: false,
-            recorded: false,
-            released: false,
-        };
-        let kind = if kind == OpKind::Publish && claim == new && !behind && !external {
+        let kind = if kind == OpKind::Publish
+            && claim == Claim::first_read(claim.id)
+            && !behind
+            && !external
+        {
             // The common case in fewer arguments: what the script would make of its flags.
             push(OpKind::New.wire().as_bytes());
             push(claim.id.to_string().as_bytes());
@@ -694,13 +702,7 @@ mod tests {
     /// from the same [`OpKind::arity`].
     #[test]
     fn every_operation_is_as_long_as_its_kind_says() {
-        let claim = Claim {
-            id: EntryId { ms: 1, seq: 0 },
-            deliveries: 1,
-            redelivery: false,
-            recorded: false,
-            released: false,
-        };
+        let claim = Claim::first_read(EntryId { ms: 1, seq: 0 });
         let again = Claim {
             deliveries: 2,
             redelivery: true,

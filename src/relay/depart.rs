@@ -77,13 +77,7 @@ mod tests {
     }
 
     fn claim(ms: u64) -> Claim {
-        Claim {
-            id: EntryId { ms, seq: 0 },
-            deliveries: 1,
-            redelivery: false,
-            recorded: true,
-            released: false,
-        }
+        Claim::first_read(EntryId { ms, seq: 0 })
     }
 
     #[test]

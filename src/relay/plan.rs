@@ -199,11 +199,8 @@ mod tests {
 
     fn claim(ms: u64, deliveries: u64) -> Claim {
         Claim {
-            id: EntryId { ms, seq: 0 },
             deliveries,
-            redelivery: false,
-            recorded: false,
-            released: false,
+            ..Claim::first_read(EntryId { ms, seq: 0 })
         }
     }
 

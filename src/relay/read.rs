@@ -9,7 +9,6 @@ use super::confirm::{send_confirmation, Links};
 use super::session::{ReadTask, Session};
 use super::Relay;
 use crate::delivery::Claim;
-use crate::entry::EntryId;
 use crate::fault::Fault;
 use crate::metrics::Source;
 use crate::reader::Fetched;
@@ -182,14 +181,7 @@ impl Relay {
         self.read.count =
             (self.cfg.delivery.max_batch_bytes / average).clamp(1, self.cfg.source.batch_size);
         self.metrics.read(Source::new, fetched.len());
-        let new = |id: EntryId| Claim {
-            id,
-            deliveries: 1,
-            redelivery: false,
-            recorded: false,
-            released: false,
-        };
-        self.deliver_fetched(s, fetched, &new).await
+        self.deliver_fetched(s, fetched, &Claim::first_read).await
     }
 
     /// Sends XREADGROUP `>` on the reader, as a task of its own so that it goes out at once.
