@@ -297,6 +297,8 @@ fn preamble() -> String {
 
 /// How servers are counted (`count_servers`).
 const SERVERS: &str = include_str!("lua/servers.lua");
+/// How entries leave the group (`acknowledge`), and commands over long lists (`call_in_chunks`).
+const LEAVE: &str = include_str!("lua/leave.lua");
 /// How an entry leaves the group with a record of it (`settle`).
 const SETTLE: &str = include_str!("lua/settle.lua");
 
@@ -351,8 +353,8 @@ impl Lua {
     /// The functions it shares with other scripts.
     fn libraries(self) -> &'static [&'static str] {
         match self {
-            Lua::Deliver | Lua::Confirm => &[SERVERS],
-            Lua::Isolate | Lua::Acked => &[SETTLE],
+            Lua::Deliver | Lua::Confirm => &[SERVERS, LEAVE],
+            Lua::Isolate | Lua::Acked => &[LEAVE, SETTLE],
             _ => &[],
         }
     }
@@ -634,6 +636,24 @@ mod tests {
             OutcomeCode::split(2 * OUTCOME_BASE - 1),
             Err(OUTCOME_BASE - 1)
         );
+    }
+
+    #[test]
+    fn entries_leave_the_group_only_through_acknowledge() {
+        for lua in Lua::ALL {
+            let scripts = std::iter::once(lua.source()).chain(lua.libraries().iter().copied());
+            for source in scripts.filter(|source| *source != LEAVE) {
+                for line in source.lines().filter(|line| line.contains("'XACK'")) {
+                    // Elsewhere XACK is only named to the ACL check, never run.
+                    assert!(
+                        !["call(", "call_in_chunks"]
+                            .iter()
+                            .any(|runs| line.contains(runs)),
+                        "{lua:?} acknowledges by itself instead of through `acknowledge`: {line}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -45,15 +45,11 @@ for _, key in ipairs({ { journal, 'journal' }, { stats or journal, 'statistics' 
   end
 end
 
-for from = FIRST_ID, FIRST_DROP - 1, 1000 do
-  redis.call('XACK', stream, group, unpack(ARGV, from, math.min(from + 999, FIRST_DROP - 1)))
-end
+acknowledge(stream, group, ARGV, FIRST_ID, FIRST_DROP - 1)
 if reached_no_client > 0 then
   redis.call('HINCRBY', stats, 'reached_no_client', reached_no_client)
 end
-for from = FIRST_DROP, FIRST_REWRITE - 1, 1000 do
-  redis.call('HDEL', journal, unpack(ARGV, from, math.min(from + 999, FIRST_REWRITE - 1)))
-end
+call_in_chunks({ 'HDEL', journal }, ARGV, FIRST_DROP, FIRST_REWRITE - 1)
 if r > 0 then
   local again = {}
   for j = FIRST_AGAIN, #ARGV do

@@ -88,17 +88,6 @@ local function refuse(problem)
   return redis.error_reply('SIORELAY ' .. problem)
 end
 
--- Runs `command` with `head` then `items`, a thousand items per call, within Lua's limit.
-local function call_in_chunks(head, items)
-  for first = 1, #items, 1000 do
-    local call = { unpack(head) }
-    for j = first, math.min(first + 999, #items) do
-      call[#call + 1] = items[j]
-    end
-    redis.call(unpack(call))
-  end
-end
-
 -- 1. Checks: nothing has happened yet, so a failure here leaves no trace.
 local stream_type = redis.call('TYPE', stream)['ok']
 if stream_type == 'none' then
@@ -388,7 +377,7 @@ for j = FIRST_CONFIRM, FIRST_OP - 1, 3 do
   end
 end
 
-call_in_chunks({ 'XACK', stream, group }, acked)
+acknowledge(stream, group, acked)
 if n_published > 0 then
   -- A field of its own: confirmed, it goes whole, whatever else is in flight.
   redis.call('HSET', journal, journal_field, run_id .. ' ' .. table.concat(published, ','))

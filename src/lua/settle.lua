@@ -32,7 +32,7 @@ local function settle(stream, group, consumer, id, held_record, out, what, max_l
     end
     redis.call(unpack(xadd))
   end
-  redis.call('XACK', stream, group, id)
+  acknowledge(stream, group, { id })
   redis.call('HDEL', held_record, id)
   return 1
 end

@@ -22,7 +22,7 @@ impl Relay {
         self.hear(s);
         let now = Instant::now();
         let mut dead = Vec::new();
-        for finished in self.awaiting.finished(now) {
+        for finished in self.custody.awaiting.finished(now) {
             match finished {
                 Finished::Acknowledged(acked) => self.write_result(s, acked).await?,
                 Finished::Unanswered(unanswered) => match self.gave_up(unanswered) {
@@ -40,7 +40,7 @@ impl Relay {
             }
         }
         let mut again = Vec::new();
-        for resting in self.awaiting.due(now) {
+        for resting in self.custody.awaiting.due(now) {
             match self.gave_up(resting) {
                 Some(reason) => dead.push(Plan::DeadLetter {
                     claim: resting.claim,
@@ -56,8 +56,10 @@ impl Relay {
         if !again.is_empty() {
             self.redeliver(s, again).await?;
         }
-        self.metrics.acks_waiting.set(self.awaiting.len() as i64);
-        if self.awaiting.is_empty() {
+        self.metrics
+            .acks_waiting
+            .set(self.custody.awaiting.len() as i64);
+        if self.custody.awaiting.is_empty() {
             info!("no entry waits for its clients' acknowledgements any more");
         }
         Ok(())
@@ -119,7 +121,8 @@ impl Relay {
     /// When the next attempt may be over or due, to bound the read's wait.
     pub(super) fn acks_wake(&self) -> Option<Duration> {
         let now = Instant::now();
-        self.awaiting
+        self.custody
+            .awaiting
             .next_wake(now)
             .map(|at| at.saturating_duration_since(now))
     }

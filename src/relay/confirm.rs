@@ -66,7 +66,7 @@ impl Relay {
             if s.confirming.answer(&reply) {
                 continue;
             }
-            match self.awaiting.answer(&reply) {
+            match self.custody.awaiting.answer(&reply) {
                 Taken::Ack(latency) => {
                     self.metrics.client_acks.inc();
                     self.metrics.ack_latency.observe(latency.as_secs_f64());
@@ -172,7 +172,7 @@ impl Relay {
             lost_any = true;
             let lost = batch.claims.len() as u64;
             for claim in batch.claims {
-                self.held.insert(&batch.nsp, claim);
+                self.custody.held.insert(&batch.nsp, claim);
             }
             self.metrics.unconfirmed.inc_by(lost);
             warn!(

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
 
 use super::depart::Departure;
+use super::effect::Effect;
 use super::plan::{self, Plan, RequestIds, Taken};
 use super::session::Session;
 use super::Relay;
@@ -40,12 +41,12 @@ impl Relay {
             let mut again = Vec::new();
             let planner = self.planner();
             let mut ids = RequestIds {
-                awaiting: &self.awaiting,
+                awaiting: &self.custody.awaiting,
                 confirming: &mut s.confirming,
             };
             for item in fetched {
                 match item {
-                    Fetched::Entry(raw) if !self.held.contains(raw.id) => {
+                    Fetched::Entry(raw) if !self.custody.held.contains(raw.id) => {
                         let claim = claim(raw.id);
                         plans.push(planner.plan(Taken { raw, claim }, &mut ids));
                     }
@@ -133,7 +134,7 @@ impl Relay {
             Ok(moved) => moved,
             Err(e) => match Fault::of(e) {
                 Fault::Refused(why) => {
-                    if self.held.park(claim) {
+                    if self.custody.held.park(claim) {
                         error!(
                             id = %claim.id,
                             batch_error = ?error,
@@ -141,7 +142,7 @@ impl Relay {
                             "Redis refuses this entry, and the dead-letter stream refuses it too; it stays pending, is tried again every delivery.retry_interval, and the entries behind it go on"
                         );
                     }
-                    self.metrics.parked.set(self.held.parked() as i64);
+                    self.metrics.parked.set(self.custody.held.parked() as i64);
                     return Ok(());
                 }
                 fault => return Err(fault),
@@ -149,7 +150,7 @@ impl Relay {
         };
         if !moved {
             // No longer this consumer's: nothing to record, only to forget.
-            self.held.remove(&[claim.id]);
+            self.custody.held.remove(&[claim.id]);
             return Ok(());
         }
         self.departed(claim.id, Departure::DeadLettered(ReasonCode::Refused));
@@ -196,7 +197,8 @@ impl Relay {
             .map(|plan| match plan {
                 Plan::Publish(entry) => Op::Publish {
                     entry,
-                    behind: !entry.claim.released && self.held.holds_before(&entry.nsp, entry.id()),
+                    behind: !entry.claim.released
+                        && self.custody.held.holds_before(&entry.nsp, entry.id()),
                     external: self.external(entry),
                 },
                 Plan::DeadLetter { claim, reason } => Op::DeadLetter {
@@ -254,7 +256,7 @@ impl Relay {
                 &mut s.writer,
                 &s.run_id,
                 &ops,
-                self.held.len() + self.awaiting.len(),
+                self.custody.len(),
                 &counted,
                 &After {
                     journal: &journal,
@@ -286,34 +288,16 @@ impl Relay {
         let mut published: Vec<Published> = Vec::new();
         let mut counted: Vec<(String, String)> = Vec::new();
         let mut nobody_listens = Vec::new();
-        let none_waited = self.awaiting.is_empty();
+        let none_waited = self.custody.awaiting.is_empty();
         for (plan, outcome) in plans.iter().zip(outcomes) {
             let claim = plan.claim();
             if !claim.redelivery {
                 // Handed over: a group created again after this point need not read it again.
                 self.standing.last_read = self.standing.last_read.max(Some(claim.id));
             }
-            if !outcome.is_held() {
-                self.held.remove(&[claim.id]);
-            }
-            if !matches!(plan, Plan::AwaitAcks { .. }) || outcome == Outcome::NotOwned {
-                // No longer asks for acknowledgements (expired, gone, taken): done waiting.
-                self.awaiting.remove(&[claim.id]);
-            }
-            match (plan, outcome) {
-                (Plan::AwaitAcks { request, wait }, Outcome::AttemptSent { servers }) => {
-                    let nsp = &request.nsp;
-                    self.awaiting
-                        .attempt(claim, nsp, *wait, servers, Instant::now());
-                    self.metrics.ack_requests.inc();
-                }
-                (Plan::AwaitAcks { request, .. }, Outcome::PublishRefused { error }) => {
-                    // Sent to nobody: the attempt ends at once and the entry rests.
-                    self.awaiting
-                        .attempt(claim, &request.nsp, Duration::ZERO, 0, Instant::now());
-                    error!(nsp = ?request.nsp, channel = ?request.packet.channel, %error, "Redis refused to PUBLISH a broadcast with acknowledgements (is the channel allowed to the relay's ACL user?); the entry is tried again");
-                }
-                (Plan::Publish(entry), Outcome::Published { receivers }) => {
+            match Effect::of(plan, outcome) {
+                Effect::AwaitConfirmation { entry, receivers } => {
+                    self.custody.release(claim.id);
                     self.metrics.publish_receivers.observe(receivers as f64);
                     self.metrics.published.inc();
                     let servers = servers.get(&entry.nsp).copied().unwrap_or(receivers);
@@ -329,15 +313,40 @@ impl Relay {
                         counted.push((entry.nsp.clone(), request_id.clone()));
                     }
                 }
-                (Plan::Publish(entry), held) if held.is_held() => {
-                    if self.hold(entry, &held) && held == (Outcome::TooFewServers { servers: 0 }) {
+                Effect::Hold { entry, why } => {
+                    self.custody.awaiting.remove(&[claim.id]);
+                    if self.hold(entry, &why) && why == (Outcome::TooFewServers { servers: 0 }) {
                         nobody_listens.push(entry.nsp.clone());
                     }
                 }
-                (_, Outcome::AlreadyPublished) => {
-                    self.departed(claim.id, Departure::AlreadyPublished);
+                Effect::AwaitAnswers {
+                    request,
+                    wait,
+                    servers,
+                } => {
+                    self.custody.held.remove(&[claim.id]);
+                    self.custody.awaiting.attempt(
+                        claim,
+                        &request.nsp,
+                        wait,
+                        servers,
+                        Instant::now(),
+                    );
+                    self.metrics.ack_requests.inc();
                 }
-                (Plan::DeadLetter { reason, .. }, Outcome::Acknowledged) => {
+                Effect::RestAttempt { request, error } => {
+                    // Sent to nobody: the attempt ends at once and the entry rests.
+                    self.custody.held.remove(&[claim.id]);
+                    self.custody.awaiting.attempt(
+                        claim,
+                        &request.nsp,
+                        Duration::ZERO,
+                        0,
+                        Instant::now(),
+                    );
+                    error!(nsp = ?request.nsp, channel = ?request.packet.channel, %error, "Redis refused to PUBLISH a broadcast with acknowledgements (is the channel allowed to the relay's ACL user?); the entry is tried again");
+                }
+                Effect::DeadLettered(reason) => {
                     self.departed(claim.id, Departure::DeadLettered(reason.code()));
                     warn!(
                         id = %claim.id,
@@ -347,27 +356,37 @@ impl Relay {
                         "dead-lettered an entry"
                     )
                 }
-                (Plan::Gone(_), Outcome::Acknowledged) => {
-                    self.departed(claim.id, Departure::Deleted { acknowledged: true });
-                    warn!(id = %claim.id, "a held entry was deleted from the stream (trimmed or XDEL) before delivery; nothing left to deliver");
+                Effect::Departed(how) => {
+                    self.departed(claim.id, how);
+                    if let Departure::Deleted { .. } = how {
+                        warn!(id = %claim.id, "a held entry was deleted from the stream (trimmed or XDEL) before delivery; nothing left to deliver");
+                    }
                 }
-                (_, Outcome::NotOwned) => debug!(
-                    id = %claim.id,
-                    "entry is no longer pending for this consumer (reclaimed by another relay); skipped"
-                ),
-                (_, outcome) => warn!(id = %claim.id, ?outcome, "unexpected delivery outcome"),
+                Effect::NotOwned => {
+                    self.custody.release(claim.id);
+                    debug!(
+                        id = %claim.id,
+                        "entry is no longer pending for this consumer (reclaimed by another relay); skipped"
+                    )
+                }
+                Effect::Unexpected(outcome) => {
+                    self.custody.release(claim.id);
+                    warn!(id = %claim.id, ?outcome, "unexpected delivery outcome")
+                }
             }
         }
         debug!(entries = plans.len(), "batch done");
-        if none_waited && !self.awaiting.is_empty() {
+        if none_waited && !self.custody.awaiting.is_empty() {
             info!(
-                entries = self.awaiting.len(),
+                entries = self.custody.awaiting.len(),
                 retry_interval = %humantime::format_duration(self.cfg.acks.retry_interval),
                 max_age = %humantime::format_duration(self.cfg.acks.max_age),
                 "entries wait for their clients' acknowledgements (ack); each is sent again about every acks.retry_interval until a client acknowledges it or it is older than acks.max_age"
             );
         }
-        self.metrics.acks_waiting.set(self.awaiting.len() as i64);
+        self.metrics
+            .acks_waiting
+            .set(self.custody.awaiting.len() as i64);
         let now = Instant::now();
         for batch in published {
             // The request ID of the namespace's confirmation, if it went out after its entries.
@@ -447,16 +466,16 @@ impl Relay {
     /// Holds `entry`, recorded as held by the script, and says why once per namespace; true when
     /// its namespace was not held before.
     fn hold(&mut self, entry: &Deliverable, outcome: &Outcome) -> bool {
-        let started_holding = !self.held.is_holding(&entry.nsp);
+        let started_holding = !self.custody.held.is_holding(&entry.nsp);
         let claim = Claim {
             recorded: true,
             released: false,
             ..entry.claim
         };
-        if !self.held.contains(claim.id) {
+        if !self.custody.held.contains(claim.id) {
             self.metrics.held.inc();
         }
-        self.held.insert(&entry.nsp, claim);
+        self.custody.held.insert(&entry.nsp, claim);
         if !started_holding {
             return false;
         }

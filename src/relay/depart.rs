@@ -26,8 +26,7 @@ pub(super) enum Departure {
 
 impl Relay {
     pub(super) fn departed(&mut self, id: EntryId, how: Departure) {
-        self.held.remove(&[id]);
-        self.awaiting.remove(&[id]);
+        self.custody.release(id);
         match how {
             Departure::Delivered => self.metrics.delivered(self.age(id)),
             Departure::AckedByClients => {
@@ -84,13 +83,14 @@ mod tests {
     fn a_departure_forgets_the_entry_and_is_counted_once_by_how_it_left() {
         let (mut relay, metrics) = relay();
         let (held, waiting) = (claim(1), claim(2));
-        relay.held.insert("/", held);
+        relay.custody.held.insert("/", held);
         relay
+            .custody
             .awaiting
             .attempt(waiting, "/", Duration::from_secs(1), 1, Instant::now());
         relay.departed(held.id, Departure::DeadLettered(ReasonCode::Expired));
         relay.departed(waiting.id, Departure::AckedByClients);
-        assert!(!relay.held.contains(held.id) && !relay.awaiting.contains(waiting.id));
+        assert!(!relay.custody.contains(held.id) && !relay.custody.contains(waiting.id));
         assert_eq!(metrics.acknowledged.get(), 2);
         assert_eq!(metrics.dead_lettered_total(), 1);
         assert_eq!(metrics.acked_by_clients.get(), 1);

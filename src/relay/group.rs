@@ -124,6 +124,7 @@ impl Relay {
     /// created anew (a new group's pending list is empty), keeping their delivery counts.
     async fn reown(&mut self, s: &mut Session) -> Result<(), Fault> {
         let mut ids: Vec<String> = self
+            .custody
             .held
             .claims()
             .iter()

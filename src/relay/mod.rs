@@ -17,16 +17,20 @@
 //! and records what it did; `confirm.rs` hears the servers' answers and confirms; `acks.rs` follows
 //! entries that wait for their clients' acknowledgements; `pending.rs` takes entries the relay did
 //! not just read (its own after a reconnection, other consumers' idle ones, the held ones) and
-//! `release.rs` lets held ones out; whichever way an entry leaves, `depart.rs` records it. Around
-//! them: `duties.rs` says when each periodic duty is due; `group.rs` creates and looks after the
+//! `release.rs` lets held ones out; what the relay does about each entry once the delivery script
+//! answered is derived in `effect.rs`, from the plan and the outcome alone; whichever way an entry
+//! leaves, `depart.rs` records it. The held entries and those waiting for acknowledgements are the
+//! one state the stages share (`custody.rs`). Around them: `duties.rs` says when each periodic duty is due; `group.rs` creates and looks after the
 //! consumer group; `session.rs` is the connected state and how far its setup got; `link.rs` tells
 //! operators how the link to Redis is doing.
 
 mod acks;
 mod confirm;
+mod custody;
 mod deliver;
 mod depart;
 mod duties;
+mod effect;
 mod group;
 mod link;
 mod pending;
@@ -57,6 +61,7 @@ use crate::packet::Target;
 use crate::replies::Listener;
 use crate::systemd::Notifier;
 use confirm::ConfirmState;
+use custody::Custody;
 use duties::{Duties, Duty};
 use group::Standing;
 use link::Link;
@@ -91,9 +96,8 @@ pub struct Relay {
     target: Target,
     scripts: Arc<Scripts>,
     lease: Lease,
-    held: Held,
-    /// Entries waiting for their clients' acknowledgements.
-    awaiting: Awaiting,
+    /// The held entries and those waiting for their clients' acknowledgements.
+    custody: Custody,
     duties: Duties,
     link: Link,
     standing: Standing,
@@ -131,8 +135,10 @@ impl Relay {
             scripts: Arc::new(Scripts::new(&cfg)),
             lease: Lease::new(),
             link: Link::new(&cfg, health.clone(), metrics.clone()),
-            held: Held::new(cfg.delivery.max_held),
-            awaiting: Awaiting::new(cfg.acks.max_waiting, cfg.acks.retry_interval, &nonce),
+            custody: Custody {
+                held: Held::new(cfg.delivery.max_held),
+                awaiting: Awaiting::new(cfg.acks.max_waiting, cfg.acks.retry_interval, &nonce),
+            },
             nonce,
             duties: Duties::new(),
             standing: Standing::default(),
@@ -174,12 +180,12 @@ impl Relay {
                     Err(fault) => Err(fault),
                 },
             };
-            self.metrics.held_now.set(self.held.len() as i64);
+            self.metrics.held_now.set(self.custody.held.len() as i64);
             let now = tokio::time::Instant::now();
             if self.duties.is_due(Duty::Census, now) {
                 self.duties.done(Duty::Census, now, CENSUS_INTERVAL);
                 self.metrics
-                    .held_census(&self.cfg.source.stream, self.held.counts());
+                    .held_census(&self.cfg.source.stream, self.custody.held.counts());
             }
             if let Err(fault) = result {
                 if let Some(failure) = self.handle(fault, &mut session).await {
@@ -199,12 +205,15 @@ impl Relay {
     async fn open(&mut self) -> Result<Session, Fault> {
         let conns = connection::connect(&self.cfg).await?;
         self.clock_offset_ms = conns.clock_offset_ms;
-        let listener = Listener::new(self.target.clone(), self.awaiting.prefix().to_owned());
+        let listener = Listener::new(
+            self.target.clone(),
+            self.custody.awaiting.prefix().to_owned(),
+        );
         self.sessions += 1;
         let confirming = Confirming::new(
             self.cfg.delivery.confirm,
             self.cfg.delivery.confirm_timeout,
-            &format!("{}{}-", self.awaiting.prefix(), self.sessions),
+            &format!("{}{}-", self.custody.awaiting.prefix(), self.sessions),
             &format!(
                 "{}:{}.{}:",
                 self.cfg.source.consumer, self.nonce, self.sessions
@@ -290,20 +299,19 @@ impl Relay {
             self.link_up();
         }
 
-        if !self.awaiting.is_empty() {
+        if !self.custody.awaiting.is_empty() {
             self.follow_acks(s).await?;
         }
         let now = tokio::time::Instant::now();
-        let waiting = !self.held.is_empty() || !self.awaiting.is_empty();
-        if waiting && self.duties.is_due(Duty::Keep, now) {
+        if !self.custody.is_empty() && self.duties.is_due(Duty::Keep, now) {
             self.keep_held(s).await?;
             let every = self.cfg.delivery.claim_idle / 3;
             self.duties.done(Duty::Keep, now, every);
         }
-        if !self.held.is_empty() && self.duties.is_due(Duty::Retry, now) {
+        if !self.custody.held.is_empty() && self.duties.is_due(Duty::Retry, now) {
             self.retry_held(s).await?;
         }
-        if !self.full() && self.duties.is_due(Duty::Reclaim, now) {
+        if !self.custody.is_full() && self.duties.is_due(Duty::Reclaim, now) {
             self.reclaim(s).await?;
             let every = self.cfg.delivery.claim_interval;
             self.duties.done(Duty::Reclaim, now, every);
@@ -317,8 +325,8 @@ impl Relay {
                 .done(Duty::GroupCheck, now, GROUP_CHECK_INTERVAL);
         }
 
-        if self.full() || s.confirming.is_full() {
-            if self.full() {
+        if self.custody.is_full() || s.confirming.is_full() {
+            if self.custody.is_full() {
                 self.pause_reading();
             }
             self.confirm(s).await?;
@@ -379,13 +387,11 @@ impl Relay {
     /// How long the loop may rest (a read's BLOCK, a pause while full): `source.block`, or less
     /// when a retry or an attempt is due sooner.
     fn rest(&self, s: &Session) -> Duration {
-        self.duties
-            .rest(self.cfg.source.block, !self.held.is_empty(), self.wake(s))
-    }
-
-    /// Entries wait, for servers or for acknowledgements, up to their limit: no more reading.
-    fn full(&self) -> bool {
-        self.held.is_full() || self.awaiting.is_full()
+        self.duties.rest(
+            self.cfg.source.block,
+            !self.custody.held.is_empty(),
+            self.wake(s),
+        )
     }
 
     /// Redis's clock now, in milliseconds since the epoch: entry IDs are Redis time.
@@ -434,9 +440,9 @@ impl Relay {
             warn!(error = %fault, "could not finish the entries in hand; they stay pending for the next relay, which will not publish them twice");
         }
         self.lease.release(&self.scripts, &mut s.writer).await;
-        if !self.held.is_empty() {
+        if !self.custody.held.is_empty() {
             info!(
-                held = self.held.len(),
+                held = self.custody.held.len(),
                 "entries waiting for Socket.IO servers stay pending (and recorded as held) for the next relay"
             );
         }

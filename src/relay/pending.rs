@@ -85,8 +85,7 @@ impl Relay {
             let mut counts = Vec::new();
             for p in &pending.ids {
                 let id: EntryId = p.id.parse().map_err(parse_error)?;
-                if !self.held.contains(id) && !in_hand.contains(&id) && !self.awaiting.contains(id)
-                {
+                if !self.custody.contains(id) && !in_hand.contains(&id) {
                     counts.push((id, p.times_delivered as u64));
                 }
             }
@@ -255,7 +254,7 @@ impl Relay {
                 .map(|id| id.parse().map_err(parse_error))
                 .collect::<Result<Vec<_>, _>>()?
                 .into_iter()
-                .filter(|id| !self.held.contains(*id) && !self.awaiting.contains(*id))
+                .filter(|id| !self.custody.contains(*id))
                 .collect();
             if !ids.is_empty() {
                 let counts = self.delivery_counts(s, &ids).await?;
@@ -287,7 +286,7 @@ impl Relay {
                 let fetched = self.fetch(s, claims.keys().copied()).await?;
                 self.deliver_fetched(s, fetched, &|id| claims[&id]).await?;
             }
-            if self.pending.claim_cursor == "0-0" || self.full() {
+            if self.pending.claim_cursor == "0-0" || self.custody.is_full() {
                 break;
             }
         }
@@ -328,6 +327,7 @@ impl Relay {
         self.duties
             .done(Duty::Retry, tokio::time::Instant::now(), every);
         let expired: Vec<Plan> = self
+            .custody
             .held
             .claims()
             .into_iter()
@@ -338,16 +338,16 @@ impl Relay {
             .collect();
         if !expired.is_empty() {
             let ids: Vec<EntryId> = expired.iter().map(|p| p.claim().id).collect();
-            self.held.remove(&ids);
+            self.custody.held.remove(&ids);
             self.run_plans(s, expired).await?;
         }
-        let parked = self.held.take_parked();
+        let parked = self.custody.held.take_parked();
         if !parked.is_empty() {
             self.redeliver(s, parked).await?;
-            self.metrics.parked.set(self.held.parked() as i64);
+            self.metrics.parked.set(self.custody.held.parked() as i64);
         }
         let min = u64::from(self.cfg.delivery.min_receivers);
-        let namespaces = self.held.namespaces();
+        let namespaces = self.custody.held.namespaces();
         let counts = servers::count(&mut s.all_nodes, &self.target, &namespaces).await?;
         let mut ready = Vec::new();
         for (nsp, servers) in namespaces.into_iter().zip(counts) {
@@ -355,21 +355,21 @@ impl Relay {
                 ready.push(nsp);
             } else {
                 // Gone (again): its wait for clients starts afresh when servers are back.
-                self.held.unready(&nsp);
+                self.custody.held.unready(&nsp);
             }
         }
-        let before = self.held.len();
+        let before = self.custody.held.len();
         let mut waiting = false;
         for nsp in ready {
             waiting |= self.release(s, &nsp).await?;
-            if !self.held.is_holding(&nsp) {
+            if !self.custody.held.is_holding(&nsp) {
                 info!(?nsp, "Socket.IO servers listen on this namespace again; its held entries are delivered");
             }
         }
         if waiting {
             // What comes meanwhile is let out this often; what waits, at its release_wait.
             self.duties.due_within(Duty::Retry, RELEASE_LOOK);
-        } else if self.held.len() < before {
+        } else if self.custody.held.len() < before {
             // Progress: the rest follows at once, not a retry interval later.
             self.duties.due_now(Duty::Retry);
         }
@@ -379,8 +379,7 @@ impl Relay {
     /// Keeps held entries, and those waiting for acknowledgements, from looking abandoned to other
     /// relays, and forgets those already taken.
     pub(super) async fn keep_held(&mut self, s: &mut Session) -> Result<(), Fault> {
-        let mut ids: Vec<EntryId> = self.held.claims().iter().map(|c| c.id).collect();
-        ids.extend(self.awaiting.ids());
+        let mut ids = self.custody.ids();
         ids.sort_unstable();
         let (mut lost, mut deleted) = (Vec::new(), Vec::new());
         for chunk in ids.chunks(KEEP_CHUNK) {
@@ -408,8 +407,9 @@ impl Relay {
                 count = lost.len(),
                 "held entries are no longer pending for this consumer (reclaimed or acknowledged elsewhere); forgetting them"
             );
-            self.held.remove(&lost);
-            self.awaiting.remove(&lost);
+            for id in lost {
+                self.custody.release(id);
+            }
         }
         Ok(())
     }

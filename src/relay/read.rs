@@ -45,14 +45,14 @@ impl Relay {
         if self.read.reading == Reading::Paused {
             return;
         }
-        if self.held.is_full() {
+        if self.custody.held.is_full() {
             warn!(
-                held = self.held.len(),
+                held = self.custody.held.len(),
                 "delivery.max_held entries are waiting for Socket.IO servers; reading paused until they drain"
             );
         } else {
             warn!(
-                waiting = self.awaiting.len(),
+                waiting = self.custody.awaiting.len(),
                 "acks.max_waiting entries are waiting for their clients' acknowledgements; reading paused until they drain"
             );
         }
@@ -62,7 +62,7 @@ impl Relay {
     /// Reads again, if it was paused; said once.
     pub(super) fn resume_reading(&mut self) {
         if self.read.reading == Reading::Paused {
-            info!(held = self.held.len(), "reading resumed");
+            info!(held = self.custody.held.len(), "reading resumed");
             self.read.reading = Reading::Open;
         }
     }
@@ -151,7 +151,10 @@ impl Relay {
         let complete = !fetched
             .iter()
             .any(|f| matches!(f, Fetched::Deferred { .. }));
-        if !fetched.is_empty() && complete && self.held.is_empty() && !self.shutdown.is_cancelled()
+        if !fetched.is_empty()
+            && complete
+            && self.custody.held.is_empty()
+            && !self.shutdown.is_cancelled()
         {
             s.read = Some(self.start_read(s)?);
         }

@@ -27,9 +27,9 @@ impl Relay {
         let wait = self.cfg.delivery.release_wait;
         let batch = self.cfg.source.batch_size;
         let now_ms = self.redis_now_ms();
-        let back = self.held.back(nsp, now, now_ms, wait);
+        let back = self.custody.held.back(nsp, now, now_ms, wait);
         if wait.is_zero() || now >= back.release_at {
-            let claims = self.held.take_front(nsp, batch);
+            let claims = self.custody.held.take_front(nsp, batch);
             self.redeliver(s, claims).await?;
             return Ok(false);
         }
@@ -37,6 +37,7 @@ impl Relay {
             info!(?nsp, release_wait = %humantime::format_duration(wait), "Socket.IO servers listen on this namespace again; its held entries wait delivery.release_wait for their clients to reconnect, and what comes meanwhile goes at once unless it shares a room with them");
         }
         let front: HashMap<EntryId, Claim> = self
+            .custody
             .held
             .front(nsp, batch)
             .into_iter()
@@ -59,6 +60,7 @@ impl Relay {
         let release = held::releasable(&audiences, back.since_ms);
         if !release.is_empty() {
             let released: HashMap<EntryId, Claim> = self
+                .custody
                 .held
                 .release(nsp, &release)
                 .into_iter()
@@ -71,7 +73,7 @@ impl Relay {
             self.deliver_fetched(s, fetched, &|id| released[&id])
                 .await?;
         }
-        Ok(self.held.is_holding(nsp))
+        Ok(self.custody.held.is_holding(nsp))
     }
 }
 
