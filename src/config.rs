@@ -255,6 +255,12 @@ pub struct TargetConfig {
     /// publishes does not depend on it: every packet goes to the namespace's channel, which every
     /// mode subscribes to (see [`Target::encode`]).
     pub subscription_mode: SubscriptionMode,
+    /// The streams adapter's stream (its `streamName` option): the relay appends entries there.
+    pub stream: String,
+    /// The streams adapter's `maxLen` option: each append trims the stream to about this many
+    /// entries, as the servers' own appends do (0: not trimmed). It is also how far back a client
+    /// can recover what it missed.
+    pub max_len: u64,
 }
 
 impl Default for TargetConfig {
@@ -265,6 +271,8 @@ impl Default for TargetConfig {
             uid: "emitter".into(),
             parser: Parser::Msgpack,
             subscription_mode: SubscriptionMode::Dynamic,
+            stream: crate::packet::STREAM.into(),
+            max_len: crate::packet::MAX_LEN,
         }
     }
 }
@@ -498,13 +506,18 @@ impl Config {
                 .try_parsing(false)
                 .source(env),
         );
-        let mut cfg: Config = builder
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(|e| ConfigError {
-                key: None,
-                problem: describe_source_error(e, path),
-            })?;
+        let source_error = |e| ConfigError {
+            key: None,
+            problem: describe_source_error(e, path),
+        };
+        let built = builder.build().map_err(source_error)?;
+        let confirm_given = built.get_string("delivery.confirm").is_ok();
+        let mut cfg: Config = built.try_deserialize().map_err(source_error)?;
+        if cfg.target.adapter == Adapter::Streams && !confirm_given {
+            // The one way an entry is delivered to the streams adapter's servers (see
+            // `check_streams_target`): its default there, so that `adapter` alone is enough.
+            cfg.delivery.confirm = Confirm::Published;
+        }
         if cfg.source.consumer.is_empty() {
             cfg.source.consumer = default_consumer_name();
         }
@@ -570,14 +583,23 @@ impl Config {
                     "applies to the classic adapter only: the sharded adapter has no parser option (it sends JSON)",
                 ))
             }
-            Adapter::Classic if self.target.subscription_mode != SubscriptionMode::Dynamic => {
+            Adapter::Classic | Adapter::Streams
+                if self.target.subscription_mode != SubscriptionMode::Dynamic =>
+            {
                 return Err(invalid(
                     "target.subscription_mode",
-                    "applies to target.adapter = \"sharded\" only: the classic adapter's servers subscribe to every room by pattern",
+                    "applies to target.adapter = \"sharded\" only",
+                ))
+            }
+            Adapter::Streams if self.target.parser != Parser::Msgpack => {
+                return Err(invalid(
+                    "target.parser",
+                    "applies to the classic adapter only: the streams adapter writes JSON, or MessagePack when an entry carries bytes",
                 ))
             }
             _ => {}
         }
+        self.check_streams_target()?;
         if !matches!(self.source.start_id.as_str(), "$" | "0") {
             return Err(invalid(
                 "source.start_id",
@@ -623,6 +645,47 @@ impl Config {
         tracing_subscriber::EnvFilter::builder()
             .parse(&self.log.level)
             .map_err(|e| invalid("log.level", format!("not a valid log filter: {e}")))?;
+        Ok(())
+    }
+
+    /// What the streams adapter's servers can be sent, and how: an entry is delivered once it is
+    /// appended to their stream (acknowledged in the same step), so the relay has nothing to ask
+    /// them, neither a confirmation nor their clients' acknowledgements.
+    fn check_streams_target(&self) -> Result<(), ConfigError> {
+        let t = &self.target;
+        let defaults = TargetConfig::default();
+        if t.adapter != Adapter::Streams {
+            for (key, set) in [
+                ("target.stream", t.stream != defaults.stream),
+                ("target.max_len", t.max_len != defaults.max_len),
+            ] {
+                if set {
+                    return Err(invalid(key, "applies to target.adapter = \"streams\" only"));
+                }
+            }
+            return Ok(());
+        }
+        if t.stream.is_empty() {
+            return Err(invalid("target.stream", "must not be empty"));
+        }
+        if t.stream == self.source.stream || t.stream == self.dead_letter.stream {
+            return Err(invalid(
+                "target.stream",
+                "must differ from source.stream and dead_letter.stream: it is the Socket.IO servers' own stream",
+            ));
+        }
+        if self.delivery.confirm != Confirm::Published {
+            return Err(invalid(
+                "delivery.confirm",
+                "must be \"published\" with target.adapter = \"streams\" (its default there): an entry is delivered once appended to the servers' stream, which they read in order and replay to reconnecting clients",
+            ));
+        }
+        if !self.acks.default.is_zero() {
+            return Err(invalid(
+                "acks.default",
+                "must be unset with target.adapter = \"streams\": the relay cannot ask the streams adapter's servers for their clients' acknowledgements",
+            ));
+        }
         Ok(())
     }
 
@@ -1121,6 +1184,8 @@ impl Config {
             uid: t.uid.clone(),
             adapter: t.adapter,
             parser: t.parser,
+            stream: t.stream.clone(),
+            stream_max_len: t.max_len,
         }
     }
 }
@@ -1258,6 +1323,26 @@ mod tests {
     fn load(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let f = file(text);
         Config::load_with_env(Some(f.path()), env(vars))
+    }
+
+    #[test]
+    fn the_streams_adapter_is_delivered_to_when_appended_by_default() {
+        let cfg = load("[target]\nadapter = \"streams\"\n", &[]).unwrap();
+        assert_eq!(cfg.delivery.confirm, Confirm::Published);
+        let target = cfg.target();
+        assert_eq!(
+            (target.stream.as_str(), target.stream_max_len),
+            ("socket.io", 10_000)
+        );
+        let cfg = load(
+            "[target]\nadapter = \"streams\"\nstream = \"io\"\nmax_len = 0\n",
+            &[("SIO_RELAY_DELIVERY__CONFIRM", "published")],
+        )
+        .unwrap();
+        assert_eq!((cfg.target.stream.as_str(), cfg.target.max_len), ("io", 0));
+        // The other adapters keep theirs.
+        let cfg = load("[target]\nadapter = \"sharded\"\n", &[]).unwrap();
+        assert_eq!(cfg.delivery.confirm, Confirm::Processed);
     }
 
     #[test]
@@ -1460,7 +1545,27 @@ mod tests {
             ("[log]\nformat = \"xml\"\n", "log.format"),
             ("[log]\nlevel = \"info,[\"\n", "log.level"),
             ("[target]\nuid = \"\"\n", "target.uid"),
-            ("[target]\nadapter = \"streams\"\n", "target.adapter"),
+            ("[target]\nadapter = \"socketio\"\n", "target.adapter"),
+            (
+                "[target]\nadapter = \"streams\"\n[delivery]\nconfirm = \"processed\"\n",
+                "`delivery.confirm`: must be \"published\" with target.adapter = \"streams\"",
+            ),
+            (
+                "[target]\nadapter = \"streams\"\n[acks]\ndefault = \"5s\"\n",
+                "`acks.default`: must be unset with target.adapter = \"streams\"",
+            ),
+            (
+                "[target]\nadapter = \"streams\"\nstream = \"sio-relay\"\n",
+                "`target.stream`: must differ from source.stream",
+            ),
+            (
+                "[target]\nstream = \"io\"\n",
+                "`target.stream`: applies to target.adapter = \"streams\" only",
+            ),
+            (
+                "[target]\nadapter = \"streams\"\nparser = \"json\"\n",
+                "target.parser",
+            ),
             (
                 "[target]\nadapter = \"sharded\"\nparser = \"json\"\n",
                 "target.parser",

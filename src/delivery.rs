@@ -233,6 +233,9 @@ pub enum Outcome {
     ToPublish { servers: u64 },
     /// An attempt ([`Op::Attempt`]) went out to this many servers (none when none listens).
     AttemptSent { servers: u64 },
+    /// Appended to the stream of the streams adapter's servers, this many of them reading it, and
+    /// acknowledged in the same step: delivered.
+    Appended { servers: u64 },
 }
 
 impl Outcome {
@@ -288,6 +291,7 @@ impl FromRedisValue for Report {
                 OutcomeCode::TooFewReceivers => Outcome::TooFewReceivers { receivers: value },
                 OutcomeCode::ToPublish => Outcome::ToPublish { servers: value },
                 OutcomeCode::AttemptSent => Outcome::AttemptSent { servers: value },
+                OutcomeCode::Appended => Outcome::Appended { servers: value },
             });
         }
         Ok(Report {
@@ -617,7 +621,7 @@ impl Scripts {
             call.key(&keys.stats);
         }
         call.arg(&self.group)
-            .arg(self.target.namespace_channel("/"))
+            .arg(self.target.destination("/"))
             .arg(self.target.servers_channel("/"))
             .arg(self.target.publish_command())
             .arg(self.target.servers_command())

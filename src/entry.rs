@@ -156,6 +156,8 @@ pub enum Malformed {
     },
     #[error("binary arguments need MessagePack, and the servers' adapter uses a JSON parser (target.parser = \"json\"), which cannot carry bytes")]
     BinaryNeedsMsgpack,
+    #[error("`ack` asks for the clients' acknowledgements, which the relay cannot ask servers of the streams adapter for (target.adapter = \"streams\"): send it without `ack`")]
+    AckNeedsPubSub,
     #[error("`{field}` holds {blobs} binary values, more than {MAX_BINARY_ARGS}: Socket.IO clients disconnect on a packet with more attachments")]
     TooManyBinaries { field: &'static str, blobs: usize },
     #[error("`{field}` holds the number {literal}, which is not a finite double")]

@@ -20,7 +20,10 @@ use rmp::encode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Number, Value};
 
-use crate::entry::{self, Entry, Malformed, Message, Operation, Room, MAX_SAFE_MAGNITUDE};
+use crate::entry::{self, Ack, Entry, Malformed, Message, Operation, Room, MAX_SAFE_MAGNITUDE};
+
+mod streams;
+pub use streams::{decode_entry, stream_payload, MAX_LEN, STREAM};
 
 /// Socket.IO's EVENT packet type. Always 2, even for binary arguments: the receiving server converts.
 const EVENT: u8 = 2;
@@ -55,6 +58,31 @@ pub enum Adapter {
     Classic,
     /// `createShardedAdapter`: sharded Pub/Sub (SPUBLISH, SSUBSCRIBE), Redis 7 and later.
     Sharded,
+    /// `@socket.io/redis-streams-adapter`: entries appended to the servers' own stream (XADD),
+    /// which every server reads with XREAD (see [`streams`]).
+    Streams,
+}
+
+impl Adapter {
+    pub const ALL: [Adapter; 3] = [Adapter::Classic, Adapter::Sharded, Adapter::Streams];
+
+    /// Its `target.adapter` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Adapter::Classic => "classic",
+            Adapter::Sharded => "sharded",
+            Adapter::Streams => "streams",
+        }
+    }
+
+    /// How its servers are set up and listen, for the operator who must tell them apart.
+    pub fn servers_setup(self) -> &'static str {
+        match self {
+            Adapter::Classic => "createAdapter, PSUBSCRIBE",
+            Adapter::Sharded => "createShardedAdapter, SSUBSCRIBE",
+            Adapter::Streams => "@socket.io/redis-streams-adapter, XREAD",
+        }
+    }
 }
 
 /// The classic adapter's `parser` option.
@@ -93,6 +121,10 @@ pub struct Target {
     pub adapter: Adapter,
     /// The classic adapter's parser.
     pub parser: Parser,
+    /// The streams adapter's stream (its `streamName`), and about how many entries it keeps
+    /// (`maxLen`, `MAXLEN ~` on every append; 0: not trimmed).
+    pub stream: String,
+    pub stream_max_len: u64,
 }
 
 /// One encoded Socket.IO broadcast.
@@ -110,12 +142,14 @@ impl Target {
             uid: uid.to_owned(),
             adapter: Adapter::Classic,
             parser: Parser::Msgpack,
+            stream: streams::STREAM.to_owned(),
+            stream_max_len: streams::MAX_LEN,
         }
     }
 
-    /// One target per wire format (classic MessagePack, classic JSON, sharded), for checks that
-    /// must hold whatever the servers run: the fuzzers'.
-    pub fn every_format(key: &str, uid: &str) -> [Target; 3] {
+    /// One target per wire format (classic MessagePack, classic JSON, sharded, streams), for
+    /// checks that must hold whatever the servers run: the fuzzers'.
+    pub fn every_format(key: &str, uid: &str) -> [Target; 4] {
         let classic = Target::classic(key, uid);
         [
             Target {
@@ -124,6 +158,10 @@ impl Target {
             },
             Target {
                 adapter: Adapter::Sharded,
+                ..classic.clone()
+            },
+            Target {
+                adapter: Adapter::Streams,
                 ..classic.clone()
             },
             classic,
@@ -136,21 +174,52 @@ impl Target {
         format!("{}#{}#", self.key, nsp)
     }
 
-    /// PUBLISH or SPUBLISH.
+    /// Where the servers of `nsp` take what the relay sends them: the namespace's channel, or the
+    /// streams adapter's stream.
+    pub fn destination(&self, nsp: &str) -> String {
+        match self.adapter {
+            Adapter::Streams => self.stream.clone(),
+            Adapter::Classic | Adapter::Sharded => self.namespace_channel(nsp),
+        }
+    }
+
+    /// PUBLISH, SPUBLISH, or XADD (whose arguments after the key are the packet's payload, see
+    /// [`Target::send`]).
     pub fn publish_command(&self) -> &'static str {
         match self.adapter {
             Adapter::Classic => "PUBLISH",
             Adapter::Sharded => "SPUBLISH",
+            Adapter::Streams => "XADD",
         }
+    }
+
+    /// The command that hands `packet` to the servers: PUBLISH or SPUBLISH of its payload on its
+    /// channel, or XADD of the entry it encodes to the servers' stream.
+    pub fn send(&self, packet: &Packet) -> redis::Cmd {
+        let mut cmd = redis::cmd(self.publish_command());
+        cmd.arg(&packet.channel);
+        match self.adapter {
+            Adapter::Streams => {
+                for arg in streams::xadd_args(&packet.payload) {
+                    cmd.arg(arg);
+                }
+            }
+            Adapter::Classic | Adapter::Sharded => {
+                cmd.arg(&packet.payload);
+            }
+        }
+        cmd
     }
 
     /// How servers are counted, as their adapter's `serverCount()` does: PUBSUB `<command>` of
     /// `<servers prefix><nsp>#`. The classic adapter's servers subscribe to `<key>-request#<nsp>#`
     /// (and nothing else does, unlike the broadcast patterns a monitor subscribes to); the sharded
-    /// adapter's to the namespace channel itself.
+    /// adapter's to the namespace channel itself, and so do the streams adapter's (with SUBSCRIBE:
+    /// they hear each other's ephemeral messages there; the classic adapter's servers only
+    /// PSUBSCRIBE to that name, which NUMSUB does not count).
     pub fn servers_command(&self) -> &'static str {
         match self.adapter {
-            Adapter::Classic => "NUMSUB",
+            Adapter::Classic | Adapter::Streams => "NUMSUB",
             Adapter::Sharded => "SHARDNUMSUB",
         }
     }
@@ -159,7 +228,7 @@ impl Target {
     pub fn servers_prefix(&self) -> String {
         match self.adapter {
             Adapter::Classic => format!("{}-request#", self.key),
-            Adapter::Sharded => format!("{}#", self.key),
+            Adapter::Sharded | Adapter::Streams => format!("{}#", self.key),
         }
     }
 
@@ -174,7 +243,8 @@ impl Target {
     /// includes a monitor. The hash tag puts it in the namespace channel's slot.
     pub fn monitor_prefix(&self) -> &'static str {
         match self.adapter {
-            Adapter::Classic => "",
+            // A monitor of the streams adapter reads the stream: it subscribes to nothing.
+            Adapter::Classic | Adapter::Streams => "",
             Adapter::Sharded => "sio-relay:monitor:{",
         }
     }
@@ -189,10 +259,15 @@ impl Target {
     /// channel or pattern): the classic adapter answers on `<key>-response#<nsp>#`, or on
     /// `<key>-response#<nsp>#<uid>#` for servers with `publishOnSpecificResponseChannel`, which one
     /// pattern covers for every namespace; the sharded adapter on the requester's own channel,
-    /// `<key>#<nsp>#<uid>#`, which sharded Pub/Sub subscribes to by name only.
+    /// `<key>#<nsp>#<uid>#`, which sharded Pub/Sub subscribes to by name only; the streams
+    /// adapter's servers answer on that same channel with PUBLISH.
     pub fn answers_subscription(&self, nsp: &str) -> (&'static str, String) {
         match self.adapter {
             Adapter::Classic => ("PSUBSCRIBE", format!("{}-response#*", self.key)),
+            Adapter::Streams => (
+                "SUBSCRIBE",
+                format!("{}{}#", self.namespace_channel(nsp), self.uid),
+            ),
             Adapter::Sharded => (
                 "SSUBSCRIBE",
                 format!("{}{}#", self.namespace_channel(nsp), self.uid),
@@ -200,16 +275,15 @@ impl Target {
         }
     }
 
-    /// The same target for the other adapter, to tell an operator which one the servers use.
-    pub fn other_adapter(&self) -> Target {
-        let adapter = match self.adapter {
-            Adapter::Classic => Adapter::Sharded,
-            Adapter::Sharded => Adapter::Classic,
-        };
-        Target {
-            adapter,
-            ..self.clone()
-        }
+    /// The same target for each other adapter, to tell an operator which one the servers use.
+    pub fn other_adapters(&self) -> impl Iterator<Item = Target> + '_ {
+        Adapter::ALL
+            .into_iter()
+            .filter(|adapter| *adapter != self.adapter)
+            .map(|adapter| Target {
+                adapter,
+                ..self.clone()
+            })
     }
 
     /// Whether the servers' format can carry `entry`: `Err` for bytes through a JSON parser; else
@@ -219,6 +293,16 @@ impl Target {
         let binary = entry.message().is_some_and(Message::has_binary);
         if binary && self.adapter == Adapter::Classic && self.parser == Parser::Json {
             return Err(Malformed::BinaryNeedsMsgpack);
+        }
+        let asks_acks = matches!(
+            entry.operation(),
+            Operation::Emit {
+                ack: Ack::Within(_),
+                ..
+            }
+        );
+        if asks_acks && self.adapter == Adapter::Streams {
+            return Err(Malformed::AckNeedsPubSub);
         }
         Ok(binary)
     }
@@ -230,6 +314,10 @@ impl Target {
     /// parser.
     pub fn encode(&self, entry: &Entry) -> Result<Packet, Malformed> {
         let binary = self.carries(entry)?;
+        if self.adapter == Adapter::Streams {
+            let (kind, data) = self.cluster_data(entry, binary);
+            return Ok(streams::entry(self, entry.nsp(), kind, &data, binary));
+        }
         Ok(match entry.operation() {
             Operation::Emit {
                 message,
@@ -269,6 +357,7 @@ impl Target {
         let opts = Opts::of(entry, Flags(*volatile, *compress));
         let mut out = Vec::with_capacity(96 + message.event.len());
         match self.adapter {
+            Adapter::Streams => return Err(Malformed::AckNeedsPubSub),
             Adapter::Classic if binary => {
                 map_len(&mut out, 5);
                 str(&mut out, "uid");
@@ -343,7 +432,7 @@ impl Target {
                 "packet": packet,
                 "opts": opts,
             }),
-            Adapter::Sharded => serde_json::json!({
+            Adapter::Sharded | Adapter::Streams => serde_json::json!({
                 "uid": self.uid,
                 "nsp": nsp,
                 "type": BROADCAST,
@@ -391,29 +480,99 @@ impl Target {
                 serde_json::to_writer(&mut out, &(&self.uid, packet, opts))
                     .expect("an entry serializes")
             }
-            // The sharded adapter sends a broadcast with bytes in MessagePack, as here.
-            (Adapter::Sharded, _) if binary => {
-                self.cluster_header(&mut out, entry, BROADCAST);
-                map_len(&mut out, 2);
-                str(&mut out, "packet");
-                write_packet(&mut out, message, None);
-                str(&mut out, "opts");
-                write_opts(&mut out, &opts);
-            }
-            (Adapter::Sharded, _) => {
-                let message = ClusterMessage {
-                    uid: &self.uid,
-                    nsp: entry.nsp(),
-                    kind: BROADCAST,
-                    data: Broadcast {
-                        packet: JsonPacket::of(entry, message),
-                        opts,
-                    },
-                };
-                serde_json::to_writer(&mut out, &message).expect("an entry serializes")
+            (Adapter::Sharded | Adapter::Streams, _) => {
+                out = self.cluster_message(entry, binary);
             }
         }
         out
+    }
+
+    /// The message the servers of the sharded adapter send each other for `entry`:
+    /// `{uid, nsp, type, data}`, in JSON, or in MessagePack when it carries bytes, as they write it.
+    fn cluster_message(&self, entry: &Entry, binary: bool) -> Vec<u8> {
+        let (kind, data) = self.cluster_data(entry, binary);
+        let mut out = Vec::with_capacity(data.len() + 48 + entry.nsp().len());
+        if binary {
+            self.cluster_header(&mut out, entry, kind);
+            out.extend_from_slice(&data);
+        } else {
+            // What serde writes for `ClusterMessage`, with `data` already serialized.
+            out.extend_from_slice(b"{\"uid\":");
+            serde_json::to_writer(&mut out, &self.uid).expect("a string serializes");
+            out.extend_from_slice(b",\"nsp\":");
+            serde_json::to_writer(&mut out, entry.nsp()).expect("a string serializes");
+            out.extend_from_slice(format!(",\"type\":{kind},\"data\":").as_bytes());
+            out.extend_from_slice(&data);
+            out.push(b'}');
+        }
+        out
+    }
+
+    /// The type and the `data` of the message servers of the sharded and the streams adapter send
+    /// each other for `entry` (socket.io-adapter's `ClusterMessage`): JSON, or MessagePack when it
+    /// carries bytes.
+    fn cluster_data(&self, entry: &Entry, binary: bool) -> (u8, Vec<u8>) {
+        let selection = Selection {
+            rooms: entry.rooms(),
+            except: entry.except(),
+        };
+        let mut out = Vec::with_capacity(64);
+        fn json(out: &mut Vec<u8>, value: &impl Serialize) {
+            serde_json::to_writer(out, value).expect("an entry serializes")
+        }
+        let kind = match entry.operation() {
+            Operation::Emit {
+                message,
+                volatile,
+                compress,
+                ..
+            } => {
+                let opts = Opts::of(entry, Flags(*volatile, *compress));
+                if binary {
+                    map_len(&mut out, 2);
+                    str(&mut out, "packet");
+                    write_packet(&mut out, message, None);
+                    str(&mut out, "opts");
+                    write_opts(&mut out, &opts);
+                } else {
+                    let packet = JsonPacket::of(entry, message);
+                    json(&mut out, &Broadcast { packet, opts });
+                }
+                BROADCAST
+            }
+            Operation::ServerEmit(message) => {
+                if binary {
+                    map_len(&mut out, 1);
+                    str(&mut out, "packet");
+                    write_event(&mut out, message);
+                } else {
+                    json(
+                        &mut out,
+                        &ClusterData::ServerEmit {
+                            packet: EventData(message),
+                        },
+                    );
+                }
+                CLUSTER_SERVER_SIDE_EMIT
+            }
+            Operation::Join(rooms) => {
+                let opts = selection;
+                json(&mut out, &ClusterData::Rooms { opts, rooms });
+                CLUSTER_SOCKETS_JOIN
+            }
+            Operation::Leave(rooms) => {
+                let opts = selection;
+                json(&mut out, &ClusterData::Rooms { opts, rooms });
+                CLUSTER_SOCKETS_LEAVE
+            }
+            Operation::Disconnect { close } => {
+                let opts = selection;
+                let close = *close;
+                json(&mut out, &ClusterData::Disconnect { opts, close });
+                CLUSTER_DISCONNECT_SOCKETS
+            }
+        };
+        (kind, out)
     }
 
     /// `{uid, nsp, type, data: ` in MessagePack: the sharded adapter's message up to its data.
@@ -476,45 +635,7 @@ impl Target {
                     data: EventData(message),
                 },
             ),
-            (Adapter::Sharded, Operation::ServerEmit(message)) if binary => {
-                self.cluster_header(&mut out, entry, CLUSTER_SERVER_SIDE_EMIT);
-                map_len(&mut out, 1);
-                str(&mut out, "packet");
-                write_event(&mut out, message);
-            }
-            (Adapter::Sharded, operation) => {
-                let (kind, data) = match operation {
-                    Operation::Join(rooms) => {
-                        (CLUSTER_SOCKETS_JOIN, ClusterData::Rooms { opts, rooms })
-                    }
-                    Operation::Leave(rooms) => {
-                        (CLUSTER_SOCKETS_LEAVE, ClusterData::Rooms { opts, rooms })
-                    }
-                    Operation::Disconnect { close } => (
-                        CLUSTER_DISCONNECT_SOCKETS,
-                        ClusterData::Disconnect {
-                            opts,
-                            close: *close,
-                        },
-                    ),
-                    Operation::ServerEmit(message) => (
-                        CLUSTER_SERVER_SIDE_EMIT,
-                        ClusterData::ServerEmit {
-                            packet: EventData(message),
-                        },
-                    ),
-                    Operation::Emit { .. } => unreachable!("an emit is a broadcast"),
-                };
-                json(
-                    &mut out,
-                    &ClusterMessage {
-                        uid: &self.uid,
-                        nsp: entry.nsp(),
-                        kind,
-                        data,
-                    },
-                )
-            }
+            (Adapter::Sharded | Adapter::Streams, _) => out = self.cluster_message(entry, binary),
         }
         out
     }
@@ -807,6 +928,7 @@ pub fn decode(payload: &[u8], target: &Target) -> Result<Decoded, Unreadable> {
         // The sharded adapter parses JSON when the first byte is `{`, notepack otherwise.
         (Adapter::Sharded, _) if payload.first() == Some(&b'{') => sharded(&json(payload)?),
         (Adapter::Sharded, _) => sharded(&msgpack(payload)?),
+        (Adapter::Streams, _) => streams::decode_payload(payload),
     }
 }
 

@@ -231,6 +231,7 @@ codes! {
         TooFewReceivers = 8,
         ToPublish = 9,
         AttemptSent = 10,
+        Appended = 11,
     }
 }
 

@@ -72,7 +72,7 @@ pub fn decode(adapter: Adapter, payload: &[u8]) -> Option<(String, Answer)> {
     let kind = value.get("type")?.as_u64()?;
     let (body, count, ack) = match adapter {
         Adapter::Classic => (&value, BROADCAST_CLIENT_COUNT, BROADCAST_ACK),
-        Adapter::Sharded => (
+        Adapter::Sharded | Adapter::Streams => (
             value.get("data")?,
             CLUSTER_BROADCAST_CLIENT_COUNT,
             CLUSTER_BROADCAST_ACK,
@@ -172,6 +172,9 @@ impl Listener {
                     }
                 }));
             }
+            // The relay asks servers of the streams adapter nothing: an entry is delivered once it
+            // is appended to their stream (delivery.confirm = "published"), and `ack` is refused.
+            Adapter::Streams => {}
             Adapter::Sharded => {
                 if self
                     .sharded

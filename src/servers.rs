@@ -6,7 +6,8 @@
 //! The classic adapter's servers are the subscribers of `<key>-request#<nsp>#`, which nothing but a
 //! server subscribes to; the sharded adapter's, the subscribers of the namespace channel
 //! `<key>#<nsp>#`, minus the `sio-relay monitor`s that watch it (they also subscribe to a channel
-//! of their own, [`Target::monitor_channel`]). The same rule is in `lua/servers.lua`.
+//! of their own, [`Target::monitor_channel`]); the streams adapter's, the subscribers of that same
+//! channel by SUBSCRIBE (NUMSUB). The same rule is in `lua/servers.lua`.
 
 use std::collections::HashMap;
 
@@ -64,25 +65,23 @@ pub async fn count_each<'a>(
     Ok(unique.into_iter().zip(counts).collect())
 }
 
-/// When no server of `target`'s adapter listens on `nsp`: whether servers of the other adapter do,
+/// When no server of `target`'s adapter listens on `nsp`: whether servers of another adapter do,
 /// said so that the operator knows which `target.adapter` they need.
 pub async fn other_adapter(
     con: &mut (impl ConnectionLike + Send),
     target: &Target,
     nsp: &str,
 ) -> RedisResult<Option<String>> {
-    let other = target.other_adapter();
-    let servers = count(con, &other, &[nsp.to_owned()]).await?[0];
-    if servers == 0 {
-        return Ok(None);
+    for other in target.other_adapters() {
+        let servers = count(con, &other, &[nsp.to_owned()]).await?[0];
+        if servers > 0 {
+            let (name, how) = (other.adapter.name(), other.adapter.servers_setup());
+            return Ok(Some(format!(
+                "{servers} Socket.IO server(s) listen on namespace {nsp:?} with the {name} adapter ({how}), which this relay does not publish to: set target.adapter = \"{name}\""
+            )));
+        }
     }
-    let (name, how) = match other.adapter {
-        Adapter::Sharded => ("sharded", "createShardedAdapter, SSUBSCRIBE"),
-        Adapter::Classic => ("classic", "createAdapter, PSUBSCRIBE"),
-    };
-    Ok(Some(format!(
-        "{servers} Socket.IO server(s) listen on namespace {nsp:?} with the {name} adapter ({how}), which this relay does not publish to: set target.adapter = \"{name}\""
-    )))
+    Ok(None)
 }
 
 /// Every namespace some server of `target`'s adapter listens on, with its servers, by name.
@@ -92,7 +91,7 @@ pub async fn namespaces(
 ) -> RedisResult<Vec<(String, u64)>> {
     let prefix = target.servers_prefix();
     let list = match target.adapter {
-        Adapter::Classic => "CHANNELS",
+        Adapter::Classic | Adapter::Streams => "CHANNELS",
         Adapter::Sharded => "SHARDCHANNELS",
     };
     let channels: Vec<String> = redis::cmd("PUBSUB")

@@ -11,7 +11,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use sio_relay::entry::{binary, binary_bytes, Entry, Malformed, Operation, Room};
+use sio_relay::entry::{binary, binary_bytes, Ack, Entry, Malformed, Operation, Room};
 use sio_relay::packet::{decode, decode_request, hex, Adapter, Parser, Target};
 
 const NAMES: [&str; 18] = [
@@ -62,19 +62,37 @@ fuzz_target!(|input: &[u8]| {
                 assert!(entry.message().is_some_and(|m| m.has_binary()));
                 continue;
             }
+            Err(Malformed::AckNeedsPubSub) => {
+                assert_eq!(target.adapter, Adapter::Streams);
+                assert!(matches!(
+                    entry.operation(),
+                    Operation::Emit {
+                        ack: Ack::Within(_),
+                        ..
+                    }
+                ));
+                continue;
+            }
             Err(other) => panic!("an accepted entry refused: {other}"),
         };
         // Every emit that may go out as a broadcast with acknowledgements: with its own `ack`, the
         // stream's `acks.default`, or `delivery.confirm = "clients"` (which, like the default,
         // leaves volatile emits as they are).
-        if entry.ack(Some(std::time::Duration::from_secs(1))).is_some() {
+        let asks = entry.ack(Some(std::time::Duration::from_secs(1))).is_some();
+        if asks && target.adapter == Adapter::Streams {
+            // Refused: the relay cannot ask the streams adapter's servers for acknowledgements.
+            assert!(matches!(
+                target.ack_request(&entry, "sio-relay:f:1-0:1"),
+                Err(Malformed::AckNeedsPubSub)
+            ));
+        } else if asks {
             let asked = target
                 .ack_request(&entry, "sio-relay:f:1-0:1")
                 .expect("what encodes also encodes with acknowledgements");
             assert_eq!(asked.channel, target.servers_channel(entry.nsp()));
             let decoded = match target.adapter {
                 Adapter::Classic => decode_request(&asked.payload, target),
-                Adapter::Sharded => decode(&asked.payload, target),
+                Adapter::Sharded | Adapter::Streams => decode(&asked.payload, target),
             }
             .expect("a readable request");
             assert_eq!(decoded.request_id.as_deref(), Some("sio-relay:f:1-0:1"));
@@ -120,6 +138,7 @@ fuzz_target!(|input: &[u8]| {
                     *compress
                 );
                 let expected_channel = match (target.adapter, entry.rooms()) {
+                    (Adapter::Streams, _) => target.stream.clone(),
                     (Adapter::Classic, [Room::Name(one)]) => {
                         format!("socket.io#{}#{one}#", entry.nsp())
                     }
@@ -128,7 +147,11 @@ fuzz_target!(|input: &[u8]| {
                 assert_eq!(packet.channel, expected_channel);
             }
             operation => {
-                assert_eq!(packet.channel, target.servers_channel(entry.nsp()));
+                let expected_channel = match target.adapter {
+                    Adapter::Streams => target.stream.clone(),
+                    Adapter::Classic | Adapter::Sharded => target.servers_channel(entry.nsp()),
+                };
+                assert_eq!(packet.channel, expected_channel);
                 match operation {
                     Operation::Join(joined) | Operation::Leave(joined) => {
                         assert!(same_rooms(&decoded.target_rooms, joined));

@@ -158,12 +158,14 @@ async fn fill(cfg: &Config, links: &mut Links, status: &mut Status) -> Result<()
         status.namespaces.push(Namespace { nsp, servers });
     }
     if status.namespaces.iter().all(|n| n.servers == 0) {
-        let others = servers::namespaces(con, &target.other_adapter()).await?;
         let mut hint = String::new();
-        for (nsp, _) in others.iter().filter(|(_, servers)| *servers > 0) {
-            if let Some(other) = servers::other_adapter(con, &target, nsp).await? {
-                hint = format!(": {other}");
-                break;
+        'look: for other in target.other_adapters() {
+            let others = servers::namespaces(con, &other).await?;
+            for (nsp, _) in others.iter().filter(|(_, servers)| *servers > 0) {
+                if let Some(other) = servers::other_adapter(con, &target, nsp).await? {
+                    hint = format!(": {other}");
+                    break 'look;
+                }
             }
         }
         status.problems.push(format!(

@@ -8,7 +8,8 @@
 //! namespace it is given, which every server's broadcasts on it reach (single-room broadcasts of
 //! servers in a `dynamic` mode go to room channels, which it does not see). To not be counted as a
 //! server there, it also subscribes to a channel of its own (see [`crate::servers`]) and names its
-//! connection [`MONITOR_CLIENT_NAME`].
+//! connection [`MONITOR_CLIENT_NAME`]. For the streams adapter it reads the servers' stream, as
+//! they do, from the moment it starts.
 
 use std::io::Write;
 
@@ -92,6 +93,28 @@ pub async fn run(
                 printable(&channels.join(" "))
             );
         }
+        Adapter::Streams => {
+            let client = connection::client_for(cfg, &target.stream)
+                .await
+                .map_err(unreachable)?;
+            let mut con = client.get_connection_with_timeout(cfg.redis.connect_timeout)?;
+            // From the last entry now, not `$` at the first read: what is appended once the
+            // monitor says it watches is seen.
+            let newest: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+                .arg(&target.stream)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query(&mut con)?;
+            let after = newest.ids.first().map_or("0-0".to_owned(), |e| e.id.clone());
+            eprintln!(
+                "monitoring stream {} (Ctrl-C to stop)",
+                printable(&target.stream)
+            );
+            let stream = target.stream.clone();
+            std::thread::spawn(move || stream_entries(con, &stream, after, tx));
+        }
     }
     let mut seen = 0;
     while count.is_none_or(|n| seen < n) {
@@ -130,6 +153,43 @@ fn shard_messages(mut con: redis::Connection, tx: tokio::sync::mpsc::Sender<(Str
         };
         if kind == "smessage" && tx.blocking_send((channel, payload)).is_err() {
             return;
+        }
+    }
+}
+
+/// Passes on the entries appended to the streams adapter's `stream` after the entry `last`, each
+/// as the packet that appends it (`<stream> <id>`, and its fields), until the connection fails or
+/// nobody wants them any more. A thread, as the servers' own reading: XREAD blocks its connection.
+fn stream_entries(
+    mut con: redis::Connection,
+    stream: &str,
+    mut last: String,
+    tx: tokio::sync::mpsc::Sender<(String, Vec<u8>)>,
+) {
+    loop {
+        let read: redis::RedisResult<Option<redis::streams::StreamReadReply>> = redis::cmd("XREAD")
+            .arg("BLOCK")
+            .arg(5000)
+            .arg("STREAMS")
+            .arg(stream)
+            .arg(&last)
+            .query(&mut con);
+        let Ok(read) = read else {
+            return; // the connection failed: the monitor says so and stops
+        };
+        for entry in read.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+            let fields = entry.map.iter().map(|(name, value)| {
+                let value: Vec<u8> = redis::from_redis_value(value.clone()).unwrap_or_default();
+                (name.clone().into_bytes(), value)
+            });
+            let payload = packet::stream_payload(fields);
+            if tx
+                .blocking_send((format!("{stream} {}", entry.id), payload))
+                .is_err()
+            {
+                return;
+            }
+            last = entry.id;
         }
     }
 }

@@ -138,7 +138,8 @@ pub async fn to_stream(cfg: &Config, emit: &Request) -> Result<String, Failure> 
     Ok(con.xadd(stream, "*", &fields).await?)
 }
 
-/// Publishes the packet directly; returns how many Socket.IO servers received it. Servers are
+/// Publishes the packet directly (to the streams adapter: appends it to the servers' stream);
+/// returns how many Socket.IO servers received it. Servers are
 /// counted first, as the relay counts them (see [`crate::servers`]): with none, nothing is
 /// published, since PUBLISH's own count would include monitors and other pattern subscribers.
 pub async fn direct(cfg: &Config, emit: &Request) -> Result<u64, Failure> {
@@ -163,12 +164,12 @@ pub async fn direct(cfg: &Config, emit: &Request) -> Result<u64, Failure> {
             ),
         });
     }
-    let receivers: u64 = redis::cmd(target.publish_command())
-        .arg(&packet.channel)
-        .arg(&packet.payload)
-        .query_async(&mut con)
-        .await?;
-    Ok(receivers.min(servers))
+    let sent: redis::Value = target.send(&packet).query_async(&mut con).await?;
+    Ok(match sent {
+        redis::Value::Int(receivers) => (receivers.max(0) as u64).min(servers),
+        // An XADD's entry ID: appended where the servers counted read it.
+        _ => servers,
+    })
 }
 
 #[cfg(test)]

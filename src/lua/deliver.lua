@@ -72,6 +72,11 @@
 --                             (FLAG_EXTERNAL)
 --   OUTCOME_ATTEMPT_SENT, value servers   an attempt (OP_ATTEMPT) sent to the servers counted
 --                             (none sent to no server)
+--   OUTCOME_APPENDED, value servers   appended to the streams adapter's stream (the publish
+--                             command XADD, the payload its arguments after the key) and
+--                             acknowledged: delivered, nothing journaled
+-- The servers' stream is named as the "channel" of its entries, not declared among the KEYS: the
+-- relay runs it here only where it shares the source stream's slot (else FLAG_EXTERNAL).
 local stream, dead, journal, held_record = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, consumer = ARGV[1], ARGV[2]
 local min_receivers = tonumber(ARGV[3])
@@ -79,6 +84,7 @@ local dead_max_len = tonumber(ARGV[4])
 local run_id = ARGV[5]
 local servers_command, servers_prefix, monitor_prefix = ARGV[9], ARGV[10], ARGV[11]
 local publish_command, replies_count_servers = ARGV[12], ARGV[13] == '1'
+local appends = publish_command == 'XADD'
 local journal_field = ARGV[14]
 local given = tonumber(ARGV[15])
 local FIRST_CONFIRM = 17 + 2 * given
@@ -236,6 +242,13 @@ local published_in = {}
 local n_acked, n_published = 0, 0
 local holding = {}
 local pcall_redis, find = redis.pcall, string.find
+-- Hands a packet to the servers: PUBLISH or SPUBLISH, or XADD of the entry its payload packs.
+local function send(channel, payload)
+  if appends then
+    return pcall_redis('XADD', channel, unpack(cmsgpack.unpack(payload)))
+  end
+  return pcall_redis(publish_command, channel, payload)
+end
 local function resolved(id, recorded)
   if recorded then
     unhold[#unhold + 1] = id
@@ -321,12 +334,17 @@ for k, at in ipairs(starts) do
         resolved(id, recorded)
         results[k] = listening * OUTCOME_BASE + OUTCOME_TO_PUBLISH
       else
-        local receivers = pcall_redis(publish_command, channel, payload)
-        if type(receivers) == 'table' then
+        local receivers = send(channel, payload)
+        if type(receivers) == 'table' and receivers.err then
           held(id, recorded, deliveries, namespace)
           errors[#errors + 1] = k
           errors[#errors + 1] = tostring(receivers.err)
           results[k] = OUTCOME_PUBLISH_REFUSED
+        elseif appends then
+          n_acked = n_acked + 1
+          acked[n_acked] = id
+          resolved(id, recorded)
+          results[k] = listening * OUTCOME_BASE + OUTCOME_APPENDED
         elseif replies_count_servers and receivers < min_receivers
           and (publish_command == 'PUBLISH' or channel == servers_prefix .. namespace .. '#') then
           held(id, recorded, deliveries, namespace)
@@ -354,8 +372,8 @@ for k, at in ipairs(starts) do
       if listening > 0 and external then
         results[k] = listening * OUTCOME_BASE + OUTCOME_TO_PUBLISH
       elseif listening > 0 then
-        local receivers = pcall_redis(publish_command, channel, payload)
-        if type(receivers) == 'table' then
+        local receivers = send(channel, payload)
+        if type(receivers) == 'table' and receivers.err then
           errors[#errors + 1] = k
           errors[#errors + 1] = tostring(receivers.err)
           results[k] = OUTCOME_PUBLISH_REFUSED
@@ -372,7 +390,7 @@ end
 -- After the entries: a server that answers has processed them.
 local confirming = {}
 for j = FIRST_CONFIRM, FIRST_OP - 1, 3 do
-  if published_in[ARGV[j]] and type(pcall_redis(publish_command, ARGV[j + 1], ARGV[j + 2])) ~= 'table' then
+  if published_in[ARGV[j]] and type(send(ARGV[j + 1], ARGV[j + 2])) ~= 'table' then
     confirming[#confirming + 1] = ARGV[j]
   end
 end

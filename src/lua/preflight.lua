@@ -4,8 +4,9 @@
 -- and its channel), and the types of its keys.
 --
 -- KEYS[1] source stream; KEYS[2] dead-letter stream; KEYS[3] journal; KEYS[4] held record;
--- KEYS[5] leases; KEYS[6] the group's statistics, with delivery.confirm = "clients" only. ARGV[1] consumer group; ARGV[2] a broadcast channel; ARGV[3] the channel servers
--- are counted on; ARGV[4] PUBLISH or SPUBLISH; ARGV[5] the PUBSUB subcommand counting servers;
+-- KEYS[5] leases; KEYS[6] the group's statistics, with delivery.confirm = "clients" only. ARGV[1] consumer group; ARGV[2] a broadcast channel (or the
+-- streams adapter's stream); ARGV[3] the channel servers are counted on; ARGV[4] PUBLISH, SPUBLISH
+-- or XADD; ARGV[5] the PUBSUB subcommand counting servers;
 -- ARGV[6] '1' when the relay WAITs for replicas (redis.wait_replicas); ARGV[7] '1' when it confirms
 -- batches by the servers' answers (delivery.confirm = "processed"), with ARGV[8] the channel its
 -- requests go to, ARGV[9] '1' when it counts the clients entries reached (delivery.confirm =
@@ -32,7 +33,7 @@ local required = {
   { 'HGET', journal, 'f' }, { 'HGETALL', journal }, { 'HSET', journal, 'f', 'v' }, { 'HDEL', journal, 'f' },
   { 'HMGET', held, 'f' }, { 'HSET', held, 'f', 'v' }, { 'HDEL', held, 'f' },
   { 'HGET', leases, 'f' }, { 'HSET', leases, 'f', 'v' }, { 'HDEL', leases, 'f' },
-  { publish, broadcast, 'x' },
+  publish == 'XADD' and { 'XADD', broadcast, '*', 'f', 'v' } or { publish, broadcast, 'x' },
   { 'PUBSUB', count, servers },
   { 'TYPE', stream },
   { 'TIME' },

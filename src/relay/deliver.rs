@@ -163,12 +163,12 @@ impl Relay {
         Ok(())
     }
 
-    /// Whether `entry`'s channel lies outside the stream's slot, where the delivery script may not
-    /// SPUBLISH (a cluster refuses a script that touches another slot): the relay publishes it.
-    /// Classic PUBLISH is not bound to a slot.
+    /// Whether `entry`'s channel (or the servers' stream) lies outside the stream's slot, where the
+    /// delivery script may not SPUBLISH (or XADD: a cluster refuses a script that touches another
+    /// slot): the relay publishes it. Classic PUBLISH is not bound to a slot.
     fn external(&self, entry: &Deliverable) -> bool {
         self.stream_slot.is_some_and(|slot| {
-            self.target.adapter == Adapter::Sharded
+            self.target.adapter != Adapter::Classic
                 && redis::cluster_routing::Slot::for_key(&entry.packet.channel) != slot
         })
     }
@@ -313,6 +313,11 @@ impl Relay {
                         counted.push((entry.nsp.clone(), request_id.clone()));
                     }
                 }
+                Effect::Appended { servers } => {
+                    self.metrics.publish_receivers.observe(servers as f64);
+                    self.metrics.published.inc();
+                    self.departed(claim.id, Departure::Delivered);
+                }
                 Effect::Hold { entry, why } => {
                     self.custody.awaiting.remove(&[claim.id]);
                     if self.hold(entry, &why) && why == (Outcome::TooFewServers { servers: 0 }) {
@@ -429,9 +434,7 @@ impl Relay {
         let mut published_to: Vec<&str> = Vec::new();
         for (k, (plan, outcome)) in plans.iter().zip(outcomes.iter()).enumerate() {
             if let (Some(entry), Outcome::ToPublish { .. }) = (plan.publishes(), outcome) {
-                pipe.cmd(self.target.publish_command())
-                    .arg(&entry.packet.channel)
-                    .arg(&entry.packet.payload);
+                pipe.add_command(self.target.send(&entry.packet));
                 which.push(k);
                 if let Plan::Publish(_) = plan {
                     published_to.push(&entry.nsp);
@@ -444,20 +447,23 @@ impl Relay {
         let mut confirmed = Vec::new();
         for request in confirms {
             if published_to.contains(&request.nsp.as_str()) {
-                pipe.cmd(self.target.publish_command())
-                    .arg(&request.packet.channel)
-                    .arg(&request.packet.payload)
-                    .ignore();
+                pipe.add_command(self.target.send(&request.packet)).ignore();
                 confirmed.push(request.nsp.clone());
             }
         }
-        let receivers: Vec<u64> = pipe.query_async(&mut s.all_nodes).await?;
-        for (k, receivers) in which.into_iter().zip(receivers) {
-            outcomes[k] = match (&plans[k], &outcomes[k]) {
-                (Plan::AwaitAcks { .. }, Outcome::ToPublish { servers }) => {
-                    Outcome::AttemptSent { servers: *servers }
-                }
-                _ => Outcome::Published { receivers },
+        let replies: Vec<redis::Value> = pipe.query_async(&mut s.all_nodes).await?;
+        for (k, reply) in which.into_iter().zip(replies) {
+            let Outcome::ToPublish { servers } = outcomes[k] else {
+                continue;
+            };
+            outcomes[k] = match (&plans[k], reply) {
+                (Plan::AwaitAcks { .. }, _) => Outcome::AttemptSent { servers },
+                (_, redis::Value::Int(receivers)) => Outcome::Published {
+                    receivers: receivers.max(0) as u64,
+                },
+                // An XADD's entry ID: appended, read by the servers counted. Confirmed (and
+                // acknowledged) like a publish: not in the script, so at least once.
+                _ => Outcome::Published { receivers: servers },
             };
         }
         Ok(confirmed)

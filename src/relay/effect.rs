@@ -17,6 +17,8 @@ pub(super) enum Effect<'p> {
         entry: &'p Deliverable,
         receivers: u64,
     },
+    /// Appended to the streams adapter's stream, which `servers` read, and acknowledged with it.
+    Appended { servers: u64 },
     /// Not published: held until enough servers listen. `why` is the outcome, for the log.
     Hold {
         entry: &'p Deliverable,
@@ -56,6 +58,7 @@ impl<'p> Effect<'p> {
             (Plan::Publish(entry), Outcome::Published { receivers }) => {
                 Effect::AwaitConfirmation { entry, receivers }
             }
+            (Plan::Publish(_), Outcome::Appended { servers }) => Effect::Appended { servers },
             (Plan::Publish(entry), why) if why.is_held() => Effect::Hold { entry, why },
             (Plan::AwaitAcks { request, wait }, Outcome::AttemptSent { servers }) => {
                 Effect::AwaitAnswers {
@@ -137,6 +140,16 @@ mod tests {
             effect,
             Effect::AwaitConfirmation { receivers: 3, .. }
         ));
+    }
+
+    #[test]
+    fn an_entry_appended_to_the_servers_stream_is_delivered() {
+        let plan = publish();
+        let effect = Effect::of(&plan, Outcome::Appended { servers: 2 });
+        assert!(matches!(effect, Effect::Appended { servers: 2 }));
+        let plan = dead_letter();
+        let effect = Effect::of(&plan, Outcome::Appended { servers: 2 });
+        assert!(matches!(effect, Effect::Unexpected(_)));
     }
 
     #[test]

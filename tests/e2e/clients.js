@@ -8,7 +8,10 @@
 // "brief": true prints, instead of the arguments, [n] where n is the first argument's `n` field
 // (for big payloads). An event sent with an acknowledgement id is printed with "ackable": true;
 // a spec with "ack": true acknowledges it with {"who": NAME}, after "ackDelay" milliseconds if
-// given, and prints {"client":NAME,"acked":EVENT}.
+// given, and prints {"client":NAME,"acked":EVENT}. Each connection is printed as
+// {"client":NAME,"connected":true,"recovered":BOOL} (`recovered`: the server's connection state
+// recovery gave it what it missed). A spec with "dropAfter": N closes its connection as a network
+// failure would once it has received N events; it reconnects by itself, as socket.io-client does.
 const { io } = require("socket.io-client");
 const { shown } = require("./shown");
 
@@ -25,8 +28,14 @@ for (const spec of specs) {
     joined.add(spec.name);
     if (joined.size === specs.length) console.log(JSON.stringify({ ready: true }));
   });
+  socket.on("connect", () => {
+    console.log(JSON.stringify({ client: spec.name, connected: true, recovered: socket.recovered }));
+  });
+  let received = 0;
   socket.onAny((event, ...args) => {
     if (event === "joined") return;
+    received += 1;
+    if (received === spec.dropAfter) setImmediate(() => socket.io.engine.close());
     // socket.io-client passes the acknowledgement callback last, to onAny listeners too.
     const ack = typeof args[args.length - 1] === "function" ? args.pop() : null;
     const printed = spec.brief ? [args[0] && args[0].n] : shown(args);

@@ -1,7 +1,11 @@
 // A Socket.IO server clustered through @socket.io/redis-adapter, as users run it.
 // Usage: node server.js PORT REDIS_URL [OPTIONS_JSON]
 // OPTIONS_JSON (all optional):
-//   "adapter": "classic" (createAdapter, the default) or "sharded" (createShardedAdapter)
+//   "adapter": "classic" (createAdapter, the default), "sharded" (createShardedAdapter) or "streams"
+//     (@socket.io/redis-streams-adapter)
+//   "recovery": true for connection state recovery (streams adapter): a client that reconnects
+//     within a minute gets what it missed, each event with the stream entry's ID as its last
+//     argument
 //   "parser": "json" for the classic adapter with a JSON parser instead of notepack
 //   "subscriptionMode": the sharded adapter's option ("dynamic", "dynamic-private", "static")
 //   "cluster": true to connect to a Redis Cluster through REDIS_URL (comma-separated seed URLs)
@@ -58,7 +62,15 @@ async function clients() {
 async function main() {
   const [pub, sub] = await clients();
   let adapter;
-  if (options.adapter === "sharded") {
+  const serverOptions = {};
+  if (options.adapter === "streams") {
+    const { createAdapter: createStreamsAdapter } = require("@socket.io/redis-streams-adapter");
+    // The streams adapter reads with a blocking XREAD on a duplicate of the client it is given.
+    adapter = createStreamsAdapter(pub);
+    if (options.recovery) {
+      serverOptions.connectionStateRecovery = { maxDisconnectionDuration: 60000 };
+    }
+  } else if (options.adapter === "sharded") {
     adapter = createShardedAdapter(pub, sub, {
       subscriptionMode: options.subscriptionMode || "dynamic",
     });
@@ -69,7 +81,7 @@ async function main() {
   } else {
     adapter = createAdapter(pub, sub);
   }
-  const io = new Server(Number(port), { adapter });
+  const io = new Server(Number(port), { adapter, ...serverOptions });
   for (const name of ["/", "/admin"]) {
     const nsp = io.of(name);
     nsp.on("connection", (socket) => {

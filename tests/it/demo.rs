@@ -23,9 +23,14 @@ fn start_demo_on(redis: &RedisServer, port: u16) -> (Node, String) {
     command
         .env("PORT", port.to_string())
         .env("REDIS_URL", redis.url());
+    // The first start runs `npm ci` from the demo's lockfile: one start at a time, or two tests'
+    // first starts would both install into one node_modules (and fail, or wait on each other).
+    static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = STARTING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let demo = Node::spawn(command);
     let url = format!("http://127.0.0.1:{port}");
-    // The first start runs `npm ci` from the demo's lockfile.
     demo.wait_line(&format!("sio-relay demo: open {url}"), 120 * SECOND);
     (demo, url)
 }

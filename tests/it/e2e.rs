@@ -40,6 +40,12 @@ fn sharded_adapter_servers_in_static_mode() {
     rooms_namespaces_and_except(Adapter::Sharded("static"));
 }
 
+/// `@socket.io/redis-streams-adapter`: entries appended to the servers' stream.
+#[test]
+fn streams_adapter_servers() {
+    rooms_namespaces_and_except(Adapter::Streams);
+}
+
 fn rooms_namespaces_and_except(adapter: Adapter) {
     let redis = RedisServer::start();
     let a = SocketIoServer::start_with(&redis.url(), &adapter);
@@ -261,21 +267,6 @@ fn entries_wait_while_every_server_is_down() {
     wait_until(5 * SECOND, "all acknowledged", || {
         pending(&mut con).is_empty()
     });
-}
-
-/// Runs `f` while Redis holds every client's write commands (the relay's reads and scripts), then
-/// lets them through.
-fn with_writes_paused<T>(redis: &RedisServer, f: impl FnOnce() -> T) -> T {
-    let mut con = redis.connection();
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(30_000)
-        .arg("WRITE")
-        .query(&mut con)
-        .unwrap();
-    let result = f();
-    let _: () = redis::cmd("CLIENT").arg("UNPAUSE").query(&mut con).unwrap();
-    result
 }
 
 fn wait_servers_gone(redis: &RedisServer) {

@@ -38,6 +38,13 @@ fn sharded_servers_observe_every_operation() {
     every_operation(Adapter::Sharded("dynamic"));
 }
 
+/// `@socket.io/redis-streams-adapter`: every operation appended to the servers' stream, bytes as
+/// base64 of MessagePack.
+#[test]
+fn streams_adapter_servers_observe_every_operation() {
+    every_operation(Adapter::Streams);
+}
+
 fn every_operation(adapter: Adapter) {
     let binary = !matches!(adapter, Adapter::ClassicJson);
     let redis = RedisServer::start();

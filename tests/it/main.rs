@@ -34,3 +34,4 @@ mod relay;
 mod secure;
 mod sentinel;
 mod sharded;
+mod streams;

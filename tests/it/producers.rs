@@ -21,7 +21,7 @@ use sio_relay::entry::{
     Entry, Malformed, MAX_ACK_TIMEOUT, MAX_BINARY_ARGS, MAX_JSON_DEPTH, RESERVED_EVENTS,
     RESERVED_SERVER_EVENTS,
 };
-use sio_relay::packet::{Parser, Target};
+use sio_relay::packet::{Adapter, Parser, Target};
 
 use crate::common::*;
 
@@ -229,7 +229,7 @@ fn the_node_and_python_snippets_reach_a_real_client() {
 
 /// Checks only the relay makes: (name, words of the schema's description that name it). Each is
 /// shown by at least one entry of the corpus, which the schema accepts and the relay refuses.
-const RELAY_ONLY: [(&str, &str); 12] = [
+const RELAY_ONLY: [(&str, &str); 13] = [
     ("entry bytes", "total bytes of field names and values"),
     ("fields", "number of fields"),
     ("rooms", "number of rooms"),
@@ -238,6 +238,7 @@ const RELAY_ONLY: [(&str, &str); 12] = [
     ("infinite numbers", "numbers that are not finite doubles"),
     ("binary values", "more than 10 binary values"),
     ("JSON parser", "bytes with a JSON-parser adapter"),
+    ("streams adapter", "ack with the streams adapter"),
     ("ack range", "the range of ack (1ms to 10m)"),
     (
         "ack fractions",
@@ -248,7 +249,7 @@ const RELAY_ONLY: [(&str, &str); 12] = [
 ];
 
 /// Every [`Malformed`] variant, by name: the corpus has an entry refused with each.
-const VARIANTS: [&str; 28] = [
+const VARIANTS: [&str; 29] = [
     "MissingEvent",
     "TwoOperations",
     "DoesNotApply",
@@ -269,6 +270,7 @@ const VARIANTS: [&str; 28] = [
     "UnsafeInteger",
     "BadBinary",
     "BinaryNeedsMsgpack",
+    "AckNeedsPubSub",
     "TooManyBinaries",
     "NumberOutOfRange",
     "BadFlag",
@@ -304,6 +306,7 @@ fn variant(malformed: &Malformed) -> &'static str {
         UnsafeInteger { .. } => "UnsafeInteger",
         BadBinary { .. } => "BadBinary",
         BinaryNeedsMsgpack => "BinaryNeedsMsgpack",
+        AckNeedsPubSub => "AckNeedsPubSub",
         TooManyBinaries { .. } => "TooManyBinaries",
         NumberOutOfRange { .. } => "NumberOutOfRange",
         BadFlag { .. } => "BadFlag",
@@ -330,8 +333,18 @@ struct Case {
     name: String,
     fields: Vec<(Vec<u8>, Vec<u8>)>,
     expect: Expect,
-    /// The servers' adapter uses a JSON parser (`target.parser = "json"`); else MessagePack.
-    json_parser: bool,
+    /// What the servers run, which decides what their format can carry.
+    servers: Servers,
+}
+
+#[derive(Clone, Copy)]
+enum Servers {
+    /// The classic adapter with its default parser, MessagePack.
+    Classic,
+    /// The classic adapter with a JSON parser (`target.parser = "json"`).
+    JsonParser,
+    /// The streams adapter (`target.adapter = "streams"`).
+    Streams,
 }
 
 fn raw(name: &str, fields: Vec<(Vec<u8>, Vec<u8>)>, expect: Expect) -> Case {
@@ -339,7 +352,7 @@ fn raw(name: &str, fields: Vec<(Vec<u8>, Vec<u8>)>, expect: Expect) -> Case {
         name: name.to_owned(),
         fields,
         expect,
-        json_parser: false,
+        servers: Servers::Classic,
     }
 }
 
@@ -902,14 +915,22 @@ fn corpus() -> Vec<Case> {
         "JSON parser",
         "BinaryNeedsMsgpack",
     );
-    json_parser.json_parser = true;
+    json_parser.servers = Servers::JsonParser;
     cases.push(json_parser);
     let mut no_bytes = valid(
         "no bytes for a JSON parser",
         &[("event", "e"), ("data", "1")],
     );
-    no_bytes.json_parser = true;
+    no_bytes.servers = Servers::JsonParser;
     cases.push(no_bytes);
+    let mut ack_on_streams = relay_only(
+        "ack for the streams adapter",
+        &[("event", "e"), ("ack", "5s")],
+        "streams adapter",
+        "AckNeedsPubSub",
+    );
+    ack_on_streams.servers = Servers::Streams;
+    cases.push(ack_on_streams);
     cases.push(raw(
         "64 fields",
         with_metadata(limits.max_fields - 1),
@@ -945,8 +966,10 @@ fn corpus() -> Vec<Case> {
 fn relay_verdict(case: &Case) -> Result<(), Malformed> {
     let entry = Entry::parse(&case.fields)?;
     let mut target = Target::classic("socket.io", "emittr");
-    if case.json_parser {
-        target.parser = Parser::Json;
+    match case.servers {
+        Servers::Classic => {}
+        Servers::JsonParser => target.parser = Parser::Json,
+        Servers::Streams => target.adapter = Adapter::Streams,
     }
     target.carries(&entry).map(|_| ())
 }

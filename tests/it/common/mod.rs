@@ -1396,6 +1396,18 @@ impl Clients {
             .collect()
     }
 
+    /// Each of `client`'s connections, in order: whether the server's connection state recovery
+    /// gave it what it missed while away (`socket.recovered`).
+    pub fn recoveries(&self, client: &str) -> Vec<bool> {
+        self.0
+            .lines()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|v| v["client"] == client && v["connected"] == true)
+            .map(|v| v["recovered"] == true)
+            .collect()
+    }
+
     /// How many times `client` joined its rooms: once per connection, so 2 once it has reconnected
     /// after losing its server.
     pub fn joins(&self, client: &str) -> usize {
@@ -1603,6 +1615,8 @@ pub enum Adapter {
     Classic72,
     /// The sharded adapter in this subscription mode.
     Sharded(&'static str),
+    /// `@socket.io/redis-streams-adapter` 0.3.
+    Streams,
 }
 
 impl Adapter {
@@ -1614,6 +1628,7 @@ impl Adapter {
             Adapter::ClassicIoredis => json!({"client": "ioredis"}),
             Adapter::Classic72 => json!({"stack": "4.5"}),
             Adapter::Sharded(mode) => json!({"adapter": "sharded", "subscriptionMode": mode}),
+            Adapter::Streams => json!({"adapter": "streams"}),
         }
     }
 
@@ -1626,6 +1641,7 @@ impl Adapter {
                 ("TARGET__ADAPTER", "sharded"),
                 ("TARGET__SUBSCRIPTION_MODE", mode),
             ],
+            Adapter::Streams => vec![("TARGET__ADAPTER", "streams")],
         }
     }
 
@@ -1637,8 +1653,24 @@ impl Adapter {
             | Adapter::ClassicIoredis
             | Adapter::Classic72 => ("NUMSUB", format!("socket.io-request#{nsp}#")),
             Adapter::Sharded(_) => ("SHARDNUMSUB", format!("socket.io#{nsp}#")),
+            Adapter::Streams => ("NUMSUB", format!("socket.io#{nsp}#")),
         }
     }
+}
+
+/// Runs `f` while Redis holds every client's write commands (the relay's reads and scripts), then
+/// lets them through: servers and clients started in `f` are all there before the relay acts.
+pub fn with_writes_paused<T>(redis: &RedisServer, f: impl FnOnce() -> T) -> T {
+    let mut con = redis.connection();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(30_000)
+        .arg("WRITE")
+        .query(&mut con)
+        .unwrap();
+    let result = f();
+    let _: () = redis::cmd("CLIENT").arg("UNPAUSE").query(&mut con).unwrap();
+    result
 }
 
 /// Waits until `n` servers' adapters subscribe to each namespace (as the adapter counts servers).
