@@ -16,7 +16,7 @@
 //! 4. Peak RSS of each relay process (VmHWM).
 //! 5. Big entries: a backlog of entries at sio-relay's default `limits.max_entry_bytes` (1 MiB
 //!    each, default 128 of them) drained by each relay, with its peak RSS: what bounds memory.
-//! 6. Configurations: sio-relay's drain with the sharded adapter's target, and with
+//! 6. Configurations: sio-relay's drain with the sharded and the streams adapter's targets, and with
 //!    `redis.wait_replicas = 1` and a replica, each against the default drained right before it.
 //! 7. Redis Cluster: three primaries (no replicas, all on CPU 0) read through 1, 2 and 3 partitions
 //!    (`source.streams`, one per primary, entries spread by sio-relay's partition rule): drain, CPU
@@ -89,7 +89,8 @@ fn main() {
 
 /// sio-relay's drain in other configurations, each against the default measured right before it
 /// on the same Redis: confirming without the servers' answers (`delivery.confirm = "published"`,
-/// what the default costs), the sharded adapter's target (SPUBLISH, JSON), and
+/// what the default costs), the sharded adapter's target (SPUBLISH, JSON), the streams adapter's
+/// (XADD to the servers' stream, acknowledged in the same script), and
 /// `redis.wait_replicas = 1` with a replica attached (WAIT after each step).
 fn variants(
     redis: &RedisServer,
@@ -138,6 +139,28 @@ fn variants(
             &settings,
         );
         out.push(("target.adapter = \"sharded\"", base, variant));
+    }
+    {
+        eprintln!("== variant baseline: classic target");
+        let base = drain(&place, subscriber, RelayKind::SioRelay, entries, SMALL);
+        let streams = Subscriber::start_streams(&redis.url());
+        eprintln!("== variant: streams target");
+        // Untrimmed: at drain speed 10,000 entries (the servers' maxLen) last about 60 ms, and
+        // what the stand-in reads after they are trimmed would count as lost.
+        let settings = [("TARGET__ADAPTER", "streams"), ("TARGET__MAX_LEN", "0")];
+        let variant = drain_with(
+            &place,
+            &streams,
+            RelayKind::SioRelay,
+            entries,
+            SMALL,
+            &settings,
+        );
+        let _: () = redis::cmd("DEL")
+            .arg("socket.io")
+            .exec(&mut redis.connection())
+            .unwrap();
+        out.push(("target.adapter = \"streams\"", base, variant));
     }
     {
         let subscriber = Subscriber::start(redis);
@@ -872,6 +895,47 @@ impl Subscriber {
                     if kind == "smessage" && !answer_sharded(&mut answers, &payload) {
                         c.fetch_add(1, Ordering::Relaxed);
                     }
+                }
+            }
+        });
+        Subscriber {
+            count,
+            recording: Arc::new(AtomicBool::new(false)),
+            latencies: Arc::new(Mutex::new(Vec::new())),
+            _feed: None,
+        }
+    }
+
+    /// A stand-in for a server of `@socket.io/redis-streams-adapter`: subscribed to the
+    /// namespace's channel (how its servers are counted) and reading the servers' stream with
+    /// XREAD from where it started, as they do. Counts entries (no latency).
+    fn start_streams(url: &str) -> Subscriber {
+        let count = Arc::new(AtomicUsize::new(0));
+        let c = count.clone();
+        let mut counted = redis::Client::open(url).unwrap().get_connection().unwrap();
+        redis::cmd("SUBSCRIBE")
+            .arg("socket.io#/#")
+            .exec(&mut counted)
+            .unwrap();
+        let mut reader = redis::Client::open(url).unwrap().get_connection().unwrap();
+        std::thread::spawn(move || {
+            let _counted = counted;
+            let mut last = "$".to_owned();
+            loop {
+                let read: redis::RedisResult<Option<redis::streams::StreamReadReply>> =
+                    redis::cmd("XREAD")
+                        .arg("COUNT")
+                        .arg(1000)
+                        .arg("BLOCK")
+                        .arg(1000)
+                        .arg("STREAMS")
+                        .arg("socket.io")
+                        .arg(&last)
+                        .query(&mut reader);
+                let Ok(read) = read else { return };
+                for entry in read.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+                    c.fetch_add(1, Ordering::Relaxed);
+                    last = entry.id;
                 }
             }
         });

@@ -107,7 +107,10 @@ pub async fn run(
                 .arg("COUNT")
                 .arg(1)
                 .query(&mut con)?;
-            let after = newest.ids.first().map_or("0-0".to_owned(), |e| e.id.clone());
+            let after = newest
+                .ids
+                .first()
+                .map_or("0-0".to_owned(), |e| e.id.clone());
             eprintln!(
                 "monitoring stream {} (Ctrl-C to stop)",
                 printable(&target.stream)

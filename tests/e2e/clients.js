@@ -12,6 +12,7 @@
 // {"client":NAME,"connected":true,"recovered":BOOL} (`recovered`: the server's connection state
 // recovery gave it what it missed). A spec with "dropAfter": N closes its connection as a network
 // failure would once it has received N events; it reconnects by itself, as socket.io-client does.
+// A spec with "readyOnConnect": true is ready once connected, for servers that send no "joined".
 const { io } = require("socket.io-client");
 const { shown } = require("./shown");
 
@@ -30,6 +31,10 @@ for (const spec of specs) {
   });
   socket.on("connect", () => {
     console.log(JSON.stringify({ client: spec.name, connected: true, recovered: socket.recovered }));
+    if (spec.readyOnConnect && !joined.has(spec.name)) {
+      joined.add(spec.name);
+      if (joined.size === specs.length) console.log(JSON.stringify({ ready: true }));
+    }
   });
   let received = 0;
   socket.onAny((event, ...args) => {

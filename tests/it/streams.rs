@@ -320,7 +320,10 @@ fn the_operators_commands_speak_the_streams_adapter() {
     );
     let seen = monitor.wait_with_output().unwrap();
     let line: Value = serde_json::from_slice(&seen.stdout).unwrap();
-    assert!(line["channel"].as_str().unwrap().starts_with("socket.io "), "{line}");
+    assert!(
+        line["channel"].as_str().unwrap().starts_with("socket.io "),
+        "{line}"
+    );
     assert_eq!(line["packet"]["event"], "hello");
     assert_eq!(line["packet"]["rooms"], json!(["lobby"]));
     let out = cli(&redis, &["status"]);
@@ -329,4 +332,44 @@ fn the_operators_commands_speak_the_streams_adapter() {
         "{}",
         text(&out.stdout)
     );
+}
+
+/// `examples/streams-server`, started with its own script, gets what the relay appends.
+#[test]
+fn the_example_server_gets_the_relays_entries() {
+    let redis = RedisServer::start();
+    let port = free_port();
+    let mut command = std::process::Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/streams-server/start"
+    ));
+    command
+        .env("PORT", port.to_string())
+        .env("REDIS_URL", redis.url());
+    let server = Node::spawn(command);
+    // The first start runs `npm ci` from the example's lockfile.
+    server.wait_line(
+        &format!("streams-adapter server on port {port}"),
+        120 * SECOND,
+    );
+    let clients = Clients::start_specs(vec![json!({
+        "name": "c", "url": format!("http://127.0.0.1:{port}/"), "rooms": [], "readyOnConnect": true
+    })]);
+    let mut con = redis.connection();
+    wait_until(20 * SECOND, "the server is counted", || {
+        let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg("socket.io#/#")
+            .query(&mut con)
+            .unwrap();
+        counts[0].1 == 1
+    });
+    let _relay = Relay::start(&redis, "relay-1", &settings());
+    xadd(&mut con, &[("event", "order"), ("data", r#""shipped""#)]);
+    clients.wait_events("c", 1, 20 * SECOND);
+    let (event, args) = clients.events_of("c").remove(0);
+    assert_eq!((event.as_str(), &args[0]), ("order", &json!("shipped")));
+    // Its connection state recovery adds the entry's ID in the servers' stream.
+    let appended: redis::streams::StreamRangeReply = con.xrange_all("socket.io").unwrap();
+    assert_eq!(args[1], json!(appended.ids[0].id), "{args}");
 }
