@@ -6,7 +6,10 @@
 //! The classic adapter's servers are the subscribers of `<key>-request#<nsp>#`, which nothing but a
 //! server subscribes to; the sharded adapter's, the subscribers of the namespace channel
 //! `<key>#<nsp>#`, minus the `sio-relay monitor`s that watch it (they also subscribe to a channel
-//! of their own, [`Target::monitor_channel`]). The same rule is in `lua/servers.lua`.
+//! of their own, [`Target::monitor_channel`]). python-socketio's servers are the subscribers of its
+//! one channel, minus the monitors likewise, the same count for every namespace (and only servers
+//! with a client: they subscribe when their first one connects). The same rule is in
+//! `lua/servers.lua`.
 
 use std::collections::HashMap;
 
@@ -71,29 +74,44 @@ pub async fn other_adapter(
     target: &Target,
     nsp: &str,
 ) -> RedisResult<Option<String>> {
-    let other = target.other_adapter();
+    let Some(other) = target.other_adapter() else {
+        return Ok(None);
+    };
     let servers = count(con, &other, &[nsp.to_owned()]).await?[0];
     if servers == 0 {
         return Ok(None);
     }
-    let (name, how) = match other.adapter {
-        Adapter::Sharded => ("sharded", "createShardedAdapter, SSUBSCRIBE"),
-        Adapter::Classic => ("classic", "createAdapter, PSUBSCRIBE"),
+    let how = match other.adapter {
+        Adapter::Sharded => "createShardedAdapter, SSUBSCRIBE",
+        _ => "createAdapter, PSUBSCRIBE",
     };
+    let name = other.adapter.name();
     Ok(Some(format!(
         "{servers} Socket.IO server(s) listen on namespace {nsp:?} with the {name} adapter ({how}), which this relay does not publish to: set target.adapter = \"{name}\""
     )))
 }
 
-/// Every namespace some server of `target`'s adapter listens on, with its servers, by name.
+/// What [`namespaces`] names python-socketio's one row: its servers, for every namespace.
+pub const EVERY_NAMESPACE: &str = "*";
+
+/// Every namespace some server of `target`'s adapter listens on, with its servers, by name; for
+/// python-socketio, whose channel tells no namespace, one row [`EVERY_NAMESPACE`] (none without
+/// servers).
 pub async fn namespaces(
     con: &mut (impl ConnectionLike + Send),
     target: &Target,
 ) -> RedisResult<Vec<(String, u64)>> {
+    if !target.servers_per_namespace() {
+        let servers = count(con, target, &[EVERY_NAMESPACE.to_owned()]).await?[0];
+        return Ok((servers > 0)
+            .then(|| (EVERY_NAMESPACE.to_owned(), servers))
+            .into_iter()
+            .collect());
+    }
     let prefix = target.servers_prefix();
     let list = match target.adapter {
-        Adapter::Classic => "CHANNELS",
         Adapter::Sharded => "SHARDCHANNELS",
+        _ => "CHANNELS",
     };
     let channels: Vec<String> = redis::cmd("PUBSUB")
         .arg(list)

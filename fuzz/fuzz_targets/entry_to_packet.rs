@@ -12,7 +12,7 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use sio_relay::entry::{binary, binary_bytes, Entry, Malformed, Operation, Room};
-use sio_relay::packet::{decode, decode_request, hex, Adapter, Parser, Target};
+use sio_relay::packet::{decode, decode_request, hex, Adapter, Parser, Target, Unsendable};
 
 const NAMES: [&str; 18] = [
     "event",
@@ -54,7 +54,7 @@ fuzz_target!(|input: &[u8]| {
     for target in &targets {
         let packet = match target.encode(&entry) {
             Ok(packet) => packet,
-            Err(Malformed::BinaryNeedsMsgpack) => {
+            Err(Unsendable::Malformed(Malformed::BinaryNeedsMsgpack)) => {
                 assert_eq!(
                     (target.adapter, target.parser),
                     (Adapter::Classic, Parser::Json)
@@ -74,7 +74,7 @@ fuzz_target!(|input: &[u8]| {
             assert_eq!(asked.channel, target.servers_channel(entry.nsp()));
             let decoded = match target.adapter {
                 Adapter::Classic => decode_request(&asked.payload, target),
-                Adapter::Sharded => decode(&asked.payload, target),
+                Adapter::Sharded | Adapter::PythonSocketio => decode(&asked.payload, target),
             }
             .expect("a readable request");
             assert_eq!(decoded.request_id.as_deref(), Some("sio-relay:f:1-0:1"));

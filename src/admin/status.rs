@@ -158,17 +158,25 @@ async fn fill(cfg: &Config, links: &mut Links, status: &mut Status) -> Result<()
         status.namespaces.push(Namespace { nsp, servers });
     }
     if status.namespaces.iter().all(|n| n.servers == 0) {
-        let others = servers::namespaces(con, &target.other_adapter()).await?;
         let mut hint = String::new();
-        for (nsp, _) in others.iter().filter(|(_, servers)| *servers > 0) {
-            if let Some(other) = servers::other_adapter(con, &target, nsp).await? {
-                hint = format!(": {other}");
-                break;
+        if let Some(other_target) = target.other_adapter() {
+            let others = servers::namespaces(con, &other_target).await?;
+            for (nsp, _) in others.iter().filter(|(_, servers)| *servers > 0) {
+                if let Some(other) = servers::other_adapter(con, &target, nsp).await? {
+                    hint = format!(": {other}");
+                    break;
+                }
             }
         }
+        let counted_on = match target.servers_per_namespace() {
+            true => format!("{}<nsp>#", target.servers_prefix()),
+            false => format!(
+                "{}; python-socketio servers subscribe once their first client connects",
+                target.servers_prefix()
+            ),
+        };
         status.problems.push(format!(
-            "no Socket.IO server listens (no subscriber on {}<nsp>#): entries wait{hint}",
-            target.servers_prefix()
+            "no Socket.IO server listens (no subscriber on {counted_on}): entries wait{hint}"
         ));
     }
 
