@@ -32,8 +32,12 @@ impl From<Failure> for LookError {
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub redis: RedisStatus,
+    /// The servers' stack the relay publishes for (`target.adapter`), and the channel (python-socketio)
+    /// or channel prefix (the Node adapters) it publishes on.
+    pub target: TargetStatus,
     /// Socket.IO servers per namespace, as the adapter counts them (`PUBSUB NUMSUB`, or
-    /// `SHARDNUMSUB` for the sharded adapter).
+    /// `SHARDNUMSUB` for the sharded adapter); for python-socketio one row, `*`, the servers on
+    /// its channel, for every namespace.
     pub namespaces: Vec<Namespace>,
     /// `source.stream`, or each of `source.streams`.
     pub streams: Vec<StreamStatus>,
@@ -46,6 +50,12 @@ pub struct RedisStatus {
     pub url: String,
     pub reachable: bool,
     pub version: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TargetStatus {
+    pub adapter: &'static str,
+    pub channel: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -123,6 +133,10 @@ pub async fn gather_over(cfg: &Config, links: &mut Option<Links>) -> Status {
             url: cfg.redis.describe(),
             reachable: false,
             version: None,
+        },
+        target: TargetStatus {
+            adapter: cfg.target.adapter.name(),
+            channel: cfg.target().key,
         },
         namespaces: Vec::new(),
         streams: Vec::new(),

@@ -353,3 +353,57 @@ fn python_socketio_relay_kill_9_mid_flow_loses_nothing() {
     );
     ledger.assert_each_member_once_in_order();
 }
+
+/// `send --direct` publishes python-socketio's message and counts its servers on the channel;
+/// `status` names the target and counts the servers for every namespace at once (`*`).
+#[test]
+fn python_socketio_send_direct_and_status() {
+    let redis = RedisServer::start();
+    let cli = |args: &[&str]| {
+        let mut command = sio_relay();
+        command.args(args).env("SIO_RELAY_REDIS__URL", redis.url());
+        for (key, value) in PYTHON {
+            command.env(format!("SIO_RELAY_{key}"), value);
+        }
+        command.output().expect("run sio-relay")
+    };
+    let server = PythonServer::start(&redis, PythonStack::Async);
+    let out = cli(&["send", "--direct", "hello"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a server without a client listens to nothing"
+    );
+    let status = String::from_utf8(cli(&["status"]).stdout).unwrap();
+    assert!(status.contains("python-socketio on socketio"), "{status}");
+    assert!(status.contains("no server listens"), "{status}");
+
+    let clients = Clients::connect(&[("c", server.url("/admin"), &["lobby"])]);
+    wait_python_servers(&redis, 1);
+    let out = cli(&[
+        "send", "--direct", "--nsp", "/admin", "--room", "lobby", "hello", "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "published to 1 Socket.IO server(s)\n"
+    );
+    clients.wait_events("c", 1, 10 * SECOND);
+    assert_eq!(
+        clients.events_of("c"),
+        [("hello".to_owned(), serde_json::json!([1]))]
+    );
+    let json: Value = serde_json::from_slice(&cli(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(
+        json["target"],
+        serde_json::json!({"adapter": "python-socketio", "channel": "socketio"})
+    );
+    assert_eq!(
+        json["namespaces"],
+        serde_json::json!([{"nsp": "*", "servers": 1}])
+    );
+}
