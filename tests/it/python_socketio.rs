@@ -1,5 +1,5 @@
 //! `target.adapter = "python-socketio"` against real python-socketio servers (5.18.1, pinned in
-//! tests/python/requirements.txt): `AsyncServer` with `AsyncRedisManager` under uvicorn, and
+//! examples/python-socketio/requirements.txt): `AsyncServer` with `AsyncRedisManager` under uvicorn, and
 //! Flask-SocketIO with a Redis `message_queue`, side by side on one Redis, with real
 //! `socket.io-client` sockets. Per-entry ledgers count who got what: delivery with rooms, except
 //! (python-socketio's `skip_sid`: socket IDs) and namespaces; holding while no server has a client

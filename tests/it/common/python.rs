@@ -50,12 +50,12 @@ pub fn python_venv(name: &str, requirements: &Path) -> PathBuf {
     venv.join("bin/python")
 }
 
-/// tests/python: the python-socketio servers and their pins.
+/// examples/python-socketio: the python-socketio servers and their pins.
 fn python_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python-socketio")
 }
 
-/// The venv of tests/python/requirements.txt, made once per test binary: tests in parallel would
+/// The venv of examples/python-socketio/requirements.txt, made once per test binary: tests in parallel would
 /// otherwise make it side by side in one directory.
 fn servers_python() -> &'static Path {
     static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -67,7 +67,7 @@ fn servers_python() -> &'static Path {
     })
 }
 
-/// Which python-socketio server tests/python/server.py runs.
+/// Which python-socketio server examples/python-socketio/server.py runs.
 #[derive(Clone, Copy, Debug)]
 pub enum PythonStack {
     /// `socketio.AsyncServer` with `AsyncRedisManager`, under uvicorn.
@@ -76,7 +76,8 @@ pub enum PythonStack {
     Flask,
 }
 
-/// A python-socketio server process on a Redis, killed when dropped.
+/// A python-socketio server process (examples/python-socketio/server.py) on a Redis, killed when
+/// dropped.
 pub struct PythonServer {
     pub port: u16,
     stack: PythonStack,

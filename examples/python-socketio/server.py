@@ -1,4 +1,5 @@
-"""A python-socketio server on Redis for the tests (python_socketio.rs) and a model for users.
+"""A python-socketio server on Redis that sio-relay publishes to (target.adapter =
+"python-socketio"), in its two common forms; the tests (tests/it/python_socketio.rs) run both.
 
     python server.py async PORT REDIS_URL [CHANNEL]   AsyncServer + AsyncRedisManager, under uvicorn
     python server.py flask PORT REDIS_URL [CHANNEL]   Flask-SocketIO with message_queue (threading)
