@@ -261,21 +261,30 @@ pub struct TargetConfig {
     /// entries, as the servers' own appends do (0: not trimmed). It is also how far back a client
     /// can recover what it missed.
     pub max_len: u64,
+    /// python-socketio's `channel` option (`RedisManager(url, channel=...)`, Flask-SocketIO's
+    /// `channel`): the one channel of its servers.
+    pub channel: String,
 }
 
 impl Default for TargetConfig {
     fn default() -> Self {
         TargetConfig {
             adapter: Adapter::Classic,
-            key: "socket.io".into(),
+            key: SOCKET_IO_KEY.into(),
             uid: "emitter".into(),
             parser: Parser::Msgpack,
             subscription_mode: SubscriptionMode::Dynamic,
             stream: crate::packet::STREAM.into(),
             max_len: crate::packet::MAX_LEN,
+            channel: PYTHON_SOCKETIO_CHANNEL.into(),
         }
     }
 }
+
+/// python-socketio's default channel.
+const PYTHON_SOCKETIO_CHANNEL: &str = "socketio";
+/// The Node adapters' default key.
+const SOCKET_IO_KEY: &str = "socket.io";
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -570,6 +579,7 @@ impl Config {
             ("source.consumer", &self.source.consumer),
             ("target.key", &self.target.key),
             ("target.uid", &self.target.uid),
+            ("target.channel", &self.target.channel),
             ("dead_letter.stream", &self.dead_letter.stream),
         ] {
             if value.is_empty() {
@@ -597,9 +607,18 @@ impl Config {
                     "applies to the classic adapter only: the streams adapter writes JSON, or MessagePack when an entry carries bytes",
                 ))
             }
+            Adapter::PythonSocketio => self.check_python_socketio()?,
             _ => {}
         }
         self.check_streams_target()?;
+        if self.target.adapter != Adapter::PythonSocketio
+            && self.target.channel != PYTHON_SOCKETIO_CHANNEL
+        {
+            return Err(invalid(
+                "target.channel",
+                "applies to target.adapter = \"python-socketio\" only: the Node adapters' channels start with target.key",
+            ));
+        }
         if !matches!(self.source.start_id.as_str(), "$" | "0") {
             return Err(invalid(
                 "source.start_id",
@@ -684,6 +703,39 @@ impl Config {
             return Err(invalid(
                 "acks.default",
                 "must be unset with target.adapter = \"streams\": the relay cannot ask the streams adapter's servers for their clients' acknowledgements",
+            ));
+        }
+        Ok(())
+    }
+
+    /// python-socketio's servers take messages and answer none: the relay can neither ask them to
+    /// confirm a batch nor hear their clients' acknowledgements, and they have neither a key nor
+    /// the Node adapters' options.
+    fn check_python_socketio(&self) -> Result<(), ConfigError> {
+        let node_only =
+            "applies to the Node adapters only, not to target.adapter = \"python-socketio\"";
+        if self.target.key != SOCKET_IO_KEY {
+            return Err(invalid(
+                "target.key",
+                format!("{node_only}: python-socketio's servers use target.channel"),
+            ));
+        }
+        if self.target.parser != Parser::Msgpack {
+            return Err(invalid("target.parser", node_only));
+        }
+        if self.target.subscription_mode != SubscriptionMode::Dynamic {
+            return Err(invalid("target.subscription_mode", node_only));
+        }
+        if self.delivery.confirm != Confirm::Published {
+            return Err(invalid(
+                "delivery.confirm",
+                "must be \"published\" with target.adapter = \"python-socketio\": its servers cannot answer a request, so the relay knows what Redis wrote to their sockets and no more",
+            ));
+        }
+        if self.acks.default_wait().is_some() {
+            return Err(invalid(
+                "acks.default",
+                "must be zero with target.adapter = \"python-socketio\": its servers cannot carry the clients' acknowledgements of an emit from outside (entries with `ack` are dead-lettered as `unsupported`)",
             ));
         }
         Ok(())
@@ -1180,7 +1232,10 @@ impl Config {
     pub fn target(&self) -> Target {
         let t = &self.target;
         Target {
-            key: t.key.clone(),
+            key: match t.adapter {
+                Adapter::PythonSocketio => t.channel.clone(),
+                Adapter::Classic | Adapter::Sharded | Adapter::Streams => t.key.clone(),
+            },
             uid: t.uid.clone(),
             adapter: t.adapter,
             parser: t.parser,
@@ -1566,6 +1621,31 @@ mod tests {
                 "[target]\nadapter = \"streams\"\nparser = \"json\"\n",
                 "target.parser",
             ),
+            (
+                "[target]\nadapter = \"python-socketio\"\n",
+                "`delivery.confirm`: must be \"published\" with target.adapter = \"python-socketio\"",
+            ),
+            (
+                "[target]\nadapter = \"python-socketio\"\n[delivery]\nconfirm = \"clients\"\n",
+                "delivery.confirm",
+            ),
+            (
+                "[target]\nadapter = \"python-socketio\"\nkey = \"app\"\n[delivery]\nconfirm = \"published\"\n",
+                "target.key",
+            ),
+            (
+                "[target]\nadapter = \"python-socketio\"\nparser = \"json\"\n[delivery]\nconfirm = \"published\"\n",
+                "target.parser",
+            ),
+            (
+                "[target]\nadapter = \"python-socketio\"\n[delivery]\nconfirm = \"published\"\n[acks]\ndefault = \"10s\"\n",
+                "acks.default",
+            ),
+            (
+                "[target]\nadapter = \"python-socketio\"\nchannel = \"\"\n[delivery]\nconfirm = \"published\"\n",
+                "target.channel",
+            ),
+            ("[target]\nchannel = \"app\"\n", "target.channel"),
             (
                 "[target]\nadapter = \"sharded\"\nparser = \"json\"\n",
                 "target.parser",

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use crate::entry::{Malformed, RawEntry};
+use crate::packet::{Unsendable, Unsupported};
 use crate::protocol::{DeadField, ReasonCode};
 
 /// A dead letter's fields with packed original fields (see [`DeadField::Packed`]) unpacked in front
@@ -52,6 +53,17 @@ pub enum Reason {
         age: Duration,
         limit: Duration,
     },
+    /// Valid, but the servers' stack cannot carry it.
+    Unsupported(Unsupported),
+}
+
+impl From<Unsendable> for Reason {
+    fn from(problem: Unsendable) -> Reason {
+        match problem {
+            Unsendable::Malformed(problem) => Reason::Malformed(problem),
+            Unsendable::Unsupported(problem) => Reason::Unsupported(problem),
+        }
+    }
 }
 
 impl Reason {
@@ -62,6 +74,7 @@ impl Reason {
             Reason::MaxDeliveries { .. } => ReasonCode::MaxDeliveries,
             Reason::Expired { .. } => ReasonCode::Expired,
             Reason::Unacknowledged { .. } => ReasonCode::Unacknowledged,
+            Reason::Unsupported(_) => ReasonCode::Unsupported,
         }
     }
 
@@ -69,6 +82,7 @@ impl Reason {
     pub fn detail(&self) -> String {
         match self {
             Reason::Malformed(problem) => problem.to_string(),
+            Reason::Unsupported(problem) => problem.to_string(),
             Reason::MaxDeliveries { deliveries, limit } => {
                 format!("delivered {deliveries} times, more than delivery.max_deliveries = {limit}")
             }
@@ -117,7 +131,7 @@ pub fn fields(
 
 /// One reason of each kind, for the tests.
 #[cfg(test)]
-pub(crate) fn one_of_each() -> [Reason; 4] {
+pub(crate) fn one_of_each() -> [Reason; 5] {
     [
         Reason::Malformed(Malformed::MissingEvent),
         Reason::MaxDeliveries {
@@ -134,6 +148,7 @@ pub(crate) fn one_of_each() -> [Reason; 4] {
             age: Duration::from_secs(2),
             limit: Duration::from_secs(1),
         },
+        Reason::Unsupported(Unsupported::ServerEmit),
     ]
 }
 

@@ -448,6 +448,7 @@ impl Scripts {
             .arg(self.target.publish_command())
             .arg(if self.replies_count_servers { "1" } else { "0" })
             .arg(journal_field)
+            .arg(per_namespace(&self.target))
             .arg(servers.len());
         for (nsp, count) in servers {
             call.arg(nsp).arg(count);
@@ -493,6 +494,7 @@ impl Scripts {
             .arg(reached_no_client)
             .arg(self.target.servers_command())
             .arg(self.target.servers_prefix())
+            .arg(per_namespace(&self.target))
             .arg(self.target.monitor_prefix())
             .arg(count.len())
             .arg(count)
@@ -696,6 +698,14 @@ pub enum LeaseReply {
     Held,
     /// Someone else does: the lease's value and the milliseconds it has left.
     Taken { value: String, left_ms: u64 },
+}
+
+/// `lua/servers.lua`'s `per_namespace`: '1' when each namespace has a servers channel of its own.
+fn per_namespace(target: &Target) -> &'static str {
+    match target.servers_per_namespace() {
+        true => "1",
+        false => "0",
+    }
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@
 //!   connections, the status report, dead-letter browsing, replay and drop.
 //! - [`config`]: the configuration file and `SIO_RELAY_*` overrides, validated at start.
 //! - [`entry`]: the producers' contract; turns raw stream fields into a validated [`entry::Entry`].
-//! - [`packet`]: encodes an entry as the servers' adapter reads it (classic or sharded) and picks
-//!   its channel.
+//! - [`packet`]: encodes an entry as the servers' adapter reads it (classic, sharded or
+//!   python-socketio) and picks its channel.
 //! - [`partition`]: which of several streams (`source.streams`) an entry goes to.
 //! - [`servers`]: counts the Socket.IO servers listening on a namespace, as their adapter does.
 //! - [`reader`]: entries read off the socket under byte and field limits, whatever their size,

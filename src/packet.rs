@@ -12,6 +12,10 @@
 //! - The sharded adapter (`createShardedAdapter`): the JSON `ClusterMessage`
 //!   `{uid, nsp, type: 3, data: {packet, opts}}` its servers send each other, published with
 //!   SPUBLISH (docs/08-internals/wire-format.md, "The sharded adapter").
+//! - python-socketio's Redis manager (`RedisManager`, `AsyncRedisManager`, Flask-SocketIO's
+//!   `message_queue`): the JSON message `{method, event, data, namespace, room, skip_sid, ...}` its
+//!   servers publish to each other on one channel (docs/08-internals/wire-format.md,
+//!   "python-socketio"). What it has no message for is [`Unsupported`].
 //!
 //! [`decode`] reads any of them back, for `sio-relay monitor`, and says why when a payload is not one
 //! a server can read.
@@ -24,6 +28,9 @@ use crate::entry::{self, Ack, Entry, Malformed, Message, Operation, Room, MAX_SA
 
 mod streams;
 pub use streams::{decode_entry, stream_payload, MAX_LEN, STREAM};
+
+mod python;
+pub use python::Unsupported;
 
 /// Socket.IO's EVENT packet type. Always 2, even for binary arguments: the receiving server converts.
 const EVENT: u8 = 2;
@@ -61,17 +68,24 @@ pub enum Adapter {
     /// `@socket.io/redis-streams-adapter`: entries appended to the servers' own stream (XADD),
     /// which every server reads with XREAD (see [`streams`]).
     Streams,
+    /// python-socketio's `RedisManager` / `AsyncRedisManager` (5.15.1 and later): JSON on one
+    /// plain channel (PUBLISH, SUBSCRIBE), whatever the namespace.
+    #[serde(rename = "python-socketio")]
+    PythonSocketio,
 }
 
 impl Adapter {
-    pub const ALL: [Adapter; 3] = [Adapter::Classic, Adapter::Sharded, Adapter::Streams];
+    /// The adapters of Node servers, which share the channel prefix `target.key`: servers of one
+    /// can be found when the relay is set up for another.
+    pub const NODE: [Adapter; 3] = [Adapter::Classic, Adapter::Sharded, Adapter::Streams];
 
-    /// Its `target.adapter` value.
+    /// As `target.adapter` spells it.
     pub fn name(self) -> &'static str {
         match self {
             Adapter::Classic => "classic",
             Adapter::Sharded => "sharded",
             Adapter::Streams => "streams",
+            Adapter::PythonSocketio => "python-socketio",
         }
     }
 
@@ -81,6 +95,7 @@ impl Adapter {
             Adapter::Classic => "createAdapter, PSUBSCRIBE",
             Adapter::Sharded => "createShardedAdapter, SSUBSCRIBE",
             Adapter::Streams => "@socket.io/redis-streams-adapter, XREAD",
+            Adapter::PythonSocketio => "python-socketio's RedisManager, SUBSCRIBE",
         }
     }
 }
@@ -113,10 +128,12 @@ pub enum SubscriptionMode {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     /// Channel prefix: the classic adapter's `key`, the sharded adapter's `channelPrefix`;
-    /// `socket.io` unless the servers set another.
+    /// `socket.io` unless the servers set another. For python-socketio, the channel itself
+    /// (`target.channel`, `socketio` unless the servers set another).
     pub key: String,
     /// Sender id in the packet; servers drop packets carrying their own uid, so it must never be a
-    /// server's (6 characters for the classic adapter, 16 for the sharded one).
+    /// server's (6 characters for the classic adapter, 16 for the sharded one, a 32-digit hex
+    /// `host_id` for python-socketio).
     pub uid: String,
     pub adapter: Adapter,
     /// The classic adapter's parser.
@@ -125,6 +142,17 @@ pub struct Target {
     /// (`maxLen`, `MAXLEN ~` on every append; 0: not trimmed).
     pub stream: String,
     pub stream_max_len: u64,
+}
+
+/// Why an entry cannot go to the target's servers: dead-lettered with [`Unsendable::reason`].
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Unsendable {
+    /// Bytes through a JSON parser: the producers' contract says so (`malformed`).
+    #[error(transparent)]
+    Malformed(#[from] Malformed),
+    /// Valid, but the servers' stack has no message for it (`unsupported`).
+    #[error(transparent)]
+    Unsupported(#[from] Unsupported),
 }
 
 /// One encoded Socket.IO broadcast.
@@ -169,9 +197,15 @@ impl Target {
     }
 
     /// The channel every server of `nsp` listens on: through its `<key>#<nsp>#*` pattern (classic),
-    /// or subscribed to as it is (sharded, in every subscription mode).
+    /// or subscribed to as it is (sharded, in every subscription mode; python-socketio's one
+    /// channel, for every namespace).
     pub fn namespace_channel(&self, nsp: &str) -> String {
-        format!("{}#{}#", self.key, nsp)
+        match self.adapter {
+            Adapter::PythonSocketio => self.key.clone(),
+            Adapter::Classic | Adapter::Sharded | Adapter::Streams => {
+                format!("{}#{}#", self.key, nsp)
+            }
+        }
     }
 
     /// Where the servers of `nsp` take what the relay sends them: the namespace's channel, or the
@@ -179,7 +213,9 @@ impl Target {
     pub fn destination(&self, nsp: &str) -> String {
         match self.adapter {
             Adapter::Streams => self.stream.clone(),
-            Adapter::Classic | Adapter::Sharded => self.namespace_channel(nsp),
+            Adapter::Classic | Adapter::Sharded | Adapter::PythonSocketio => {
+                self.namespace_channel(nsp)
+            }
         }
     }
 
@@ -187,7 +223,7 @@ impl Target {
     /// [`Target::send`]).
     pub fn publish_command(&self) -> &'static str {
         match self.adapter {
-            Adapter::Classic => "PUBLISH",
+            Adapter::Classic | Adapter::PythonSocketio => "PUBLISH",
             Adapter::Sharded => "SPUBLISH",
             Adapter::Streams => "XADD",
         }
@@ -204,7 +240,7 @@ impl Target {
                     cmd.arg(arg);
                 }
             }
-            Adapter::Classic | Adapter::Sharded => {
+            Adapter::Classic | Adapter::Sharded | Adapter::PythonSocketio => {
                 cmd.arg(&packet.payload);
             }
         }
@@ -217,35 +253,50 @@ impl Target {
     /// adapter's to the namespace channel itself, and so do the streams adapter's (with SUBSCRIBE:
     /// they hear each other's ephemeral messages there; the classic adapter's servers only
     /// PSUBSCRIBE to that name, which NUMSUB does not count).
+    ///
+    /// python-socketio's servers all subscribe to the one channel, whatever their namespaces, and
+    /// only once their first client has connected: its subscribers are the servers that have
+    /// clients, counted alike for every namespace ([`Target::servers_per_namespace`] is false).
     pub fn servers_command(&self) -> &'static str {
         match self.adapter {
-            Adapter::Classic | Adapter::Streams => "NUMSUB",
+            Adapter::Classic | Adapter::Streams | Adapter::PythonSocketio => "NUMSUB",
             Adapter::Sharded => "SHARDNUMSUB",
         }
     }
 
-    /// See [`Target::servers_command`].
+    /// See [`Target::servers_command`]: python-socketio's channel itself.
     pub fn servers_prefix(&self) -> String {
         match self.adapter {
             Adapter::Classic => format!("{}-request#", self.key),
             Adapter::Sharded | Adapter::Streams => format!("{}#", self.key),
+            Adapter::PythonSocketio => self.key.clone(),
         }
+    }
+
+    /// Whether each namespace has a servers channel of its own, `<servers prefix><nsp>#`; if not,
+    /// the servers prefix is the one channel of every namespace (python-socketio).
+    pub fn servers_per_namespace(&self) -> bool {
+        self.adapter != Adapter::PythonSocketio
     }
 
     /// The channel whose subscribers are the servers of `nsp`.
     pub fn servers_channel(&self, nsp: &str) -> String {
-        format!("{}{nsp}#", self.servers_prefix())
+        match self.servers_per_namespace() {
+            true => format!("{}{nsp}#", self.servers_prefix()),
+            false => self.servers_prefix(),
+        }
     }
 
     /// The start of the channel `sio-relay monitor` also subscribes to while it watches a sharded
-    /// namespace (`sio-relay:monitor:{<key>#<nsp>#}`), so that its subscription to the namespace
-    /// channel is not counted as a server; empty for the classic adapter, whose count never
-    /// includes a monitor. The hash tag puts it in the namespace channel's slot.
+    /// namespace (`sio-relay:monitor:{<key>#<nsp>#}`) or python-socketio's channel
+    /// (`sio-relay:monitor:{<channel>}`), so that its subscription to the channel servers are
+    /// counted on is not counted as a server; empty for the classic adapter, whose count never
+    /// includes a monitor. The hash tag puts it in the counted channel's slot.
     pub fn monitor_prefix(&self) -> &'static str {
         match self.adapter {
             // A monitor of the streams adapter reads the stream: it subscribes to nothing.
             Adapter::Classic | Adapter::Streams => "",
-            Adapter::Sharded => "sio-relay:monitor:{",
+            Adapter::Sharded | Adapter::PythonSocketio => "sio-relay:monitor:{",
         }
     }
 
@@ -260,7 +311,9 @@ impl Target {
     /// `<key>-response#<nsp>#<uid>#` for servers with `publishOnSpecificResponseChannel`, which one
     /// pattern covers for every namespace; the sharded adapter on the requester's own channel,
     /// `<key>#<nsp>#<uid>#`, which sharded Pub/Sub subscribes to by name only; the streams
-    /// adapter's servers answer on that same channel with PUBLISH.
+    /// adapter's servers answer on that same channel with PUBLISH. python-socketio's servers send
+    /// their callbacks on their one channel, but never for a message from outside: the relay asks
+    /// them nothing (`delivery.confirm = "published"` only).
     pub fn answers_subscription(&self, nsp: &str) -> (&'static str, String) {
         match self.adapter {
             Adapter::Classic => ("PSUBSCRIBE", format!("{}-response#*", self.key)),
@@ -272,14 +325,17 @@ impl Target {
                 "SSUBSCRIBE",
                 format!("{}{}#", self.namespace_channel(nsp), self.uid),
             ),
+            Adapter::PythonSocketio => ("SUBSCRIBE", self.key.clone()),
         }
     }
 
-    /// The same target for each other adapter, to tell an operator which one the servers use.
+    /// The same target for each other Node adapter, to tell an operator which one the servers
+    /// use; none for python-socketio, whose servers share no channel with them.
     pub fn other_adapters(&self) -> impl Iterator<Item = Target> + '_ {
-        Adapter::ALL
+        let node = self.adapter != Adapter::PythonSocketio;
+        Adapter::NODE
             .into_iter()
-            .filter(|adapter| *adapter != self.adapter)
+            .filter(move |adapter| node && *adapter != self.adapter)
             .map(|adapter| Target {
                 adapter,
                 ..self.clone()
@@ -311,9 +367,15 @@ impl Target {
     /// operations as the requests the adapter's servers send each other
     /// (docs/08-internals/wire-format.md: "Requests: join, leave, disconnect, server-side emit",
     /// "The sharded adapter"). `Err` when the servers' format cannot carry it: bytes through a JSON
-    /// parser.
-    pub fn encode(&self, entry: &Entry) -> Result<Packet, Malformed> {
+    /// parser; what python-socketio has no message for.
+    pub fn encode(&self, entry: &Entry) -> Result<Packet, Unsendable> {
         let binary = self.carries(entry)?;
+        if self.adapter == Adapter::PythonSocketio {
+            return Ok(Packet {
+                channel: self.key.clone(),
+                payload: python::message(entry, &self.uid)?,
+            });
+        }
         if self.adapter == Adapter::Streams {
             let (kind, data) = self.cluster_data(entry, binary);
             return Ok(streams::entry(self, entry.nsp(), kind, &data, binary));
@@ -342,8 +404,9 @@ impl Target {
     /// classic adapter's request of type 7 on the request channel (JSON, or MessagePack when it
     /// carries bytes), the sharded adapter's broadcast with a `requestId` on the namespace's
     /// channel. Every field a server reads without checking is written, since a request missing
-    /// one crashes every server that receives it. `Err` as for [`Target::encode`].
-    pub fn ack_request(&self, entry: &Entry, request_id: &str) -> Result<Packet, Malformed> {
+    /// one crashes every server that receives it. `Err` as for [`Target::encode`], and for
+    /// python-socketio, which cannot carry a client's acknowledgement from outside.
+    pub fn ack_request(&self, entry: &Entry, request_id: &str) -> Result<Packet, Unsendable> {
         let Operation::Emit {
             message,
             volatile,
@@ -357,7 +420,7 @@ impl Target {
         let opts = Opts::of(entry, Flags(*volatile, *compress));
         let mut out = Vec::with_capacity(96 + message.event.len());
         match self.adapter {
-            Adapter::Streams => return Err(Malformed::AckNeedsPubSub),
+            Adapter::Streams => return Err(Malformed::AckNeedsPubSub.into()),
             Adapter::Classic if binary => {
                 map_len(&mut out, 5);
                 str(&mut out, "uid");
@@ -407,6 +470,7 @@ impl Target {
                 },
             )
             .expect("an entry serializes"),
+            Adapter::PythonSocketio => return Err(Unsupported::Acks.into()),
         }
         Ok(Packet {
             channel: self.servers_channel(entry.nsp()),
@@ -422,6 +486,10 @@ impl Target {
     /// channel is subscribed on the same connection as its broadcast pattern; the sharded adapter
     /// takes everything on the namespace's channel.
     pub fn confirm_request(&self, nsp: &str, request_id: &str) -> Packet {
+        assert!(
+            self.adapter != Adapter::PythonSocketio,
+            "the configuration refuses delivery.confirm other than \"published\" for python-socketio, which cannot answer"
+        );
         let packet = serde_json::json!({"type": EVENT, "data": [CONFIRM_EVENT], "nsp": nsp});
         let opts = serde_json::json!({"rooms": [CONFIRM_ROOM], "except": [], "flags": {}});
         let payload = match self.adapter {
@@ -438,6 +506,7 @@ impl Target {
                 "type": BROADCAST,
                 "data": {"requestId": request_id, "packet": packet, "opts": opts},
             }),
+            Adapter::PythonSocketio => unreachable!("asserted above"),
         };
         Packet {
             channel: self.servers_channel(nsp),
@@ -480,6 +549,7 @@ impl Target {
                 serde_json::to_writer(&mut out, &(&self.uid, packet, opts))
                     .expect("an entry serializes")
             }
+            (Adapter::PythonSocketio, _) => unreachable!("python::message encodes its emits"),
             (Adapter::Sharded | Adapter::Streams, _) => {
                 out = self.cluster_message(entry, binary);
             }
@@ -601,6 +671,7 @@ impl Target {
         }
         match (self.adapter, operation) {
             (_, Operation::Emit { .. }) => unreachable!("an emit is a broadcast"),
+            (Adapter::PythonSocketio, _) => unreachable!("python::message encodes its requests"),
             (Adapter::Classic, Operation::Join(rooms) | Operation::Leave(rooms)) => {
                 let kind = if matches!(operation, Operation::Join(_)) {
                     REMOTE_JOIN
@@ -906,6 +977,14 @@ pub enum Unreadable {
     TypeNotANumber(String),
     #[error("no nsp: servers drop it")]
     NoNsp,
+    #[error("not a python-socketio message: an object with a method (servers ignore it)")]
+    NoMethod,
+    #[error("method {0}, which python-socketio servers ignore")]
+    UnknownMethod(String),
+    #[error("no namespace (python-socketio servers drop it)")]
+    NoNamespace,
+    #[error("an {0} without {1} (python-socketio servers ignore it or fail on it)")]
+    Missing(&'static str, &'static str),
     #[error("a message without data (servers crash on it)")]
     NoData,
     #[error("data.packet is not an object")]
@@ -923,6 +1002,7 @@ pub enum Unreadable {
 /// requests the relay sends).
 pub fn decode(payload: &[u8], target: &Target) -> Result<Decoded, Unreadable> {
     match (target.adapter, target.parser) {
+        (Adapter::PythonSocketio, _) => python::decode(&json(payload)?),
         (Adapter::Classic, Parser::Msgpack) => classic(&msgpack(payload)?),
         (Adapter::Classic, Parser::Json) => classic(&json(payload)?),
         // The sharded adapter parses JSON when the first byte is `{`, notepack otherwise.
@@ -1323,7 +1403,7 @@ mod tests {
         };
         assert_eq!(
             json.ack_request(&bytes, "id"),
-            Err(Malformed::BinaryNeedsMsgpack)
+            Err(Malformed::BinaryNeedsMsgpack.into())
         );
 
         // The sharded adapter's broadcast, with `requestId` in its data.
@@ -1696,7 +1776,7 @@ mod tests {
         };
         assert_eq!(
             json.encode(&entry(&file)),
-            Err(Malformed::BinaryNeedsMsgpack)
+            Err(Malformed::BinaryNeedsMsgpack.into())
         );
         let server = target()
             .encode(&entry(&[

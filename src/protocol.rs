@@ -110,6 +110,8 @@ codes! {
         Refused = "refused",
         /// No client acknowledged it before `acks.max_age`.
         Unacknowledged = "unacknowledged",
+        /// Valid, but the servers' stack (`target.adapter`) has no message for it.
+        Unsupported = "unsupported",
     }
 }
 

@@ -77,6 +77,8 @@ pub fn decode(adapter: Adapter, payload: &[u8]) -> Option<(String, Answer)> {
             CLUSTER_BROADCAST_CLIENT_COUNT,
             CLUSTER_BROADCAST_ACK,
         ),
+        // Its servers answer nothing the relay asks (see `Listener::listen`).
+        Adapter::PythonSocketio => return None,
     };
     let request_id = body.get("requestId")?.as_str()?.to_owned();
     let answer = if kind == count {
@@ -198,6 +200,9 @@ impl Listener {
                 let forward = self.forwarder();
                 // A thread of its own: redis-rs reads shard messages off a plain connection only.
                 std::thread::spawn(move || shard_messages(con, forward, &stop));
+            }
+            Adapter::PythonSocketio => {
+                unreachable!("the configuration refuses requests to python-socketio servers: delivery.confirm = \"published\", no acks")
             }
         }
         Ok(())

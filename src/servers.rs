@@ -7,7 +7,10 @@
 //! server subscribes to; the sharded adapter's, the subscribers of the namespace channel
 //! `<key>#<nsp>#`, minus the `sio-relay monitor`s that watch it (they also subscribe to a channel
 //! of their own, [`Target::monitor_channel`]); the streams adapter's, the subscribers of that same
-//! channel by SUBSCRIBE (NUMSUB). The same rule is in `lua/servers.lua`.
+//! channel by SUBSCRIBE (NUMSUB). python-socketio's servers are the subscribers of its one
+//! channel, minus the monitors likewise, the same count for every namespace (and only servers
+//! with a client: they subscribe when their first one connects). The same rule is in
+//! `lua/servers.lua`.
 
 use std::collections::HashMap;
 
@@ -84,15 +87,27 @@ pub async fn other_adapter(
     Ok(None)
 }
 
-/// Every namespace some server of `target`'s adapter listens on, with its servers, by name.
+/// What [`namespaces`] names python-socketio's one row: its servers, for every namespace.
+pub const EVERY_NAMESPACE: &str = "*";
+
+/// Every namespace some server of `target`'s adapter listens on, with its servers, by name; for
+/// python-socketio, whose channel tells no namespace, one row [`EVERY_NAMESPACE`] (none without
+/// servers).
 pub async fn namespaces(
     con: &mut (impl ConnectionLike + Send),
     target: &Target,
 ) -> RedisResult<Vec<(String, u64)>> {
+    if !target.servers_per_namespace() {
+        let servers = count(con, target, &[EVERY_NAMESPACE.to_owned()]).await?[0];
+        return Ok((servers > 0)
+            .then(|| (EVERY_NAMESPACE.to_owned(), servers))
+            .into_iter()
+            .collect());
+    }
     let prefix = target.servers_prefix();
     let list = match target.adapter {
-        Adapter::Classic | Adapter::Streams => "CHANNELS",
         Adapter::Sharded => "SHARDCHANNELS",
+        _ => "CHANNELS",
     };
     let channels: Vec<String> = redis::cmd("PUBSUB")
         .arg(list)

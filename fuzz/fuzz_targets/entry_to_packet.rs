@@ -12,7 +12,7 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use sio_relay::entry::{binary, binary_bytes, Ack, Entry, Malformed, Operation, Room};
-use sio_relay::packet::{decode, decode_request, hex, Adapter, Parser, Target};
+use sio_relay::packet::{decode, decode_request, hex, Adapter, Parser, Target, Unsendable};
 
 const NAMES: [&str; 18] = [
     "event",
@@ -54,7 +54,7 @@ fuzz_target!(|input: &[u8]| {
     for target in &targets {
         let packet = match target.encode(&entry) {
             Ok(packet) => packet,
-            Err(Malformed::BinaryNeedsMsgpack) => {
+            Err(Unsendable::Malformed(Malformed::BinaryNeedsMsgpack)) => {
                 assert_eq!(
                     (target.adapter, target.parser),
                     (Adapter::Classic, Parser::Json)
@@ -62,7 +62,7 @@ fuzz_target!(|input: &[u8]| {
                 assert!(entry.message().is_some_and(|m| m.has_binary()));
                 continue;
             }
-            Err(Malformed::AckNeedsPubSub) => {
+            Err(Unsendable::Malformed(Malformed::AckNeedsPubSub)) => {
                 assert_eq!(target.adapter, Adapter::Streams);
                 assert!(matches!(
                     entry.operation(),
@@ -83,7 +83,7 @@ fuzz_target!(|input: &[u8]| {
             // Refused: the relay cannot ask the streams adapter's servers for acknowledgements.
             assert!(matches!(
                 target.ack_request(&entry, "sio-relay:f:1-0:1"),
-                Err(Malformed::AckNeedsPubSub)
+                Err(Unsendable::Malformed(Malformed::AckNeedsPubSub))
             ));
         } else if asks {
             let asked = target
@@ -92,7 +92,9 @@ fuzz_target!(|input: &[u8]| {
             assert_eq!(asked.channel, target.servers_channel(entry.nsp()));
             let decoded = match target.adapter {
                 Adapter::Classic => decode_request(&asked.payload, target),
-                Adapter::Sharded | Adapter::Streams => decode(&asked.payload, target),
+                Adapter::Sharded | Adapter::Streams | Adapter::PythonSocketio => {
+                    decode(&asked.payload, target)
+                }
             }
             .expect("a readable request");
             assert_eq!(decoded.request_id.as_deref(), Some("sio-relay:f:1-0:1"));
@@ -149,6 +151,7 @@ fuzz_target!(|input: &[u8]| {
             operation => {
                 let expected_channel = match target.adapter {
                     Adapter::Streams => target.stream.clone(),
+                    Adapter::PythonSocketio => target.key.clone(),
                     Adapter::Classic | Adapter::Sharded => target.servers_channel(entry.nsp()),
                 };
                 assert_eq!(packet.channel, expected_channel);

@@ -32,8 +32,12 @@ impl From<Failure> for LookError {
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub redis: RedisStatus,
+    /// The servers' stack the relay publishes for (`target.adapter`), and the channel (python-socketio)
+    /// or channel prefix (the Node adapters) it publishes on.
+    pub target: TargetStatus,
     /// Socket.IO servers per namespace, as the adapter counts them (`PUBSUB NUMSUB`, or
-    /// `SHARDNUMSUB` for the sharded adapter).
+    /// `SHARDNUMSUB` for the sharded adapter); for python-socketio one row, `*`, the servers on
+    /// its channel, for every namespace.
     pub namespaces: Vec<Namespace>,
     /// `source.stream`, or each of `source.streams`.
     pub streams: Vec<StreamStatus>,
@@ -46,6 +50,12 @@ pub struct RedisStatus {
     pub url: String,
     pub reachable: bool,
     pub version: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TargetStatus {
+    pub adapter: &'static str,
+    pub channel: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -124,6 +134,10 @@ pub async fn gather_over(cfg: &Config, links: &mut Option<Links>) -> Status {
             reachable: false,
             version: None,
         },
+        target: TargetStatus {
+            adapter: cfg.target.adapter.name(),
+            channel: cfg.target().key,
+        },
         namespaces: Vec::new(),
         streams: Vec::new(),
         healthy: false,
@@ -168,9 +182,15 @@ async fn fill(cfg: &Config, links: &mut Links, status: &mut Status) -> Result<()
                 }
             }
         }
+        let counted_on = match target.servers_per_namespace() {
+            true => format!("{}<nsp>#", target.servers_prefix()),
+            false => format!(
+                "{}; python-socketio servers subscribe once their first client connects",
+                target.servers_prefix()
+            ),
+        };
         status.problems.push(format!(
-            "no Socket.IO server listens (no subscriber on {}<nsp>#): entries wait{hint}",
-            target.servers_prefix()
+            "no Socket.IO server listens (no subscriber on {counted_on}): entries wait{hint}"
         ));
     }
 

@@ -9,7 +9,8 @@
 //! servers in a `dynamic` mode go to room channels, which it does not see). To not be counted as a
 //! server there, it also subscribes to a channel of its own (see [`crate::servers`]) and names its
 //! connection [`MONITOR_CLIENT_NAME`]. For the streams adapter it reads the servers' stream, as
-//! they do, from the moment it starts.
+//! they do, from the moment it starts. python-socketio's servers share one channel for every
+//! namespace: the monitor subscribes to it, and to a channel of its own likewise.
 
 use std::io::Write;
 
@@ -50,18 +51,18 @@ pub async fn run(
             ];
             pubsub.psubscribe(&patterns).await?;
             eprintln!("monitoring {} (Ctrl-C to stop)", patterns.join(" "));
-            tokio::spawn(async move {
-                let mut messages = pubsub.on_message();
-                while let Some(message) = messages.next().await {
-                    let packet = (
-                        message.get_channel_name().to_owned(),
-                        message.get_payload_bytes().to_vec(),
-                    );
-                    if tx.send(packet).await.is_err() {
-                        break;
-                    }
-                }
-            });
+            tokio::spawn(pubsub_messages(pubsub, tx));
+        }
+        Adapter::PythonSocketio => {
+            let channel = target.namespace_channel("/");
+            let own = target
+                .monitor_channel("/")
+                .expect("a python-socketio target");
+            let client = connection::client(cfg).await.map_err(unreachable)?;
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&[&own, &channel]).await?;
+            eprintln!("monitoring {} (Ctrl-C to stop)", printable(&channel));
+            tokio::spawn(pubsub_messages(pubsub, tx));
         }
         Adapter::Sharded => {
             let mut channels = Vec::new();
@@ -142,6 +143,23 @@ pub async fn run(
         seen += 1;
     }
     Ok(())
+}
+
+/// Passes on the messages of a Pub/Sub connection until it closes or nobody wants them any more.
+async fn pubsub_messages(
+    mut pubsub: redis::aio::PubSub,
+    tx: tokio::sync::mpsc::Sender<(String, Vec<u8>)>,
+) {
+    let mut messages = pubsub.on_message();
+    while let Some(message) = messages.next().await {
+        let packet = (
+            message.get_channel_name().to_owned(),
+            message.get_payload_bytes().to_vec(),
+        );
+        if tx.send(packet).await.is_err() {
+            break;
+        }
+    }
 }
 
 /// Passes on the messages of a connection in sharded Pub/Sub mode (`smessage`, channel, payload)

@@ -50,6 +50,14 @@ pub fn render(status: &Status) -> String {
             (false, _) => format!("{} unreachable", status.redis.url),
         },
     );
+    line(
+        "Target",
+        format!(
+            "{} on {}",
+            status.target.adapter,
+            printable(&status.target.channel)
+        ),
+    );
     if status.redis.reachable {
         let servers: Vec<String> = status
             .namespaces

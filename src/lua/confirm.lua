@@ -11,19 +11,19 @@
 -- KEYS[1] source stream; KEYS[2] journal; KEYS[3] the group's statistics (a hash), given only when
 -- something is to be counted there
 -- ARGV[1] consumer group; ARGV[2] how many of the delivered entries reached no client, added to the
--- statistics' `reached_no_client`; ARGV[3..5] how servers are counted (servers.lua: PUBSUB
--- subcommand, channel prefix, monitor channel prefix); ARGV[6] c; then the c namespaces whose
--- servers to count (for the relay's next decisions: one round trip for both); ARGV[7 + c] n,
--- ARGV[8 + c] f, ARGV[9 + c] r; then the n IDs delivered, the f journal fields to drop, the r
--- journal fields to take the rest out of: the IDs to be published again.
+-- statistics' `reached_no_client`; ARGV[3..6] how servers are counted (servers.lua: PUBSUB
+-- subcommand, channel prefix, '1' for a channel per namespace, monitor channel prefix); ARGV[7] c;
+-- then the c namespaces whose servers to count (for the relay's next decisions: one round trip for
+-- both); ARGV[8 + c] n, ARGV[9 + c] f, ARGV[10 + c] r; then the n IDs delivered, the f journal
+-- fields to drop, the r journal fields to take the rest out of: the IDs to be published again.
 -- Returns the servers counted, one per namespace asked.
 local stream, journal, stats = KEYS[1], KEYS[2], KEYS[3]
 local group = ARGV[1]
 local reached_no_client = tonumber(ARGV[2])
-local servers_command, servers_prefix, monitor_prefix = ARGV[3], ARGV[4], ARGV[5]
-local c = tonumber(ARGV[6])
-local n, f, r = tonumber(ARGV[7 + c]), tonumber(ARGV[8 + c]), tonumber(ARGV[9 + c])
-local FIRST_ID = 10 + c
+local servers_command, servers_prefix, per_namespace, monitor_prefix = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local c = tonumber(ARGV[7])
+local n, f, r = tonumber(ARGV[8 + c]), tonumber(ARGV[9 + c]), tonumber(ARGV[10 + c])
+local FIRST_ID = 11 + c
 local FIRST_DROP = FIRST_ID + n
 local FIRST_REWRITE = FIRST_DROP + f
 local FIRST_AGAIN = FIRST_REWRITE + r
@@ -74,7 +74,7 @@ if r > 0 then
   end
 end
 local counts = {}
-for j = 7, 6 + c do
-  counts[#counts + 1] = count_servers(servers_command, servers_prefix, monitor_prefix, ARGV[j])
+for j = 8, 7 + c do
+  counts[#counts + 1] = count_servers(servers_command, servers_prefix, per_namespace, monitor_prefix, ARGV[j])
 end
 return counts

@@ -33,8 +33,9 @@
 -- KEYS[4] held record        ARGV[4] dead-letter MAXLEN ~ (0: none)   ARGV[10] servers channel prefix
 --                            ARGV[5] run_id of this Redis process     ARGV[11] monitor channel prefix
 -- ARGV[12] PUBLISH or SPUBLISH; ARGV[13] '1' when its reply counts every listening server;
--- ARGV[14] the journal field this call writes, if it publishes anything;
--- ARGV[15] n, the number of namespaces whose servers the relay counted; then n pairs namespace,
+-- ARGV[14] the journal field this call writes, if it publishes anything; ARGV[15] '1' when each
+-- namespace has a servers channel of its own, else the prefix is the channel (servers.lua);
+-- ARGV[16] n, the number of namespaces whose servers the relay counted; then n pairs namespace,
 -- servers; then c, the number of confirmation requests, and c triples namespace, channel, payload:
 -- the request published after the batch's entries of that namespace, if any was published (see
 -- confirming.rs); then the operations, each opening with its kind and OP_SIZE[kind] arguments long
@@ -85,10 +86,10 @@ local run_id = ARGV[5]
 local servers_command, servers_prefix, monitor_prefix = ARGV[9], ARGV[10], ARGV[11]
 local publish_command, replies_count_servers = ARGV[12], ARGV[13] == '1'
 local appends = publish_command == 'XADD'
-local journal_field = ARGV[14]
-local given = tonumber(ARGV[15])
-local FIRST_CONFIRM = 17 + 2 * given
-local FIRST_OP = FIRST_CONFIRM + 3 * tonumber(ARGV[16 + 2 * given])
+local journal_field, per_namespace = ARGV[14], ARGV[15]
+local given = tonumber(ARGV[16])
+local FIRST_CONFIRM = 18 + 2 * given
+local FIRST_OP = FIRST_CONFIRM + 3 * tonumber(ARGV[17 + 2 * given])
 
 local function refuse(problem)
   return redis.error_reply('SIORELAY ' .. problem)
@@ -161,13 +162,13 @@ local function owned(id)
 end
 
 local servers, counted = {}, {}
-for j = 16, 15 + 2 * given, 2 do
+for j = 17, 16 + 2 * given, 2 do
   servers[ARGV[j]] = tonumber(ARGV[j + 1])
 end
 local function servers_of(namespace)
   local n = servers[namespace]
   if n == nil then
-    n = count_servers(servers_command, servers_prefix, monitor_prefix, namespace)
+    n = count_servers(servers_command, servers_prefix, per_namespace, monitor_prefix, namespace)
     servers[namespace] = n
     counted[#counted + 1] = namespace
   end

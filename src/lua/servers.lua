@@ -1,9 +1,14 @@
 -- Socket.IO servers of a namespace, counted as their adapter's serverCount() does: the subscribers
 -- of `<servers prefix><namespace>#` (PUBSUB NUMSUB of the classic adapter's request channel, which
--- only servers subscribe to; SHARDNUMSUB of the sharded adapter's namespace channel), minus the
--- `sio-relay monitor`s watching a sharded namespace, which say so on `<monitor prefix><channel>}`.
-local function count_servers(command, prefix, monitor_prefix, namespace)
-  local channel = prefix .. namespace .. '#'
+-- only servers subscribe to; SHARDNUMSUB of the sharded adapter's namespace channel), or, when
+-- `per_namespace` is not '1', of the prefix itself (python-socketio's one channel, the same count
+-- for every namespace), minus the `sio-relay monitor`s watching it, which say so on
+-- `<monitor prefix><channel>}`.
+local function count_servers(command, prefix, per_namespace, monitor_prefix, namespace)
+  local channel = prefix
+  if per_namespace == '1' then
+    channel = prefix .. namespace .. '#'
+  end
   if monitor_prefix == '' then
     return redis.call('PUBSUB', command, channel)[2]
   end

@@ -104,7 +104,10 @@ impl Planner<'_> {
                     },
                     wait,
                 },
-                Err(problem) => malformed(claim, problem),
+                Err(problem) => Plan::DeadLetter {
+                    claim,
+                    reason: problem.into(),
+                },
             };
         }
         // Counted: sent as a broadcast with acknowledgements, whose answers say how many clients
@@ -129,7 +132,10 @@ impl Planner<'_> {
                 claim,
                 counted,
             }),
-            Err(problem) => malformed(claim, problem),
+            Err(problem) => Plan::DeadLetter {
+                claim,
+                reason: problem.into(),
+            },
         }
     }
 

@@ -30,6 +30,7 @@ mod ops;
 mod packet_props;
 mod partitions;
 mod producers;
+mod python_socketio;
 mod relay;
 mod secure;
 mod sentinel;

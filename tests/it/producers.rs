@@ -51,35 +51,10 @@ fn schema() -> Value {
 
 /// A virtualenv with examples/producers/python/requirements.txt installed; its python.
 fn python_with_requirements() -> PathBuf {
-    let python = require("python3", "apt-get install python3 python3-venv");
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("producers-venv");
-    let requirements = producers_dir("python").join("requirements.txt");
-    // The requirements the venv was made with: a changed pin makes a new one.
-    let stamp = venv.join("requirements.txt");
-    let wanted = std::fs::read(&requirements).unwrap();
-    if std::fs::read(&stamp).ok().as_ref() != Some(&wanted) {
-        let created = Command::new(&python)
-            .args(["-m", "venv", "--clear"])
-            .arg(&venv)
-            .status()
-            .expect("run python3 -m venv");
-        assert!(
-            created.success(),
-            "python3 -m venv failed: apt-get install python3-venv"
-        );
-        let installed = Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-            .arg(&requirements)
-            .status()
-            .expect("run pip");
-        assert!(
-            installed.success(),
-            "pip install -r {} failed: the tests need PyPI",
-            requirements.display()
-        );
-        std::fs::write(&stamp, wanted).unwrap();
-    }
-    venv.join("bin/python")
+    python_venv(
+        "producers-venv",
+        &producers_dir("python").join("requirements.txt"),
+    )
 }
 
 /// Runs a snippet with `REDIS_URL` and `STREAM` pointing at the test's Redis; returns what it

@@ -257,6 +257,9 @@
     renderCards(s, iv);
     renderHealth(s.status);
     renderNamespaces(s.status.namespaces);
+    // python-socketio counts its servers on one channel, for every namespace: the row `*`.
+    const target = s.status.target || {};
+    setText($('target'), target.adapter ? `${target.adapter} on ${target.channel}` : '');
     renderHeld(relay);
     renderStreams(s.status.streams || []);
     renderConsumers(s.status.streams || [], relay.consumer);

@@ -21,11 +21,15 @@ use std::time::{Duration, Instant};
 use redis::{Commands, Value};
 use serde_json::json;
 
+mod client_ledger;
 mod cluster;
 mod failover;
+mod python;
 mod sentinel;
+pub use client_ledger::*;
 pub use cluster::*;
 pub use failover::*;
+pub use python::*;
 pub use sentinel::*;
 
 pub const STREAM: &str = "sio-relay";
@@ -1406,6 +1410,19 @@ impl Clients {
             .filter(|v| v["client"] == client && v["connected"] == true)
             .map(|v| v["recovered"] == true)
             .collect()
+    }
+
+    /// `client`'s socket ID on its latest connection: the first of the rooms it was told it
+    /// joined (every socket is in the room of its own ID first).
+    pub fn sid(&self, client: &str) -> String {
+        self.0
+            .lines()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|v| v["client"] == client)
+            .filter_map(|v| v["joined"][0].as_str().map(str::to_owned))
+            .next_back()
+            .unwrap_or_else(|| panic!("{client} never joined its rooms"))
     }
 
     /// How many times `client` joined its rooms: once per connection, so 2 once it has reconnected
