@@ -84,7 +84,8 @@ pub const BINARY_KEY: &str = "$binary";
 /// `scripts/json-depth`, docs/08-internals/wire-format.md, "How deep JSON may nest"), so the most
 /// allowed is under a quarter of that. It also bounds what the relay itself recurses through
 /// (parsing, checking, encoding, dropping): serde_json takes about 4 KiB of stack per level in a
-/// debug build, so 512 levels need 2 MiB of the relay's main thread (8 MiB), on which its loop runs.
+/// debug build, so 512 levels need a little over 2 MiB of the relay's main thread (8 MiB), on which
+/// its loop runs.
 pub const JSON_DEPTHS: std::ops::RangeInclusive<usize> = 1..=512;
 
 fn reserved_event_message(field: &str, event: &str) -> String {
