@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::entry::Limits;
+use crate::entry::{Limits, JSON_DEPTHS};
 use crate::packet::{Adapter, Parser, SubscriptionMode, Target};
 
 /// Prefix of the environment variables that override config keys: `SIO_RELAY_REDIS__URL`.
@@ -1154,7 +1154,7 @@ impl Config {
             }
         }
         // (key, value, at least, at most)
-        let numbers: [(&str, u64, u64, u64); 12] = [
+        let numbers: [(&str, u64, u64, u64); 13] = [
             (
                 "redis.wait_replicas",
                 u64::from(self.redis.wait_replicas),
@@ -1216,6 +1216,12 @@ impl Config {
                 self.limits.max_rooms as u64,
                 1,
                 1_000_000,
+            ),
+            (
+                "limits.max_json_depth",
+                self.limits.max_json_depth as u64,
+                *JSON_DEPTHS.start() as u64,
+                *JSON_DEPTHS.end() as u64,
             ),
         ];
         for (key, value, least, most) in numbers {

@@ -14,11 +14,14 @@
 //! a cluster a fourth, [`AllNodes`], reaches every node for what concerns them all (counting
 //! servers, publishing on another shard's channel).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::io::tcp::TcpSettings;
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{
@@ -73,12 +76,18 @@ pub async fn client(cfg: &Config) -> Result<Client, LinkError> {
 
 /// [`client`] for the Redis that serves `key`: in a cluster, the primary of its slot.
 pub async fn client_for(cfg: &Config, key: &str) -> Result<Client, LinkError> {
-    Ok(locate(cfg, key).await?.0)
+    // A trait object: redis-rs's connecting futures, nested in the console's, are deeper than
+    // rustc looks when it proves the console's future Send.
+    let locating: Pin<Box<dyn Future<Output = Located> + Send + '_>> = Box::pin(locate(cfg, key));
+    Ok(locating.await?.0)
 }
+
+/// The client of the Redis that serves a key, and in a cluster the connection to every node.
+type Located = Result<(Client, Option<AllNodes>), LinkError>;
 
 /// The client of the Redis that serves `key`, and in a cluster the connection to every node that
 /// told where it is.
-async fn locate(cfg: &Config, key: &str) -> Result<(Client, Option<AllNodes>), LinkError> {
+async fn locate(cfg: &Config, key: &str) -> Located {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let info = connection_info(cfg)?;
     // Each node asked may take up to connect_timeout, and then the one found.
@@ -100,7 +109,7 @@ async fn locate(cfg: &Config, key: &str) -> Result<(Client, Option<AllNodes>), L
         RedisMode::Cluster => {
             let owner = async {
                 let mut con = cluster(cfg).await?;
-                let ranges = slot_ranges(&mut con).await?;
+                let ranges = slot_ranges(&mut con, &seeds(cfg)?).await?;
                 let (host, port) = owner_of(&ranges, key)?;
                 let nodes = node_list(&ranges);
                 let client = with_certificates(cfg, at(&info, host, port))?;
@@ -146,22 +155,9 @@ fn at(base: &ConnectionInfo, host: String, port: u16) -> ConnectionInfo {
 pub async fn cluster(cfg: &Config) -> Result<ClusterConnection, LinkError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let info = connection_info(cfg)?;
-    let mut seeds = Vec::new();
-    for url in &cfg.redis.urls {
-        let seed = url.as_str().into_connection_info()?;
-        let (host, port) = match seed.addr() {
-            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
-                (host.clone(), *port)
-            }
-            other => {
-                return Err(LinkError::Address {
-                    why: "a cluster node must be reached over TCP",
-                    address: other.to_string(),
-                })
-            }
-        };
-        seeds.push(at(&info, host, port));
-    }
+    let seeds = seeds(cfg)?
+        .into_iter()
+        .map(|(host, port)| at(&info, host, port));
     let settings = info.redis_settings();
     let mut builder = ClusterClientBuilder::new(seeds)
         .connection_timeout(cfg.redis.connect_timeout)
@@ -183,15 +179,71 @@ pub async fn cluster(cfg: &Config) -> Result<ClusterConnection, LinkError> {
     Ok(builder.build()?.get_async_connection().await?)
 }
 
-/// A range of slots: start, end, and the host and port of its primary then of each replica.
-type SlotRange = (u16, u16, Vec<(String, u16)>);
+/// The host and port of each node of `redis.urls`, the cluster's seeds.
+fn seeds(cfg: &Config) -> Result<Vec<(String, u16)>, LinkError> {
+    let mut seeds = Vec::new();
+    for url in &cfg.redis.urls {
+        let seed = url.as_str().into_connection_info()?;
+        match seed.addr() {
+            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+                seeds.push((host.clone(), *port))
+            }
+            other => {
+                return Err(LinkError::Address {
+                    why: "a cluster node must be reached over TCP",
+                    address: other.to_string(),
+                })
+            }
+        }
+    }
+    Ok(seeds)
+}
 
-/// The slot ranges of the cluster as CLUSTER SLOTS says now.
-async fn slot_ranges(nodes: &mut ClusterConnection) -> RedisResult<Vec<SlotRange>> {
-    let ranges: Vec<Vec<Value>> = redis::cmd("CLUSTER")
-        .arg("SLOTS")
-        .query_async(nodes)
-        .await?;
+/// A range of slots: start, end, and where its primary then each replica is; `None` for a node
+/// whose endpoint is unknown (`?`).
+type SlotRange = (u16, u16, Vec<Option<(String, u16)>>);
+
+/// The slot ranges of the cluster as CLUSTER SLOTS says now, asked of the first node of `ask`
+/// that answers (any node if none does).
+///
+/// A node that does not know its own address (alone in its cluster, or not yet joined) gives its
+/// endpoint as the empty string, or NULL, which Redis documents as "the same endpoint the client
+/// used to send the command", and `?` as an unknown endpoint (the CLUSTER SLOTS and CLUSTER
+/// SHARDS reference pages). So the relay asks a node it names: redis-rs resolves such endpoints
+/// alike for its own routing, but the plain CLUSTER SLOTS it answers the relay leaves them as
+/// they are, and the empty host used to end in "failed to lookup address information". redis-rs
+/// names a node by the address it reached it at, which is how the relay named it in `ask` (its
+/// last list, resolved the same way, or the seeds), so asking by name finds it.
+async fn slot_ranges(
+    nodes: &mut ClusterConnection,
+    ask: &[(String, u16)],
+) -> Result<Vec<SlotRange>, LinkError> {
+    let cmd = || {
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("SLOTS");
+        cmd
+    };
+    for (host, port) in ask {
+        let node = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+            host: host.clone(),
+            port: *port,
+        });
+        // A node it does not know, or cannot reach now: the next one.
+        if let Ok(reply) = nodes.route_command(cmd(), node).await {
+            return parse_slots(&value::<Vec<Vec<Value>>>(&reply)?, Some(host));
+        }
+    }
+    let reply: Vec<Vec<Value>> = cmd().query_async(nodes).await?;
+    parse_slots(&reply, None)
+}
+
+/// A reply's value as `T`, or why not.
+fn value<T: redis::FromRedisValue>(reply: &Value) -> Result<T, LinkError> {
+    redis::from_redis_value_ref(reply).map_err(|e| LinkError::Redis(e.into()))
+}
+
+/// CLUSTER SLOTS's reply, as answered by the node at `asked` (when the relay knows which).
+fn parse_slots(ranges: &[Vec<Value>], asked: Option<&str>) -> Result<Vec<SlotRange>, LinkError> {
     let mut found = Vec::new();
     for range in ranges {
         let [start, end, served_by @ ..] = range.as_slice() else {
@@ -199,23 +251,33 @@ async fn slot_ranges(nodes: &mut ClusterConnection) -> RedisResult<Vec<SlotRange
         };
         let mut addrs = Vec::new();
         for node in served_by {
-            // [host, port, id, ...]
-            if let Value::Array(node) = node {
-                if let [host, port, ..] = node.as_slice() {
-                    addrs.push((
-                        redis::from_redis_value_ref(host)?,
-                        redis::from_redis_value_ref(port)?,
-                    ));
-                }
-            }
+            // [endpoint, port, id, ...]
+            addrs.push(match node {
+                Value::Array(node) => endpoint(node, asked)?,
+                _ => None,
+            });
         }
-        found.push((
-            redis::from_redis_value_ref(start)?,
-            redis::from_redis_value_ref(end)?,
-            addrs,
-        ));
+        found.push((value(start)?, value(end)?, addrs));
     }
     Ok(found)
+}
+
+/// Where one node of a slot range is: its endpoint, the node asked's host when empty or NULL,
+/// `None` when unknown (`?`).
+fn endpoint(node: &[Value], asked: Option<&str>) -> Result<Option<(String, u16)>, LinkError> {
+    let [host, port, ..] = node else {
+        return Ok(None);
+    };
+    let port: u16 = value(port)?;
+    let host: Option<String> = value(host)?;
+    match host.as_deref() {
+        Some("?") => Ok(None),
+        None | Some("") => match asked {
+            Some(asked) => Ok(Some((asked.to_owned(), port))),
+            None => Err(LinkError::EmptyEndpoint { port }),
+        },
+        Some(_) => Ok(host.map(|host| (host, port))),
+    }
 }
 
 /// The host and port of the primary that serves `key`'s slot among `ranges`.
@@ -224,7 +286,7 @@ fn owner_of(ranges: &[SlotRange], key: &str) -> Result<(String, u16), LinkError>
     ranges
         .iter()
         .find(|(start, end, _)| (*start..=*end).contains(&slot))
-        .and_then(|(_, _, addrs)| addrs.first().cloned())
+        .and_then(|(_, _, addrs)| addrs.first().cloned().flatten())
         .ok_or_else(|| LinkError::NoSlotOwner {
             key: key.to_owned(),
             slot,
@@ -235,7 +297,7 @@ fn owner_of(ranges: &[SlotRange], key: &str) -> Result<(String, u16), LinkError>
 fn node_list(ranges: &[SlotRange]) -> Vec<(String, u16)> {
     let mut all: Vec<(String, u16)> = ranges
         .iter()
-        .flat_map(|(_, _, addrs)| addrs.iter().cloned())
+        .flat_map(|(_, _, addrs)| addrs.iter().flatten().cloned())
         .collect();
     all.sort();
     all.dedup();
@@ -257,7 +319,7 @@ pub enum AllNodes {
 impl AllNodes {
     pub async fn cluster(cfg: &Config) -> Result<AllNodes, LinkError> {
         let mut con = cluster(cfg).await?;
-        let nodes = node_list(&slot_ranges(&mut con).await?);
+        let nodes = node_list(&slot_ranges(&mut con, &seeds(cfg)?).await?);
         Ok(AllNodes::Cluster { con, nodes })
     }
 
@@ -273,7 +335,8 @@ impl AllNodes {
         let AllNodes::Cluster { con, nodes } = self else {
             return Ok(false);
         };
-        if node_list(&slot_ranges(con).await?) == *nodes {
+        let ask = [nodes.clone(), seeds(cfg)?].concat();
+        if node_list(&slot_ranges(con, &ask).await?) == *nodes {
             return Ok(false);
         }
         *self = AllNodes::cluster(cfg).await?;
@@ -477,6 +540,57 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One CLUSTER SLOTS range of every slot, its primary at `endpoint`:7000, a replica at
+    /// 10.0.0.2:7001.
+    fn one_range(endpoint: Value) -> Vec<Vec<Value>> {
+        let node = |endpoint: Value, port: i64| {
+            Value::Array(vec![
+                endpoint,
+                Value::Int(port),
+                Value::BulkString(b"id".to_vec()),
+            ])
+        };
+        vec![vec![
+            Value::Int(0),
+            Value::Int(16383),
+            node(endpoint, 7000),
+            node(Value::BulkString(b"10.0.0.2".to_vec()), 7001),
+        ]]
+    }
+
+    #[test]
+    fn an_empty_or_null_endpoint_is_the_node_asked_and_a_question_mark_is_unknown() {
+        for empty in [Value::BulkString(Vec::new()), Value::Nil] {
+            let ranges = parse_slots(&one_range(empty), Some("127.0.0.1")).unwrap();
+            assert_eq!(
+                owner_of(&ranges, "s").unwrap(),
+                ("127.0.0.1".to_owned(), 7000)
+            );
+            assert_eq!(
+                node_list(&ranges),
+                [
+                    ("10.0.0.2".to_owned(), 7001),
+                    ("127.0.0.1".to_owned(), 7000)
+                ]
+            );
+        }
+        let unknown = parse_slots(&one_range(Value::BulkString(b"?".to_vec())), Some("h")).unwrap();
+        assert!(matches!(
+            owner_of(&unknown, "s"),
+            Err(LinkError::NoSlotOwner { .. })
+        ));
+        assert_eq!(node_list(&unknown), [("10.0.0.2".to_owned(), 7001)]);
+        let named = parse_slots(&one_range(Value::BulkString(b"10.0.0.1".to_vec())), None).unwrap();
+        assert_eq!(
+            owner_of(&named, "s").unwrap(),
+            ("10.0.0.1".to_owned(), 7000)
+        );
+        assert!(matches!(
+            parse_slots(&one_range(Value::BulkString(Vec::new())), None),
+            Err(LinkError::EmptyEndpoint { port: 7000 })
+        ));
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_jitter() {

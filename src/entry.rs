@@ -78,9 +78,15 @@ pub const MAX_BINARY_ARGS: usize = 10;
 /// The key that marks bytes in a JSON argument: `{"$binary": "<base64>"}`, the only key.
 pub const BINARY_KEY: &str = "$binary";
 
-/// How deep JSON values may nest (`[[1]]` is two levels): serde_json's own limit (it refuses 128),
-/// far below what would exhaust the servers' decoders.
-pub const MAX_JSON_DEPTH: usize = 127;
+/// What `limits.max_json_depth` may be set to. The servers' and clients' decoders recurse, and what
+/// throws in a server's Redis message callback ends the server: the least any of them survives is
+/// 2,238 levels (socket.io-parser with bytes at the bottom, Node 20's default stack; measured by
+/// `scripts/json-depth`, docs/08-internals/wire-format.md, "How deep JSON may nest"), so the most
+/// allowed is under a quarter of that. It also bounds what the relay itself recurses through
+/// (parsing, checking, encoding, dropping): serde_json takes about 4 KiB of stack per level in a
+/// debug build, so 512 levels need a little over 2 MiB of the relay's main thread (8 MiB), on which
+/// its loop runs.
+pub const JSON_DEPTHS: std::ops::RangeInclusive<usize> = 1..=512;
 
 fn reserved_event_message(field: &str, event: &str) -> String {
     if field == "event" {
@@ -127,6 +133,8 @@ pub enum Malformed {
     UnknownField(String),
     #[error("`{field}` is not valid JSON: {error}")]
     InvalidJson { field: &'static str, error: String },
+    #[error("`{field}` is nested deeper than limits.max_json_depth = {limit} levels (`[[1]]` is 2): the servers' decoders recurse, and one that runs out of stack ends the server")]
+    TooDeep { field: &'static str, limit: usize },
     #[error("`{field}` must be {expected}")]
     WrongShape {
         field: &'static str,
@@ -197,6 +205,9 @@ pub struct Limits {
     pub max_fields: usize,
     /// Rooms in `rooms`, and in `except`.
     pub max_rooms: usize,
+    /// Levels of nesting of a JSON field (`[[1]]` is two; `args` counts its own array), within
+    /// [`JSON_DEPTHS`].
+    pub max_json_depth: usize,
 }
 
 impl Default for Limits {
@@ -205,6 +216,7 @@ impl Default for Limits {
             max_entry_bytes: 1 << 20,
             max_fields: 64,
             max_rooms: 10_000,
+            max_json_depth: 256,
         }
     }
 }
@@ -357,7 +369,7 @@ impl Entry {
                 std::str::from_utf8(value).map_err(|_| Malformed::ValueNotUtf8(name.to_owned()))?;
             *slot = Some(text);
         }
-        seen.validate(limits.max_rooms)
+        seen.validate(limits)
     }
 
     pub fn operation(&self) -> &Operation {
@@ -464,7 +476,7 @@ impl<'a> Fields<'a> {
         })
     }
 
-    fn validate(self, max_rooms: usize) -> Result<Entry, Malformed> {
+    fn validate(self, limits: &Limits) -> Result<Entry, Malformed> {
         let chosen: Vec<&'static str> = OPERATION_FIELDS
             .into_iter()
             .zip([
@@ -517,7 +529,7 @@ impl<'a> Fields<'a> {
             (Some(_), Some(_)) => return Err(Malformed::RoomAndRooms),
             (Some(""), None) => return Err(Malformed::EmptyRoom("room")),
             (Some(room), None) => vec![Room::Name(room.to_owned())],
-            (None, Some(rooms)) => room_list("rooms", rooms, max_rooms)?,
+            (None, Some(rooms)) => room_list("rooms", rooms, limits)?,
             (None, None) => Vec::new(),
         };
         let all = flag("all", self.all)?;
@@ -540,7 +552,7 @@ impl<'a> Fields<'a> {
             _ => {}
         }
         let except = match self.except {
-            Some(except) => room_list("except", except, max_rooms)?,
+            Some(except) => room_list("except", except, limits)?,
             None => Vec::new(),
         };
         let operation = match operation {
@@ -550,6 +562,7 @@ impl<'a> Fields<'a> {
                     self.event.unwrap_or_default(),
                     self.data,
                     self.args,
+                    limits.max_json_depth,
                 )?,
                 volatile: flag("volatile", self.volatile)?.unwrap_or(false),
                 compress: flag("compress", self.compress)?,
@@ -561,9 +574,10 @@ impl<'a> Fields<'a> {
                 self.server_emit.unwrap_or_default(),
                 self.data,
                 self.args,
+                limits.max_json_depth,
             )?),
-            "join" => Operation::Join(target_rooms("join", self.join, max_rooms)?),
-            "leave" => Operation::Leave(target_rooms("leave", self.leave, max_rooms)?),
+            "join" => Operation::Join(target_rooms("join", self.join, limits)?),
+            "leave" => Operation::Leave(target_rooms("leave", self.leave, limits)?),
             _ => {
                 if self.disconnect != Some("true") {
                     return Err(Malformed::BadFlag {
@@ -610,6 +624,7 @@ fn message(
     event: &str,
     data: Option<&str>,
     args: Option<&str>,
+    max_depth: usize,
 ) -> Result<Message, Malformed> {
     let reserved: &[&str] = if field == "event" {
         &RESERVED_EVENTS
@@ -628,8 +643,8 @@ fn message(
     };
     let args = match (data, args) {
         (Some(_), Some(_)) => return Err(Malformed::DataAndArgs),
-        (Some(data), None) => vec![json("data", data)?],
-        (None, Some(args)) => match json("args", args)? {
+        (Some(data), None) => vec![json("data", data, max_depth)?],
+        (None, Some(args)) => match json("args", args, max_depth)? {
             Value::Array(args) => args,
             _ => {
                 return Err(Malformed::WrongShape {
@@ -659,9 +674,9 @@ fn message(
 fn target_rooms(
     field: &'static str,
     text: Option<&str>,
-    max_rooms: usize,
+    limits: &Limits,
 ) -> Result<Vec<Room>, Malformed> {
-    let rooms = room_list(field, text.unwrap_or_default(), max_rooms)?;
+    let rooms = room_list(field, text.unwrap_or_default(), limits)?;
     if rooms.is_empty() {
         return Err(Malformed::WrongShape {
             field,
@@ -711,13 +726,45 @@ fn namespace(nsp: &str) -> Result<String, Malformed> {
     Ok(nsp)
 }
 
-fn json(field: &'static str, text: &str) -> Result<Value, Malformed> {
-    let value: Value = serde_json::from_str(text).map_err(|e| Malformed::InvalidJson {
-        field,
-        error: json_error(text, &e),
-    })?;
+fn json(field: &'static str, text: &str, max_depth: usize) -> Result<Value, Malformed> {
+    let value = json_within(text.as_bytes(), max_depth)
+        .ok_or(Malformed::TooDeep {
+            field,
+            limit: max_depth,
+        })?
+        .map_err(|e| Malformed::InvalidJson {
+            field,
+            error: json_error(text, &e),
+        })?;
     check_numbers(field, &value)?;
     Ok(value)
+}
+
+/// Parses JSON `text` that nests at most `max_depth` levels; `None` when it nests deeper. The depth
+/// is measured first by a scan that does not recurse, so that serde_json, its own guard (128
+/// levels) lifted, recurses at most `max_depth` levels however deep a producer nests: up to the
+/// first error serde_json meets, it reads strings and brackets where the scan does.
+pub fn json_within(text: &[u8], max_depth: usize) -> Option<Result<Value, serde_json::Error>> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in text {
+        match byte {
+            _ if escaped => escaped = false,
+            b'\\' if in_string => escaped = true,
+            b'"' => in_string = !in_string,
+            b'[' | b'{' if !in_string => {
+                depth += 1;
+                if depth > max_depth {
+                    return None;
+                }
+            }
+            b']' | b'}' if !in_string => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    let mut parser = serde_json::Deserializer::from_slice(text);
+    parser.disable_recursion_limit();
+    let parsed = Value::deserialize(&mut parser).and_then(|value| parser.end().map(|()| value));
+    Some(parsed)
 }
 
 /// The parser's error in the producer's terms. serde_json reports a lone UTF-16 surrogate escape
@@ -725,13 +772,6 @@ fn json(field: &'static str, text: &str) -> Result<Value, Malformed> {
 /// looking for a typo in the hex digits.
 fn json_error(text: &str, e: &serde_json::Error) -> String {
     let message = e.to_string();
-    if message.contains("recursion limit exceeded") {
-        return format!(
-            "nested deeper than {MAX_JSON_DEPTH} levels, the limit (line {} column {})",
-            e.line(),
-            e.column()
-        );
-    }
     if !message.contains("hex escape") {
         return message;
     }
@@ -802,14 +842,15 @@ fn check_numbers(field: &'static str, value: &Value) -> Result<(), Malformed> {
 
 /// A JSON array of rooms (non-empty strings, or numbers for rooms joined as numbers), without
 /// repeats (the emitter keeps rooms in a `Set`, where 42 and "42" are two rooms).
-fn room_list(field: &'static str, text: &str, limit: usize) -> Result<Vec<Room>, Malformed> {
+fn room_list(field: &'static str, text: &str, limits: &Limits) -> Result<Vec<Room>, Malformed> {
     let shape = Malformed::WrongShape {
         field,
         expected: "a JSON array of room names (strings, or numbers for rooms joined as numbers)",
     };
-    let Value::Array(items) = json(field, text)? else {
+    let Value::Array(items) = json(field, text, limits.max_json_depth)? else {
         return Err(shape);
     };
+    let limit = limits.max_rooms;
     if items.len() > limit {
         return Err(Malformed::TooManyRooms {
             field,
@@ -1380,25 +1421,86 @@ mod tests {
         ));
     }
 
+    /// `[[...[1]...]]`, `depth` levels.
+    fn nested(depth: usize) -> String {
+        format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
     #[test]
     fn json_deeper_than_the_limit_says_so() {
-        let deep = format!(
-            "{}{}",
-            "[".repeat(MAX_JSON_DEPTH + 1),
-            "]".repeat(MAX_JSON_DEPTH + 1)
+        let limits = Limits::default();
+        let err =
+            parse(&[("event", "e"), ("data", &nested(limits.max_json_depth + 1))]).unwrap_err();
+        assert_eq!(
+            err,
+            Malformed::TooDeep {
+                field: "data",
+                limit: 256
+            }
         );
-        let err = parse(&[("event", "e"), ("data", &deep)]).unwrap_err();
         assert!(
             err.to_string()
-                .contains("nested deeper than 127 levels, the limit"),
+                .starts_with("`data` is nested deeper than limits.max_json_depth = 256 levels"),
             "{err}"
         );
-        let fits = format!(
-            "{}{}",
-            "[".repeat(MAX_JSON_DEPTH),
-            "]".repeat(MAX_JSON_DEPTH)
-        );
-        assert!(parse(&[("event", "e"), ("data", &fits)]).is_ok());
+        // 200 levels, as the emitter sends them, past serde_json's own 128.
+        assert!(parse(&[("event", "e"), ("data", &nested(200))]).is_ok());
+        assert!(parse(&[("event", "e"), ("data", &nested(limits.max_json_depth))]).is_ok());
+        // `args` counts its own array.
+        let args = format!("[{}]", nested(limits.max_json_depth));
+        assert!(matches!(
+            parse(&[("event", "e"), ("args", &args)]),
+            Err(Malformed::TooDeep { field: "args", .. })
+        ));
+        // Brackets inside strings, escaped quotes included, are text, not nesting.
+        let text = format!(r#"["\"{}", {{"a":"]]]"}}]"#, "[".repeat(300));
+        assert!(parse(&[("event", "e"), ("data", &text)]).is_ok());
+        let three = Limits {
+            max_json_depth: 3,
+            ..Limits::default()
+        };
+        let fields = |data: &str| {
+            [
+                (b"event".to_vec(), b"e".to_vec()),
+                (b"data".to_vec(), data.as_bytes().to_vec()),
+            ]
+        };
+        assert!(Entry::parse_within(&fields(r#"[{"a":[1]}]"#), &three).is_ok());
+        assert!(Entry::parse_within(&fields(r#"[{"a":[[1]]}]"#), &three).is_err());
+    }
+
+    /// However deep a producer nests, nothing recurses past the limit: 100,000 levels are refused
+    /// by the scan, and the deepest limit allowed parses, encodes and decodes in every format, in
+    /// a debug build, on a thread with the stack of the main thread the relay's loop runs on.
+    #[test]
+    fn json_parsing_stays_within_a_small_stack_at_any_depth() {
+        let deepest = Limits {
+            max_json_depth: *JSON_DEPTHS.end(),
+            ..Limits::default()
+        };
+        std::thread::Builder::new()
+            .stack_size(8 << 20)
+            .spawn(move || {
+                let fields = |data: String| {
+                    [
+                        (b"event".to_vec(), b"e".to_vec()),
+                        (b"data".to_vec(), data.into_bytes()),
+                    ]
+                };
+                assert!(matches!(
+                    Entry::parse_within(&fields(nested(100_000)), &deepest),
+                    Err(Malformed::TooDeep { .. })
+                ));
+                let entry = Entry::parse_within(&fields(nested(deepest.max_json_depth)), &deepest)
+                    .expect("the deepest allowed");
+                for target in crate::packet::Target::every_format("socket.io", "emitter") {
+                    let packet = target.encode(&entry).expect("encodes");
+                    crate::packet::decode(&packet.payload, &target).expect("decodes");
+                }
+            })
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
     }
 
     #[test]

@@ -96,6 +96,10 @@ pub enum LinkError {
     NoSlotOwner { key: String, slot: u16 },
     #[error("{why}: {address}")]
     Address { why: &'static str, address: String },
+    /// CLUSTER SLOTS gave a node no host, which means the node that answered, and no node the
+    /// relay could name answered it.
+    #[error("the cluster names no host for its node on port {port} (an empty endpoint: the host of the node asked), and none of the nodes of redis.urls answered CLUSTER SLOTS")]
+    EmptyEndpoint { port: u16 },
     #[error("INFO server has no run_id")]
     NoRunId,
 }

@@ -971,6 +971,8 @@ pub enum Unreadable {
     ServerEmitData,
     #[error("{key} is {value}, not an array (servers crash on it)")]
     NotAList { key: String, value: String },
+    #[error("nested deeper than {0} levels")]
+    TooDeep(usize),
     #[error("not a ClusterMessage object {{uid, nsp, type, data}}")]
     NotAClusterMessage,
     #[error("type is {0}, not a number: servers drop it")]
@@ -1014,8 +1016,9 @@ pub fn decode(payload: &[u8], target: &Target) -> Result<Decoded, Unreadable> {
 
 fn msgpack(payload: &[u8]) -> Result<Value, Unreadable> {
     let mut reader = payload;
-    let value =
-        rmpv::decode::read_value(&mut reader).map_err(|e| Unreadable::NotMsgpack(e.to_string()))?;
+    // rmpv counts two steps per level of nesting: the value, then its array or map.
+    let value = rmpv::decode::read_value_with_max_depth(&mut reader, 2 * MAX_DECODE_DEPTH)
+        .map_err(|e| Unreadable::NotMsgpack(e.to_string()))?;
     if !reader.is_empty() {
         return Err(Unreadable::TrailingBytes(reader.len()));
     }
@@ -1023,8 +1026,15 @@ fn msgpack(payload: &[u8]) -> Result<Value, Unreadable> {
 }
 
 fn json(payload: &[u8]) -> Result<Value, Unreadable> {
-    serde_json::from_slice(payload).map_err(|e| Unreadable::NotJson(e.to_string()))
+    crate::entry::json_within(payload, MAX_DECODE_DEPTH)
+        .ok_or(Unreadable::TooDeep(MAX_DECODE_DEPTH))?
+        .map_err(|e| Unreadable::NotJson(e.to_string()))
 }
+
+/// How deep a payload may nest for [`decode`]: past the deepest packet the relay publishes
+/// (`limits.max_json_depth` at its most, in a packet's few levels), and bounded, so that decoding
+/// recurses no deeper whatever is published on the channels.
+const MAX_DECODE_DEPTH: usize = *crate::entry::JSON_DEPTHS.end() + 8;
 
 /// Reads a payload published on the classic adapter's request channel (`<key>-request#<nsp>#`),
 /// as its servers do: JSON when the first byte is `{`, else with their parser. Its namespace is in

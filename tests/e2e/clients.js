@@ -3,7 +3,7 @@
 // Prints {"ready":true} once every socket has joined its rooms, then
 // {"client":NAME,"event":EVENT,"args":[...]} per event, bytes shown as {"$bytes": hex}, and
 // {"client":NAME,"disconnected":REASON} when its connection ends, and
-// {"client":NAME,"joined":[ROOMS]} each time it has joined its rooms (again after a reconnection,
+// {"client":NAME,"joined":[ROOMS],"id":SOCKET_ID} each time it has joined its rooms (again after a reconnection,
 // which socket.io-client does by itself, with its default delays). A spec with
 // "brief": true prints, instead of the arguments, [n] where n is the first argument's `n` field
 // (for big payloads). An event sent with an acknowledgement id is printed with "ackable": true;
@@ -25,7 +25,7 @@ for (const spec of specs) {
   // one's handshake query (and so its rooms).
   const socket = io(spec.url, { query, transports: ["websocket"], forceNew: true });
   socket.on("joined", (rooms) => {
-    console.log(JSON.stringify({ client: spec.name, joined: rooms }));
+    console.log(JSON.stringify({ client: spec.name, joined: rooms, id: socket.id }));
     joined.add(spec.name);
     if (joined.size === specs.length) console.log(JSON.stringify({ ready: true }));
   });
@@ -43,7 +43,7 @@ for (const spec of specs) {
     if (received === spec.dropAfter) setImmediate(() => socket.io.engine.close());
     // socket.io-client passes the acknowledgement callback last, to onAny listeners too.
     const ack = typeof args[args.length - 1] === "function" ? args.pop() : null;
-    const printed = spec.brief ? [args[0] && args[0].n] : shown(args);
+    const printed = spec.brief ? [args[0] && args[0].n] : args.map(shown);
     const line = { client: spec.name, event, args: printed };
     if (ack) line.ackable = true;
     console.log(JSON.stringify(line));

@@ -356,3 +356,54 @@ fn partitions_on_three_primaries_are_relayed_by_one_relay() {
     );
     drop(relay);
 }
+
+/// A cluster of one node, which does not know its own address: CLUSTER SLOTS gives the empty
+/// string as every endpoint, which means "the host you sent this command to". The relay finds
+/// the stream's primary there, counts the servers there, delivers, and `status` sees them.
+#[test]
+fn a_one_node_cluster_whose_slots_give_an_empty_endpoint_works() {
+    let cluster = Cluster::start_one_node();
+    let slots: Vec<redis::Value> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query(&mut cluster.nodes[0].connection())
+        .unwrap();
+    let redis::Value::Array(range) = &slots[0] else {
+        panic!("CLUSTER SLOTS: {slots:?}")
+    };
+    let redis::Value::Array(primary) = &range[2] else {
+        panic!("CLUSTER SLOTS: {slots:?}")
+    };
+    assert_eq!(
+        primary[0],
+        redis::Value::BulkString(Vec::new()),
+        "the endpoint is empty"
+    );
+    // A plain node-redis client: one node serves every channel.
+    let server = SocketIoServer::start_with(&cluster.nodes[0].url(), &Adapter::Classic);
+    cluster.wait_servers(1);
+    let clients = Clients::connect(&[("c", server.url("/"), &["r1"])]);
+    let stream = "sio-relay:{t}";
+    let relay = relay_on(&cluster, stream, &[]);
+    let mut con = cluster.nodes[0].connection();
+    redis::cmd("XADD")
+        .arg(stream)
+        .arg("*")
+        .arg(&[("event", "hello"), ("data", "1"), ("room", "r1")])
+        .query::<String>(&mut con)
+        .unwrap();
+    end_marker(&mut con, stream, &[], &clients, &["c"]);
+    assert_eq!(events(&clients, "c", "hello"), 1);
+
+    let mut status = sio_relay();
+    status
+        .args(["status", "--json"])
+        .env("SIO_RELAY_SOURCE__CONSUMER", "cli");
+    for (key, value) in cluster.settings(stream) {
+        status.env(format!("SIO_RELAY_{key}"), value);
+    }
+    let status = status.output().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout)
+        .unwrap_or_else(|_| panic!("status --json: {}", String::from_utf8_lossy(&status.stderr)));
+    assert_eq!(json["namespaces"][0]["servers"], 1, "{json}");
+    drop(relay);
+}

@@ -432,3 +432,56 @@ fn dead_list_cuts_20_mb_dead_letters_in_bounded_memory() {
     assert_eq!(letters[2]["fields"][0]["value"], "small");
     assert!(peak < CAP, "dead list --json peaked at {} MiB", peak >> 20);
 }
+
+/// JSON nested deeper than serde_json's own limit (128) is relayed up to `limits.max_json_depth`
+/// (here its most, 512) and dead-lettered past it with the limit named; 100,000 levels, which
+/// would overflow the stack of anything that recursed through them, are dead-lettered the same
+/// way, and the relay goes on.
+#[test]
+fn json_nested_past_the_limit_is_dead_lettered_and_never_crashes_the_relay() {
+    let redis = RedisServer::start();
+    let sub = Subscriber::start(&redis, "/");
+    let mut relay = Relay::start(&redis, "relay-1", &[("LIMITS__MAX_JSON_DEPTH", "512")]);
+    let mut con = redis.connection();
+    let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+    for depth in [512, 513, 100_000, 200] {
+        let data = nested(depth);
+        let seq = depth.to_string();
+        xadd(
+            &mut con,
+            &[("event", "deep"), ("data", &data), ("x-seq", &seq)],
+        );
+    }
+    let got = sub.wait_count(2, 20 * SECOND);
+    // Counted in the bytes, after the event name `deep` (a4 "deep"): one fixarray(1) (0x91) per
+    // level. Decoding 512 levels into values would recurse past a test thread's stack in a debug
+    // build.
+    let depth_of = |message: &Message| {
+        let after = message
+            .payload
+            .windows(5)
+            .position(|w| w == b"\xa4deep")
+            .expect("the event name")
+            + 5;
+        message.payload[after..]
+            .iter()
+            .take_while(|&&b| b == 0x91)
+            .count()
+    };
+    assert_eq!(got.iter().map(depth_of).collect::<Vec<_>>(), [512, 200]);
+    wait_until(10 * SECOND, "nothing is pending", || {
+        pending(&mut con).is_empty()
+    });
+    let dead = dead_letters(&mut con);
+    let seqs: Vec<&str> = dead.iter().filter_map(|(_, f)| field(f, "x-seq")).collect();
+    assert_eq!(seqs, ["513", "100000"]);
+    for (_, fields) in &dead {
+        assert_eq!(field(fields, "x-dead-reason"), Some("malformed"));
+        let error = field(fields, "x-dead-error").unwrap();
+        assert!(
+            error.contains("`data` is nested deeper than limits.max_json_depth = 512 levels"),
+            "{error}"
+        );
+    }
+    assert!(relay.is_running());
+}

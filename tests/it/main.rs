@@ -21,6 +21,7 @@ mod demo;
 mod deploy;
 mod e2e;
 mod emitter_operations;
+mod emitter_suite;
 mod guarantee;
 mod hostile;
 mod malformed;

@@ -82,7 +82,7 @@ malformed! {
     ack_on_a_join: &[("join", r#"["g"]"#), ("all", "true"), ("ack", "5s")] => "`ack` does not apply to `join` entries";
     append_id_not_a_flag: &[("event", "e"), ("append_id", "1")] => "`append_id` must be `true` or `false`";
     duplicate_field: &[("event", "e"), ("event", "f")] => "field `event` appears more than once";
-    json_too_deep: &[("event", "e"), ("data", &"[".repeat(200))] => "nested deeper than 127 levels, the limit";
+    json_too_deep: &[("event", "e"), ("data", &"[".repeat(257))] => "`data` is nested deeper than limits.max_json_depth = 256 levels";
     disconnect_without_selection: &[("disconnect", "true")] => "a `disconnect` entry needs `room` or `rooms`, or `all` = `true`";
     join_without_selection: &[("join", r#"["g"]"#), ("except", r#"["a"]"#)] => "a `join` entry needs `room` or `rooms`";
     leave_rooms_not_json: &[("leave", "game:7"), ("room", "u")] => "`leave` is not valid JSON";

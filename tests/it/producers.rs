@@ -18,8 +18,7 @@ use redis::Commands;
 use serde_json::{json, Value};
 use sio_relay::entry::Limits;
 use sio_relay::entry::{
-    Entry, Malformed, MAX_ACK_TIMEOUT, MAX_BINARY_ARGS, MAX_JSON_DEPTH, RESERVED_EVENTS,
-    RESERVED_SERVER_EVENTS,
+    Entry, Malformed, MAX_ACK_TIMEOUT, MAX_BINARY_ARGS, RESERVED_EVENTS, RESERVED_SERVER_EVENTS,
 };
 use sio_relay::packet::{Adapter, Parser, Target};
 
@@ -208,7 +207,7 @@ const RELAY_ONLY: [(&str, &str); 13] = [
     ("entry bytes", "total bytes of field names and values"),
     ("fields", "number of fields"),
     ("rooms", "number of rooms"),
-    ("nesting depth", "nested deeper than 127 levels"),
+    ("nesting depth", "JSON nested deeper than"),
     ("unsafe integers", "integer literals beyond ±2^53"),
     ("infinite numbers", "numbers that are not finite doubles"),
     ("binary values", "more than 10 binary values"),
@@ -224,7 +223,7 @@ const RELAY_ONLY: [(&str, &str); 13] = [
 ];
 
 /// Every [`Malformed`] variant, by name: the corpus has an entry refused with each.
-const VARIANTS: [&str; 29] = [
+const VARIANTS: [&str; 30] = [
     "MissingEvent",
     "TwoOperations",
     "DoesNotApply",
@@ -237,6 +236,7 @@ const VARIANTS: [&str; 29] = [
     "DuplicateField",
     "UnknownField",
     "InvalidJson",
+    "TooDeep",
     "WrongShape",
     "DataAndArgs",
     "RoomAndRooms",
@@ -273,6 +273,7 @@ fn variant(malformed: &Malformed) -> &'static str {
         DuplicateField(_) => "DuplicateField",
         UnknownField(_) => "UnknownField",
         InvalidJson { .. } => "InvalidJson",
+        TooDeep { .. } => "TooDeep",
         WrongShape { .. } => "WrongShape",
         DataAndArgs => "DataAndArgs",
         RoomAndRooms => "RoomAndRooms",
@@ -373,7 +374,10 @@ fn corpus() -> Vec<Case> {
         serde_json::to_string(&(0..n).map(|i| format!("r{i}")).collect::<Vec<_>>()).unwrap()
     };
     let too_large = format!("\"{}\"", "x".repeat(limits.max_entry_bytes));
-    let (fits, too_deep) = (nested(MAX_JSON_DEPTH), nested(MAX_JSON_DEPTH + 1));
+    let (fits, too_deep) = (
+        nested(limits.max_json_depth),
+        nested(limits.max_json_depth + 1),
+    );
     let (ten_binaries, eleven_binaries) =
         (binaries(MAX_BINARY_ARGS), binaries(MAX_BINARY_ARGS + 1));
     let (max_rooms, too_many_rooms) = (rooms(limits.max_rooms), rooms(limits.max_rooms + 1));
@@ -471,7 +475,7 @@ fn corpus() -> Vec<Case> {
             "10 binary values",
             &[("event", "e"), ("args", &ten_binaries)],
         ),
-        valid("127 levels deep", &[("event", "e"), ("data", &fits)]),
+        valid("256 levels deep", &[("event", "e"), ("data", &fits)]),
         valid("10,000 rooms", &[("event", "e"), ("rooms", &max_rooms)]),
         valid("x- metadata", &[("event", "e"), ("x-trace", "abc")]),
         valid("all on an emit", &[("event", "e"), ("all", "true")]),
@@ -824,10 +828,10 @@ fn corpus() -> Vec<Case> {
             "TooManyRooms",
         ),
         relay_only(
-            "128 levels deep",
+            "257 levels deep",
             &[("event", "e"), ("data", &too_deep)],
             "nesting depth",
-            "InvalidJson",
+            "TooDeep",
         ),
         relay_only(
             "2^53 + 1",
@@ -1038,7 +1042,10 @@ fn the_schema_lists_what_only_the_relay_checks() {
         (limits.max_entry_bytes == 1 << 20, "1 MiB by default"),
         (limits.max_fields == 64, "limits.max_fields, 64"),
         (limits.max_rooms == 10_000, "(limits.max_rooms), 10,000"),
-        (MAX_JSON_DEPTH == 127, "127 levels"),
+        (
+            limits.max_json_depth == 256,
+            "256 levels (limits.max_json_depth",
+        ),
         (MAX_BINARY_ARGS == 10, "more than 10 binary values"),
         (MAX_ACK_TIMEOUT == 10 * 60 * SECOND, "(1ms to 10m)"),
     ] {

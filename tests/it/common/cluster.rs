@@ -20,21 +20,7 @@ impl Cluster {
 
     /// A cluster of `primaries`, each with `replicas` replicas.
     pub fn start_with(primaries: usize, replicas: usize) -> Cluster {
-        let nodes: Vec<RedisServer> = (0..primaries * (1 + replicas))
-            .map(|i| {
-                RedisServer::start_with(&[
-                    "--cluster-enabled".into(),
-                    "yes".into(),
-                    "--cluster-config-file".into(),
-                    format!("nodes-{i}.conf"),
-                    "--cluster-node-timeout".into(),
-                    "2000".into(),
-                    // Not port + 10000, which may be taken or past 65535.
-                    "--cluster-port".into(),
-                    free_port().to_string(),
-                ])
-            })
-            .collect();
+        let nodes: Vec<RedisServer> = (0..primaries * (1 + replicas)).map(node).collect();
         let cli = require(
             "redis-cli",
             "install Redis 7 (apt-get install redis-server)",
@@ -52,6 +38,24 @@ impl Cluster {
             String::from_utf8_lossy(&output.stdout)
         );
         let cluster = Cluster { nodes };
+        cluster.wait_healthy();
+        cluster
+    }
+
+    /// A cluster of one node serving every slot. `redis-cli --cluster create` wants three
+    /// primaries, so the slots are assigned by hand. A node that never met another does not know
+    /// its own address: CLUSTER SLOTS gives its endpoint as the empty string, meaning "the host
+    /// you asked" (the CLUSTER SLOTS and CLUSTER SHARDS reference pages).
+    pub fn start_one_node() -> Cluster {
+        let cluster = Cluster {
+            nodes: vec![node(0)],
+        };
+        let _: () = redis::cmd("CLUSTER")
+            .arg("ADDSLOTSRANGE")
+            .arg(0)
+            .arg(16383)
+            .query(&mut cluster.nodes[0].connection())
+            .expect("CLUSTER ADDSLOTSRANGE");
         cluster.wait_healthy();
         cluster
     }
@@ -245,6 +249,21 @@ impl Cluster {
         assert_eq!(self.owner(key).port, to, "the slot moved");
         to
     }
+}
+
+/// The `i`th node of a cluster, started and not yet joined.
+fn node(i: usize) -> RedisServer {
+    RedisServer::start_with(&[
+        "--cluster-enabled".into(),
+        "yes".into(),
+        "--cluster-config-file".into(),
+        format!("nodes-{i}.conf"),
+        "--cluster-node-timeout".into(),
+        "2000".into(),
+        // Not port + 10000, which may be taken or past 65535.
+        "--cluster-port".into(),
+        free_port().to_string(),
+    ])
 }
 
 /// Each primary's slot ranges (start, end, port), as CLUSTER SLOTS on `con` tells them now.

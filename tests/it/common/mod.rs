@@ -1436,6 +1436,11 @@ impl Clients {
             .count()
     }
 
+    /// The socket ID `client` had when it last joined its rooms (the room of that one socket).
+    pub fn socket_id(&self, client: &str) -> String {
+        self.said(client, "id").pop().expect("a joined client")
+    }
+
     /// The events `client` received with an acknowledgement callback, in order.
     pub fn ackable_of(&self, client: &str) -> Vec<String> {
         self.0
