@@ -16,7 +16,7 @@
 //! 4. Peak RSS of each relay process (VmHWM).
 //! 5. Big entries: a backlog of entries at sio-relay's default `limits.max_entry_bytes` (1 MiB
 //!    each, default 128 of them) drained by each relay, with its peak RSS: what bounds memory.
-//! 6. Configurations: sio-relay's drain with the sharded and the streams adapter's targets, and with
+//! 6. Configurations: sio-relay's drain with the sharded, streams and python-socketio targets, and with
 //!    `redis.wait_replicas = 1` and a replica, each against the default drained right before it.
 //! 7. Redis Cluster: three primaries (no replicas, all on CPU 0) read through 1, 2 and 3 partitions
 //!    (`source.streams`, one per primary, entries spread by sio-relay's partition rule): drain, CPU
@@ -90,7 +90,8 @@ fn main() {
 /// sio-relay's drain in other configurations, each against the default measured right before it
 /// on the same Redis: confirming without the servers' answers (`delivery.confirm = "published"`,
 /// what the default costs), the sharded adapter's target (SPUBLISH, JSON), the streams adapter's
-/// (XADD to the servers' stream, acknowledged in the same script), and
+/// (XADD to the servers' stream, acknowledged in the same script), python-socketio's (its JSON
+/// message on one channel, confirmed as published), and
 /// `redis.wait_replicas = 1` with a replica attached (WAIT after each step).
 fn variants(
     redis: &RedisServer,
@@ -109,59 +110,51 @@ fn variants(
             out.push(("the build at BENCH_OTHER_RELAY", base, other));
         }
     }
-    {
-        eprintln!("== variant baseline: confirmed by the servers' answers");
-        let base = drain(&place, subscriber, RelayKind::SioRelay, entries, SMALL);
-        eprintln!("== variant: confirm = published");
-        let settings = [("DELIVERY__CONFIRM", "published")];
-        let variant = drain_with(
-            &place,
-            subscriber,
-            RelayKind::SioRelay,
-            entries,
-            SMALL,
-            &settings,
-        );
-        out.push(("delivery.confirm = \"published\"", base, variant));
-    }
-    {
-        eprintln!("== variant baseline: classic target");
-        let base = drain(&place, subscriber, RelayKind::SioRelay, entries, SMALL);
-        let sharded = Subscriber::start_sharded(&redis.url());
-        eprintln!("== variant: sharded target");
-        let settings = [("TARGET__ADAPTER", "sharded")];
-        let variant = drain_with(
-            &place,
-            &sharded,
-            RelayKind::SioRelay,
-            entries,
-            SMALL,
-            &settings,
-        );
-        out.push(("target.adapter = \"sharded\"", base, variant));
-    }
-    {
-        eprintln!("== variant baseline: classic target");
-        let base = drain(&place, subscriber, RelayKind::SioRelay, entries, SMALL);
-        let streams = Subscriber::start_streams(&redis.url());
-        eprintln!("== variant: streams target");
+    // Each against the default drained right before it: (what, its stand-in servers, settings).
+    let configurations = [
+        (
+            "delivery.confirm = \"published\"",
+            None,
+            &[("DELIVERY__CONFIRM", "published")][..],
+        ),
+        (
+            "target.adapter = \"sharded\"",
+            Some(Subscriber::start_sharded(&redis.url())),
+            &[("TARGET__ADAPTER", "sharded")][..],
+        ),
         // Untrimmed: at drain speed 10,000 entries (the servers' maxLen) last about 60 ms, and
         // what the stand-in reads after they are trimmed would count as lost.
-        let settings = [("TARGET__ADAPTER", "streams"), ("TARGET__MAX_LEN", "0")];
+        (
+            "target.adapter = \"streams\"",
+            Some(Subscriber::start_streams(&redis.url())),
+            &[("TARGET__ADAPTER", "streams"), ("TARGET__MAX_LEN", "0")][..],
+        ),
+        (
+            "target.adapter = \"python-socketio\"",
+            Some(Subscriber::start_python(&redis.url())),
+            &[("TARGET__ADAPTER", "python-socketio")][..],
+        ),
+    ];
+    for (what, stand_in, settings) in configurations {
+        eprintln!("== variant baseline: the default, before {what}");
+        let base = drain(&place, subscriber, RelayKind::SioRelay, entries, SMALL);
+        eprintln!("== variant: {what}");
+        let servers = stand_in.as_ref().unwrap_or(subscriber);
         let variant = drain_with(
             &place,
-            &streams,
+            servers,
             RelayKind::SioRelay,
             entries,
             SMALL,
-            &settings,
+            settings,
         );
-        let _: () = redis::cmd("DEL")
-            .arg("socket.io")
-            .exec(&mut redis.connection())
-            .unwrap();
-        out.push(("target.adapter = \"streams\"", base, variant));
+        out.push((what, base, variant));
     }
+    // The streams stand-in's stream, which the others' drains must not pay for.
+    let _: () = redis::cmd("DEL")
+        .arg("socket.io")
+        .exec(&mut redis.connection())
+        .unwrap();
     {
         let subscriber = Subscriber::start(redis);
         let replica = pinned_redis(RedisServer::start_replica_of(redis));
@@ -936,6 +929,35 @@ impl Subscriber {
                 for entry in read.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
                     c.fetch_add(1, Ordering::Relaxed);
                     last = entry.id;
+                }
+            }
+        });
+        Subscriber {
+            count,
+            recording: Arc::new(AtomicBool::new(false)),
+            latencies: Arc::new(Mutex::new(Vec::new())),
+            _feed: None,
+        }
+    }
+
+    /// A stand-in for a python-socketio server with a client: subscribed to its one channel,
+    /// `socketio`. Counts messages (no latency).
+    fn start_python(url: &str) -> Subscriber {
+        let count = Arc::new(AtomicUsize::new(0));
+        let c = count.clone();
+        let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+        redis::cmd("SUBSCRIBE")
+            .arg("socketio")
+            .exec(&mut con)
+            .unwrap();
+        std::thread::spawn(move || {
+            while let Ok(reply) = con.recv_response() {
+                if let Ok((kind, _, _)) =
+                    redis::from_redis_value::<(String, String, Vec<u8>)>(reply)
+                {
+                    if kind == "message" {
+                        c.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         });

@@ -522,9 +522,14 @@ impl Config {
         let built = builder.build().map_err(source_error)?;
         let confirm_given = built.get_string("delivery.confirm").is_ok();
         let mut cfg: Config = built.try_deserialize().map_err(source_error)?;
-        if cfg.target.adapter == Adapter::Streams && !confirm_given {
-            // The one way an entry is delivered to the streams adapter's servers (see
-            // `check_streams_target`): its default there, so that `adapter` alone is enough.
+        if matches!(
+            cfg.target.adapter,
+            Adapter::Streams | Adapter::PythonSocketio
+        ) && !confirm_given
+        {
+            // The one way an entry is delivered to these servers, which answer nothing (see
+            // `check_streams_target`, `check_python_socketio`): its default there, so that
+            // `adapter` alone is enough.
             cfg.delivery.confirm = Confirm::Published;
         }
         if cfg.source.consumer.is_empty() {
@@ -729,7 +734,7 @@ impl Config {
         if self.delivery.confirm != Confirm::Published {
             return Err(invalid(
                 "delivery.confirm",
-                "must be \"published\" with target.adapter = \"python-socketio\": its servers cannot answer a request, so the relay knows what Redis wrote to their sockets and no more",
+                "must be \"published\" with target.adapter = \"python-socketio\" (its default there): its servers cannot answer a request, so the relay knows what Redis wrote to their sockets and no more",
             ));
         }
         if self.acks.default_wait().is_some() {
@@ -1387,7 +1392,7 @@ mod tests {
     }
 
     #[test]
-    fn the_streams_adapter_is_delivered_to_when_appended_by_default() {
+    fn servers_that_answer_nothing_are_delivered_to_when_published_by_default() {
         let cfg = load("[target]\nadapter = \"streams\"\n", &[]).unwrap();
         assert_eq!(cfg.delivery.confirm, Confirm::Published);
         let target = cfg.target();
@@ -1401,6 +1406,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!((cfg.target.stream.as_str(), cfg.target.max_len), ("io", 0));
+        let cfg = load("[target]\nadapter = \"python-socketio\"\n", &[]).unwrap();
+        assert_eq!(cfg.delivery.confirm, Confirm::Published);
         // The other adapters keep theirs.
         let cfg = load("[target]\nadapter = \"sharded\"\n", &[]).unwrap();
         assert_eq!(cfg.delivery.confirm, Confirm::Processed);
@@ -1628,7 +1635,7 @@ mod tests {
                 "target.parser",
             ),
             (
-                "[target]\nadapter = \"python-socketio\"\n",
+                "[target]\nadapter = \"python-socketio\"\n[delivery]\nconfirm = \"processed\"\n",
                 "`delivery.confirm`: must be \"published\" with target.adapter = \"python-socketio\"",
             ),
             (

@@ -164,8 +164,6 @@ pub enum Malformed {
     },
     #[error("binary arguments need MessagePack, and the servers' adapter uses a JSON parser (target.parser = \"json\"), which cannot carry bytes")]
     BinaryNeedsMsgpack,
-    #[error("`ack` asks for the clients' acknowledgements, which the relay cannot ask servers of the streams adapter for (target.adapter = \"streams\"): send it without `ack`")]
-    AckNeedsPubSub,
     #[error("`{field}` holds {blobs} binary values, more than {MAX_BINARY_ARGS}: Socket.IO clients disconnect on a packet with more attachments")]
     TooManyBinaries { field: &'static str, blobs: usize },
     #[error("`{field}` holds the number {literal}, which is not a finite double")]
@@ -332,6 +330,16 @@ impl Entry {
     /// limits.
     pub fn parse(fields: &[(Vec<u8>, Vec<u8>)]) -> Result<Entry, Malformed> {
         Entry::parse_within(fields, &Limits::default())
+    }
+
+    /// A valid entry of text fields, for tests.
+    #[cfg(test)]
+    pub(crate) fn of(pairs: &[(&str, &str)]) -> Entry {
+        let fields: Vec<_> = pairs
+            .iter()
+            .map(|(f, v)| (f.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect();
+        Entry::parse(&fields).unwrap()
     }
 
     /// Validates the fields of a stream entry against the producers' contract and `limits`.

@@ -24,13 +24,12 @@ use rmp::encode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Number, Value};
 
-use crate::entry::{self, Ack, Entry, Malformed, Message, Operation, Room, MAX_SAFE_MAGNITUDE};
+use crate::entry::{self, Entry, Malformed, Message, Operation, Room, MAX_SAFE_MAGNITUDE};
 
 mod streams;
 pub use streams::{decode_entry, stream_payload, MAX_LEN, STREAM};
 
 mod python;
-pub use python::Unsupported;
 
 /// Socket.IO's EVENT packet type. Always 2, even for binary arguments: the receiving server converts.
 const EVENT: u8 = 2;
@@ -142,6 +141,31 @@ pub struct Target {
     /// (`maxLen`, `MAXLEN ~` on every append; 0: not trimmed).
     pub stream: String,
     pub stream_max_len: u64,
+}
+
+/// What the target's servers have no message for (dead-lettered as `unsupported`): valid entries
+/// their stack cannot carry.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unsupported {
+    #[error("python-socketio has no server-side emit (`server_emit`)")]
+    ServerEmit,
+    #[error("python-socketio's Redis manager cannot carry the clients' acknowledgements of an emit from outside (`ack`, acks.default)")]
+    Acks,
+    #[error("python-socketio sends an emit whose only argument is null with no argument at all: send it as `args '[null, ...]'` with another argument, or without it")]
+    OnlyNull,
+    #[error("python-socketio's {0} acts on one socket, named by its sid: give `room <sid>`, without `rooms`, `except` or `all`{1}")]
+    Selection(&'static str, &'static str),
+    #[error(
+        "python-socketio's {operation} takes one room per message, not {rooms}: one entry per room"
+    )]
+    Rooms {
+        operation: &'static str,
+        rooms: usize,
+    },
+    #[error("python-socketio's disconnect only leaves the namespace: it cannot close the connection (`close true`)")]
+    Close,
+    #[error("the relay cannot ask the streams adapter's servers for their clients' acknowledgements (`ack`, acks.default): send it without `ack`")]
+    StreamsAcks,
 }
 
 /// Why an entry cannot go to the target's servers: dead-lettered with [`Unsendable::reason`].
@@ -350,16 +374,6 @@ impl Target {
         if binary && self.adapter == Adapter::Classic && self.parser == Parser::Json {
             return Err(Malformed::BinaryNeedsMsgpack);
         }
-        let asks_acks = matches!(
-            entry.operation(),
-            Operation::Emit {
-                ack: Ack::Within(_),
-                ..
-            }
-        );
-        if asks_acks && self.adapter == Adapter::Streams {
-            return Err(Malformed::AckNeedsPubSub);
-        }
         Ok(binary)
     }
 
@@ -420,7 +434,7 @@ impl Target {
         let opts = Opts::of(entry, Flags(*volatile, *compress));
         let mut out = Vec::with_capacity(96 + message.event.len());
         match self.adapter {
-            Adapter::Streams => return Err(Malformed::AckNeedsPubSub.into()),
+            Adapter::Streams => return Err(Unsupported::StreamsAcks.into()),
             Adapter::Classic if binary => {
                 map_len(&mut out, 5);
                 str(&mut out, "uid");
@@ -1358,11 +1372,7 @@ mod tests {
     }
 
     fn entry(pairs: &[(&str, &str)]) -> Entry {
-        let fields: Vec<_> = pairs
-            .iter()
-            .map(|(f, v)| (f.as_bytes().to_vec(), v.as_bytes().to_vec()))
-            .collect();
-        Entry::parse(&fields).unwrap()
+        Entry::of(pairs)
     }
 
     fn encode(pairs: &[(&str, &str)]) -> Packet {

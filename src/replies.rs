@@ -174,9 +174,10 @@ impl Listener {
                     }
                 }));
             }
-            // The relay asks servers of the streams adapter nothing: an entry is delivered once it
-            // is appended to their stream (delivery.confirm = "published"), and `ack` is refused.
-            Adapter::Streams => {}
+            // The relay asks these servers nothing (the configuration allows only
+            // delivery.confirm = "published", and entries with `ack` are dead-lettered): nothing
+            // to hear.
+            Adapter::Streams | Adapter::PythonSocketio => {}
             Adapter::Sharded => {
                 if self
                     .sharded
@@ -200,9 +201,6 @@ impl Listener {
                 let forward = self.forwarder();
                 // A thread of its own: redis-rs reads shard messages off a plain connection only.
                 std::thread::spawn(move || shard_messages(con, forward, &stop));
-            }
-            Adapter::PythonSocketio => {
-                unreachable!("the configuration refuses requests to python-socketio servers: delivery.confirm = \"published\", no acks")
             }
         }
         Ok(())

@@ -11,8 +11,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use sio_relay::entry::{binary, binary_bytes, Ack, Entry, Malformed, Operation, Room};
-use sio_relay::packet::{decode, decode_request, hex, Adapter, Parser, Target, Unsendable};
+use sio_relay::entry::{binary, binary_bytes, Entry, Malformed, Operation, Room};
+use sio_relay::packet::{
+    decode, decode_request, hex, Adapter, Parser, Target, Unsendable, Unsupported,
+};
 
 const NAMES: [&str; 18] = [
     "event",
@@ -62,17 +64,6 @@ fuzz_target!(|input: &[u8]| {
                 assert!(entry.message().is_some_and(|m| m.has_binary()));
                 continue;
             }
-            Err(Unsendable::Malformed(Malformed::AckNeedsPubSub)) => {
-                assert_eq!(target.adapter, Adapter::Streams);
-                assert!(matches!(
-                    entry.operation(),
-                    Operation::Emit {
-                        ack: Ack::Within(_),
-                        ..
-                    }
-                ));
-                continue;
-            }
             Err(other) => panic!("an accepted entry refused: {other}"),
         };
         // Every emit that may go out as a broadcast with acknowledgements: with its own `ack`, the
@@ -83,7 +74,7 @@ fuzz_target!(|input: &[u8]| {
             // Refused: the relay cannot ask the streams adapter's servers for acknowledgements.
             assert!(matches!(
                 target.ack_request(&entry, "sio-relay:f:1-0:1"),
-                Err(Unsendable::Malformed(Malformed::AckNeedsPubSub))
+                Err(Unsendable::Unsupported(Unsupported::StreamsAcks))
             ));
         } else if asks {
             let asked = target

@@ -14,30 +14,8 @@ use serde::ser::{SerializeSeq, Serializer};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{Decoded, Unreadable};
+use super::{Decoded, Unreadable, Unsupported};
 use crate::entry::{self, Entry, Message, Operation, Room};
-
-/// What python-socketio's messages cannot carry (dead-lettered as `unsupported`).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Unsupported {
-    #[error("python-socketio has no server-side emit (`server_emit`)")]
-    ServerEmit,
-    #[error("python-socketio's Redis manager cannot carry the clients' acknowledgements of an emit from outside (`ack`, acks.default)")]
-    Acks,
-    #[error("python-socketio sends an emit whose only argument is null with no argument at all: send it as `args '[null, ...]'` with another argument, or without it")]
-    OnlyNull,
-    #[error("python-socketio's {0} acts on one socket, named by its sid: give `room <sid>`, without `rooms`, `except` or `all`{1}")]
-    Selection(&'static str, &'static str),
-    #[error(
-        "python-socketio's {operation} takes one room per message, not {rooms}: one entry per room"
-    )]
-    Rooms {
-        operation: &'static str,
-        rooms: usize,
-    },
-    #[error("python-socketio's disconnect only leaves the namespace: it cannot close the connection (`close true`)")]
-    Close,
-}
 
 /// Encodes `entry` as the message a python-socketio server publishes for the same operation,
 /// `host_id` naming the sender (servers skip the messages carrying their own, a uuid4 hex).
@@ -354,11 +332,7 @@ mod tests {
     }
 
     fn entry(pairs: &[(&str, &str)]) -> Entry {
-        let fields: Vec<_> = pairs
-            .iter()
-            .map(|(f, v)| (f.as_bytes().to_vec(), v.as_bytes().to_vec()))
-            .collect();
-        Entry::parse(&fields).unwrap()
+        Entry::of(pairs)
     }
 
     fn encoded(pairs: &[(&str, &str)]) -> Result<Value, Unsendable> {

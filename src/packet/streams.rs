@@ -148,11 +148,7 @@ mod tests {
     }
 
     fn encode(fields: &[(&str, &str)]) -> Packet {
-        let fields: Vec<(Vec<u8>, Vec<u8>)> = fields
-            .iter()
-            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-            .collect();
-        streams().encode(&Entry::parse(&fields).unwrap()).unwrap()
+        streams().encode(&Entry::of(fields)).unwrap()
     }
 
     fn args(packet: &Packet) -> Vec<String> {
@@ -194,11 +190,8 @@ mod tests {
             stream_max_len: 0,
             ..streams()
         };
-        let fields = [
-            (b"event".to_vec(), b"file".to_vec()),
-            (b"data".to_vec(), br#"{"$binary":"3q2+7w=="}"#.to_vec()),
-        ];
-        let packet = target.encode(&Entry::parse(&fields).unwrap()).unwrap();
+        let entry = Entry::of(&[("event", "file"), ("data", r#"{"$binary":"3q2+7w=="}"#)]);
+        let packet = target.encode(&entry).unwrap();
         let args = args(&packet);
         assert_eq!(&args[..7], ["*", "uid", "emitter", "nsp", "/", "type", "3"]);
         assert!(!args[8].starts_with('{'));

@@ -153,16 +153,28 @@ fn rooms_namespaces_and_except(adapter: Adapter) {
 /// over two servers: every member gets every entry exactly once, a non-member gets nothing.
 #[test]
 fn relay_kill_9_during_a_flow_loses_and_duplicates_nothing() {
+    relay_kill_9_during_a_flow(Adapter::Classic);
+}
+
+/// The same with the streams adapter, whose entries are appended and acknowledged in one step.
+#[test]
+fn streams_adapter_relay_kill_9_during_a_flow_loses_and_duplicates_nothing() {
+    relay_kill_9_during_a_flow(Adapter::Streams);
+}
+
+fn relay_kill_9_during_a_flow(adapter: Adapter) {
     let redis = RedisServer::start();
-    let a = SocketIoServer::start(&redis);
-    let b = SocketIoServer::start(&redis);
-    wait_servers(&redis, 2);
+    let a = SocketIoServer::start_with(&redis.url(), &adapter);
+    let b = SocketIoServer::start_with(&redis.url(), &adapter);
+    wait_adapter_servers(&redis, &adapter, 2);
     let clients = Clients::connect(&[
         ("a-member", a.url("/"), &["orders"]),
         ("b-member", b.url("/"), &["orders"]),
         ("a-outsider", a.url("/"), &[]),
     ]);
-    let mut relay = Relay::start(&redis, "relay-1", &[("SOURCE__BATCH_SIZE", "64")]);
+    let mut settings = adapter.settings();
+    settings.push(("SOURCE__BATCH_SIZE", "64"));
+    let mut relay = Relay::start(&redis, "relay-1", &settings);
     let total: usize = 3000;
     let producer = produce_in_background(&redis, total, Duration::from_millis(30), |i| {
         vec![

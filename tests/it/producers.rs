@@ -20,7 +20,7 @@ use sio_relay::entry::Limits;
 use sio_relay::entry::{
     Entry, Malformed, MAX_ACK_TIMEOUT, MAX_BINARY_ARGS, RESERVED_EVENTS, RESERVED_SERVER_EVENTS,
 };
-use sio_relay::packet::{Adapter, Parser, Target};
+use sio_relay::packet::{Parser, Target};
 
 use crate::common::*;
 
@@ -203,7 +203,7 @@ fn the_node_and_python_snippets_reach_a_real_client() {
 
 /// Checks only the relay makes: (name, words of the schema's description that name it). Each is
 /// shown by at least one entry of the corpus, which the schema accepts and the relay refuses.
-const RELAY_ONLY: [(&str, &str); 13] = [
+const RELAY_ONLY: [(&str, &str); 12] = [
     ("entry bytes", "total bytes of field names and values"),
     ("fields", "number of fields"),
     ("rooms", "number of rooms"),
@@ -212,7 +212,6 @@ const RELAY_ONLY: [(&str, &str); 13] = [
     ("infinite numbers", "numbers that are not finite doubles"),
     ("binary values", "more than 10 binary values"),
     ("JSON parser", "bytes with a JSON-parser adapter"),
-    ("streams adapter", "ack with the streams adapter"),
     ("ack range", "the range of ack (1ms to 10m)"),
     (
         "ack fractions",
@@ -223,7 +222,7 @@ const RELAY_ONLY: [(&str, &str); 13] = [
 ];
 
 /// Every [`Malformed`] variant, by name: the corpus has an entry refused with each.
-const VARIANTS: [&str; 30] = [
+const VARIANTS: [&str; 29] = [
     "MissingEvent",
     "TwoOperations",
     "DoesNotApply",
@@ -245,7 +244,6 @@ const VARIANTS: [&str; 30] = [
     "UnsafeInteger",
     "BadBinary",
     "BinaryNeedsMsgpack",
-    "AckNeedsPubSub",
     "TooManyBinaries",
     "NumberOutOfRange",
     "BadFlag",
@@ -282,7 +280,6 @@ fn variant(malformed: &Malformed) -> &'static str {
         UnsafeInteger { .. } => "UnsafeInteger",
         BadBinary { .. } => "BadBinary",
         BinaryNeedsMsgpack => "BinaryNeedsMsgpack",
-        AckNeedsPubSub => "AckNeedsPubSub",
         TooManyBinaries { .. } => "TooManyBinaries",
         NumberOutOfRange { .. } => "NumberOutOfRange",
         BadFlag { .. } => "BadFlag",
@@ -319,8 +316,6 @@ enum Servers {
     Classic,
     /// The classic adapter with a JSON parser (`target.parser = "json"`).
     JsonParser,
-    /// The streams adapter (`target.adapter = "streams"`).
-    Streams,
 }
 
 fn raw(name: &str, fields: Vec<(Vec<u8>, Vec<u8>)>, expect: Expect) -> Case {
@@ -902,14 +897,7 @@ fn corpus() -> Vec<Case> {
     );
     no_bytes.servers = Servers::JsonParser;
     cases.push(no_bytes);
-    let mut ack_on_streams = relay_only(
-        "ack for the streams adapter",
-        &[("event", "e"), ("ack", "5s")],
-        "streams adapter",
-        "AckNeedsPubSub",
-    );
-    ack_on_streams.servers = Servers::Streams;
-    cases.push(ack_on_streams);
+
     cases.push(raw(
         "64 fields",
         with_metadata(limits.max_fields - 1),
@@ -948,7 +936,6 @@ fn relay_verdict(case: &Case) -> Result<(), Malformed> {
     match case.servers {
         Servers::Classic => {}
         Servers::JsonParser => target.parser = Parser::Json,
-        Servers::Streams => target.adapter = Adapter::Streams,
     }
     target.carries(&entry).map(|_| ())
 }
