@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::connection::AllNodes;
 use crate::delivery::Keys;
 use crate::exit::Failure;
+use crate::packet::Adapter;
 use crate::servers;
 
 /// Why a look stopped short; said in the report as a problem.
@@ -55,7 +56,11 @@ pub struct RedisStatus {
 #[derive(Debug, Serialize)]
 pub struct TargetStatus {
     pub adapter: &'static str,
+    /// The channel (python-socketio) or channel prefix (the Node adapters) its servers listen on.
     pub channel: String,
+    /// The streams adapter's stream, which the relay appends to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -137,6 +142,7 @@ pub async fn gather_over(cfg: &Config, links: &mut Option<Links>) -> Status {
         target: TargetStatus {
             adapter: cfg.target.adapter.name(),
             channel: cfg.target().key,
+            stream: (cfg.target.adapter == Adapter::Streams).then(|| cfg.target.stream.clone()),
         },
         namespaces: Vec::new(),
         streams: Vec::new(),

@@ -52,11 +52,19 @@ pub fn render(status: &Status) -> String {
     );
     line(
         "Target",
-        format!(
-            "{} on {}",
-            status.target.adapter,
-            printable(&status.target.channel)
-        ),
+        match &status.target.stream {
+            Some(stream) => format!(
+                "{} to stream {} (servers counted on {})",
+                status.target.adapter,
+                printable(stream),
+                printable(&status.target.channel)
+            ),
+            None => format!(
+                "{} on {}",
+                status.target.adapter,
+                printable(&status.target.channel)
+            ),
+        },
     );
     if status.redis.reachable {
         let servers: Vec<String> = status

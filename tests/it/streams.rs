@@ -285,10 +285,11 @@ fn the_operators_commands_speak_the_streams_adapter() {
     assert_eq!(line["packet"]["event"], "hello");
     assert_eq!(line["packet"]["rooms"], json!(["lobby"]));
     let out = cli(&redis, &["status"]);
+    let said = text(&out.stdout);
+    assert!(said.contains("/: 1 server(s)"), "{said}");
     assert!(
-        text(&out.stdout).contains("/: 1 server(s)"),
-        "{}",
-        text(&out.stdout)
+        said.contains("streams to stream socket.io (servers counted on socket.io)"),
+        "{said}"
     );
 }
 
