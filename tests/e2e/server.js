@@ -3,6 +3,7 @@
 // OPTIONS_JSON (all optional):
 //   "adapter": "classic" (createAdapter, the default), "sharded" (createShardedAdapter) or "streams"
 //     (@socket.io/redis-streams-adapter)
+//   "streamName": the streams adapter's stream ("socket.io" by default)
 //   "recovery": true for connection state recovery (streams adapter): a client that reconnects
 //     within a minute gets what it missed, each event with the stream entry's ID as its last
 //     argument
@@ -66,7 +67,7 @@ async function main() {
   if (options.adapter === "streams") {
     const { createAdapter: createStreamsAdapter } = require("@socket.io/redis-streams-adapter");
     // The streams adapter reads with a blocking XREAD on a duplicate of the client it is given.
-    adapter = createStreamsAdapter(pub);
+    adapter = createStreamsAdapter(pub, { streamName: options.streamName || "socket.io" });
     if (options.recovery) {
       serverOptions.connectionStateRecovery = { maxDisconnectionDuration: 60000 };
     }

@@ -186,6 +186,57 @@ fn sharded_servers_on_a_cluster_get_their_namespaces_in_and_out_of_the_streams_s
     drop(relay);
 }
 
+/// Streams-adapter servers on a node-redis cluster client: their stream in the relay's slot
+/// (`socket.io:{t}` next to `sio-relay:{t}`) is appended to by the delivery script itself, with the
+/// acknowledgement; in another slot (`socket.io`), by the relay after the script, confirmed next.
+/// Every entry arrives once either way, and nothing stays pending.
+#[test]
+fn streams_servers_on_a_cluster_get_every_entry_in_and_out_of_the_streams_slot() {
+    let cluster = Cluster::start();
+    let stream = "sio-relay:{t}";
+    let mut con = cluster.owner(stream).connection();
+    for (servers_stream, first) in [("socket.io:{t}", 0), ("socket.io", 100)] {
+        let options = json!({"cluster": true, "adapter": "streams", "streamName": servers_stream});
+        let server = SocketIoServer::start_options(&cluster.urls(), &options);
+        wait_until(20 * SECOND, "the server is counted", || {
+            cluster.subscribers("socket.io#/#") == 1
+        });
+        let clients = Clients::connect(&[("c", server.url("/"), &["r1"])]);
+        let relay = relay_on(
+            &cluster,
+            stream,
+            &[
+                ("TARGET__ADAPTER", "streams"),
+                ("TARGET__STREAM", servers_stream),
+            ],
+        );
+        for i in first..first + 100 {
+            redis::cmd("XADD")
+                .arg(stream)
+                .arg("*")
+                .arg(&numbered(i))
+                .query::<String>(&mut con)
+                .unwrap();
+        }
+        clients.wait_events("c", 100, 20 * SECOND);
+        wait_until(20 * SECOND, "nothing is pending", || {
+            let pending: (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
+                .arg(stream)
+                .arg(GROUP)
+                .query(&mut con)
+                .unwrap();
+            pending.0 == 0
+        });
+        end_marker(&mut con, stream, &[], &clients, &["c"]);
+        assert_eq!(
+            delivered(&clients),
+            (first as u64..first as u64 + 100).collect::<Vec<u64>>(),
+            "{servers_stream}: each once, in order"
+        );
+        drop(relay);
+    }
+}
+
 /// `results` holds one result, for `id`, with one acknowledgement.
 fn assert_one_ack_result(con: &mut redis::Connection, results: &str, id: &str) {
     let read = |con: &mut redis::Connection| -> Vec<(String, Vec<(String, String)>)> {
