@@ -22,14 +22,19 @@
 
 use rmp::encode;
 use serde::{Deserialize, Serialize};
-use serde_json::{Number, Value};
 
-use crate::entry::{self, Entry, Malformed, Message, Operation, Room, MAX_SAFE_MAGNITUDE};
+use crate::entry::{Entry, Malformed, Message, Operation, Room};
 
 mod streams;
 pub use streams::{decode_entry, stream_payload, MAX_LEN, STREAM};
 
 mod python;
+
+mod decode;
+pub use decode::{decode, decode_request, hex, msgpack_to_json, Decoded, Unreadable};
+
+mod msgpack;
+use msgpack::{array_len, map_len, str, write_event, write_opts, write_packet};
 
 /// Socket.IO's EVENT packet type. Always 2, even for binary arguments: the receiving server converts.
 const EVENT: u8 = 2;
@@ -384,31 +389,24 @@ impl Target {
     /// parser; what python-socketio has no message for.
     pub fn encode(&self, entry: &Entry) -> Result<Packet, Unsendable> {
         let binary = self.carries(entry)?;
-        if self.adapter == Adapter::PythonSocketio {
-            return Ok(Packet {
+        Ok(match self.adapter {
+            Adapter::Classic => self.classic_packet(entry, binary),
+            // Sharded servers get everything on the namespace's channel. In their `dynamic` modes
+            // they also subscribe to a room's channel, but only once a socket has joined it,
+            // asynchronously: a packet sent there right after a join (the relay's own `join`, or a
+            // client joining as it connects) found no subscriber and was lost, acknowledged. The
+            // namespace's channel is subscribed from the start, and the servers filter by `opts`.
+            Adapter::Sharded => Packet {
+                channel: self.namespace_channel(entry.nsp()),
+                payload: self.cluster_message(entry, binary),
+            },
+            Adapter::Streams => {
+                let (kind, data) = self.cluster_data(entry, binary);
+                streams::entry(self, entry.nsp(), kind, &data, binary)
+            }
+            Adapter::PythonSocketio => Packet {
                 channel: self.key.clone(),
                 payload: python::message(entry, &self.uid)?,
-            });
-        }
-        if self.adapter == Adapter::Streams {
-            let (kind, data) = self.cluster_data(entry, binary);
-            return Ok(streams::entry(self, entry.nsp(), kind, &data, binary));
-        }
-        Ok(match entry.operation() {
-            Operation::Emit {
-                message,
-                volatile,
-                compress,
-                ..
-            } => Packet {
-                channel: self.broadcast_channel(entry),
-                payload: self.broadcast(entry, message, Flags(*volatile, *compress), binary),
-            },
-            operation => Packet {
-                // The classic adapter's request channel, the sharded adapter's namespace channel:
-                // both are the channel whose subscribers are the namespace's servers.
-                channel: self.servers_channel(entry.nsp()),
-                payload: self.request(entry, operation, binary),
             },
         })
     }
@@ -498,12 +496,9 @@ impl Target {
     /// of 0) once it has processed what came before it on its subscription. It goes where the
     /// servers read everything the relay publishes to `nsp` in order: the classic adapter's request
     /// channel is subscribed on the same connection as its broadcast pattern; the sharded adapter
-    /// takes everything on the namespace's channel.
-    pub fn confirm_request(&self, nsp: &str, request_id: &str) -> Packet {
-        assert!(
-            self.adapter != Adapter::PythonSocketio,
-            "the configuration refuses delivery.confirm other than \"published\" for python-socketio, which cannot answer"
-        );
+    /// takes everything on the namespace's channel. `None` for the servers the relay hears
+    /// nothing from (the streams adapter's, python-socketio's: see `Listener::listen`).
+    pub fn confirm_request(&self, nsp: &str, request_id: &str) -> Option<Packet> {
         let packet = serde_json::json!({"type": EVENT, "data": [CONFIRM_EVENT], "nsp": nsp});
         let opts = serde_json::json!({"rooms": [CONFIRM_ROOM], "except": [], "flags": {}});
         let payload = match self.adapter {
@@ -514,17 +509,79 @@ impl Target {
                 "packet": packet,
                 "opts": opts,
             }),
-            Adapter::Sharded | Adapter::Streams => serde_json::json!({
+            Adapter::Sharded => serde_json::json!({
                 "uid": self.uid,
                 "nsp": nsp,
                 "type": BROADCAST,
                 "data": {"requestId": request_id, "packet": packet, "opts": opts},
             }),
-            Adapter::PythonSocketio => unreachable!("asserted above"),
+            Adapter::Streams | Adapter::PythonSocketio => return None,
         };
-        Packet {
+        Some(Packet {
             channel: self.servers_channel(nsp),
             payload: payload.to_string().into_bytes(),
+        })
+    }
+
+    /// The classic adapter's packet for `entry`: an emit as a broadcast; the other operations as
+    /// the requests its servers send each other, on the request channel, in JSON (which the adapter
+    /// reads whatever its parser), or in MessagePack for a server-side emit with bytes.
+    fn classic_packet(&self, entry: &Entry, binary: bool) -> Packet {
+        let opts = Selection {
+            rooms: entry.rooms(),
+            except: entry.except(),
+        };
+        fn json(value: &impl Serialize) -> Vec<u8> {
+            serde_json::to_vec(value).expect("a request serializes")
+        }
+        let payload = match entry.operation() {
+            Operation::Emit {
+                message,
+                volatile,
+                compress,
+                ..
+            } => {
+                return Packet {
+                    channel: self.classic_channel(entry),
+                    payload: self.classic_broadcast(entry, message, Flags(*volatile, *compress)),
+                }
+            }
+            Operation::Join(rooms) => json(&RoomsRequest {
+                kind: REMOTE_JOIN,
+                opts,
+                rooms,
+            }),
+            Operation::Leave(rooms) => json(&RoomsRequest {
+                kind: REMOTE_LEAVE,
+                opts,
+                rooms,
+            }),
+            Operation::Disconnect { close } => json(&DisconnectRequest {
+                kind: REMOTE_DISCONNECT,
+                opts,
+                close: *close,
+            }),
+            Operation::ServerEmit(message) if binary => {
+                let mut out = Vec::with_capacity(64);
+                map_len(&mut out, 3);
+                str(&mut out, "uid");
+                str(&mut out, &self.uid);
+                str(&mut out, "type");
+                encode::write_pfix(&mut out, SERVER_SIDE_EMIT)
+                    .expect("writing to a Vec cannot fail");
+                str(&mut out, "data");
+                write_event(&mut out, message);
+                out
+            }
+            Operation::ServerEmit(message) => json(&ServerEmitRequest {
+                uid: &self.uid,
+                kind: SERVER_SIDE_EMIT,
+                data: EventData(message),
+            }),
+        };
+        Packet {
+            channel: self.servers_channel(entry.nsp()),
+            payload,
         }
     }
 
@@ -533,39 +590,30 @@ impl Target {
     /// which would otherwise lose the servers that hold only the other rooms
     /// (docs/08-internals/wire-format.md, "Rooms in the channel name").
     /// So does a room named by a number: servers look a room channel's name up as a string.
-    ///
-    /// Sharded servers get everything on the namespace's channel. In their `dynamic` modes they
-    /// also subscribe to a room's channel, but only once a socket has joined it, asynchronously:
-    /// a packet sent there right after a join (the relay's own `join`, or a client joining as it
-    /// connects) found no subscriber and was lost, acknowledged. The namespace's channel is
-    /// subscribed from the start, and the servers filter by `opts`.
-    fn broadcast_channel(&self, entry: &Entry) -> String {
+    fn classic_channel(&self, entry: &Entry) -> String {
         let mut channel = self.namespace_channel(entry.nsp());
-        if let (Adapter::Classic, [Room::Name(room)]) = (self.adapter, entry.rooms()) {
+        if let [Room::Name(room)] = entry.rooms() {
             channel.push_str(room);
             channel.push('#');
         }
         channel
     }
 
-    fn broadcast(&self, entry: &Entry, message: &Message, flags: Flags, binary: bool) -> Vec<u8> {
+    /// `[uid, packet, opts]`, in MessagePack or with the JSON parser in JSON.
+    fn classic_broadcast(&self, entry: &Entry, message: &Message, flags: Flags) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + message.event.len());
         let opts = Opts::of(entry, flags);
-        match (self.adapter, self.parser) {
-            (Adapter::Classic, Parser::Msgpack) => {
+        match self.parser {
+            Parser::Msgpack => {
                 array_len(&mut out, 3);
                 str(&mut out, &self.uid);
                 write_packet(&mut out, message, Some(entry.nsp()));
                 write_opts(&mut out, &opts);
             }
-            (Adapter::Classic, Parser::Json) => {
+            Parser::Json => {
                 let packet = JsonPacket::of(entry, message);
                 serde_json::to_writer(&mut out, &(&self.uid, packet, opts))
                     .expect("an entry serializes")
-            }
-            (Adapter::PythonSocketio, _) => unreachable!("python::message encodes its emits"),
-            (Adapter::Sharded | Adapter::Streams, _) => {
-                out = self.cluster_message(entry, binary);
             }
         }
         out
@@ -670,111 +718,11 @@ impl Target {
         encode::write_pfix(out, kind).expect("writing to a Vec cannot fail");
         str(out, "data");
     }
-
-    /// The request for a join, leave, disconnect or server-side emit, as the emitter writes it
-    /// (JSON, which the classic adapter reads whatever its parser) or, for the sharded adapter,
-    /// as its servers write it; MessagePack when a server-side emit carries bytes.
-    fn request(&self, entry: &Entry, operation: &Operation, binary: bool) -> Vec<u8> {
-        let opts = Selection {
-            rooms: entry.rooms(),
-            except: entry.except(),
-        };
-        let mut out = Vec::with_capacity(64);
-        fn json(out: &mut Vec<u8>, value: &impl Serialize) {
-            serde_json::to_writer(out, value).expect("a request serializes")
-        }
-        match (self.adapter, operation) {
-            (_, Operation::Emit { .. }) => unreachable!("an emit is a broadcast"),
-            (Adapter::PythonSocketio, _) => unreachable!("python::message encodes its requests"),
-            (Adapter::Classic, Operation::Join(rooms) | Operation::Leave(rooms)) => {
-                let kind = if matches!(operation, Operation::Join(_)) {
-                    REMOTE_JOIN
-                } else {
-                    REMOTE_LEAVE
-                };
-                json(&mut out, &RoomsRequest { kind, opts, rooms })
-            }
-            (Adapter::Classic, Operation::Disconnect { close }) => json(
-                &mut out,
-                &DisconnectRequest {
-                    kind: REMOTE_DISCONNECT,
-                    opts,
-                    close: *close,
-                },
-            ),
-            (Adapter::Classic, Operation::ServerEmit(message)) if binary => {
-                map_len(&mut out, 3);
-                str(&mut out, "uid");
-                str(&mut out, &self.uid);
-                str(&mut out, "type");
-                encode::write_pfix(&mut out, SERVER_SIDE_EMIT)
-                    .expect("writing to a Vec cannot fail");
-                str(&mut out, "data");
-                write_event(&mut out, message);
-            }
-            (Adapter::Classic, Operation::ServerEmit(message)) => json(
-                &mut out,
-                &ServerEmitRequest {
-                    uid: &self.uid,
-                    kind: SERVER_SIDE_EMIT,
-                    data: EventData(message),
-                },
-            ),
-            (Adapter::Sharded | Adapter::Streams, _) => out = self.cluster_message(entry, binary),
-        }
-        out
-    }
 }
 
 /// An emit's `volatile` and `compress`.
 #[derive(Clone, Copy)]
 struct Flags(bool, Option<bool>);
-
-/// `{type: 2, data: [event, ...args], nsp}` in MessagePack; `nsp` left out where the sharded
-/// adapter's own messages leave it out.
-fn write_packet(out: &mut Vec<u8>, message: &Message, nsp: Option<&str>) {
-    map_len(out, 2 + usize::from(nsp.is_some()));
-    str(out, "type");
-    encode::write_pfix(out, EVENT).expect("writing to a Vec cannot fail");
-    str(out, "data");
-    write_event(out, message);
-    if let Some(nsp) = nsp {
-        str(out, "nsp");
-        str(out, nsp);
-    }
-}
-
-/// `[event, ...args]` in MessagePack.
-fn write_event(out: &mut Vec<u8>, message: &Message) {
-    array_len(out, 1 + message.args.len());
-    str(out, &message.event);
-    for arg in &message.args {
-        value(out, arg);
-    }
-}
-
-/// `{rooms, flags, except}` in MessagePack, flags only when set, as the emitter writes them.
-fn write_opts(out: &mut Vec<u8>, opts: &Opts) {
-    map_len(out, 3);
-    str(out, "rooms");
-    room_array(out, opts.rooms);
-    str(out, "flags");
-    let OptsFlags { volatile, compress } = opts.flags;
-    map_len(
-        out,
-        usize::from(volatile.is_some()) + usize::from(compress.is_some()),
-    );
-    if volatile.is_some() {
-        str(out, "volatile");
-        encode::write_bool(out, true).expect("writing to a Vec cannot fail");
-    }
-    if let Some(compress) = compress {
-        str(out, "compress");
-        encode::write_bool(out, compress).expect("writing to a Vec cannot fail");
-    }
-    str(out, "except");
-    room_array(out, opts.except);
-}
 
 /// The sharded adapter's message: `{uid, nsp, type, data}`.
 #[derive(Serialize)]
@@ -928,443 +876,9 @@ struct OptsFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     compress: Option<bool>,
 }
-/// A packet as a Socket.IO server's adapter reads it.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct Decoded {
-    pub uid: String,
-    pub nsp: String,
-    /// `emit`, `join`, `leave`, `disconnect` or `server_emit`, as the entry fields name them.
-    pub operation: &'static str,
-    /// The event and its arguments (an emit or a server-side emit).
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub event: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub args: Vec<Value>,
-    pub rooms: Vec<Value>,
-    pub except: Vec<Value>,
-    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
-    pub flags: serde_json::Map<String, Value>,
-    /// The rooms a join or leave adds or removes.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub target_rooms: Vec<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub close: Option<bool>,
-    /// An emit whose clients' acknowledgements are asked for: the request's ID.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
-}
-
-/// Why a server could not read a payload as the relay's (see [`decode`]): what `sio-relay
-/// monitor` shows for it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Unreadable {
-    #[error("not MessagePack: {0}")]
-    NotMsgpack(String),
-    #[error("{0} trailing bytes after the packet (notepack throws on them)")]
-    TrailingBytes(usize),
-    #[error("not JSON (JSON.parse throws on it): {0}")]
-    NotJson(String),
-    #[error("not an array [uid, packet, opts]")]
-    NotAnArray,
-    #[error("an array of {0} items, not [uid, packet, opts]")]
-    ArrayOf(usize),
-    #[error("the packet is not a map")]
-    PacketNotAMap,
-    #[error("a broadcast with acks whose packet is not a map (servers crash on it)")]
-    AckPacketNotAMap,
-    #[error("a request without a numeric type")]
-    NoRequestType,
-    /// A type servers send each other, but the relay never does.
-    #[error("a message of type {0}, which the relay never sends")]
-    NotFromTheRelay(u64),
-    #[error("a request without opts (servers treat it as another request)")]
-    NoOpts,
-    #[error("a {0} without rooms")]
-    NoRooms(&'static str),
-    #[error("a server-side emit whose data is not [event, ...args]")]
-    ServerEmitData,
-    #[error("{key} is {value}, not an array (servers crash on it)")]
-    NotAList { key: String, value: String },
-    #[error("nested deeper than {0} levels")]
-    TooDeep(usize),
-    #[error("not a ClusterMessage object {{uid, nsp, type, data}}")]
-    NotAClusterMessage,
-    #[error("type is {0}, not a number: servers drop it")]
-    TypeNotANumber(String),
-    #[error("no nsp: servers drop it")]
-    NoNsp,
-    #[error("not a python-socketio message: an object with a method (servers ignore it)")]
-    NoMethod,
-    #[error("method {0}, which python-socketio servers ignore")]
-    UnknownMethod(String),
-    #[error("no namespace (python-socketio servers drop it)")]
-    NoNamespace,
-    #[error("an {0} without {1} (python-socketio servers ignore it or fail on it)")]
-    Missing(&'static str, &'static str),
-    #[error("a message without data (servers crash on it)")]
-    NoData,
-    #[error("data.packet is not an object")]
-    DataPacketNotAnObject,
-    #[error("opts is not a map (servers crash on it)")]
-    OptsNotAMap,
-    #[error("packet.data is not a non-empty array")]
-    NoEvent,
-    #[error("the event name is {0}, not a string")]
-    EventName(String),
-}
-
-/// Reads a payload published on a broadcast channel as the servers of `target` do; `Err` says why
-/// a server could not read it as a broadcast (or, on the sharded adapter's channels, as one of the
-/// requests the relay sends).
-pub fn decode(payload: &[u8], target: &Target) -> Result<Decoded, Unreadable> {
-    match (target.adapter, target.parser) {
-        (Adapter::PythonSocketio, _) => python::decode(&json(payload)?),
-        (Adapter::Classic, Parser::Msgpack) => classic(&msgpack(payload)?),
-        (Adapter::Classic, Parser::Json) => classic(&json(payload)?),
-        // The sharded adapter parses JSON when the first byte is `{`, notepack otherwise.
-        (Adapter::Sharded, _) if payload.first() == Some(&b'{') => sharded(&json(payload)?),
-        (Adapter::Sharded, _) => sharded(&msgpack(payload)?),
-        (Adapter::Streams, _) => streams::decode_payload(payload),
-    }
-}
-
-fn msgpack(payload: &[u8]) -> Result<Value, Unreadable> {
-    let mut reader = payload;
-    // rmpv counts two steps per level of nesting: the value, then its array or map.
-    let value = rmpv::decode::read_value_with_max_depth(&mut reader, 2 * MAX_DECODE_DEPTH)
-        .map_err(|e| Unreadable::NotMsgpack(e.to_string()))?;
-    if !reader.is_empty() {
-        return Err(Unreadable::TrailingBytes(reader.len()));
-    }
-    Ok(to_json(&value))
-}
-
-fn json(payload: &[u8]) -> Result<Value, Unreadable> {
-    crate::entry::json_within(payload, MAX_DECODE_DEPTH)
-        .ok_or(Unreadable::TooDeep(MAX_DECODE_DEPTH))?
-        .map_err(|e| Unreadable::NotJson(e.to_string()))
-}
-
-/// How deep a payload may nest for [`decode`]: past the deepest packet the relay publishes
-/// (`limits.max_json_depth` at its most, in a packet's few levels), and bounded, so that decoding
-/// recurses no deeper whatever is published on the channels.
-const MAX_DECODE_DEPTH: usize = *crate::entry::JSON_DEPTHS.end() + 8;
-
-/// Reads a payload published on the classic adapter's request channel (`<key>-request#<nsp>#`),
-/// as its servers do: JSON when the first byte is `{`, else with their parser. Its namespace is in
-/// the channel's name, so `nsp` is left empty.
-pub fn decode_request(payload: &[u8], target: &Target) -> Result<Decoded, Unreadable> {
-    let value = match target.parser {
-        _ if payload.first() == Some(&b'{') => json(payload)?,
-        Parser::Msgpack => msgpack(payload)?,
-        Parser::Json => json(payload)?,
-    };
-    classic_request(&value)
-}
-
-/// `[uid, packet, opts]`.
-fn classic(value: &Value) -> Result<Decoded, Unreadable> {
-    let Value::Array(parts) = value else {
-        return Err(Unreadable::NotAnArray);
-    };
-    let [uid, packet, opts] = parts.as_slice() else {
-        return Err(Unreadable::ArrayOf(parts.len()));
-    };
-    if !packet.is_object() {
-        return Err(Unreadable::PacketNotAMap);
-    }
-    let nsp = packet.get("nsp").and_then(Value::as_str).unwrap_or("/");
-    broadcast(uid, nsp, packet, opts)
-}
-
-/// `{type, opts, rooms}`, `{type, opts, close}` or `{uid, type, data}`.
-fn classic_request(value: &Value) -> Result<Decoded, Unreadable> {
-    let uid = value.get("uid").cloned().unwrap_or(Value::Null);
-    match value.get("type").and_then(Value::as_u64) {
-        Some(kind) if kind == u64::from(SERVER_SIDE_EMIT) => {
-            server_emit(&uid, "", value.get("data").unwrap_or(&Value::Null))
-        }
-        Some(kind) if kind == u64::from(BROADCAST_WITH_ACK) => {
-            let packet = value.get("packet").filter(|p| p.is_object());
-            let packet = packet.ok_or(Unreadable::AckPacketNotAMap)?;
-            let mut decoded =
-                broadcast(&uid, "", packet, value.get("opts").unwrap_or(&Value::Null))?;
-            decoded.request_id = Some(request_id(value));
-            Ok(decoded)
-        }
-        Some(kind) => selection(&uid, "", request_kind(kind, REQUESTS)?, value),
-        None => Err(Unreadable::NoRequestType),
-    }
-}
-
-/// The operations the relay sends, by their request type in each adapter.
-const REQUESTS: [(u8, &str); 3] = [
-    (REMOTE_JOIN, "join"),
-    (REMOTE_LEAVE, "leave"),
-    (REMOTE_DISCONNECT, "disconnect"),
-];
-const CLUSTER_REQUESTS: [(u8, &str); 3] = [
-    (CLUSTER_SOCKETS_JOIN, "join"),
-    (CLUSTER_SOCKETS_LEAVE, "leave"),
-    (CLUSTER_DISCONNECT_SOCKETS, "disconnect"),
-];
-
-fn request_kind(kind: u64, known: [(u8, &'static str); 3]) -> Result<&'static str, Unreadable> {
-    known
-        .iter()
-        .find(|(k, _)| u64::from(*k) == kind)
-        .map(|(_, name)| *name)
-        .ok_or(Unreadable::NotFromTheRelay(kind))
-}
-
-/// A join, leave or disconnect: `{opts: {rooms, except}, rooms | close}`.
-fn selection(
-    uid: &Value,
-    nsp: &str,
-    operation: &'static str,
-    body: &Value,
-) -> Result<Decoded, Unreadable> {
-    let Some(opts) = body.get("opts").filter(|o| o.is_object()) else {
-        return Err(Unreadable::NoOpts);
-    };
-    let target_rooms = list(body, "rooms")?;
-    if operation != "disconnect" && target_rooms.is_empty() {
-        return Err(Unreadable::NoRooms(operation));
-    }
-    Ok(Decoded {
-        uid: uid.as_str().map_or_else(|| uid.to_string(), str::to_owned),
-        nsp: nsp.to_owned(),
-        operation,
-        event: String::new(),
-        args: Vec::new(),
-        rooms: list(opts, "rooms")?,
-        except: list(opts, "except")?,
-        flags: serde_json::Map::new(),
-        target_rooms,
-        close: body.get("close").and_then(Value::as_bool),
-        request_id: None,
-    })
-}
-
-/// `[event, ...args]` of a server-side emit.
-fn server_emit(uid: &Value, nsp: &str, data: &Value) -> Result<Decoded, Unreadable> {
-    let Some((event, args)) = data.as_array().and_then(|d| d.split_first()) else {
-        return Err(Unreadable::ServerEmitData);
-    };
-    Ok(Decoded {
-        uid: uid.as_str().map_or_else(|| uid.to_string(), str::to_owned),
-        nsp: nsp.to_owned(),
-        operation: "server_emit",
-        event: event
-            .as_str()
-            .map_or_else(|| event.to_string(), str::to_owned),
-        args: args.to_vec(),
-        rooms: Vec::new(),
-        except: Vec::new(),
-        flags: serde_json::Map::new(),
-        target_rooms: Vec::new(),
-        close: None,
-        request_id: None,
-    })
-}
-
-/// The array at `key`, empty when absent; anything else is what crashes servers.
-fn list(value: &Value, key: &str) -> Result<Vec<Value>, Unreadable> {
-    match value.get(key) {
-        None => Ok(Vec::new()),
-        Some(Value::Array(items)) => Ok(items.clone()),
-        Some(other) => Err(Unreadable::NotAList {
-            key: key.to_owned(),
-            value: other.to_string(),
-        }),
-    }
-}
-
-/// `{uid, nsp, type, data}`: a broadcast, or one of the other messages the relay sends.
-fn sharded(value: &Value) -> Result<Decoded, Unreadable> {
-    if !value.is_object() {
-        return Err(Unreadable::NotAClusterMessage);
-    }
-    let Some(kind) = value.get("type").and_then(Value::as_u64) else {
-        let kind = value.get("type").map_or("missing".into(), Value::to_string);
-        return Err(Unreadable::TypeNotANumber(kind));
-    };
-    let Some(nsp) = value.get("nsp").and_then(Value::as_str) else {
-        return Err(Unreadable::NoNsp);
-    };
-    let Some(data) = value.get("data").filter(|d| d.is_object()) else {
-        return Err(Unreadable::NoData);
-    };
-    let uid = value.get("uid").cloned().unwrap_or(Value::Null);
-    if kind == u64::from(CLUSTER_SERVER_SIDE_EMIT) {
-        return server_emit(&uid, nsp, data.get("packet").unwrap_or(&Value::Null));
-    }
-    if kind != u64::from(BROADCAST) {
-        return selection(&uid, nsp, request_kind(kind, CLUSTER_REQUESTS)?, data);
-    }
-    let packet = data.get("packet").cloned().unwrap_or(Value::Null);
-    if !packet.is_object() {
-        return Err(Unreadable::DataPacketNotAnObject);
-    }
-    let mut decoded = broadcast(&uid, nsp, &packet, data.get("opts").unwrap_or(&Value::Null))?;
-    if data.get("requestId").is_some() {
-        decoded.request_id = Some(request_id(data));
-    }
-    Ok(decoded)
-}
-
-/// The `requestId` of a request, as text.
-fn request_id(value: &Value) -> String {
-    match value.get("requestId") {
-        Some(Value::String(id)) => id.clone(),
-        Some(other) => other.to_string(),
-        None => "missing".into(),
-    }
-}
-
-/// The packet and options of a broadcast, in either format.
-fn broadcast(uid: &Value, nsp: &str, packet: &Value, opts: &Value) -> Result<Decoded, Unreadable> {
-    if !opts.is_object() {
-        return Err(Unreadable::OptsNotAMap);
-    }
-    let data = match packet.get("data") {
-        Some(Value::Array(data)) if !data.is_empty() => data,
-        _ => return Err(Unreadable::NoEvent),
-    };
-    let event = match &data[0] {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        other => return Err(Unreadable::EventName(other.to_string())),
-    };
-    let flags = match opts.get("flags") {
-        Some(Value::Object(flags)) => flags.clone(),
-        _ => serde_json::Map::new(),
-    };
-    Ok(Decoded {
-        uid: uid.as_str().map_or_else(|| uid.to_string(), str::to_owned),
-        nsp: nsp.to_owned(),
-        operation: "emit",
-        event,
-        args: data[1..].to_vec(),
-        rooms: list(opts, "rooms")?,
-        except: list(opts, "except")?,
-        flags,
-        target_rooms: Vec::new(),
-        close: None,
-        request_id: None,
-    })
-}
-
-/// MessagePack to JSON for display; binary becomes `{"$binary": "<hex>"}`.
-fn to_json(v: &rmpv::Value) -> Value {
-    msgpack_to_json(v, &|bytes| serde_json::json!({ "$binary": hex(bytes) }))
-}
-
-/// MessagePack to JSON, binary values written by `bytes`; extension values as
-/// `{"$ext": type, "data": "<hex>"}`, integers JSON cannot hold as `null`.
-pub fn msgpack_to_json(v: &rmpv::Value, bytes: &dyn Fn(&[u8]) -> Value) -> Value {
-    let convert = |v| msgpack_to_json(v, bytes);
-    match v {
-        rmpv::Value::Nil => Value::Null,
-        rmpv::Value::Boolean(b) => Value::Bool(*b),
-        rmpv::Value::Integer(i) => i
-            .as_i64()
-            .map(Value::from)
-            .or_else(|| i.as_u64().map(Value::from))
-            .unwrap_or(Value::Null),
-        rmpv::Value::F32(f) => Number::from_f64(f64::from(*f)).map_or(Value::Null, Value::Number),
-        rmpv::Value::F64(f) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
-        rmpv::Value::String(s) => Value::String(s.as_str().unwrap_or_default().to_owned()),
-        rmpv::Value::Binary(b) => bytes(b),
-        rmpv::Value::Array(items) => Value::Array(items.iter().map(convert).collect()),
-        rmpv::Value::Map(pairs) => Value::Object(
-            pairs
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().map_or_else(|| k.to_string(), str::to_owned),
-                        convert(v),
-                    )
-                })
-                .collect(),
-        ),
-        rmpv::Value::Ext(kind, data) => serde_json::json!({ "$ext": kind, "data": hex(data) }),
-    }
-}
-
-/// Lowercase hex, for bytes shown to people.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Writes a JSON value as notepack writes the value `JSON.parse` would give for it.
-fn value(out: &mut Vec<u8>, v: &Value) {
-    if let Some(base64) = entry::binary(v) {
-        let bytes = entry::binary_bytes(base64);
-        encode::write_bin(out, &bytes).expect("writing to a Vec cannot fail");
-        return;
-    }
-    match v {
-        Value::Null => encode::write_nil(out).expect("writing to a Vec cannot fail"),
-        Value::Bool(b) => encode::write_bool(out, *b).expect("writing to a Vec cannot fail"),
-        Value::Number(n) => number(out, n),
-        Value::String(s) => str(out, s),
-        Value::Array(items) => {
-            array_len(out, items.len());
-            items.iter().for_each(|item| value(out, item));
-        }
-        Value::Object(map) => {
-            map_len(out, map.len());
-            for (k, item) in map {
-                str(out, k);
-                value(out, item);
-            }
-        }
-    }
-}
-
-/// JavaScript has one number type; notepack writes integral values as the smallest integer format
-/// and everything else as float64. So `1.0` and `1e3` travel as integers, exactly as from Node.
-fn number(out: &mut Vec<u8>, n: &Number) {
-    if let Some(i) = n.as_i64() {
-        encode::write_sint(out, i).expect("writing to a Vec cannot fail");
-        return;
-    }
-    // Validation guarantees a finite double for everything that is not an i64.
-    let f = n.as_f64().unwrap_or(f64::NAN);
-    if f.fract() == 0.0 && f.abs() <= MAX_SAFE_MAGNITUDE as f64 {
-        encode::write_sint(out, f as i64).expect("writing to a Vec cannot fail");
-    } else {
-        encode::write_f64(out, f).expect("writing to a Vec cannot fail");
-    }
-}
-
-fn str(out: &mut Vec<u8>, s: &str) {
-    encode::write_str(out, s).expect("writing to a Vec cannot fail");
-}
-
-fn room_array(out: &mut Vec<u8>, rooms: &[Room]) {
-    array_len(out, rooms.len());
-    for room in rooms {
-        match room {
-            Room::Name(name) => str(out, name),
-            Room::Number(n) => number(out, n),
-        }
-    }
-}
-
-fn array_len(out: &mut Vec<u8>, len: usize) {
-    let len = u32::try_from(len).expect("a stream entry cannot hold 2^32 items");
-    encode::write_array_len(out, len).expect("writing to a Vec cannot fail");
-}
-
-fn map_len(out: &mut Vec<u8>, len: usize) {
-    let len = u32::try_from(len).expect("a stream entry cannot hold 2^32 items");
-    encode::write_map_len(out, len).expect("writing to a Vec cannot fail");
-}
-
 #[cfg(test)]
 mod tests {
+    use super::msgpack::value;
     use super::*;
 
     fn target() -> Target {

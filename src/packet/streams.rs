@@ -16,7 +16,8 @@
 use base64::Engine;
 use serde_json::Value;
 
-use super::{array_len, msgpack, sharded, str, Decoded, Packet, Target, Unreadable};
+use super::decode::{json, msgpack, sharded};
+use super::{array_len, str, Decoded, Packet, Target, Unreadable};
 
 /// The servers' default `streamName`.
 pub const STREAM: &str = "socket.io";
@@ -95,7 +96,7 @@ pub fn decode_entry(fields: &[(Vec<u8>, Vec<u8>)]) -> Result<Decoded, Unreadable
     };
     // As the servers do: JSON when it starts with `{`, else base64 of MessagePack.
     let data = if data.starts_with('{') {
-        super::json(data.as_bytes())?
+        json(data.as_bytes())?
     } else {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(data.as_bytes())

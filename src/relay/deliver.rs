@@ -225,13 +225,13 @@ impl Relay {
         publishing.dedup();
         let confirms: Vec<ConfirmRequest> = publishing
             .iter()
-            .map(|nsp| {
+            .filter_map(|nsp| {
                 let request_id = s.confirming.request_id();
-                ConfirmRequest {
+                Some(ConfirmRequest {
                     nsp: nsp.to_string(),
-                    packet: self.target.confirm_request(nsp, &request_id),
+                    packet: self.target.confirm_request(nsp, &request_id)?,
                     request_id,
-                }
+                })
             })
             .collect();
         // The answers to attempts and confirmations are heard from before they are asked for.

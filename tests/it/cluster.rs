@@ -214,7 +214,7 @@ fn streams_servers_on_a_cluster_get_every_entry_in_and_out_of_the_streams_slot()
             redis::cmd("XADD")
                 .arg(stream)
                 .arg("*")
-                .arg(&numbered(i))
+                .arg(numbered(i))
                 .query::<String>(&mut con)
                 .unwrap();
         }

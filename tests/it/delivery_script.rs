@@ -791,7 +791,9 @@ async fn published_entries_are_followed_by_their_confirmation_request() {
         .map(|nsp| ConfirmRequest {
             nsp: nsp.to_string(),
             request_id: format!("c{nsp}"),
-            packet: target.confirm_request(nsp, &format!("c{nsp}")),
+            packet: target
+                .confirm_request(nsp, &format!("c{nsp}"))
+                .expect("classic servers answer"),
         })
         .collect();
     let report = Scripts::new(&config("relay-a"))
