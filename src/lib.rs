@@ -1,9 +1,11 @@
 //! sio-relay: a durable relay from a Redis Stream to Socket.IO servers that use
-//! `@socket.io/redis-adapter`.
+//! `@socket.io/redis-adapter` (classic or sharded), `@socket.io/redis-streams-adapter`, or
+//! python-socketio's Redis manager.
 //!
 //! Producers XADD entries to a stream; the relay reads them through a consumer group, validates them,
-//! publishes each as the exact packet `@socket.io/redis-emitter` would, and acknowledges it only once
-//! enough live servers received it. Entries of crashed relays are reclaimed, poison and malformed
+//! publishes each as the exact packet `@socket.io/redis-emitter` would (or appends it to the streams
+//! adapter's stream, or publishes python-socketio's message), and acknowledges it only once enough
+//! live servers received it. Entries of crashed relays are reclaimed, poison and malformed
 //! entries are dead-lettered with a reason, and restarts of Redis, the relay or the servers lose nothing.
 //!
 //! # Layout
@@ -13,8 +15,8 @@
 //!   connections, the status report, dead-letter browsing, replay and drop.
 //! - [`config`]: the configuration file and `SIO_RELAY_*` overrides, validated at start.
 //! - [`entry`]: the producers' contract; turns raw stream fields into a validated [`entry::Entry`].
-//! - [`packet`]: encodes an entry as the servers' adapter reads it (classic, sharded or
-//!   python-socketio) and picks its channel.
+//! - [`packet`]: encodes an entry as the servers' adapter reads it (classic, sharded, streams or
+//!   python-socketio), picks its channel or stream, and reads packets back for the monitor.
 //! - [`partition`]: which of several streams (`source.streams`) an entry goes to.
 //! - [`servers`]: counts the Socket.IO servers listening on a namespace, as their adapter does.
 //! - [`reader`]: entries read off the socket under byte and field limits, whatever their size,

@@ -17,8 +17,12 @@
 //!   servers publish to each other on one channel (docs/08-internals/wire-format.md,
 //!   "python-socketio"). What it has no message for is [`Unsupported`].
 //!
+//! - The streams adapter (`@socket.io/redis-streams-adapter`): an entry of the servers' own stream,
+//!   `uid nsp type data`, whose `data` is the sharded adapter's (`streams.rs`).
+//!
 //! [`decode`] reads any of them back, for `sio-relay monitor`, and says why when a payload is not one
-//! a server can read.
+//! a server can read (`decode.rs`). `msgpack.rs` writes MessagePack as notepack.io does;
+//! `python.rs` holds python-socketio's messages.
 
 use rmp::encode;
 use serde::{Deserialize, Serialize};
