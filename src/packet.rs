@@ -177,7 +177,8 @@ pub enum Unsupported {
     StreamsAcks,
 }
 
-/// Why an entry cannot go to the target's servers: dead-lettered with [`Unsendable::reason`].
+/// Why an entry cannot go to the target's servers: dead-lettered with the reason it names (`malformed`
+/// or `unsupported`, see [`crate::dead_letter::Reason`]).
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum Unsendable {
     /// Bytes through a JSON parser: the producers' contract says so (`malformed`).
