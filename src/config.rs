@@ -543,7 +543,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_redis_url(&self.redis.url)
             .and_then(|()| check_url(&self.redis.url))
-            .map_err(|problem| invalid("redis.url", problem))?;
+            .map_err(|problem| invalid("redis.url", problem.to_string()))?;
         let tls = self.redis.url.starts_with("rediss://");
         for (key, path) in [
             ("redis.password_file", &self.redis.password_file),
@@ -1256,41 +1256,49 @@ impl Config {
     }
 }
 
+/// The forms of Redis URL the relay takes, said with every URL problem.
+const URL_FORMS: &str = "write redis://host:6379, rediss://host:6380 (TLS), redis://user:password@host:6379/0 or redis+unix:///path/to/redis.sock";
+
 /// What is wrong with a Redis URL, said so that the fix is obvious; the URL itself (and any
 /// password in it) is not repeated.
-fn check_redis_url(text: &str) -> Result<(), String> {
-    const FORMS: &str =
-        "write redis://host:6379, rediss://host:6380 (TLS), redis://user:password@host:6379/0 or redis+unix:///path/to/redis.sock";
-    let parsed = url::Url::parse(text).map_err(|e| format!("not a URL ({e}): {FORMS}"))?;
+#[derive(Debug, thiserror::Error)]
+enum UrlProblem {
+    #[error("not a URL ({0}): {URL_FORMS}")]
+    NotAUrl(url::ParseError),
+    #[error("no host name: {URL_FORMS}")]
+    NoHost,
+    #[error("`{0}:` is not a Redis URL scheme (is a `//` missing, or a port taken for a scheme?): {URL_FORMS}")]
+    Scheme(String),
+    #[error("the database after the last `/` must be a number, not `{0}`")]
+    Database(String),
+    #[error("not a usable Redis URL ({0}): {URL_FORMS}")]
+    Unusable(String),
+    #[error("`#insecure` (no certificate check) is not supported: give the server's CA in redis.tls_ca_file")]
+    Insecure,
+}
+
+fn check_redis_url(text: &str) -> Result<(), UrlProblem> {
+    let parsed = url::Url::parse(text).map_err(UrlProblem::NotAUrl)?;
     match parsed.scheme() {
         "redis" | "rediss" | "valkey" | "valkeys" => {
             if parsed.host_str().is_none_or(str::is_empty) {
-                return Err(format!("no host name: {FORMS}"));
+                return Err(UrlProblem::NoHost);
             }
         }
         "redis+unix" | "unix" => {}
-        other => {
-            return Err(format!(
-                "`{other}:` is not a Redis URL scheme (is a `//` missing, or a port taken for a scheme?): {FORMS}"
-            ))
-        }
+        other => return Err(UrlProblem::Scheme(other.to_owned())),
     }
     if let Some(db) = parsed.path().strip_prefix('/').filter(|p| !p.is_empty()) {
         if parsed.scheme().starts_with("redis")
             && !parsed.scheme().contains("unix")
             && db.parse::<u16>().is_err()
         {
-            return Err(format!(
-                "the database after the last `/` must be a number, not `{db}`"
-            ));
+            return Err(UrlProblem::Database(db.to_owned()));
         }
     }
-    redis::Client::open(text).map(drop).map_err(|e| {
-        format!(
-            "not a usable Redis URL ({}): {FORMS}",
-            e.detail().unwrap_or("invalid")
-        )
-    })
+    redis::Client::open(text)
+        .map(drop)
+        .map_err(|e| UrlProblem::Unusable(e.detail().unwrap_or("invalid").to_owned()))
 }
 
 /// `redis://user:secret@host` becomes `redis://user:****@host`.
@@ -1353,16 +1361,14 @@ fn default_consumer_name() -> String {
 
 /// The URL parts the relay's reader connects with (it speaks RESP itself, see `reader.rs`):
 /// `#insecure` TLS is refused.
-fn check_url(url: &str) -> Result<(), String> {
+fn check_url(url: &str) -> Result<(), UrlProblem> {
     use redis::{ConnectionAddr, IntoConnectionInfo};
     match url.into_connection_info() {
         Ok(info) => match info.addr() {
-            ConnectionAddr::TcpTls { insecure: true, .. } => Err(
-                "`#insecure` (no certificate check) is not supported: give the server's CA in redis.tls_ca_file".into(),
-            ),
+            ConnectionAddr::TcpTls { insecure: true, .. } => Err(UrlProblem::Insecure),
             _ => Ok(()),
         },
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(UrlProblem::Unusable(e.to_string())),
     }
 }
 

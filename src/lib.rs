@@ -102,13 +102,13 @@ pub async fn run(
     };
     let token =
         shutdown::listen().map_err(|e| failure(format!("cannot install signal handlers: {e}")))?;
-    reload::listen(config_path, cfg.clone(), level)
+    let metrics = Arc::new(metrics::Metrics::new());
+    reload::listen(config_path, cfg.clone(), level, metrics.clone())
         .map_err(|e| failure(format!("cannot install the SIGHUP handler: {e}")))?;
     let stalled_after = connection::read_timeout(cfg.source.block)
         + cfg.redis.command_timeout * 2
         + cfg.redis.backoff_max
         + std::time::Duration::from_secs(10);
-    let metrics = Arc::new(metrics::Metrics::new());
     // One relay loop per stream (see `partition`), side by side, sharing the metrics.
     let mut loops = health::Loops::default();
     let timeout = cfg.shutdown.timeout;

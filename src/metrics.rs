@@ -48,6 +48,27 @@ pub struct ConnectionLabels {
     pub connection: String,
 }
 
+/// What a SIGHUP reload of the configuration did.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Reload {
+    /// Keys changed: those a running relay can change are applied, the others named.
+    changed,
+    /// The configuration read again is the one running.
+    unchanged,
+    /// It did not validate: the running configuration stays.
+    failed,
+}
+
+impl Reload {
+    pub const ALL: [Reload; 3] = [Reload::changed, Reload::unchanged, Reload::failed];
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub result: Reload,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: String,
@@ -89,6 +110,7 @@ pub struct Metrics {
     /// exposes to Prometheus: the console turns them into a latency per interval.
     pub end_to_end_micros: Counter,
     pub end_to_end_count: Counter,
+    pub config_reloads: Family<ReloadLabels, Counter>,
 }
 
 /// The namespaces that hold the most entries, per stream; the rest only counted.
@@ -141,8 +163,14 @@ impl Metrics {
             held_by_namespace: Default::default(),
             end_to_end_micros: Counter::default(),
             end_to_end_count: Counter::default(),
+            config_reloads: Family::default(),
             registry: Registry::default(),
         };
+        for result in Reload::ALL {
+            let _ = metrics
+                .config_reloads
+                .get_or_create(&ReloadLabels { result });
+        }
         for source in Source::ALL {
             let _ = metrics.entries_read.get_or_create(&SourceLabels { source });
         }
@@ -280,6 +308,11 @@ impl Metrics {
             "acked_by_clients",
             "Entries acknowledged by at least one client, their results written to acks.stream",
             metrics.acked_by_clients.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Reloads of the configuration on SIGHUP, by result: changed, unchanged, or failed (the running configuration stays)",
+            metrics.config_reloads.clone(),
         );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 use signal_hook::consts::signal::SIGHUP;
@@ -12,35 +13,47 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::logging::LevelHandle;
+use crate::metrics::{Metrics, Reload, ReloadLabels};
 use crate::systemd;
 
 /// Keys a running relay applies on reload.
 const LIVE_KEYS: [&str; 1] = ["log.level"];
 
-/// Installs the SIGHUP handler. `running` is the configuration the relay started with.
-pub fn listen(path: Option<PathBuf>, running: Config, level: LevelHandle) -> std::io::Result<()> {
+/// Installs the SIGHUP handler. `running` is the configuration the relay started with; each reload
+/// is counted in `metrics` by what it did.
+pub fn listen(
+    path: Option<PathBuf>,
+    running: Config,
+    level: LevelHandle,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGHUP])?;
     tokio::spawn(async move {
         let mut running = running;
         while signals.next().await.is_some() {
             systemd::reloading();
-            match Config::load(path.as_deref()) {
+            let result = match Config::load(path.as_deref()) {
                 Err(e) => {
-                    error!(error = %e, "configuration reload failed; the running configuration stays")
+                    error!(error = %e, "configuration reload failed; the running configuration stays");
+                    Reload::failed
                 }
                 Ok(new) => apply(&mut running, &new, &level),
-            }
+            };
+            metrics
+                .config_reloads
+                .get_or_create(&ReloadLabels { result })
+                .inc();
             systemd::reloaded();
         }
     });
     Ok(())
 }
 
-fn apply(running: &mut Config, new: &Config, level: &LevelHandle) {
+fn apply(running: &mut Config, new: &Config, level: &LevelHandle) -> Reload {
     let changed = changed_keys(running, new);
     if changed.is_empty() {
         info!("configuration reloaded: nothing changed");
-        return;
+        return Reload::unchanged;
     }
     let mut applied = Vec::new();
     if changed.contains(&"log.level".to_owned()) {
@@ -62,6 +75,7 @@ fn apply(running: &mut Config, new: &Config, level: &LevelHandle) {
     if !needs_restart.is_empty() {
         warn!(keys = ?needs_restart, "changed keys take effect only after a restart");
     }
+    Reload::changed
 }
 
 /// The `section.key` names whose values differ.

@@ -528,12 +528,6 @@ impl Relay {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    pub fn wait_log(&self, needle: &str, timeout: Duration) {
-        wait_until(timeout, &format!("the relay logs {needle:?}"), || {
-            self.log().contains(needle)
-        });
-    }
-
     /// The port of the relay's `http.listen`.
     pub fn http_port(&self) -> u16 {
         probe_port(&self.env).expect("the relay has an http.listen address")
