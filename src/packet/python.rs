@@ -39,40 +39,34 @@ pub(super) fn message(entry: &Entry, host_id: &str) -> Result<Vec<u8>, Unsupport
                 host_id,
             })
         }
-        Operation::Join(rooms) | Operation::Leave(rooms) => {
-            let (method, operation) = match entry.operation() {
-                Operation::Join(_) => ("enter_room", "join"),
-                _ => ("leave_room", "leave"),
-            };
-            let [room] = rooms.as_slice() else {
-                return Err(Unsupported::Rooms {
-                    operation,
-                    rooms: rooms.len(),
-                });
-            };
-            // io.socketsLeave(room) on every socket of the namespace is python-socketio's
-            // close_room(room).
-            if method == "leave_room" && entry.rooms().is_empty() && entry.except().is_empty() {
-                serde_json::to_vec(&CloseRoom {
-                    method: "close_room",
-                    room,
-                    namespace,
-                    host_id,
-                })
-            } else {
-                let hint = match operation {
-                    "leave" => " (a `leave` with `all true` closes the room)",
-                    _ => "",
-                };
-                serde_json::to_vec(&SocketRoom {
-                    method,
-                    sid: sid(entry, operation, hint)?,
-                    room,
-                    namespace,
-                    host_id,
-                })
-            }
+        Operation::Join(rooms) => serde_json::to_vec(&SocketRoom {
+            method: "enter_room",
+            sid: sid(entry, "join", "")?,
+            room: one_room(rooms, "join")?,
+            namespace,
+            host_id,
+        }),
+        // io.socketsLeave(room) on every socket of the namespace is python-socketio's
+        // close_room(room).
+        Operation::Leave(rooms) if entry.rooms().is_empty() && entry.except().is_empty() => {
+            serde_json::to_vec(&CloseRoom {
+                method: "close_room",
+                room: one_room(rooms, "leave")?,
+                namespace,
+                host_id,
+            })
         }
+        Operation::Leave(rooms) => serde_json::to_vec(&SocketRoom {
+            method: "leave_room",
+            sid: sid(
+                entry,
+                "leave",
+                " (a `leave` with `all true` closes the room)",
+            )?,
+            room: one_room(rooms, "leave")?,
+            namespace,
+            host_id,
+        }),
         Operation::Disconnect { close: true } => return Err(Unsupported::Close),
         Operation::Disconnect { close: false } => serde_json::to_vec(&Disconnect {
             method: "disconnect",
@@ -83,6 +77,17 @@ pub(super) fn message(entry: &Entry, host_id: &str) -> Result<Vec<u8>, Unsupport
         Operation::ServerEmit(_) => return Err(Unsupported::ServerEmit),
     };
     Ok(value.expect("a message serializes"))
+}
+
+/// The one room a join or leave names: python-socketio's take one per message.
+fn one_room<'a>(rooms: &'a [Room], operation: &'static str) -> Result<&'a Room, Unsupported> {
+    match rooms {
+        [room] => Ok(room),
+        _ => Err(Unsupported::Rooms {
+            operation,
+            rooms: rooms.len(),
+        }),
+    }
 }
 
 /// The one socket a join, leave or disconnect selects: `room <sid>`, alone.
