@@ -891,12 +891,7 @@ impl Subscriber {
                 }
             }
         });
-        Subscriber {
-            count,
-            recording: Arc::new(AtomicBool::new(false)),
-            latencies: Arc::new(Mutex::new(Vec::new())),
-            _feed: None,
-        }
+        Subscriber::counting(count)
     }
 
     /// A stand-in for a server of `@socket.io/redis-streams-adapter`: subscribed to the
@@ -932,12 +927,7 @@ impl Subscriber {
                 }
             }
         });
-        Subscriber {
-            count,
-            recording: Arc::new(AtomicBool::new(false)),
-            latencies: Arc::new(Mutex::new(Vec::new())),
-            _feed: None,
-        }
+        Subscriber::counting(count)
     }
 
     /// A stand-in for a python-socketio server with a client: subscribed to its one channel,
@@ -961,6 +951,11 @@ impl Subscriber {
                 }
             }
         });
+        Subscriber::counting(count)
+    }
+
+    /// A stand-in whose thread only counts, into `count`.
+    fn counting(count: Arc<AtomicUsize>) -> Subscriber {
         Subscriber {
             count,
             recording: Arc::new(AtomicBool::new(false)),

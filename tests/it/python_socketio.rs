@@ -69,7 +69,7 @@ fn python_socketio_rooms_except_and_namespaces_on_both_stacks() {
     ]);
     wait_python_servers(&redis, 2);
     let _relay = Relay::start(&redis, "relay-1", &PYTHON);
-    let b1 = clients.sid("b1");
+    let b1 = clients.socket_id("b1");
     // (label, selection, who must get it)
     type Case<'a> = (&'a str, Vec<(&'a str, String)>, &'a [&'a str]);
     let cases: Vec<Case> = vec![
@@ -273,7 +273,7 @@ fn python_socketio_join_leave_close_room_and_disconnect() {
     wait_python_servers(&redis, 2);
     let _relay = Relay::start(&redis, "relay-1", &PYTHON);
     let mut con = redis.connection();
-    let (x, y) = (clients.sid("x"), clients.sid("y"));
+    let (x, y) = (clients.socket_id("x"), clients.socket_id("y"));
     let to_game = |con: &mut redis::Connection, step: &str| {
         xadd(
             con,

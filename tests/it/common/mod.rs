@@ -1383,13 +1383,20 @@ impl Clients {
         self.said(client, "disconnected")
     }
 
-    /// The text `client` printed under `key`, line after line.
-    fn said(&self, client: &str, key: &str) -> Vec<String> {
+    /// Every line `client` printed, as JSON.
+    fn lines_of(&self, client: &str) -> Vec<serde_json::Value> {
         self.0
             .lines()
             .iter()
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
             .filter(|v| v["client"] == client)
+            .collect()
+    }
+
+    /// The text `client` printed under `key`, line after line.
+    fn said(&self, client: &str, key: &str) -> Vec<String> {
+        self.lines_of(client)
+            .into_iter()
             .filter_map(|v| v[key].as_str().map(str::to_owned))
             .collect()
     }
@@ -1397,36 +1404,19 @@ impl Clients {
     /// Each of `client`'s connections, in order: whether the server's connection state recovery
     /// gave it what it missed while away (`socket.recovered`).
     pub fn recoveries(&self, client: &str) -> Vec<bool> {
-        self.0
-            .lines()
-            .iter()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter(|v| v["client"] == client && v["connected"] == true)
+        self.lines_of(client)
+            .into_iter()
+            .filter(|v| v["connected"] == true)
             .map(|v| v["recovered"] == true)
             .collect()
-    }
-
-    /// `client`'s socket ID on its latest connection: the first of the rooms it was told it
-    /// joined (every socket is in the room of its own ID first).
-    pub fn sid(&self, client: &str) -> String {
-        self.0
-            .lines()
-            .iter()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter(|v| v["client"] == client)
-            .filter_map(|v| v["joined"][0].as_str().map(str::to_owned))
-            .next_back()
-            .unwrap_or_else(|| panic!("{client} never joined its rooms"))
     }
 
     /// How many times `client` joined its rooms: once per connection, so 2 once it has reconnected
     /// after losing its server.
     pub fn joins(&self, client: &str) -> usize {
-        self.0
-            .lines()
-            .iter()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter(|v| v["client"] == client && v.get("joined").is_some())
+        self.lines_of(client)
+            .into_iter()
+            .filter(|v| v.get("joined").is_some())
             .count()
     }
 
@@ -1437,11 +1427,9 @@ impl Clients {
 
     /// The events `client` received with an acknowledgement callback, in order.
     pub fn ackable_of(&self, client: &str) -> Vec<String> {
-        self.0
-            .lines()
-            .iter()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter(|v| v["client"] == client && v["ackable"] == true)
+        self.lines_of(client)
+            .into_iter()
+            .filter(|v| v["ackable"] == true)
             .filter_map(|v| v["event"].as_str().map(str::to_owned))
             .collect()
     }
