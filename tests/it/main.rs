@@ -24,6 +24,7 @@ mod emitter_operations;
 mod emitter_suite;
 mod guarantee;
 mod hostile;
+mod lifetime;
 mod malformed;
 mod observability;
 mod operator_cli;
