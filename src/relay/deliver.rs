@@ -134,6 +134,7 @@ impl Relay {
             Ok(moved) => moved,
             Err(e) => match Fault::of(e) {
                 Fault::Refused(why) => {
+                    self.expire_by(claim);
                     if self.custody.held.park(claim) {
                         error!(
                             id = %claim.id,

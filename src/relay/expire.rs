@@ -50,8 +50,8 @@ impl Relay {
         self.run_plans(s, expired).await
     }
 
-    /// `claim` came in hand (held, or sent to wait for acknowledgements): the next look is due
-    /// when its lifetime ends, if that is sooner.
+    /// `claim` came in hand (held, parked, held again unconfirmed, or sent to wait for
+    /// acknowledgements): the next look is due when its lifetime ends, if that is sooner.
     pub(super) fn expire_by(&mut self, claim: Claim) {
         if let Some(left) = self.planner().expires_in(claim) {
             self.duties.due_within(Duty::Expire, left);
