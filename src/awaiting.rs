@@ -163,8 +163,8 @@ impl Awaiting {
         self.entries.contains_key(&id)
     }
 
-    pub fn ids(&self) -> Vec<EntryId> {
-        self.entries.keys().copied().collect()
+    pub fn claims(&self) -> Vec<Claim> {
+        self.entries.values().map(|w| w.claim).collect()
     }
 
     pub fn remove(&mut self, ids: &[EntryId]) {

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::entry::{Malformed, RawEntry};
+use crate::entry::{Malformed, RawEntry, Ttl};
 use crate::packet::{Unsendable, Unsupported};
 use crate::protocol::{DeadField, ReasonCode};
 
@@ -43,8 +43,8 @@ pub enum Reason {
     Malformed(Malformed),
     /// Delivered more often than `delivery.max_deliveries` (relays crashed or stalled on it).
     MaxDeliveries { deliveries: u64, limit: u32 },
-    /// Older than `delivery.max_age` by its ID's timestamp.
-    Expired { age: Duration, limit: Duration },
+    /// Older than its lifetime by its ID's timestamp.
+    Expired { age: Duration, lifetime: Lifetime },
     /// Asked for acknowledgements, and no client gave one before `acks.max_age`.
     Unacknowledged {
         attempts: u32,
@@ -55,6 +55,44 @@ pub enum Reason {
     },
     /// Valid, but the servers' stack cannot carry it.
     Unsupported(Unsupported),
+}
+
+/// How long an entry may live, by the time in its ID: its own `ttl` or the stream's
+/// `delivery.max_age`, whichever ends first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifetime {
+    Ttl(Ttl),
+    /// `delivery.max_age`, never zero (zero is no limit).
+    MaxAge(Duration),
+}
+
+impl Lifetime {
+    /// The shorter of `ttl` and `max_age` (zero: none); the entry's own on a tie, since the
+    /// producer said it.
+    pub fn of(ttl: Option<Ttl>, max_age: Duration) -> Option<Lifetime> {
+        let max_age = (!max_age.is_zero()).then_some(Lifetime::MaxAge(max_age));
+        match (ttl.map(Lifetime::Ttl), max_age) {
+            (Some(own), Some(stream)) if stream.limit() < own.limit() => Some(stream),
+            (own, stream) => own.or(stream),
+        }
+    }
+
+    pub fn limit(self) -> Duration {
+        match self {
+            Lifetime::Ttl(ttl) => ttl.get(),
+            Lifetime::MaxAge(limit) => limit,
+        }
+    }
+}
+
+impl std::fmt::Display for Lifetime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let limit = humantime::format_duration(self.limit());
+        match self {
+            Lifetime::Ttl(_) => write!(f, "its ttl {limit}"),
+            Lifetime::MaxAge(_) => write!(f, "delivery.max_age = {limit}"),
+        }
+    }
 }
 
 impl From<Unsendable> for Reason {
@@ -86,10 +124,9 @@ impl Reason {
             Reason::MaxDeliveries { deliveries, limit } => {
                 format!("delivered {deliveries} times, more than delivery.max_deliveries = {limit}")
             }
-            Reason::Expired { age, limit } => format!(
-                "{} old, older than delivery.max_age = {}",
+            Reason::Expired { age, lifetime } => format!(
+                "{} old, older than {lifetime}",
                 humantime::format_duration(Duration::from_millis(age.as_millis() as u64)),
-                humantime::format_duration(*limit)
             ),
             Reason::Unacknowledged {
                 attempts,
@@ -140,7 +177,7 @@ pub(crate) fn one_of_each() -> [Reason; 5] {
         },
         Reason::Expired {
             age: Duration::from_secs(2),
-            limit: Duration::from_secs(1),
+            lifetime: Lifetime::MaxAge(Duration::from_secs(1)),
         },
         Reason::Unacknowledged {
             attempts: 1,
@@ -245,12 +282,42 @@ mod tests {
     fn details_name_the_limit() {
         let expired = Reason::Expired {
             age: Duration::from_millis(3_600_500),
-            limit: Duration::from_secs(60),
+            lifetime: Lifetime::MaxAge(Duration::from_secs(60)),
         };
         assert_eq!(expired.code().wire(), "expired");
         assert_eq!(
             expired.detail(),
             "1h 500ms old, older than delivery.max_age = 1m"
+        );
+        let ttl = Entry::of(&[("event", "e"), ("ttl", "30s")]).ttl();
+        let own = Reason::Expired {
+            age: Duration::from_millis(30_001),
+            lifetime: Lifetime::Ttl(ttl.unwrap()),
+        };
+        assert_eq!(own.detail(), "30s 1ms old, older than its ttl 30s");
+    }
+
+    #[test]
+    fn the_lifetime_that_ends_first_applies_and_a_tie_is_the_entrys_own() {
+        let ttl = |text| Entry::of(&[("event", "e"), ("ttl", text)]).ttl();
+        let minute = Duration::from_secs(60);
+        assert_eq!(Lifetime::of(None, Duration::ZERO), None);
+        assert_eq!(Lifetime::of(None, minute), Some(Lifetime::MaxAge(minute)));
+        assert_eq!(
+            Lifetime::of(ttl("30s"), Duration::ZERO),
+            ttl("30s").map(Lifetime::Ttl)
+        );
+        assert_eq!(
+            Lifetime::of(ttl("30s"), minute),
+            ttl("30s").map(Lifetime::Ttl)
+        );
+        assert_eq!(
+            Lifetime::of(ttl("2m"), minute),
+            Some(Lifetime::MaxAge(minute))
+        );
+        assert_eq!(
+            Lifetime::of(ttl("1m"), minute),
+            ttl("1m").map(Lifetime::Ttl)
         );
     }
 }

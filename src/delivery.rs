@@ -24,7 +24,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{FromRedisValue, RedisResult, Script, Value};
 
 use crate::config::{Config, RedisMode};
-use crate::entry::EntryId;
+use crate::entry::{EntryId, Ttl};
 use crate::packet::{Packet, Target};
 use crate::protocol::{Flag, LeaseOp, Lua, OpKind, OutcomeCode, ReasonCode};
 
@@ -74,6 +74,11 @@ pub struct Claim {
     /// Held, and let out before older held entries of its namespace that still wait for their
     /// clients (see [`crate::held::releasable`]): not to be held behind them.
     pub released: bool,
+    /// The entry's own lifetime, once its fields were read (see [`crate::entry::Ttl`]). Kept here
+    /// because a held entry or one waiting for acknowledgements is only a claim between reads.
+    /// Redis keeps nothing of it: a relay that takes the entry back (a restart, a reclaim) reads
+    /// its fields again before anything else.
+    pub ttl: Option<Ttl>,
 }
 
 impl Claim {
@@ -85,7 +90,13 @@ impl Claim {
             redelivery: false,
             recorded: false,
             released: false,
+            ttl: None,
         }
+    }
+
+    /// What [`Claim::first_read`] makes, whatever its lifetime: the script's common case.
+    fn is_first_read(&self) -> bool {
+        self.deliveries == 1 && !self.redelivery && !self.recorded && !self.released
     }
 
     /// The delivery script's flags for this entry (see `lua/deliver.lua`): `-`, then its
@@ -176,11 +187,7 @@ impl Op<'_> {
             Op::DeadLetter { .. } => (OpKind::DeadLetter, false, false),
             Op::Gone(_) => (OpKind::Gone, false, false),
         };
-        let kind = if kind == OpKind::Publish
-            && claim == Claim::first_read(claim.id)
-            && !behind
-            && !external
-        {
+        let kind = if kind == OpKind::Publish && claim.is_first_read() && !behind && !external {
             // The common case in fewer arguments: what the script would make of its flags.
             push(OpKind::New.wire().as_bytes());
             push(claim.id.to_string().as_bytes());

@@ -103,6 +103,15 @@ pub const MAX_SAFE_MAGNITUDE: u64 = 1 << 53;
 /// retries (`acks.retry_interval`) until `acks.max_age`, which keep nothing open in between.
 pub const MAX_ACK_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// The longest `ttl`. A lifetime is for what stops being true ("your driver is here"): minutes or
+/// hours. Past a week, an entry is a backlog to keep, which is the stream's retention and
+/// `delivery.max_age`, not a notification's lifetime; and a `30d` typed for `30s` is caught.
+pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The shortest `ack` wait and `ttl`: entry IDs, and Redis's clock they are measured on, count
+/// milliseconds.
+pub const MIN_DURATION: Duration = Duration::from_millis(1);
+
 /// Why an entry cannot be published. The text is what operators read in the dead-letter stream.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Malformed {
@@ -129,7 +138,7 @@ pub enum Malformed {
     ValueNotUtf8(String),
     #[error("field `{0}` appears more than once")]
     DuplicateField(String),
-    #[error("unknown field `{0}` (known: event, join, leave, disconnect, server_emit, data, args, room, rooms, all, except, nsp, volatile, compress, close, ack, append_id; prefix your own metadata with `x-`)")]
+    #[error("unknown field `{0}` (known: event, join, leave, disconnect, server_emit, data, args, room, rooms, all, except, nsp, volatile, compress, close, ack, append_id, ttl; prefix your own metadata with `x-`)")]
     UnknownField(String),
     #[error("`{field}` is not valid JSON: {error}")]
     InvalidJson { field: &'static str, error: String },
@@ -178,6 +187,11 @@ pub enum Malformed {
         humantime::format_duration(MAX_ACK_TIMEOUT)
     )]
     BadAck { value: String },
+    #[error(
+        "`ttl` must be a duration between 1ms and {}, such as \"30s\", not {value:?}",
+        humantime::format_duration(MAX_TTL)
+    )]
+    BadTtl { value: String },
     #[error("`ack` and `volatile` cannot both be present: a volatile event may be dropped, an acknowledged one is sent again until a client acknowledges it")]
     AckAndVolatile,
     #[error("the entry holds {bytes} bytes of field names and values, more than limits.max_entry_bytes = {limit}")]
@@ -228,6 +242,20 @@ pub struct Entry {
     rooms: Vec<Room>,
     except: Vec<Room>,
     nsp: String,
+    /// `ttl`: how long after its ID's time the entry may still be delivered.
+    ttl: Option<Ttl>,
+}
+
+/// An entry's own lifetime (`ttl`), from [`MIN_DURATION`] to [`MAX_TTL`]: past it, measured from
+/// the time in the entry's ID on Redis's clock, the entry is dead-lettered as `expired` instead of
+/// delivered, wherever it is (read, held, or waiting for its clients' acknowledgements).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ttl(Duration);
+
+impl Ttl {
+    pub fn get(self) -> Duration {
+        self.0
+    }
 }
 
 /// What an entry makes the servers do: the operations of `@socket.io/redis-emitter`.
@@ -433,6 +461,10 @@ impl Entry {
     pub fn nsp(&self) -> &str {
         &self.nsp
     }
+
+    pub fn ttl(&self) -> Option<Ttl> {
+        self.ttl
+    }
 }
 
 /// The known fields of one entry, as text, while they are being collected.
@@ -455,6 +487,7 @@ struct Fields<'a> {
     close: Option<&'a str>,
     ack: Option<&'a str>,
     append_id: Option<&'a str>,
+    ttl: Option<&'a str>,
 }
 
 /// The fields that choose the operation: an entry has exactly one.
@@ -480,6 +513,7 @@ impl<'a> Fields<'a> {
             "close" => &mut self.close,
             "ack" => &mut self.ack,
             "append_id" => &mut self.append_id,
+            "ttl" => &mut self.ttl,
             _ => return None,
         })
     }
@@ -606,11 +640,20 @@ impl<'a> Fields<'a> {
         {
             return Err(Malformed::AckAndVolatile);
         }
+        let ttl = match self.ttl {
+            None => None,
+            Some(text) => Some(Ttl(duration(text, MAX_TTL).ok_or_else(|| {
+                Malformed::BadTtl {
+                    value: text.to_owned(),
+                }
+            })?)),
+        };
         Ok(Entry {
             operation,
             rooms,
             except,
             nsp,
+            ttl,
         })
     }
 }
@@ -931,14 +974,19 @@ fn ack(text: &str) -> Result<Ack, Malformed> {
     if text == "none" {
         return Ok(Ack::Off);
     }
-    match humantime::parse_duration(text.trim()) {
-        Ok(timeout) if timeout >= Duration::from_millis(1) && timeout <= MAX_ACK_TIMEOUT => {
-            Ok(Ack::Within(timeout))
-        }
-        _ => Err(Malformed::BadAck {
+    duration(text, MAX_ACK_TIMEOUT)
+        .map(Ack::Within)
+        .ok_or_else(|| Malformed::BadAck {
             value: text.to_owned(),
-        }),
-    }
+        })
+}
+
+/// A duration field (`ack`, `ttl`): humantime's grammar, whitespace around it allowed, from
+/// [`MIN_DURATION`] to `max`.
+fn duration(text: &str, max: Duration) -> Option<Duration> {
+    humantime::parse_duration(text.trim())
+        .ok()
+        .filter(|d| (MIN_DURATION..=max).contains(d))
 }
 
 fn flag(field: &'static str, text: Option<&str>) -> Result<Option<bool>, Malformed> {
@@ -1009,6 +1057,55 @@ mod tests {
         assert!(off_volatile.is_ok());
         let join = parse(&[("join", r#"["r"]"#), ("room", "a")]).unwrap();
         assert_eq!(join.ack(default), None, "only emits are acknowledged");
+    }
+
+    #[test]
+    fn any_operation_may_have_a_lifetime_from_a_millisecond_to_a_week() {
+        for (fields, ttl) in [
+            (
+                &[("event", "e"), ("ttl", "30s")][..],
+                Duration::from_secs(30),
+            ),
+            (
+                &[("server_emit", "e"), ("ttl", " 1.5s ")],
+                Duration::from_millis(1500),
+            ),
+            (
+                &[("join", r#"["g"]"#), ("all", "true"), ("ttl", "1ms")],
+                MIN_DURATION,
+            ),
+            (
+                &[("disconnect", "true"), ("all", "true"), ("ttl", "7days")],
+                MAX_TTL,
+            ),
+        ] {
+            assert_eq!(
+                parse(fields).unwrap().ttl().map(Ttl::get),
+                Some(ttl),
+                "{fields:?}"
+            );
+        }
+        assert_eq!(parse(&[("event", "e")]).unwrap().ttl(), None);
+        for bad in [
+            "0s",
+            "999us",
+            "7days 1ms",
+            "30",
+            "soon",
+            "none",
+            "-1s",
+            "1.5ns",
+        ] {
+            assert_eq!(
+                parse(&[("event", "e"), ("ttl", bad)]),
+                Err(Malformed::BadTtl { value: bad.into() }),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            Malformed::BadTtl { value: "0s".into() }.to_string(),
+            "`ttl` must be a duration between 1ms and 7days, such as \"30s\", not \"0s\""
+        );
     }
 
     fn parse(pairs: &[(&str, &str)]) -> Result<Entry, Malformed> {

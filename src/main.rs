@@ -71,6 +71,10 @@ enum Command {
         /// Append the stream entry ID to the event's arguments, for clients to de-duplicate.
         #[arg(long, conflicts_with = "direct")]
         append_id: bool,
+        /// Deliver it only within this long (e.g. 30s) of now, by Redis's clock; past that it is
+        /// dead-lettered as expired, even while held or waiting for acknowledgements.
+        #[arg(long, value_name = "DURATION", conflicts_with = "direct")]
+        ttl: Option<String>,
         /// Publish straight to the Socket.IO servers (no stream, no durability) and print how
         /// many received it.
         #[arg(long)]
@@ -177,6 +181,7 @@ fn main() -> ExitCode {
             compress,
             ack,
             append_id,
+            ttl,
             direct,
             event,
             args,
@@ -197,6 +202,7 @@ fn main() -> ExitCode {
                 server_side,
                 ack,
                 append_id,
+                ttl,
             };
             if direct {
                 block_on(send::direct(&cfg, &emit))

@@ -35,6 +35,7 @@ const NAMES: [&str; 18] = [
     "close",
     "ack",
     "append_id",
+    "ttl",
 ];
 
 fuzz_target!(|input: &[u8]| {

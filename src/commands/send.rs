@@ -36,6 +36,8 @@ pub struct Request {
     pub ack: Option<String>,
     /// Append the stream entry ID to the arguments.
     pub append_id: bool,
+    /// The entry's lifetime (e.g. `30s`), after which it is dead-lettered rather than delivered.
+    pub ttl: Option<String>,
 }
 
 impl Request {
@@ -102,6 +104,9 @@ impl Request {
         }
         if self.append_id {
             fields.push(("append_id".into(), "true".into()));
+        }
+        if let Some(ttl) = &self.ttl {
+            fields.push(("ttl".into(), ttl.clone()));
         }
         Ok(fields)
     }
@@ -193,15 +198,25 @@ mod tests {
             event: Some("paid".into()),
             ack: Some("10s".into()),
             append_id: true,
+            ttl: Some("30s".into()),
             ..Request::default()
         };
         let (asked_fields, asked) = asked.validate().unwrap();
         assert_eq!(
             asked_fields,
-            [("event", "paid"), ("ack", "10s"), ("append_id", "true")]
-                .map(|(f, v)| (f.to_owned(), v.to_owned()))
+            [
+                ("event", "paid"),
+                ("ack", "10s"),
+                ("append_id", "true"),
+                ("ttl", "30s")
+            ]
+            .map(|(f, v)| (f.to_owned(), v.to_owned()))
         );
         assert_eq!(asked.ack(None), Some(std::time::Duration::from_secs(10)));
+        assert_eq!(
+            asked.ttl().map(crate::entry::Ttl::get),
+            Some(std::time::Duration::from_secs(30))
+        );
         assert_eq!(
             fields,
             [
@@ -237,6 +252,16 @@ mod tests {
             .unwrap_err()
             .message
             .contains("`data` is not valid JSON"));
+        let forever = Request {
+            event: Some("e".into()),
+            ttl: Some("30d".into()),
+            ..Request::default()
+        };
+        assert!(forever
+            .validate()
+            .unwrap_err()
+            .message
+            .contains("`ttl` must be a duration between 1ms and 7days"));
     }
 
     #[test]

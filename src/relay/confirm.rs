@@ -173,6 +173,7 @@ impl Relay {
             let lost = batch.claims.len() as u64;
             for claim in batch.claims {
                 self.custody.held.insert(&batch.nsp, claim);
+                self.expire_by(claim);
             }
             self.metrics.unconfirmed.inc_by(lost);
             warn!(

@@ -4,6 +4,7 @@
 //! stops reading, and an entry leaves both at once (see [`super::depart`]).
 
 use crate::awaiting::Awaiting;
+use crate::delivery::Claim;
 use crate::entry::EntryId;
 use crate::held::Held;
 
@@ -34,10 +35,15 @@ impl Custody {
     }
 
     /// Every entry in hand, held ones first.
+    pub fn claims(&self) -> Vec<Claim> {
+        let mut claims = self.held.claims();
+        claims.extend(self.awaiting.claims());
+        claims
+    }
+
+    /// Every entry in hand, held ones first.
     pub fn ids(&self) -> Vec<EntryId> {
-        let mut ids: Vec<EntryId> = self.held.claims().iter().map(|c| c.id).collect();
-        ids.extend(self.awaiting.ids());
-        ids
+        self.claims().iter().map(|c| c.id).collect()
     }
 
     /// Lets `id` go from both.
@@ -52,7 +58,6 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::delivery::Claim;
 
     #[test]
     fn an_entry_is_in_hand_held_or_awaiting_until_released_from_both() {
@@ -70,6 +75,7 @@ mod tests {
             .attempt(waiting, "/", Duration::from_secs(1), 1, Instant::now());
         assert_eq!(custody.len(), 2);
         assert_eq!(custody.ids(), vec![held.id, waiting.id]);
+        assert_eq!(custody.claims(), vec![held, waiting]);
         assert!(custody.contains(held.id) && custody.contains(waiting.id));
         custody.release(held.id);
         custody.release(waiting.id);

@@ -134,6 +134,7 @@ impl Relay {
             Ok(moved) => moved,
             Err(e) => match Fault::of(e) {
                 Fault::Refused(why) => {
+                    self.expire_by(claim);
                     if self.custody.held.park(claim) {
                         error!(
                             id = %claim.id,
@@ -323,6 +324,7 @@ impl Relay {
                     if self.hold(entry, &why) && why == (Outcome::TooFewServers { servers: 0 }) {
                         nobody_listens.push(entry.nsp.clone());
                     }
+                    self.expire_by(claim);
                 }
                 Effect::AwaitAnswers {
                     request,
@@ -337,6 +339,7 @@ impl Relay {
                         servers,
                         Instant::now(),
                     );
+                    self.expire_by(claim);
                     self.metrics.ack_requests.inc();
                 }
                 Effect::RestAttempt { request, error } => {
@@ -349,6 +352,7 @@ impl Relay {
                         0,
                         Instant::now(),
                     );
+                    self.expire_by(claim);
                     error!(nsp = ?request.nsp, channel = ?request.packet.channel, %error, "Redis refused to PUBLISH a broadcast with acknowledgements (is the channel allowed to the relay's ACL user?); the entry is tried again");
                 }
                 Effect::DeadLettered(reason) => {

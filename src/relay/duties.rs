@@ -1,5 +1,5 @@
 //! The loop's periodic duties and when each is next due: keeping held and waiting entries alive,
-//! retrying held ones, reclaiming other consumers' idle entries, looking after the group, and the
+//! retrying held ones, expiring those in hand, reclaiming other consumers' idle entries, looking after the group, and the
 //! held census. Also how long the loop may rest (a read's BLOCK, a pause while full): never past
 //! the next retry nor past what [`super::Relay::wake`] says.
 //!
@@ -23,9 +23,11 @@ pub(super) enum Duty {
     GroupCheck,
     /// The held census for the console (see [`crate::metrics::Metrics::held_census`]).
     Census,
+    /// Dead-letter the held and waiting entries whose lifetime ended (see [`super::expire`]).
+    Expire,
 }
 
-const DUTIES: usize = 5;
+const DUTIES: usize = 6;
 
 /// When each duty is next due; every one is due at start.
 pub(super) struct Duties {
@@ -59,13 +61,13 @@ impl Duties {
         *at = (*at).min(Instant::now() + within);
     }
 
-    /// How long the loop may rest, at most `most`: not past the next retry while `retrying`, nor
-    /// past `wake`.
-    pub fn rest(&self, most: Duration, retrying: bool, wake: Option<Duration>) -> Duration {
+    /// How long the loop may rest, at most `most`: not past the next time one of `watched` is due,
+    /// nor past `wake`.
+    pub fn rest(&self, most: Duration, watched: &[Duty], wake: Option<Duration>) -> Duration {
         let mut rest = most;
-        if retrying {
-            let retry = self.at[Duty::Retry as usize];
-            rest = rest.min(retry.saturating_duration_since(Instant::now()));
+        let now = Instant::now();
+        for duty in watched {
+            rest = rest.min(self.at[*duty as usize].saturating_duration_since(now));
         }
         if let Some(wake) = wake {
             rest = rest.min(wake);
@@ -90,6 +92,7 @@ mod tests {
             Duty::Reclaim,
             Duty::GroupCheck,
             Duty::Census,
+            Duty::Expire,
         ] {
             assert!(duties.is_due(duty, now), "{duty:?}");
         }
@@ -125,15 +128,23 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_rest_ends_at_the_next_retry_while_entries_are_held_and_at_a_wake() {
+    async fn a_rest_ends_when_a_watched_duty_is_due_and_at_a_wake() {
         let mut duties = Duties::new();
+        let retry = [Duty::Retry];
         duties.done(Duty::Retry, Instant::now(), 3 * S);
-        assert_eq!(duties.rest(10 * S, false, None), 10 * S);
-        assert_eq!(duties.rest(10 * S, true, None), 3 * S);
-        assert_eq!(duties.rest(10 * S, true, Some(S)), S);
+        duties.done(Duty::Expire, Instant::now(), 5 * S);
+        assert_eq!(duties.rest(10 * S, &[], None), 10 * S);
+        assert_eq!(duties.rest(10 * S, &retry, None), 3 * S);
+        assert_eq!(duties.rest(10 * S, &retry, Some(S)), S);
+        assert_eq!(duties.rest(10 * S, &[Duty::Expire], None), 5 * S);
+        duties.due_within(Duty::Expire, 2 * S);
+        assert_eq!(
+            duties.rest(10 * S, &[Duty::Retry, Duty::Expire], None),
+            2 * S
+        );
         tokio::time::advance(2 * S).await;
-        assert_eq!(duties.rest(10 * S, true, None), S);
+        assert_eq!(duties.rest(10 * S, &retry, None), S);
         tokio::time::advance(5 * S).await;
-        assert_eq!(duties.rest(10 * S, true, None), Duration::ZERO);
+        assert_eq!(duties.rest(10 * S, &retry, None), Duration::ZERO);
     }
 }

@@ -15,7 +15,8 @@
 //! published travelling beside the read); `plan.rs` decides what to do with each entry, without
 //! Redis; `deliver.rs` runs the plans through the delivery script (splitting batches Redis refuses)
 //! and records what it did; `confirm.rs` hears the servers' answers and confirms; `acks.rs` follows
-//! entries that wait for their clients' acknowledgements; `pending.rs` takes entries the relay did
+//! entries that wait for their clients' acknowledgements; `expire.rs` dead-letters those in hand
+//! whose lifetime ended; `pending.rs` takes entries the relay did
 //! not just read (its own after a reconnection, other consumers' idle ones, the held ones) and
 //! `release.rs` lets held ones out; what the relay does about each entry once the delivery script
 //! answered is derived in `effect.rs`, from the plan and the outcome alone; whichever way an entry
@@ -31,6 +32,7 @@ mod deliver;
 mod depart;
 mod duties;
 mod effect;
+mod expire;
 mod group;
 mod link;
 mod pending;
@@ -303,6 +305,9 @@ impl Relay {
             self.follow_acks(s).await?;
         }
         let now = tokio::time::Instant::now();
+        if !self.custody.is_empty() && self.duties.is_due(Duty::Expire, now) {
+            self.expire(s).await?;
+        }
         if !self.custody.is_empty() && self.duties.is_due(Duty::Keep, now) {
             self.keep_held(s).await?;
             let every = self.cfg.delivery.claim_idle / 3;
@@ -385,13 +390,15 @@ impl Relay {
     }
 
     /// How long the loop may rest (a read's BLOCK, a pause while full): `source.block`, or less
-    /// when a retry or an attempt is due sooner.
+    /// when a retry, an expiry or an attempt is due sooner.
     fn rest(&self, s: &Session) -> Duration {
-        self.duties.rest(
-            self.cfg.source.block,
-            !self.custody.held.is_empty(),
-            self.wake(s),
-        )
+        let watched: &[Duty] = match (self.custody.held.is_empty(), self.custody.is_empty()) {
+            (false, _) => &[Duty::Retry, Duty::Expire],
+            (true, false) => &[Duty::Expire],
+            (true, true) => &[],
+        };
+        self.duties
+            .rest(self.cfg.source.block, watched, self.wake(s))
     }
 
     /// Redis's clock now, in milliseconds since the epoch: entry IDs are Redis time.

@@ -14,7 +14,6 @@ use tracing::info;
 
 use super::depart::Departure;
 use super::duties::Duty;
-use super::plan::Plan;
 use super::release::RELEASE_LOOK;
 use super::session::Session;
 use super::{parse_error, Relay, CLAIM_PAGES_PER_ROUND};
@@ -106,6 +105,8 @@ impl Relay {
                             redelivery: true,
                             recorded: was_recorded,
                             released: false,
+                            // Its fields, read next, say: planning learns it.
+                            ttl: None,
                         },
                     );
                 }
@@ -278,6 +279,8 @@ impl Relay {
                                 redelivery: true,
                                 recorded: recorded_count.is_some(),
                                 released: false,
+                                // Its fields, read next, say: planning learns it.
+                                ttl: None,
                             },
                         ))
                     })
@@ -318,29 +321,13 @@ impl Relay {
             .collect())
     }
 
-    /// Dead-letters held entries that expired, tries parked entries again, then delivers, at full
-    /// speed, the held entries of every namespace that has enough servers again. Servers are counted
+    /// Tries parked entries again, then delivers, at full speed, the held entries of every namespace that has enough servers again. Servers are counted
     /// for all held namespaces in one command, so namespaces without listeners cost next to nothing
     /// however many there are.
     pub(super) async fn retry_held(&mut self, s: &mut Session) -> Result<(), Fault> {
         let every = self.cfg.delivery.retry_interval;
         self.duties
             .done(Duty::Retry, tokio::time::Instant::now(), every);
-        let expired: Vec<Plan> = self
-            .custody
-            .held
-            .claims()
-            .into_iter()
-            .filter_map(|claim| {
-                let reason = self.planner().expiry(claim)?;
-                Some(Plan::DeadLetter { claim, reason })
-            })
-            .collect();
-        if !expired.is_empty() {
-            let ids: Vec<EntryId> = expired.iter().map(|p| p.claim().id).collect();
-            self.custody.held.remove(&ids);
-            self.run_plans(s, expired).await?;
-        }
         let parked = self.custody.held.take_parked();
         if !parked.is_empty() {
             self.redeliver(s, parked).await?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::awaiting::Awaiting;
 use crate::config::{Config, Confirm};
 use crate::confirming::Confirming;
-use crate::dead_letter::Reason;
+use crate::dead_letter::{Lifetime, Reason};
 use crate::delivery::{Claim, Deliverable};
 use crate::entry::{Entry, EntryId, Malformed, Operation, RawEntry};
 use crate::packet::Target;
@@ -88,6 +88,10 @@ impl Planner<'_> {
             Ok(entry) => entry,
             Err(problem) => return malformed(claim, problem),
         };
+        let claim = Claim {
+            ttl: entry.ttl(),
+            ..claim
+        };
         if let Some(reason) = self.expiry(claim) {
             return Plan::DeadLetter { claim, reason };
         }
@@ -139,14 +143,27 @@ impl Planner<'_> {
         }
     }
 
-    /// `Some` when `delivery.max_age` is set and the entry's ID says it is older.
+    /// `Some` when the entry's ID says it is older than its lifetime: its `ttl` or
+    /// `delivery.max_age`, whichever ends first.
     pub fn expiry(&self, claim: Claim) -> Option<Reason> {
-        let limit = self.cfg.delivery.max_age;
-        if limit.is_zero() {
-            return None;
-        }
+        let lifetime = self.lifetime(claim)?;
         let age = age(claim.id, self.now_ms);
-        (age > limit).then_some(Reason::Expired { age, limit })
+        (age > lifetime.limit()).then_some(Reason::Expired { age, lifetime })
+    }
+
+    /// How long until [`Planner::expiry`] says the entry expired, if it has a lifetime: never
+    /// zero, so that a loop woken by it finds it expired.
+    pub fn expires_in(&self, claim: Claim) -> Option<Duration> {
+        let left = self
+            .lifetime(claim)?
+            .limit()
+            .saturating_sub(age(claim.id, self.now_ms));
+        // Ages are whole milliseconds, and an entry is expired once strictly older.
+        Some(left + Duration::from_millis(1))
+    }
+
+    fn lifetime(&self, claim: Claim) -> Option<Lifetime> {
+        Lifetime::of(claim.ttl, self.cfg.delivery.max_age)
     }
 
     /// The dead letter of an entry the reader measured but did not keep: which limit it is over.
@@ -313,6 +330,91 @@ mod tests {
         ));
         // An ID ahead of Redis's clock (another node's) is not old.
         assert_eq!(age(claim(NOW_MS + 5, 1).id, NOW_MS), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_ttl_counts_from_the_id_on_redis_time_and_travels_with_the_claim() {
+        let cfg = Config::default();
+        let with_ttl = &[("event", "e"), ("ttl", "30s")];
+        let Plan::Publish(entry) = plan_with(&cfg, with_ttl, claim(NOW_MS - 30_000, 1)) else {
+            panic!("30s old is not older than 30s");
+        };
+        let ttl = entry.claim.ttl.expect("the claim knows its lifetime");
+        assert_eq!(ttl.get(), Duration::from_secs(30));
+        let plan = plan_with(&cfg, with_ttl, claim(NOW_MS - 30_001, 1));
+        assert_eq!(
+            reason(&plan),
+            &Reason::Expired {
+                age: Duration::from_millis(30_001),
+                lifetime: Lifetime::Ttl(ttl),
+            }
+        );
+        assert_eq!(
+            reason(&plan).detail(),
+            "30s 1ms old, older than its ttl 30s"
+        );
+        // A claim in hand (held, or waiting for acknowledgements) has no fields: its ttl decides.
+        let (target, now_ms) = (cfg.target(), NOW_MS);
+        let at = |now_ms| Planner {
+            cfg: &cfg,
+            target: &target,
+            now_ms,
+        };
+        let held = entry.claim;
+        assert_eq!(at(now_ms).expiry(held), None);
+        assert_eq!(at(now_ms).expires_in(held), Some(Duration::from_millis(1)));
+        assert_eq!(
+            at(now_ms - 10_000).expires_in(held),
+            Some(Duration::from_millis(10_001))
+        );
+        assert_eq!(
+            at(now_ms + 1).expiry(held).unwrap().code(),
+            ReasonCode::Expired
+        );
+        let without = fresh();
+        assert_eq!(at(now_ms + 1_000_000).expiry(without), None);
+        assert_eq!(
+            at(now_ms).expires_in(without),
+            None,
+            "no lifetime, no expiry"
+        );
+    }
+
+    #[test]
+    fn the_earlier_of_ttl_and_max_age_expires_an_entry_and_says_which() {
+        let mut cfg = Config::default();
+        cfg.delivery.max_age = Duration::from_secs(60);
+        let old = claim(NOW_MS - 45_000, 1);
+        let short = plan_with(&cfg, &[("event", "e"), ("ttl", "30s")], old);
+        assert!(
+            reason(&short).detail().ends_with("older than its ttl 30s"),
+            "{}",
+            reason(&short).detail()
+        );
+        let long = &[("event", "e"), ("ttl", "2m")];
+        assert!(
+            matches!(plan_with(&cfg, long, old), Plan::Publish(_)),
+            "a ttl longer than max_age does not stretch it"
+        );
+        let older = claim(NOW_MS - 61_000, 1);
+        assert_eq!(
+            reason(&plan_with(&cfg, long, older)).detail(),
+            "1m 1s old, older than delivery.max_age = 1m"
+        );
+        let Plan::Publish(entry) = plan_with(&cfg, long, old) else {
+            panic!("expected a publication");
+        };
+        let target = cfg.target();
+        let planner = Planner {
+            cfg: &cfg,
+            target: &target,
+            now_ms: NOW_MS,
+        };
+        assert_eq!(
+            planner.expires_in(entry.claim),
+            Some(Duration::from_millis(15_001)),
+            "max_age ends first"
+        );
     }
 
     #[test]

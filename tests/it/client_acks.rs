@@ -16,7 +16,7 @@ const SECOND: Duration = Duration::from_secs(1);
 const FAST_RETRIES: (&str, &str) = ("ACKS__RETRY_INTERVAL", "300ms");
 
 /// The results stream's entries, by the source entry ID they are for.
-fn results(con: &mut redis::Connection) -> BTreeMap<String, BTreeMap<String, String>> {
+pub(crate) fn results(con: &mut redis::Connection) -> BTreeMap<String, BTreeMap<String, String>> {
     let entries: Vec<(String, Vec<(String, String)>)> = {
         let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
             .arg("sio-relay:acks")

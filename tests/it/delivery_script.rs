@@ -25,11 +25,9 @@ fn config(consumer: &str) -> Config {
 
 fn claim(id: &str, deliveries: u64) -> Claim {
     Claim {
-        id: id.parse().unwrap(),
         deliveries,
         redelivery: deliveries > 1,
-        recorded: false,
-        released: false,
+        ..Claim::first_read(id.parse().unwrap())
     }
 }
 

@@ -25,6 +25,7 @@ mod emitter_suite;
 mod guarantee;
 mod hostile;
 mod layers;
+mod lifetime;
 mod malformed;
 mod observability;
 mod operator_cli;

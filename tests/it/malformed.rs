@@ -80,6 +80,7 @@ malformed! {
     ack_too_long: &[("event", "e"), ("ack", "1h")] => "`ack` must be a duration between 1ms and 10m, such as \"10s\", or `none`, not \"1h\"";
     ack_and_volatile: &[("event", "e"), ("ack", "5s"), ("volatile", "true")] => "`ack` and `volatile` cannot both be present";
     ack_on_a_join: &[("join", r#"["g"]"#), ("all", "true"), ("ack", "5s")] => "`ack` does not apply to `join` entries";
+    ttl_too_long: &[("event", "e"), ("ttl", "8days")] => "`ttl` must be a duration between 1ms and 7days, such as \"30s\", not \"8days\"";
     append_id_not_a_flag: &[("event", "e"), ("append_id", "1")] => "`append_id` must be `true` or `false`";
     duplicate_field: &[("event", "e"), ("event", "f")] => "field `event` appears more than once";
     json_too_deep: &[("event", "e"), ("data", &"[".repeat(257))] => "`data` is nested deeper than limits.max_json_depth = 256 levels";

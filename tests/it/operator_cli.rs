@@ -42,6 +42,8 @@ fn send_appends_a_validated_entry_and_refuses_invalid_ones() {
             "banned",
             "--nsp",
             "/admin",
+            "--ttl",
+            "30s",
             "promo",
             "1",
             r#"{"a":true}"#,
@@ -65,6 +67,7 @@ fn send_appends_a_validated_entry_and_refuses_invalid_ones() {
             ("rooms", r#"["lobby","vip"]"#),
             ("except", r#"["banned"]"#),
             ("nsp", "/admin"),
+            ("ttl", "30s"),
         ]
         .map(|(f, v)| (f.to_owned(), v.to_owned()))
     );
@@ -83,6 +86,10 @@ fn send_appends_a_validated_entry_and_refuses_invalid_ones() {
         (
             &["send", "--join", "g", "--all", "e"][..],
             "`event` and `join` cannot both be present",
+        ),
+        (
+            &["send", "--ttl", "30", "e"][..],
+            "`ttl` must be a duration between 1ms and 7days",
         ),
     ] {
         let out = cli(&redis, args);

@@ -18,7 +18,8 @@ use redis::Commands;
 use serde_json::{json, Value};
 use sio_relay::entry::Limits;
 use sio_relay::entry::{
-    Entry, Malformed, MAX_ACK_TIMEOUT, MAX_BINARY_ARGS, RESERVED_EVENTS, RESERVED_SERVER_EVENTS,
+    Entry, Malformed, MAX_ACK_TIMEOUT, MAX_BINARY_ARGS, MAX_TTL, RESERVED_EVENTS,
+    RESERVED_SERVER_EVENTS,
 };
 use sio_relay::packet::{Parser, Target};
 
@@ -203,7 +204,7 @@ fn the_node_and_python_snippets_reach_a_real_client() {
 
 /// Checks only the relay makes: (name, words of the schema's description that name it). Each is
 /// shown by at least one entry of the corpus, which the schema accepts and the relay refuses.
-const RELAY_ONLY: [(&str, &str); 12] = [
+const RELAY_ONLY: [(&str, &str); 13] = [
     ("entry bytes", "total bytes of field names and values"),
     ("fields", "number of fields"),
     ("rooms", "number of rooms"),
@@ -213,16 +214,17 @@ const RELAY_ONLY: [(&str, &str); 12] = [
     ("binary values", "more than 10 binary values"),
     ("JSON parser", "bytes with a JSON-parser adapter"),
     ("ack range", "the range of ack (1ms to 10m)"),
+    ("ttl range", "the range of ttl (1ms to 7days)"),
     (
-        "ack fractions",
-        "ack fractions that are not a whole number of nanoseconds",
+        "duration fractions",
+        "ack and ttl fractions that are not a whole number of nanoseconds",
     ),
     ("UTF-8", "not UTF-8"),
     ("duplicate fields", "a field given twice"),
 ];
 
 /// Every [`Malformed`] variant, by name: the corpus has an entry refused with each.
-const VARIANTS: [&str; 29] = [
+const VARIANTS: [&str; 30] = [
     "MissingEvent",
     "TwoOperations",
     "DoesNotApply",
@@ -248,6 +250,7 @@ const VARIANTS: [&str; 29] = [
     "NumberOutOfRange",
     "BadFlag",
     "BadAck",
+    "BadTtl",
     "AckAndVolatile",
     "TooLarge",
     "TooManyFields",
@@ -284,6 +287,7 @@ fn variant(malformed: &Malformed) -> &'static str {
         NumberOutOfRange { .. } => "NumberOutOfRange",
         BadFlag { .. } => "BadFlag",
         BadAck { .. } => "BadAck",
+        BadTtl { .. } => "BadTtl",
         AckAndVolatile => "AckAndVolatile",
         TooLarge { .. } => "TooLarge",
         TooManyFields { .. } => "TooManyFields",
@@ -448,6 +452,26 @@ fn corpus() -> Vec<Case> {
             &[("event", "e"), ("ack", "none"), ("volatile", "true")],
         ),
         valid("append_id", &[("event", "e"), ("append_id", "true")]),
+        valid("ttl", &[("event", "e"), ("ttl", "30s")]),
+        valid("ttl of 1ms", &[("event", "e"), ("ttl", "1ms")]),
+        valid("ttl of 7days", &[("event", "e"), ("ttl", "7days")]),
+        valid("ttl with spaces", &[("event", "e"), ("ttl", " 1h 30m ")]),
+        valid(
+            "ttl with ack",
+            &[("event", "e"), ("ack", "10s"), ("ttl", "2m")],
+        ),
+        valid(
+            "ttl on a volatile event",
+            &[("event", "e"), ("volatile", "true"), ("ttl", "5s")],
+        ),
+        valid(
+            "ttl on a server_emit",
+            &[("server_emit", "e"), ("ttl", "1.5s")],
+        ),
+        valid(
+            "ttl on a disconnect",
+            &[("disconnect", "true"), ("all", "true"), ("ttl", "1m")],
+        ),
         valid(
             "bytes",
             &[("event", "e"), ("data", r#"{"b":{"$binary":"3q2+7w=="}}"#)],
@@ -703,6 +727,14 @@ fn corpus() -> Vec<Case> {
             &[("event", "e"), ("ack", "10s\u{feff}")],
             "BadAck",
         ),
+        invalid("ttl none", &[("event", "e"), ("ttl", "none")], "BadTtl"),
+        invalid(
+            "ttl without a unit",
+            &[("event", "e"), ("ttl", "30")],
+            "BadTtl",
+        ),
+        invalid("ttl negative", &[("event", "e"), ("ttl", "-1s")], "BadTtl"),
+        invalid("ttl empty", &[("event", "e"), ("ttl", "")], "BadTtl"),
         invalid(
             "ack and volatile",
             &[("event", "e"), ("ack", "10s"), ("volatile", "true")],
@@ -867,14 +899,32 @@ fn corpus() -> Vec<Case> {
         relay_only(
             "ack of a fraction of a nanosecond",
             &[("event", "e"), ("ack", "1.5ns")],
-            "ack fractions",
+            "duration fractions",
             "BadAck",
         ),
         relay_only(
             "ack of a fraction of a second in hours",
             &[("event", "e"), ("ack", "0.0001h")],
-            "ack fractions",
+            "duration fractions",
             "BadAck",
+        ),
+        relay_only(
+            "ttl of 0s",
+            &[("event", "e"), ("ttl", "0s")],
+            "ttl range",
+            "BadTtl",
+        ),
+        relay_only(
+            "ttl of 7days 1ms",
+            &[("event", "e"), ("ttl", "7days 1ms")],
+            "ttl range",
+            "BadTtl",
+        ),
+        relay_only(
+            "ttl of a fraction of a nanosecond",
+            &[("event", "e"), ("ttl", "0.5ns")],
+            "duration fractions",
+            "BadTtl",
         ),
         relay_only(
             "event twice",
@@ -1035,6 +1085,7 @@ fn the_schema_lists_what_only_the_relay_checks() {
         ),
         (MAX_BINARY_ARGS == 10, "more than 10 binary values"),
         (MAX_ACK_TIMEOUT == 10 * 60 * SECOND, "(1ms to 10m)"),
+        (MAX_TTL == 7 * 24 * 3600 * SECOND, "(1ms to 7days)"),
     ] {
         assert!(
             limit && description.contains(words),
