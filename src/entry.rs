@@ -129,7 +129,7 @@ pub enum Malformed {
     ValueNotUtf8(String),
     #[error("field `{0}` appears more than once")]
     DuplicateField(String),
-    #[error("unknown field `{0}` (known: event, join, leave, disconnect, server_emit, data, args, room, rooms, all, except, nsp, volatile, compress, close, ack, append_id; prefix your own metadata with `x-`)")]
+    #[error("unknown field `{0}` (known: event, join, leave, disconnect, server_emit, data, args, room, rooms, all, except, nsp, volatile, compress, close, ack, append_id, traceparent; prefix your own metadata with `x-`)")]
     UnknownField(String),
     #[error("`{field}` is not valid JSON: {error}")]
     InvalidJson { field: &'static str, error: String },
@@ -455,6 +455,8 @@ struct Fields<'a> {
     close: Option<&'a str>,
     ack: Option<&'a str>,
     append_id: Option<&'a str>,
+    /// The producer's W3C trace context: read by the traces (`relay/spans.rs`), nothing here.
+    traceparent: Option<&'a str>,
 }
 
 /// The fields that choose the operation: an entry has exactly one.
@@ -480,6 +482,7 @@ impl<'a> Fields<'a> {
             "close" => &mut self.close,
             "ack" => &mut self.ack,
             "append_id" => &mut self.append_id,
+            "traceparent" => &mut self.traceparent,
             _ => return None,
         })
     }

@@ -9,6 +9,7 @@ use tracing::warn;
 use super::depart::Departure;
 use super::duties::Duty;
 use super::session::Session;
+use super::spans::{self, Ending};
 use super::Relay;
 use crate::awaiting::{Taken, MAX_CLIENTS_PER_SERVER};
 use crate::confirming::Decided;
@@ -173,6 +174,8 @@ impl Relay {
             let lost = batch.claims.len() as u64;
             for claim in batch.claims {
                 self.custody.held.insert(&batch.nsp, claim);
+                self.spans
+                    .ended(claim.id, Ending::Held(spans::UNCONFIRMED));
             }
             self.metrics.unconfirmed.inc_by(lost);
             warn!(

@@ -99,6 +99,7 @@ impl Planner<'_> {
                     request: Deliverable {
                         packet,
                         nsp: entry.nsp().to_owned(),
+                        rooms: entry.rooms().len(),
                         claim,
                         counted: None,
                     },
@@ -129,6 +130,7 @@ impl Planner<'_> {
             Ok(packet) => Plan::Publish(Deliverable {
                 packet,
                 nsp: entry.nsp().to_owned(),
+                rooms: entry.rooms().len(),
                 claim,
                 counted,
             }),
