@@ -166,7 +166,11 @@ impl Metrics {
         for source in Source::ALL {
             let _ = metrics.entries_read.get_or_create(&SourceLabels { source });
         }
-        for reason in [SpanDrop::queue_full, SpanDrop::export_failed, SpanDrop::open_limit] {
+        for reason in [
+            SpanDrop::queue_full,
+            SpanDrop::export_failed,
+            SpanDrop::open_limit,
+        ] {
             let _ = metrics
                 .trace_spans_dropped
                 .get_or_create(&SpanDropLabels { reason });

@@ -174,8 +174,7 @@ impl Relay {
             let lost = batch.claims.len() as u64;
             for claim in batch.claims {
                 self.custody.held.insert(&batch.nsp, claim);
-                self.spans
-                    .ended(claim.id, Ending::Held(spans::UNCONFIRMED));
+                self.spans.ended(claim.id, Ending::Held(spans::UNCONFIRMED));
             }
             self.metrics.unconfirmed.inc_by(lost);
             warn!(

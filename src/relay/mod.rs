@@ -164,7 +164,11 @@ impl Relay {
 
     /// Traces its entries through `exporter`.
     pub fn traced(mut self, exporter: &crate::traces::Exporter) -> Relay {
-        self.spans = Spans::new(exporter, &self.cfg, self.metrics.trace_spans_dropped.clone());
+        self.spans = Spans::new(
+            exporter,
+            &self.cfg,
+            self.metrics.trace_spans_dropped.clone(),
+        );
         self
     }
 

@@ -136,7 +136,11 @@ impl Spans {
         Spans(None)
     }
 
-    pub fn new(exporter: &Exporter, cfg: &Config, dropped: Family<SpanDropLabels, Counter>) -> Spans {
+    pub fn new(
+        exporter: &Exporter,
+        cfg: &Config,
+        dropped: Family<SpanDropLabels, Counter>,
+    ) -> Spans {
         Spans(Some(Box::new(Tracing {
             tracer: exporter.tracer(),
             name: format!("deliver {}", cfg.source.stream),

@@ -37,3 +37,4 @@ mod secure;
 mod sentinel;
 mod sharded;
 mod streams;
+mod traces;
