@@ -71,6 +71,10 @@ enum Command {
         /// Append the stream entry ID to the event's arguments, for clients to de-duplicate.
         #[arg(long, conflicts_with = "direct")]
         append_id: bool,
+        /// The W3C trace context of the span the relay's spans of this entry belong to
+        /// (`00-<trace id>-<span id>-<flags>`).
+        #[arg(long, value_name = "TRACEPARENT", conflicts_with = "direct")]
+        traceparent: Option<String>,
         /// Publish straight to the Socket.IO servers (no stream, no durability) and print how
         /// many received it.
         #[arg(long)]
@@ -177,6 +181,7 @@ fn main() -> ExitCode {
             compress,
             ack,
             append_id,
+            traceparent,
             direct,
             event,
             args,
@@ -197,6 +202,7 @@ fn main() -> ExitCode {
                 server_side,
                 ack,
                 append_id,
+                traceparent,
             };
             if direct {
                 block_on(send::direct(&cfg, &emit))

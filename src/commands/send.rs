@@ -36,6 +36,8 @@ pub struct Request {
     pub ack: Option<String>,
     /// Append the stream entry ID to the arguments.
     pub append_id: bool,
+    /// The producer's W3C trace context: the relay's spans of the entry join its trace.
+    pub traceparent: Option<String>,
 }
 
 impl Request {
@@ -102,6 +104,16 @@ impl Request {
         }
         if self.append_id {
             fields.push(("append_id".into(), "true".into()));
+        }
+        if let Some(traceparent) = &self.traceparent {
+            // The relay ignores a trace context it cannot read; typed here, it is a typo.
+            if crate::traces::TraceParent::parse(traceparent).is_none() {
+                return Err(Failure {
+                    code: EXIT_DATA,
+                    message: format!("not sent: --traceparent {traceparent:?} is not a W3C trace context (00-<32 hex digits>-<16 hex digits>-<2 hex digits>, lowercase, IDs not all zeros)"),
+                });
+            }
+            fields.push(("traceparent".into(), traceparent.clone()));
         }
         Ok(fields)
     }
@@ -189,17 +201,24 @@ mod tests {
             ..Request::default()
         };
         let (fields, entry) = emit.validate().unwrap();
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let asked = Request {
             event: Some("paid".into()),
             ack: Some("10s".into()),
             append_id: true,
+            traceparent: Some(traceparent.into()),
             ..Request::default()
         };
         let (asked_fields, asked) = asked.validate().unwrap();
         assert_eq!(
             asked_fields,
-            [("event", "paid"), ("ack", "10s"), ("append_id", "true")]
-                .map(|(f, v)| (f.to_owned(), v.to_owned()))
+            [
+                ("event", "paid"),
+                ("ack", "10s"),
+                ("append_id", "true"),
+                ("traceparent", traceparent)
+            ]
+            .map(|(f, v)| (f.to_owned(), v.to_owned()))
         );
         assert_eq!(asked.ack(None), Some(std::time::Duration::from_secs(10)));
         assert_eq!(
@@ -237,6 +256,19 @@ mod tests {
             .unwrap_err()
             .message
             .contains("`data` is not valid JSON"));
+        // The relay would ignore it; on the command line it is a typo.
+        let bad_context = Request {
+            event: Some("e".into()),
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7".into()),
+            ..Request::default()
+        };
+        let err = bad_context.validate().unwrap_err();
+        assert_eq!(err.code, EXIT_DATA);
+        assert!(
+            err.message.contains("not a W3C trace context"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
