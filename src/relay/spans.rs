@@ -131,6 +131,23 @@ struct Tracing {
     dropped: Family<SpanDropLabels, Counter>,
 }
 
+impl Tracing {
+    /// A span of entry `id`, child of `parent`, with the attributes of every span and `more`.
+    fn start(&self, id: EntryId, mut more: Vec<KeyValue>, parent: &Context) -> Span {
+        more.extend([
+            KeyValue::new(key::STREAM, self.stream.clone()),
+            KeyValue::new(key::GROUP, self.group.clone()),
+            KeyValue::new(key::ENTRY_ID, id.to_string()),
+            KeyValue::new(key::OPERATION, "process"),
+        ]);
+        self.tracer
+            .span_builder(self.name.clone())
+            .with_kind(SpanKind::Consumer)
+            .with_attributes(more)
+            .start_with_context(&self.tracer, parent)
+    }
+}
+
 impl Spans {
     pub fn off() -> Spans {
         Spans(None)
@@ -196,13 +213,7 @@ impl Spans {
             }
             (None, Parent::Unsaid | Parent::Invalid) => Context::new(),
         };
-        let mut attributes = vec![
-            KeyValue::new(key::STREAM, t.stream.clone()),
-            KeyValue::new(key::GROUP, t.group.clone()),
-            KeyValue::new(key::ENTRY_ID, claim.id.to_string()),
-            KeyValue::new(key::OPERATION, "process"),
-            attempt,
-        ];
+        let mut attributes = vec![attempt];
         if let Some((nsp, rooms)) = addressed {
             attributes.push(KeyValue::new(key::NAMESPACE, nsp.to_owned()));
             attributes.push(KeyValue::new(key::ROOMS, rooms as i64));
@@ -210,12 +221,7 @@ impl Spans {
         if parent == Parent::Invalid {
             attributes.push(KeyValue::new(key::BAD_TRACEPARENT, true));
         }
-        let span = t
-            .tracer
-            .span_builder(t.name.clone())
-            .with_kind(SpanKind::Consumer)
-            .with_attributes(attributes)
-            .start_with_context(&t.tracer, &context);
+        let span = t.start(claim.id, attributes, &context);
         t.open.insert(claim.id, span);
     }
 
@@ -247,17 +253,11 @@ impl Spans {
         };
         let mut span = match (t.open.remove(&id), t.held.remove(&id)) {
             (Some(span), _) => span,
-            (None, Some(held)) => t
-                .tracer
-                .span_builder(t.name.clone())
-                .with_kind(SpanKind::Consumer)
-                .with_attributes([
-                    KeyValue::new(key::STREAM, t.stream.clone()),
-                    KeyValue::new(key::GROUP, t.group.clone()),
-                    KeyValue::new(key::ENTRY_ID, id.to_string()),
-                    KeyValue::new(key::OPERATION, "process"),
-                ])
-                .start_with_context(&t.tracer, &Context::new().with_remote_span_context(held)),
+            (None, Some(held)) => t.start(
+                id,
+                Vec::new(),
+                &Context::new().with_remote_span_context(held),
+            ),
             (None, None) => return,
         };
         span.set_attribute(KeyValue::new(key::OUTCOME, how.outcome()));
