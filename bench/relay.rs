@@ -16,8 +16,9 @@
 //! 4. Peak RSS of each relay process (VmHWM).
 //! 5. Big entries: a backlog of entries at sio-relay's default `limits.max_entry_bytes` (1 MiB
 //!    each, default 128 of them) drained by each relay, with its peak RSS: what bounds memory.
-//! 6. Configurations: sio-relay's drain with the sharded, streams and python-socketio targets, and with
-//!    `redis.wait_replicas = 1` and a replica, each against the default drained right before it.
+//! 6. Configurations: sio-relay's drain with traces exported (to an OTLP receiver in this process
+//!    that decodes and discards them), with the sharded, streams and python-socketio targets, and
+//!    with `redis.wait_replicas = 1` and a replica, each against the default drained right before it.
 //! 7. Redis Cluster: three primaries (no replicas, all on CPU 0) read through 1, 2 and 3 partitions
 //!    (`source.streams`, one per primary, entries spread by sio-relay's partition rule): drain, CPU
 //!    per entry of the relay, of all nodes and of the busiest one, and latency, next to the same
@@ -110,8 +111,16 @@ fn variants(
             out.push(("the build at BENCH_OTHER_RELAY", base, other));
         }
     }
+    // Traces exported to a receiver that decodes the spans and keeps none.
+    let collector = common::Receiver::discarding();
+    let endpoint = collector.endpoint();
     // Each against the default drained right before it: (what, its stand-in servers, settings).
     let configurations = [
+        (
+            "telemetry.otlp_endpoint set (traces on)",
+            None,
+            &[("TELEMETRY__OTLP_ENDPOINT", endpoint.as_str())][..],
+        ),
         (
             "delivery.confirm = \"published\"",
             None,
@@ -150,6 +159,10 @@ fn variants(
         );
         out.push((what, base, variant));
     }
+    eprintln!(
+        "== the traced drain exported {} spans to the receiver",
+        collector.count()
+    );
     // The streams stand-in's stream, which the others' drains must not pay for.
     let _: () = redis::cmd("DEL")
         .arg("socket.io")

@@ -39,6 +39,7 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
     pub http: HttpConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -409,6 +410,90 @@ impl HttpConfig {
     }
 }
 
+/// Traces of entries, exported to an OpenTelemetry collector (see [`crate::traces`]).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The OTLP/HTTP receiver's base URL (`http://collector:4318`): spans go to
+    /// `<it>/v1/traces`. Empty: no traces, and nothing of them is done per entry.
+    pub otlp_endpoint: String,
+    /// `service.name` of the spans' resource.
+    pub service_name: String,
+    /// Spans ended and not yet exported, at most: past it, spans are dropped and counted.
+    pub max_queue: usize,
+    /// Spans per export request, at most.
+    pub max_batch: usize,
+    /// How long an ended span may wait for its batch to fill before it is exported.
+    #[serde(with = "humantime_serde")]
+    pub batch_delay: Duration,
+    /// How long one export request may take.
+    #[serde(with = "humantime_serde")]
+    pub export_timeout: Duration,
+    /// Entry spans open at once (entries in hand, waiting for servers' or clients' answers) per
+    /// stream, at most: past it, entries are not traced and the span is counted as dropped.
+    pub max_open: usize,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: String::new(),
+            service_name: "sio-relay".into(),
+            max_queue: 2048,
+            max_batch: 512,
+            batch_delay: Duration::from_secs(5),
+            export_timeout: Duration::from_secs(10),
+            max_open: 10_000,
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// Where spans are sent, `None` when traces are off.
+    pub fn traces_url(&self) -> Option<String> {
+        (!self.otlp_endpoint.is_empty())
+            .then(|| format!("{}/v1/traces", self.otlp_endpoint.trim_end_matches('/')))
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.otlp_endpoint.is_empty() {
+            return Ok(());
+        }
+        let key = "telemetry.otlp_endpoint";
+        let url = url::Url::parse(&self.otlp_endpoint).map_err(|e| {
+            invalid(
+                key,
+                format!("is not a URL ({e}); an OTLP/HTTP receiver's base, e.g. \"http://localhost:4318\""),
+            )
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(invalid(
+                key,
+                "must be an http:// or https:// URL with a host (OTLP over HTTP; the relay appends /v1/traces)",
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(invalid(
+                key,
+                "must not have a query or a fragment: the relay appends /v1/traces to it",
+            ));
+        }
+        if self.service_name.is_empty() {
+            return Err(invalid("telemetry.service_name", "must not be empty"));
+        }
+        if self.max_batch > self.max_queue {
+            return Err(invalid(
+                "telemetry.max_batch",
+                format!(
+                    "must not be more than telemetry.max_queue ({}), not {}",
+                    self.max_queue, self.max_batch
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -572,6 +657,7 @@ impl Config {
         }
         self.check_topology()?;
         self.check_bounds()?;
+        self.telemetry.check()?;
         if self.redis.backoff_max < self.redis.backoff_min {
             return Err(invalid(
                 "redis.backoff_max",
@@ -1139,6 +1225,22 @@ impl Config {
                 false,
                 "",
             ),
+            (
+                "telemetry.batch_delay",
+                self.telemetry.batch_delay,
+                MS,
+                HOUR,
+                false,
+                "",
+            ),
+            (
+                "telemetry.export_timeout",
+                self.telemetry.export_timeout,
+                MS,
+                HOUR,
+                false,
+                "",
+            ),
         ];
         let show = |d: Duration| humantime::format_duration(d).to_string();
         for (key, value, least, most, zero_is_off, why) in durations {
@@ -1159,7 +1261,7 @@ impl Config {
             }
         }
         // (key, value, at least, at most)
-        let numbers: [(&str, u64, u64, u64); 13] = [
+        let numbers: [(&str, u64, u64, u64); 16] = [
             (
                 "redis.wait_replicas",
                 u64::from(self.redis.wait_replicas),
@@ -1227,6 +1329,24 @@ impl Config {
                 self.limits.max_json_depth as u64,
                 *JSON_DEPTHS.start() as u64,
                 *JSON_DEPTHS.end() as u64,
+            ),
+            (
+                "telemetry.max_queue",
+                self.telemetry.max_queue as u64,
+                1,
+                1_000_000,
+            ),
+            (
+                "telemetry.max_batch",
+                self.telemetry.max_batch as u64,
+                1,
+                1_000_000,
+            ),
+            (
+                "telemetry.max_open",
+                self.telemetry.max_open as u64,
+                1,
+                10_000_000,
             ),
         ];
         for (key, value, least, most) in numbers {

@@ -122,6 +122,8 @@ impl Claim {
 pub struct Deliverable {
     pub claim: Claim,
     pub nsp: String,
+    /// How many rooms it targets (none: every socket of the namespace), for its trace.
+    pub rooms: usize,
     pub packet: Packet,
     /// Sent as a broadcast with acknowledgements under this request ID, whose answers say how many
     /// clients each server sent it to (`delivery.confirm = "clients"`, see [`crate::confirming`]).
@@ -732,6 +734,7 @@ mod tests {
         let entry = |claim| Deliverable {
             claim,
             nsp: "/".into(),
+            rooms: 0,
             packet: Packet {
                 channel: "c".into(),
                 payload: vec![1, 2],

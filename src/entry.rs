@@ -138,7 +138,7 @@ pub enum Malformed {
     ValueNotUtf8(String),
     #[error("field `{0}` appears more than once")]
     DuplicateField(String),
-    #[error("unknown field `{0}` (known: event, join, leave, disconnect, server_emit, data, args, room, rooms, all, except, nsp, volatile, compress, close, ack, append_id, ttl; prefix your own metadata with `x-`)")]
+    #[error("unknown field `{0}` (known: event, join, leave, disconnect, server_emit, data, args, room, rooms, all, except, nsp, volatile, compress, close, ack, append_id, ttl, traceparent; prefix your own metadata with `x-`)")]
     UnknownField(String),
     #[error("`{field}` is not valid JSON: {error}")]
     InvalidJson { field: &'static str, error: String },
@@ -488,6 +488,8 @@ struct Fields<'a> {
     ack: Option<&'a str>,
     append_id: Option<&'a str>,
     ttl: Option<&'a str>,
+    /// The producer's W3C trace context: read by the traces (`relay/spans.rs`), nothing here.
+    traceparent: Option<&'a str>,
 }
 
 /// The fields that choose the operation: an entry has exactly one.
@@ -514,6 +516,7 @@ impl<'a> Fields<'a> {
             "ack" => &mut self.ack,
             "append_id" => &mut self.append_id,
             "ttl" => &mut self.ttl,
+            "traceparent" => &mut self.traceparent,
             _ => return None,
         })
     }

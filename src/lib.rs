@@ -39,6 +39,8 @@
 //! - [`relay`]: the consumer loop that ties these together.
 //! - [`health`]: liveness and readiness as the loop reports them.
 //! - [`metrics`]: the Prometheus metrics the loop records.
+//! - [`traces`]: the producer's trace context of an entry, and the export of the spans the loop
+//!   records (`[telemetry]`) to an OpenTelemetry collector.
 //! - [`http`]: the `/livez`, `/readyz` and `/metrics` listener.
 //! - [`console`]: the operator console served on it: the live flow, and dead letters to browse,
 //!   replay and drop.
@@ -81,6 +83,7 @@ pub(crate) mod replies;
 pub(crate) mod servers;
 pub(crate) mod shutdown;
 pub(crate) mod systemd;
+pub(crate) mod traces;
 
 use std::sync::Arc;
 
@@ -109,6 +112,8 @@ pub async fn run(
         + cfg.redis.command_timeout * 2
         + cfg.redis.backoff_max
         + std::time::Duration::from_secs(10);
+    let exporter = traces::Exporter::start(&cfg.telemetry, &cfg.source.consumer, &metrics)
+        .map_err(|e| failure(e.to_string()))?;
     // One relay loop per stream (see `partition`), side by side, sharing the metrics.
     let mut loops = health::Loops::default();
     let timeout = cfg.shutdown.timeout;
@@ -118,7 +123,11 @@ pub async fn run(
         .map(|partition| {
             let health = Arc::new(health::Health::new(stalled_after));
             loops.add(partition.source.stream.clone(), health.clone());
-            relay::Relay::new(partition, token.clone(), health, metrics.clone())
+            let relay = relay::Relay::new(partition, token.clone(), health, metrics.clone());
+            match &exporter {
+                Some(exporter) => relay.traced(exporter),
+                None => relay,
+            }
         })
         .collect();
     if let Some(addr) = cfg.http.addr() {
@@ -145,6 +154,9 @@ pub async fn run(
     let outcome = shutdown::drain_within(&token, timeout, run_all(relays, token.clone()))
         .await
         .unwrap_or(Ok(()));
+    if let Some(exporter) = exporter {
+        exporter.stop();
+    }
     if outcome.is_ok() {
         tracing::info!("stopped");
     }

@@ -75,6 +75,10 @@ enum Command {
         /// dead-lettered as expired, even while held or waiting for acknowledgements.
         #[arg(long, value_name = "DURATION", conflicts_with = "direct")]
         ttl: Option<String>,
+        /// The W3C trace context of the span the relay's spans of this entry belong to
+        /// (`00-<trace id>-<span id>-<flags>`).
+        #[arg(long, value_name = "TRACEPARENT", conflicts_with = "direct")]
+        traceparent: Option<String>,
         /// Publish straight to the Socket.IO servers (no stream, no durability) and print how
         /// many received it.
         #[arg(long)]
@@ -182,6 +186,7 @@ fn main() -> ExitCode {
             ack,
             append_id,
             ttl,
+            traceparent,
             direct,
             event,
             args,
@@ -203,6 +208,7 @@ fn main() -> ExitCode {
                 ack,
                 append_id,
                 ttl,
+                traceparent,
             };
             if direct {
                 block_on(send::direct(&cfg, &emit))

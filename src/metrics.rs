@@ -43,6 +43,24 @@ pub struct ReasonLabels {
     pub reason: ReasonCode,
 }
 
+/// Why a span of an entry was not exported (see [`crate::traces`]).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum SpanDrop {
+    /// `telemetry.max_queue` spans already waited for export.
+    queue_full,
+    /// The collector refused the export request, or did not answer within
+    /// `telemetry.export_timeout`.
+    export_failed,
+    /// `telemetry.max_open` entries were already traced: the entry was not.
+    open_limit,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SpanDropLabels {
+    pub reason: SpanDrop,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConnectionLabels {
     pub connection: String,
@@ -102,6 +120,7 @@ pub struct Metrics {
     pub client_acks: Counter,
     pub ack_latency: Histogram,
     pub acked_by_clients: Counter,
+    pub trace_spans_dropped: Family<SpanDropLabels, Counter>,
     /// Held entries per namespace, per stream, for the console. Not exported to Prometheus:
     /// namespaces are named by producers, and a label per namespace would let them grow the series
     /// without bound.
@@ -160,6 +179,7 @@ impl Metrics {
             client_acks: Counter::default(),
             ack_latency: Histogram::new(exponential_buckets(0.001, 2.0, 22)),
             acked_by_clients: Counter::default(),
+            trace_spans_dropped: Family::default(),
             held_by_namespace: Default::default(),
             end_to_end_micros: Counter::default(),
             end_to_end_count: Counter::default(),
@@ -173,6 +193,15 @@ impl Metrics {
         }
         for source in Source::ALL {
             let _ = metrics.entries_read.get_or_create(&SourceLabels { source });
+        }
+        for reason in [
+            SpanDrop::queue_full,
+            SpanDrop::export_failed,
+            SpanDrop::open_limit,
+        ] {
+            let _ = metrics
+                .trace_spans_dropped
+                .get_or_create(&SpanDropLabels { reason });
         }
         registry.register(
             "entries_read",
@@ -313,6 +342,11 @@ impl Metrics {
             "config_reloads",
             "Reloads of the configuration on SIGHUP, by result: changed, unchanged, or failed (the running configuration stays)",
             metrics.config_reloads.clone(),
+        );
+        registry.register(
+            "trace_spans_dropped",
+            "Spans of entries not exported to the OpenTelemetry collector, by why",
+            metrics.trace_spans_dropped.clone(),
         );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info

@@ -38,6 +38,8 @@ pub struct Request {
     pub append_id: bool,
     /// The entry's lifetime (e.g. `30s`), after which it is dead-lettered rather than delivered.
     pub ttl: Option<String>,
+    /// The producer's W3C trace context: the relay's spans of the entry join its trace.
+    pub traceparent: Option<String>,
 }
 
 impl Request {
@@ -107,6 +109,16 @@ impl Request {
         }
         if let Some(ttl) = &self.ttl {
             fields.push(("ttl".into(), ttl.clone()));
+        }
+        if let Some(traceparent) = &self.traceparent {
+            // The relay ignores a trace context it cannot read; typed here, it is a typo.
+            if crate::traces::TraceParent::parse(traceparent).is_none() {
+                return Err(Failure {
+                    code: EXIT_DATA,
+                    message: format!("not sent: --traceparent {traceparent:?} is not a W3C trace context (00-<32 hex digits>-<16 hex digits>-<2 hex digits>, lowercase, IDs not all zeros)"),
+                });
+            }
+            fields.push(("traceparent".into(), traceparent.clone()));
         }
         Ok(fields)
     }
@@ -194,11 +206,13 @@ mod tests {
             ..Request::default()
         };
         let (fields, entry) = emit.validate().unwrap();
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let asked = Request {
             event: Some("paid".into()),
             ack: Some("10s".into()),
             append_id: true,
             ttl: Some("30s".into()),
+            traceparent: Some(traceparent.into()),
             ..Request::default()
         };
         let (asked_fields, asked) = asked.validate().unwrap();
@@ -208,7 +222,8 @@ mod tests {
                 ("event", "paid"),
                 ("ack", "10s"),
                 ("append_id", "true"),
-                ("ttl", "30s")
+                ("ttl", "30s"),
+                ("traceparent", traceparent)
             ]
             .map(|(f, v)| (f.to_owned(), v.to_owned()))
         );
@@ -262,6 +277,19 @@ mod tests {
             .unwrap_err()
             .message
             .contains("`ttl` must be a duration between 1ms and 7days"));
+        // The relay would ignore it; on the command line it is a typo.
+        let bad_context = Request {
+            event: Some("e".into()),
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7".into()),
+            ..Request::default()
+        };
+        let err = bad_context.validate().unwrap_err();
+        assert_eq!(err.code, EXIT_DATA);
+        assert!(
+            err.message.contains("not a W3C trace context"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -110,6 +110,7 @@ impl Relay {
             .await
             .map_err(Fault::of)?;
         if done {
+            self.spans.clients(claim.id, clients);
             self.departed(claim.id, Departure::AckedByClients);
             debug!(id = %claim.id, acks, clients, attempts, "clients acknowledged an entry");
         } else {

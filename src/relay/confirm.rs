@@ -9,6 +9,7 @@ use tracing::warn;
 use super::depart::Departure;
 use super::duties::Duty;
 use super::session::Session;
+use super::spans::{self, Ending};
 use super::Relay;
 use crate::awaiting::{Taken, MAX_CLIENTS_PER_SERVER};
 use crate::confirming::Decided;
@@ -174,6 +175,7 @@ impl Relay {
             for claim in batch.claims {
                 self.custody.held.insert(&batch.nsp, claim);
                 self.expire_by(claim);
+                self.spans.ended(claim.id, Ending::Held(spans::UNCONFIRMED));
             }
             self.metrics.unconfirmed.inc_by(lost);
             warn!(

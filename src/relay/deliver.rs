@@ -14,6 +14,7 @@ use super::depart::Departure;
 use super::effect::Effect;
 use super::plan::{self, Plan, RequestIds, Taken};
 use super::session::Session;
+use super::spans::{self, Ending, Parent};
 use super::Relay;
 use crate::delivery::{After, Claim, ConfirmRequest, Deliverable, Op, Outcome, Published};
 use crate::entry::EntryId;
@@ -39,24 +40,36 @@ impl Relay {
         loop {
             let mut plans = Vec::with_capacity(fetched.len());
             let mut again = Vec::new();
-            let planner = self.planner();
+            // The planner's fields, not `self.planner()`: the spans are written to meanwhile.
+            let planner = plan::Planner {
+                cfg: &self.cfg,
+                target: &self.target,
+                now_ms: self.redis_now_ms(),
+            };
             let mut ids = RequestIds {
                 awaiting: &self.custody.awaiting,
                 confirming: &mut s.confirming,
             };
             for item in fetched {
-                match item {
+                let (plan, parent) = match item {
                     Fetched::Entry(raw) if !self.custody.held.contains(raw.id) => {
                         let claim = claim(raw.id);
-                        plans.push(planner.plan(Taken { raw, claim }, &mut ids));
+                        let parent = self.spans.parent(&raw.fields);
+                        (planner.plan(Taken { raw, claim }, &mut ids), parent)
                     }
-                    Fetched::Entry(_) => {}
+                    Fetched::Entry(_) => continue,
                     Fetched::TooBig { id, bytes, fields } => {
-                        plans.push(planner.too_big(claim(id), bytes, fields))
+                        (planner.too_big(claim(id), bytes, fields), Parent::Unsaid)
                     }
-                    Fetched::Deferred { id, bytes } => again.push((id, bytes)),
-                    Fetched::Deleted(id) => plans.push(Plan::Gone(claim(id))),
-                }
+                    Fetched::Deferred { id, bytes } => {
+                        again.push((id, bytes));
+                        continue;
+                    }
+                    Fetched::Deleted(id) => (Plan::Gone(claim(id)), Parent::Unsaid),
+                };
+                let addressed = plan.publishes().map(|d| (d.nsp.as_str(), d.rooms));
+                self.spans.taken(plan.claim(), addressed, parent);
+                plans.push(plan);
             }
             self.run_plans(s, plans).await?;
             for item in again.into_iter().rev() {
@@ -299,6 +312,7 @@ impl Relay {
             match Effect::of(plan, outcome) {
                 Effect::AwaitConfirmation { entry, receivers } => {
                     self.custody.release(claim.id);
+                    self.spans.published(claim.id, receivers);
                     self.metrics.publish_receivers.observe(receivers as f64);
                     self.metrics.published.inc();
                     let servers = servers.get(&entry.nsp).copied().unwrap_or(receivers);
@@ -315,6 +329,7 @@ impl Relay {
                     }
                 }
                 Effect::Appended { servers } => {
+                    self.spans.published(claim.id, servers);
                     self.metrics.publish_receivers.observe(servers as f64);
                     self.metrics.published.inc();
                     self.departed(claim.id, Departure::Delivered);
@@ -332,6 +347,7 @@ impl Relay {
                     servers,
                 } => {
                     self.custody.held.remove(&[claim.id]);
+                    self.spans.published(claim.id, servers);
                     self.custody.awaiting.attempt(
                         claim,
                         &request.nsp,
@@ -373,6 +389,7 @@ impl Relay {
                 }
                 Effect::NotOwned => {
                     self.custody.release(claim.id);
+                    self.spans.ended(claim.id, Ending::NotOwned);
                     debug!(
                         id = %claim.id,
                         "entry is no longer pending for this consumer (reclaimed by another relay); skipped"
@@ -380,6 +397,7 @@ impl Relay {
                 }
                 Effect::Unexpected(outcome) => {
                     self.custody.release(claim.id);
+                    self.spans.ended(claim.id, Ending::Unexpected);
                     warn!(id = %claim.id, ?outcome, "unexpected delivery outcome")
                 }
             }
@@ -486,6 +504,8 @@ impl Relay {
             self.metrics.held.inc();
         }
         self.custody.held.insert(&entry.nsp, claim);
+        self.spans
+            .ended(claim.id, Ending::Held(spans::hold_reason(outcome)));
         if !started_holding {
             return false;
         }

@@ -3,6 +3,7 @@
 //! client's result) or found it gone, its departure is recorded here and only here: it stops being
 //! held or awaited, and the metrics count it once, by how it left.
 
+use super::spans::Ending;
 use super::Relay;
 use crate::entry::EntryId;
 use crate::protocol::ReasonCode;
@@ -27,6 +28,7 @@ pub(super) enum Departure {
 impl Relay {
     pub(super) fn departed(&mut self, id: EntryId, how: Departure) {
         self.custody.release(id);
+        self.spans.ended(id, Ending::Departed(how));
         match how {
             Departure::Delivered => self.metrics.delivered(self.age(id)),
             Departure::AckedByClients => {

@@ -97,6 +97,7 @@ mod tests {
         Deliverable {
             claim: claim(),
             nsp: "/".into(),
+            rooms: 0,
             packet: Packet {
                 channel: "socket.io#/#".into(),
                 payload: b"packet".to_vec(),

@@ -40,6 +40,7 @@ mod plan;
 mod read;
 mod release;
 mod session;
+mod spans;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +71,7 @@ use link::Link;
 use pending::PendingState;
 use read::ReadState;
 use session::{Replicas, Session, Setup};
+use spans::Spans;
 
 /// XAUTOCLAIM pages per reclaim round, so that a huge pending list cannot starve new entries.
 const CLAIM_PAGES_PER_ROUND: usize = 10;
@@ -122,6 +124,8 @@ pub struct Relay {
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     notifier: Notifier,
+    /// The spans of the entries in hand (`[telemetry]`).
+    spans: Spans,
 }
 
 impl Relay {
@@ -155,8 +159,19 @@ impl Relay {
             health,
             metrics,
             notifier: Notifier::new(),
+            spans: Spans::off(),
             cfg,
         }
+    }
+
+    /// Traces its entries through `exporter`.
+    pub fn traced(mut self, exporter: &crate::traces::Exporter) -> Relay {
+        self.spans = Spans::new(
+            exporter,
+            &self.cfg,
+            self.metrics.trace_spans_dropped.clone(),
+        );
+        self
     }
 
     /// Relays until the shutdown token is cancelled, then delivers what it already read,
@@ -200,6 +215,7 @@ impl Relay {
                 self.finish(&mut s).await;
             }
         }
+        self.spans.stop();
         outcome
     }
 
@@ -378,6 +394,8 @@ impl Relay {
             }
             Fault::Link(err) => {
                 *session = None;
+                let custody = &self.custody;
+                self.spans.interrupted(|id| custody.contains(id));
                 self.link.down(&err);
             }
         }

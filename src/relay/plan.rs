@@ -103,6 +103,7 @@ impl Planner<'_> {
                     request: Deliverable {
                         packet,
                         nsp: entry.nsp().to_owned(),
+                        rooms: entry.rooms().len(),
                         claim,
                         counted: None,
                     },
@@ -133,6 +134,7 @@ impl Planner<'_> {
             Ok(packet) => Plan::Publish(Deliverable {
                 packet,
                 nsp: entry.nsp().to_owned(),
+                rooms: entry.rooms().len(),
                 claim,
                 counted,
             }),

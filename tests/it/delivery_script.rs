@@ -37,6 +37,7 @@ fn deliverable(id: &str) -> Deliverable {
     Deliverable {
         claim: claim(id, 1),
         nsp: "/".into(),
+        rooms: 0,
         packet: Config::default().target().encode(&entry).unwrap(),
         counted: None,
     }
@@ -777,6 +778,7 @@ async fn published_entries_are_followed_by_their_confirmation_request() {
     let admin = Deliverable {
         claim: claim(&admin_id, 1),
         nsp: "/admin".into(),
+        rooms: 0,
         packet: Config::default()
             .target()
             .encode(&Entry::parse(&admin_fields).unwrap())

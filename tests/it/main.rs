@@ -39,3 +39,4 @@ mod secure;
 mod sentinel;
 mod sharded;
 mod streams;
+mod traces;

@@ -473,6 +473,31 @@ fn corpus() -> Vec<Case> {
             &[("disconnect", "true"), ("all", "true"), ("ttl", "1m")],
         ),
         valid(
+            "traceparent",
+            &[
+                ("event", "e"),
+                (
+                    "traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
+            ],
+        ),
+        valid(
+            "traceparent on a join",
+            &[
+                ("join", r#"["g"]"#),
+                ("room", "r"),
+                (
+                    "traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
+            ],
+        ),
+        valid(
+            "a traceparent that is no trace context (ignored)",
+            &[("event", "e"), ("traceparent", "not-a-trace-context")],
+        ),
+        valid(
             "bytes",
             &[("event", "e"), ("data", r#"{"b":{"$binary":"3q2+7w=="}}"#)],
         ),

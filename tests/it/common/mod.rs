@@ -24,11 +24,13 @@ use serde_json::json;
 mod client_ledger;
 mod cluster;
 mod failover;
+mod otlp;
 mod python;
 mod sentinel;
 pub use client_ledger::*;
 pub use cluster::*;
 pub use failover::*;
+pub use otlp::*;
 pub use python::*;
 pub use sentinel::*;
 
