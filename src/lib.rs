@@ -106,17 +106,21 @@ pub async fn run(
         + cfg.redis.command_timeout * 2
         + cfg.redis.backoff_max
         + std::time::Duration::from_secs(10);
-    let metrics = Arc::new(metrics::Metrics::new());
-    // One relay loop per stream (see `partition`), side by side, sharing the metrics.
+    let partitions = cfg.partitions();
+    let metrics = Arc::new(metrics::Metrics::new(
+        partitions.iter().map(|p| p.source.stream.as_str()),
+    ));
+    // One relay loop per stream (see `partition`), side by side, each recording into its stream's
+    // series.
     let mut loops = health::Loops::default();
     let timeout = cfg.shutdown.timeout;
-    let relays: Vec<relay::Relay> = cfg
-        .partitions()
+    let relays: Vec<relay::Relay> = partitions
         .into_iter()
-        .map(|partition| {
+        .zip(metrics.streams().iter().cloned())
+        .map(|(partition, metrics)| {
             let health = Arc::new(health::Health::new(stalled_after));
             loops.add(partition.source.stream.clone(), health.clone());
-            relay::Relay::new(partition, token.clone(), health, metrics.clone())
+            relay::Relay::new(partition, token.clone(), health, metrics)
         })
         .collect();
     if let Some(addr) = cfg.http.addr() {

@@ -56,7 +56,7 @@ use crate::fault::Fault;
 use crate::health::Health;
 use crate::held::Held;
 use crate::lease::Lease;
-use crate::metrics::Metrics;
+use crate::metrics::StreamMetrics;
 use crate::packet::Target;
 use crate::replies::Listener;
 use crate::systemd::Notifier;
@@ -118,7 +118,8 @@ pub struct Relay {
     stream_slot: Option<redis::cluster_routing::Slot>,
     shutdown: CancellationToken,
     health: Arc<Health>,
-    metrics: Arc<Metrics>,
+    /// This stream's series.
+    metrics: StreamMetrics,
     notifier: Notifier,
 }
 
@@ -127,7 +128,7 @@ impl Relay {
         cfg: Config,
         shutdown: CancellationToken,
         health: Arc<Health>,
-        metrics: Arc<Metrics>,
+        metrics: StreamMetrics,
     ) -> Relay {
         let nonce = nonce();
         Relay {
@@ -184,8 +185,7 @@ impl Relay {
             let now = tokio::time::Instant::now();
             if self.duties.is_due(Duty::Census, now) {
                 self.duties.done(Duty::Census, now, CENSUS_INTERVAL);
-                self.metrics
-                    .held_census(&self.cfg.source.stream, self.custody.held.counts());
+                self.metrics.held_census(self.custody.held.counts());
             }
             if let Err(fault) = result {
                 if let Some(failure) = self.handle(fault, &mut session).await {
