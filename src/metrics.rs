@@ -147,6 +147,15 @@ pub struct HeldCensus {
 /// Namespaces the census names per stream.
 pub const CENSUS_SHOWN: usize = 20;
 
+/// Registers a family of plain metrics (counters, gauges) with a series per stream.
+fn plain<M>(registry: &mut Registry, name: &str, help: &str) -> Family<StreamLabels, M>
+where
+    M: Default,
+    Family<StreamLabels, M>: prometheus_client::registry::Metric + Clone,
+{
+    per_stream(registry, name, help, None, Family::default())
+}
+
 /// Registers a family with one series per stream, and returns it to resolve them.
 fn per_stream<S, M, C>(
     registry: &mut Registry,
@@ -183,28 +192,10 @@ fn ack_latency() -> Histogram {
 
 impl Metrics {
     /// The metrics of a process that relays `streams` (each partition's `source.stream`), every
-    /// series created at its first value.
+    /// series of every stream exported from the start.
     pub fn new<'a>(streams: impl IntoIterator<Item = &'a str>) -> Metrics {
         let mut registry = Registry::with_prefix("sio_relay");
         let r = &mut registry;
-        let counter = |r: &mut Registry, name: &str, help: &str| {
-            per_stream(
-                r,
-                name,
-                help,
-                None,
-                Family::<StreamLabels, Counter>::default(),
-            )
-        };
-        let gauge = |r: &mut Registry, name: &str, help: &str| {
-            per_stream(
-                r,
-                name,
-                help,
-                None,
-                Family::<StreamLabels, Gauge>::default(),
-            )
-        };
         let histogram = |r: &mut Registry, name: &str, help: &str, unit, buckets| {
             let family =
                 Family::<StreamLabels, Histogram, fn() -> Histogram>::new_with_constructor(buckets);
@@ -217,17 +208,17 @@ impl Metrics {
             None,
             Family::<SourceLabels, Counter>::default(),
         );
-        let published = counter(
+        let published = plain::<Counter>(
             r,
             "published",
             "Entries published to at least delivery.min_receivers Socket.IO servers",
         );
-        let acknowledged = counter(
+        let acknowledged = plain::<Counter>(
             r,
             "acknowledged",
             "Entries acknowledged in the consumer group (delivered or dead-lettered)",
         );
-        let redelivered = counter(
+        let redelivered = plain::<Counter>(
             r,
             "redelivered",
             "Entries reclaimed from other consumers (XAUTOCLAIM)",
@@ -239,17 +230,17 @@ impl Metrics {
             None,
             Family::<ReasonLabels, Counter>::default(),
         );
-        let held = counter(
+        let held = plain::<Counter>(
             r,
             "held",
             "Entries held because too few Socket.IO servers listened on their namespace",
         );
-        let held_now = gauge(
+        let held_now = plain::<Gauge>(
             r,
             "held_entries",
             "Entries held in memory right now, waiting for Socket.IO servers",
         );
-        let deleted_pending = counter(
+        let deleted_pending = plain::<Counter>(
             r,
             "deleted_pending",
             "Pending entries found deleted from the stream (trimmed or XDEL) before delivery",
@@ -282,7 +273,7 @@ impl Metrics {
             None,
             Family::<StreamLabels, Gauge<f64, AtomicU64>>::default(),
         );
-        let group_pending = gauge(
+        let group_pending = plain::<Gauge>(
             r,
             "group_pending",
             "Entries read by the group and not yet acknowledged",
@@ -294,47 +285,47 @@ impl Metrics {
             None,
             Family::<ConnectionLabels, Gauge>::default(),
         );
-        let redis_refusing = gauge(
+        let redis_refusing = plain::<Gauge>(
             r,
             "redis_refusing",
             "1 while Redis refuses the relay's work (out of memory, ACL, a key of the wrong type): nothing is delivered",
         );
-        let replicas_short = counter(
+        let replicas_short = plain::<Counter>(
             r,
             "replicas_short",
             "Times WAIT reached fewer than redis.wait_replicas replicas within redis.wait_timeout",
         );
-        let group_recreated = counter(
+        let group_recreated = plain::<Counter>(
             r,
             "group_recreated",
             "Times the consumer group vanished while the relay ran and was created again",
         );
-        let unconfirmed = counter(
+        let unconfirmed = plain::<Counter>(
             r,
             "unconfirmed",
             "Entries published but not confirmed because a Socket.IO server left without saying it had them; published again",
         );
-        let reached_no_client = counter(
+        let reached_no_client = plain::<Counter>(
             r,
             "reached_no_client",
             "Entries delivered that the Socket.IO servers sent to no client (counted with delivery.confirm = \"clients\")",
         );
-        let parked = gauge(
+        let parked = plain::<Gauge>(
             r,
             "parked_entries",
             "Entries Redis refuses even on their own and the dead-letter stream refuses too: pending, tried again every delivery.retry_interval",
         );
-        let acks_waiting = gauge(
+        let acks_waiting = plain::<Gauge>(
             r,
             "acks_waiting",
             "Entries that asked for acknowledgements and wait for a client's, in memory right now",
         );
-        let ack_requests = counter(
+        let ack_requests = plain::<Counter>(
             r,
             "ack_requests",
             "Broadcasts with acknowledgements sent to the Socket.IO servers (every attempt of every entry)",
         );
-        let client_acks = counter(
+        let client_acks = plain::<Counter>(
             r,
             "client_acks",
             "Acknowledgements received from Socket.IO clients",
@@ -346,7 +337,7 @@ impl Metrics {
             Some(Unit::Seconds),
             ack_latency,
         );
-        let acked_by_clients = counter(
+        let acked_by_clients = plain::<Counter>(
             r,
             "acked_by_clients",
             "Entries acknowledged by at least one client, their results written to acks.stream",
