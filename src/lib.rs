@@ -105,7 +105,10 @@ pub async fn run(
     };
     let token =
         shutdown::listen().map_err(|e| failure(format!("cannot install signal handlers: {e}")))?;
-    let metrics = Arc::new(metrics::Metrics::new());
+    let partitions = cfg.partitions();
+    let metrics = Arc::new(metrics::Metrics::new(
+        partitions.iter().map(|p| p.source.stream.as_str()),
+    ));
     reload::listen(config_path, cfg.clone(), level, metrics.clone())
         .map_err(|e| failure(format!("cannot install the SIGHUP handler: {e}")))?;
     let stalled_after = connection::read_timeout(cfg.source.block)
@@ -114,18 +117,19 @@ pub async fn run(
         + std::time::Duration::from_secs(10);
     let exporter = traces::Exporter::start(&cfg.telemetry, &cfg.source.consumer, &metrics)
         .map_err(|e| failure(e.to_string()))?;
-    // One relay loop per stream (see `partition`), side by side, sharing the metrics.
+    // One relay loop per stream (see `partition`), side by side, each recording into its stream's
+    // series.
     let mut loops = health::Loops::default();
     let timeout = cfg.shutdown.timeout;
-    let relays: Vec<relay::Relay> = cfg
-        .partitions()
+    let relays: Vec<relay::Relay> = partitions
         .into_iter()
-        .map(|partition| {
+        .zip(metrics.streams().iter().cloned())
+        .map(|(partition, its_metrics)| {
             let health = Arc::new(health::Health::new(stalled_after));
             loops.add(partition.source.stream.clone(), health.clone());
-            let relay = relay::Relay::new(partition, token.clone(), health, metrics.clone());
+            let relay = relay::Relay::new(partition, token.clone(), health, its_metrics);
             match &exporter {
-                Some(exporter) => relay.traced(exporter),
+                Some(exporter) => relay.traced(exporter, &metrics.trace_spans_dropped),
                 None => relay,
             }
         })

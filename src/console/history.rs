@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StreamMetrics};
 
 /// Time between samples.
 pub const INTERVAL: Duration = Duration::from_secs(2);
@@ -33,20 +33,22 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// Every stream's counters added up (a lag Redis cannot tell on one stream makes the sum
+    /// unknown: NaN adds up to NaN).
     pub fn take(metrics: &Metrics) -> Sample {
-        let lag = metrics.group_lag.get();
+        let lag = metrics.sum(|s| s.group_lag.get());
         Sample {
             t_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
-            read: metrics.entries_read_total(),
-            acknowledged: metrics.acknowledged.get(),
-            published: metrics.published.get(),
-            dead_lettered: metrics.dead_lettered_total(),
+            read: metrics.sum(StreamMetrics::entries_read_total),
+            acknowledged: metrics.sum(|s| s.acknowledged.get()),
+            published: metrics.sum(|s| s.published.get()),
+            dead_lettered: metrics.sum(StreamMetrics::dead_lettered_total),
             lag: lag.is_finite().then_some(lag),
-            pending: metrics.group_pending.get(),
-            latency_sum: metrics.end_to_end_micros.get() as f64 / 1e6,
-            latency_count: metrics.end_to_end_count.get(),
+            pending: metrics.sum(|s| s.group_pending.get()),
+            latency_sum: metrics.sum(|s| s.end_to_end_micros.get()) as f64 / 1e6,
+            latency_count: metrics.sum(|s| s.end_to_end_count.get()),
         }
     }
 }
@@ -79,9 +81,9 @@ mod tests {
     #[test]
     fn the_ring_keeps_the_last_samples_in_order() {
         let history = History::default();
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(["a", "b"]);
         for i in 0..SAMPLES + 5 {
-            metrics.acknowledged.inc();
+            metrics.streams()[i % 2].acknowledged.inc();
             let mut sample = Sample::take(&metrics);
             sample.t_ms = i as u64;
             history.record(sample);

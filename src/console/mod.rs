@@ -145,18 +145,8 @@ impl Console {
     async fn state(&self) -> Response<Full<Bytes>> {
         let status = self.status().await;
         let m = &self.metrics;
-        let census = m
-            .held_by_namespace
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let connected = ["reader", "writer"].iter().all(|connection| {
-            m.redis_connected
-                .get(&crate::metrics::ConnectionLabels {
-                    connection: (*connection).into(),
-                })
-                .is_some_and(|g| g.get() == 1)
-        });
+        let censuses: Vec<_> = m.streams().iter().map(|s| s.census()).collect();
+        let streams = m.streams().iter();
         let state = State {
             version: env!("CARGO_PKG_VERSION"),
             writable: self.token.is_configured(),
@@ -164,18 +154,17 @@ impl Console {
             status: &status,
             relay: RelayState {
                 consumer: self.cfg.source.consumer.clone(),
-                redis_connected: connected,
-                redis_refusing: m.redis_refusing.get() == 1,
-                held_entries: m.held_now.get(),
-                parked_entries: m.parked.get(),
-                acks_waiting: m.acks_waiting.get(),
-                held_by_namespace: census
-                    .shown
-                    .into_values()
-                    .flatten()
+                redis_connected: streams.clone().all(|s| s.is_connected()),
+                redis_refusing: streams.clone().any(|s| s.redis_refusing.get() == 1),
+                held_entries: m.sum(|s| s.held_now.get()),
+                parked_entries: m.sum(|s| s.parked.get()),
+                acks_waiting: m.sum(|s| s.acks_waiting.get()),
+                held_namespaces_not_shown: censuses.iter().map(|c| c.not_shown).sum(),
+                held_by_namespace: censuses
+                    .into_iter()
+                    .flat_map(|c| c.shown)
                     .map(|(nsp, held)| HeldNamespace { nsp, held })
                     .collect(),
-                held_namespaces_not_shown: census.not_shown.values().sum(),
             },
             history: self.history.samples(),
         };

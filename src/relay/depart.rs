@@ -63,17 +63,13 @@ mod tests {
     use crate::config::Config;
     use crate::delivery::Claim;
     use crate::health::Health;
-    use crate::metrics::Metrics;
+    use crate::metrics::{Metrics, StreamMetrics};
 
-    fn relay() -> (Relay, Arc<Metrics>) {
-        let metrics = Arc::new(Metrics::new());
+    fn relay() -> (Relay, StreamMetrics) {
+        let cfg = Config::default();
+        let metrics = Metrics::new([cfg.source.stream.as_str()]).streams()[0].clone();
         let health = Arc::new(Health::new(Duration::from_secs(10)));
-        let relay = Relay::new(
-            Config::default(),
-            CancellationToken::new(),
-            health,
-            metrics.clone(),
-        );
+        let relay = Relay::new(cfg, CancellationToken::new(), health, metrics.clone());
         (relay, metrics)
     }
 

@@ -21,7 +21,7 @@ pub(super) enum Duty {
     Reclaim,
     /// Refresh the group's gauges and position; follow a cluster's list of nodes.
     GroupCheck,
-    /// The held census for the console (see [`crate::metrics::Metrics::held_census`]).
+    /// The held census for the console (see [`crate::metrics::StreamMetrics::held_census`]).
     Census,
     /// Dead-letter the held and waiting entries whose lifetime ended (see [`super::expire`]).
     Expire,

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::connection::Backoff;
 use crate::fault::LinkError;
 use crate::health::Health;
-use crate::metrics::Metrics;
+use crate::metrics::StreamMetrics;
 
 #[derive(Clone, Debug, PartialEq)]
 enum State {
@@ -36,11 +36,11 @@ pub(super) struct Link {
     /// Where Redis is, passwords masked, for logs.
     redis_url: String,
     health: Arc<Health>,
-    metrics: Arc<Metrics>,
+    metrics: StreamMetrics,
 }
 
 impl Link {
-    pub fn new(cfg: &Config, health: Arc<Health>, metrics: Arc<Metrics>) -> Link {
+    pub fn new(cfg: &Config, health: Arc<Health>, metrics: StreamMetrics) -> Link {
         Link {
             state: State::Starting,
             backoff: Backoff::new(cfg.redis.backoff_min, cfg.redis.backoff_max),

@@ -59,7 +59,7 @@ use crate::fault::Fault;
 use crate::health::Health;
 use crate::held::Held;
 use crate::lease::Lease;
-use crate::metrics::Metrics;
+use crate::metrics::StreamMetrics;
 use crate::packet::Target;
 use crate::replies::Listener;
 use crate::systemd::Notifier;
@@ -122,7 +122,8 @@ pub struct Relay {
     stream_slot: Option<redis::cluster_routing::Slot>,
     shutdown: CancellationToken,
     health: Arc<Health>,
-    metrics: Arc<Metrics>,
+    /// This stream's series.
+    metrics: StreamMetrics,
     notifier: Notifier,
     /// The spans of the entries in hand (`[telemetry]`).
     spans: Spans,
@@ -133,7 +134,7 @@ impl Relay {
         cfg: Config,
         shutdown: CancellationToken,
         health: Arc<Health>,
-        metrics: Arc<Metrics>,
+        metrics: StreamMetrics,
     ) -> Relay {
         let nonce = nonce();
         Relay {
@@ -164,13 +165,16 @@ impl Relay {
         }
     }
 
-    /// Traces its entries through `exporter`.
-    pub fn traced(mut self, exporter: &crate::traces::Exporter) -> Relay {
-        self.spans = Spans::new(
-            exporter,
-            &self.cfg,
-            self.metrics.trace_spans_dropped.clone(),
-        );
+    /// Traces its entries through `exporter`, counting what it does not export in `dropped`.
+    pub fn traced(
+        mut self,
+        exporter: &crate::traces::Exporter,
+        dropped: &prometheus_client::metrics::family::Family<
+            crate::metrics::SpanDropLabels,
+            prometheus_client::metrics::counter::Counter,
+        >,
+    ) -> Relay {
+        self.spans = Spans::new(exporter, &self.cfg, dropped.clone());
         self
     }
 
@@ -201,8 +205,7 @@ impl Relay {
             let now = tokio::time::Instant::now();
             if self.duties.is_due(Duty::Census, now) {
                 self.duties.done(Duty::Census, now, CENSUS_INTERVAL);
-                self.metrics
-                    .held_census(&self.cfg.source.stream, self.custody.held.counts());
+                self.metrics.held_census(self.custody.held.counts());
             }
             if let Err(fault) = result {
                 if let Some(failure) = self.handle(fault, &mut session).await {

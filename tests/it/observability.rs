@@ -131,7 +131,8 @@ fn as_promql(expr: &str, rate_interval: &str, job: &str) -> String {
     let promql = expr
         .replace("$__rate_interval", rate_interval)
         .replace("$job", job)
-        .replace("$instance", ".*");
+        .replace("$instance", ".*")
+        .replace("$stream", ".*");
     assert!(!promql.contains('$'), "an unknown variable in {expr}");
     promql
 }
@@ -307,9 +308,7 @@ fn exported_metrics() -> Exposition {
     xadd(&mut con, &[("event", "connect")]);
     sub.wait_count(1, 10 * SECOND);
     wait_until(10 * SECOND, "both entries are acknowledged", || {
-        http_get(port, "/metrics")
-            .1
-            .contains("sio_relay_acknowledged_total 2")
+        reading(&http_get(port, "/metrics").1, "acknowledged_total") == Some(2.0)
     });
     let (status, body) = http_get(port, "/metrics");
     assert_eq!(status, 200);
@@ -451,8 +450,8 @@ fn the_dashboard_and_the_rules_name_exported_metrics_and_cover_them_all() {
     );
 }
 
-/// The dashboard imports: a Prometheus datasource variable used by every panel and query, job and
-/// instance variables applied to every selector, unique ids, a grid without overlaps, the rows in
+/// The dashboard imports: a Prometheus datasource variable used by every panel and query, job,
+/// instance and stream variables applied to every selector, unique ids, a grid without overlaps, the rows in
 /// order with panels under each.
 #[test]
 fn the_dashboard_is_well_formed() {
@@ -480,6 +479,13 @@ fn the_dashboard_is_well_formed() {
         );
         assert!(query.ends_with(&format!(", {name})")), "{query}");
     }
+    // The streams of the relays selected (one per partition, or the one `source.stream`).
+    let stream = variable("stream");
+    assert_eq!(stream["datasource"]["uid"], "${datasource}");
+    assert_eq!(
+        stream["query"]["query"],
+        r#"label_values(sio_relay_acknowledged_total{job=~"$job", instance=~"$instance"}, stream)"#
+    );
 
     let panels = all_panels(&dashboard);
     let mut ids = BTreeSet::new();
@@ -527,14 +533,28 @@ fn the_dashboard_is_well_formed() {
             assert_eq!(target["datasource"]["uid"], "${datasource}", "{title}");
             let expr = target["expr"].as_str().unwrap_or("");
             assert!(!expr.trim().is_empty(), "{title}: a target without expr");
-            // Every selector filters by the variables.
+            // Every selector filters by the variables, the stream's too where the series is one
+            // stream's (all but those about the process: `up`, `build_info`, the configuration's
+            // reloads, the spans not exported).
             let selectors = expr.matches('{').count();
-            let filtered = expr
-                .matches(r#"{job=~"$job", instance=~"$instance"}"#)
+            let per_process = [
+                "up",
+                "sio_relay_build_info",
+                "sio_relay_config_reloads_total",
+                "sio_relay_trace_spans_dropped_total",
+            ]
+            .iter()
+            .map(|name| {
+                expr.matches(&format!(r#"{name}{{job=~"$job", instance=~"$instance"}}"#))
+                    .count()
+            })
+            .sum::<usize>();
+            let per_stream = expr
+                .matches(r#"{job=~"$job", instance=~"$instance", stream=~"$stream"}"#)
                 .count();
             assert!(
-                selectors == filtered && filtered > 0,
-                "{title}: every selector takes $job and $instance: {expr}"
+                selectors == per_process + per_stream && selectors > 0,
+                "{title}: every selector takes $job and $instance, and $stream unless it is about the process: {expr}"
             );
         }
     }
@@ -742,6 +762,10 @@ fn a_real_prometheus_scraping_a_relay_shows_every_panel_and_raises_every_alert()
             assert!(
                 a["labels"].get("instance").is_none(),
                 "{alert} is one alert per group, not per relay: {a}"
+            );
+            assert_eq!(
+                a["labels"]["stream"], STREAM,
+                "{alert} names its stream: {a}"
             );
             raised.insert(alert);
         }

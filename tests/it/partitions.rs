@@ -124,3 +124,72 @@ fn entries_spread_over_partitions_arrive_once_and_in_order_per_room() {
         .sum();
     assert_eq!(pending, 0, "{json}");
 }
+
+/// Two partitions, each counted in its own series (`stream` label): every entry of a stream moves
+/// that stream's counters and gauges only, the other's stay as its own entries leave them.
+/// Orders:{a} gets 7 valid entries; orders:{b} 3 valid, 2 malformed and 1 for a namespace no
+/// server listens on (held). A real Socket.IO server and a client per room show what was
+/// delivered.
+#[test]
+fn each_partition_counts_its_own_entries() {
+    let redis = RedisServer::start();
+    let server = SocketIoServer::start(&redis);
+    wait_servers(&redis, 1);
+    let (rooms, clients) = one_client_per_room(&server.url("/"), 2);
+    let [a, b] = ["orders:{a}", "orders:{b}"];
+    let streams = format!("{a},{b}");
+    let relay = Relay::start(&redis, "relay-1", &[("SOURCE__STREAMS", streams.as_str())]);
+    relay.wait_ready(20 * SECOND);
+
+    let mut con = redis.connection();
+    let mut add = |stream: &str, fields: &[(&str, &str)]| {
+        redis::cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg(fields)
+            .query::<String>(&mut con)
+            .unwrap();
+    };
+    for _ in 0..7 {
+        add(a, &[("event", "n"), ("room", rooms[0].as_str())]);
+    }
+    for _ in 0..3 {
+        add(b, &[("event", "n"), ("room", rooms[1].as_str())]);
+    }
+    add(b, &[("data", "no event")]);
+    add(b, &[("event", "connect")]);
+    add(b, &[("event", "n"), ("nsp", "/nobody")]);
+
+    let of = |name: &str, stream: &str| format!("{name}{{stream=\"{stream}\"}}");
+    relay.wait_metric(&of("acknowledged_total", a), 20 * SECOND, |n| n == 7.0);
+    relay.wait_metric(&of("acknowledged_total", b), 20 * SECOND, |n| n == 5.0);
+    relay.wait_metric(&of("held_entries", b), 20 * SECOND, |n| n == 1.0);
+    // Refreshed every 5 s from XINFO GROUPS, each stream's own group.
+    relay.wait_metric(&of("group_pending", b), 20 * SECOND, |n| n == 1.0);
+    relay.wait_metric(&of("group_pending", a), 20 * SECOND, |n| n == 0.0);
+    clients.wait_events(&rooms[0], 7, 10 * SECOND);
+    clients.wait_events(&rooms[1], 3, 10 * SECOND);
+
+    let body = http_get(relay.http_port(), "/metrics").1;
+    let value = |series: String| reading(&body, &series).unwrap_or_else(|| panic!("{series}"));
+    for (name, in_a, in_b) in [
+        ("entries_read_total", 7.0, 6.0),
+        ("published_total", 7.0, 3.0),
+        ("acknowledged_total", 7.0, 5.0),
+        ("end_to_end_latency_seconds", 7.0, 3.0),
+        ("publish_receivers", 7.0, 3.0),
+        ("held_total", 0.0, 1.0),
+        ("held_entries", 0.0, 1.0),
+        ("dead_lettered_total", 0.0, 2.0),
+    ] {
+        assert_eq!(value(of(name, a)), in_a, "{name} of {a}\n{body}");
+        assert_eq!(value(of(name, b)), in_b, "{name} of {b}\n{body}");
+    }
+    let malformed = format!("dead_lettered_total{{stream=\"{b}\",reason=\"malformed\"}}");
+    assert_eq!(value(malformed), 2.0, "{body}");
+    let connected = format!("redis_connected{{stream=\"{a}\",connection=\"writer\"}}");
+    assert_eq!(value(connected), 1.0, "{body}");
+    // Nothing twice: each client got its room's entries once.
+    assert_eq!(clients.events_of(&rooms[0]).len(), 7);
+    assert_eq!(clients.events_of(&rooms[1]).len(), 3);
+}

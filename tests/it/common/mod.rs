@@ -1916,26 +1916,20 @@ pub fn exhaust_dead_letter_stream(con: &mut redis::Connection) {
         .unwrap();
 }
 
-/// Every series of `/metrics` whose name starts with `sio_relay_<name>` (a histogram counts by
-/// its `_count`), summed: what "it moved" is judged on.
+/// Every series of `/metrics` named `sio_relay_<name>` (a histogram counts by its `_count`) that
+/// carries the labels `name` gives, if any, whatever its others (`dead_lettered_total{reason=
+/// "malformed"}` sums that reason over every stream), summed: what "it moved" is judged on.
 pub fn reading(body: &str, name: &str) -> Option<f64> {
-    let full = format!("sio_relay_{name}");
-    let (base, labels) = full
-        .split_once('{')
-        .map_or((full.as_str(), ""), |(b, l)| (b, l));
+    let (base, wanted) = series_of(name);
+    let base = format!("sio_relay_{base}");
+    let count = format!("{base}_count");
     let mut found = None;
     for line in body.lines().filter(|l| !l.starts_with('#')) {
         let Some((series, value)) = line.rsplit_once(' ') else {
             continue;
         };
-        let matches = if labels.is_empty() {
-            series == base
-                || series == format!("{base}_count")
-                || series.starts_with(&format!("{base}{{"))
-        } else {
-            series == full
-        };
-        if matches {
+        let (name, labels) = series_of(series);
+        if (name == base || name == count) && wanted.iter().all(|l| labels.contains(l)) {
             let value: f64 = value.parse().unwrap_or(f64::NAN);
             let value = if value.is_nan() { -1.0 } else { value };
             found = Some(found.unwrap_or(0.0) + value);
@@ -1944,14 +1938,46 @@ pub fn reading(body: &str, name: &str) -> Option<f64> {
     found
 }
 
+/// A series' name and labels: `name{a="x",b="y"}` gives `name` and `[(a, x), (b, y)]`, values
+/// unescaped.
+pub fn series_of(series: &str) -> (&str, Vec<(String, String)>) {
+    let Some((name, rest)) = series.split_once('{') else {
+        return (series, Vec::new());
+    };
+    let mut labels = Vec::new();
+    let mut chars = rest.chars();
+    loop {
+        let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
+        let key = key.trim_start_matches([',', ' ']).to_owned();
+        if key.is_empty() || key == "}" || chars.next() != Some('"') {
+            break;
+        }
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => break,
+                '\\' => value.extend(chars.next()),
+                c => value.push(c),
+            }
+        }
+        labels.push((key, value));
+    }
+    (name, labels)
+}
+
+/// The sum of every series `name` (`sio_relay_...`, with some of its labels if given), as
+/// [`reading`] reads it, or a panic naming it.
 pub fn metric(body: &str, name: &str) -> f64 {
     find_metric(body, name).unwrap_or_else(|| panic!("no {name} in\n{body}"))
 }
 
-/// The value of the series `name` (with its labels, if any), if the body has it.
+/// The sum of every series `name` (`sio_relay_...`, with some of its labels if given), as
+/// [`reading`] reads it, if the body has one.
 pub fn find_metric(body: &str, name: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+    let name = name
+        .strip_prefix("sio_relay_")
+        .expect("a sio_relay_ metric");
+    reading(body, name)
 }
 
 /// The ACL rule of docs/05-security.md ("Secure Redis"), with `password` instead of the
