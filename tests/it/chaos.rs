@@ -103,12 +103,7 @@ fn redis_crashed_and_restarted_with_aof() {
     sub.wait_count(50, 10 * SECOND);
     // What is journaled when Redis dies, the relay's scripts held off meanwhile: published, not
     // yet confirmed.
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(30_000)
-        .arg("WRITE")
-        .query(&mut con)
-        .unwrap();
+    pause_writes(&mut con);
     let journal: Vec<(String, String)> = redis::cmd("HGETALL")
         .arg(format!("{STREAM}:published:{GROUP}"))
         .query(&mut con)

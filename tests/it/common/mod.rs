@@ -1664,16 +1664,21 @@ impl Adapter {
     }
 }
 
-/// Runs `f` while Redis holds every client's write commands (the relay's reads and scripts), then
-/// lets them through: servers and clients started in `f` are all there before the relay acts.
-pub fn with_writes_paused<T>(redis: &RedisServer, f: impl FnOnce() -> T) -> T {
-    let mut con = redis.connection();
+/// Makes Redis hold every client's write commands (the relay's reads and scripts) for up to 30 s.
+pub fn pause_writes(con: &mut redis::Connection) {
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")
         .arg(30_000)
         .arg("WRITE")
-        .query(&mut con)
+        .query(con)
         .unwrap();
+}
+
+/// Runs `f` while Redis holds every client's write commands (the relay's reads and scripts), then
+/// lets them through: servers and clients started in `f` are all there before the relay acts.
+pub fn with_writes_paused<T>(redis: &RedisServer, f: impl FnOnce() -> T) -> T {
+    let mut con = redis.connection();
+    pause_writes(&mut con);
     let result = f();
     let _: () = redis::cmd("CLIENT").arg("UNPAUSE").query(&mut con).unwrap();
     result
