@@ -57,6 +57,15 @@ fn main() {
     let redis = pinned_redis(RedisServer::start());
     let place = Place::standalone(&redis);
     let subscriber = Subscriber::start(&redis);
+    if std::env::var_os("BENCH_AB_ONLY").is_some() {
+        // Only the alternated drains of this build and BENCH_OTHER_RELAY: minutes less per A/B,
+        // for finding which change cost what. Nothing is written.
+        print!(
+            "{}",
+            variants_report(&ab(&place, &subscriber, entries), entries)
+        );
+        return;
+    }
     let mut results = Vec::new();
     for relay in [RelayKind::SioRelay, RelayKind::NodeBaseline] {
         eprintln!("== {}: draining {entries} entries", relay.name());
@@ -100,17 +109,7 @@ fn variants(
     entries: usize,
 ) -> Vec<(&'static str, Drain, Drain)> {
     let place = Place::standalone(redis);
-    let mut out = Vec::new();
-    if std::env::var_os("BENCH_OTHER_RELAY").is_some() {
-        // Alternated, so that neither build always runs on a warmer (or more loaded) machine.
-        for round in 0..env_number("BENCH_AB_ROUNDS", 3) {
-            eprintln!("== variant baseline: this build (round {round})");
-            let base = drain(&place, subscriber, RelayKind::SioRelay, entries, SMALL);
-            eprintln!("== variant: BENCH_OTHER_RELAY (round {round})");
-            let other = drain(&place, subscriber, RelayKind::OtherBuild, entries, SMALL);
-            out.push(("the build at BENCH_OTHER_RELAY", base, other));
-        }
-    }
+    let mut out = ab(&place, subscriber, entries);
     // Traces exported to a receiver that decodes the spans and keeps none.
     let collector = common::Receiver::discarding();
     let endpoint = collector.endpoint();
@@ -189,6 +188,22 @@ fn variants(
     out
 }
 
+/// With `BENCH_OTHER_RELAY` set, `BENCH_AB_ROUNDS` drains of this build and of that one,
+/// alternated, so that neither always runs on a warmer (or more loaded) machine.
+fn ab(place: &Place, subscriber: &Subscriber, entries: usize) -> Vec<(&'static str, Drain, Drain)> {
+    let mut out = Vec::new();
+    if std::env::var_os("BENCH_OTHER_RELAY").is_some() {
+        for round in 0..env_number("BENCH_AB_ROUNDS", 3) {
+            eprintln!("== variant baseline: this build (round {round})");
+            let base = drain(place, subscriber, RelayKind::SioRelay, entries, SMALL);
+            eprintln!("== variant: BENCH_OTHER_RELAY (round {round})");
+            let other = drain(place, subscriber, RelayKind::OtherBuild, entries, SMALL);
+            out.push(("the build at BENCH_OTHER_RELAY", base, other));
+        }
+    }
+    out
+}
+
 fn variants_report(variants: &[(&str, Drain, Drain)], entries: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -198,19 +213,20 @@ sio-relay in other configurations, each against the default drained right before
     );
     let _ = writeln!(
         out,
-        "| configuration | drain (entries/s) | default's drain | ratio | relay CPU per entry | Redis CPU per entry | default's Redis CPU per entry | received |"
+        "| configuration | drain (entries/s) | default's drain | ratio | relay CPU per entry | default's relay CPU per entry | Redis CPU per entry | default's Redis CPU per entry | received |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let rate = |d: &Drain| d.received as f64 / d.seconds.max(1e-9);
     let per_entry = |cpu: f64, d: &Drain| format!("{:.1} µs", 1e6 * cpu / d.entries as f64);
     for (name, base, variant) in variants {
         let _ = writeln!(
             out,
-            "| {name} | {:.0} | {:.0} | {:.2}× | {} | {} | {} | {}/{} |",
+            "| {name} | {:.0} | {:.0} | {:.2}× | {} | {} | {} | {} | {}/{} |",
             rate(variant),
             rate(base),
             rate(variant) / rate(base),
             per_entry(variant.relay_cpu, variant),
+            per_entry(base.relay_cpu, base),
             per_entry(variant.redis_cpu, variant),
             per_entry(base.redis_cpu, base),
             variant.received,
