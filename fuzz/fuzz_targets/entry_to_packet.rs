@@ -16,7 +16,7 @@ use sio_relay::packet::{
     decode, decode_request, hex, Adapter, Parser, Target, Unsendable, Unsupported,
 };
 
-const NAMES: [&str; 18] = [
+const NAMES: [&str; 20] = [
     "event",
     "data",
     "args",
@@ -36,6 +36,7 @@ const NAMES: [&str; 18] = [
     "ack",
     "append_id",
     "ttl",
+    "traceparent",
 ];
 
 fuzz_target!(|input: &[u8]| {
