@@ -194,10 +194,18 @@ fn ab(place: &Place, subscriber: &Subscriber, entries: usize) -> Vec<(&'static s
     let mut out = Vec::new();
     if std::env::var_os("BENCH_OTHER_RELAY").is_some() {
         for round in 0..env_number("BENCH_AB_ROUNDS", 3) {
-            eprintln!("== variant baseline: this build (round {round})");
-            let base = drain(place, subscriber, RelayKind::SioRelay, entries, SMALL);
-            eprintln!("== variant: BENCH_OTHER_RELAY (round {round})");
-            let other = drain(place, subscriber, RelayKind::OtherBuild, entries, SMALL);
+            // Which build drains first alternates too: the first of a pair finds Redis idle.
+            let drained = |kind: RelayKind| {
+                eprintln!("== A/B: {} (round {round})", kind.name());
+                drain(place, subscriber, kind, entries, SMALL)
+            };
+            let (base, other) = if round % 2 == 0 {
+                let base = drained(RelayKind::SioRelay);
+                (base, drained(RelayKind::OtherBuild))
+            } else {
+                let other = drained(RelayKind::OtherBuild);
+                (drained(RelayKind::SioRelay), other)
+            };
             out.push(("the build at BENCH_OTHER_RELAY", base, other));
         }
     }
