@@ -210,12 +210,7 @@ fn main() -> ExitCode {
                 ttl,
                 traceparent,
             };
-            if direct {
-                block_on(send::direct(&cfg, &emit))
-                    .map(|n| format!("published to {n} Socket.IO server(s)\n"))
-            } else {
-                block_on(send::to_stream(&cfg, &emit)).map(|id| format!("{id}\n"))
-            }
+            send::run(&cfg, &emit, direct)
         }
         Command::Monitor { json, nsps, count } => block_on(monitor::run(
             &cfg,

@@ -1,8 +1,10 @@
 //! What an operator does to the relay's world from outside the relay, shared by the operator
-//! commands and the console: one-off connections, the status report, and dead-letter operations.
+//! commands and the console: one-off connections, the status report, dead-letter operations, and
+//! sending an entry.
 //! Below both, so that neither imports the other.
 
 pub mod dead;
+pub mod send;
 pub mod status;
 
 use redis::aio::MultiplexedConnection;

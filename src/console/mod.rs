@@ -4,7 +4,8 @@
 //! The page and its script are embedded in the binary (`assets/`, no build step) and read JSON:
 //! `GET /console/state` (what `sio-relay status` shows, the relay's own counters and the last
 //! minutes of them, see [`history`]) and `GET /console/dead` (a page of dead letters, see [`dead`]);
-//! `POST /console/dead/replay | drop` change things, behind [`guard`]. It runs on the HTTP thread,
+//! `POST /console/dead/replay | drop` and `POST /console/send` (an entry appended to the stream, as
+//! `sio-relay send` appends it: see [`crate::admin::send`]) change things, behind [`guard`]. It runs on the HTTP thread,
 //! with Redis connections of its own, kept from one look to the next: a console left open costs
 //! the relay's loop nothing.
 
@@ -22,7 +23,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::status::{self, Status};
+use crate::admin::{
+    self,
+    status::{self, Status},
+};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use guard::Token;
@@ -36,6 +40,13 @@ const STATUS_TTL: Duration = Duration::from_secs(1);
 
 /// The largest body a mutation may send (a selection of [`dead::MAX_IDS`] IDs fits).
 const MAX_BODY: usize = 64 << 10;
+
+/// The paths of the requests that change things: `POST` only, behind [`guard::check`].
+const CHANGES: [&str; 3] = [
+    "/console/dead/replay",
+    "/console/dead/drop",
+    "/console/send",
+];
 
 const INDEX: &str = include_str!("assets/index.html");
 const SCRIPT: &str = include_str!("assets/console.js");
@@ -64,7 +75,7 @@ struct Looks {
 #[derive(Serialize)]
 struct State<'a> {
     version: &'static str,
-    /// A token is configured: replay and drop are possible.
+    /// A token is configured: replay, drop and send are possible.
     writable: bool,
     refresh_ms: u64,
     status: &'a Status,
@@ -130,13 +141,13 @@ impl Console {
             (true, "/console.css") => asset(STYLE, "text/css; charset=utf-8"),
             (true, "/console/state") => self.state().await,
             (true, "/console/dead") => self.dead_page(req.uri().query().unwrap_or("")).await,
-            (_, "/console/dead/replay" | "/console/dead/drop") if req.method() == Method::POST => {
-                self.mutate(req).await
+            (_, change) if CHANGES.contains(&change) => {
+                if req.method() == Method::POST {
+                    self.mutate(req).await
+                } else {
+                    error(StatusCode::METHOD_NOT_ALLOWED, "only POST changes things")
+                }
             }
-            (_, "/console/dead/replay" | "/console/dead/drop") => error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "only POST changes dead letters",
-            ),
             (false, _) => error(StatusCode::METHOD_NOT_ALLOWED, "only GET"),
             _ => error(StatusCode::NOT_FOUND, "not found"),
         }
@@ -218,7 +229,7 @@ impl Console {
             tracing::warn!(path = req.uri().path(), error = %refused.error, "console: refused a change");
             return error(refused.status, &refused.error);
         }
-        let replay = req.uri().path() == "/console/dead/replay";
+        let path = req.uri().path().to_owned();
         let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
             Ok(body) => body.to_bytes(),
             Err(e) => {
@@ -228,11 +239,14 @@ impl Console {
                 )
             }
         };
+        if path == "/console/send" {
+            return self.send(&body).await;
+        }
         let action: dead::Action = match serde_json::from_slice(&body) {
             Ok(action) => action,
             Err(e) => return error(StatusCode::BAD_REQUEST, &format!("the body: {e}")),
         };
-        let outcome = if replay {
+        let outcome = if path == "/console/dead/replay" {
             dead::replay(&self.cfg, &action).await.map(|replayed| {
                 tracing::info!(
                     moved = replayed.moved.len(),
@@ -253,6 +267,27 @@ impl Console {
             }
             dead::ActionError::Work(f) => error(StatusCode::BAD_GATEWAY, &f.message),
         })
+    }
+}
+
+impl Console {
+    /// Appends the entry the body describes (an [`admin::send::Request`] in JSON) to the stream,
+    /// validated against the configured limits first: 400 names what the relay would dead-letter.
+    async fn send(&self, body: &[u8]) -> Response<Full<Bytes>> {
+        let request: admin::send::Request = match serde_json::from_slice(body) {
+            Ok(request) => request,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("the body: {e}")),
+        };
+        match admin::send::to_stream(&self.cfg, &request).await {
+            Ok(appended) => {
+                tracing::info!(id = %appended.id, stream = %appended.stream, "console: appended an entry");
+                json(StatusCode::OK, &appended)
+            }
+            Err(f) if f.code == crate::exit::EXIT_DATA => {
+                error(StatusCode::BAD_REQUEST, &f.message)
+            }
+            Err(f) => error(StatusCode::BAD_GATEWAY, &f.message),
+        }
     }
 }
 

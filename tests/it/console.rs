@@ -297,6 +297,129 @@ fn the_console_shows_the_flow_and_replays_a_dead_letter_to_a_client() {
     );
 }
 
+/// The send form appends what `sio-relay send` would: validated against the configured limits
+/// first (a refusal names the field and appends nothing), with a lifetime that the relay enforces.
+/// Per entry: the one sent to a listening namespace is delivered once, the one held where nobody
+/// listens is dead-lettered `expired` when its `ttl` ends, the refused ones never reach the stream.
+#[test]
+fn the_console_sends_entries_with_a_lifetime() {
+    let redis = RedisServer::start();
+    let server = SocketIoServer::start(&redis);
+    wait_servers(&redis, 1);
+    let clients = Clients::connect(&[("user-42", server.url("/"), &["user:42"])]);
+    let relay = Relay::start(
+        &redis,
+        "relay-1",
+        &[
+            ("HTTP__CONSOLE", "true"),
+            ("HTTP__CONSOLE_TOKEN", TOKEN),
+            ("LIMITS__MAX_JSON_DEPTH", "3"),
+        ],
+    );
+    relay.wait_ready(30 * SECOND);
+    let mut con = redis.connection();
+    let url = format!("http://127.0.0.1:{}/#send", relay.http_port());
+    let mut browser = Browser::open(&url);
+    let fill = |browser: &mut Browser, selector: &str, value: &str| {
+        browser.step(json!({"do": "fill", "selector": selector, "value": value}));
+    };
+    let sent = |browser: &mut Browser| -> String {
+        browser.click("#send-submit");
+        browser.wait("#send-message[data-outcome]");
+        browser.text("#send-message")
+    };
+    browser.wait("#send-submit:not([disabled])");
+    fill(&mut browser, "#send-event", "paid");
+    fill(&mut browser, "#send-data", r#"{"order": 42}"#);
+    fill(&mut browser, "#send-rooms", "user:42\n\n");
+    fill(&mut browser, "#send-ttl", "30s");
+
+    // Without the token, refused by the relay and said on the page.
+    let refusal = sent(&mut browser);
+    assert!(refusal.contains("token"), "{refusal}");
+    assert_eq!(con.xlen::<_, usize>(STREAM).unwrap(), 0);
+
+    fill(&mut browser, "#token", TOKEN);
+    let appended = sent(&mut browser);
+    browser.wait("#send-message[data-outcome=ok]");
+    clients.wait_events("user-42", 1, 20 * SECOND);
+    assert_eq!(
+        clients.events_of("user-42"),
+        [("paid".to_owned(), json!([{"order": 42}]))]
+    );
+    let entries: Vec<(String, Vec<(String, String)>)> = con.xrange(STREAM, "-", "+").unwrap();
+    assert_eq!(entries.len(), 1);
+    let (id, fields) = &entries[0];
+    assert!(
+        appended.contains(id.as_str()) && appended.contains(STREAM),
+        "{appended}"
+    );
+    assert_eq!(
+        fields,
+        &[
+            ("event", "paid"),
+            ("data", r#"{"order": 42}"#),
+            ("room", "user:42"),
+            ("ttl", "30s")
+        ]
+        .map(|(f, v)| (f.to_owned(), v.to_owned()))
+    );
+
+    // Refused as the relay would dead-letter them: the field is named, nothing is appended.
+    for (selector, value, expected) in [
+        (
+            "#send-ttl",
+            "30d",
+            "`ttl` must be a duration between 1ms and 7days",
+        ),
+        (
+            "#send-data",
+            "[[[[1]]]]",
+            "nested deeper than limits.max_json_depth = 3",
+        ),
+    ] {
+        fill(&mut browser, "#send-ttl", "30s");
+        fill(&mut browser, "#send-data", "1");
+        fill(&mut browser, selector, value);
+        let refusal = sent(&mut browser);
+        browser.wait("#send-message[data-outcome=error]");
+        assert!(refusal.contains(expected), "{value}: {refusal}");
+    }
+    assert_eq!(con.xlen::<_, usize>(STREAM).unwrap(), 1);
+
+    // Where nobody listens the entry is held, and dead-lettered when its lifetime ends.
+    fill(&mut browser, "#send-data", "");
+    fill(&mut browser, "#send-nsp", "/nobody");
+    fill(&mut browser, "#send-ttl", "1s");
+    let appended = sent(&mut browser);
+    browser.wait("#send-message[data-outcome=ok]");
+    browser.screenshot("console-send.png");
+    let widths = browser.step(json!({"do": "widths", "width": 375}));
+    assert_eq!(widths["page"], widths["window"], "on a phone: {widths}");
+    wait_until(20 * SECOND, "the held entry expires", || {
+        dead_letters(&mut con).len() == 1
+    });
+    let (_, letter) = dead_letters(&mut con).remove(0);
+    let source = field(&letter, "x-dead-id").unwrap().to_owned();
+    assert!(appended.contains(&source), "{appended}");
+    assert_eq!(field(&letter, "x-dead-reason"), Some("expired"));
+    assert_eq!(field(&letter, "ttl"), Some("1s"));
+    browser.click("#tab-dead");
+    browser.wait("body[data-dead-loaded] .dead-letter[data-reason=expired]");
+
+    // Per entry: one delivered once, one dead-lettered, nothing pending or doubled.
+    wait_until(10 * SECOND, "both entries left the group", || {
+        pending(&mut con).is_empty()
+    });
+    assert_eq!(clients.events_of("user-42").len(), 1);
+    assert_eq!(con.xlen::<_, usize>(STREAM).unwrap(), 2);
+    assert!(
+        browser.page_errors().is_empty(),
+        "{:?}",
+        browser.page_errors()
+    );
+}
+
 /// What producers write is shown as `sio-relay dead list` shows it: a field name with a
 /// right-to-left override (U+202E turns `rom<RLO>txt.exe` into what reads as `romexe.txt`), and
 /// every other character the CLI escapes (control, format, line and paragraph separators), reach
@@ -451,14 +574,20 @@ fn changes_without_the_token_or_from_another_site_are_refused() {
             415,
         ),
     ] {
-        for path in ["/console/dead/replay", "/console/dead/drop"] {
+        for path in [
+            "/console/dead/replay",
+            "/console/dead/drop",
+            "/console/send",
+        ] {
             let (got, answer) = http_request(port, &format!("POST {path}"), &headers, &body);
             assert_eq!(got, status, "{what} on {path}: {answer}");
             assert!(answer.contains("\"error\""), "{what}: {answer}");
         }
     }
-    let (got, _) = http_request(port, "GET /console/dead/drop", &[], "");
-    assert_eq!(got, 405, "GET changes nothing");
+    for path in ["/console/dead/drop", "/console/send"] {
+        let (got, _) = http_request(port, &format!("GET {path}"), &[], "");
+        assert_eq!(got, 405, "GET {path} changes nothing");
+    }
     assert_eq!(
         con.xlen::<_, usize>(DEAD).unwrap(),
         1,
@@ -515,6 +644,14 @@ fn changes_without_the_token_or_from_another_site_are_refused() {
     assert_eq!(got, 403, "{answer}");
     assert!(answer.contains("read-only"), "{answer}");
     assert_eq!(con.xlen::<_, usize>(DEAD).unwrap(), 1);
+    let (got, answer) = http_request(
+        relay.http_port(),
+        "POST /console/send",
+        &[json, ("Authorization", &bearer)],
+        &json!({ "event": "e" }).to_string(),
+    );
+    assert_eq!(got, 403, "{answer}");
+    assert!(answer.contains("read-only"), "{answer}");
     let (_, state) = http_request(relay.http_port(), "GET /console/state", &[], "");
     assert!(state.contains("\"writable\":false"), "{state}");
     drop(relay);

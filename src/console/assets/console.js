@@ -491,6 +491,7 @@
 
   function updateControls() {
     const can = writable && !busy;
+    $('send-submit').disabled = !can;
     for (const b of document.querySelectorAll('#dead-list button')) b.disabled = !can;
     const all = cards(), n = selectedCards().length;
     for (const c of all) c.classList.toggle('selected', c.querySelector('input.select').checked);
@@ -504,15 +505,24 @@
 
   function setWritable(w) {
     writable = w;
-    $('read-only').hidden = w;
+    for (const note of document.querySelectorAll('.read-only')) note.hidden = w;
     $('token-label').hidden = !w;
     updateControls();
   }
 
-  function showMessage(outcome, text) {
-    const m = $('message');
+  function say(m, outcome, text) {
     if (outcome) m.dataset.outcome = outcome; else m.removeAttribute('data-outcome');
     setText(m, text || '');
+  }
+  const showMessage = (outcome, text) => say($('message'), outcome, text);
+
+  // Headers of a change: JSON, and the token when one was typed (kept in memory only: never
+  // stored, never in a URL).
+  function changeHeaders() {
+    const token = $('token').value;
+    const headers = { 'Content-Type': 'application/json' };
+    if (token) headers.Authorization = `Bearer ${token}`;
+    return headers;
   }
 
   // Request bodies per dead-letter stream: the API takes one stream per request.
@@ -538,9 +548,7 @@
     body.removeAttribute('data-dead-loaded'); // the list is about to change: say so at once
     let moved = 0, dropped = 0, error = null;
     const skipped = [];
-    const token = $('token').value; // kept in memory only: never stored, never in a URL
-    const headers = { 'Content-Type': 'application/json' };
-    if (token) headers.Authorization = `Bearer ${token}`;
+    const headers = changeHeaders();
     for (const b of bodies) {
       try {
         const r = await request(`/console/dead/${kind}`, { method: 'POST', headers, body: JSON.stringify(b) });
@@ -592,20 +600,61 @@
     loadDead(true);
   }
 
+  // ---------- send ----------
+
+  // The form as `sio-relay send`'s request (admin::send::Request in the crate): empty fields are
+  // left out, so the relay's defaults apply; the relay validates the rest and names what is wrong.
+  function sendRequest() {
+    const text = (id) => $(id).value.trim();
+    const lines = (id) => $(id).value.split('\n').map((l) => l.trim()).filter(Boolean);
+    const req = { event: $('send-event').value };
+    if (text('send-data')) req.args = [text('send-data')];
+    for (const [key, id] of [['rooms', 'send-rooms'], ['except', 'send-except']]) {
+      const rooms = lines(id);
+      if (rooms.length) req[key] = rooms;
+    }
+    for (const [key, id] of [['nsp', 'send-nsp'], ['ttl', 'send-ttl'], ['ack', 'send-ack'], ['traceparent', 'send-traceparent']]) {
+      if (text(id)) req[key] = text(id);
+    }
+    if ($('send-volatile').checked) req.volatile = true;
+    return req;
+  }
+
+  async function sendEntry(e) {
+    e.preventDefault(); // the request below is the submission; the page stays
+    if (!writable || busy) return;
+    busy = true;
+    updateControls();
+    const m = $('send-message');
+    say(m, null, '');
+    m.removeAttribute('data-id');
+    try {
+      const r = await request('/console/send', { method: 'POST', headers: changeHeaders(), body: JSON.stringify(sendRequest()) });
+      m.dataset.id = r.id;
+      say(m, 'ok', `Appended ${r.id} to ${r.stream}: the Live view counts it, and Dead letters shows it if it is dead-lettered.`);
+    } catch (err) {
+      say(m, 'error', err.message);
+    } finally {
+      busy = false;
+      updateControls();
+    }
+  }
+
   // ---------- routing and wiring ----------
 
   function route() {
-    const view = location.hash === '#dead' ? 'dead' : 'live';
+    const views = ['live', 'dead', 'send'];
+    const view = views.find((v) => location.hash === `#${v}`) || 'live';
     body.dataset.view = view;
-    $('view-live').hidden = view !== 'live';
-    $('view-dead').hidden = view !== 'dead';
-    for (const [id, v] of [['tab-live', 'live'], ['tab-dead', 'dead']]) {
-      $(id).classList.toggle('active', v === view);
-      if (v === view) $(id).setAttribute('aria-current', 'page'); else $(id).removeAttribute('aria-current');
+    for (const v of views) {
+      const tab = $(`tab-${v}`);
+      $(`view-${v}`).hidden = v !== view;
+      tab.classList.toggle('active', v === view);
+      if (v === view) tab.setAttribute('aria-current', 'page'); else tab.removeAttribute('aria-current');
     }
     if (view === 'live') renderCharts();
     // Entering the dead view shows fresh letters, unless the operator left a selection there.
-    else if (!selectedCards().length) loadDead();
+    else if (view === 'dead' && !selectedCards().length) loadDead();
   }
 
   function wire() {
@@ -642,6 +691,7 @@
     $('drop-selected').addEventListener('click', () => dropLetters(picks(selectedCards())));
     $('replay-reason').addEventListener('click', () => allOfReason('replay'));
     $('drop-reason').addEventListener('click', () => allOfReason('drop'));
+    $('send-form').addEventListener('submit', sendEntry);
     setInterval(autoRefreshDead, 10000);
   }
 
