@@ -5,7 +5,9 @@
 //!
 //! Not `tracing` spans: an entry's life is no scope of the relay's code. It is read in one step,
 //! confirmed or acknowledged by clients steps later, and may wait for servers for hours; so spans
-//! are started and ended here, with the OpenTelemetry API, by entry ID.
+//! are started and ended here, with the OpenTelemetry API, by entry ID. That is also why the relay
+//! does without `tracing-opentelemetry`: it turns `tracing`'s spans into OpenTelemetry's, and an
+//! entry has no `tracing` span to turn.
 //!
 //! A held entry's span ends when it is held (outcome `held`, with why), so that nothing stays open
 //! while no server listens; its next span is a child of that one (of the producer's again after a
