@@ -112,18 +112,43 @@ fn add_dead_letter(con: &mut redis::Connection, reason: &str, fields: &[(&str, &
     con.xadd(DEAD, "*", &all).unwrap()
 }
 
+/// A relay with its console and token (and `env`), a Socket.IO server, and a client in room
+/// `user:42` of it. Bind `_server` when taking it apart: a field left out would be dropped, and
+/// the server stopped, at once.
+struct Operated {
+    redis: RedisServer,
+    _server: SocketIoServer,
+    clients: Clients,
+    relay: Relay,
+}
+
+impl Operated {
+    fn start(env: &[(&str, &str)]) -> Operated {
+        let redis = RedisServer::start();
+        let server = SocketIoServer::start(&redis);
+        wait_servers(&redis, 1);
+        let clients = Clients::connect(&[("user-42", server.url("/"), &["user:42"])]);
+        let mut env = env.to_vec();
+        env.extend([("HTTP__CONSOLE", "true"), ("HTTP__CONSOLE_TOKEN", TOKEN)]);
+        let relay = Relay::start(&redis, "relay-1", &env);
+        relay.wait_ready(30 * SECOND);
+        Operated {
+            redis,
+            _server: server,
+            clients,
+            relay,
+        }
+    }
+}
+
 #[test]
 fn the_console_shows_the_flow_and_replays_a_dead_letter_to_a_client() {
-    let redis = RedisServer::start();
-    let server = SocketIoServer::start(&redis);
-    wait_servers(&redis, 1);
-    let clients = Clients::connect(&[("user-42", server.url("/"), &["user:42"])]);
-    let relay = Relay::start(
-        &redis,
-        "relay-1",
-        &[("HTTP__CONSOLE", "true"), ("HTTP__CONSOLE_TOKEN", TOKEN)],
-    );
-    relay.wait_ready(30 * SECOND);
+    let Operated {
+        redis,
+        clients,
+        relay,
+        _server,
+    } = Operated::start(&[]);
     let mut con = redis.connection();
     for i in 0..3 {
         let data = i.to_string();
@@ -303,20 +328,12 @@ fn the_console_shows_the_flow_and_replays_a_dead_letter_to_a_client() {
 /// listens is dead-lettered `expired` when its `ttl` ends, the refused ones never reach the stream.
 #[test]
 fn the_console_sends_entries_with_a_lifetime() {
-    let redis = RedisServer::start();
-    let server = SocketIoServer::start(&redis);
-    wait_servers(&redis, 1);
-    let clients = Clients::connect(&[("user-42", server.url("/"), &["user:42"])]);
-    let relay = Relay::start(
-        &redis,
-        "relay-1",
-        &[
-            ("HTTP__CONSOLE", "true"),
-            ("HTTP__CONSOLE_TOKEN", TOKEN),
-            ("LIMITS__MAX_JSON_DEPTH", "3"),
-        ],
-    );
-    relay.wait_ready(30 * SECOND);
+    let Operated {
+        redis,
+        clients,
+        relay,
+        _server,
+    } = Operated::start(&[("LIMITS__MAX_JSON_DEPTH", "3")]);
     let mut con = redis.connection();
     let url = format!("http://127.0.0.1:{}/#send", relay.http_port());
     let mut browser = Browser::open(&url);
