@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::entry::{Limits, JSON_DEPTHS};
-use crate::packet::{Adapter, Parser, SubscriptionMode, Target};
+use crate::packet::{Adapter, Parser, StreamsOptions, SubscriptionMode, Target, MAX_STREAM_COUNT};
 
 /// Prefix of the environment variables that override config keys: `SIO_RELAY_REDIS__URL`.
 pub const ENV_PREFIX: &str = "SIO_RELAY";
@@ -258,6 +258,13 @@ pub struct TargetConfig {
     pub subscription_mode: SubscriptionMode,
     /// The streams adapter's stream (its `streamName` option): the relay appends entries there.
     pub stream: String,
+    /// The streams adapter's `streamCount` option: with more than one, its servers read
+    /// `<stream>-0` .. `<stream>-<n-1>`, and the relay appends each namespace's entries to the one
+    /// its servers pick for it.
+    pub stream_count: u32,
+    /// The streams adapter's `useShardedPubSub` option: its servers SSUBSCRIBE their namespace's
+    /// channel, which is how the relay counts them.
+    pub use_sharded_pubsub: bool,
     /// The streams adapter's `maxLen` option: each append trims the stream to about this many
     /// entries, as the servers' own appends do (0: not trimmed). It is also how far back a client
     /// can recover what it missed.
@@ -275,8 +282,10 @@ impl Default for TargetConfig {
             uid: "emitter".into(),
             parser: Parser::Msgpack,
             subscription_mode: SubscriptionMode::Dynamic,
-            stream: crate::packet::STREAM.into(),
-            max_len: crate::packet::MAX_LEN,
+            stream: StreamsOptions::default().name,
+            stream_count: StreamsOptions::default().count,
+            use_sharded_pubsub: StreamsOptions::default().sharded_pubsub,
+            max_len: StreamsOptions::default().max_len,
             channel: PYTHON_SOCKETIO_CHANNEL.into(),
         }
     }
@@ -767,6 +776,11 @@ impl Config {
         if t.adapter != Adapter::Streams {
             for (key, set) in [
                 ("target.stream", t.stream != defaults.stream),
+                (
+                    "target.stream_count",
+                    t.stream_count != defaults.stream_count,
+                ),
+                ("target.use_sharded_pubsub", t.use_sharded_pubsub),
                 ("target.max_len", t.max_len != defaults.max_len),
             ] {
                 if set {
@@ -778,10 +792,30 @@ impl Config {
         if t.stream.is_empty() {
             return Err(invalid("target.stream", "must not be empty"));
         }
-        if t.stream == self.source.stream || t.stream == self.dead_letter.stream {
+        if !(1..=MAX_STREAM_COUNT).contains(&t.stream_count) {
+            return Err(invalid(
+                "target.stream_count",
+                format!(
+                    "must be between 1 and {MAX_STREAM_COUNT} (the servers' streamCount), not {}",
+                    t.stream_count
+                ),
+            ));
+        }
+        let relays: Vec<String> = self
+            .partitions()
+            .into_iter()
+            .flat_map(|p| [p.source.stream, p.dead_letter.stream])
+            .collect();
+        if let Some(taken) = self
+            .target()
+            .streams
+            .names()
+            .into_iter()
+            .find(|stream| relays.contains(stream))
+        {
             return Err(invalid(
                 "target.stream",
-                "must differ from source.stream and dead_letter.stream: it is the Socket.IO servers' own stream",
+                format!("the servers' stream {taken:?} must differ from the relay's source and dead-letter streams: it is the Socket.IO servers' own"),
             ));
         }
         if self.delivery.confirm != Confirm::Published {
@@ -1370,8 +1404,12 @@ impl Config {
             uid: t.uid.clone(),
             adapter: t.adapter,
             parser: t.parser,
-            stream: t.stream.clone(),
-            stream_max_len: t.max_len,
+            streams: StreamsOptions {
+                name: t.stream.clone(),
+                count: t.stream_count,
+                max_len: t.max_len,
+                sharded_pubsub: t.use_sharded_pubsub,
+            },
         }
     }
 }
@@ -1523,7 +1561,7 @@ mod tests {
         assert_eq!(cfg.delivery.confirm, Confirm::Published);
         let target = cfg.target();
         assert_eq!(
-            (target.stream.as_str(), target.stream_max_len),
+            (target.streams.name.as_str(), target.streams.max_len),
             ("socket.io", 10_000)
         );
         let cfg = load(
@@ -1750,11 +1788,35 @@ mod tests {
             ),
             (
                 "[target]\nadapter = \"streams\"\nstream = \"sio-relay\"\n",
-                "`target.stream`: must differ from source.stream",
+                "`target.stream`: the servers' stream \"sio-relay\" must differ from the relay's source and dead-letter streams",
+            ),
+            (
+                "[target]\nadapter = \"streams\"\nstream = \"sio-relay:dead\"\n",
+                "`target.stream`: the servers' stream \"sio-relay:dead\" must differ",
+            ),
+            (
+                "[source]\nstream = \"io-1\"\n[target]\nadapter = \"streams\"\nstream = \"io\"\nstream_count = 2\n",
+                "`target.stream`: the servers' stream \"io-1\" must differ",
             ),
             (
                 "[target]\nstream = \"io\"\n",
                 "`target.stream`: applies to target.adapter = \"streams\" only",
+            ),
+            (
+                "[target]\nstream_count = 4\n",
+                "`target.stream_count`: applies to target.adapter = \"streams\" only",
+            ),
+            (
+                "[target]\nadapter = \"sharded\"\nuse_sharded_pubsub = true\n",
+                "`target.use_sharded_pubsub`: applies to target.adapter = \"streams\" only",
+            ),
+            (
+                "[target]\nadapter = \"streams\"\nstream_count = 0\n",
+                "`target.stream_count`: must be between 1 and 1024 (the servers' streamCount), not 0",
+            ),
+            (
+                "[target]\nadapter = \"streams\"\nstream_count = 1025\n",
+                "`target.stream_count`: must be between 1 and 1024",
             ),
             (
                 "[target]\nadapter = \"streams\"\nparser = \"json\"\n",

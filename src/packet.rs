@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::entry::{Entry, Malformed, Message, Operation, Room};
 
 mod streams;
-pub use streams::{decode_entry, stream_payload, MAX_LEN, STREAM};
+pub use streams::{decode_entry, stream_payload, StreamsOptions, MAX_STREAM_COUNT};
 
 mod python;
 
@@ -146,10 +146,8 @@ pub struct Target {
     pub adapter: Adapter,
     /// The classic adapter's parser.
     pub parser: Parser,
-    /// The streams adapter's stream (its `streamName`), and about how many entries it keeps
-    /// (`maxLen`, `MAXLEN ~` on every append; 0: not trimmed).
-    pub stream: String,
-    pub stream_max_len: u64,
+    /// The streams adapter's options: where it appends, and how its servers are counted.
+    pub streams: StreamsOptions,
 }
 
 /// What the target's servers have no message for (dead-lettered as `unsupported`): valid entries
@@ -204,8 +202,7 @@ impl Target {
             uid: uid.to_owned(),
             adapter: Adapter::Classic,
             parser: Parser::Msgpack,
-            stream: streams::STREAM.to_owned(),
-            stream_max_len: streams::MAX_LEN,
+            streams: StreamsOptions::default(),
         }
     }
 
@@ -246,7 +243,7 @@ impl Target {
     /// streams adapter's stream.
     pub fn destination(&self, nsp: &str) -> String {
         match self.adapter {
-            Adapter::Streams => self.stream.clone(),
+            Adapter::Streams => self.streams.stream_of(nsp),
             Adapter::Classic | Adapter::Sharded | Adapter::PythonSocketio => {
                 self.namespace_channel(nsp)
             }
@@ -292,9 +289,19 @@ impl Target {
     /// only once their first client has connected: its subscribers are the servers that have
     /// clients, counted alike for every namespace ([`Target::servers_per_namespace`] is false).
     pub fn servers_command(&self) -> &'static str {
+        match self.sharded_pubsub() {
+            true => "SHARDNUMSUB",
+            false => "NUMSUB",
+        }
+    }
+
+    /// Whether the servers listen with sharded Pub/Sub (SSUBSCRIBE): the sharded adapter's, and the
+    /// streams adapter's with `useShardedPubSub`.
+    pub fn sharded_pubsub(&self) -> bool {
         match self.adapter {
-            Adapter::Classic | Adapter::Streams | Adapter::PythonSocketio => "NUMSUB",
-            Adapter::Sharded => "SHARDNUMSUB",
+            Adapter::Sharded => true,
+            Adapter::Streams => self.streams.sharded_pubsub,
+            Adapter::Classic | Adapter::PythonSocketio => false,
         }
     }
 
@@ -363,17 +370,42 @@ impl Target {
         }
     }
 
-    /// The same target for each other Node adapter, to tell an operator which one the servers
-    /// use; none for python-socketio, whose servers share no channel with them.
-    pub fn other_adapters(&self) -> impl Iterator<Item = Target> + '_ {
-        let node = self.adapter != Adapter::PythonSocketio;
-        Adapter::NODE
-            .into_iter()
-            .filter(move |adapter| node && *adapter != self.adapter)
-            .map(|adapter| Target {
-                adapter,
-                ..self.clone()
-            })
+    /// The same target for each other setup of Node servers, to tell an operator which one the
+    /// servers use: the streams adapter with the other `useShardedPubSub` first when the relay is
+    /// set up for the streams adapter (its sharded servers listen on the sharded adapter's own
+    /// channel, so they would be taken for the sharded adapter's), then each other adapter; none
+    /// for python-socketio, whose servers share no channel with them.
+    pub fn other_setups(&self) -> Vec<Target> {
+        let with = |adapter, sharded_pubsub| Target {
+            adapter,
+            streams: StreamsOptions {
+                sharded_pubsub,
+                ..self.streams.clone()
+            },
+            ..self.clone()
+        };
+        let mut setups = Vec::new();
+        match self.adapter {
+            Adapter::PythonSocketio => return setups,
+            Adapter::Streams => setups.push(with(Adapter::Streams, !self.streams.sharded_pubsub)),
+            Adapter::Classic | Adapter::Sharded => {}
+        }
+        let others = Adapter::NODE.into_iter().filter(|a| *a != self.adapter);
+        setups.extend(others.map(|adapter| with(adapter, false)));
+        setups
+    }
+
+    /// How this setup's servers are set up and listen, and the relay's settings for them, for the
+    /// operator who must tell setups apart.
+    pub fn setup(&self) -> (&'static str, String) {
+        let adapter = format!("target.adapter = \"{}\"", self.adapter.name());
+        match (self.adapter, self.streams.sharded_pubsub) {
+            (Adapter::Streams, true) => (
+                "@socket.io/redis-streams-adapter with useShardedPubSub, SSUBSCRIBE",
+                format!("{adapter} and target.use_sharded_pubsub = true"),
+            ),
+            _ => (self.adapter.servers_setup(), adapter),
+        }
     }
 
     /// Whether the servers' format can carry `entry`: `Err` for bytes through a JSON parser; else

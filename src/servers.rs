@@ -7,7 +7,7 @@
 //! server subscribes to; the sharded adapter's, the subscribers of the namespace channel
 //! `<key>#<nsp>#`, minus the `sio-relay monitor`s that watch it (they also subscribe to a channel
 //! of their own, [`Target::monitor_channel`]); the streams adapter's, the subscribers of that same
-//! channel by SUBSCRIBE (NUMSUB). python-socketio's servers are the subscribers of its one
+//! channel by SUBSCRIBE (NUMSUB), or by SSUBSCRIBE with `useShardedPubSub` (SHARDNUMSUB). python-socketio's servers are the subscribers of its one
 //! channel, minus the monitors likewise, the same count for every namespace (and only servers
 //! with a client: they subscribe when their first one connects). The same rule is in
 //! `lua/servers.lua`.
@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use redis::aio::ConnectionLike;
 use redis::RedisResult;
 
-use crate::packet::{Adapter, Target};
+use crate::packet::Target;
 
 /// The client name of a `sio-relay monitor`'s connection: flow control leaves it out.
 pub const MONITOR_CLIENT_NAME: &str = "sio-relay-monitor";
@@ -68,19 +68,19 @@ pub async fn count_each<'a>(
     Ok(unique.into_iter().zip(counts).collect())
 }
 
-/// When no server of `target`'s adapter listens on `nsp`: whether servers of another adapter do,
-/// said so that the operator knows which `target.adapter` they need.
+/// When no server of `target`'s adapter listens on `nsp`: whether servers of another setup do,
+/// said so that the operator knows which `target.adapter` (and options) they need.
 pub async fn other_adapter(
     con: &mut (impl ConnectionLike + Send),
     target: &Target,
     nsp: &str,
 ) -> RedisResult<Option<String>> {
-    for other in target.other_adapters() {
+    for other in target.other_setups() {
         let servers = count(con, &other, &[nsp.to_owned()]).await?[0];
         if servers > 0 {
-            let (name, how) = (other.adapter.name(), other.adapter.servers_setup());
+            let (name, (how, settings)) = (other.adapter.name(), other.setup());
             return Ok(Some(format!(
-                "{servers} Socket.IO server(s) listen on namespace {nsp:?} with the {name} adapter ({how}), which this relay does not publish to: set target.adapter = \"{name}\""
+                "{servers} Socket.IO server(s) listen on namespace {nsp:?} with the {name} adapter ({how}), which this relay does not publish to: set {settings}"
             )));
         }
     }
@@ -105,9 +105,9 @@ pub async fn namespaces(
             .collect());
     }
     let prefix = target.servers_prefix();
-    let list = match target.adapter {
-        Adapter::Sharded => "SHARDCHANNELS",
-        _ => "CHANNELS",
+    let list = match target.sharded_pubsub() {
+        true => "SHARDCHANNELS",
+        false => "CHANNELS",
     };
     let channels: Vec<String> = redis::cmd("PUBSUB")
         .arg(list)

@@ -133,7 +133,7 @@ fuzz_target!(|input: &[u8]| {
                     *compress
                 );
                 let expected_channel = match (target.adapter, entry.rooms()) {
-                    (Adapter::Streams, _) => target.stream.clone(),
+                    (Adapter::Streams, _) => target.streams.stream_of(entry.nsp()),
                     (Adapter::Classic, [Room::Name(one)]) => {
                         format!("socket.io#{}#{one}#", entry.nsp())
                     }
@@ -143,7 +143,7 @@ fuzz_target!(|input: &[u8]| {
             }
             operation => {
                 let expected_channel = match target.adapter {
-                    Adapter::Streams => target.stream.clone(),
+                    Adapter::Streams => target.streams.stream_of(entry.nsp()),
                     Adapter::PythonSocketio => target.key.clone(),
                     Adapter::Classic | Adapter::Sharded => target.servers_channel(entry.nsp()),
                 };

@@ -58,9 +58,9 @@ pub struct TargetStatus {
     pub adapter: &'static str,
     /// The channel (python-socketio) or channel prefix (the Node adapters) its servers listen on.
     pub channel: String,
-    /// The streams adapter's stream, which the relay appends to.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stream: Option<String>,
+    /// The streams adapter's streams (one, or `target.stream_count`), which the relay appends to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -142,7 +142,10 @@ pub async fn gather_over(cfg: &Config, links: &mut Option<Links>) -> Status {
         target: TargetStatus {
             adapter: cfg.target.adapter.name(),
             channel: cfg.target().key,
-            stream: (cfg.target.adapter == Adapter::Streams).then(|| cfg.target.stream.clone()),
+            streams: match cfg.target.adapter {
+                Adapter::Streams => cfg.target().streams.names(),
+                _ => Vec::new(),
+            },
         },
         namespaces: Vec::new(),
         streams: Vec::new(),
@@ -179,7 +182,7 @@ async fn fill(cfg: &Config, links: &mut Links, status: &mut Status) -> Result<()
     }
     if status.namespaces.iter().all(|n| n.servers == 0) {
         let mut hint = String::new();
-        'look: for other in target.other_adapters() {
+        'look: for other in target.other_setups() {
             let others = servers::namespaces(con, &other).await?;
             for (nsp, _) in others.iter().filter(|(_, servers)| *servers > 0) {
                 if let Some(other) = servers::other_adapter(con, &target, nsp).await? {

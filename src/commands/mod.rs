@@ -11,6 +11,20 @@ pub mod status;
 
 use crate::exit::{Failure, EXIT_FAILURE};
 
+/// `stream socket.io`, or the first and last of the servers' `streamCount` streams.
+pub fn streams_named(streams: &[String]) -> String {
+    match streams {
+        [one] => format!("stream {}", printable(one)),
+        [first, .., last] => format!(
+            "streams {} .. {} ({})",
+            printable(first),
+            printable(last),
+            streams.len()
+        ),
+        [] => String::new(),
+    }
+}
+
 /// `text` safe for a terminal and for a page: what would act instead of being seen is shown
 /// escaped (`\n`, `\u{1b}`, `\u{202e}`), everything else as it is. For text that came from
 /// producers or from Redis. Escaped are [`shown_escaped`]'s characters: control characters (a

@@ -16,7 +16,7 @@ use std::io::Write;
 
 use futures_util::StreamExt;
 
-use super::printable;
+use super::{printable, streams_named};
 use crate::config::Config;
 use crate::connection;
 use crate::exit::{Failure, EXIT_FAILURE};
@@ -95,29 +95,31 @@ pub async fn run(
             );
         }
         Adapter::Streams => {
-            let client = connection::client_for(cfg, &target.stream)
-                .await
-                .map_err(unreachable)?;
-            let mut con = client.get_connection_with_timeout(cfg.redis.connect_timeout)?;
-            // From the last entry now, not `$` at the first read: what is appended once the
-            // monitor says it watches is seen.
-            let newest: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
-                .arg(&target.stream)
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1)
-                .query(&mut con)?;
-            let after = newest
-                .ids
-                .first()
-                .map_or("0-0".to_owned(), |e| e.id.clone());
-            eprintln!(
-                "monitoring stream {} (Ctrl-C to stop)",
-                printable(&target.stream)
-            );
-            let stream = target.stream.clone();
-            std::thread::spawn(move || stream_entries(con, &stream, after, tx));
+            // One connection per stream: in a cluster, the servers' streams lie in different slots.
+            let streams = target.streams.names();
+            for stream in &streams {
+                let client = connection::client_for(cfg, stream)
+                    .await
+                    .map_err(unreachable)?;
+                let mut con = client.get_connection_with_timeout(cfg.redis.connect_timeout)?;
+                // From the last entry now, not `$` at the first read: what is appended once the
+                // monitor says it watches is seen.
+                let newest: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+                    .arg(stream)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query(&mut con)?;
+                let after = newest
+                    .ids
+                    .first()
+                    .map_or("0-0".to_owned(), |e| e.id.clone());
+                let (stream, tx) = (stream.clone(), tx.clone());
+                std::thread::spawn(move || stream_entries(con, &stream, after, tx));
+            }
+            drop(tx);
+            eprintln!("monitoring {} (Ctrl-C to stop)", streams_named(&streams));
         }
     }
     let mut seen = 0;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{block_on, printable};
+use super::{block_on, printable, streams_named};
 use crate::admin::status::{gather, Status};
 use crate::config::Config;
 use crate::exit::{Failure, EXIT_FAILURE};
@@ -52,16 +52,16 @@ pub fn render(status: &Status) -> String {
     );
     line(
         "Target",
-        match &status.target.stream {
-            Some(stream) => format!(
-                "{} to stream {} (servers counted on {})",
-                status.target.adapter,
-                printable(stream),
-                printable(&status.target.channel)
-            ),
-            None => format!(
+        match status.target.streams.as_slice() {
+            [] => format!(
                 "{} on {}",
                 status.target.adapter,
+                printable(&status.target.channel)
+            ),
+            streams => format!(
+                "{} to {} (servers counted on {})",
+                status.target.adapter,
+                streams_named(streams),
                 printable(&status.target.channel)
             ),
         },

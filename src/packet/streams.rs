@@ -23,6 +23,62 @@ use super::{array_len, str, Decoded, Packet, Target, Unreadable};
 pub const STREAM: &str = "socket.io";
 /// The servers' default `maxLen`: every append trims the stream to about this many entries.
 pub const MAX_LEN: u64 = 10_000;
+/// The most streams `target.stream_count` may name: each is one more XREAD connection per server.
+pub const MAX_STREAM_COUNT: u32 = 1024;
+
+/// The servers' options that decide where the relay appends, and how their servers are counted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamsOptions {
+    /// `streamName`.
+    pub name: String,
+    /// `streamCount`, 1 to [`MAX_STREAM_COUNT`].
+    pub count: u32,
+    /// `maxLen`: about how many entries each append leaves in the stream (`MAXLEN ~`; 0: not
+    /// trimmed).
+    pub max_len: u64,
+    /// `useShardedPubSub`: the servers SSUBSCRIBE their namespace's channel, so they are counted
+    /// with SHARDNUMSUB.
+    pub sharded_pubsub: bool,
+}
+
+impl Default for StreamsOptions {
+    fn default() -> Self {
+        StreamsOptions {
+            name: STREAM.to_owned(),
+            count: 1,
+            max_len: MAX_LEN,
+            sharded_pubsub: false,
+        }
+    }
+}
+
+impl StreamsOptions {
+    /// The stream `nsp`'s entries go to: `streamName`, or with `streamCount` > 1 the servers' own
+    /// pick, `<streamName>-<hashCode(nsp) % streamCount>` (`computeStreamName`, a Java-style
+    /// string hash). Where that is negative, JavaScript's `%` keeps the sign and the servers' own
+    /// appends go to `<streamName>--<i>`, which no server reads; the relay takes the remainder's
+    /// positive counterpart, a stream they read (they take any namespace's entries from any of
+    /// their streams).
+    pub fn stream_of(&self, nsp: &str) -> String {
+        if self.count <= 1 {
+            return self.name.clone();
+        }
+        let hash = nsp.encode_utf16().fold(0i32, |hash, unit| {
+            hash.wrapping_mul(31).wrapping_add(i32::from(unit))
+        });
+        format!("{}-{}", self.name, hash.rem_euclid(self.count as i32))
+    }
+
+    /// Every stream the servers read.
+    pub fn names(&self) -> Vec<String> {
+        if self.count <= 1 {
+            return vec![self.name.clone()];
+        }
+        (0..self.count)
+            .map(|i| format!("{}-{i}", self.name))
+            .collect()
+    }
+}
 
 /// The packet that appends `data`, of type `kind`, for `nsp` to `target`'s stream.
 pub(super) fn entry(target: &Target, nsp: &str, kind: u8, data: &[u8], binary: bool) -> Packet {
@@ -31,13 +87,13 @@ pub(super) fn entry(target: &Target, nsp: &str, kind: u8, data: &[u8], binary: b
     } else {
         String::from_utf8(data.to_vec()).expect("serde_json writes UTF-8")
     };
-    let trim = target.stream_max_len > 0;
+    let trim = target.streams.max_len > 0;
     let mut out = Vec::with_capacity(data.len() + nsp.len() + 64);
     array_len(&mut out, if trim { 12 } else { 9 });
     if trim {
         str(&mut out, "MAXLEN");
         str(&mut out, "~");
-        str(&mut out, &target.stream_max_len.to_string());
+        str(&mut out, &target.streams.max_len.to_string());
     }
     for item in [
         "*",
@@ -53,7 +109,7 @@ pub(super) fn entry(target: &Target, nsp: &str, kind: u8, data: &[u8], binary: b
     str(&mut out, "data");
     str(&mut out, &data);
     Packet {
-        channel: target.stream.clone(),
+        channel: target.streams.stream_of(nsp),
         payload: out,
     }
 }
@@ -148,6 +204,39 @@ mod tests {
         }
     }
 
+    /// The servers' own pick (`hashCode(nsp) % streamCount`, values from the adapter's
+    /// `hashCode` run under Node), where it is a stream they read; `/notifications` hashes to
+    /// -1014064871, whose remainder the servers keep negative (`socket.io--3`, read by none).
+    #[test]
+    fn each_namespace_goes_to_the_stream_its_servers_pick() {
+        let four = StreamsOptions {
+            count: 4,
+            ..StreamsOptions::default()
+        };
+        for (nsp, stream) in [
+            ("/", "socket.io-3"),
+            ("/admin", "socket.io-0"),
+            ("/chat", "socket.io-3"),
+            ("/notifications", "socket.io-1"),
+        ] {
+            assert_eq!(four.stream_of(nsp), stream, "{nsp}");
+        }
+        assert_eq!(
+            four.names(),
+            ["socket.io-0", "socket.io-1", "socket.io-2", "socket.io-3"]
+        );
+        let one = StreamsOptions::default();
+        assert_eq!(one.stream_of("/notifications"), "socket.io");
+        assert_eq!(one.names(), ["socket.io"]);
+        // UTF-16 code units, as JavaScript's charCodeAt: an astral character is two.
+        let many = StreamsOptions {
+            count: 1024,
+            ..StreamsOptions::default()
+        };
+        // `hashCode("/🙂")` is 1818132 under Node.
+        assert_eq!(many.stream_of("/🙂"), "socket.io-532");
+    }
+
     fn encode(fields: &[(&str, &str)]) -> Packet {
         streams().encode(&Entry::of(fields)).unwrap()
     }
@@ -187,10 +276,8 @@ mod tests {
     /// with `{`; untrimmed when `maxLen` is 0.
     #[test]
     fn bytes_go_as_base64_of_messagepack() {
-        let target = Target {
-            stream_max_len: 0,
-            ..streams()
-        };
+        let mut target = streams();
+        target.streams.max_len = 0;
         let entry = Entry::of(&[("event", "file"), ("data", r#"{"$binary":"3q2+7w=="}"#)]);
         let packet = target.encode(&entry).unwrap();
         let args = args(&packet);

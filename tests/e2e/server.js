@@ -4,6 +4,8 @@
 //   "adapter": "classic" (createAdapter, the default), "sharded" (createShardedAdapter) or "streams"
 //     (@socket.io/redis-streams-adapter)
 //   "streamName": the streams adapter's stream ("socket.io" by default)
+//   "streamCount", "useShardedPubSub": the streams adapter's options of those names
+//   "namespaces": the namespaces that exist from the start (["/", "/admin"] by default)
 //   "recovery": true for connection state recovery (streams adapter): a client that reconnects
 //     within a minute gets what it missed, each event with the stream entry's ID as its last
 //     argument
@@ -14,7 +16,7 @@
 //   "sentinel": the master's name: REDIS_URL lists the sentinels, and ioredis asks them for the
 //     master (again after a failover, which node-redis does not do)
 //   "stack": "4.5" for socket.io 4.5.4 with @socket.io/redis-adapter 7.2.0 (classic adapter only)
-// Namespaces "/" and "/admin" exist from the start; a client joins the rooms listed in its
+// Namespaces "/" and "/admin" (or "namespaces") exist from the start; a client joins the rooms listed in its
 // `rooms` handshake query (comma-separated; `#42` joins the number 42) and is told so with a
 // "joined" event. Every call of a namespace's serverSideEmit listeners is printed as
 // {"serverSideEmit":[NSP, EVENT, ...ARGS]}.
@@ -67,7 +69,11 @@ async function main() {
   if (options.adapter === "streams") {
     const { createAdapter: createStreamsAdapter } = require("@socket.io/redis-streams-adapter");
     // The streams adapter reads with a blocking XREAD on a duplicate of the client it is given.
-    adapter = createStreamsAdapter(pub, { streamName: options.streamName || "socket.io" });
+    adapter = createStreamsAdapter(pub, {
+      streamName: options.streamName || "socket.io",
+      streamCount: options.streamCount || 1,
+      useShardedPubSub: !!options.useShardedPubSub,
+    });
     if (options.recovery) {
       serverOptions.connectionStateRecovery = { maxDisconnectionDuration: 60000 };
     }
@@ -83,7 +89,7 @@ async function main() {
     adapter = createAdapter(pub, sub);
   }
   const io = new Server(Number(port), { adapter, ...serverOptions });
-  for (const name of ["/", "/admin"]) {
+  for (const name of options.namespaces || ["/", "/admin"]) {
     const nsp = io.of(name);
     nsp.on("connection", (socket) => {
       const rooms = socket.handshake.query.rooms;

@@ -230,11 +230,16 @@ fn what_servers_cannot_read_never_reaches_their_stream() {
 }
 
 fn cli(redis: &RedisServer, args: &[&str]) -> std::process::Output {
+    cli_with(redis, &Adapter::Streams, args)
+}
+
+/// `sio-relay <args>` set up for servers with `adapter`.
+fn cli_with(redis: &RedisServer, adapter: &Adapter, args: &[&str]) -> std::process::Output {
     let mut cmd = sio_relay();
     cmd.args(args)
         .env("SIO_RELAY_REDIS__URL", redis.url())
         .env("SIO_RELAY_SOURCE__CONSUMER", "cli");
-    for (key, value) in settings() {
+    for (key, value) in adapter.settings() {
         cmd.env(format!("SIO_RELAY_{key}"), value);
     }
     cmd.output().expect("run sio-relay")
@@ -331,4 +336,144 @@ fn the_example_server_gets_the_relays_entries() {
     // Its connection state recovery adds the entry's ID in the servers' stream.
     let appended: redis::streams::StreamRangeReply = con.xrange_all("socket.io").unwrap();
     assert_eq!(args[1], json!(appended.ids[0].id), "{args}");
+}
+
+/// Servers with `streamCount` 4 read `socket.io-0` .. `socket.io-3`: with `target.stream_count`
+/// the relay appends each namespace's entries, in order, to the stream its servers pick for it, and
+/// `/notifications`, whose hash is negative (the servers' own appends go to `socket.io--3`, which
+/// none reads), to one they read. Per entry: each client gets each of its namespace's once.
+#[test]
+fn servers_with_several_streams_get_each_namespace_in_order() {
+    let redis = RedisServer::start();
+    let four = Adapter::StreamsFour;
+    let nsps = ["/", "/admin", "/notifications"];
+    let mut options = four.options();
+    options["namespaces"] = json!(nsps);
+    let servers: Vec<SocketIoServer> = (0..2)
+        .map(|_| SocketIoServer::start_options(&redis.url(), &options))
+        .collect();
+    wait_namespace_servers(&redis, &four, &nsps, 2);
+    let clients = Clients::start_specs(
+        nsps.iter()
+            .enumerate()
+            .map(|(i, nsp)| json!({"name": nsp, "url": servers[i % 2].url(nsp), "rooms": []}))
+            .collect(),
+    );
+    let total = 50;
+    let (monitor, ready) = start_monitor(&redis, nsps.len() * total, &four.settings());
+    assert!(
+        ready.contains("monitoring streams socket.io-0 .. socket.io-3 (4)"),
+        "{ready}"
+    );
+    let _relay = Relay::start(&redis, "relay-1", &four.settings());
+    let mut con = redis.connection();
+    for i in 0..total {
+        for nsp in nsps {
+            xadd(
+                &mut con,
+                &[("nsp", nsp), ("event", "n"), ("data", &i.to_string())],
+            );
+        }
+    }
+    for nsp in nsps {
+        clients.wait_events(nsp, total, 30 * SECOND);
+        let got: Vec<Value> = clients
+            .events_of(nsp)
+            .into_iter()
+            .map(|(_, args)| args[0].clone())
+            .collect();
+        assert_eq!(
+            got,
+            (0..total).map(Value::from).collect::<Vec<_>>(),
+            "{nsp}"
+        );
+    }
+    wait_until(10 * SECOND, "nothing is pending", || {
+        pending(&mut con).is_empty()
+    });
+    // The monitor reads every stream: each namespace's entries, from its stream.
+    let output = monitor.wait_with_output().unwrap();
+    let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for line in text(&output.stdout).lines() {
+        let line: Value = serde_json::from_str(line).unwrap();
+        let stream = line["channel"].as_str().unwrap().split(' ').next().unwrap();
+        let nsp = line["packet"]["nsp"].as_str().unwrap();
+        *seen.entry((nsp.to_owned(), stream.to_owned())).or_default() += 1;
+    }
+    assert_eq!(
+        seen,
+        BTreeMap::from(
+            [
+                ("/", "socket.io-3"),
+                ("/admin", "socket.io-0"),
+                ("/notifications", "socket.io-1")
+            ]
+            .map(|(nsp, stream)| ((nsp.to_owned(), stream.to_owned()), total))
+        )
+    );
+    let lengths: BTreeMap<String, usize> = [
+        "socket.io",
+        "socket.io-0",
+        "socket.io-1",
+        "socket.io-2",
+        "socket.io-3",
+        "socket.io--3",
+    ]
+    .into_iter()
+    .map(|stream| (stream.to_owned(), con.xlen(stream).unwrap()))
+    .collect();
+    assert_eq!(
+        lengths,
+        BTreeMap::from([
+            ("socket.io".to_owned(), 0),
+            ("socket.io-0".to_owned(), total), // /admin
+            ("socket.io-1".to_owned(), total), // /notifications
+            ("socket.io-2".to_owned(), 0),
+            ("socket.io-3".to_owned(), total), // /
+            ("socket.io--3".to_owned(), 0),
+        ])
+    );
+    let status = cli_with(&redis, &four, &["status"]);
+    assert!(
+        text(&status.stdout).contains("streams to streams socket.io-0 .. socket.io-3 (4)"),
+        "{}",
+        text(&status.stdout)
+    );
+}
+
+/// Servers with `useShardedPubSub` SSUBSCRIBE their namespace's channel: a relay set up without
+/// `target.use_sharded_pubsub` counts none and says which setting they need; with it, they get
+/// the entries.
+#[test]
+fn servers_on_sharded_pubsub_are_counted_as_they_listen() {
+    let redis = RedisServer::start();
+    let sharded = Adapter::StreamsShardedPubsub;
+    let server = SocketIoServer::start_with(&redis.url(), &sharded);
+    wait_adapter_servers(&redis, &sharded, 1);
+    let clients = Clients::connect(&[("lobby", server.url("/"), &["lobby"])]);
+    let out = cli(&redis, &["send", "--direct", "hello"]);
+    assert_eq!(out.status.code(), Some(1));
+    let hint = "with the streams adapter (@socket.io/redis-streams-adapter with useShardedPubSub, SSUBSCRIBE), which this relay does not publish to: set target.adapter = \"streams\" and target.use_sharded_pubsub = true";
+    assert!(text(&out.stderr).contains(hint), "{}", text(&out.stderr));
+
+    let out = cli_with(
+        &redis,
+        &sharded,
+        &["send", "--direct", "--room", "lobby", "direct"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "published to 1 Socket.IO server(s)\n");
+    let _relay = Relay::start(&redis, "relay-1", &sharded.settings());
+    let mut con = redis.connection();
+    xadd(&mut con, &[("room", "lobby"), ("event", "relayed")]);
+    clients.wait_events("lobby", 2, 20 * SECOND);
+    let events: Vec<String> = clients
+        .events_of("lobby")
+        .into_iter()
+        .map(|(e, _)| e)
+        .collect();
+    assert_eq!(events, ["direct", "relayed"]);
+    wait_until(10 * SECOND, "nothing is pending", || {
+        pending(&mut con).is_empty()
+    });
 }

@@ -1623,6 +1623,10 @@ pub enum Adapter {
     Sharded(&'static str),
     /// `@socket.io/redis-streams-adapter` 0.3.
     Streams,
+    /// The streams adapter with `useShardedPubSub`.
+    StreamsShardedPubsub,
+    /// The streams adapter with `streamCount` 4.
+    StreamsFour,
 }
 
 impl Adapter {
@@ -1635,6 +1639,10 @@ impl Adapter {
             Adapter::Classic72 => json!({"stack": "4.5"}),
             Adapter::Sharded(mode) => json!({"adapter": "sharded", "subscriptionMode": mode}),
             Adapter::Streams => json!({"adapter": "streams"}),
+            Adapter::StreamsShardedPubsub => {
+                json!({"adapter": "streams", "useShardedPubSub": true})
+            }
+            Adapter::StreamsFour => json!({"adapter": "streams", "streamCount": 4}),
         }
     }
 
@@ -1648,6 +1656,14 @@ impl Adapter {
                 ("TARGET__SUBSCRIPTION_MODE", mode),
             ],
             Adapter::Streams => vec![("TARGET__ADAPTER", "streams")],
+            Adapter::StreamsShardedPubsub => vec![
+                ("TARGET__ADAPTER", "streams"),
+                ("TARGET__USE_SHARDED_PUBSUB", "true"),
+            ],
+            Adapter::StreamsFour => vec![
+                ("TARGET__ADAPTER", "streams"),
+                ("TARGET__STREAM_COUNT", "4"),
+            ],
         }
     }
 
@@ -1658,8 +1674,10 @@ impl Adapter {
             | Adapter::ClassicJson
             | Adapter::ClassicIoredis
             | Adapter::Classic72 => ("NUMSUB", format!("socket.io-request#{nsp}#")),
-            Adapter::Sharded(_) => ("SHARDNUMSUB", format!("socket.io#{nsp}#")),
-            Adapter::Streams => ("NUMSUB", format!("socket.io#{nsp}#")),
+            Adapter::Sharded(_) | Adapter::StreamsShardedPubsub => {
+                ("SHARDNUMSUB", format!("socket.io#{nsp}#"))
+            }
+            Adapter::Streams | Adapter::StreamsFour => ("NUMSUB", format!("socket.io#{nsp}#")),
         }
     }
 }
@@ -1691,8 +1709,13 @@ pub fn wait_servers(redis: &RedisServer, n: i64) {
 
 /// As [`wait_servers`], for servers with `adapter`.
 pub fn wait_adapter_servers(redis: &RedisServer, adapter: &Adapter, n: i64) {
+    wait_namespace_servers(redis, adapter, &["/", "/admin"], n);
+}
+
+/// As [`wait_adapter_servers`], on each of `nsps`.
+pub fn wait_namespace_servers(redis: &RedisServer, adapter: &Adapter, nsps: &[&str], n: i64) {
     let mut con = redis.connection();
-    for nsp in ["/", "/admin"] {
+    for &nsp in nsps {
         let (command, channel) = adapter.servers_channel(nsp);
         wait_until(
             Duration::from_secs(20),
