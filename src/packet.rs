@@ -20,14 +20,19 @@
 //! - The streams adapter (`@socket.io/redis-streams-adapter`): an entry of the servers' own stream,
 //!   `uid nsp type data`, whose `data` is the sharded adapter's (`streams.rs`).
 //!
-//! [`decode`] reads any of them back, for `sio-relay monitor`, and says why when a payload is not one
-//! a server can read (`decode.rs`). `msgpack.rs` writes MessagePack as notepack.io does;
-//! `python.rs` holds python-socketio's messages.
+//! This module picks the format and the channel; each format is written in a module of its own:
+//! `classic.rs` (the classic adapter's broadcasts and requests), `cluster.rs` (the sharded
+//! adapter's `ClusterMessage`, whose `data` the streams adapter keeps too), `streams.rs` (the
+//! streams adapter's entries) and `python.rs` (python-socketio's messages), with `msgpack.rs`
+//! writing MessagePack as notepack.io does. [`decode`] reads any of them back, for `sio-relay
+//! monitor`, and says why when a payload is not one a server can read (`decode.rs`).
 
-use rmp::encode;
 use serde::{Deserialize, Serialize};
 
 use crate::entry::{Entry, Malformed, Message, Operation, Room};
+
+mod classic;
+mod cluster;
 
 mod streams;
 pub use streams::{decode_entry, stream_payload, StreamsOptions, MAX_STREAM_COUNT};
@@ -42,22 +47,6 @@ use msgpack::{array_len, map_len, str, write_event, write_opts, write_packet};
 
 /// Socket.IO's EVENT packet type. Always 2, even for binary arguments: the receiving server converts.
 const EVENT: u8 = 2;
-
-/// The `ClusterMessage` types of the sharded adapter (socket.io-adapter's `MessageType`).
-const BROADCAST: u8 = 3;
-const CLUSTER_SOCKETS_JOIN: u8 = 4;
-const CLUSTER_SOCKETS_LEAVE: u8 = 5;
-const CLUSTER_DISCONNECT_SOCKETS: u8 = 6;
-const CLUSTER_SERVER_SIDE_EMIT: u8 = 9;
-
-/// The classic adapter's request types (`RequestType` in its `lib/index.ts`).
-const REMOTE_JOIN: u8 = 2;
-const REMOTE_LEAVE: u8 = 3;
-const REMOTE_DISCONNECT: u8 = 4;
-const SERVER_SIDE_EMIT: u8 = 6;
-/// A broadcast whose clients' acknowledgements the servers send back
-/// (docs/08-internals/wire-format.md, "Broadcasts with acknowledgements").
-const BROADCAST_WITH_ACK: u8 = 7;
 
 /// The room and event of [`Target::confirm_request`]: a room name no socket has (not 20
 /// characters, so never a socket's own room), in the relay's own `sio-relay:` namespace of names.
@@ -467,60 +456,12 @@ impl Target {
         };
         let binary = self.carries(entry)?;
         let opts = Opts::of(entry, Flags(*volatile, *compress));
-        let mut out = Vec::with_capacity(96 + message.event.len());
-        match self.adapter {
+        let out = match self.adapter {
+            Adapter::Classic => self.classic_ack_request(entry, message, opts, binary, request_id),
+            Adapter::Sharded => self.cluster_ack_request(entry, message, opts, binary, request_id),
             Adapter::Streams => return Err(Unsupported::StreamsAcks.into()),
-            Adapter::Classic if binary => {
-                map_len(&mut out, 5);
-                str(&mut out, "uid");
-                str(&mut out, &self.uid);
-                str(&mut out, "requestId");
-                str(&mut out, request_id);
-                str(&mut out, "type");
-                encode::write_pfix(&mut out, BROADCAST_WITH_ACK)
-                    .expect("writing to a Vec cannot fail");
-                str(&mut out, "packet");
-                write_packet(&mut out, message, Some(entry.nsp()));
-                str(&mut out, "opts");
-                write_opts(&mut out, &opts);
-            }
-            Adapter::Classic => serde_json::to_writer(
-                &mut out,
-                &AckRequest {
-                    uid: &self.uid,
-                    request_id,
-                    kind: BROADCAST_WITH_ACK,
-                    packet: JsonPacket::of(entry, message),
-                    opts,
-                },
-            )
-            .expect("an entry serializes"),
-            Adapter::Sharded if binary => {
-                self.cluster_header(&mut out, entry, BROADCAST);
-                map_len(&mut out, 3);
-                str(&mut out, "requestId");
-                str(&mut out, request_id);
-                str(&mut out, "packet");
-                write_packet(&mut out, message, None);
-                str(&mut out, "opts");
-                write_opts(&mut out, &opts);
-            }
-            Adapter::Sharded => serde_json::to_writer(
-                &mut out,
-                &ClusterMessage {
-                    uid: &self.uid,
-                    nsp: entry.nsp(),
-                    kind: BROADCAST,
-                    data: AckBroadcast {
-                        request_id,
-                        packet: JsonPacket::of(entry, message),
-                        opts,
-                    },
-                },
-            )
-            .expect("an entry serializes"),
             Adapter::PythonSocketio => return Err(Unsupported::Acks.into()),
-        }
+        };
         Ok(Packet {
             channel: self.servers_channel(entry.nsp()),
             payload: out,
@@ -539,19 +480,8 @@ impl Target {
         let packet = serde_json::json!({"type": EVENT, "data": [CONFIRM_EVENT], "nsp": nsp});
         let opts = serde_json::json!({"rooms": [CONFIRM_ROOM], "except": [], "flags": {}});
         let payload = match self.adapter {
-            Adapter::Classic => serde_json::json!({
-                "uid": self.uid,
-                "requestId": request_id,
-                "type": BROADCAST_WITH_ACK,
-                "packet": packet,
-                "opts": opts,
-            }),
-            Adapter::Sharded => serde_json::json!({
-                "uid": self.uid,
-                "nsp": nsp,
-                "type": BROADCAST,
-                "data": {"requestId": request_id, "packet": packet, "opts": opts},
-            }),
+            Adapter::Classic => self.classic_confirm_request(request_id, packet, opts),
+            Adapter::Sharded => self.cluster_confirm_request(nsp, request_id, packet, opts),
             Adapter::Streams | Adapter::PythonSocketio => return None,
         };
         Some(Packet {
@@ -559,295 +489,17 @@ impl Target {
             payload: payload.to_string().into_bytes(),
         })
     }
-
-    /// The classic adapter's packet for `entry`: an emit as a broadcast; the other operations as
-    /// the requests its servers send each other, on the request channel, in JSON (which the adapter
-    /// reads whatever its parser), or in MessagePack for a server-side emit with bytes.
-    fn classic_packet(&self, entry: &Entry, binary: bool) -> Packet {
-        let opts = Selection {
-            rooms: entry.rooms(),
-            except: entry.except(),
-        };
-        fn json(value: &impl Serialize) -> Vec<u8> {
-            serde_json::to_vec(value).expect("a request serializes")
-        }
-        let payload = match entry.operation() {
-            Operation::Emit {
-                message,
-                volatile,
-                compress,
-                ..
-            } => {
-                return Packet {
-                    channel: self.classic_channel(entry),
-                    payload: self.classic_broadcast(entry, message, Flags(*volatile, *compress)),
-                }
-            }
-            Operation::Join(rooms) => json(&RoomsRequest {
-                kind: REMOTE_JOIN,
-                opts,
-                rooms,
-            }),
-            Operation::Leave(rooms) => json(&RoomsRequest {
-                kind: REMOTE_LEAVE,
-                opts,
-                rooms,
-            }),
-            Operation::Disconnect { close } => json(&DisconnectRequest {
-                kind: REMOTE_DISCONNECT,
-                opts,
-                close: *close,
-            }),
-            Operation::ServerEmit(message) if binary => {
-                let mut out = Vec::with_capacity(64);
-                map_len(&mut out, 3);
-                str(&mut out, "uid");
-                str(&mut out, &self.uid);
-                str(&mut out, "type");
-                encode::write_pfix(&mut out, SERVER_SIDE_EMIT)
-                    .expect("writing to a Vec cannot fail");
-                str(&mut out, "data");
-                write_event(&mut out, message);
-                out
-            }
-            Operation::ServerEmit(message) => json(&ServerEmitRequest {
-                uid: &self.uid,
-                kind: SERVER_SIDE_EMIT,
-                data: EventData(message),
-            }),
-        };
-        Packet {
-            channel: self.servers_channel(entry.nsp()),
-            payload,
-        }
-    }
-
-    /// A single-room broadcast to classic servers goes to the room's channel, as the emitter's
-    /// does (the servers' pattern covers it); with several rooms it goes to the namespace's channel,
-    /// which would otherwise lose the servers that hold only the other rooms
-    /// (docs/08-internals/wire-format.md, "Rooms in the channel name").
-    /// So does a room named by a number: servers look a room channel's name up as a string.
-    fn classic_channel(&self, entry: &Entry) -> String {
-        let mut channel = self.namespace_channel(entry.nsp());
-        if let [Room::Name(room)] = entry.rooms() {
-            channel.push_str(room);
-            channel.push('#');
-        }
-        channel
-    }
-
-    /// `[uid, packet, opts]`, in MessagePack or with the JSON parser in JSON.
-    fn classic_broadcast(&self, entry: &Entry, message: &Message, flags: Flags) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + message.event.len());
-        let opts = Opts::of(entry, flags);
-        match self.parser {
-            Parser::Msgpack => {
-                array_len(&mut out, 3);
-                str(&mut out, &self.uid);
-                write_packet(&mut out, message, Some(entry.nsp()));
-                write_opts(&mut out, &opts);
-            }
-            Parser::Json => {
-                let packet = JsonPacket::of(entry, message);
-                serde_json::to_writer(&mut out, &(&self.uid, packet, opts))
-                    .expect("an entry serializes")
-            }
-        }
-        out
-    }
-
-    /// The message the servers of the sharded adapter send each other for `entry`:
-    /// `{uid, nsp, type, data}`, in JSON, or in MessagePack when it carries bytes, as they write it.
-    fn cluster_message(&self, entry: &Entry, binary: bool) -> Vec<u8> {
-        let (kind, data) = self.cluster_data(entry, binary);
-        let mut out = Vec::with_capacity(data.len() + 48 + entry.nsp().len());
-        if binary {
-            self.cluster_header(&mut out, entry, kind);
-            out.extend_from_slice(&data);
-        } else {
-            // What serde writes for `ClusterMessage`, with `data` already serialized.
-            out.extend_from_slice(b"{\"uid\":");
-            serde_json::to_writer(&mut out, &self.uid).expect("a string serializes");
-            out.extend_from_slice(b",\"nsp\":");
-            serde_json::to_writer(&mut out, entry.nsp()).expect("a string serializes");
-            out.extend_from_slice(format!(",\"type\":{kind},\"data\":").as_bytes());
-            out.extend_from_slice(&data);
-            out.push(b'}');
-        }
-        out
-    }
-
-    /// The type and the `data` of the message servers of the sharded and the streams adapter send
-    /// each other for `entry` (socket.io-adapter's `ClusterMessage`): JSON, or MessagePack when it
-    /// carries bytes.
-    fn cluster_data(&self, entry: &Entry, binary: bool) -> (u8, Vec<u8>) {
-        let selection = Selection {
-            rooms: entry.rooms(),
-            except: entry.except(),
-        };
-        let mut out = Vec::with_capacity(64);
-        fn json(out: &mut Vec<u8>, value: &impl Serialize) {
-            serde_json::to_writer(out, value).expect("an entry serializes")
-        }
-        let kind = match entry.operation() {
-            Operation::Emit {
-                message,
-                volatile,
-                compress,
-                ..
-            } => {
-                let opts = Opts::of(entry, Flags(*volatile, *compress));
-                if binary {
-                    map_len(&mut out, 2);
-                    str(&mut out, "packet");
-                    write_packet(&mut out, message, None);
-                    str(&mut out, "opts");
-                    write_opts(&mut out, &opts);
-                } else {
-                    let packet = JsonPacket::of(entry, message);
-                    json(&mut out, &Broadcast { packet, opts });
-                }
-                BROADCAST
-            }
-            Operation::ServerEmit(message) => {
-                if binary {
-                    map_len(&mut out, 1);
-                    str(&mut out, "packet");
-                    write_event(&mut out, message);
-                } else {
-                    json(
-                        &mut out,
-                        &ClusterData::ServerEmit {
-                            packet: EventData(message),
-                        },
-                    );
-                }
-                CLUSTER_SERVER_SIDE_EMIT
-            }
-            Operation::Join(rooms) => {
-                let opts = selection;
-                json(&mut out, &ClusterData::Rooms { opts, rooms });
-                CLUSTER_SOCKETS_JOIN
-            }
-            Operation::Leave(rooms) => {
-                let opts = selection;
-                json(&mut out, &ClusterData::Rooms { opts, rooms });
-                CLUSTER_SOCKETS_LEAVE
-            }
-            Operation::Disconnect { close } => {
-                let opts = selection;
-                let close = *close;
-                json(&mut out, &ClusterData::Disconnect { opts, close });
-                CLUSTER_DISCONNECT_SOCKETS
-            }
-        };
-        (kind, out)
-    }
-
-    /// `{uid, nsp, type, data: ` in MessagePack: the sharded adapter's message up to its data.
-    fn cluster_header(&self, out: &mut Vec<u8>, entry: &Entry, kind: u8) {
-        map_len(out, 4);
-        str(out, "uid");
-        str(out, &self.uid);
-        str(out, "nsp");
-        str(out, entry.nsp());
-        str(out, "type");
-        encode::write_pfix(out, kind).expect("writing to a Vec cannot fail");
-        str(out, "data");
-    }
 }
 
 /// An emit's `volatile` and `compress`.
 #[derive(Clone, Copy)]
 struct Flags(bool, Option<bool>);
 
-/// The sharded adapter's message: `{uid, nsp, type, data}`.
-#[derive(Serialize)]
-struct ClusterMessage<'a, D> {
-    uid: &'a str,
-    nsp: &'a str,
-    #[serde(rename = "type")]
-    kind: u8,
-    data: D,
-}
-
-#[derive(Serialize)]
-struct Broadcast<'a> {
-    packet: JsonPacket<'a>,
-    opts: Opts<'a>,
-}
-
-/// The classic adapter's broadcast with acknowledgements: `{uid, requestId, type: 7, packet, opts}`.
-#[derive(Serialize)]
-struct AckRequest<'a> {
-    uid: &'a str,
-    #[serde(rename = "requestId")]
-    request_id: &'a str,
-    #[serde(rename = "type")]
-    kind: u8,
-    packet: JsonPacket<'a>,
-    opts: Opts<'a>,
-}
-
-/// The sharded adapter's broadcast with acknowledgements: its `data` has a `requestId`.
-#[derive(Serialize)]
-struct AckBroadcast<'a> {
-    #[serde(rename = "requestId")]
-    request_id: &'a str,
-    packet: JsonPacket<'a>,
-    opts: Opts<'a>,
-}
-
-/// The `data` of the sharded adapter's other messages (docs/08-internals/wire-format.md, "The
-/// sharded adapter").
-#[derive(Serialize)]
-#[serde(untagged)]
-enum ClusterData<'a> {
-    Rooms {
-        opts: Selection<'a>,
-        rooms: &'a [Room],
-    },
-    Disconnect {
-        opts: Selection<'a>,
-        close: bool,
-    },
-    ServerEmit {
-        packet: EventData<'a>,
-    },
-}
-
 /// The sockets a request applies to: `{rooms, except}`.
 #[derive(Serialize)]
 struct Selection<'a> {
     rooms: &'a [Room],
     except: &'a [Room],
-}
-
-/// The classic adapter's join and leave requests: `{type, opts, rooms}`.
-#[derive(Serialize)]
-struct RoomsRequest<'a> {
-    #[serde(rename = "type")]
-    kind: u8,
-    opts: Selection<'a>,
-    rooms: &'a [Room],
-}
-
-/// `{type: 4, opts, close}`.
-#[derive(Serialize)]
-struct DisconnectRequest<'a> {
-    #[serde(rename = "type")]
-    kind: u8,
-    opts: Selection<'a>,
-    close: bool,
-}
-
-/// `{uid, type: 6, data: [event, ...args]}`.
-#[derive(Serialize)]
-struct ServerEmitRequest<'a> {
-    uid: &'a str,
-    #[serde(rename = "type")]
-    kind: u8,
-    data: EventData<'a>,
 }
 
 /// `{type: 2, data: [event, ...args], nsp}`. Arguments keep the producer's JSON text: numbers as

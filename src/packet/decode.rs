@@ -4,11 +4,14 @@
 
 use serde_json::{Number, Value};
 
-use super::{
-    streams, Adapter, Parser, Target, BROADCAST, BROADCAST_WITH_ACK, CLUSTER_DISCONNECT_SOCKETS,
-    CLUSTER_SERVER_SIDE_EMIT, CLUSTER_SOCKETS_JOIN, CLUSTER_SOCKETS_LEAVE, REMOTE_DISCONNECT,
-    REMOTE_JOIN, REMOTE_LEAVE, SERVER_SIDE_EMIT,
+use super::classic::{
+    BROADCAST_WITH_ACK, REMOTE_DISCONNECT, REMOTE_JOIN, REMOTE_LEAVE, SERVER_SIDE_EMIT,
 };
+use super::cluster::{
+    BROADCAST, CLUSTER_DISCONNECT_SOCKETS, CLUSTER_SERVER_SIDE_EMIT, CLUSTER_SOCKETS_JOIN,
+    CLUSTER_SOCKETS_LEAVE,
+};
+use super::{streams, Adapter, Parser, Target};
 
 /// A packet as a Socket.IO server's adapter reads it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
