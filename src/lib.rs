@@ -12,7 +12,8 @@
 //!
 //! - [`commands`]: the operator subcommands (`check-config`, ...), one module each.
 //! - [`admin`]: what the commands and the console both do from outside the relay: one-off
-//!   connections, the status report, dead-letter browsing, replay and drop, sending an entry.
+//!   connections, the status report, dead-letter browsing, replay and drop, sending an entry and
+//!   finding what became of one.
 //! - [`config`]: the configuration file and `SIO_RELAY_*` overrides, validated at start.
 //! - [`entry`]: the producers' contract; turns raw stream fields into a validated [`entry::Entry`].
 //! - [`packet`]: encodes an entry as the servers' adapter reads it (classic, sharded, streams or
@@ -43,7 +44,7 @@
 //!   records (`[telemetry]`) to an OpenTelemetry collector.
 //! - [`http`]: the `/livez`, `/readyz` and `/metrics` listener.
 //! - [`console`]: the operator console served on it: the live flow, dead letters to browse,
-//!   replay and drop, and a form that sends an entry.
+//!   replay and drop, and a form that sends an entry and follows it.
 //! - [`systemd`]: READY, WATCHDOG, STOPPING and RELOADING notifications.
 //! - [`shutdown`]: signal handling and the bounded drain on SIGTERM/SIGINT.
 //! - [`reload`]: SIGHUP re-reads the configuration and applies what can change live.

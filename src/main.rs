@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sio_relay::commands::{self, block_on, dead, monitor, send, status};
+use sio_relay::commands::{self, block_on, dead, entry, monitor, send, status};
 use sio_relay::config::Config;
 use sio_relay::exit::EXIT_CONFIG;
 use sio_relay::protocol::ReasonCode;
@@ -102,6 +102,17 @@ enum Command {
         /// Stop after this many packets.
         #[arg(long)]
         count: Option<usize>,
+    },
+    /// What became of one entry: not read yet, held, in a relay's hands, delivered, or
+    /// dead-lettered and why.
+    Entry {
+        /// The entry's ID, as XADD (or `send`) printed it.
+        id: String,
+        /// Look in this stream of source.streams only (default: each).
+        #[arg(long)]
+        stream: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Redis, Socket.IO servers, stream, group, consumers and dead letters; exits 1 if unhealthy.
     Status {
@@ -220,6 +231,7 @@ fn main() -> ExitCode {
             &mut std::io::stdout(),
         ))
         .map(|()| String::new()),
+        Command::Entry { id, stream, json } => entry::run(&cfg, &id, stream.as_deref(), json),
         Command::Status { json } => status::run(&cfg, json).map_err(|(text, failure)| {
             emit(&text);
             failure

@@ -156,17 +156,48 @@ pub struct Browsed {
 
 type Shown = (String, Vec<redis::Value>, usize);
 
+/// Which dead letters a [`browse`] returns.
+#[derive(Clone, Copy, Debug)]
+pub enum Only<'a> {
+    Every,
+    /// Those dead-lettered for this reason.
+    Reason(&'a str),
+    /// Those of the source entry of this ID.
+    Source(&'a str),
+}
+
+impl<'a> Only<'a> {
+    /// A reason to filter by, or every letter when empty (as the console and `--reason` take it).
+    pub fn reason(reason: &'a str) -> Only<'a> {
+        match reason {
+            "" => Only::Every,
+            reason => Only::Reason(reason),
+        }
+    }
+
+    /// The field and the value `lua/browse.lua` filters by.
+    fn wire(self) -> (&'static str, &'a str) {
+        match self {
+            Only::Every => ("", ""),
+            Only::Reason(reason) => (DeadField::Reason.wire(), reason),
+            Only::Source(id) => (DeadField::Id.wire(), id),
+        }
+    }
+}
+
 /// Up to `limit` dead letters of `stream` from `from`, looking at `scan` of them at most, only
-/// those of `reason` (empty: any), read by `lua/browse.lua`, which cuts every value inside Redis:
-/// what reaches this process is bounded by `limit` whatever the dead letters hold.
+/// those `only` names, read by `lua/browse.lua`, which cuts every value inside Redis: what reaches
+/// this process is bounded by `limit` whatever the dead letters hold. Any stream reads this way,
+/// a source stream too (its entries have no `x-dead-*` fields).
 pub async fn browse(
     con: &mut MultiplexedConnection,
     stream: &str,
     from: &Start,
     limit: usize,
     scan: usize,
-    reason: &str,
+    only: Only<'_>,
 ) -> Result<Browsed, Failure> {
+    let (only_field, only_value) = only.wire();
     let (direction, start) = match from {
         Start::Newest(end) => (Order::Newest, end),
         Start::Oldest(start) => (Order::Oldest, start),
@@ -178,7 +209,8 @@ pub async fn browse(
         .arg(start)
         .arg(limit)
         .arg(scan)
-        .arg(reason)
+        .arg(only_field)
+        .arg(only_value)
         .arg(VALUE_BYTES)
         .arg(PACKED_BYTES)
         .arg(FIELDS_SHOWN)

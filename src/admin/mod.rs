@@ -1,9 +1,10 @@
 //! What an operator does to the relay's world from outside the relay, shared by the operator
-//! commands and the console: one-off connections, the status report, dead-letter operations, and
-//! sending an entry.
+//! commands and the console: one-off connections, the status report, dead-letter operations,
+//! sending an entry and finding what became of one.
 //! Below both, so that neither imports the other.
 
 pub mod dead;
+pub mod entry;
 pub mod send;
 pub mod status;
 

@@ -13,7 +13,7 @@ use crate::admin::connect;
 #[cfg(doc)]
 use crate::admin::dead::FIELDS_SHOWN;
 use crate::admin::dead::{
-    browse, drop, preview, replay, DeadLetter, Letter, Selection, Start, Which, LIST_PAGE,
+    browse, drop, preview, replay, DeadLetter, Letter, Only, Selection, Start, Which, LIST_PAGE,
     VALUE_BYTES,
 };
 use crate::config::Config;
@@ -128,7 +128,7 @@ async fn list_partition(
     let mut first = true;
     while left > 0 {
         let page = left.min(LIST_PAGE);
-        let browsed = browse(&mut con, stream, &from, page, page, "").await?;
+        let browsed = browse(&mut con, stream, &from, page, page, Only::Every).await?;
         for letter in &browsed.letters {
             if first && listing.several && !listing.json {
                 listing.write(&format!("== {}\n", printable(stream)))?;

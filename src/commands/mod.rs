@@ -5,6 +5,7 @@
 
 pub mod check_config;
 pub mod dead;
+pub mod entry;
 pub mod monitor;
 pub mod send;
 pub mod status;

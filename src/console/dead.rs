@@ -115,7 +115,7 @@ pub async fn page(cfg: &Config, query: &PageQuery) -> Result<Page, Failure> {
         &operations::Start::Newest(end),
         limit,
         scan,
-        &query.reason,
+        operations::Only::reason(&query.reason),
     )
     .await?;
     // More may lie before the last one looked at when the page or the scan was filled.

@@ -1,13 +1,16 @@
 //! The operator console: a page at `/` of the HTTP listener (`http.console = true`) with the live
-//! flow and the dead letters, which it can replay and drop.
+//! flow, the dead letters, which it can replay and drop, and a form that sends an entry and follows
+//! what becomes of it.
 //!
 //! The page and its script are embedded in the binary (`assets/`, no build step) and read JSON:
 //! `GET /console/state` (what `sio-relay status` shows, the relay's own counters and the last
-//! minutes of them, see [`history`]) and `GET /console/dead` (a page of dead letters, see [`dead`]);
-//! `POST /console/dead/replay | drop` and `POST /console/send` (an entry appended to the stream, as
-//! `sio-relay send` appends it: see [`crate::admin::send`]) change things, behind [`guard`]. It runs on the HTTP thread,
-//! with Redis connections of its own, kept from one look to the next: a console left open costs
-//! the relay's loop nothing.
+//! minutes of them, see [`history`]), `GET /console/dead` (a page of dead letters, see [`dead`])
+//! and `GET /console/entry` (what became of one entry, see [`crate::admin::entry`]);
+//! `POST /console/dead/replay | drop` and `POST /console/send` (an entry appended to the stream,
+//! as `sio-relay send` appends it: see [`crate::admin::send`]) change things, behind [`guard`].
+//! It runs on the HTTP thread, with Redis connections of its own, kept from one look to the next
+//! (those of the status; the dead letters and the entries are looked at on one-off ones): a
+//! console left open costs the relay's loop nothing.
 
 pub mod dead;
 pub mod guard;
@@ -141,6 +144,7 @@ impl Console {
             (true, "/console.css") => asset(STYLE, "text/css; charset=utf-8"),
             (true, "/console/state") => self.state().await,
             (true, "/console/dead") => self.dead_page(req.uri().query().unwrap_or("")).await,
+            (true, "/console/entry") => self.entry(req.uri().query().unwrap_or("")).await,
             (_, change) if CHANGES.contains(&change) => {
                 if req.method() == Method::POST {
                     self.mutate(req).await
@@ -271,6 +275,35 @@ impl Console {
 }
 
 impl Console {
+    /// What became of an entry (`?id=<ID>&stream=<stream>`, the stream optional), as `sio-relay
+    /// entry` says: the page follows the entries it sent with it.
+    async fn entry(&self, query: &str) -> Response<Full<Bytes>> {
+        let (mut id, mut stream) = (None, None);
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            match key.as_ref() {
+                "id" => id = Some(value.into_owned()),
+                "stream" if !value.is_empty() => stream = Some(value.into_owned()),
+                "stream" => {}
+                other => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("unknown parameter {other:?} (id, stream)"),
+                    )
+                }
+            }
+        }
+        let Some(id) = id else {
+            return error(StatusCode::BAD_REQUEST, "id: which entry?");
+        };
+        match admin::entry::find(&self.cfg, &id, stream.as_deref()).await {
+            Ok(found) => json(StatusCode::OK, &found),
+            Err(f) if f.code == crate::exit::EXIT_DATA => {
+                error(StatusCode::BAD_REQUEST, &f.message)
+            }
+            Err(f) => error(StatusCode::BAD_GATEWAY, &f.message),
+        }
+    }
+
     /// Appends the entry the body describes (an [`admin::send::Request`] in JSON) to the stream,
     /// validated against the configured limits first: 400 names what the relay would dead-letter.
     async fn send(&self, body: &[u8]) -> Response<Full<Bytes>> {

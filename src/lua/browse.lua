@@ -7,14 +7,16 @@
 --         <id>; oldest first '-' or '(<id>' for the letters after <id>
 -- ARGV[3] at most this many letters returned
 -- ARGV[4] at most this many letters scanned (those of another reason included)
--- ARGV[5] only letters with this x-dead-reason ('' = any)
--- ARGV[6] bytes kept of each field name and value
--- ARGV[7] bytes of x-dead-fields (the packed fields) kept whole, to be unpacked; longer ones are cut
--- ARGV[8] producer fields kept per letter (the relay's x-dead-* ones are always kept)
+-- ARGV[5], ARGV[6] only letters whose field ARGV[5] (x-dead-reason, x-dead-id) is ARGV[6]; '', '':
+--         every letter
+-- ARGV[7] bytes kept of each field name and value
+-- ARGV[8] bytes of x-dead-fields (the packed fields) kept whole, to be unpacked; longer ones are cut
+-- ARGV[9] producer fields kept per letter (the relay's x-dead-* ones are always kept)
 -- Returns {letters, last scanned ID or '', letters scanned}; a letter is
 -- {id, {name, value, bytes of the value, ...}, fields it had}.
 local wanted, scan = tonumber(ARGV[3]), tonumber(ARGV[4])
-local cut, packed_whole, max_fields = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local only_field, only_value = ARGV[5], ARGV[6]
+local cut, packed_whole, max_fields = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local rows
 if ARGV[1] == ORDER_OLDEST then
   rows = redis.call('XRANGE', KEYS[1], ARGV[2], '+', 'COUNT', scan)
@@ -28,10 +30,10 @@ for _, row in ipairs(rows) do
   if #letters >= wanted then break end
   local id, fields = row[1], row[2]
   last, scanned = id, scanned + 1
-  local keep = ARGV[5] == ''
+  local keep = only_field == ''
   for i = 1, #fields, 2 do
-    if fields[i] == DEAD_REASON then
-      keep = keep or fields[i + 1] == ARGV[5]
+    if fields[i] == only_field then
+      keep = fields[i + 1] == only_value
       break
     end
   end

@@ -323,7 +323,8 @@ fn the_console_shows_the_flow_and_replays_a_dead_letter_to_a_client() {
 }
 
 /// The send form appends what `sio-relay send` would: validated against the configured limits
-/// first (a refusal names the field and appends nothing), with a lifetime that the relay enforces.
+/// first (a refusal names the field and appends nothing), with a lifetime that the relay enforces,
+/// and follows what becomes of it (`GET /console/entry`, what `sio-relay entry` says).
 /// Per entry: the one sent to a listening namespace is delivered once, the one held where nobody
 /// listens is dead-lettered `expired` when its `ttl` ends, the refused ones never reach the stream.
 #[test]
@@ -359,6 +360,8 @@ fn the_console_sends_entries_with_a_lifetime() {
     fill(&mut browser, "#token", TOKEN);
     let appended = sent(&mut browser);
     browser.wait("#send-message[data-outcome=ok]");
+    // The page follows it until it is delivered.
+    browser.wait("#send-state[data-state=delivered]");
     clients.wait_events("user-42", 1, 20 * SECOND);
     assert_eq!(
         clients.events_of("user-42"),
@@ -410,6 +413,7 @@ fn the_console_sends_entries_with_a_lifetime() {
     fill(&mut browser, "#send-ttl", "1s");
     let appended = sent(&mut browser);
     browser.wait("#send-message[data-outcome=ok]");
+    browser.wait("#send-state[data-state=held]");
     browser.screenshot("console-send.png");
     let widths = browser.step(json!({"do": "widths", "width": 375}));
     assert_eq!(widths["page"], widths["window"], "on a phone: {widths}");
@@ -421,6 +425,9 @@ fn the_console_sends_entries_with_a_lifetime() {
     assert!(appended.contains(&source), "{appended}");
     assert_eq!(field(&letter, "x-dead-reason"), Some("expired"));
     assert_eq!(field(&letter, "ttl"), Some("1s"));
+    browser.wait("#send-state[data-state=dead_lettered]");
+    let said = browser.text("#send-state");
+    assert!(said.contains("dead-lettered as expired"), "{said}");
     browser.click("#tab-dead");
     browser.wait("body[data-dead-loaded] .dead-letter[data-reason=expired]");
 

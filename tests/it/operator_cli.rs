@@ -1,5 +1,6 @@
 //! The operator subcommands against real Redis and real Socket.IO servers: `send` (and `--direct`),
-//! `monitor`, `status` and `dead list | replay | drop`, with their output and exit statuses.
+//! `monitor`, `status`, `entry` and `dead list | replay | drop`, with their output and exit
+//! statuses.
 
 use std::process::Output;
 use std::time::Duration;
@@ -355,4 +356,89 @@ fn status_shows_consumer_names_escaped() {
         "{text:?}"
     );
     assert!(!text.contains(['\u{1b}', '\u{202e}']), "{text:?}");
+}
+
+/// `sio-relay entry <ID> --json`.
+fn whereabouts(redis: &RedisServer, id: &str) -> serde_json::Value {
+    let out = cli(redis, &["entry", id, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).unwrap()
+}
+
+/// `entry` says what became of an entry from Redis alone, in each state: before any relay, not
+/// read yet, delivered, held where no server listens, dead-lettered (with its reason and error),
+/// and an ID the stream does not hold.
+#[test]
+fn entry_says_what_became_of_each_entry() {
+    let redis = RedisServer::start();
+    let mut con = redis.connection();
+    let early = xadd(&mut con, &[("event", "early")]);
+    assert_eq!(whereabouts(&redis, &early)["state"], "no_group");
+    let out = cli(&redis, &["entry", "banana"]);
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a stream entry ID"),
+        "{}",
+        stderr(&out)
+    );
+
+    let _server = SocketIoServer::start(&redis);
+    wait_servers(&redis, 1);
+    let relay = Relay::start(&redis, "relay-1", &[]);
+    relay.wait_ready(30 * SECOND);
+    let delivered = xadd(&mut con, &[("event", "paid"), ("data", "42")]);
+    let held = xadd(&mut con, &[("event", "e"), ("nsp", "/nobody")]);
+    let dead = xadd(&mut con, &[("event", "e"), ("rom", "typo")]);
+    wait_until(
+        20 * SECOND,
+        "one delivered, one held, one dead-lettered",
+        || {
+            held_record(&mut con) == 1
+                && dead_letters(&mut con).len() == 1
+                && pending(&mut con).len() == 1
+        },
+    );
+    for id in [&early, &delivered] {
+        let found = whereabouts(&redis, id);
+        assert_eq!(found["state"], "delivered", "{found}");
+    }
+    let found = whereabouts(&redis, &delivered);
+    assert_eq!(found["stream"], STREAM);
+    assert_eq!(
+        found["fields"],
+        serde_json::json!([
+            {"name": "event", "value": "paid", "bytes": 4, "truncated": false},
+            {"name": "data", "value": "42", "bytes": 2, "truncated": false}
+        ])
+    );
+    let found = whereabouts(&redis, &held);
+    assert_eq!(found["state"], "held", "{found}");
+    assert_eq!(found["consumer"], "relay-1");
+    let found = whereabouts(&redis, &dead);
+    assert_eq!(found["state"], "dead_lettered", "{found}");
+    assert_eq!(found["dead_letter"]["reason"], "malformed");
+    assert!(
+        found["dead_letter"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("rom"),
+        "{found}"
+    );
+    let text = stdout(&cli(&redis, &["entry", &dead]));
+    assert!(
+        text.contains(&format!(
+            "{dead} in stream {STREAM} (group {GROUP}): dead-lettered as malformed"
+        )) && text.contains("sio-relay dead replay"),
+        "{text}"
+    );
+    assert_eq!(whereabouts(&redis, "1-1")["state"], "gone");
+
+    drop(relay);
+    let unread = xadd(&mut con, &[("event", "later")]);
+    let found = whereabouts(&redis, &unread);
+    assert_eq!(found["state"], "unread", "{found}");
+    assert_eq!(found["lag"], 1);
+    let text = stdout(&cli(&redis, &["entry", &unread]));
+    assert!(text.contains("not read yet"), "{text}");
+    assert!(text.contains("  event = later"), "{text}");
 }

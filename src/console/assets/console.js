@@ -631,12 +631,61 @@
     try {
       const r = await request('/console/send', { method: 'POST', headers: changeHeaders(), body: JSON.stringify(sendRequest()) });
       m.dataset.id = r.id;
-      say(m, 'ok', `Appended ${r.id} to ${r.stream}: the Live view counts it, and Dead letters shows it if it is dead-lettered.`);
+      say(m, 'ok', `Appended ${r.id} to ${r.stream}.`);
+      followEntry(r.id, r.stream);
     } catch (err) {
       say(m, 'error', err.message);
     } finally {
       busy = false;
       updateControls();
+    }
+  }
+
+  // What became of the entry sent last (`sio-relay entry`'s answer, GET /console/entry), looked at
+  // every refresh until it is settled: delivered, dead-lettered, or gone.
+  const follow = { id: null, stream: null, timer: 0 };
+  const UNSETTLED = ['no_group', 'unread', 'held', 'in_hand'];
+
+  function followEntry(id, stream) {
+    clearTimeout(follow.timer);
+    Object.assign(follow, { id, stream });
+    const s = $('send-state');
+    s.hidden = false;
+    s.removeAttribute('data-state');
+    setText(s, '…');
+    lookAtEntry();
+  }
+
+  async function lookAtEntry() {
+    const { id, stream } = follow;
+    const s = $('send-state');
+    let again = true;
+    try {
+      const q = new URLSearchParams({ id, stream });
+      const w = await request(`/console/entry?${q}`);
+      if (follow.id !== id) return;
+      s.dataset.state = w.state;
+      setText(s, entryState(w));
+      again = UNSETTLED.includes(w.state);
+    } catch (e) {
+      if (follow.id !== id) return;
+      setText(s, `could not look it up: ${e.message}`);
+    }
+    if (again) follow.timer = setTimeout(lookAtEntry, (state && state.refresh_ms) || 2000);
+  }
+
+  function entryState(w) {
+    const by = () => `${w.consumer}, ${w.deliveries} deliver${w.deliveries === 1 ? 'y' : 'ies'}`;
+    switch (w.state) {
+      case 'no_group': return 'not read: no relay has read this stream yet';
+      case 'unread': return `not read yet: the group has read up to ${w.last_read}`;
+      case 'held': return `held (${by()}): no or too few Socket.IO servers listen on its namespace, or it waits behind an older held entry or for its clients to come back`;
+      case 'in_hand': return `in a relay's hands (${by()}): being delivered, or waiting for the servers' confirmation or its clients' acknowledgements`;
+      case 'dead_lettered': return `dead-lettered as ${w.dead_letter.reason}: ${w.dead_letter.error} (see Dead letters)`;
+      case 'delivered': return 'delivered';
+      case 'acknowledged': return 'acknowledged (whether it was dead-lettered was not looked up)';
+      case 'gone': return 'the stream no longer holds it';
+      default: return w.state;
     }
   }
 
