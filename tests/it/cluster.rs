@@ -188,15 +188,25 @@ fn sharded_servers_on_a_cluster_get_their_namespaces_in_and_out_of_the_streams_s
 
 /// Streams-adapter servers on a node-redis cluster client: their stream in the relay's slot
 /// (`socket.io:{t}` next to `sio-relay:{t}`) is appended to by the delivery script itself, with the
-/// acknowledgement; in another slot (`socket.io`), by the relay after the script, confirmed next.
-/// Every entry arrives once either way, and nothing stays pending.
+/// acknowledgement; in another slot (`socket.io`, and `socket.io-3`, the stream servers with
+/// `streamCount` 4 read `/`'s entries from), by the relay after the script, confirmed next. Every
+/// entry arrives once either way, and nothing stays pending.
 #[test]
 fn streams_servers_on_a_cluster_get_every_entry_in_and_out_of_the_streams_slot() {
     let cluster = Cluster::start();
     let stream = "sio-relay:{t}";
     let mut con = cluster.owner(stream).connection();
-    for (servers_stream, first) in [("socket.io:{t}", 0), ("socket.io", 100)] {
-        let options = json!({"cluster": true, "adapter": "streams", "streamName": servers_stream});
+    for (servers_stream, count, first) in [
+        ("socket.io:{t}", "1", 0),
+        ("socket.io", "1", 100),
+        ("socket.io", "4", 200),
+    ] {
+        let options = json!({
+            "cluster": true,
+            "adapter": "streams",
+            "streamName": servers_stream,
+            "streamCount": count.parse::<u32>().unwrap(),
+        });
         let server = SocketIoServer::start_options(&cluster.urls(), &options);
         wait_until(20 * SECOND, "the server is counted", || {
             cluster.subscribers("socket.io#/#") == 1
@@ -208,6 +218,7 @@ fn streams_servers_on_a_cluster_get_every_entry_in_and_out_of_the_streams_slot()
             &[
                 ("TARGET__ADAPTER", "streams"),
                 ("TARGET__STREAM", servers_stream),
+                ("TARGET__STREAM_COUNT", count),
             ],
         );
         for i in first..first + 100 {
@@ -231,8 +242,15 @@ fn streams_servers_on_a_cluster_get_every_entry_in_and_out_of_the_streams_slot()
         assert_eq!(
             delivered(&clients),
             (first as u64..first as u64 + 100).collect::<Vec<u64>>(),
-            "{servers_stream}: each once, in order"
+            "{servers_stream} ({count}): each once, in order"
         );
+        if count == "4" {
+            let appended: usize = redis::cmd("XLEN")
+                .arg("socket.io-3")
+                .query(&mut cluster.owner("socket.io-3").connection())
+                .unwrap();
+            assert_eq!(appended, 100, "/'s entries go to socket.io-3");
+        }
         drop(relay);
     }
 }
