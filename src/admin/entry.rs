@@ -23,8 +23,9 @@ use crate::exit::{Failure, EXIT_DATA};
 
 /// Dead letters looked at, after the entry's time, for its own.
 pub const DEAD_SCAN: usize = 10_000;
-/// Dead letters a page of that search looks at.
-const DEAD_PAGE: usize = 1_000;
+/// Dead letters a page of that search looks at: `lua/browse.lua` reads a page whole inside Redis
+/// before it cuts the values, and a dead letter can be as large as an entry may be.
+const DEAD_PAGE: usize = 100;
 
 /// What became of an entry.
 #[derive(Debug, Serialize)]

@@ -249,7 +249,10 @@ fn streams_servers_on_a_cluster_get_every_entry_in_and_out_of_the_streams_slot()
                 .arg("socket.io-3")
                 .query(&mut cluster.owner("socket.io-3").connection())
                 .unwrap();
-            assert_eq!(appended, 101, "/'s entries (and the end marker) go to socket.io-3");
+            assert_eq!(
+                appended, 101,
+                "/'s entries (and the end marker) go to socket.io-3"
+            );
         }
         drop(relay);
     }

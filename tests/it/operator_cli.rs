@@ -367,7 +367,7 @@ fn whereabouts(redis: &RedisServer, id: &str) -> serde_json::Value {
 
 /// `entry` says what became of an entry from Redis alone, in each state: before any relay, not
 /// read yet, delivered, held where no server listens, dead-lettered (with its reason and error),
-/// and an ID the stream does not hold.
+/// an ID the stream does not hold, and acknowledged past the dead letters it looks at.
 #[test]
 fn entry_says_what_became_of_each_entry() {
     let redis = RedisServer::start();
@@ -441,4 +441,26 @@ fn entry_says_what_became_of_each_entry() {
     let text = stdout(&cli(&redis, &["entry", &unread]));
     assert!(text.contains("not read yet"), "{text}");
     assert!(text.contains("  event = later"), "{text}");
+
+    // The dead letters after an entry are looked at a page at a time, 10,000 at most: a dead
+    // letter of `delivered` past the first page is found; past 10,000 the answer is only that
+    // `early` was acknowledged.
+    let fake = |con: &mut redis::Connection, n: usize, source: &str| {
+        let mut pipe = redis::pipe();
+        for _ in 0..n {
+            pipe.xadd(
+                DEAD,
+                "*",
+                &[("x-dead-id", source), ("x-dead-reason", "expired")],
+            )
+            .ignore();
+        }
+        pipe.exec(con).unwrap();
+    };
+    fake(&mut con, 150, "1-0");
+    fake(&mut con, 1, &delivered);
+    fake(&mut con, 9_900, "1-0");
+    let found = whereabouts(&redis, &delivered);
+    assert_eq!(found["state"], "dead_lettered", "{found}");
+    assert_eq!(whereabouts(&redis, &early)["state"], "acknowledged");
 }
