@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use sio_relay::commands::{self, block_on, dead, entry, monitor, send, status};
 use sio_relay::config::Config;
 use sio_relay::exit::EXIT_CONFIG;
@@ -29,66 +29,7 @@ enum Command {
     /// Append one entry to the relay's stream, validated first; --direct publishes it instead.
     /// An emit by default; --join, --leave, --disconnect or --server-side for the other
     /// operations.
-    Send {
-        /// Target room (repeat for several). None: every client of the namespace.
-        #[arg(long = "room", value_name = "ROOM")]
-        rooms: Vec<String>,
-        /// Every socket of the namespace: what --join, --leave and --disconnect need without
-        /// --room.
-        #[arg(long)]
-        all: bool,
-        /// The selected sockets join this room (repeat for several) instead of an emit.
-        #[arg(long, value_name = "ROOM")]
-        join: Vec<String>,
-        /// The selected sockets leave this room (repeat for several) instead of an emit.
-        #[arg(long, value_name = "ROOM")]
-        leave: Vec<String>,
-        /// Disconnect the selected sockets instead of an emit.
-        #[arg(long)]
-        disconnect: bool,
-        /// With --disconnect: close the underlying connection too.
-        #[arg(long, requires = "disconnect")]
-        close: bool,
-        /// The event goes to the namespace's serverSideEmit listeners on every server.
-        #[arg(long)]
-        server_side: bool,
-        /// Room to leave out (repeat for several).
-        #[arg(long, value_name = "ROOM")]
-        except: Vec<String>,
-        /// Namespace, default "/".
-        #[arg(long)]
-        nsp: Option<String>,
-        /// Servers may drop the event for clients that are not ready for it.
-        #[arg(long)]
-        volatile: bool,
-        /// Per-message compression flag passed to the servers.
-        #[arg(long)]
-        compress: Option<bool>,
-        /// Wait this long (e.g. 10s) for the clients to acknowledge the event, and keep it until
-        /// one does (results in acks.stream).
-        #[arg(long, value_name = "DURATION", conflicts_with = "direct")]
-        ack: Option<String>,
-        /// Append the stream entry ID to the event's arguments, for clients to de-duplicate.
-        #[arg(long, conflicts_with = "direct")]
-        append_id: bool,
-        /// Deliver it only within this long (e.g. 30s) of now, by Redis's clock; past that it is
-        /// dead-lettered as expired, even while held or waiting for acknowledgements.
-        #[arg(long, value_name = "DURATION", conflicts_with = "direct")]
-        ttl: Option<String>,
-        /// The W3C trace context of the span the relay's spans of this entry belong to
-        /// (`00-<trace id>-<span id>-<flags>`).
-        #[arg(long, value_name = "TRACEPARENT", conflicts_with = "direct")]
-        traceparent: Option<String>,
-        /// Publish straight to the Socket.IO servers (no stream, no durability) and print how
-        /// many received it.
-        #[arg(long)]
-        direct: bool,
-        /// The event name (none for --join, --leave and --disconnect).
-        event: Option<String>,
-        /// Event arguments, each as JSON text ('"text"', '42', '{"a":1}').
-        #[arg(value_name = "JSON")]
-        args: Vec<String>,
-    },
+    Send(Box<SendArgs>),
     /// Print every packet published to the Socket.IO servers, decoded (or in hex if servers
     /// could not decode it).
     Monitor {
@@ -162,6 +103,73 @@ enum DeadAction {
     },
 }
 
+/// `sio-relay send`'s arguments.
+#[derive(Args)]
+struct SendArgs {
+    /// Target room (repeat for several). None: every client of the namespace.
+    #[arg(long = "room", value_name = "ROOM")]
+    rooms: Vec<String>,
+    /// Every socket of the namespace: what --join, --leave and --disconnect need without
+    /// --room.
+    #[arg(long)]
+    all: bool,
+    /// The selected sockets join this room (repeat for several) instead of an emit.
+    #[arg(long, value_name = "ROOM")]
+    join: Vec<String>,
+    /// The selected sockets leave this room (repeat for several) instead of an emit.
+    #[arg(long, value_name = "ROOM")]
+    leave: Vec<String>,
+    /// Disconnect the selected sockets instead of an emit.
+    #[arg(long)]
+    disconnect: bool,
+    /// With --disconnect: close the underlying connection too.
+    #[arg(long, requires = "disconnect")]
+    close: bool,
+    /// The event goes to the namespace's serverSideEmit listeners on every server.
+    #[arg(long)]
+    server_side: bool,
+    /// Room to leave out (repeat for several).
+    #[arg(long, value_name = "ROOM")]
+    except: Vec<String>,
+    /// Namespace, default "/".
+    #[arg(long)]
+    nsp: Option<String>,
+    /// Servers may drop the event for clients that are not ready for it.
+    #[arg(long)]
+    volatile: bool,
+    /// Per-message compression flag passed to the servers.
+    #[arg(long)]
+    compress: Option<bool>,
+    /// Wait this long (e.g. 10s) for the clients to acknowledge the event, and keep it until
+    /// one does (results in acks.stream).
+    #[arg(long, value_name = "DURATION", conflicts_with = "direct")]
+    ack: Option<String>,
+    /// Append the stream entry ID to the event's arguments, for clients to de-duplicate.
+    #[arg(long, conflicts_with = "direct")]
+    append_id: bool,
+    /// Deliver it only within this long (e.g. 30s) of now, by Redis's clock; past that it is
+    /// dead-lettered as expired, even while held or waiting for acknowledgements.
+    #[arg(long, value_name = "DURATION", conflicts_with = "direct")]
+    ttl: Option<String>,
+    /// The W3C trace context of the span the relay's spans of this entry belong to
+    /// (`00-<trace id>-<span id>-<flags>`).
+    #[arg(long, value_name = "TRACEPARENT", conflicts_with = "direct")]
+    traceparent: Option<String>,
+    /// Publish straight to the Socket.IO servers (no stream, no durability) and print how
+    /// many received it.
+    #[arg(long)]
+    direct: bool,
+    /// Then wait up to this long (e.g. 10s) for what becomes of the entry, say it as `entry`
+    /// does, and exit 0 only if it was delivered.
+    #[arg(long, value_name = "DURATION", conflicts_with = "direct", value_parser = humantime::parse_duration)]
+    wait: Option<std::time::Duration>,
+    /// The event name (none for --join, --leave and --disconnect).
+    event: Option<String>,
+    /// Event arguments, each as JSON text ('"text"', '42', '{"a":1}').
+    #[arg(value_name = "JSON")]
+    args: Vec<String>,
+}
+
 /// The help of `--reason`, naming every reason there is.
 fn reason_help() -> String {
     format!(
@@ -182,27 +190,29 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Run => return run(cfg, cli.config),
         Command::CheckConfig => Ok(commands::check_config::render(&cfg)),
-        Command::Send {
-            rooms,
-            all,
-            join,
-            leave,
-            disconnect,
-            close,
-            server_side,
-            except,
-            nsp,
-            volatile,
-            compress,
-            ack,
-            append_id,
-            ttl,
-            traceparent,
-            direct,
-            event,
-            args,
-        } => {
-            let emit = send::Request {
+        Command::Send(send_args) => {
+            let SendArgs {
+                rooms,
+                all,
+                join,
+                leave,
+                disconnect,
+                close,
+                server_side,
+                except,
+                nsp,
+                volatile,
+                compress,
+                ack,
+                append_id,
+                ttl,
+                traceparent,
+                direct,
+                wait,
+                event,
+                args,
+            } = *send_args;
+            let request = send::Request {
                 event,
                 args,
                 rooms,
@@ -221,7 +231,15 @@ fn main() -> ExitCode {
                 ttl,
                 traceparent,
             };
-            send::run(&cfg, &emit, direct)
+            let mode = match (direct, wait) {
+                (true, _) => send::Mode::Direct,
+                (false, Some(wait)) => send::Mode::AppendAndWait(wait),
+                (false, None) => send::Mode::Append,
+            };
+            send::run(&cfg, &request, mode).map_err(|(text, failure)| {
+                emit(&text);
+                failure
+            })
         }
         Command::Monitor { json, nsps, count } => block_on(monitor::run(
             &cfg,

@@ -7,6 +7,8 @@
 //! `lua/browse.lua` (each value cut to [`VALUE_BYTES`]), and its dead letter is looked for among
 //! at most [`DEAD_SCAN`] dead letters written after it, a page at a time.
 
+use std::time::Duration;
+
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamInfoGroupsReply, StreamPendingCountReply};
 use redis::AsyncCommands;
@@ -80,12 +82,43 @@ pub struct Holder {
 }
 
 impl State {
+    /// Whether it will stay so: the entry left the relay's hands (or the stream).
+    pub fn is_settled(&self) -> bool {
+        match self {
+            State::DeadLettered { .. } | State::Delivered | State::Acknowledged | State::Gone => {
+                true
+            }
+            State::NoGroup | State::Unread { .. } | State::Held(_) | State::InHand(_) => false,
+        }
+    }
+
     /// Whether Redis said anything of the entry beyond the group's position.
     fn knows_it(&self) -> bool {
         matches!(
             self,
             State::Held(_) | State::InHand(_) | State::DeadLettered { .. }
         )
+    }
+}
+
+/// How often [`settled`] looks.
+const LOOK_EVERY: Duration = Duration::from_millis(200);
+
+/// What became of entry `id` of `stream` once it settled ([`State::is_settled`]), or where it
+/// stands after `wait`.
+pub async fn settled(
+    cfg: &Config,
+    id: &str,
+    stream: &str,
+    wait: Duration,
+) -> Result<Whereabouts, Failure> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let found = find(cfg, id, Some(stream)).await?;
+        if found.state.is_settled() || tokio::time::Instant::now() >= deadline {
+            return Ok(found);
+        }
+        tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + LOOK_EVERY)).await;
     }
 }
 

@@ -15,13 +15,15 @@ pub fn run(cfg: &Config, id: &str, stream: Option<&str>, json: bool) -> Result<S
             "{}\n",
             serde_json::to_string(&found).expect("whereabouts serialize")
         ),
-        false => render(&found, cfg.source.start_id == "$"),
+        false => render(cfg, &found),
     })
 }
 
-/// `skips`: the group was created at the stream's end (`source.start_id = "$"`), skipping what
-/// was there, which Redis tells apart from what the group read by nothing.
-fn render(found: &Whereabouts, skips: bool) -> String {
+/// `found` in words, its fields after it.
+pub fn render(cfg: &Config, found: &Whereabouts) -> String {
+    // A group created at the stream's end (`source.start_id = "$"`) skipped what was there,
+    // which Redis tells apart from what the group read by nothing.
+    let skips = cfg.source.start_id == "$";
     let mut state = said(&found.state);
     if skips && matches!(found.state, State::Delivered) {
         state.push_str(

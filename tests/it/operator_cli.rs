@@ -464,3 +464,60 @@ fn entry_says_what_became_of_each_entry() {
     assert_eq!(found["state"], "dead_lettered", "{found}");
     assert_eq!(whereabouts(&redis, &early)["state"], "acknowledged");
 }
+
+/// `send --wait` appends, then says what became of the entry, and exits 0 only when it was
+/// delivered: delivered to a listening namespace; dead-lettered `expired` when its `ttl` ended
+/// while held where nobody listens; still held when the wait ends first.
+#[test]
+fn send_waits_for_what_becomes_of_the_entry() {
+    let redis = RedisServer::start();
+    let _server = SocketIoServer::start(&redis);
+    wait_servers(&redis, 1);
+    let relay = Relay::start(&redis, "relay-1", &[]);
+    relay.wait_ready(30 * SECOND);
+
+    let out = cli(&redis, &["send", "--wait", "20s", "paid", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stdout(&out);
+    let id = said.split(' ').next().unwrap().to_owned();
+    assert!(
+        said.contains(&format!(
+            "{id} in stream {STREAM} (group {GROUP}): delivered"
+        )),
+        "{said}"
+    );
+
+    let out = cli(
+        &redis,
+        &[
+            "send", "--wait", "20s", "--nsp", "/nobody", "--ttl", "1s", "late",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("dead-lettered as expired"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains("was appended but not delivered within 20s"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = cli(
+        &redis,
+        &["send", "--wait", "1s", "--nsp", "/nobody", "waiting"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains(": held (relay-1"), "{}", stdout(&out));
+
+    let out = cli(&redis, &["send", "--wait", "1s", "--direct", "x"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "clap refuses --wait with --direct"
+    );
+    let mut con = redis.connection();
+    assert_eq!(con.xlen::<_, usize>(STREAM).unwrap(), 3);
+}
