@@ -65,6 +65,9 @@ pub struct Console {
     token: Token,
     history: History,
     status: tokio::sync::Mutex<Looks>,
+    /// Held while an entry is looked up: one at a time, however many are asked for (a look may
+    /// read up to [`admin::entry::DEAD_SCAN`] dead letters inside Redis).
+    entry_looks: tokio::sync::Mutex<()>,
 }
 
 /// The last look at Redis, and the connections the next one uses.
@@ -113,6 +116,7 @@ impl Console {
             metrics,
             history: History::default(),
             status: tokio::sync::Mutex::default(),
+            entry_looks: tokio::sync::Mutex::default(),
         }
     }
 
@@ -295,6 +299,7 @@ impl Console {
         let Some(id) = id else {
             return error(StatusCode::BAD_REQUEST, "id: which entry?");
         };
+        let _one_at_a_time = self.entry_looks.lock().await;
         match admin::entry::find(&self.cfg, &id, stream.as_deref()).await {
             Ok(found) => json(StatusCode::OK, &found),
             Err(f) if f.code == crate::exit::EXIT_DATA => {
