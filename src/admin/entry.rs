@@ -156,7 +156,8 @@ pub async fn find(cfg: &Config, id: &str, stream: Option<&str>) -> Result<Wherea
     Ok(first.expect("a relay has a stream"))
 }
 
-/// What `partition`'s stream, group and dead letters say of `id`.
+/// What `partition`'s stream, group and dead letters say of `id`, asked in that order, each only
+/// when what came before left the answer open.
 async fn look(
     partition: &Config,
     con: &mut MultiplexedConnection,
@@ -178,27 +179,8 @@ async fn look(
         fields,
         state,
     };
-    // XINFO GROUPS refuses a stream that does not exist, which has no group either.
-    let exists: bool = con.exists(stream).await?;
-    let groups: StreamInfoGroupsReply = match exists {
-        true => con.xinfo_groups(stream).await?,
-        false => StreamInfoGroupsReply::default(),
-    };
-    let Some(info) = groups.groups.into_iter().find(|g| &g.name == group) else {
-        return Ok(whereabouts(State::NoGroup));
-    };
-    let last_read: EntryId = info.last_delivered_id.parse().map_err(|problem| Failure {
-        code: crate::exit::EXIT_FAILURE,
-        message: format!("Redis gave the group a last read ID that does not parse: {problem}"),
-    })?;
-    if id > last_read {
-        return Ok(whereabouts(match in_stream {
-            true => State::Unread {
-                last_read: info.last_delivered_id,
-                lag: info.lag.map(|lag| lag as u64),
-            },
-            false => State::Gone,
-        }));
+    if let Some(state) = unread(id, in_stream, position(con, stream, group).await?) {
+        return Ok(whereabouts(state));
     }
     let pending: StreamPendingCountReply =
         con.xpending_count(stream, group, &text, &text, 1).await?;
@@ -214,25 +196,176 @@ async fn look(
             false => State::InHand(holder),
         }));
     }
-    let dead = &partition.dead_letter.stream;
-    // A dead letter is written after its entry: from the entry's millisecond on.
+    let search = dead_letter_of(con, &partition.dead_letter.stream, id).await?;
+    Ok(whereabouts(acknowledged(in_stream, search)))
+}
+
+/// How far the group has read.
+struct Position {
+    last_read: EntryId,
+    /// Entries it has yet to read; `None` when Redis cannot tell.
+    lag: Option<u64>,
+}
+
+/// `group`'s position on `stream`; `None` when there is no such group.
+async fn position(
+    con: &mut MultiplexedConnection,
+    stream: &str,
+    group: &str,
+) -> Result<Option<Position>, Failure> {
+    // XINFO GROUPS refuses a stream that does not exist, which has no group either.
+    let exists: bool = con.exists(stream).await?;
+    if !exists {
+        return Ok(None);
+    }
+    let groups: StreamInfoGroupsReply = con.xinfo_groups(stream).await?;
+    let Some(info) = groups.groups.into_iter().find(|g| g.name == group) else {
+        return Ok(None);
+    };
+    let last_read = info.last_delivered_id.parse().map_err(|problem| Failure {
+        code: crate::exit::EXIT_FAILURE,
+        message: format!("Redis gave the group a last read ID that does not parse: {problem}"),
+    })?;
+    Ok(Some(Position {
+        last_read,
+        lag: info.lag.map(|lag| lag as u64),
+    }))
+}
+
+/// The state when the group has not read `id`: there is no group, or it has not read that far
+/// (an entry the stream does not hold is then one that never was). `None` when it read it.
+fn unread(id: EntryId, in_stream: bool, group: Option<Position>) -> Option<State> {
+    let Some(group) = group else {
+        return Some(State::NoGroup);
+    };
+    if id <= group.last_read {
+        return None;
+    }
+    Some(match in_stream {
+        true => State::Unread {
+            last_read: group.last_read.to_string(),
+            lag: group.lag,
+        },
+        false => State::Gone,
+    })
+}
+
+/// What the dead letters written after an entry hold of it.
+enum DeadSearch {
+    Found(Letter),
+    NotThere,
+    /// [`DEAD_SCAN`] dead letters were looked at, and there are more.
+    Unfinished,
+}
+
+/// The dead letter of entry `id` in `dead`, looked for from the entry's millisecond on (a dead
+/// letter is written after its entry), [`DEAD_PAGE`] at a time, [`DEAD_SCAN`] at most.
+async fn dead_letter_of(
+    con: &mut MultiplexedConnection,
+    dead: &str,
+    id: EntryId,
+) -> Result<DeadSearch, Failure> {
+    let text = id.to_string();
     let mut from = Start::Oldest(format!("{}-0", id.ms));
     let mut scanned = 0;
     while scanned < DEAD_SCAN {
         let page = browse(con, dead, &from, 1, DEAD_PAGE, Only::Source(&text)).await?;
         if let Some(letter) = page.letters.into_iter().next() {
-            return Ok(whereabouts(State::DeadLettered {
-                dead_letter: Box::new(letter),
-            }));
+            return Ok(DeadSearch::Found(letter));
+        }
+        if page.scanned < DEAD_PAGE {
+            return Ok(DeadSearch::NotThere);
         }
         scanned += page.scanned;
-        if page.scanned < DEAD_PAGE {
-            return Ok(whereabouts(match in_stream {
-                true => State::Delivered,
-                false => State::Gone,
-            }));
-        }
         from = Start::Oldest(format!("({}", page.last));
     }
-    Ok(whereabouts(State::Acknowledged))
+    Ok(DeadSearch::Unfinished)
+}
+
+/// What an entry the group read, and no consumer holds any more, became: acknowledged, and
+/// dead-lettered or delivered as its dead letters tell; one the stream no longer holds and no dead
+/// letter names may never have been.
+fn acknowledged(in_stream: bool, search: DeadSearch) -> State {
+    match (search, in_stream) {
+        (DeadSearch::Found(letter), _) => State::DeadLettered {
+            dead_letter: Box::new(letter),
+        },
+        (DeadSearch::NotThere, true) => State::Delivered,
+        (DeadSearch::NotThere, false) => State::Gone,
+        (DeadSearch::Unfinished, _) => State::Acknowledged,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(text: &str) -> EntryId {
+        text.parse().unwrap()
+    }
+
+    fn read_up_to(last: &str) -> Option<Position> {
+        Some(Position {
+            last_read: id(last),
+            lag: Some(3),
+        })
+    }
+
+    #[test]
+    fn what_the_group_has_not_read_is_unread_or_never_was() {
+        assert!(matches!(
+            unread(id("5-0"), true, None),
+            Some(State::NoGroup)
+        ));
+        let Some(State::Unread { last_read, lag }) = unread(id("5-1"), true, read_up_to("5-0"))
+        else {
+            panic!("past the group's last read ID, held by the stream: unread")
+        };
+        assert_eq!((last_read.as_str(), lag), ("5-0", Some(3)));
+        assert!(matches!(
+            unread(id("5-1"), false, read_up_to("5-0")),
+            Some(State::Gone)
+        ));
+        for (entry, in_stream) in [("5-0", true), ("4-9", false)] {
+            assert!(unread(id(entry), in_stream, read_up_to("5-0")).is_none());
+        }
+    }
+
+    #[test]
+    fn what_was_read_and_left_is_what_its_dead_letters_say() {
+        assert!(matches!(
+            acknowledged(true, DeadSearch::NotThere),
+            State::Delivered
+        ));
+        assert!(matches!(
+            acknowledged(false, DeadSearch::NotThere),
+            State::Gone
+        ));
+        for in_stream in [true, false] {
+            assert!(matches!(
+                acknowledged(in_stream, DeadSearch::Unfinished),
+                State::Acknowledged
+            ));
+        }
+        // Found wins, whether the stream still holds the entry or not.
+        for in_stream in [true, false] {
+            let letter = Letter {
+                id: "6-0".into(),
+                stream: "sio-relay:dead".into(),
+                time_ms: 6,
+                reason: "expired".into(),
+                error: "older than its ttl of 1s".into(),
+                source_id: "5-0".into(),
+                deliveries: "1".into(),
+                fields: Vec::new(),
+                fields_not_shown: 0,
+            };
+            let State::DeadLettered { dead_letter } =
+                acknowledged(in_stream, DeadSearch::Found(letter))
+            else {
+                panic!("a dead letter names it: dead-lettered")
+            };
+            assert_eq!(dead_letter.reason, "expired");
+        }
+    }
 }
