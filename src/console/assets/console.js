@@ -641,8 +641,8 @@
     }
   }
 
-  // What became of the entry sent last (`sio-relay entry`'s answer, GET /console/entry), looked at
-  // every refresh until it is settled: delivered, dead-lettered, or gone.
+  // What became of the entry sent (or looked up) last (`sio-relay entry`'s answer, GET
+  // /console/entry), looked at every refresh until it is settled: delivered, dead-lettered, gone.
   const follow = { id: null, stream: null, timer: 0 };
   const UNSETTLED = ['no_group', 'unread', 'held', 'in_hand'];
 
@@ -741,6 +741,11 @@
     $('replay-reason').addEventListener('click', () => allOfReason('replay'));
     $('drop-reason').addEventListener('click', () => allOfReason('drop'));
     $('send-form').addEventListener('submit', sendEntry);
+    // Any entry, by its ID (a customer's complaint, a log line): looked for in every stream.
+    $('find-form').addEventListener('submit', (e) => {
+      e.preventDefault();
+      followEntry($('find-id').value.trim(), '');
+    });
     setInterval(autoRefreshDead, 10000);
   }
 
