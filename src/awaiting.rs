@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use crate::delivery::Claim;
 use crate::entry::EntryId;
-use crate::replies::{Answer, Reply};
+use crate::replies::{Acked, Answer, Reply};
 
 /// The most bytes of answers (as JSON) kept for one entry's result; the answers past it are counted,
 /// not kept. What clients send must not decide how much memory the relay uses.
@@ -253,13 +253,17 @@ impl Awaiting {
                 waiting.acks = waiting.acks.saturating_add(1);
                 let latency = reply.at.saturating_duration_since(waiting.first_sent);
                 waiting.first_ack.get_or_insert(latency);
-                let value = value.clone().unwrap_or(Value::Null);
-                let bytes = value.to_string().len();
-                if waiting.answer_bytes + bytes <= MAX_ANSWER_BYTES {
-                    waiting.answer_bytes += bytes;
-                    waiting.answers.push(value);
-                } else {
-                    waiting.answers_dropped += 1;
+                let value = match value {
+                    Acked::Nothing => Some(Value::Null),
+                    Acked::With(value) => Some(value.clone()),
+                    Acked::TooDeep => None,
+                };
+                match value.map(|value| (value.to_string().len(), value)) {
+                    Some((bytes, value)) if waiting.answer_bytes + bytes <= MAX_ANSWER_BYTES => {
+                        waiting.answer_bytes += bytes;
+                        waiting.answers.push(value);
+                    }
+                    _ => waiting.answers_dropped += 1,
                 }
                 Taken::Ack(latency)
             }
@@ -376,7 +380,7 @@ mod tests {
         assert_eq!(id, "sio-relay:n:1-0:1");
         let ms = |n| t0 + Duration::from_millis(n);
         // An acknowledgement may come before its server's count, and before another server's.
-        let ack = Answer::Ack(Some(serde_json::json!("seen")));
+        let ack = Answer::Ack(Acked::With(serde_json::json!("seen")));
         assert_eq!(
             awaiting.answer(&reply(&id, ack.clone(), ms(3))),
             Taken::Ack(ms(3) - t0)
@@ -387,7 +391,7 @@ mod tests {
             "one server has not answered"
         );
         awaiting.answer(&reply(&id, Answer::Count(2), ms(5)));
-        awaiting.answer(&reply(&id, Answer::Ack(None), ms(6)));
+        awaiting.answer(&reply(&id, Answer::Ack(Acked::Nothing), ms(6)));
         assert!(
             awaiting.finished(ms(6)).is_empty(),
             "one client has not acknowledged"
@@ -443,7 +447,11 @@ mod tests {
         assert!(awaiting.due(rested - Duration::from_millis(1)).is_empty());
         assert_eq!(awaiting.due(rested).len(), 1);
         // The client of the first attempt answers while the entry rests.
-        awaiting.answer(&reply(&first, Answer::Ack(None), ended + REST / 4));
+        awaiting.answer(&reply(
+            &first,
+            Answer::Ack(Acked::Nothing),
+            ended + REST / 4,
+        ));
         let finished = awaiting.finished(ended + REST / 4);
         assert!(
             matches!(&finished[..], [Finished::Acknowledged(a)] if a.attempts == 1 && a.acks == 1),
@@ -466,14 +474,17 @@ mod tests {
         let big = Value::String("x".repeat(MAX_ANSWER_BYTES / 2));
         awaiting.answer(&reply(&id, Answer::Count(3), t0 + REST));
         for _ in 0..3 {
-            awaiting.answer(&reply(&id, Answer::Ack(Some(big.clone())), t0 + REST));
+            let ack = Answer::Ack(Acked::With(big.clone()));
+            awaiting.answer(&reply(&id, ack, t0 + REST));
         }
+        // An argument too deep to read is an acknowledgement whose argument is not kept.
+        awaiting.answer(&reply(&id, Answer::Ack(Acked::TooDeep), t0 + REST));
         let [Finished::Acknowledged(acked)] = &awaiting.finished(t0 + REST)[..] else {
             panic!("not acknowledged");
         };
         assert_eq!(
             (acked.acks, acked.answers.len(), acked.answers_dropped),
-            (3, 1, 2)
+            (4, 1, 3)
         );
     }
 
@@ -521,7 +532,7 @@ mod tests {
         }
         awaiting.answer(&reply(&id, Answer::Count(MAX_CLIENTS_PER_SERVER), t0));
         awaiting.answer(&reply(&id, Answer::Count(1), t0));
-        awaiting.answer(&reply(&id, Answer::Ack(None), t0));
+        awaiting.answer(&reply(&id, Answer::Ack(Acked::Nothing), t0));
         let [Finished::Acknowledged(acked)] = &awaiting.finished(t0 + WAIT)[..] else {
             panic!("not acknowledged");
         };

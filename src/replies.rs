@@ -47,9 +47,21 @@ const CLUSTER_BROADCAST_ACK: u64 = 12;
 pub enum Answer {
     /// How many of its sockets the server sent the event to.
     Count(u64),
-    /// One client acknowledged, with the first argument of its `ack()` (`None` without one). Bytes
-    /// are written `{"$binary": "<base64>"}`, as producers write them.
-    Ack(Option<Value>),
+    /// One client acknowledged.
+    Ack(Acked),
+}
+
+/// A client's acknowledgement, with as much of its `ack()`'s first argument as the relay keeps.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Acked {
+    /// `ack()` without an argument.
+    Nothing,
+    /// The argument; bytes are written `{"$binary": "<base64>"}`, as producers write them.
+    With(Value),
+    /// An argument nested deeper than serde_json reads (128 levels, which keeps its recursion
+    /// within the stack): a client chose it, and its acknowledgement counts all the same; the
+    /// argument is not kept.
+    TooDeep,
 }
 
 /// An answer, with the request it is for and when it arrived.
@@ -63,33 +75,111 @@ pub struct Reply {
 /// Reads a payload from a response channel as an answer to a broadcast with acknowledgements;
 /// `None` for anything else (other requests' answers, what no server would send).
 pub fn decode(adapter: Adapter, payload: &[u8]) -> Option<(String, Answer)> {
+    let kinds = match adapter {
+        Adapter::Classic => Kinds {
+            count: BROADCAST_CLIENT_COUNT,
+            ack: BROADCAST_ACK,
+        },
+        Adapter::Sharded | Adapter::Streams => Kinds {
+            count: CLUSTER_BROADCAST_CLIENT_COUNT,
+            ack: CLUSTER_BROADCAST_ACK,
+        },
+        // Its servers answer nothing the relay asks (see `Listener::listen`).
+        Adapter::PythonSocketio => return None,
+    };
     let value = if payload.first() == Some(&b'{') {
-        serde_json::from_slice(payload).ok()?
+        match serde_json::from_slice(payload) {
+            Ok(value) => value,
+            Err(_) => return envelope(adapter, payload, kinds),
+        }
     } else {
         let mut reader = payload;
         packet::msgpack_to_json(&rmpv::decode::read_value(&mut reader).ok()?, &binary)
     };
     let kind = value.get("type")?.as_u64()?;
-    let (body, count, ack) = match adapter {
-        Adapter::Classic => (&value, BROADCAST_CLIENT_COUNT, BROADCAST_ACK),
-        Adapter::Sharded | Adapter::Streams => (
-            value.get("data")?,
-            CLUSTER_BROADCAST_CLIENT_COUNT,
-            CLUSTER_BROADCAST_ACK,
-        ),
-        // Its servers answer nothing the relay asks (see `Listener::listen`).
-        Adapter::PythonSocketio => return None,
+    let body = match adapter {
+        Adapter::Classic => &value,
+        _ => value.get("data")?,
     };
     let request_id = body.get("requestId")?.as_str()?.to_owned();
-    let answer = if kind == count {
+    let answer = if kind == kinds.count {
         Answer::Count(body.get("clientCount")?.as_u64()?)
-    } else if kind == ack {
+    } else if kind == kinds.ack {
         // notepack 2 (adapter 7.x) writes `ack()` without argument as `undefined`: no value.
-        Answer::Ack(body.get("packet").filter(|v| !is_undefined(v)).cloned())
+        Answer::Ack(match body.get("packet").filter(|v| !is_undefined(v)) {
+            Some(argument) => Acked::With(argument.clone()),
+            None => Acked::Nothing,
+        })
     } else {
         return None;
     };
     Some((request_id, answer))
+}
+
+/// The reply types of an adapter's answers.
+#[derive(Clone, Copy)]
+struct Kinds {
+    count: u64,
+    ack: u64,
+}
+
+/// A JSON answer serde_json could not read whole (or no answer at all), read again without the
+/// client's argument, which serde_json skips without recursing, however deep: an acknowledgement
+/// whose argument is nested too deep to read still counts ([`Acked::TooDeep`]).
+fn envelope(adapter: Adapter, payload: &[u8], kinds: Kinds) -> Option<(String, Answer)> {
+    use serde::de::IgnoredAny;
+    #[derive(serde::Deserialize)]
+    struct Body {
+        #[serde(rename = "requestId")]
+        request_id: String,
+        #[serde(rename = "clientCount")]
+        client_count: Option<u64>,
+        packet: Option<IgnoredAny>,
+    }
+    /// The classic adapter's answer: its body's fields beside `type`.
+    #[derive(serde::Deserialize)]
+    struct Classic {
+        #[serde(rename = "type")]
+        kind: u64,
+        #[serde(rename = "requestId")]
+        request_id: String,
+        #[serde(rename = "clientCount")]
+        client_count: Option<u64>,
+        packet: Option<IgnoredAny>,
+    }
+    /// The sharded and the streams adapters' answer: the body in `data`.
+    #[derive(serde::Deserialize)]
+    struct Cluster {
+        #[serde(rename = "type")]
+        kind: u64,
+        data: Body,
+    }
+    let (kind, body) = match adapter {
+        Adapter::Classic => {
+            let c: Classic = serde_json::from_slice(payload).ok()?;
+            let body = Body {
+                request_id: c.request_id,
+                client_count: c.client_count,
+                packet: c.packet,
+            };
+            (c.kind, body)
+        }
+        _ => {
+            let c: Cluster = serde_json::from_slice(payload).ok()?;
+            (c.kind, c.data)
+        }
+    };
+    let answer = if kind == kinds.count {
+        Answer::Count(body.client_count?)
+    } else if kind == kinds.ack {
+        Answer::Ack(match body.packet {
+            Some(_) => Acked::TooDeep,
+            None => Acked::Nothing,
+        })
+    } else {
+        return None;
+    };
+    Some((body.request_id, answer))
 }
 
 /// notepack 2's `undefined`: the extension type 0 with one zero byte.
@@ -324,23 +414,26 @@ mod tests {
             classic(&ack),
             Some((
                 "r2-req".into(),
-                Answer::Ack(Some(serde_json::json!({"seen": true, "who": "a1"})))
+                Answer::Ack(Acked::With(serde_json::json!({"seen": true, "who": "a1"})))
             ))
         );
         let no_value = hex("82a47479706509a9726571756573744964a672322d726571");
         assert_eq!(
             classic(&no_value),
-            Some(("r2-req".into(), Answer::Ack(None)))
+            Some(("r2-req".into(), Answer::Ack(Acked::Nothing)))
         );
         let undefined = hex("83a47479706509a9726571756573744964a26f31a67061636b6574d40000");
-        assert_eq!(classic(&undefined), Some(("o1".into(), Answer::Ack(None))));
+        assert_eq!(
+            classic(&undefined),
+            Some(("o1".into(), Answer::Ack(Acked::Nothing)))
+        );
         let bytes =
             hex("83a47479706509a9726571756573744964a672322d726571a67061636b6574c404deadbeef");
         assert_eq!(
             classic(&bytes),
             Some((
                 "r2-req".into(),
-                Answer::Ack(Some(serde_json::json!({"$binary": "3q2+7w=="})))
+                Answer::Ack(Acked::With(serde_json::json!({"$binary": "3q2+7w=="})))
             ))
         );
         let sharded = |payload: &[u8]| decode(Adapter::Sharded, payload);
@@ -352,16 +445,44 @@ mod tests {
             sharded(
                 br#"{"type":12,"data":{"requestId":"sr1"},"uid":"bf10aded24816047","nsp":"/"}"#
             ),
-            Some(("sr1".into(), Answer::Ack(None)))
+            Some(("sr1".into(), Answer::Ack(Acked::Nothing)))
         );
         let sharded_bytes = hex("84a4747970650ca46461746182a9726571756573744964a3737231a67061636b6574c404deadbeefa3756964b062663130616465643234383136303437a36e7370a12f");
         assert_eq!(
             sharded(&sharded_bytes),
             Some((
                 "sr1".into(),
-                Answer::Ack(Some(serde_json::json!({"$binary": "3q2+7w=="})))
+                Answer::Ack(Acked::With(serde_json::json!({"$binary": "3q2+7w=="})))
             ))
         );
+    }
+
+    /// A client may acknowledge with an argument nested deeper than serde_json reads: the
+    /// acknowledgement is read all the same, without the argument.
+    #[test]
+    fn an_argument_too_deep_to_read_still_acknowledges() {
+        let deep = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(
+            serde_json::from_str::<Value>(&deep).is_err(),
+            "past serde_json's depth"
+        );
+        let classic = format!(r#"{{"type":9,"requestId":"r1","packet":{deep}}}"#);
+        assert_eq!(
+            decode(Adapter::Classic, classic.as_bytes()),
+            Some(("r1".into(), Answer::Ack(Acked::TooDeep)))
+        );
+        let sharded = format!(
+            r#"{{"type":12,"data":{{"requestId":"sr1","packet":{deep}}},"uid":"u","nsp":"/"}}"#
+        );
+        assert_eq!(
+            decode(Adapter::Sharded, sharded.as_bytes()),
+            Some(("sr1".into(), Answer::Ack(Acked::TooDeep)))
+        );
+        // Not an answer, however deep: still nothing.
+        let other = format!(r#"{{"type":5,"requestId":"r1","sockets":{deep}}}"#);
+        assert_eq!(decode(Adapter::Classic, other.as_bytes()), None);
+        let broken = format!(r#"{{"type":9,"requestId":"r1","packet":{deep}"#);
+        assert_eq!(decode(Adapter::Classic, broken.as_bytes()), None);
     }
 
     #[test]

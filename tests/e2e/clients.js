@@ -7,8 +7,8 @@
 // which socket.io-client does by itself, with its default delays). A spec with
 // "brief": true prints, instead of the arguments, [n] where n is the first argument's `n` field
 // (for big payloads). An event sent with an acknowledgement id is printed with "ackable": true;
-// a spec with "ack": true acknowledges it with {"who": NAME}, after "ackDelay" milliseconds if
-// given, and prints {"client":NAME,"acked":EVENT}. Each connection is printed as
+// a spec with "ack": true acknowledges it with {"who": NAME} ("ackDepth": N arrays deep), after
+// "ackDelay" milliseconds if given, and prints {"client":NAME,"acked":EVENT}. Each connection is printed as
 // {"client":NAME,"connected":true,"recovered":BOOL} (`recovered`: the server's connection state
 // recovery gave it what it missed). A spec with "dropAfter": N closes its connection as a network
 // failure would once it has received N events; it reconnects by itself, as socket.io-client does.
@@ -49,7 +49,10 @@ for (const spec of specs) {
     console.log(JSON.stringify(line));
     if (ack && spec.ack) {
       setTimeout(() => {
-        ack({ who: spec.name });
+        // "ackDepth": N wraps the argument in N arrays, as a client may.
+        let argument = { who: spec.name };
+        for (let i = 0; i < (spec.ackDepth || 0); i++) argument = [argument];
+        ack(argument);
         console.log(JSON.stringify({ client: spec.name, acked: event }));
       }, spec.ackDelay || 0);
     }

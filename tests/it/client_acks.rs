@@ -235,6 +235,41 @@ fn clients_confirm_delivery(adapter: Adapter) {
 
 /// A user offline when entries were produced receives, on connecting, exactly those younger than
 /// `acks.max_age`; the older ones are dead-lettered as `unacknowledged` without reaching anyone.
+/// A client acknowledges with an argument nested past what serde_json reads (the sharded
+/// adapter's answers are JSON): the acknowledgement counts, once, its argument is counted as not
+/// kept, and the entry is not sent again.
+#[test]
+fn an_acknowledgement_too_deep_to_read_still_counts() {
+    let adapter = Adapter::Sharded("dynamic");
+    let redis = RedisServer::start();
+    let server = SocketIoServer::start_with(&redis.url(), &adapter);
+    wait_adapter_servers(&redis, &adapter, 1);
+    let clients = Clients::start_specs(vec![json!({
+        "name": "deep", "url": server.url("/"), "rooms": ["user:1"], "ack": true, "ackDepth": 300
+    })]);
+    let mut settings = adapter.settings();
+    settings.push(FAST_RETRIES);
+    let _relay = Relay::start(&redis, "relay-1", &settings);
+    let mut con = redis.connection();
+    let id = xadd(
+        &mut con,
+        &[
+            ("event", "paid"),
+            ("room", "user:1"),
+            ("ack", "5s"),
+            ("append_id", "true"),
+        ],
+    );
+    wait_results(&mut con, 1, 20 * SECOND);
+    let result = &results(&mut con)[&id];
+    assert_eq!(result["acks"], "1", "{result:?}");
+    assert_eq!(result["answers_dropped"], "1", "{result:?}");
+    wait_until(10 * SECOND, "nothing is pending", || {
+        pending(&mut con).is_empty()
+    });
+    assert_eq!(times_received(&clients, "deep", &id), 1, "not sent again");
+}
+
 #[test]
 fn an_offline_user_gets_what_was_sent_within_max_age() {
     let redis = RedisServer::start();
