@@ -128,19 +128,11 @@ struct Kinds {
 /// whose argument is nested too deep to read still counts ([`Acked::TooDeep`]).
 fn envelope(adapter: Adapter, payload: &[u8], kinds: Kinds) -> Option<(String, Answer)> {
     use serde::de::IgnoredAny;
+    /// An answer's body: the classic adapter's whole answer (with its `type`), the others' `data`.
     #[derive(serde::Deserialize)]
     struct Body {
-        #[serde(rename = "requestId")]
-        request_id: String,
-        #[serde(rename = "clientCount")]
-        client_count: Option<u64>,
-        packet: Option<IgnoredAny>,
-    }
-    /// The classic adapter's answer: its body's fields beside `type`.
-    #[derive(serde::Deserialize)]
-    struct Classic {
         #[serde(rename = "type")]
-        kind: u64,
+        kind: Option<u64>,
         #[serde(rename = "requestId")]
         request_id: String,
         #[serde(rename = "clientCount")]
@@ -156,17 +148,12 @@ fn envelope(adapter: Adapter, payload: &[u8], kinds: Kinds) -> Option<(String, A
     }
     let (kind, body) = match adapter {
         Adapter::Classic => {
-            let c: Classic = serde_json::from_slice(payload).ok()?;
-            let body = Body {
-                request_id: c.request_id,
-                client_count: c.client_count,
-                packet: c.packet,
-            };
-            (c.kind, body)
+            let body: Body = serde_json::from_slice(payload).ok()?;
+            (body.kind?, body)
         }
         _ => {
-            let c: Cluster = serde_json::from_slice(payload).ok()?;
-            (c.kind, c.data)
+            let answer: Cluster = serde_json::from_slice(payload).ok()?;
+            (answer.kind, answer.data)
         }
     };
     let answer = if kind == kinds.count {
