@@ -14,7 +14,8 @@ pub struct Sentinels {
     /// The data nodes, primary first; a killed one stays in place (not running).
     pub nodes: Vec<RedisServer>,
     sentinels: Vec<(u16, Child)>,
-    _dir: tempfile::TempDir,
+    /// Where the sentinels keep their configurations and logs.
+    dir: tempfile::TempDir,
 }
 
 impl Sentinels {
@@ -32,7 +33,7 @@ impl Sentinels {
         let topology = Sentinels {
             nodes: vec![primary, replica],
             sentinels,
-            _dir: dir,
+            dir,
         };
         // A failover needs every sentinel to know the replica and the other sentinels, which they
         // learn from the primary's INFO and from each other's hello messages.
@@ -100,15 +101,29 @@ impl Sentinels {
     }
 
     /// SIGKILLs the master and waits until the sentinels name the replica instead; returns the
-    /// new master's port.
+    /// new master's port. A failover takes about 2 s here; a failed attempt (the sentinels split
+    /// their votes, or a loaded machine made one of them take the replica for down too) is tried
+    /// again after twice the failover timeout, so the wait allows for many. If it still times out,
+    /// the sentinels' logs say why.
     pub fn fail_over(&mut self) -> u16 {
         let old = self.master_port();
         on_port(&mut self.nodes, old).kill();
-        wait_until(
-            Duration::from_secs(30),
-            "the sentinels promote the replica",
-            || self.master_port() != old,
-        );
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while self.master_port() == old {
+            if Instant::now() > deadline {
+                let logs: Vec<String> = (0..self.sentinels.len())
+                    .map(|i| {
+                        let log = self.dir.path().join(format!("sentinel-{i}.log"));
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    })
+                    .collect();
+                panic!(
+                    "the sentinels did not promote the replica within 90 s; their logs:\n{}",
+                    logs.join("\n---\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         self.master_port()
     }
 }
