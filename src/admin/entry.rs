@@ -105,16 +105,19 @@ impl State {
 const LOOK_EVERY: Duration = Duration::from_millis(200);
 
 /// What became of entry `id` of `stream` once it settled ([`State::is_settled`]), or where it
-/// stands after `wait`.
+/// stands after `wait`; looked at over one connection.
 pub async fn settled(
     cfg: &Config,
     id: &str,
     stream: &str,
     wait: Duration,
 ) -> Result<Whereabouts, Failure> {
+    let id = parse(id)?;
+    let partition = candidates(cfg, Some(stream))?.remove(0);
+    let mut con = connect(&partition).await?;
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let found = find(cfg, id, Some(stream)).await?;
+        let found = look(&partition, &mut con, id).await?;
         if found.state.is_settled() || tokio::time::Instant::now() >= deadline {
             return Ok(found);
         }
@@ -125,35 +128,44 @@ pub async fn settled(
 /// What became of entry `id`: looked for in each of the relay's streams (`source.streams`), or in
 /// `stream` alone when given.
 pub async fn find(cfg: &Config, id: &str, stream: Option<&str>) -> Result<Whereabouts, Failure> {
-    let bad = |message: String| Failure {
-        code: EXIT_DATA,
-        message,
-    };
-    let parsed: EntryId = id.parse().map_err(bad)?;
-    let partitions = cfg.partitions();
-    let candidates: Vec<&Config> = match stream {
-        None => partitions.iter().collect(),
-        Some(stream) => {
-            let found: Vec<&Config> = partitions
-                .iter()
-                .filter(|p| p.source.stream == stream)
-                .collect();
-            if found.is_empty() {
-                return Err(bad(format!("{stream:?} is not a stream of this relay")));
-            }
-            found
-        }
-    };
+    let id = parse(id)?;
     let mut first = None;
-    for partition in candidates {
-        let mut con = connect(partition).await?;
-        let whereabouts = look(partition, &mut con, parsed).await?;
+    for partition in candidates(cfg, stream)? {
+        let mut con = connect(&partition).await?;
+        let whereabouts = look(&partition, &mut con, id).await?;
         if whereabouts.fields.is_some() || whereabouts.state.knows_it() {
             return Ok(whereabouts);
         }
         first.get_or_insert(whereabouts);
     }
     Ok(first.expect("a relay has a stream"))
+}
+
+fn bad(message: String) -> Failure {
+    Failure {
+        code: EXIT_DATA,
+        message,
+    }
+}
+
+fn parse(id: &str) -> Result<EntryId, Failure> {
+    id.parse().map_err(bad)
+}
+
+/// The partitions to look in: every one, or the one of `stream` (which must be the relay's).
+fn candidates(cfg: &Config, stream: Option<&str>) -> Result<Vec<Config>, Failure> {
+    let partitions = cfg.partitions();
+    let Some(stream) = stream else {
+        return Ok(partitions);
+    };
+    let named: Vec<Config> = partitions
+        .into_iter()
+        .filter(|p| p.source.stream == stream)
+        .collect();
+    match named.is_empty() {
+        true => Err(bad(format!("{stream:?} is not a stream of this relay"))),
+        false => Ok(named),
+    }
 }
 
 /// What `partition`'s stream, group and dead letters say of `id`, asked in that order, each only

@@ -225,10 +225,7 @@ impl Console {
         }
         match dead::page(&self.cfg, &page).await {
             Ok(page) => json(StatusCode::OK, &page),
-            Err(f) if f.code == crate::exit::EXIT_DATA => {
-                error(StatusCode::BAD_REQUEST, &f.message)
-            }
-            Err(f) => error(StatusCode::BAD_GATEWAY, &f.message),
+            Err(f) => failed(&f),
         }
     }
 
@@ -302,10 +299,7 @@ impl Console {
         let _one_at_a_time = self.entry_looks.lock().await;
         match admin::entry::find(&self.cfg, &id, stream.as_deref()).await {
             Ok(found) => json(StatusCode::OK, &found),
-            Err(f) if f.code == crate::exit::EXIT_DATA => {
-                error(StatusCode::BAD_REQUEST, &f.message)
-            }
-            Err(f) => error(StatusCode::BAD_GATEWAY, &f.message),
+            Err(f) => failed(&f),
         }
     }
 
@@ -321,10 +315,7 @@ impl Console {
                 tracing::info!(id = %appended.id, stream = %appended.stream, "console: appended an entry");
                 json(StatusCode::OK, &appended)
             }
-            Err(f) if f.code == crate::exit::EXIT_DATA => {
-                error(StatusCode::BAD_REQUEST, &f.message)
-            }
-            Err(f) => error(StatusCode::BAD_GATEWAY, &f.message),
+            Err(f) => failed(&f),
         }
     }
 }
@@ -357,6 +348,15 @@ fn asset(text: &'static str, content_type: &'static str) -> Response<Full<Bytes>
 fn json(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
     let body = serde_json::to_vec(value).expect("the console's replies serialize");
     response(status, "application/json", Bytes::from(body))
+}
+
+/// A command's failure as the page reads it: 400 for what the request got wrong, 502 for Redis.
+fn failed(f: &crate::exit::Failure) -> Response<Full<Bytes>> {
+    let status = match f.code {
+        crate::exit::EXIT_DATA => StatusCode::BAD_REQUEST,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    error(status, &f.message)
 }
 
 fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
